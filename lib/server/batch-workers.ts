@@ -1,0 +1,137 @@
+import type { Logger } from 'pino'
+import { ModelError, UnknownModelError, toWireError } from '../errors.js'
+import type { ModelRegistry } from '../models/pipeline.js'
+import { tokenLabel, type ServerMetrics } from './metrics.js'
+import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
+import type { ResultStore } from './store/result-store.js'
+
+/** Settings of {@link BatchWorkers}. */
+export interface BatchWorkersOptions {
+  workers: number
+  maxBatch: number
+  maxWaitMs: number
+  queue: WorkQueue
+  store: ResultStore
+  registry: ModelRegistry
+  metrics: ServerMetrics
+  logger?: Logger
+  /** Called once per finished item with its outputs or `{"error"}` body. */
+  onResult: (item: WorkItem, outputs: unknown) => void
+  /** Called after each batch with the tokens it touched (flow control resumes here). */
+  onBatchDone: (tokens: Set<string>) => void
+}
+
+/**
+ * The workers: `workers` loops that each pull a batch (one model and parameters), run the model
+ * once for the whole batch, bill every item to its token, hand each result on, and ack the lease.
+ */
+export class BatchWorkers {
+  private readonly pullAbort = new AbortController()
+  private readonly runAbort = new AbortController()
+  private readonly loops: Promise<void>[] = []
+  private readonly running = new Set<Lease>()
+
+  constructor(private readonly o: BatchWorkersOptions) {}
+
+  start(): void {
+    for (let i = 0; i < this.o.workers; i++) this.loops.push(this.loop())
+  }
+
+  /** Batches being run now. */
+  get busy(): number {
+    return this.running.size
+  }
+
+  private async loop(): Promise<void> {
+    const { queue, maxBatch, maxWaitMs } = this.o
+    const signal = this.pullAbort.signal
+    while (!signal.aborted) {
+      let lease: Lease | null
+      try {
+        lease = await queue.pull({ maxBatch, maxWaitMs, signal })
+      } catch (err) {
+        this.o.logger?.error({ err }, 'queue pull failed')
+        await new Promise((r) => setTimeout(r, 100))
+        continue
+      }
+      if (!lease) return
+      this.running.add(lease)
+      try {
+        await this.run(lease)
+      } catch (err) {
+        this.o.logger?.error({ err }, 'batch failed unexpectedly')
+      } finally {
+        this.running.delete(lease)
+      }
+    }
+  }
+
+  private async run(lease: Lease): Promise<void> {
+    const { store, registry, metrics, queue } = this.o
+    const items = lease.items
+    const first = items[0]
+    for (const item of items) store.markRunning(item.token, item.id)
+    const pipeline = registry.get(first.model)
+    let outputs: unknown[]
+    if (!pipeline) {
+      outputs = items.map(() => new UnknownModelError(`Model ${first.model} does not exist`))
+    } else {
+      const tokens = new Map<string, number>()
+      for (const item of items) tokens.set(item.token, (tokens.get(item.token) ?? 0) + 1)
+      for (const [token, n] of tokens) {
+        store.bill(token, n)
+        metrics.billed.inc({ token: tokenLabel(token) }, n)
+      }
+      const endTimer = metrics.batchSeconds.startTimer({ model: first.model })
+      metrics.batchSize.observe({ model: first.model }, items.length)
+      try {
+        outputs = await pipeline.run(
+          items.map((i) => i.inputs),
+          first.parameters ?? {},
+          this.runAbort.signal,
+        )
+        if (!Array.isArray(outputs) || outputs.length !== items.length) {
+          throw new ModelError(
+            `Model ${first.model} returned ${Array.isArray(outputs) ? outputs.length : 'no'} outputs for ${items.length} inputs`,
+          )
+        }
+      } catch (err) {
+        if (this.runAbort.signal.aborted) {
+          // Shutdown ran out of time: hand the batch back rather than answer with an error.
+          await queue.release(lease)
+          return
+        }
+        const e = err instanceof ModelError ? err : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
+        outputs = items.map(() => e)
+      } finally {
+        endTimer()
+      }
+    }
+    const touched = new Set<string>()
+    for (let i = 0; i < items.length; i++) {
+      const out = outputs[i]
+      const failed = out instanceof Error
+      metrics.items.inc({ model: first.model, outcome: failed ? 'error' : 'ok' })
+      this.o.onResult(items[i], failed ? toWireError(out) : out)
+      touched.add(items[i].token)
+    }
+    await queue.ack(lease)
+    this.o.onBatchDone(touched)
+  }
+
+  /** Stops pulling new batches (queued items stay queued). */
+  stopPulling(): void {
+    this.pullAbort.abort()
+  }
+
+  /** Aborts running batches (they are handed back to the queue). */
+  abortRunning(): void {
+    this.runAbort.abort()
+  }
+
+  /** Resolves when every loop has ended. */
+  async done(): Promise<void> {
+    await Promise.all(this.loops)
+  }
+}
+
