@@ -9,7 +9,10 @@ const positive = 'I love this movie, the acting is wonderful and the story is gr
 const negative = 'This was a terrible, awful experience and the staff were rude.'
 const neutral = 'The report is due on Tuesday.'
 
-function checkLabels(t: Tap.Test, labels: unknown, expectedTop: 'POSITIVE' | 'NEGATIVE', min = 0.9): void {
+// The assertions this helper uses, typed from tap's root test (subtests share them).
+type Asserts = Pick<typeof t, 'equal' | 'ok' | 'same'>
+
+function checkLabels(t: Asserts, labels: unknown, expectedTop: 'POSITIVE' | 'NEGATIVE', min = 0.9): void {
   const list = labels as LabelScore[]
   t.equal(list.length, 2)
   t.same(list.map((l) => Object.keys(l).sort()), [['label', 'score'], ['label', 'score']], 'only label and score')

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { ModelError, UnknownModelError, toWireError } from '../errors.js'
+import { InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import { tokenLabel, type ServerMetrics } from './metrics.js'
 import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
@@ -101,7 +101,7 @@ export class BatchWorkers {
           await queue.release(lease)
           return
         }
-        const e = err instanceof ModelError ? err : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
+        const e = err instanceof InferenceStreamError ? err : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
         outputs = items.map(() => e)
       } finally {
         endTimer()

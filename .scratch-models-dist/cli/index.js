@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// Entry of the `inference-stream` command. Each subcommand lives in its own file.
+import { Command, CommanderError } from 'commander';
+import { InferenceStreamError } from '../errors.js';
+import { serveCommand } from './serve.js';
+const program = new Command()
+    .name('inference-stream')
+    .description('Fast, safe batch inference over Node streams: server and tools')
+    .showHelpAfterError()
+    .exitOverride();
+program.addCommand(serveCommand());
+try {
+    await program.parseAsync(process.argv);
+}
+catch (err) {
+    if (err instanceof CommanderError) {
+        // Help and version exit 0; usage errors were already printed by commander.
+        process.exit(err.exitCode);
+    }
+    if (err instanceof InferenceStreamError) {
+        process.stderr.write(`inference-stream: ${err.message} (${err.code})\n`);
+        process.exit(2);
+    }
+    throw err;
+}
+//# sourceMappingURL=index.js.map

@@ -1,0 +1,217 @@
+/**
+ * A fixed-size pool of worker threads running model batches off the event loop. A task is
+ * (modelId, inputs[], parameters) → one output or Error per item; the worker file serves tasks with
+ * `serveTasks()` from ./worker-protocol.js.
+ */
+import { Worker } from 'node:worker_threads';
+import { InvalidOptionError, ModelError, OverloadedError, ShuttingDownError } from '../errors.js';
+import { decodeItems } from './worker-protocol.js';
+const defaults = { threads: 1, maxQueue: 1024 };
+/**
+ * Runs tasks on a fixed number of worker threads, one task per thread at a time, with a bounded
+ * FIFO queue in front.
+ *
+ * - Threads start lazily, when a task has no free thread and fewer than `threads` exist; the worker
+ *   file loads its models once per thread.
+ * - A thread that crashes (uncaught error, `process.exit`) fails its in-flight task with a
+ *   `ModelError`; the next queued task starts a replacement. Nothing is retried: a batch that
+ *   crashes a thread would crash the next one too.
+ * - Idle threads are `unref()`ed, so a pool that is not closed never holds the process open;
+ *   a thread running a task is ref'ed, so the process waits for its result.
+ * - `close()` rejects queued and running tasks with `ShuttingDownError` and terminates every thread.
+ */
+export class WorkerPool {
+    #file;
+    #threads;
+    #maxQueue;
+    #workerData;
+    #queue = [];
+    #running = new Set();
+    #nextId = 0;
+    #closed;
+    constructor(options) {
+        const opts = { ...defaults, ...options };
+        if (!(opts.file instanceof URL) && (typeof opts.file !== 'string' || opts.file === '')) {
+            throw new InvalidOptionError('options.file must be a file: URL or a path to the worker entry file');
+        }
+        if (!Number.isInteger(opts.threads) || opts.threads < 1) {
+            throw new InvalidOptionError(`options.threads must be a positive integer, got ${String(opts.threads)}`);
+        }
+        if (!Number.isInteger(opts.maxQueue) || opts.maxQueue < 0) {
+            throw new InvalidOptionError(`options.maxQueue must be a non-negative integer, got ${String(opts.maxQueue)}`);
+        }
+        this.#file = opts.file;
+        this.#threads = opts.threads;
+        this.#maxQueue = opts.maxQueue;
+        this.#workerData = opts.workerData;
+    }
+    /** Tasks waiting for a free thread. */
+    get queued() {
+        return this.#queue.length;
+    }
+    /** Tasks running on a thread (including aborted ones whose thread has not answered yet). */
+    get running() {
+        let n = 0;
+        for (const thread of this.#running)
+            if (thread.task !== undefined)
+                n++;
+        return n;
+    }
+    /** Threads alive. */
+    get threads() {
+        return this.#running.size;
+    }
+    /**
+     * Runs `modelId` on a batch in a thread. Resolves with one entry per item: the output, or a
+     * `ModelInputError` (bad inputs) / `ModelError` (that item failed) for the items that failed.
+     * Rejects with `ModelError` when the batch failed or its thread crashed, `OverloadedError` when
+     * the queue is full, `ShuttingDownError` after `close()`, and `signal.reason` on abort (a running
+     * batch cannot be interrupted: its thread finishes it and the result is dropped).
+     */
+    run(modelId, inputs, parameters, signal) {
+        if (this.#closed !== undefined)
+            return Promise.reject(new ShuttingDownError('Worker pool is closed'));
+        if (signal?.aborted)
+            return Promise.reject(signal.reason);
+        if (this.#queue.length >= this.#maxQueue && !this.#hasFreeThread()) {
+            return Promise.reject(new OverloadedError(`Worker pool queue is full (${this.#maxQueue} tasks waiting)`));
+        }
+        return new Promise((resolve, reject) => {
+            const task = {
+                message: { id: this.#nextId++, modelId, inputs, parameters },
+                resolve,
+                reject,
+                signal,
+                onAbort: undefined,
+                settled: false,
+            };
+            if (signal !== undefined) {
+                task.onAbort = () => this.#abort(task);
+                signal.addEventListener('abort', task.onAbort, { once: true });
+            }
+            this.#queue.push(task);
+            this.#dispatch();
+        });
+    }
+    /** Rejects every pending task with `ShuttingDownError` and terminates the threads. Idempotent. */
+    close() {
+        this.#closed ??= this.#terminate();
+        return this.#closed;
+    }
+    async #terminate() {
+        const error = new ShuttingDownError('Worker pool is closed');
+        for (const task of this.#queue.splice(0))
+            this.#reject(task, error);
+        const threads = [...this.#running];
+        for (const thread of threads)
+            if (thread.task !== undefined)
+                this.#reject(thread.task, error);
+        await Promise.all(threads.map((thread) => thread.worker.terminate()));
+    }
+    #hasFreeThread() {
+        if (this.#running.size < this.#threads)
+            return true;
+        for (const thread of this.#running)
+            if (thread.task === undefined)
+                return true;
+        return false;
+    }
+    #dispatch() {
+        while (this.#queue.length > 0 && this.#closed === undefined) {
+            let thread;
+            try {
+                thread = this.#freeThread();
+            }
+            catch (err) {
+                // new Worker() throws synchronously for an unusable file or options: fail the task, not run()'s caller.
+                this.#reject(this.#queue.shift(), new ModelError(`Cannot start a worker thread: ${err.message}`, { cause: err }));
+                continue;
+            }
+            if (thread === undefined)
+                return;
+            const task = this.#queue.shift();
+            thread.task = task;
+            // Ref'ed while busy: the process must not exit under a batch someone awaits.
+            thread.worker.ref();
+            try {
+                thread.worker.postMessage(task.message);
+            }
+            catch (err) {
+                // Inputs that cannot be structured-cloned (not JSON data): fail this batch, keep the thread.
+                this.#idle(thread);
+                this.#reject(task, new ModelError(`Cannot send the batch to a worker thread: ${err.message}`, { cause: err }));
+            }
+        }
+    }
+    #freeThread() {
+        for (const thread of this.#running)
+            if (thread.task === undefined)
+                return thread;
+        if (this.#running.size >= this.#threads)
+            return undefined;
+        const worker = new Worker(this.#file, { workerData: this.#workerData });
+        const thread = { worker, task: undefined, crash: undefined };
+        worker.on('message', (reply) => this.#onReply(thread, reply));
+        // 'error' (an uncaught exception in the thread) is always followed by 'exit'.
+        worker.on('error', (err) => {
+            thread.crash = err;
+        });
+        worker.on('exit', (code) => this.#onExit(thread, code));
+        worker.unref();
+        this.#running.add(thread);
+        return thread;
+    }
+    #onReply(thread, reply) {
+        const task = thread.task;
+        if (task === undefined || task.message.id !== reply.id)
+            return;
+        this.#idle(thread);
+        if ('error' in reply) {
+            this.#reject(task, new ModelError(`Model ${task.message.modelId} failed: ${reply.error.message}`));
+        }
+        else {
+            this.#resolve(task, decodeItems(reply.items));
+        }
+        this.#dispatch();
+    }
+    #onExit(thread, code) {
+        this.#running.delete(thread);
+        const task = thread.task;
+        thread.task = undefined;
+        if (task !== undefined) {
+            const why = thread.crash !== undefined ? thread.crash.message : `exited with code ${code}`;
+            this.#reject(task, new ModelError(`Worker thread running ${task.message.modelId} crashed: ${why}`, { cause: thread.crash }));
+        }
+        // Queued tasks get a replacement thread now; with an empty queue the next run() starts one.
+        this.#dispatch();
+    }
+    #idle(thread) {
+        thread.task = undefined;
+        thread.worker.unref();
+    }
+    #abort(task) {
+        const index = this.#queue.indexOf(task);
+        if (index !== -1)
+            this.#queue.splice(index, 1);
+        // A running task keeps its thread busy until the thread answers; only the caller stops waiting.
+        this.#reject(task, task.signal?.reason);
+    }
+    #resolve(task, results) {
+        if (this.#detach(task))
+            task.resolve(results);
+    }
+    #reject(task, error) {
+        if (this.#detach(task))
+            task.reject(error);
+    }
+    /** Marks a task settled once (abort, reply and close may race) and drops its abort listener. */
+    #detach(task) {
+        if (task.settled)
+            return false;
+        task.settled = true;
+        if (task.onAbort !== undefined)
+            task.signal?.removeEventListener('abort', task.onAbort);
+        return true;
+    }
+}
+//# sourceMappingURL=worker-pool.js.map

@@ -1,0 +1,115 @@
+import { InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js';
+import { tokenLabel } from './metrics.js';
+/**
+ * The workers: `workers` loops that each pull a batch (one model and parameters), run the model
+ * once for the whole batch, bill every item to its token, hand each result on, and ack the lease.
+ */
+export class BatchWorkers {
+    o;
+    pullAbort = new AbortController();
+    runAbort = new AbortController();
+    loops = [];
+    running = new Set();
+    constructor(o) {
+        this.o = o;
+    }
+    start() {
+        for (let i = 0; i < this.o.workers; i++)
+            this.loops.push(this.loop());
+    }
+    /** Batches being run now. */
+    get busy() {
+        return this.running.size;
+    }
+    async loop() {
+        const { queue, maxBatch, maxWaitMs } = this.o;
+        const signal = this.pullAbort.signal;
+        while (!signal.aborted) {
+            let lease;
+            try {
+                lease = await queue.pull({ maxBatch, maxWaitMs, signal });
+            }
+            catch (err) {
+                this.o.logger?.error({ err }, 'queue pull failed');
+                await new Promise((r) => setTimeout(r, 100));
+                continue;
+            }
+            if (!lease)
+                return;
+            this.running.add(lease);
+            try {
+                await this.run(lease);
+            }
+            catch (err) {
+                this.o.logger?.error({ err }, 'batch failed unexpectedly');
+            }
+            finally {
+                this.running.delete(lease);
+            }
+        }
+    }
+    async run(lease) {
+        const { store, registry, metrics, queue } = this.o;
+        const items = lease.items;
+        const first = items[0];
+        for (const item of items)
+            store.markRunning(item.token, item.id);
+        const pipeline = registry.get(first.model);
+        let outputs;
+        if (!pipeline) {
+            outputs = items.map(() => new UnknownModelError(`Model ${first.model} does not exist`));
+        }
+        else {
+            const tokens = new Map();
+            for (const item of items)
+                tokens.set(item.token, (tokens.get(item.token) ?? 0) + 1);
+            for (const [token, n] of tokens) {
+                store.bill(token, n);
+                metrics.billed.inc({ token: tokenLabel(token) }, n);
+            }
+            const endTimer = metrics.batchSeconds.startTimer({ model: first.model });
+            metrics.batchSize.observe({ model: first.model }, items.length);
+            try {
+                outputs = await pipeline.run(items.map((i) => i.inputs), first.parameters ?? {}, this.runAbort.signal);
+                if (!Array.isArray(outputs) || outputs.length !== items.length) {
+                    throw new ModelError(`Model ${first.model} returned ${Array.isArray(outputs) ? outputs.length : 'no'} outputs for ${items.length} inputs`);
+                }
+            }
+            catch (err) {
+                if (this.runAbort.signal.aborted) {
+                    // Shutdown ran out of time: hand the batch back rather than answer with an error.
+                    await queue.release(lease);
+                    return;
+                }
+                const e = err instanceof InferenceStreamError ? err : new ModelError(`Model ${first.model} failed: ${err?.message ?? err}`, { cause: err });
+                outputs = items.map(() => e);
+            }
+            finally {
+                endTimer();
+            }
+        }
+        const touched = new Set();
+        for (let i = 0; i < items.length; i++) {
+            const out = outputs[i];
+            const failed = out instanceof Error;
+            metrics.items.inc({ model: first.model, outcome: failed ? 'error' : 'ok' });
+            this.o.onResult(items[i], failed ? toWireError(out) : out);
+            touched.add(items[i].token);
+        }
+        await queue.ack(lease);
+        this.o.onBatchDone(touched);
+    }
+    /** Stops pulling new batches (queued items stay queued). */
+    stopPulling() {
+        this.pullAbort.abort();
+    }
+    /** Aborts running batches (they are handed back to the queue). */
+    abortRunning() {
+        this.runAbort.abort();
+    }
+    /** Resolves when every loop has ended. */
+    async done() {
+        await Promise.all(this.loops);
+    }
+}
+//# sourceMappingURL=batch-workers.js.map

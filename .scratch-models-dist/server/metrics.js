@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+/**
+ * The label that stands for a token in metrics and logs: the first 12 hex digits of its SHA-256.
+ * Tokens are secrets, so they never appear in clear.
+ */
+export function tokenLabel(token) {
+    let label = labels.get(token);
+    if (label === undefined) {
+        // Tokens are few and hashed once per batch: remember their labels, within a bound.
+        if (labels.size >= 10_000)
+            labels.clear();
+        label = createHash('sha256').update(token).digest('hex').slice(0, 12);
+        labels.set(token, label);
+    }
+    return label;
+}
+const labels = new Map();
+/** Prometheus metrics of one server (its own registry, so several servers can share a process). */
+export class ServerMetrics {
+    registry = new Registry();
+    billed = new Counter({
+        name: 'inference_stream_billed_items_total',
+        help: 'Items run by a model, per token (the bill); a duplicate id is never billed twice',
+        labelNames: ['token'],
+        registers: [this.registry],
+    });
+    items = new Counter({
+        name: 'inference_stream_items_total',
+        help: 'Items finished, by outcome',
+        labelNames: ['model', 'outcome'],
+        registers: [this.registry],
+    });
+    duplicates = new Counter({
+        name: 'inference_stream_duplicate_items_total',
+        help: 'Payloads whose id was already pending or finished (not run again)',
+        labelNames: ['state'],
+        registers: [this.registry],
+    });
+    rejected = new Counter({
+        name: 'inference_stream_rejected_messages_total',
+        help: 'Client messages rejected before the queue, by error code',
+        labelNames: ['code'],
+        registers: [this.registry],
+    });
+    batchSize = new Histogram({
+        name: 'inference_stream_batch_size',
+        help: 'Items per model call',
+        labelNames: ['model'],
+        buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+        registers: [this.registry],
+    });
+    batchSeconds = new Histogram({
+        name: 'inference_stream_batch_seconds',
+        help: 'Duration of one model call',
+        labelNames: ['model'],
+        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+        registers: [this.registry],
+    });
+    connections = new Gauge({
+        name: 'inference_stream_open_streams',
+        help: 'Open websocket streams',
+        registers: [this.registry],
+    });
+    lost = new Counter({
+        name: 'inference_stream_results_expired_total',
+        help: 'Undelivered results dropped by the retention bound or TTL',
+        registers: [this.registry],
+    });
+    constructor(queueStats) {
+        const registry = this.registry;
+        new Gauge({
+            name: 'inference_stream_queue_items',
+            help: 'Items in the work queue, by state',
+            labelNames: ['state'],
+            registers: [registry],
+            collect() {
+                const s = queueStats();
+                this.set({ state: 'queued' }, s.queued);
+                this.set({ state: 'processing' }, s.processing);
+            },
+        });
+    }
+}
+//# sourceMappingURL=metrics.js.map

@@ -1,0 +1,45 @@
+import type { Logger } from 'pino';
+import type { ModelRegistry } from '../models/pipeline.js';
+import type { WorkQueue } from './queue/work-queue.js';
+import type { ResultStore } from './store/result-store.js';
+/** Options of {@link createServer}. Every field is optional; defaults are listed per field. */
+export interface ServerOptions {
+    /** Accepted bearer tokens. Empty (default): any token is accepted, but only from loopback clients. */
+    tokens?: string[];
+    /** Batch workers pulling from the queue concurrently. Default 4. */
+    workers?: number;
+    /** Most items per model call. Default 32. */
+    maxBatch?: number;
+    /** How long an idle worker waits for a batch to fill, in ms. Default 2. */
+    maxWaitMs?: number;
+    /** Items a token may have queued or undelivered before its sockets stop being read. Default 4096. */
+    maxQueuedPerToken?: number;
+    /** Finished results retained per token, for reconnects and duplicates. Default 100000. */
+    maxRetained?: number;
+    /** How long a finished result is retained, in ms. Default 15 minutes. */
+    retentionMs?: number;
+    /** Largest frame answered with an error and skipped, in bytes. Default 8 MiB. Frames over 4× this close the socket (1009). */
+    maxFrameBytes?: number;
+    /** Most messages in one v1 frame. Default 1024. */
+    maxItemsPerFrame?: number;
+    /** Largest `inputs` of one payload, as JSON bytes. Default 1 MiB. */
+    maxInputsBytes?: number;
+    /** Interval of status messages while a token has work pending, in ms. Default 1000. */
+    statusIntervalMs?: number;
+    /** How long a connection may take to send its Bearer frame, in ms. Default 10000. */
+    authTimeoutMs?: number;
+    /** How long `close()` waits for running batches before handing them back, in ms. Default 10000. */
+    shutdownTimeoutMs?: number;
+    /** Models served. Default: the built-in registry (`builtin/echo`, `builtin/sentiment`, `builtin/ner`). */
+    registry?: ModelRegistry;
+    /** Work queue. Default: in-process {@link MemoryWorkQueue}. */
+    queue?: WorkQueue;
+    /** Result store. Default: in-process {@link MemoryResultStore}. */
+    store?: ResultStore;
+    /** pino logger. Default: silent. */
+    logger?: Logger;
+}
+/** Options after defaults and checks. */
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger'>> & Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger'>;
+/** Applies defaults and checks every option, naming the one that is wrong. */
+export declare function resolveServerOptions(options?: ServerOptions): ResolvedServerOptions;

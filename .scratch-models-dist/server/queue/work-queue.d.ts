@@ -1,0 +1,64 @@
+/**
+ * The work queue between the stream endpoints and the workers. The memory implementation is the
+ * embedded default; a Redis Streams one (consumer groups) implements the same contract, which is
+ * why every call is async and a pulled batch is a lease that is acked or released.
+ */
+import type { Parameters } from '../../models/pipeline.js';
+/** One accepted inference item. */
+export interface WorkItem {
+    /** The token that owns the item (results belong to it). */
+    token: string;
+    /** Item id, unique per token. */
+    id: string;
+    /** Model id. */
+    model: string;
+    /** `cpu` or `gpu` from the stream URL. */
+    compute: string;
+    inputs: unknown;
+    parameters: Parameters | undefined;
+    /** Grouping key: model, compute and stable parameters. Items batch only within one group. */
+    group: string;
+    /** `Date.now()` at enqueue, for batching waits and queue-time metrics. */
+    enqueuedAt: number;
+    /** Server-local connection id that sent it; its result goes there first when still open. */
+    origin?: number;
+}
+/** A batch handed to one worker: ack it when done, release it to hand it back. */
+export interface Lease {
+    readonly id: number;
+    readonly items: WorkItem[];
+}
+/** Batching settings of one pull. */
+export interface PullOptions {
+    /** Most items in one batch. */
+    maxBatch: number;
+    /** How long the oldest item of a group may wait for the batch to fill, in ms. */
+    maxWaitMs: number;
+    /** Ends the wait; the pull then resolves `null`. */
+    signal?: AbortSignal;
+}
+/** Queue depth. */
+export interface QueueStats {
+    /** Items waiting for a worker. */
+    queued: number;
+    /** Items leased to a worker and not yet acked. */
+    processing: number;
+}
+/** Contract of a work queue. */
+export interface WorkQueue {
+    /** Appends items (in the order given). */
+    push(items: WorkItem[]): Promise<void>;
+    /**
+     * Waits for a batch of items of one group: up to `maxBatch`, taken as soon as the group is full
+     * or its oldest item has waited `maxWaitMs`. Resolves `null` when the queue closes or `signal` aborts.
+     */
+    pull(options: PullOptions): Promise<Lease | null>;
+    /** The batch is done: forget it. */
+    ack(lease: Lease): Promise<void>;
+    /** Hands a batch back, to the front of the queue, for another worker (shutdown, crash). */
+    release(lease: Lease): Promise<void>;
+    /** Current depth. */
+    stats(): QueueStats;
+    /** Wakes every pending pull with `null` and refuses new work. */
+    close(): Promise<void>;
+}

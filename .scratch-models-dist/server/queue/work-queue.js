@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=work-queue.js.map

@@ -1,0 +1,255 @@
+import http from 'node:http';
+import { WebSocketServer } from 'ws';
+import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js';
+import { ShuttingDownError } from '../errors.js';
+import { createModelRegistry } from '../models/registry.js';
+import { BatchWorkers } from './batch-workers.js';
+import { ServerMetrics } from './metrics.js';
+import { resolveServerOptions } from './options.js';
+import { MemoryWorkQueue } from './queue/memory-queue.js';
+import { MemoryResultStore } from './store/memory-result-store.js';
+import { StreamConnection } from './stream-connection.js';
+import { StreamHub } from './stream-hub.js';
+const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/;
+/** Whether a socket address is on this machine (127.0.0.0/8, ::1, IPv4-mapped loopback). */
+export function isLoopback(address) {
+    if (!address)
+        return false;
+    return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+/**
+ * The inference server: websocket streams at `/bulk/stream/{cpu|gpu}/{model}`, `/health` and
+ * `/metrics`, a work queue and batch workers behind them. Create with {@link createServer}.
+ */
+export class InferenceServer {
+    /** The underlying HTTP server. */
+    http;
+    /** Options in force, after defaults. */
+    options;
+    /** Models served. */
+    registry;
+    /** Prometheus metrics. */
+    metrics;
+    queue;
+    store;
+    hub;
+    wss;
+    workers;
+    tokens;
+    timers = [];
+    closing;
+    constructor(options = {}) {
+        this.options = resolveServerOptions(options);
+        const o = this.options;
+        this.tokens = new Set(o.tokens);
+        this.registry = o.registry ?? createModelRegistry();
+        this.queue = o.queue ?? new MemoryWorkQueue();
+        this.store = o.store ?? new MemoryResultStore({ maxRetained: o.maxRetained, retentionMs: o.retentionMs });
+        this.metrics = new ServerMetrics(() => this.queue.stats());
+        this.hub = new StreamHub(o, this.store, this.queue, this.metrics, o.logger, (token) => this.tokens.size === 0 || this.tokens.has(token), (model) => this.registry.get(model) !== undefined);
+        this.workers = new BatchWorkers({
+            workers: o.workers,
+            maxBatch: o.maxBatch,
+            maxWaitMs: o.maxWaitMs,
+            queue: this.queue,
+            store: this.store,
+            registry: this.registry,
+            metrics: this.metrics,
+            logger: o.logger,
+            onResult: (item, outputs) => this.hub.onResult(item, outputs),
+            onBatchDone: (tokens) => {
+                for (const t of tokens)
+                    this.hub.checkFlow(t);
+            },
+        });
+        this.wss = new WebSocketServer({
+            noServer: true,
+            // Frames between maxFrameBytes and this hard cap are answered and skipped; above it, ws closes with 1009.
+            maxPayload: o.maxFrameBytes * 4,
+            handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
+        });
+        this.http = http.createServer((req, res) => this.onRequest(req, res));
+        this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+        this.workers.start();
+        this.timers.push(setInterval(() => this.sendStatus(), o.statusIntervalMs));
+        this.timers.push(setInterval(() => {
+            const lost = this.store.sweep();
+            if (lost > 0)
+                this.metrics.lost.inc(lost);
+        }, Math.min(60_000, o.retentionMs)));
+        // Dead peers (no pong for a whole interval) are terminated so their results go back to the store.
+        this.timers.push(setInterval(() => this.heartbeat(), 30_000));
+        for (const t of this.timers)
+            t.unref();
+    }
+    /** Whether the server accepts anyone (no token configured) — only from loopback then. */
+    get open() {
+        return this.tokens.size === 0;
+    }
+    /**
+     * Starts listening. Defaults: port 0 (any free port), host 127.0.0.1.
+     * @returns the base URL, e.g. `http://127.0.0.1:8080`.
+     */
+    async listen(port = 0, host = '127.0.0.1') {
+        await new Promise((resolve, reject) => {
+            this.http.once('error', reject);
+            this.http.listen(port, host, () => {
+                this.http.off('error', reject);
+                resolve();
+            });
+        });
+        if (this.open && !isLoopback(host) && host !== 'localhost') {
+            this.options.logger?.warn('No token configured: only loopback clients are accepted');
+        }
+        return this.url;
+    }
+    /** Base URL (`http://host:port`) once listening. */
+    get url() {
+        const a = this.http.address();
+        if (!a)
+            throw new Error('Server is not listening');
+        const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+        return `http://${host}:${a.port}`;
+    }
+    /** Websocket URL of a model's stream. */
+    streamUrl(model, compute = 'cpu') {
+        return `${this.url.replace(/^http/, 'ws')}/bulk/stream/${compute}/${model}`;
+    }
+    /** Items billed to a token so far (one per item run by a model). */
+    billed(token) {
+        return this.store.counts(token).billed;
+    }
+    /** A token's counters: queued, processing, done, undelivered, billed. */
+    counts(token) {
+        return this.store.counts(token);
+    }
+    allowed(req) {
+        return !this.open || isLoopback(req.socket.remoteAddress);
+    }
+    onRequest(req, res) {
+        const json = (status, body) => {
+            res.writeHead(status, { 'content-type': 'application/json' });
+            res.end(JSON.stringify(body));
+        };
+        if (!this.allowed(req))
+            return json(403, { error: 'No token is configured: only loopback clients are accepted' });
+        const path = (req.url ?? '/').split('?')[0];
+        if (req.method === 'GET' && path === '/health') {
+            const q = this.queue.stats();
+            return json(this.closing ? 503 : 200, {
+                status: this.closing ? 'closing' : 'ok',
+                models: this.registry.list(),
+                queued: q.queued,
+                processing: q.processing,
+                streams: [...this.hub.allStreams()].length,
+            });
+        }
+        if (req.method === 'GET' && path === '/metrics') {
+            this.metrics.registry.metrics().then((text) => {
+                res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+                res.end(text);
+            }, (err) => json(500, { error: err.message }));
+            return;
+        }
+        json(404, { error: `Not found: ${req.method} ${path}` });
+    }
+    onUpgrade(req, socket, head) {
+        const path = (req.url ?? '/').split('?')[0];
+        const m = STREAM_PATH.exec(path);
+        const refuse = (status, text) => {
+            socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n${JSON.stringify({ error: text })}`);
+        };
+        if (!m)
+            return refuse(404, `No websocket endpoint at ${path}; use /bulk/stream/{cpu|gpu}/{model_id}`);
+        if (this.closing)
+            return refuse(503, 'Server is shutting down');
+        if (!this.allowed(req))
+            return refuse(403, 'No token is configured: only loopback clients are accepted');
+        let model;
+        try {
+            model = decodeURIComponent(m[2]);
+        }
+        catch {
+            return refuse(400, 'Model id is not valid URL encoding');
+        }
+        const compute = m[1];
+        this.wss.handleUpgrade(req, socket, head, (ws) => {
+            const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1);
+            ws.isAlive = true;
+            ws.on('pong', () => (ws.isAlive = true));
+            void conn;
+        });
+    }
+    heartbeat() {
+        for (const ws of this.wss.clients) {
+            if (ws.isAlive === false) {
+                ws.terminate();
+                continue;
+            }
+            ws.isAlive = false;
+            ws.ping();
+        }
+    }
+    sendStatus() {
+        for (const token of this.store.busyTokens()) {
+            const c = this.store.counts(token);
+            if (c.queued + c.processing === 0)
+                continue;
+            for (const s of this.hub.streamsOf(token)) {
+                s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done });
+            }
+        }
+    }
+    /**
+     * Graceful shutdown: refuses new streams and payloads, lets queued and running work finish
+     * (up to `shutdownTimeoutMs`, results go to open streams), hands back what is left, closes
+     * every socket with 1001 and releases the models. Safe to call twice.
+     */
+    close() {
+        this.closing ??= this.doClose();
+        return this.closing;
+    }
+    async doClose() {
+        this.hub.closing = true;
+        const httpClosed = new Promise((r) => this.http.close(() => r()));
+        const status = errorStatus(new ShuttingDownError());
+        for (const s of this.hub.allStreams())
+            s.send(status);
+        const deadline = Date.now() + this.options.shutdownTimeoutMs;
+        while (Date.now() < deadline) {
+            const q = this.queue.stats();
+            if (q.queued === 0 && q.processing === 0)
+                break;
+            await new Promise((r) => setTimeout(r, 10));
+        }
+        this.workers.stopPulling();
+        this.workers.abortRunning();
+        await this.workers.done();
+        // Let results written in the last tick reach their sockets before closing them.
+        await new Promise((r) => setImmediate(r));
+        for (const ws of this.wss.clients)
+            ws.close(1001, 'Server shutting down');
+        const waitSockets = Date.now() + 1000;
+        while (this.wss.clients.size > 0 && Date.now() < waitSockets)
+            await new Promise((r) => setTimeout(r, 10));
+        for (const ws of this.wss.clients)
+            ws.terminate();
+        for (const t of this.timers)
+            clearInterval(t);
+        this.http.closeAllConnections();
+        await httpClosed;
+        await this.queue.close();
+        if (!this.options.registry)
+            await this.registry.close();
+    }
+}
+/**
+ * Creates an inference server (not yet listening: call `listen()`).
+ * @example
+ * const server = createServer({ tokens: ['secret'] })
+ * const url = await server.listen(8080)
+ */
+export function createServer(options) {
+    return new InferenceServer(options);
+}
+//# sourceMappingURL=server.js.map

@@ -1,0 +1,92 @@
+import { readFileSync } from 'node:fs'
+import { Command, Option } from 'commander'
+import pino from 'pino'
+import { InvalidOptionError } from '../errors.js'
+import { createModelRegistry } from '../models/registry.js'
+import { createServer } from '../server/server.js'
+
+function int(name: string) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError(`--${name} must be a non-negative integer, got "${value}"`)
+    return n
+  }
+}
+
+/** Reads tokens from flags, `INFERENCE_STREAM_TOKENS` (comma separated) and a file (one a line, `#` comments). */
+export function collectTokens(flags: string[], file: string | undefined, env = process.env): string[] {
+  const tokens = [...flags]
+  if (env.INFERENCE_STREAM_TOKENS) tokens.push(...env.INFERENCE_STREAM_TOKENS.split(','))
+  if (file) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new InvalidOptionError(`Cannot read --token-file ${file}: ${(err as Error).message}`)
+    }
+    for (const line of text.split('\n')) if (!line.startsWith('#')) tokens.push(line)
+  }
+  return [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))]
+}
+
+/** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('Run the inference server (websocket streams, /health, /metrics)')
+    .option('-p, --port <port>', 'port to listen on (0: any free port)', int('port'), 8080)
+    .option('-H, --host <host>', 'address to bind', '127.0.0.1')
+    .option('-t, --token <token...>', 'accepted bearer token (repeatable); also INFERENCE_STREAM_TOKENS', [])
+    .option('--token-file <path>', 'file with one accepted token per line')
+    .option('--workers <n>', 'batch workers pulling from the queue', int('workers'), 4)
+    .option('--max-batch <n>', 'most items per model call', int('max-batch'), 32)
+    .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 2)
+    .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
+    .option('--max-queued-per-token <n>', 'items queued per token before its sockets are paused', int('max-queued-per-token'), 4096)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ inference-stream serve                       # loopback only, any token, port 8080
+  $ inference-stream serve --port 0 --token s3cret --host 0.0.0.0
+  $ INFERENCE_STREAM_TOKENS=a,b inference-stream serve --workers 8 --max-batch 64
+
+Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
+    )
+    .action(async (o) => {
+      const logger = pino({ level: o.logLevel }, pino.destination(2))
+      const tokens = collectTokens(o.token, o.tokenFile)
+      const server = createServer({
+        tokens,
+        workers: o.workers,
+        maxBatch: o.maxBatch,
+        maxWaitMs: o.maxWaitMs,
+        maxQueuedPerToken: o.maxQueuedPerToken,
+        registry: createModelRegistry({ threads: o.threads }),
+        logger,
+      })
+      const url = await server.listen(o.port, o.host)
+      // One line on stdout, so scripts can read the address (with --port 0 especially).
+      process.stdout.write(`listening on ${url}\n`)
+      logger.info({ url, models: server.registry.list(), auth: tokens.length > 0 ? `${tokens.length} token(s)` : 'none' }, 'server started')
+      if (tokens.length === 0) logger.warn('No token configured: any token is accepted, from loopback clients only')
+      let stopping = false
+      const stop = (signal: string): void => {
+        if (stopping) process.exit(1) // a second signal: give up waiting
+        stopping = true
+        logger.info({ signal }, 'shutting down')
+        server.close().then(
+          async () => {
+            await server.registry.close()
+            process.exit(0)
+          },
+          (err) => {
+            logger.error({ err }, 'shutdown failed')
+            process.exit(1)
+          },
+        )
+      }
+      process.on('SIGINT', () => stop('SIGINT'))
+      process.on('SIGTERM', () => stop('SIGTERM'))
+    })
+}

@@ -1,0 +1,68 @@
+import t from 'tap'
+import { MemoryResultStore } from '../lib/server/store/memory-result-store.js'
+
+t.test('admit, run, complete, duplicates', async (t) => {
+  const s = new MemoryResultStore({ maxRetained: 10, retentionMs: 60_000 })
+  t.equal(s.admit('t', 'a'), 'new')
+  t.equal(s.admit('t', 'a'), 'pending')
+  t.equal(s.admit('u', 'a'), 'new', 'ids are per token')
+  s.markRunning('t', 'a')
+  t.match(s.counts('t'), { queued: 0, processing: 1 })
+  s.complete('t', 'a', { out: 1 })
+  t.equal(s.admit('t', 'a'), 'done')
+  t.same(s.lookup('t', 'a'), { state: 'done', outputs: { out: 1 } })
+  t.same(s.lookup('t', 'zz'), { state: 'unknown' })
+  t.match(s.counts('t'), { queued: 0, processing: 0, done: 1, undelivered: 1 })
+  t.same(s.busyTokens().sort(), ['t', 'u'])
+})
+
+t.test('undelivered: take, claim, return', async (t) => {
+  const s = new MemoryResultStore({ maxRetained: 100, retentionMs: 60_000 })
+  for (const id of ['a', 'b', 'c']) {
+    s.admit('t', id)
+    s.complete('t', id, id)
+  }
+  t.ok(s.claim('t', 'b'))
+  t.notOk(s.claim('t', 'b'))
+  t.same(s.takeUndelivered('t', 10), [['a', 'a'], ['c', 'c']])
+  t.same(s.takeUndelivered('t', 10), [])
+  s.returnUndelivered('t', ['c', 'unknown'])
+  t.same(s.takeUndelivered('t', 10), [['c', 'c']])
+})
+
+t.test('count bound evicts the oldest and counts undelivered losses', async (t) => {
+  const s = new MemoryResultStore({ maxRetained: 3, retentionMs: 60_000 })
+  for (let i = 0; i < 5; i++) {
+    s.admit('t', `i${i}`)
+    s.complete('t', `i${i}`, i)
+  }
+  t.equal(s.lookup('t', 'i0').state, 'unknown')
+  t.equal(s.lookup('t', 'i4').state, 'done')
+  t.equal(s.lost, 2)
+  t.equal(s.admit('t', 'i0'), 'new', 'an evicted id is unknown again')
+})
+
+t.test('TTL sweep; bills survive it', async (t) => {
+  const s = new MemoryResultStore({ maxRetained: 100, retentionMs: 1000 })
+  s.admit('t', 'a')
+  s.bill('t', 1)
+  s.complete('t', 'a', 1)
+  t.equal(s.sweep(Date.now() + 500), 0)
+  t.equal(s.sweep(Date.now() + 1500), 1)
+  t.equal(s.lookup('t', 'a').state, 'unknown')
+  t.equal(s.counts('t').billed, 1)
+  t.same(s.allTokens(), ['t'])
+})
+
+t.test('drop forgets a pending id; a second complete keeps the first result', async (t) => {
+  const s = new MemoryResultStore({ maxRetained: 100, retentionMs: 1000 })
+  s.admit('t', 'a')
+  s.markRunning('t', 'a')
+  s.drop('t', 'a')
+  t.match(s.counts('t'), { queued: 0, processing: 0 })
+  t.equal(s.admit('t', 'a'), 'new')
+  s.complete('t', 'a', 1)
+  s.complete('t', 'a', 2)
+  t.same(s.lookup('t', 'a'), { state: 'done', outputs: 1 })
+  t.equal(s.counts('t').done, 1)
+})
