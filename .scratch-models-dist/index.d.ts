@@ -1,1 +1,11 @@
-export declare const x: number;
+export * from './errors.js';
+export { SUBPROTOCOL_V1, MAX_ID_LENGTH, parseBearer, parseClientFrame, frameText, parametersKey, type Payload, type AckMessage, type ResumeQuery, type ResumeAnswer, type StatusMessage, type ResultMessage, type ServerMessage, type ClientEntry, type FrameLimits, } from './protocol.js';
+export { createServer, InferenceServer, isLoopback } from './server/server.js';
+export type { ServerOptions, ResolvedServerOptions } from './server/options.js';
+export { tokenLabel } from './server/metrics.js';
+export type { WorkQueue, WorkItem, Lease, PullOptions, QueueStats } from './server/queue/work-queue.js';
+export { MemoryWorkQueue } from './server/queue/memory-queue.js';
+export type { ResultStore, TokenCounts, IdState } from './server/store/result-store.js';
+export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js';
+export type { Pipeline, ModelRegistry, Parameters } from './models/pipeline.js';
+export { createModelRegistry, BUILTIN_MODEL_IDS, type ModelRegistryOptions } from './models/registry.js';

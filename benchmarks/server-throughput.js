@@ -23,8 +23,8 @@
  *   For our server it also reads /metrics and checks that exactly N items were billed.
  *
  * Command
- *   npm run build && node benchmarks/server-throughput.js             # N = 200 000, a minute or two on 2 cores
- *   node benchmarks/server-throughput.js --quick                      # N = 20 000, smoke run
+ *   npm run build && node benchmarks/server-throughput.js             # N = 200 000, 3 runs: about 2 min on 2 cores
+ *   node benchmarks/server-throughput.js --quick                      # N = 20 000, 1 run: smoke test
  *   node benchmarks/server-throughput.js --items 500000 --window 4000 --frame 100 --runs 3
  *   node benchmarks/server-throughput.js --workers 4 --max-batch 128  # passed to `serve`
  *   node benchmarks/server-throughput.js --only v1 --profile          # + CPU profile of our server
@@ -33,7 +33,8 @@
  *
  * How to read the result
  *   items/s: items answered per second of wall time, from the socket's open to the last result
- *   (higher is better). "vs ws" is items/s over the plain ws per-message peer's: the share of the
+ *   (higher is better); "1st half → 2nd half" splits it by items answered, so a rate that falls
+ *   as the server accumulates state shows (itemsPerSecByTenth in the JSON has tenths). "vs ws" is items/s over the plain ws per-message peer's: the share of the
  *   transport ceiling our server reaches; "vs same framing" compares with the plain ws peer that
  *   frames the same way (per message or 100 per frame), i.e. what our protocol and queue cost on
  *   top of the bare transport. Peak RSS is VmHWM of each process (the server's read from /proc just
@@ -69,7 +70,7 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     window: { type: 'string', default: '2000' },
     frame: { type: 'string', default: '100' },
-    runs: { type: 'string', default: '1' },
+    runs: { type: 'string' },
     only: { type: 'string' },
     workers: { type: 'string' },
     'max-batch': { type: 'string' },
@@ -154,6 +155,9 @@ function runClient() {
   let endedAt = 0
   let cpuAtStart = process.cpuUsage()
   let cpuAtEnd = null
+  // When each tenth of the items had been answered: shows a rate that changes along the run.
+  const tenths = []
+  let nextTenth = Math.ceil(N / 10)
   let lastProgress = Date.now()
   let finished = false
   const firstProblems = []
@@ -210,6 +214,10 @@ function runClient() {
     }
     seen[i] = 1
     answered++
+    if (answered === nextTenth) {
+      tenths.push(Date.now() - startedAt)
+      nextTenth = Math.ceil((N * (tenths.length + 1)) / 10)
+    }
     if (m.outputs !== null && typeof m.outputs === 'object' && 'error' in m.outputs) {
       errorResults++
       problem(`error result for ${m.id}: ${JSON.stringify(m.outputs).slice(0, 200)}`)
@@ -239,6 +247,15 @@ function runClient() {
       protocol: ws.protocol || null,
       wallMs,
       itemsPerSec: wallMs > 0 ? (answered / wallMs) * 1000 : 0,
+      // items/s within each tenth of the run (by items answered)
+      itemsPerSecByTenth: tenths.map((t, k) => {
+        const dt = t - (k === 0 ? 0 : tenths[k - 1])
+        const n = Math.ceil((N * (k + 1)) / 10) - Math.ceil((N * k) / 10)
+        return dt > 0 ? Math.round((n / dt) * 1000) : null
+      }),
+      firstHalfItemsPerSec: tenths.length >= 5 && tenths[4] > 0 ? (Math.ceil(N / 2) / tenths[4]) * 1000 : null,
+      secondHalfItemsPerSec:
+        tenths.length >= 10 && tenths[9] > tenths[4] ? ((N - Math.ceil(N / 2)) / (tenths[9] - tenths[4])) * 1000 : null,
       answered,
       missing,
       duplicates,
@@ -460,7 +477,8 @@ async function orchestrate() {
   const N = args.items !== undefined ? int('items', args.items) : args.quick ? QUICK_ITEMS : DEFAULT_ITEMS
   const W = int('window', args.window)
   const F = int('frame', args.frame)
-  const runs = int('runs', args.runs)
+  // Three interleaved runs by default (median shown): a shared 2-core machine is noisy.
+  const runs = args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3
   if (F > W) {
     process.stderr.write(`--frame (${F}) must not exceed --window (${W})\n`)
     process.exit(2)
@@ -589,13 +607,13 @@ async function orchestrate() {
   }
 
   const header =
-    '| peer | what | items/s | wall s | vs ws (1 msg/item) | vs same framing | server peak RSS MiB | client peak RSS MiB | server CPU s | client CPU s | exactly once |\n' +
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n'
+    '| peer | what | items/s | 1st half → 2nd half items/s | wall s | vs ws (1 msg/item) | vs same framing | server peak RSS MiB | client peak RSS MiB | server CPU s | client CPU s | exactly once |\n' +
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n'
   let table = header
   for (const r of rows) {
     const m = r.med
     table +=
-      `| ${r.peer.name} | ${r.peer.what} | ${fmtInt(m.itemsPerSec)} | ${fmtS(m.wallMs != null ? m.wallMs / 1000 : null)} | ` +
+      `| ${r.peer.name} | ${r.peer.what} | ${fmtInt(m.itemsPerSec)} | ${fmtInt(m.firstHalfItemsPerSec)} → ${fmtInt(m.secondHalfItemsPerSec)} | ${fmtS(m.wallMs != null ? m.wallMs / 1000 : null)} | ` +
       `${fmtRatio(r.vsWs)} | ${fmtRatio(r.vsSame)} | ${fmtMiB(m.serverPeakRssKiB)} | ${fmtMiB(m.peakRssKiB)} | ` +
       `${fmtS(m.serverCpuSec)} | ${fmtS(m.cpuSec)} | ${r.ok ? 'ok' : '**FAILED**'} |\n`
   }
@@ -659,6 +677,8 @@ async function orchestrate() {
         what: r.peer.what,
         itemsPerSec: r.med.itemsPerSec ?? null,
         wallMs: r.med.wallMs ?? null,
+        firstHalfItemsPerSec: r.med.firstHalfItemsPerSec ?? null,
+        secondHalfItemsPerSec: r.med.secondHalfItemsPerSec ?? null,
         ratioVsWs: r.vsWs,
         ratioVsSameFraming: r.vsSame,
         serverPeakRssKiB: r.med.serverPeakRssKiB ?? null,

@@ -82,9 +82,11 @@ t.test('wrong inputs fail only their item', async (t) => {
   for (const i of [1, 2, 3, 4, 5]) t.type(out[i], ModelInputError)
 })
 
+// One registry (two threads) for the worker tests: thread startup is slow under a TypeScript loader.
+const registry = createModelRegistry({ threads: 2 })
+t.teardown(() => registry.close())
+
 t.test('builtin/sentiment runs in a worker thread', async (t) => {
-  const registry = createModelRegistry()
-  t.teardown(() => registry.close())
   const sentiment = registry.get('builtin/sentiment')!
   t.equal(sentiment.task, 'text-classification')
   const out = await sentiment.run([positive, [negative, positive], 42], {})
@@ -98,8 +100,6 @@ t.test('builtin/sentiment runs in a worker thread', async (t) => {
 })
 
 t.test('many concurrent calls on two threads all get their own answers', async (t) => {
-  const registry = createModelRegistry({ threads: 2 })
-  t.teardown(() => registry.close())
   const sentiment = registry.get('builtin/sentiment')!
   const calls = Array.from({ length: 40 }, (_, i) => {
     const batch = Array.from({ length: 5 }, (_, j) => ((i + j) % 2 === 0 ? positive : negative))
