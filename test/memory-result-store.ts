@@ -13,7 +13,7 @@ t.test('admit, run, complete, duplicates', async (t) => {
   t.same(s.lookup('t', 'a'), { state: 'done', outputs: { out: 1 } })
   t.same(s.lookup('t', 'zz'), { state: 'unknown' })
   t.match(s.counts('t'), { queued: 0, processing: 0, done: 1, undelivered: 1 })
-  t.same(s.busyTokens().sort(), ['t', 'u'])
+  t.same(s.busyOwners().sort(), ['t', 'u'])
 })
 
 t.test('undelivered: take, claim, return', async (t) => {
@@ -42,16 +42,16 @@ t.test('count bound evicts the oldest and counts undelivered losses', async (t) 
   t.equal(s.admit('t', 'i0'), 'new', 'an evicted id is unknown again')
 })
 
-t.test('TTL sweep; bills survive it', async (t) => {
+t.test('TTL sweep drops old results and idle owners', async (t) => {
   const s = new MemoryResultStore({ maxRetained: 100, retentionMs: 1000 })
   s.admit('t', 'a')
-  s.bill('t', 1)
   s.complete('t', 'a', 1)
+  s.admit('t', 'b')
   t.equal(s.sweep(Date.now() + 500), 0)
-  t.equal(s.sweep(Date.now() + 1500), 1)
+  t.equal(s.sweep(Date.now() + 1500), 1, 'an undelivered result expired')
   t.equal(s.lookup('t', 'a').state, 'unknown')
-  t.equal(s.counts('t').billed, 1)
-  t.same(s.allTokens(), ['t'])
+  t.equal(s.lookup('t', 'b').state, 'pending', 'pending ids never expire')
+  t.equal(s.lost, 1)
 })
 
 t.test('drop forgets a pending id; a second complete keeps the first result', async (t) => {

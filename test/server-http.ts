@@ -51,7 +51,7 @@ t.test('graceful shutdown: queued work finishes and is delivered, then 1001; new
   const base = server.url
   const c = await connect(url)
   for (let i = 0; i < 40; i++) c.send({ id: `g${i}`, inputs: i, parameters: { delay_ms: 20 } })
-  await c.waitFor(() => server.counts('test-token').queued + server.counts('test-token').processing === 40, 'queued')
+  await c.waitFor(() => server.counts('test-token', 'builtin/echo').queued + server.counts('test-token', 'builtin/echo').processing === 40, 'queued')
   const closing = server.close()
   const { code } = await c.closed
   await closing

@@ -60,7 +60,7 @@ t.test('flow control: a token with too much queued stops being read, memory stay
   const N = 20_000
   let peak = 0
   const sampler = setInterval(() => {
-    const k = server.counts('flood')
+    const k = server.counts('flood', 'test/recorder')
     peak = Math.max(peak, k.queued + k.processing + k.undelivered)
   }, 2)
   for (let i = 0; i < N; i++) c.send({ id: `f${i}`, inputs: i })

@@ -42,7 +42,7 @@ t.test('round trip on v1: several payloads per frame, several results per frame,
 
 t.test('a cut stream: results of items sent before the cut arrive after reconnect, none run twice', async (t) => {
   for (const v1 of [false, true]) {
-    await t.test(v1 ? 'v1' : 'legacy', async (t) => {
+    await t.test(v1 ? 'v1: nothing resent' : 'legacy', async (t) => {
       const server = await startServer(t, { maxBatch: 16 })
       const url = server.streamUrl('builtin/echo')
       const c1 = await connect(url, { v1, token: 'tok-cut' })
@@ -55,18 +55,30 @@ t.test('a cut stream: results of items sent before the cut arrive after reconnec
       await c1.closed
       const before = c1.results()
       const c2 = await connect(url, { v1, token: 'tok-cut' })
-      const all = (): boolean => {
-        for (let i = 0; i < N; i++) if (!before.has(`c${i}`) && !c2.results().has(`c${i}`)) return false
-        return true
+      const missing = (): string[] => {
+        const out: string[] = []
+        for (let i = 0; i < N; i++) if (!before.has(`c${i}`) && !c2.results().has(`c${i}`)) out.push(`c${i}`)
+        return out
       }
-      await c2.waitFor(all, 'the rest after reconnect')
+      const idle = (): boolean => {
+        const k = server.counts('tok-cut', 'builtin/echo')
+        return k.queued + k.processing + k.undelivered === 0
+      }
+      await c2.waitFor(() => idle() && (v1 ? missing().length === 0 : true), 'the rest after reconnect')
+      if (!v1) {
+        // Legacy has no acks: a result written to the socket just before it died is lost in transit
+        // (documented). The legacy way to recover is to resend the ids without a result; finished
+        // ones come back from retention, not run again.
+        const lost = missing()
+        t.ok(lost.length < N / 2, `lost in transit at the cut: ${lost.length}`)
+        for (const id of lost) c2.send({ id, inputs: Number(id.slice(1)), parameters: params })
+        await c2.waitFor(() => missing().length === 0, 'resent ids answered')
+      }
       for (let i = 0; i < N; i++) {
         const id = `c${i}`
-        t.ok(before.has(id) || c2.results().has(id), `${id} delivered`)
+        t.equal(before.get(id) ?? c2.results().get(id), i, `${id} delivered`)
       }
-      // Work finished; the bill is the number of distinct ids, nothing was resent.
-      await c2.waitFor(() => server.counts('tok-cut').queued + server.counts('tok-cut').processing === 0, 'idle')
-      t.equal(server.billed('tok-cut'), N)
+      t.equal(server.billed('tok-cut'), N, 'billed once per id')
       await c2.close()
     })
   }
@@ -106,7 +118,7 @@ t.test('resending every id after reconnect does not raise the bill', async (t) =
     for (let i = 0; i < N; i++) if (!c2.results().has(`d${i}`)) return false
     return true
   }, 'every id answered on the new stream')
-  await c2.waitFor(() => server.counts('tok-dup').queued + server.counts('tok-dup').processing === 0, 'idle')
+  await c2.waitFor(() => server.counts('tok-dup', 'builtin/echo').queued + server.counts('tok-dup', 'builtin/echo').processing === 0, 'idle')
   t.equal(server.billed('tok-dup'), N, 'billed once per id')
   for (let i = 0; i < N; i++) t.equal(c2.results().get(`d${i}`), i)
   await c2.close()
@@ -121,8 +133,8 @@ t.test('a result with no open stream waits for the next stream of its token', as
   await c1.close()
   // Work goes on while nobody is connected.
   const deadline = Date.now() + 5000
-  while (server.counts('tok-away').undelivered < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
-  t.equal(server.counts('tok-away').undelivered, 20, 'finished while disconnected')
+  while (server.counts('tok-away', 'builtin/echo').undelivered < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  t.equal(server.counts('tok-away', 'builtin/echo').undelivered, 20, 'finished while disconnected')
   const c2 = await connect(url, { token: 'tok-away' })
   await c2.waitFor(() => c2.results().size === 20, 'delivered on open')
   await c2.close()
@@ -161,4 +173,21 @@ t.test('with several open streams of a token each result goes to exactly one', a
   for (let i = 0; i < 100; i++) t.equal(countResults(s1, `m${i}`) + countResults(s2, `m${i}`), 1)
   await s1.close()
   await s2.close()
+})
+
+t.test('ids are scoped per model: the same ids on two models of one token never mix', async (t) => {
+  const server = await startServer(t)
+  const echo = await connect(server.streamUrl('builtin/echo'), { token: 'scoped' })
+  for (let i = 0; i < 3; i++) echo.send({ id: String(i), inputs: `text ${i}` })
+  await echo.waitFor(() => echo.results().size === 3, 'echo results')
+  const senti = await connect(server.streamUrl('builtin/sentiment'), { token: 'scoped' })
+  for (let i = 0; i < 3; i++) senti.send({ id: String(i), inputs: `text ${i}` })
+  await senti.waitFor(() => senti.results().size === 3, 'sentiment results')
+  for (let i = 0; i < 3; i++) {
+    t.equal(echo.results().get(String(i)), `text ${i}`)
+    t.match(senti.results().get(String(i)), [[{ label: String, score: Number }, { label: String, score: Number }]])
+  }
+  t.equal(server.billed('scoped'), 6)
+  await echo.close()
+  await senti.close()
 })

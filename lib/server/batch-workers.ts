@@ -17,8 +17,8 @@ export interface BatchWorkersOptions {
   logger?: Logger
   /** Called once per finished item with its outputs or `{"error"}` body. */
   onResult: (item: WorkItem, outputs: unknown) => void
-  /** Called after each batch with the tokens it touched (flow control resumes here). */
-  onBatchDone: (tokens: Set<string>) => void
+  /** Called after each batch with the owners it touched (flow control resumes here). */
+  onBatchDone: (owners: Set<string>) => void
 }
 
 /**
@@ -30,6 +30,8 @@ export class BatchWorkers {
   private readonly runAbort = new AbortController()
   private readonly loops: Promise<void>[] = []
   private readonly running = new Set<Lease>()
+  /** Items run by a model per token: the bill. Never reset while the server runs. */
+  readonly billed = new Map<string, number>()
 
   constructor(private readonly o: BatchWorkersOptions) {}
 
@@ -70,7 +72,7 @@ export class BatchWorkers {
     const { store, registry, metrics, queue } = this.o
     const items = lease.items
     const first = items[0]
-    for (const item of items) store.markRunning(item.token, item.id)
+    for (const item of items) store.markRunning(item.owner, item.id)
     const pipeline = registry.get(first.model)
     let outputs: unknown[]
     if (!pipeline) {
@@ -79,7 +81,7 @@ export class BatchWorkers {
       const tokens = new Map<string, number>()
       for (const item of items) tokens.set(item.token, (tokens.get(item.token) ?? 0) + 1)
       for (const [token, n] of tokens) {
-        store.bill(token, n)
+        this.billed.set(token, (this.billed.get(token) ?? 0) + n)
         metrics.billed.inc({ token: tokenLabel(token) }, n)
       }
       const endTimer = metrics.batchSeconds.startTimer({ model: first.model })
@@ -113,7 +115,7 @@ export class BatchWorkers {
       const failed = out instanceof Error
       metrics.items.inc({ model: first.model, outcome: failed ? 'error' : 'ok' })
       this.o.onResult(items[i], failed ? toWireError(out) : out)
-      touched.add(items[i].token)
+      touched.add(items[i].owner)
     }
     await queue.ack(lease)
     this.o.onBatchDone(touched)

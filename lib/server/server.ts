@@ -12,7 +12,7 @@ import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } 
 import { MemoryWorkQueue } from './queue/memory-queue.js'
 import type { WorkQueue } from './queue/work-queue.js'
 import { MemoryResultStore } from './store/memory-result-store.js'
-import type { ResultStore, TokenCounts } from './store/result-store.js'
+import { ownerKey, type OwnerCounts, type ResultStore } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 
@@ -73,8 +73,8 @@ export class InferenceServer {
       metrics: this.metrics,
       logger: o.logger,
       onResult: (item, outputs) => this.hub.onResult(item, outputs),
-      onBatchDone: (tokens) => {
-        for (const t of tokens) this.hub.checkFlow(t)
+      onBatchDone: (owners) => {
+        for (const o of owners) this.hub.checkFlow(o)
       },
     })
     this.wss = new WebSocketServer({
@@ -136,12 +136,12 @@ export class InferenceServer {
 
   /** Items billed to a token so far (one per item run by a model). */
   billed(token: string): number {
-    return this.store.counts(token).billed
+    return this.workers.billed.get(token) ?? 0
   }
 
-  /** A token's counters: queued, processing, done, undelivered, billed. */
-  counts(token: string): TokenCounts {
-    return this.store.counts(token)
+  /** Counters of a token's items on one model: queued, processing, done, undelivered. */
+  counts(token: string, model: string): OwnerCounts {
+    return this.store.counts(ownerKey(token, model))
   }
 
   private allowed(req: http.IncomingMessage): boolean {
@@ -214,10 +214,10 @@ export class InferenceServer {
   }
 
   private sendStatus(): void {
-    for (const token of this.store.busyTokens()) {
-      const c = this.store.counts(token)
+    for (const owner of this.store.busyOwners()) {
+      const c = this.store.counts(owner)
       if (c.queued + c.processing === 0) continue
-      for (const s of this.hub.streamsOf(token)) {
+      for (const s of this.hub.streamsOf(owner)) {
         s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done })
       }
     }

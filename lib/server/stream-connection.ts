@@ -13,6 +13,7 @@ import {
 } from '../protocol.js'
 import type { StreamHub } from './stream-hub.js'
 import type { WorkItem } from './queue/work-queue.js'
+import { ownerKey } from './store/result-store.js'
 
 // A stream's socket is not handed more results while this much is still unsent (slow reader):
 // they stay undelivered in the store and count against the token's flow-control bound.
@@ -27,6 +28,8 @@ let nextConnectionId = 1
 export class StreamConnection {
   readonly id = nextConnectionId++
   token: string | undefined
+  /** Token and model this stream's ids and results belong to; set once authenticated. */
+  owner: string | undefined
   /** v1 results written and not yet acked; handed back to the store if the socket closes. */
   readonly unacked = new Set<string>()
   private outbox: ServerMessage[] = []
@@ -57,7 +60,7 @@ export class StreamConnection {
   canTake(): boolean {
     return (
       this.isOpen &&
-      this.token !== undefined &&
+      this.owner !== undefined &&
       this.ws.bufferedAmount < SEND_HIGH_WATER &&
       this.unacked.size < this.hub.options.maxQueuedPerToken
     )
@@ -107,7 +110,8 @@ export class StreamConnection {
       return
     }
     this.token = token
-    const c = this.hub.store.counts(token)
+    this.owner = ownerKey(token, this.model)
+    const c = this.hub.store.counts(this.owner)
     const o = this.hub.options
     this.send({
       type: 'status',
@@ -122,6 +126,7 @@ export class StreamConnection {
 
   private handleFrame(text: string): void {
     const token = this.token as string
+    const owner = this.owner as string
     const { store, metrics, options } = this.hub
     const entries = parseClientFrame(text, this.v1, options)
     const items: WorkItem[] = []
@@ -134,11 +139,12 @@ export class StreamConnection {
             this.sendResult(id, toWireError(new ShuttingDownError()), false)
             break
           }
-          const state = store.admit(token, id)
+          const state = store.admit(owner, id)
           if (state === 'new') {
             const parameters = e.payload.parameters
             items.push({
               token,
+              owner,
               id,
               model: this.model,
               compute: this.compute,
@@ -151,18 +157,18 @@ export class StreamConnection {
           } else {
             metrics.duplicates.inc({ state })
             // A finished duplicate gets its stored result again; a pending one gets its result when it is done.
-            if (state === 'done') this.sendResult(id, store.lookup(token, id).outputs, false)
+            if (state === 'done') this.sendResult(id, store.lookup(owner, id).outputs, false)
           }
           break
         }
         case 'ack':
           for (const id of e.ids) this.unacked.delete(id)
-          this.hub.flush(token)
+          this.hub.flush(owner)
           break
         case 'resume': {
           const unknown: string[] = []
           for (const id of e.ids) {
-            const found = store.lookup(token, id)
+            const found = store.lookup(owner, id)
             if (found.state === 'unknown') unknown.push(id)
             else if (found.state === 'done' && !this.unacked.has(id)) this.sendResult(id, found.outputs, true)
           }
@@ -191,11 +197,11 @@ export class StreamConnection {
       return
     }
     if (!this.isOpen) {
-      if (tracked) this.hub.store.returnUndelivered(this.token as string, [id])
+      if (tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       return
     }
     this.ws.send(JSON.stringify(msg), (err) => {
-      if (err && tracked) this.hub.store.returnUndelivered(this.token as string, [id])
+      if (err && tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       else this.hub.onDrain(this)
     })
   }
@@ -245,6 +251,6 @@ export class StreamConnection {
     clearTimeout(this.authTimer)
     this.closed = true
     this.outbox = []
-    if (this.token !== undefined) this.hub.unregister(this)
+    if (this.owner !== undefined) this.hub.unregister(this)
   }
 }

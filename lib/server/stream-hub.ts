@@ -10,15 +10,15 @@ import type { StreamConnection } from './stream-connection.js'
 const FLUSH_CHUNK = 256
 
 /**
- * The open streams of every token, and the routing of results to them: a result goes to the
- * stream that sent the item when it is still open, else to any open stream of the token, else
- * it waits in the store. Also applies per-token flow control.
+ * The open streams of every owner (token and model), and the routing of results to them: a result
+ * goes to the stream that sent the item when it is still open, else to any open stream of the
+ * owner, else it waits in the store. Also applies per-owner flow control.
  */
 export class StreamHub {
   private readonly streams = new Map<string, Set<StreamConnection>>()
   private readonly byId = new Map<number, StreamConnection>()
   private readonly paused = new Set<string>()
-  // Round-robin cursor per token, so several streams share results.
+  // Round-robin cursor per owner, so several streams share results.
   private readonly cursor = new Map<string, number>()
   closing = false
 
@@ -32,37 +32,37 @@ export class StreamHub {
     readonly hasModel: (model: string) => boolean,
   ) {}
 
-  /** A stream authenticated: it may now receive the token's waiting results. */
+  /** A stream authenticated: it may now receive the owner's waiting results. */
   register(conn: StreamConnection): void {
-    const token = conn.token as string
-    let set = this.streams.get(token)
+    const owner = conn.owner as string
+    let set = this.streams.get(owner)
     if (!set) {
       set = new Set()
-      this.streams.set(token, set)
+      this.streams.set(owner, set)
     }
     set.add(conn)
     this.byId.set(conn.id, conn)
     this.metrics.connections.inc()
-    if (this.paused.has(token)) conn.pause()
-    this.flush(token)
+    if (this.paused.has(owner)) conn.pause()
+    this.flush(owner)
   }
 
   /** A stream closed: its unacked v1 results go back to the store and on to other streams. */
   unregister(conn: StreamConnection): void {
-    const token = conn.token as string
+    const owner = conn.owner as string
     if (!this.byId.delete(conn.id)) return
     this.metrics.connections.dec()
-    const set = this.streams.get(token)
+    const set = this.streams.get(owner)
     set?.delete(conn)
-    if (set && set.size === 0) this.streams.delete(token)
-    if (conn.unacked.size > 0) this.store.returnUndelivered(token, conn.unacked)
+    if (set && set.size === 0) this.streams.delete(owner)
+    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked)
     conn.unacked.clear()
-    this.flush(token)
+    this.flush(owner)
   }
 
-  /** Open streams of a token. */
-  streamsOf(token: string): Iterable<StreamConnection> {
-    return this.streams.get(token) ?? []
+  /** Open streams of an owner. */
+  streamsOf(owner: string): Iterable<StreamConnection> {
+    return this.streams.get(owner) ?? []
   }
 
   /** All open streams. */
@@ -70,78 +70,78 @@ export class StreamHub {
     return this.byId.values()
   }
 
-  private pick(token: string): StreamConnection | undefined {
-    const set = this.streams.get(token)
+  private pick(owner: string): StreamConnection | undefined {
+    const set = this.streams.get(owner)
     if (!set) return undefined
     const list = [...set]
-    const start = this.cursor.get(token) ?? 0
+    const start = this.cursor.get(owner) ?? 0
     for (let i = 0; i < list.length; i++) {
       const c = list[(start + i) % list.length]
       if (c.canTake()) {
-        this.cursor.set(token, start + i + 1)
+        this.cursor.set(owner, start + i + 1)
         return c
       }
     }
     return undefined
   }
 
-  /** Queues accepted items, then applies flow control to the token. */
+  /** Queues accepted items, then applies flow control to the owner. */
   enqueue(conn: StreamConnection, items: WorkItem[]): void {
-    const token = conn.token as string
+    const owner = conn.owner as string
     this.queue.push(items).catch((err: unknown) => {
       // The queue refused (closing): answer each item so nothing waits forever.
       const body = toWireError(err)
       for (const item of items) {
-        this.store.drop(token, item.id)
+        this.store.drop(owner, item.id)
         conn.sendResult(item.id, body, false)
       }
     })
-    this.checkFlow(token)
+    this.checkFlow(owner)
   }
 
-  /** Pauses the token's sockets when it has too much queued or undelivered. */
-  checkFlow(token: string): void {
-    const c = this.store.counts(token)
+  /** Pauses the owner's sockets when it has too much queued or undelivered. */
+  checkFlow(owner: string): void {
+    const c = this.store.counts(owner)
     const load = c.queued + c.processing + c.undelivered
     const limit = this.options.maxQueuedPerToken
-    if (!this.paused.has(token)) {
+    if (!this.paused.has(owner)) {
       if (load >= limit) {
-        this.paused.add(token)
-        for (const s of this.streamsOf(token)) s.pause()
+        this.paused.add(owner)
+        for (const s of this.streamsOf(owner)) s.pause()
       }
     } else if (load <= limit / 2) {
-      this.paused.delete(token)
-      for (const s of this.streamsOf(token)) s.resume()
+      this.paused.delete(owner)
+      for (const s of this.streamsOf(owner)) s.resume()
     }
   }
 
   /** A worker finished an item: store it, then hand it to a stream if one can take it. */
   onResult(item: WorkItem, outputs: unknown): void {
-    const { token, id } = item
-    this.store.complete(token, id, outputs)
+    const { owner, id } = item
+    this.store.complete(owner, id, outputs)
     let conn = item.origin === undefined ? undefined : this.byId.get(item.origin)
-    if (!conn || !conn.canTake()) conn = this.pick(token)
+    if (!conn || !conn.canTake()) conn = this.pick(owner)
     if (!conn) return
-    if (this.store.claim(token, id)) conn.sendResult(id, outputs, true)
+    if (this.store.claim(owner, id)) conn.sendResult(id, outputs, true)
   }
 
-  /** Hands waiting results of a token to its open streams, while they can take them. */
-  flush(token: string): void {
+  /** Hands waiting results of an owner to its open streams, while they can take them. */
+  flush(owner: string): void {
     for (;;) {
-      const conn = this.pick(token)
+      const conn = this.pick(owner)
       if (!conn) return
-      const batch = this.store.takeUndelivered(token, FLUSH_CHUNK)
+      const batch = this.store.takeUndelivered(owner, FLUSH_CHUNK)
       if (batch.length === 0) break
       for (const [id, outputs] of batch) conn.sendResult(id, outputs, true)
       if (batch.length < FLUSH_CHUNK) break
     }
-    this.checkFlow(token)
+    this.checkFlow(owner)
   }
 
   /** A stream's socket made progress on writing: give it more if results wait. */
   onDrain(conn: StreamConnection): void {
-    const token = conn.token
-    if (token === undefined || !conn.canTake()) return
-    if (this.store.counts(token).undelivered > 0) this.flush(token)
+    const owner = conn.owner
+    if (owner === undefined || !conn.canTake()) return
+    if (this.store.counts(owner).undelivered > 0) this.flush(owner)
   }
 }

@@ -9,7 +9,9 @@ import type { Parameters } from '../../models/pipeline.js'
 export interface WorkItem {
   /** The token that owns the item (results belong to it). */
   token: string
-  /** Item id, unique per token. */
+  /** Token and model the id is scoped to (see `ownerKey`): results and duplicates are per owner. */
+  owner: string
+  /** Item id, unique per owner. */
   id: string
   /** Model id. */
   model: string

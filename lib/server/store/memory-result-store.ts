@@ -1,8 +1,8 @@
-import type { IdState, ResultStore, TokenCounts } from './result-store.js'
+import type { IdState, ResultStore, OwnerCounts } from './result-store.js'
 
 /** Limits of a {@link MemoryResultStore}. */
 export interface MemoryResultStoreOptions {
-  /** Finished results kept per token (for duplicates, resume and absent clients). */
+  /** Finished results kept per owner (for duplicates, resume and absent clients). */
   maxRetained: number
   /** How long a finished result is kept, in ms. */
   retentionMs: number
@@ -13,58 +13,57 @@ interface DoneEntry {
   at: number
 }
 
-class TokenState {
+class OwnerState {
   readonly pending = new Map<string, boolean>() // id -> running?
   processing = 0
   // Insertion order is completion order, so eviction takes the oldest first.
   readonly done = new Map<string, DoneEntry>()
   readonly undelivered = new Set<string>()
   completed = 0
-  billed = 0
 }
 
-/** In-process {@link ResultStore}: bounded by count and TTL per token. */
+/** In-process {@link ResultStore}: bounded by count and TTL per owner. */
 export class MemoryResultStore implements ResultStore {
-  private readonly tokens = new Map<string, TokenState>()
+  private readonly owners = new Map<string, OwnerState>()
   /** Undelivered results dropped by the count bound or the TTL since start. */
   lost = 0
 
   constructor(private readonly options: MemoryResultStoreOptions) {}
 
-  private state(token: string): TokenState {
-    let s = this.tokens.get(token)
+  private state(owner: string): OwnerState {
+    let s = this.owners.get(owner)
     if (!s) {
-      s = new TokenState()
-      this.tokens.set(token, s)
+      s = new OwnerState()
+      this.owners.set(owner, s)
     }
     return s
   }
 
-  admit(token: string, id: string): 'new' | 'pending' | 'done' {
-    const s = this.state(token)
+  admit(owner: string, id: string): 'new' | 'pending' | 'done' {
+    const s = this.state(owner)
     if (s.pending.has(id)) return 'pending'
     if (s.done.has(id)) return 'done'
     s.pending.set(id, false)
     return 'new'
   }
 
-  markRunning(token: string, id: string): void {
-    const s = this.tokens.get(token)
+  markRunning(owner: string, id: string): void {
+    const s = this.owners.get(owner)
     if (s && s.pending.get(id) === false) {
       s.pending.set(id, true)
       s.processing++
     }
   }
 
-  drop(token: string, id: string): void {
-    const s = this.tokens.get(token)
+  drop(owner: string, id: string): void {
+    const s = this.owners.get(owner)
     if (!s) return
     if (s.pending.get(id)) s.processing--
     s.pending.delete(id)
   }
 
-  complete(token: string, id: string, outputs: unknown): void {
-    const s = this.state(token)
+  complete(owner: string, id: string, outputs: unknown): void {
+    const s = this.state(owner)
     const running = s.pending.get(id)
     if (running === undefined && s.done.has(id)) return // already finished: keep the first result
     if (running) s.processing--
@@ -75,27 +74,27 @@ export class MemoryResultStore implements ResultStore {
     while (s.done.size > this.options.maxRetained) this.evictOldest(s)
   }
 
-  private evictOldest(s: TokenState): void {
+  private evictOldest(s: OwnerState): void {
     const first = s.done.keys().next()
     if (first.done) return
     s.done.delete(first.value)
     if (s.undelivered.delete(first.value)) this.lost++
   }
 
-  lookup(token: string, id: string): { state: IdState; outputs?: unknown } {
-    const s = this.tokens.get(token)
+  lookup(owner: string, id: string): { state: IdState; outputs?: unknown } {
+    const s = this.owners.get(owner)
     if (!s) return { state: 'unknown' }
     if (s.pending.has(id)) return { state: 'pending' }
     const d = s.done.get(id)
     return d ? { state: 'done', outputs: d.outputs } : { state: 'unknown' }
   }
 
-  claim(token: string, id: string): boolean {
-    return this.tokens.get(token)?.undelivered.delete(id) ?? false
+  claim(owner: string, id: string): boolean {
+    return this.owners.get(owner)?.undelivered.delete(id) ?? false
   }
 
-  takeUndelivered(token: string, max: number): Array<[string, unknown]> {
-    const s = this.tokens.get(token)
+  takeUndelivered(owner: string, max: number): Array<[string, unknown]> {
+    const s = this.owners.get(owner)
     const out: Array<[string, unknown]> = []
     if (!s) return out
     for (const id of s.undelivered) {
@@ -107,48 +106,40 @@ export class MemoryResultStore implements ResultStore {
     return out
   }
 
-  returnUndelivered(token: string, ids: Iterable<string>): void {
-    const s = this.tokens.get(token)
+  returnUndelivered(owner: string, ids: Iterable<string>): void {
+    const s = this.owners.get(owner)
     if (!s) return
     for (const id of ids) if (s.done.has(id)) s.undelivered.add(id)
   }
 
-  bill(token: string, n: number): void {
-    this.state(token).billed += n
-  }
 
-  counts(token: string): TokenCounts {
-    const s = this.tokens.get(token)
-    if (!s) return { queued: 0, processing: 0, done: 0, undelivered: 0, billed: 0 }
+  counts(owner: string): OwnerCounts {
+    const s = this.owners.get(owner)
+    if (!s) return { queued: 0, processing: 0, done: 0, undelivered: 0 }
     return {
       queued: s.pending.size - s.processing,
       processing: s.processing,
       done: s.completed,
       undelivered: s.undelivered.size,
-      billed: s.billed,
     }
   }
 
-  busyTokens(): string[] {
+  busyOwners(): string[] {
     const out: string[] = []
-    for (const [t, s] of this.tokens) if (s.pending.size > 0 || s.undelivered.size > 0) out.push(t)
+    for (const [t, s] of this.owners) if (s.pending.size > 0 || s.undelivered.size > 0) out.push(t)
     return out
   }
 
   sweep(now = Date.now()): number {
     const before = this.lost
-    for (const s of this.tokens.values()) {
+    for (const [owner, s] of this.owners) {
       for (const [id, d] of s.done) {
         if (now - d.at < this.options.retentionMs) break // completion order: the rest are younger
         s.done.delete(id)
         if (s.undelivered.delete(id)) this.lost++
       }
+      if (s.pending.size === 0 && s.done.size === 0) this.owners.delete(owner)
     }
     return this.lost - before
-  }
-
-  /** Every token seen (billing survives retention so the bill is never reset by a sweep). */
-  allTokens(): string[] {
-    return [...this.tokens.keys()]
   }
 }
