@@ -233,7 +233,11 @@ function runClient() {
     clearInterval(watchdog)
     const wallMs = (endedAt || Date.now()) - startedAt
     let missing = 0
-    for (let i = 0; i < N; i++) if (!seen[i]) missing++
+    for (let i = 0; i < N; i++) {
+      if (seen[i]) continue
+      if (missing < 5) problem(`no answer for id ${i}`)
+      missing++
+    }
     const ok =
       !error && missing === 0 && duplicates === 0 && unknownIds === 0 && wrongOutputs === 0 && errorResults === 0 &&
       unexpected === 0 && statusErrors.length === 0
