@@ -56,7 +56,8 @@ export class WorkerPool {
   readonly #maxQueue: number
   readonly #workerData: unknown
   readonly #queue: PendingTask[] = []
-  readonly #running = new Set<Thread>()
+  /** Every live thread, busy or idle. */
+  readonly #workers = new Set<Thread>()
   #nextId = 0
   #closed: Promise<void> | undefined
 
@@ -85,13 +86,13 @@ export class WorkerPool {
   /** Tasks running on a thread (including aborted ones whose thread has not answered yet). */
   get running(): number {
     let n = 0
-    for (const thread of this.#running) if (thread.task !== undefined) n++
+    for (const thread of this.#workers) if (thread.task !== undefined) n++
     return n
   }
 
   /** Threads alive. */
   get threads(): number {
-    return this.#running.size
+    return this.#workers.size
   }
 
   /**
@@ -134,14 +135,14 @@ export class WorkerPool {
   async #terminate(): Promise<void> {
     const error = new ShuttingDownError('Worker pool is closed')
     for (const task of this.#queue.splice(0)) this.#reject(task, error)
-    const threads = [...this.#running]
+    const threads = [...this.#workers]
     for (const thread of threads) if (thread.task !== undefined) this.#reject(thread.task, error)
     await Promise.all(threads.map((thread) => thread.worker.terminate()))
   }
 
   #hasFreeThread(): boolean {
-    if (this.#running.size < this.#threads) return true
-    for (const thread of this.#running) if (thread.task === undefined) return true
+    if (this.#workers.size < this.#threads) return true
+    for (const thread of this.#workers) if (thread.task === undefined) return true
     return false
   }
 
@@ -171,18 +172,20 @@ export class WorkerPool {
   }
 
   #freeThread(): Thread | undefined {
-    for (const thread of this.#running) if (thread.task === undefined) return thread
-    if (this.#running.size >= this.#threads) return undefined
+    for (const thread of this.#workers) if (thread.task === undefined) return thread
+    if (this.#workers.size >= this.#threads) return undefined
     const worker = new Worker(this.#file, { workerData: this.#workerData })
     const thread: Thread = { worker, task: undefined, crash: undefined }
     worker.on('message', (reply: WorkerReply) => this.#onReply(thread, reply))
+    // A reply that cannot be deserialized would otherwise leave its task waiting forever.
+    worker.on('messageerror', (err) => this.#onMessageError(thread, err))
     // 'error' (an uncaught exception in the thread) is always followed by 'exit'.
     worker.on('error', (err) => {
       thread.crash = err
     })
     worker.on('exit', (code) => this.#onExit(thread, code))
     worker.unref()
-    this.#running.add(thread)
+    this.#workers.add(thread)
     return thread
   }
 
@@ -198,8 +201,16 @@ export class WorkerPool {
     this.#dispatch()
   }
 
+  #onMessageError(thread: Thread, err: Error): void {
+    const task = thread.task
+    if (task === undefined) return
+    this.#idle(thread)
+    this.#reject(task, new ModelError(`Model ${task.message.modelId} sent a reply that cannot be read: ${err.message}`, { cause: err }))
+    this.#dispatch()
+  }
+
   #onExit(thread: Thread, code: number): void {
-    this.#running.delete(thread)
+    this.#workers.delete(thread)
     const task = thread.task
     thread.task = undefined
     if (task !== undefined) {

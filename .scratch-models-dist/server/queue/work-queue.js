@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=work-queue.js.map
