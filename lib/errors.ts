@@ -94,6 +94,47 @@ export class ShuttingDownError extends InferenceStreamError {
   }
 }
 
+/** The operation was aborted through an `AbortSignal`. Code `ABORT_ERR`, as Node's own AbortError. */
+export class AbortError extends InferenceStreamError {
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, 'ABORT_ERR', options)
+    this.name = 'AbortError'
+  }
+}
+
+/** The connection to the server was lost and could not be re-established within the reconnect budget. */
+export class ConnectionLostError extends InferenceStreamError {
+  /** Items sent and not answered when the client gave up. */
+  readonly unanswered: number
+  constructor(message: string, unanswered = 0, options?: { cause?: unknown }) {
+    super(message, 'ERR_CONNECTION_LOST', options)
+    this.name = 'ConnectionLostError'
+    this.unanswered = unanswered
+  }
+}
+
+/** One item failed on the server; `remoteCode` is the code the server gave (e.g. `ERR_MODEL_INPUT`). */
+export class InferenceItemError extends InferenceStreamError {
+  /** The item's id. */
+  readonly id: string
+  /** The server's error code for the item, when it sent one. */
+  readonly remoteCode: string | undefined
+  constructor(message: string, id = '', remoteCode?: string) {
+    super(message, 'ERR_ITEM_FAILED')
+    this.name = 'InferenceItemError'
+    this.id = id
+    this.remoteCode = remoteCode
+  }
+}
+
+/** The server sent something the client cannot use (not JSON, unknown message type). */
+export class ProtocolError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_PROTOCOL')
+    this.name = 'ProtocolError'
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

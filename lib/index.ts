@@ -26,3 +26,8 @@ export { ownerKey, type ResultStore, type OwnerCounts, type IdState } from './se
 export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js'
 export type { Pipeline, ModelRegistry, Parameters } from './models/pipeline.js'
 export { createModelRegistry, BUILTIN_MODEL_IDS, type ModelRegistryOptions } from './models/registry.js'
+export { InferenceStream, type InferenceResult, type InferenceStreamStats } from './client/inference-stream.js'
+export { infer } from './client/infer.js'
+export { defaultInput, streamUrlOf, type InferenceStreamOptions, type RecordPayload } from './client/options.js'
+export { ReorderBuffer } from './client/reorder-buffer.js'
+export { backoffDelay, RECONNECT_DEFAULTS, type ReconnectOptions } from './client/backoff.js'

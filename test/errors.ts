@@ -5,7 +5,7 @@ import * as errors from '../lib/errors.js'
 // docs/errors.md and lib/errors.ts must list the same codes, each with its class.
 const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8')
 const documented = new Map<string, string>()
-for (const m of doc.matchAll(/^\| `(ERR_[A-Z_]+)` \| `(\w+)` \|/gm)) documented.set(m[1], m[2])
+for (const m of doc.matchAll(/^\| `((?:ERR_[A-Z_]+)|ABORT_ERR)` \| `(\w+)` \|/gm)) documented.set(m[1], m[2])
 
 const classes = Object.entries(errors).filter(
   ([, v]) => typeof v === 'function' && (v === errors.InferenceStreamError || v.prototype instanceof errors.InferenceStreamError),
@@ -19,7 +19,7 @@ t.test('every error class has a name, a stable code, and a row in docs/errors.md
     t.equal(err.name, name, `${name}.name`)
     t.equal(err.message, 'some message')
     t.ok(err instanceof errors.InferenceStreamError && err instanceof Error)
-    t.match(err.code, /^ERR_[A-Z_]+$/)
+    t.match(err.code, /^(ERR_[A-Z_]+|ABORT_ERR)$/)
     t.equal(documented.get(err.code), name, `${err.code} documented with class ${name}`)
     codes.add(err.code)
   }

@@ -72,7 +72,7 @@ export class InferenceServer {
       registry: this.registry,
       metrics: this.metrics,
       logger: o.logger,
-      onResult: (item, outputs) => this.hub.onResult(item, outputs),
+      onResult: (item, outputs, info) => this.hub.onResult(item, outputs, info),
       onBatchDone: (owners) => {
         for (const o of owners) this.hub.checkFlow(o)
       },
@@ -142,6 +142,20 @@ export class InferenceServer {
   /** Counters of a token's items on one model: queued, processing, done, undelivered. */
   counts(token: string, model: string): OwnerCounts {
     return this.store.counts(ownerKey(token, model))
+  }
+
+  /**
+   * Cuts every open stream abruptly (TCP reset, no close frame), as a network failure would.
+   * Their unacked results go back to the store. For failure drills and tests.
+   * @returns how many streams were cut.
+   */
+  terminateStreams(): number {
+    let n = 0
+    for (const ws of this.wss.clients) {
+      ws.terminate()
+      n++
+    }
+    return n
   }
 
   private allowed(req: http.IncomingMessage): boolean {

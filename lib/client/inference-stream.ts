@@ -1,0 +1,341 @@
+import { Duplex } from 'node:stream'
+import {
+  AbortError,
+  ConnectionLostError,
+  InferenceItemError,
+  InferenceStreamError,
+  InvalidPayloadError,
+} from '../errors.js'
+import { MAX_ID_LENGTH, type StatusMessage } from '../protocol.js'
+import { ReorderBuffer } from './reorder-buffer.js'
+import { StreamSocket } from './stream-socket.js'
+import { resolveStreamOptions, type InferenceStreamOptions, type ResolvedStreamOptions } from './options.js'
+
+/** What the readable side emits for each record written. */
+export interface InferenceResult<R = unknown> {
+  /** The item's id (given by the `id` option, or `${runId}-${seq}`). */
+  id: string
+  /** The model's outputs; for a failed item, the server's error body `{"error", "code"}`. */
+  outputs: unknown
+  /** The record written (unless `includeRecord: false`). */
+  record?: R
+  /** Set when the item failed (on the server, or locally before sending). */
+  error?: InferenceStreamError
+}
+
+/** Progress counters of an {@link InferenceStream}. */
+export interface InferenceStreamStats {
+  /** Records written. */
+  written: number
+  /** Payloads sent (a payload resent after a reconnect counts again in `resent`, not here). */
+  sent: number
+  /** Results received for items in flight. */
+  received: number
+  /** Results that were errors (server-side or local). */
+  failed: number
+  /** Sent and not yet answered. */
+  inFlight: number
+  /** Reconnects after cuts. */
+  reconnects: number
+  /** Payloads sent again because the server did not know them after a reconnect. */
+  resent: number
+  /** Results ignored: ids never sent, or already answered. */
+  ignored: number
+}
+
+interface Entry<R> {
+  seq: number
+  id: string
+  record: R
+  payload: { id: string; inputs: unknown; parameters?: Record<string, unknown> }
+  sent: boolean
+}
+
+// Marks a skipped failure in the reorder buffer: it takes its place in the order, emits nothing.
+const SKIP = Symbol('skip')
+type Slot<R> = InferenceResult<R> | typeof SKIP
+
+function isErrorBody(outputs: unknown): outputs is { error: string; code?: string } {
+  return typeof outputs === 'object' && outputs !== null && !Array.isArray(outputs) && typeof (outputs as { error?: unknown }).error === 'string'
+}
+
+/**
+ * Object-mode Duplex: records in, inference results out, over one websocket stream.
+ *
+ * At most `maxInFlight` records are between the writable and the readable side: `_write` holds
+ * its callback when the window is full, so the source pauses. Results come out in input order
+ * (`ordered`, default) or as they arrive. After a cut the stream reconnects; on v1 it asks the
+ * server which ids it does not know and resends only those, on legacy it resends the unanswered
+ * ones (the server runs a known id only once either way). Errors surface through `destroy(err)`.
+ *
+ * Events besides the stream's own: `status` (a server status message), `reconnect` (attempt
+ * number, after a cut), `downgrade` (the server does not speak v1).
+ *
+ * @example
+ * await pipeline(source, new InferenceStream({ url, model: 'builtin/sentiment', token }), sink)
+ */
+export class InferenceStream<R = unknown> extends Duplex {
+  private readonly o: ResolvedStreamOptions<R>
+  private readonly socket: StreamSocket
+  private readonly inflight = new Map<string, Entry<R>>()
+  private readonly reorder = new ReorderBuffer<Slot<R>>()
+  private ready: InferenceResult<R>[] = []
+  private readyHead = 0
+  private outstanding = 0
+  private seq = 0
+  private wantRead = false
+  private heldWrite: ((err?: Error | null) => void) | undefined
+  private finalCallback: ((err?: Error | null) => void) | undefined
+  private pendingAcks: string[] = []
+  private ackScheduled = false
+  private readonly onAbort: (() => void) | undefined
+  private readonly counters = { written: 0, sent: 0, received: 0, failed: 0, reconnects: 0, resent: 0, ignored: 0 }
+  private maxOutstanding = 0
+
+  constructor(options: InferenceStreamOptions<R>) {
+    super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
+    this.o = resolveStreamOptions(options)
+    this.socket = new StreamSocket({
+      url: this.o.streamUrl,
+      token: this.o.token,
+      v1: this.o.v1,
+      reconnect: this.o.reconnect,
+      maxItemsPerFrame: this.o.maxItemsPerFrame,
+      wsOptions: this.o.wsOptions,
+    })
+    this.socket.on('open', (reconnected) => this.onOpen(reconnected))
+    this.socket.on('result', (id, outputs) => this.onResult(id, outputs))
+    this.socket.on('resume', (unknown) => this.onResume(unknown))
+    this.socket.on('status', (msg: StatusMessage) => this.emit('status', msg))
+    this.socket.on('downgrade', () => this.emit('downgrade'))
+    this.socket.on('ignored', () => this.counters.ignored++)
+    this.socket.on('unsent', (msgs) => this.onUnsent(msgs))
+    this.socket.on('reconnecting', (attempt, delayMs, cause) => this.emit('reconnecting', attempt, delayMs, cause))
+    this.socket.on('fatal', (err) => {
+      if (err instanceof ConnectionLostError) {
+        const n = this.inflight.size
+        err = new ConnectionLostError(`${err.message}; ${n} item${n === 1 ? '' : 's'} sent and unanswered`, n, { cause: err })
+      }
+      this.destroy(err)
+    })
+    const signal = this.o.signal
+    if (signal) {
+      this.onAbort = () => this.destroy(new AbortError(undefined, { cause: signal.reason }))
+      if (signal.aborted) {
+        queueMicrotask(this.onAbort)
+      } else signal.addEventListener('abort', this.onAbort, { once: true })
+    }
+    this.socket.start()
+  }
+
+  /** Progress counters (a snapshot). */
+  get stats(): InferenceStreamStats {
+    return { ...this.counters, inFlight: this.inFlight }
+  }
+
+  /** Sent (or waiting to be sent) and not yet answered. */
+  get inFlight(): number {
+    return this.inflight.size
+  }
+
+  /** Largest number of records ever between the two sides; never above `maxInFlight`. */
+  get peakInFlight(): number {
+    return this.maxOutstanding
+  }
+
+  /** The websocket URL in use. */
+  get url(): string {
+    return this.o.streamUrl
+  }
+
+  /** Cuts the current websocket as a network failure would; the stream reconnects. For drills and tests. */
+  dropConnection(): void {
+    this.socket.drop()
+  }
+
+  override _write(record: R, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    const seq = this.seq++
+    this.counters.written++
+    this.outstanding++
+    if (this.outstanding > this.maxOutstanding) this.maxOutstanding = this.outstanding
+    const entry = this.makeEntry(record, seq)
+    if (entry instanceof InferenceStreamError) {
+      // A record that cannot become a payload fails alone, in its place in the order.
+      const result: InferenceResult<R> = { id: String(seq), outputs: { error: entry.message, code: entry.code }, error: entry }
+      if (this.o.includeRecord) result.record = record
+      this.settle(seq, result)
+    } else {
+      this.inflight.set(entry.id, entry)
+      if (this.socket.send(entry.payload)) {
+        entry.sent = true
+        this.counters.sent++
+      }
+    }
+    if (this.outstanding < this.o.maxInFlight) callback()
+    else this.heldWrite = callback
+  }
+
+  private makeEntry(record: R, seq: number): Entry<R> | InferenceStreamError {
+    let payload
+    let id
+    try {
+      payload = this.o.input(record)
+      id = this.o.id(record, seq)
+    } catch (err) {
+      return err instanceof InferenceStreamError ? err : new InvalidPayloadError(`Record ${seq} could not be mapped: ${(err as Error)?.message ?? err}`)
+    }
+    if (typeof payload !== 'object' || payload === null || payload.inputs === undefined || payload.inputs === null) {
+      return new InvalidPayloadError(`Record ${seq} has no inputs (the input mapping returned ${payload === null || typeof payload !== 'object' ? String(payload) : 'no "inputs"'})`)
+    }
+    if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) {
+      return new InvalidPayloadError(`Record ${seq}: the id must be a non-empty string of at most ${MAX_ID_LENGTH} characters, got ${JSON.stringify(id)}`)
+    }
+    if (this.inflight.has(id)) return new InvalidPayloadError(`Record ${seq}: id ${JSON.stringify(id)} is already in flight`)
+    const parameters = this.o.parameters ? { ...this.o.parameters, ...payload.parameters } : payload.parameters
+    const wire: Entry<R>['payload'] = { id, inputs: payload.inputs }
+    if (parameters !== undefined) wire.parameters = parameters
+    return { seq, id, record, payload: wire, sent: false }
+  }
+
+  private onOpen(reconnected: boolean): void {
+    if (reconnected) {
+      this.counters.reconnects++
+      this.emit('reconnect', this.counters.reconnects)
+    }
+    const known: string[] = []
+    for (const e of this.inflight.values()) {
+      if (e.sent && this.socket.v1) {
+        known.push(e.id)
+        continue
+      }
+      // Never sent, or legacy (no resume query): send. The server runs a known id only once.
+      if (this.socket.send(e.payload)) {
+        if (e.sent) this.counters.resent++
+        else this.counters.sent++
+        e.sent = true
+      }
+    }
+    if (known.length > 0) this.socket.send({ type: 'resume', ids: known })
+  }
+
+  // Payloads queued for a frame that never left because the socket closed: not sent after all.
+  private onUnsent(msgs: unknown[]): void {
+    for (const m of msgs) {
+      const id = (m as { id?: unknown }).id
+      const e = typeof id === 'string' ? this.inflight.get(id) : undefined
+      if (e && e.payload === m && e.sent) {
+        e.sent = false
+        this.counters.sent--
+      }
+    }
+  }
+
+  private onResume(unknown: string[]): void {
+    for (const id of unknown) {
+      const e = this.inflight.get(id)
+      if (e && this.socket.send(e.payload)) this.counters.resent++
+    }
+  }
+
+  private onResult(id: string, outputs: unknown): void {
+    const e = this.inflight.get(id)
+    if (!e) {
+      this.counters.ignored++
+      return
+    }
+    this.inflight.delete(id)
+    this.counters.received++
+    if (this.socket.v1) this.ack(id)
+    const result: InferenceResult<R> = { id, outputs }
+    if (this.o.includeRecord) result.record = e.record
+    if (isErrorBody(outputs)) result.error = new InferenceItemError(outputs.error, id, outputs.code)
+    this.settle(e.seq, result)
+  }
+
+  // A finished record: failures follow `onError`, everything takes its place in the order.
+  private settle(seq: number, result: InferenceResult<R>): void {
+    if (result.error) {
+      this.counters.failed++
+      if (this.o.onError === 'emit') {
+        this.destroy(result.error)
+        return
+      }
+      if (this.o.onError === 'skip') {
+        this.place(seq, SKIP)
+        return
+      }
+    }
+    this.place(seq, result)
+  }
+
+  private ack(id: string): void {
+    this.pendingAcks.push(id)
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => {
+      this.ackScheduled = false
+      const ids = this.pendingAcks
+      this.pendingAcks = []
+      if (ids.length > 0) this.socket.send({ type: 'ack', ids })
+    })
+  }
+
+  // Puts a finished slot in order (or straight out when unordered), then pushes what can go.
+  private place(seq: number, slot: Slot<R>): void {
+    if (this.o.ordered) {
+      for (const s of this.reorder.add(seq, slot)) this.enqueue(s)
+    } else this.enqueue(slot)
+    this.pushReady()
+  }
+
+  private enqueue(slot: Slot<R>): void {
+    if (slot === SKIP) this.outstanding--
+    else this.ready.push(slot)
+  }
+
+  private pushReady(): void {
+    while (this.wantRead && this.readyHead < this.ready.length) {
+      const r = this.ready[this.readyHead++]
+      this.outstanding--
+      this.wantRead = this.push(r)
+    }
+    if (this.readyHead === this.ready.length) {
+      this.ready = []
+      this.readyHead = 0
+    }
+    if (this.heldWrite && this.outstanding < this.o.maxInFlight) {
+      const cb = this.heldWrite
+      this.heldWrite = undefined
+      cb()
+    }
+    this.maybeEnd()
+  }
+
+  override _read(): void {
+    this.wantRead = true
+    this.pushReady()
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.finalCallback = callback
+    this.maybeEnd()
+  }
+
+  private maybeEnd(): void {
+    if (!this.finalCallback || this.outstanding > 0) return
+    const cb = this.finalCallback
+    this.finalCallback = undefined
+    this.push(null)
+    this.socket.close()
+    this.o.signal?.removeEventListener('abort', this.onAbort as () => void)
+    cb()
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.socket.close()
+    if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
+    this.heldWrite = undefined
+    this.finalCallback = undefined
+    callback(err)
+  }
+}

@@ -1,0 +1,165 @@
+import { randomUUID } from 'node:crypto'
+import type { ClientOptions } from 'ws'
+import { InvalidOptionError, InvalidPayloadError } from '../errors.js'
+import { RECONNECT_DEFAULTS, type ReconnectOptions, type ResolvedReconnect } from './backoff.js'
+
+/** What a record becomes on the wire (the `id` is added by the stream). */
+export interface RecordPayload {
+  inputs: unknown
+  parameters?: Record<string, unknown>
+}
+
+/** Options of {@link InferenceStream}. */
+export interface InferenceStreamOptions<R = unknown> {
+  /**
+   * Where to connect: the full stream URL (`ws://host:port/bulk/stream/cpu/org/model`), or a base URL
+   * (`http://host:port`, `ws://…`) together with `model` (and `compute`). Required.
+   */
+  url: string
+  /** Model id, when `url` is a base URL. */
+  model?: string
+  /** `cpu` or `gpu`, when `url` is a base URL. Default `cpu`. */
+  compute?: 'cpu' | 'gpu'
+  /** Bearer token. Required (any string on an open loopback server). */
+  token: string
+  /**
+   * Record → payload. Default: a string record is the inputs; an object with `inputs` is the
+   * payload (`inputs`, `parameters`). A throw or a result without `inputs` fails that record only.
+   */
+  input?: (record: R) => RecordPayload
+  /** Parameters added to every payload (a payload's own `parameters` win per key). Default none. */
+  parameters?: Record<string, unknown>
+  /**
+   * Record → item id, unique in the run. Default: `${runId}-${seq}` (seq counts records from 0),
+   * deterministic for a given `runId` so a re-run can resume.
+   */
+  id?: (record: R, seq: number) => string
+  /** Prefix of default ids. Default: a random id per stream. */
+  runId?: string
+  /** Most records written and not yet read out (sent and unanswered, or waiting for order). Default 1024. */
+  maxInFlight?: number
+  /** Emit results in input order (true, default) or as they arrive (false, no head-of-line blocking). */
+  ordered?: boolean
+  /**
+   * A failed item: `'record'` (default) emits the result with `error` set and goes on; `'skip'`
+   * drops it (counted in `failed`); `'emit'` destroys the stream with the item's error.
+   */
+  onError?: 'record' | 'skip' | 'emit'
+  /** Reconnect policy after a cut, or `false` to fail at the first cut. Default: 10 attempts, 100 ms → 5 s. */
+  reconnect?: ReconnectOptions | false
+  /** Aborts the stream: stops sending and destroys it with an `AbortError`. */
+  signal?: AbortSignal
+  /** `'v1'` (default): batched frames, acks, resume. `'legacy'`: exactly the original protocol. */
+  protocol?: 'v1' | 'legacy'
+  /** Keep the record on each result (`result.record`). Default true. */
+  includeRecord?: boolean
+  /** Most messages per v1 frame. Default 512 (the server's announced limit wins when lower). */
+  maxItemsPerFrame?: number
+  /** Passed to the `ws` client (headers, agent, handshakeTimeout...). */
+  wsOptions?: ClientOptions
+}
+
+/** Options after defaults and checks. */
+export interface ResolvedStreamOptions<R> {
+  streamUrl: string
+  token: string
+  input: (record: R) => RecordPayload
+  parameters: Record<string, unknown> | undefined
+  id: (record: R, seq: number) => string
+  maxInFlight: number
+  ordered: boolean
+  onError: 'record' | 'skip' | 'emit'
+  reconnect: ResolvedReconnect | false
+  signal: AbortSignal | undefined
+  v1: boolean
+  includeRecord: boolean
+  maxItemsPerFrame: number
+  wsOptions: ClientOptions | undefined
+}
+
+/** The default record → payload mapping (see {@link InferenceStreamOptions.input}). */
+export function defaultInput(record: unknown): RecordPayload {
+  if (typeof record === 'string') return { inputs: record }
+  if (typeof record === 'object' && record !== null && 'inputs' in record) {
+    const r = record as { inputs: unknown; parameters?: Record<string, unknown> }
+    return r.parameters === undefined ? { inputs: r.inputs } : { inputs: r.inputs, parameters: r.parameters }
+  }
+  throw new InvalidPayloadError('Record is neither a string nor an object with "inputs"; pass the `input` option to map records to payloads')
+}
+
+/**
+ * The websocket URL of a stream: a full `/bulk/stream/...` URL as is, else base URL + compute + model.
+ * `http(s)` becomes `ws(s)`.
+ */
+export function streamUrlOf(url: string, model?: string, compute: 'cpu' | 'gpu' = 'cpu'): string {
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw new InvalidOptionError(`Option "url" must be an absolute URL, got ${JSON.stringify(url)}`)
+  }
+  if (u.protocol === 'http:') u.protocol = 'ws:'
+  else if (u.protocol === 'https:') u.protocol = 'wss:'
+  else if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
+    throw new InvalidOptionError(`Option "url" must be ws:, wss:, http: or https:, got ${u.protocol}`)
+  }
+  if (u.pathname.includes('/bulk/stream/')) return u.toString()
+  if (!model) throw new InvalidOptionError('Option "model" is required when "url" is a base URL without /bulk/stream/')
+  if (compute !== 'cpu' && compute !== 'gpu') throw new InvalidOptionError(`Option "compute" must be "cpu" or "gpu", got ${JSON.stringify(compute)}`)
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}/bulk/stream/${compute}/${model}`
+  return u.toString()
+}
+
+function fn(o: Record<string, unknown>, name: string): void {
+  if (o[name] !== undefined && typeof o[name] !== 'function') {
+    throw new InvalidOptionError(`Option "${name}" must be a function, got ${typeof o[name]}`)
+  }
+}
+
+/** Applies defaults and checks every option, naming the one that is wrong. */
+export function resolveStreamOptions<R>(options: InferenceStreamOptions<R>): ResolvedStreamOptions<R> {
+  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('InferenceStream options must be an object')
+  const o = { maxInFlight: 1024, ordered: true, onError: 'record', protocol: 'v1', includeRecord: true, maxItemsPerFrame: 512, compute: 'cpu', ...options } as Required<InferenceStreamOptions<R>> & Record<string, unknown>
+  if (typeof o.url !== 'string') throw new InvalidOptionError('Option "url" is required: the stream URL, or a base URL with "model"')
+  const streamUrl = streamUrlOf(o.url, o.model, o.compute)
+  if (typeof o.token !== 'string' || !/^\S+$/.test(o.token)) throw new InvalidOptionError('Option "token" must be a non-empty string without spaces')
+  for (const name of ['input', 'id']) fn(o, name)
+  for (const name of ['maxInFlight', 'maxItemsPerFrame'] as const) {
+    const v = o[name]
+    if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`Option "${name}" must be an integer >= 1, got ${JSON.stringify(v)}`)
+  }
+  if (typeof o.ordered !== 'boolean') throw new InvalidOptionError(`Option "ordered" must be a boolean, got ${JSON.stringify(o.ordered)}`)
+  if (!['record', 'skip', 'emit'].includes(o.onError)) throw new InvalidOptionError(`Option "onError" must be 'record', 'skip' or 'emit', got ${JSON.stringify(o.onError)}`)
+  if (o.protocol !== 'v1' && o.protocol !== 'legacy') throw new InvalidOptionError(`Option "protocol" must be 'v1' or 'legacy', got ${JSON.stringify(o.protocol)}`)
+  if (o.parameters !== undefined && (typeof o.parameters !== 'object' || o.parameters === null || Array.isArray(o.parameters))) {
+    throw new InvalidOptionError('Option "parameters" must be an object')
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidOptionError('Option "signal" must be an AbortSignal')
+  let reconnect: ResolvedReconnect | false = false
+  if (o.reconnect !== false) {
+    reconnect = { ...RECONNECT_DEFAULTS, ...(o.reconnect ?? {}) }
+    for (const [k, v] of Object.entries(reconnect)) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < (k === 'factor' ? 1 : 0)) {
+        throw new InvalidOptionError(`Option "reconnect.${k}" must be a number >= ${k === 'factor' ? 1 : 0}, got ${JSON.stringify(v)}`)
+      }
+    }
+  }
+  const runId = o.runId ?? randomUUID().slice(0, 8)
+  if (typeof runId !== 'string' || runId.length === 0) throw new InvalidOptionError('Option "runId" must be a non-empty string')
+  return {
+    streamUrl,
+    token: o.token,
+    input: (o.input as (r: R) => RecordPayload) ?? (defaultInput as (r: R) => RecordPayload),
+    parameters: o.parameters as Record<string, unknown> | undefined,
+    id: (o.id as (r: R, seq: number) => string) ?? ((_r: R, seq: number) => `${runId}-${seq}`),
+    maxInFlight: o.maxInFlight,
+    ordered: o.ordered,
+    onError: o.onError,
+    reconnect,
+    signal: o.signal,
+    v1: o.protocol === 'v1',
+    includeRecord: o.includeRecord,
+    maxItemsPerFrame: o.maxItemsPerFrame,
+    wsOptions: o.wsOptions,
+  }
+}

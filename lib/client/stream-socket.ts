@@ -1,0 +1,234 @@
+import { EventEmitter } from 'node:events'
+import WebSocket, { type ClientOptions } from 'ws'
+import {
+  AuthenticationError,
+  ConnectionLostError,
+  InferenceStreamError,
+  ProtocolError,
+  UnknownModelError,
+} from '../errors.js'
+import { SUBPROTOCOL_V1, type StatusMessage } from '../protocol.js'
+import { backoffDelay, type ResolvedReconnect } from './backoff.js'
+
+/** Options of {@link StreamSocket}. */
+export interface StreamSocketOptions {
+  url: string
+  token: string
+  /** Ask for subprotocol `inference-stream.v1`. */
+  v1: boolean
+  reconnect: ResolvedReconnect | false
+  /** Most messages per v1 frame (the server's announced limit wins when lower). */
+  maxItemsPerFrame: number
+  /** Passed to `ws` (headers, agent, handshakeTimeout...). */
+  wsOptions?: ClientOptions
+}
+
+/**
+ * Events of a {@link StreamSocket}:
+ * - `open` (reconnected: boolean): the Bearer frame is sent; payloads may follow.
+ * - `result` (id, outputs), `status` (message), `resume` (unknown ids).
+ * - `reconnecting` (attempt, delayMs, cause), `downgrade` (the server does not speak v1).
+ * - `fatal` (error): the socket gave up; nothing more will be emitted.
+ * - `unsent` (messages): v1 messages queued for a frame when the socket closed; they never left.
+ * - `ignored` (reason): a frame that could not be used.
+ */
+export interface StreamSocketEvents {
+  open: [reconnected: boolean]
+  result: [id: string, outputs: unknown]
+  status: [message: StatusMessage]
+  resume: [unknown: string[]]
+  reconnecting: [attempt: number, delayMs: number, cause: Error | undefined]
+  downgrade: []
+  fatal: [error: InferenceStreamError]
+  unsent: [messages: unknown[]]
+  ignored: [reason: string]
+}
+
+/**
+ * One logical connection to a stream endpoint over successive websockets: authenticates, batches
+ * outgoing v1 messages per event-loop turn, parses incoming frames, and reconnects with backoff
+ * after a cut. What to resend after a reconnect is the owner's decision (InferenceStream).
+ */
+export class StreamSocket extends EventEmitter<StreamSocketEvents> {
+  private ws: WebSocket | undefined
+  private outbox: unknown[] = []
+  private flushScheduled = false
+  private attempt = 0
+  private opened = false
+  private closedByUser = false
+  private timer: NodeJS.Timeout | undefined
+  private lastCause: Error | undefined
+  private fatalStatus: StatusMessage | undefined
+  private frameLimit: number
+  /** Whether the current connection speaks v1 (false after a downgrade). */
+  v1: boolean
+
+  constructor(private readonly o: StreamSocketOptions) {
+    super()
+    this.v1 = o.v1
+    this.frameLimit = o.maxItemsPerFrame
+  }
+
+  /** Whether a websocket is open and authenticated (as far as the client knows). */
+  get connected(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN
+  }
+
+  /** Opens the first connection. */
+  start(): void {
+    this.connect()
+  }
+
+  private connect(): void {
+    this.timer = undefined
+    this.fatalStatus = undefined
+    const ws = new WebSocket(this.o.url, this.v1 ? [SUBPROTOCOL_V1] : [], { perMessageDeflate: false, ...this.o.wsOptions })
+    this.ws = ws
+    ws.on('open', () => {
+      if (this.v1 && ws.protocol !== SUBPROTOCOL_V1) {
+        // A server without our extensions: speak the original protocol from now on.
+        this.v1 = false
+        this.emit('downgrade')
+      }
+      ws.send(`Bearer ${this.o.token}`)
+      const reconnected = this.opened
+      this.opened = true
+      this.emit('open', reconnected)
+    })
+    ws.on('message', (data) => this.onMessage(data as Buffer))
+    ws.on('error', (err) => {
+      this.lastCause = err
+    })
+    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString()))
+  }
+
+  private onMessage(data: Buffer): void {
+    // Any frame proves the connection works: the reconnect budget starts over.
+    this.attempt = 0
+    let value: unknown
+    try {
+      value = JSON.parse(data.toString('utf8'))
+    } catch {
+      this.emit('ignored', 'frame is not JSON')
+      return
+    }
+    const msgs = Array.isArray(value) ? value : [value]
+    for (const m of msgs) {
+      if (typeof m !== 'object' || m === null) {
+        this.emit('ignored', 'message is not an object')
+        continue
+      }
+      const msg = m as Record<string, unknown>
+      if (msg.type === 'results' && typeof msg.id === 'string') this.emit('result', msg.id, msg.outputs)
+      else if (msg.type === 'status') {
+        const status = msg as unknown as StatusMessage
+        if (status.code === 'ERR_AUTHENTICATION' || status.code === 'ERR_UNKNOWN_MODEL') this.fatalStatus = status
+        const limits = msg.limits as { maxItemsPerFrame?: number } | undefined
+        if (limits && typeof limits.maxItemsPerFrame === 'number') {
+          this.frameLimit = Math.max(1, Math.min(this.o.maxItemsPerFrame, limits.maxItemsPerFrame))
+        }
+        this.emit('status', status)
+      } else if (msg.type === 'resume' && Array.isArray(msg.unknown)) this.emit('resume', msg.unknown as string[])
+      else this.emit('ignored', `unknown message type ${JSON.stringify(msg.type)}`)
+    }
+  }
+
+  private onClose(ws: WebSocket, code: number, reason: string): void {
+    if (ws !== this.ws) return
+    this.ws = undefined
+    const unsent = this.outbox
+    this.outbox = []
+    if (this.closedByUser) return
+    if (unsent.length > 0) this.emit('unsent', unsent)
+    const cause = this.lastCause
+    this.lastCause = undefined
+    const fatal = this.fatalError(code, reason, cause)
+    if (fatal) {
+      this.emit('fatal', fatal)
+      return
+    }
+    if (this.o.reconnect === false) {
+      this.emit('fatal', new ConnectionLostError(`Connection to ${this.o.url} closed (${code}${reason ? ` ${reason}` : ''})`, 0, { cause }))
+      return
+    }
+    this.attempt++
+    if (this.attempt > this.o.reconnect.maxAttempts) {
+      const why = cause ? cause.message : `closed with ${code}`
+      this.emit('fatal', new ConnectionLostError(`Could not reconnect to ${this.o.url} after ${this.o.reconnect.maxAttempts} attempts (${why})`, 0, { cause }))
+      return
+    }
+    const delay = backoffDelay(this.attempt, this.o.reconnect)
+    this.emit('reconnecting', this.attempt, delay, cause)
+    this.timer = setTimeout(() => this.connect(), delay)
+  }
+
+  // Closes that retrying cannot fix: refused credentials, unknown model, endpoint not found.
+  private fatalError(code: number, reason: string, cause: Error | undefined): InferenceStreamError | undefined {
+    const status = this.fatalStatus
+    if (code === 1008 || status) {
+      const message = status?.message ?? (reason || 'Connection refused by policy (1008)')
+      return status?.code === 'ERR_UNKNOWN_MODEL' ? new UnknownModelError(message) : new AuthenticationError(message)
+    }
+    const m = cause && /Unexpected server response: (\d+)/.exec(cause.message)
+    if (m) {
+      const http = Number(m[1])
+      if (http === 401 || http === 403) return new AuthenticationError(`${this.o.url} refused the connection (HTTP ${http})`)
+      if (http >= 400 && http < 500) return new ProtocolError(`${this.o.url} is not a stream endpoint (HTTP ${http})`)
+    }
+    return undefined
+  }
+
+  /** Queues a message; v1 messages of one event-loop turn go out as one frame. False when not connected. */
+  send(msg: unknown): boolean {
+    const ws = this.ws
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false
+    if (!this.v1) {
+      ws.send(JSON.stringify(msg))
+      return true
+    }
+    this.outbox.push(msg)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => this.flush())
+    }
+    return true
+  }
+
+  private flush(): void {
+    this.flushScheduled = false
+    const out = this.outbox
+    this.outbox = []
+    const ws = this.ws
+    if (!ws || ws.readyState !== WebSocket.OPEN || out.length === 0) return
+    for (let i = 0; i < out.length; i += this.frameLimit) {
+      ws.send(JSON.stringify(out.length === 1 ? out[0] : out.slice(i, i + this.frameLimit)))
+    }
+  }
+
+  /** Bytes queued in the websocket and not yet written to the network. */
+  get bufferedAmount(): number {
+    return this.ws?.bufferedAmount ?? 0
+  }
+
+  /** Cuts the current websocket as a network failure would (it reconnects); for failure drills. */
+  drop(): void {
+    this.ws?.terminate()
+  }
+
+  /** Closes for good: no reconnect, no more events. */
+  close(): void {
+    this.closedByUser = true
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    const ws = this.ws
+    this.ws = undefined
+    if (!ws) return
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.close(1000)
+      // A peer that never answers the close handshake must not keep the process alive.
+      const t = setTimeout(() => ws.terminate(), 1000)
+      t.unref()
+      ws.once('close', () => clearTimeout(t))
+    } else ws.terminate()
+  }
+}

@@ -1,0 +1,253 @@
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import t from 'tap'
+import { InferenceStream, type InferenceResult } from '../lib/client/inference-stream.js'
+import { infer } from '../lib/client/infer.js'
+import { createModelRegistry } from '../lib/models/registry.js'
+import type { Pipeline } from '../lib/models/pipeline.js'
+import { connect } from './helpers/ws-client.js'
+import { startServer } from './helpers/server.js'
+
+// A model whose every batch takes a random time: results come back out of order.
+function jittery(maxMs: number): Pipeline & { calls: number } {
+  const p = {
+    id: 'test/jitter',
+    task: 'echo',
+    calls: 0,
+    async run(inputs: unknown[]) {
+      p.calls++
+      await new Promise((r) => setTimeout(r, Math.random() * maxMs))
+      return inputs
+    },
+  }
+  return p
+}
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = []
+  for await (const x of stream) out.push(x)
+  return out
+}
+
+function sink(into: unknown[]): Writable {
+  return new Writable({
+    objectMode: true,
+    write(chunk, _e, cb) {
+      into.push(chunk)
+      cb()
+    },
+  })
+}
+
+t.test('pipeline(): every record in, one result out each, in order (v1 and legacy)', async (t) => {
+  const server = await startServer(t)
+  for (const protocol of ['v1', 'legacy'] as const) {
+    const N = 3000
+    const records = [...Array(N).keys()].map((i) => ({ inputs: `r${i}` }))
+    const stream = new InferenceStream({ url: server.url, model: 'builtin/echo', token: `pipe-${protocol}`, protocol, runId: 'run' })
+    const out: InferenceResult[] = []
+    await pipeline(Readable.from(records), stream, sink(out))
+    t.equal(out.length, N, protocol)
+    t.same(out.map((r) => r.outputs), records.map((r) => r.inputs), `${protocol}: outputs in input order`)
+    t.same(out[5], { id: 'run-5', outputs: 'r5', record: { inputs: 'r5' } })
+    t.match(stream.stats, { written: N, sent: N, received: N, failed: 0, inFlight: 0, reconnects: 0, resent: 0, ignored: 0 })
+    t.equal(server.billed(`pipe-${protocol}`), N)
+  }
+})
+
+t.test('in-flight never exceeds maxInFlight and the source pauses (random latency)', async (t) => {
+  const model = jittery(15)
+  const registry = createModelRegistry({ models: [model] })
+  t.teardown(() => registry.close())
+  const server = await startServer(t, { registry, maxBatch: 8, workers: 4 })
+  const maxInFlight = 50
+  const stream = new InferenceStream<number>({ url: server.url, model: 'test/jitter', token: 'bound', maxInFlight, input: (n) => ({ inputs: n }) })
+  let pulled = 0
+  let emitted = 0
+  let peakGap = 0
+  let peakServer = 0
+  const source = Readable.from(
+    (function* () {
+      for (let i = 0; i < 2000; i++) {
+        pulled++
+        yield i
+      }
+    })(),
+  )
+  const sampler = setInterval(() => {
+    const k = server.counts('bound', 'test/jitter')
+    peakServer = Math.max(peakServer, k.queued + k.processing + k.undelivered)
+    t.ok(stream.inFlight <= maxInFlight || t.fail(`inFlight ${stream.inFlight}`))
+  }, 1)
+  const out: number[] = []
+  await pipeline(
+    source,
+    stream,
+    new Writable({
+      objectMode: true,
+      write(r: InferenceResult, _e, cb) {
+        emitted++
+        peakGap = Math.max(peakGap, pulled - emitted)
+        out.push(r.outputs as number)
+        cb()
+      },
+    }),
+  )
+  clearInterval(sampler)
+  t.ok(stream.peakInFlight <= maxInFlight, `peak records between the sides: ${stream.peakInFlight}`)
+  t.equal(stream.peakInFlight, maxInFlight, 'the window was used')
+  t.ok(peakServer <= maxInFlight, `server never held more than the window: ${peakServer}`)
+  // Pulled but not yet out: the window plus the stream buffers on each side (16 + 16) and one in hand.
+  t.ok(peakGap <= maxInFlight + 16 + 16 + 2, `source paused: at most ${peakGap} records ahead of the output`)
+  t.same(out, [...Array(2000).keys()], 'order restored under random latency')
+})
+
+t.test('ordered:false emits as results arrive, no head-of-line blocking', async (t) => {
+  const slow: Pipeline = {
+    id: 'test/slow-first',
+    task: 'echo',
+    async run(inputs) {
+      if (inputs.includes('slow')) await new Promise((r) => setTimeout(r, 400))
+      return inputs
+    },
+  }
+  const registry = createModelRegistry({ models: [slow] })
+  t.teardown(() => registry.close())
+  const server = await startServer(t, { registry, maxBatch: 1, workers: 2 })
+  const records = ['slow', ...[...Array(20).keys()].map((i) => `fast${i}`)]
+  const unordered = await collect(infer(records, { url: server.url, model: 'test/slow-first', token: 'u', ordered: false }))
+  t.equal(unordered.length, 21)
+  t.not(unordered[0].outputs, 'slow', 'fast results were not held behind the slow one')
+  t.equal(unordered[unordered.length - 1].outputs, 'slow')
+  const ordered = await collect(infer(records, { url: server.url, model: 'test/slow-first', token: 'o' }))
+  t.same(ordered.map((r) => r.outputs), records)
+})
+
+t.test('a stream cut by the server mid-run: reconnect, nothing resent on v1, each input one result, bill = inputs', async (t) => {
+  for (const protocol of ['v1', 'legacy'] as const) {
+    await t.test(protocol, async (t) => {
+      const server = await startServer(t, { maxBatch: 16 })
+      const N = 2000
+      const token = `cut-${protocol}`
+      const stream = new InferenceStream<number>({
+        url: server.url,
+        model: 'builtin/echo',
+        token,
+        protocol,
+        maxInFlight: 400,
+        parameters: { delay_ms: 2 },
+        input: (n) => ({ inputs: n }),
+        reconnect: { minDelayMs: 20, maxDelayMs: 100 },
+      })
+      let cuts = 0
+      const out: number[] = []
+      await pipeline(
+        Readable.from([...Array(N).keys()]),
+        stream,
+        new Writable({
+          objectMode: true,
+          write(r: InferenceResult, _e, cb) {
+            out.push(r.outputs as number)
+            // Cut three times while items are in flight.
+            if ((out.length === 300 || out.length === 900 || out.length === 1500) && server.terminateStreams() > 0) cuts++
+            cb()
+          },
+        }),
+      )
+      t.equal(cuts, 3)
+      t.same(out, [...Array(N).keys()], 'every input exactly one result, in order')
+      t.equal(stream.stats.reconnects, 3)
+      const dups = (await server.metrics.duplicates.get()).values.reduce((a, v) => a + v.value, 0)
+      // v1 asks before resending: it never sends an id the server already has.
+      if (protocol === 'v1') t.equal(dups, 0, `v1 sent no id twice to the server (resent ${stream.stats.resent} the server did not know)`)
+      t.equal(server.billed(token), N, 'billed once per input')
+    })
+  }
+})
+
+t.test('results for ids never sent are ignored and counted', async (t) => {
+  const server = await startServer(t)
+  // Another client of the same token leaves results behind; the stream gets them on connect.
+  const other = await connect(server.streamUrl('builtin/echo'), { token: 'shared' })
+  for (let i = 0; i < 5; i++) other.send({ id: `foreign${i}`, inputs: i, parameters: { delay_ms: 50 } })
+  await new Promise((r) => setTimeout(r, 20))
+  await other.close()
+  await new Promise((r) => setTimeout(r, 150))
+  const out = await collect(infer(['a', 'b'], { url: server.url, model: 'builtin/echo', token: 'shared', runId: 'mine' }))
+  t.same(out.map((r) => r.outputs), ['a', 'b'])
+  t.equal(server.counts('shared', 'builtin/echo').undelivered, 0)
+})
+
+t.test('server down longer than the reconnect budget: ERR_CONNECTION_LOST saying how many are unanswered', async (t) => {
+  const { createServer } = await import('../lib/server/server.js')
+  const server = createServer({ shutdownTimeoutMs: 0 })
+  await server.listen(0)
+  const stream = new InferenceStream<number>({
+    url: server.url,
+    model: 'builtin/echo',
+    token: 'down',
+    parameters: { delay_ms: 10_000 },
+    input: (n) => ({ inputs: n }),
+    reconnect: { maxAttempts: 3, minDelayMs: 10, maxDelayMs: 20 },
+  })
+  const source = Readable.from([1, 2, 3, 4, 5])
+  const done = pipeline(source, stream, sink([]))
+  while (stream.stats.sent < 5) await new Promise((r) => setTimeout(r, 5))
+  await server.close()
+  await t.rejects(done, { name: 'ConnectionLostError', code: 'ERR_CONNECTION_LOST', unanswered: 5, message: /after 3 attempts.*5 items sent and unanswered/ })
+})
+
+t.test('errors propagate through pipeline() with their codes', async (t) => {
+  const server = await startServer(t, { tokens: ['good'] })
+  await t.rejects(
+    pipeline(Readable.from(['x']), new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'bad' }), sink([])),
+    { name: 'AuthenticationError', code: 'ERR_AUTHENTICATION', message: 'Invalid token' },
+  )
+  await t.rejects(
+    pipeline(Readable.from(['x']), new InferenceStream({ url: server.url, model: 'no/such', token: 'good' }), sink([])),
+    { name: 'UnknownModelError', code: 'ERR_UNKNOWN_MODEL' },
+  )
+  await t.rejects(
+    pipeline(
+      Readable.from([{ inputs: 1 }, { inputs: 2, parameters: { delay_ms: 'x' } }]),
+      new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'good', onError: 'emit' }),
+      sink([]),
+    ),
+    { name: 'InferenceItemError', code: 'ERR_ITEM_FAILED', remoteCode: 'ERR_MODEL_INPUT', message: /delay_ms/ },
+  )
+  const sourceError = Object.assign(new Error('source broke'), { code: 'E_SOURCE' })
+  await t.rejects(
+    pipeline(
+      new Readable({ objectMode: true, read() { this.destroy(sourceError) } }),
+      new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'good' }),
+      sink([]),
+    ),
+    { code: 'E_SOURCE' },
+  )
+  await t.rejects(collect(infer(['x'], { url: server.url.replace(/:\d+$/, ':1'), model: 'builtin/echo', token: 'good', reconnect: false })), { code: 'ERR_CONNECTION_LOST' })
+})
+
+t.test('failed items: record (default) keeps the order, skip drops them, bad records fail alone', async (t) => {
+  const server = await startServer(t)
+  const records = [{ inputs: 1 }, { inputs: 2, parameters: { delay_ms: -5 } }, { text: 'no inputs' }, { inputs: 4 }]
+  const recorded = await collect(infer(records, { url: server.url, model: 'builtin/echo', token: 'e', runId: 'e' }))
+  t.equal(recorded.length, 4)
+  t.equal(recorded[0].outputs, 1)
+  t.match(recorded[1], { id: 'e-1', error: { code: 'ERR_ITEM_FAILED', remoteCode: 'ERR_MODEL_INPUT' }, outputs: { error: /delay_ms/ } })
+  t.match(recorded[2], { error: { code: 'ERR_INVALID_PAYLOAD', message: /neither a string nor an object with "inputs"/ }, record: { text: 'no inputs' } })
+  t.equal(recorded[3].outputs, 4)
+  const s = new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'e2', onError: 'skip' })
+  const skipped = await collect(Readable.from(records).pipe(s))
+  t.same(skipped.map((r) => (r as InferenceResult).outputs), [1, 4])
+  t.equal(s.stats.failed, 2)
+})
+
+t.test('for await over Readable.from(...).pipe(stream), and duplicate ids in flight fail alone', async (t) => {
+  const server = await startServer(t)
+  const s = new InferenceStream<{ k: string }>({ url: server.url, model: 'builtin/echo', token: 'd', id: (r) => r.k, input: (r) => ({ inputs: r.k }), ordered: false })
+  const results = await collect(Readable.from([{ k: 'a' }, { k: 'a' }, { k: 'b' }]).pipe(s))
+  t.equal(results.length, 3)
+  const failed = (results as InferenceResult[]).filter((r) => r.error)
+  t.equal(failed.length, 1)
+  t.match(failed[0].error, { code: 'ERR_INVALID_PAYLOAD', message: /already in flight/ })
+})
