@@ -27,24 +27,26 @@
  *   node benchmarks/server-throughput.js --quick                      # N = 20 000, 1 run: smoke test
  *   node benchmarks/server-throughput.js --items 500000 --window 4000 --frame 100 --runs 3
  *   node benchmarks/server-throughput.js --workers 4 --max-batch 128  # passed to `serve`
- *   node benchmarks/server-throughput.js --only v1 --profile          # + CPU profile of our server
+ *   node benchmarks/server-throughput.js --only v1 --profile          # + CPU profile of each server
  *   (`npm run bench:server` runs the default.) Results go to benchmarks/results/server-throughput.json
  *   and .md (`-quick` suffix with --quick); the Markdown table is also printed on stdout.
  *
  * How to read the result
  *   items/s: items answered per second of wall time, from the socket's open to the last result
- *   (higher is better); "1st half → 2nd half" splits it by items answered, so a rate that falls
- *   as the server accumulates state shows (itemsPerSecByTenth in the JSON has tenths). "vs ws" is items/s over the plain ws per-message peer's: the share of the
- *   transport ceiling our server reaches; "vs same framing" compares with the plain ws peer that
- *   frames the same way (per message or 100 per frame), i.e. what our protocol and queue cost on
- *   top of the bare transport. Peak RSS is VmHWM of each process (the server's read from /proc just
- *   before it is stopped, the client's from process.resourceUsage()). CPU s is user+system time of
- *   each process while the items flowed (startup excluded): client and server share the machine's cores, so on a 2-core machine the process
- *   whose CPU s is close to the wall time is the bottleneck. With --runs R > 1 each peer's row is
- *   its median run by items/s. Numbers are only comparable within one run on one machine.
+ *   (higher is better). "1st half → 2nd half" splits it by items answered, so a rate that falls
+ *   as the server accumulates state shows (the JSON has itemsPerSecByTenth). "vs ws" is items/s
+ *   over the plain ws per-message peer's: the share of the transport ceiling our server reaches;
+ *   "vs same framing" compares with the plain ws peer that frames the same way (per message or
+ *   100 per frame), i.e. what our protocol, queue and store cost on top of the bare transport.
+ *   Peak RSS is VmHWM of each process (the server's read from /proc just before it is stopped,
+ *   the client's from process.resourceUsage()). CPU s is user+system time of each process while
+ *   the items flowed (startup excluded); client and server share the cores, so on a 2-core
+ *   machine the process whose CPU s is close to the wall time is the bottleneck, and both well
+ *   below it means waiting (or other load on the machine: the load average is recorded). With
+ *   --runs R > 1 each row is the peer's median run by items/s. Compare numbers within one run.
  */
 import { spawn, execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -501,11 +503,12 @@ async function orchestrate() {
   }
 
   const profileDir = path.join(RESULTS_DIR, 'profiles')
+  const prof = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
   const ours = (extra) => [
-    ...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+    ...prof,
     CLI, 'serve', '--port', '0', '--log-level', 'warn', ...serveExtra, ...extra,
   ]
-  const plain = [THIS_FILE, '--role', 'ws-echo-server']
+  const plain = [...prof, THIS_FILE, '--role', 'ws-echo-server']
   const peers = [
     { name: 'ws-echo', what: 'plain ws echo, 1 msg/item', server: plain, ours: false, frame: 1, ceiling: 'ws-echo' },
     { name: 'ws-echo-batched', what: `plain ws echo, ${F} items/frame`, server: plain, ours: false, frame: F, ceiling: 'ws-echo-batched' },
@@ -571,9 +574,13 @@ async function orchestrate() {
         }
       }
       await stopServer(server.child)
-      if (args.profile && peer.ours) {
+      if (args.profile) {
         for (const f of readdirSync(profileDir)) {
-          if (!before.has(f) && f.endsWith('.cpuprofile')) profiles.push({ peer: peer.name, run: r, file: path.join(profileDir, f) })
+          if (before.has(f) || !f.endsWith('.cpuprofile')) continue
+          // Stable names, so a new profile of a peer replaces the last one.
+          const file = path.join(profileDir, `server-throughput.${peer.name}.run${r + 1}.cpuprofile`)
+          renameSync(path.join(profileDir, f), file)
+          profiles.push({ peer: peer.name, run: r, file })
         }
       }
       all.get(peer.name).push(result)

@@ -5,8 +5,10 @@ export {
   MAX_ID_LENGTH,
   parseBearer,
   parseClientFrame,
+  parseInferenceBody,
   frameText,
   parametersKey,
+  stableStringify,
   type Payload,
   type AckMessage,
   type ResumeQuery,
@@ -20,9 +22,10 @@ export {
 export { createServer, InferenceServer, isLoopback } from './server/server.js'
 export type { ServerOptions, ResolvedServerOptions } from './server/options.js'
 export { tokenLabel } from './server/metrics.js'
-export type { WorkQueue, WorkItem, Lease, PullOptions, QueueStats } from './server/queue/work-queue.js'
+export { ANONYMOUS_TOKEN } from './server/http-inference.js'
+export { groupKey, type WorkQueue, type WorkItem, type Lease, type PullOptions, type QueueStats } from './server/queue/work-queue.js'
 export { MemoryWorkQueue } from './server/queue/memory-queue.js'
-export { ownerKey, type ResultStore, type OwnerCounts, type IdState } from './server/store/result-store.js'
+export { ownerKey, httpOwnerKey, type ResultStore, type OwnerCounts, type IdState } from './server/store/result-store.js'
 export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js'
 export type { Pipeline, ModelRegistry, Parameters } from './models/pipeline.js'
 export { createModelRegistry, BUILTIN_MODEL_IDS, type ModelRegistryOptions } from './models/registry.js'

@@ -121,6 +121,47 @@ function parseIds(msg: Record<string, unknown>, type: string): ClientEntry {
   return type === 'ack' ? { kind: 'ack', ids } : { kind: 'resume', ids }
 }
 
+/**
+ * Checks the fields a payload shares with the HTTP body (`inputs`, `parameters`, `options`, the
+ * `inputs` size when `checkSize`) and returns them, or the error of the first bad one.
+ */
+function readPayloadFields(
+  msg: Record<string, unknown>,
+  limits: Pick<FrameLimits, 'maxInputsBytes'>,
+  checkSize: boolean,
+): Payload | InferenceStreamError {
+  if (msg.inputs === undefined || msg.inputs === null) return new InvalidPayloadError('Payload is missing "inputs"')
+  const parameters = msg.parameters
+  if (parameters !== undefined && parameters !== null && !isPlainObject(parameters)) {
+    return new InvalidPayloadError('"parameters" must be a JSON object')
+  }
+  if (parameters && !isParametersKeyable(parameters as Record<string, unknown>)) {
+    return new InvalidPayloadError('"parameters" is nested too deeply')
+  }
+  const options = msg.options
+  if (options !== undefined && options !== null && !isPlainObject(options)) {
+    return new InvalidPayloadError('"options" must be a JSON object')
+  }
+  // Only re-measure inputs when the frame alone could hold an oversized one: the common small
+  // frame is never serialized twice.
+  if (checkSize) {
+    let bytes: number
+    try {
+      bytes = Buffer.byteLength(JSON.stringify(msg.inputs))
+    } catch {
+      // Nesting too deep for JSON.stringify (it recurses): no model takes such inputs.
+      return new InvalidPayloadError('"inputs" is nested too deeply')
+    }
+    if (bytes > limits.maxInputsBytes) {
+      return new LimitExceededError(`"inputs" is ${bytes} bytes, over the limit of ${limits.maxInputsBytes}`)
+    }
+  }
+  const payload: Payload = { inputs: msg.inputs }
+  if (parameters) payload.parameters = parameters as Record<string, unknown>
+  if (options) payload.options = options as Record<string, unknown>
+  return payload
+}
+
 function parseMessage(msg: unknown, v1: boolean, limits: FrameLimits, checkSize: boolean): ClientEntry {
   if (!isPlainObject(msg)) {
     return { kind: 'error', error: new InvalidPayloadError('Payload must be a JSON object with "inputs"') }
@@ -145,33 +186,9 @@ function parseMessage(msg: unknown, v1: boolean, limits: FrameLimits, checkSize:
     }
     id = msg.id
   }
-  if (msg.inputs === undefined || msg.inputs === null) {
-    return { kind: 'error', id, error: new InvalidPayloadError('Payload is missing "inputs"') }
-  }
-  const parameters = msg.parameters
-  if (parameters !== undefined && parameters !== null && !isPlainObject(parameters)) {
-    return { kind: 'error', id, error: new InvalidPayloadError('"parameters" must be a JSON object') }
-  }
-  const options = msg.options
-  if (options !== undefined && options !== null && !isPlainObject(options)) {
-    return { kind: 'error', id, error: new InvalidPayloadError('"options" must be a JSON object') }
-  }
-  // Only re-measure inputs when the frame alone could hold an oversized one: the common small
-  // frame is never serialized twice.
-  if (checkSize) {
-    const bytes = Buffer.byteLength(JSON.stringify(msg.inputs))
-    if (bytes > limits.maxInputsBytes) {
-      return {
-        kind: 'error',
-        id,
-        error: new LimitExceededError(`"inputs" is ${bytes} bytes, over the limit of ${limits.maxInputsBytes}`),
-      }
-    }
-  }
-  const payload: Payload & { id: string | undefined } = { id, inputs: msg.inputs }
-  if (parameters) payload.parameters = parameters as Record<string, unknown>
-  if (options) payload.options = options as Record<string, unknown>
-  return { kind: 'payload', payload }
+  const fields = readPayloadFields(msg, limits, checkSize)
+  if (fields instanceof InferenceStreamError) return { kind: 'error', id, error: fields }
+  return { kind: 'payload', payload: { id, ...fields } }
 }
 
 /**
@@ -210,13 +227,61 @@ export function parseClientFrame(text: string, v1: boolean, limits: FrameLimits)
   return value.map((m) => parseMessage(m, v1, limits, checkSize))
 }
 
+/**
+ * Parses the JSON body of a classic HTTP request (`POST /models/{model_id}`):
+ * `{"inputs", "parameters"?, "options"?}`, checked exactly as a stream payload (`inputs` required
+ * and at most `maxInputsBytes` as JSON, `parameters` and `options` JSON objects), plus
+ * `options.use_cache` and `options.wait_for_model`, which must be booleans when present. An `id`
+ * in the body is ignored: every HTTP request is an item of its own.
+ * @throws {InvalidJsonError} when the body is not JSON.
+ * @throws {InvalidPayloadError} when it is not a valid request.
+ * @throws {LimitExceededError} when `inputs` is over `maxInputsBytes`.
+ */
+export function parseInferenceBody(text: string, limits: Pick<FrameLimits, 'maxInputsBytes'>): Payload {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw new InvalidJsonError(`Body is not valid JSON: ${(err as Error).message}`)
+  }
+  if (!isPlainObject(value)) throw new InvalidPayloadError('Body must be a JSON object with "inputs"')
+  const fields = readPayloadFields(value, limits, Buffer.byteLength(text) > limits.maxInputsBytes)
+  if (fields instanceof InferenceStreamError) throw fields
+  for (const name of ['use_cache', 'wait_for_model']) {
+    const v = fields.options?.[name]
+    if (v !== undefined && v !== null && typeof v !== 'boolean') {
+      throw new InvalidPayloadError(`"options.${name}" must be a boolean`)
+    }
+  }
+  return fields
+}
+
 const stable = configure({ deterministic: true })
+
+/**
+ * JSON of any value with object keys sorted, so equal values give equal text whatever their key
+ * order (cache keys, batching groups). Throws `RangeError` on nesting too deep to recurse.
+ */
+export function stableStringify(value: unknown): string {
+  return stable(value) ?? ''
+}
 
 /** A stable key of a parameters object (sorted keys) so equal parameters batch together. */
 export function parametersKey(parameters: Record<string, unknown> | undefined): string {
   if (!parameters) return ''
   for (const _ in parameters) return stable(parameters) ?? ''
   return ''
+}
+
+// parametersKey recurses; parameters nested deeply enough to overflow the stack (a ~100 KB frame
+// suffices) would otherwise throw out of the socket's message handler and end the process.
+function isParametersKeyable(parameters: Record<string, unknown>): boolean {
+  try {
+    parametersKey(parameters)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** A `results` message. */

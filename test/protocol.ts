@@ -1,6 +1,6 @@
 import t from 'tap'
-import { AuthenticationError } from '../lib/errors.js'
-import { frameText, parametersKey, parseBearer, parseClientFrame } from '../lib/protocol.js'
+import { AuthenticationError, InvalidJsonError, InvalidPayloadError, LimitExceededError } from '../lib/errors.js'
+import { frameText, parametersKey, parseBearer, parseClientFrame, parseInferenceBody, stableStringify } from '../lib/protocol.js'
 
 const limits = { maxItemsPerFrame: 3, maxInputsBytes: 20 }
 
@@ -63,4 +63,38 @@ t.test('parametersKey is stable under key order', async (t) => {
   t.equal(parametersKey({}), '')
   t.equal(parametersKey({ a: 1, b: { d: 2, c: 3 } }), parametersKey({ b: { c: 3, d: 2 }, a: 1 }))
   t.not(parametersKey({ a: 1 }), parametersKey({ a: 2 }))
+})
+
+t.test('parameters nested too deeply to key are an error entry, not a throw', async (t) => {
+  const deep = '{"a":'.repeat(20_000) + '1' + '}'.repeat(20_000)
+  const [e] = parseClientFrame(`{"id":"d","inputs":1,"parameters":${deep}}`, false, limits)
+  t.match(e, { kind: 'error', id: 'd', error: { code: 'ERR_INVALID_PAYLOAD', message: '"parameters" is nested too deeply' } })
+  const deepInputs = '['.repeat(200_000) + ']'.repeat(200_000)
+  t.match(parseClientFrame(`{"id":"i","inputs":${deepInputs}}`, false, limits)[0], {
+    kind: 'error',
+    id: 'i',
+    error: { code: 'ERR_INVALID_PAYLOAD', message: '"inputs" is nested too deeply' },
+  }, 'when the frame is large enough for inputs to be measured')
+})
+
+t.test('parseInferenceBody: the classic HTTP body, checked as a payload', async (t) => {
+  t.same(parseInferenceBody('{"inputs":"hi","id":5}', limits), { inputs: 'hi' }, 'an id is ignored')
+  t.same(parseInferenceBody('{"inputs":[1],"parameters":{"k":1},"options":{"use_cache":false,"wait_for_model":true,"x":1}}', limits), {
+    inputs: [1],
+    parameters: { k: 1 },
+    options: { use_cache: false, wait_for_model: true, x: 1 },
+  })
+  t.throws(() => parseInferenceBody('{', limits), InvalidJsonError)
+  t.throws(() => parseInferenceBody('{', limits), { message: /^Body is not valid JSON: / })
+  t.throws(() => parseInferenceBody('"text"', limits), new InvalidPayloadError('Body must be a JSON object with "inputs"'))
+  t.throws(() => parseInferenceBody('{"inputs":null}', limits), new InvalidPayloadError('Payload is missing "inputs"'))
+  t.throws(() => parseInferenceBody('{"inputs":1,"parameters":1}', limits), new InvalidPayloadError('"parameters" must be a JSON object'))
+  t.throws(() => parseInferenceBody('{"inputs":1,"options":[]}', limits), new InvalidPayloadError('"options" must be a JSON object'))
+  t.throws(() => parseInferenceBody('{"inputs":1,"options":{"use_cache":"yes"}}', limits), new InvalidPayloadError('"options.use_cache" must be a boolean'))
+  t.throws(() => parseInferenceBody(JSON.stringify({ inputs: 'x'.repeat(30) }), limits), new LimitExceededError('"inputs" is 32 bytes, over the limit of 20'))
+})
+
+t.test('stableStringify sorts keys at every depth', async (t) => {
+  t.equal(stableStringify({ b: [{ d: 1, c: 2 }], a: 'x' }), '{"a":"x","b":[{"c":2,"d":1}]}')
+  t.equal(stableStringify('s'), '"s"')
 })

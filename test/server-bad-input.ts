@@ -151,3 +151,29 @@ t.test('a model that fails a whole batch answers each item with an error and goe
   t.equal(calls, 2)
   await c.close()
 })
+
+t.test('parameters nested too deeply for a key: an error result, not a crashed server', async (t) => {
+  const server = await startServer(t)
+  const c = await connect(server.streamUrl('builtin/echo'))
+  const deep = '{"a":'.repeat(20_000) + '1' + '}'.repeat(20_000)
+  c.sendRaw(`{"id":"deep","inputs":1,"parameters":${deep}}`)
+  await c.waitFor(() => c.results().has('deep'), 'deep parameters answer')
+  t.same(c.results().get('deep'), { error: '"parameters" is nested too deeply', code: 'ERR_INVALID_PAYLOAD' })
+  await stillWorks(t, c, 'after-deep')
+  await c.close()
+})
+
+t.test('outputs JSON cannot write (echo of deeply nested inputs): an ERR_MODEL result, not a crash or a stuck item', async (t) => {
+  const server = await startServer(t)
+  const deep = '['.repeat(20_000) + ']'.repeat(20_000)
+  for (const v1 of [false, true]) {
+    const c = await connect(server.streamUrl('builtin/echo'), { v1 })
+    c.sendRaw(`{"id":"deep-${v1}","inputs":${deep}}`)
+    c.send({ id: `next-${v1}`, inputs: 1 })
+    await c.waitFor(() => c.results().has(`deep-${v1}`) && c.results().has(`next-${v1}`), 'both answered')
+    t.same(c.results().get(`deep-${v1}`), { error: 'Outputs cannot be serialized as JSON', code: 'ERR_MODEL' })
+    t.equal(c.results().get(`next-${v1}`), 1)
+    t.match(server.counts('test-token', 'builtin/echo'), { queued: 0, processing: 0 })
+    await c.close()
+  }
+})

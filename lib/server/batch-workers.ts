@@ -16,9 +16,17 @@ export interface BatchWorkersOptions {
   metrics: ServerMetrics
   logger?: Logger
   /** Called once per finished item with its outputs or `{"error"}` body. */
-  onResult: (item: WorkItem, outputs: unknown) => void
+  onResult: (item: WorkItem, outputs: unknown, info: ResultInfo) => void
   /** Called after each batch with the owners it touched (flow control resumes here). */
   onBatchDone: (owners: Set<string>) => void
+}
+
+/** How an item's result came about, for those that answer with more than the outputs (HTTP headers). */
+export interface ResultInfo {
+  /** The outputs are an `{"error", "code"}` body. */
+  failed: boolean
+  /** Seconds the model took for the whole batch the item was in; 0 when no model ran. */
+  computeSeconds: number
 }
 
 /**
@@ -75,6 +83,7 @@ export class BatchWorkers {
     for (const item of items) store.markRunning(item.owner, item.id)
     const pipeline = registry.get(first.model)
     let outputs: unknown[]
+    let computeSeconds = 0
     if (!pipeline) {
       outputs = items.map(() => new UnknownModelError(`Model ${first.model} does not exist`))
     } else {
@@ -84,8 +93,8 @@ export class BatchWorkers {
         this.billed.set(token, (this.billed.get(token) ?? 0) + n)
         metrics.billed.inc({ token: tokenLabel(token) }, n)
       }
-      const endTimer = metrics.batchSeconds.startTimer({ model: first.model })
       metrics.batchSize.observe({ model: first.model }, items.length)
+      const started = performance.now()
       try {
         outputs = await pipeline.run(
           items.map((i) => i.inputs),
@@ -106,7 +115,8 @@ export class BatchWorkers {
         const e = err instanceof InferenceStreamError ? err : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
         outputs = items.map(() => e)
       } finally {
-        endTimer()
+        computeSeconds = (performance.now() - started) / 1000
+        metrics.batchSeconds.observe({ model: first.model }, computeSeconds)
       }
     }
     const touched = new Set<string>()
@@ -114,7 +124,13 @@ export class BatchWorkers {
       const out = outputs[i]
       const failed = out instanceof Error
       metrics.items.inc({ model: first.model, outcome: failed ? 'error' : 'ok' })
-      this.o.onResult(items[i], failed ? toWireError(out) : out)
+      try {
+        this.o.onResult(items[i], failed ? toWireError(out) : out, { failed, computeSeconds })
+      } catch (err) {
+        // One item's delivery failing (e.g. outputs JSON cannot serialize) must not strand the
+        // rest of the batch or leave the lease unacked.
+        this.o.logger?.error({ err, id: items[i].id }, 'delivering a result failed')
+      }
       touched.add(items[i].owner)
     }
     await queue.ack(lease)

@@ -63,6 +63,12 @@ export class ServerMetrics {
     help: 'Open websocket streams',
     registers: [this.registry],
   })
+  readonly httpCache = new Counter({
+    name: 'inference_stream_http_cache_lookups_total',
+    help: 'Classic HTTP requests looked up in the result cache, by result (hit, miss)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
   readonly lost = new Counter({
     name: 'inference_stream_results_expired_total',
     help: 'Undelivered results dropped by the retention bound or TTL',

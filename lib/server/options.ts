@@ -32,6 +32,14 @@ export interface ServerOptions {
   authTimeoutMs?: number
   /** How long `close()` waits for running batches before handing them back, in ms. Default 10000. */
   shutdownTimeoutMs?: number
+  /**
+   * Most results kept by the classic HTTP endpoint's cache (`POST /models/{model}` with
+   * `options.use_cache`, keyed by model, parameters and inputs; least recently used evicted first).
+   * 0 disables it. Default 10000.
+   */
+  httpCacheSize?: number
+  /** Most bytes of response bodies the HTTP cache keeps in all. 0 disables it. Default 64 MiB. */
+  httpCacheMaxBytes?: number
   /** Models served. Default: the built-in registry (`builtin/echo`, `builtin/sentiment`, `builtin/ner`). */
   registry?: ModelRegistry
   /** Work queue. Default: in-process {@link MemoryWorkQueue}. */
@@ -60,6 +68,8 @@ const defaults = {
   statusIntervalMs: 1000,
   authTimeoutMs: 10_000,
   shutdownTimeoutMs: 10_000,
+  httpCacheSize: 10_000,
+  httpCacheMaxBytes: 64 * 1024 * 1024,
 }
 
 function positiveInt(opts: Record<string, unknown>, name: string, min = 1): void {
@@ -81,6 +91,8 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   positiveInt(o as unknown as Record<string, unknown>, 'maxWaitMs', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'shutdownTimeoutMs', 0)
+  positiveInt(o as unknown as Record<string, unknown>, 'httpCacheSize', 0)
+  positiveInt(o as unknown as Record<string, unknown>, 'httpCacheMaxBytes', 0)
   if (!Array.isArray(o.tokens) || !o.tokens.every((t) => typeof t === 'string' && /^\S+$/.test(t))) {
     throw new InvalidOptionError('Option "tokens" must be an array of non-empty strings without spaces')
   }

@@ -3,10 +3,11 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js'
-import { ShuttingDownError } from '../errors.js'
+import { ShuttingDownError, toWireError } from '../errors.js'
 import { createModelRegistry } from '../models/registry.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
+import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
 import { MemoryWorkQueue } from './queue/memory-queue.js'
@@ -25,8 +26,9 @@ export function isLoopback(address: string | undefined): boolean {
 }
 
 /**
- * The inference server: websocket streams at `/bulk/stream/{cpu|gpu}/{model}`, `/health` and
- * `/metrics`, a work queue and batch workers behind them. Create with {@link createServer}.
+ * The inference server: websocket streams at `/bulk/stream/{cpu|gpu}/{model}`, the classic HTTP
+ * endpoint `POST /models/{model}`, `/health` and `/metrics`, a work queue and batch workers behind
+ * them. Create with {@link createServer}.
  */
 export class InferenceServer {
   /** The underlying HTTP server. */
@@ -42,6 +44,7 @@ export class InferenceServer {
   private readonly hub: StreamHub
   private readonly wss: WebSocketServer
   private readonly workers: BatchWorkers
+  private readonly httpInference: HttpInference
   private readonly tokens: Set<string>
   private readonly timers: NodeJS.Timeout[] = []
   private closing: Promise<void> | undefined
@@ -76,6 +79,13 @@ export class InferenceServer {
       onBatchDone: (owners) => {
         for (const o of owners) this.hub.checkFlow(o)
       },
+    })
+    this.httpInference = new HttpInference({
+      options: o,
+      hub: this.hub,
+      registry: this.registry,
+      metrics: this.metrics,
+      tokens: this.tokens,
     })
     this.wss = new WebSocketServer({
       noServer: true,
@@ -189,6 +199,7 @@ export class InferenceServer {
       )
       return
     }
+    if (this.httpInference.handle(req, res, path)) return
     json(404, { error: `Not found: ${req.method} ${path}` })
   }
 
@@ -261,6 +272,8 @@ export class InferenceServer {
     this.workers.stopPulling()
     this.workers.abortRunning()
     await this.workers.done()
+    // HTTP requests whose items were handed back to the queue will not be answered here.
+    this.hub.failSinks(toWireError(new ShuttingDownError()))
     // Let results written in the last tick reach their sockets before closing them.
     await new Promise((r) => setImmediate(r))
     for (const ws of this.wss.clients) ws.close(1001, 'Server shutting down')

@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
-import { AuthenticationError, InferenceStreamError, LimitExceededError, ShuttingDownError, UnknownModelError, toWireError } from '../errors.js'
+import {
+  AuthenticationError,
+  InferenceStreamError,
+  LimitExceededError,
+  ModelError,
+  ShuttingDownError,
+  UnknownModelError,
+  toWireError,
+} from '../errors.js'
 import {
   errorStatus,
   frameText,
-  parametersKey,
   parseBearer,
   parseClientFrame,
   resultMessage,
@@ -12,7 +19,7 @@ import {
   type StatusMessage,
 } from '../protocol.js'
 import type { StreamHub } from './stream-hub.js'
-import type { WorkItem } from './queue/work-queue.js'
+import { groupKey, type WorkItem } from './queue/work-queue.js'
 import { ownerKey } from './store/result-store.js'
 
 // A stream's socket is not handed more results while this much is still unsent (slow reader):
@@ -20,6 +27,31 @@ import { ownerKey } from './store/result-store.js'
 const SEND_HIGH_WATER = 4 * 1024 * 1024
 
 let nextConnectionId = 1
+
+type Outgoing = ServerMessage | StatusMessage
+
+/**
+ * JSON of one message or an array frame. Outputs JSON.stringify cannot write (nested too deeply
+ * for its recursion; echo returns such inputs as they came) must not throw out of a send — in a
+ * v1 flush that is a timer callback, and the process would end — so such a result becomes an
+ * `ERR_MODEL` error result. The fallback only runs when the fast path threw.
+ */
+function serialize(msg: Outgoing | Outgoing[]): string {
+  try {
+    return JSON.stringify(msg)
+  } catch {
+    return Array.isArray(msg) ? `[${msg.map(serializeOne).join(',')}]` : serializeOne(msg)
+  }
+}
+
+function serializeOne(msg: Outgoing): string {
+  try {
+    return JSON.stringify(msg)
+  } catch (err) {
+    if (msg.type !== 'results') throw err
+    return JSON.stringify(resultMessage(msg.id, toWireError(new ModelError('Outputs cannot be serialized as JSON'))))
+  }
+}
 
 /**
  * One websocket of `/bulk/stream/{compute}/{model}`: authenticates the first frame, turns payload
@@ -150,7 +182,7 @@ export class StreamConnection {
               compute: this.compute,
               inputs: e.payload.inputs,
               parameters,
-              group: `${this.model}\n${this.compute}\n${parametersKey(parameters)}`,
+              group: groupKey(this.model, this.compute, parameters),
               enqueuedAt: now,
               origin: this.id,
             })
@@ -200,7 +232,7 @@ export class StreamConnection {
       if (tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       return
     }
-    this.ws.send(JSON.stringify(msg), (err) => {
+    this.ws.send(serialize(msg), (err) => {
       if (err && tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       else this.hub.onDrain(this)
     })
@@ -210,7 +242,7 @@ export class StreamConnection {
   send(msg: ServerMessage | StatusMessage): void {
     if (!this.isOpen) return
     if (!this.v1) {
-      this.ws.send(JSON.stringify(msg))
+      this.ws.send(serialize(msg))
       return
     }
     this.outbox.push(msg)
@@ -228,7 +260,7 @@ export class StreamConnection {
     const max = this.hub.options.maxItemsPerFrame
     for (let i = 0; i < out.length; i += max) {
       const chunk = out.length === 1 ? out[0] : out.slice(i, i + max)
-      this.ws.send(JSON.stringify(chunk), () => this.hub.onDrain(this))
+      this.ws.send(serialize(chunk), () => this.hub.onDrain(this))
     }
   }
 

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import { toWireError } from '../errors.js'
+import { toWireError, type WireError } from '../errors.js'
+import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import type { WorkItem, WorkQueue } from './queue/work-queue.js'
@@ -9,10 +10,16 @@ import type { StreamConnection } from './stream-connection.js'
 // Results handed to streams per flush round; small enough to interleave with other work.
 const FLUSH_CHUNK = 256
 
+/** Receives the result of one `direct` item (a waiting classic HTTP request). */
+export type ResultSink = (outputs: unknown, info: ResultInfo) => void
+
 /**
  * The open streams of every owner (token and model), and the routing of results to them: a result
  * goes to the stream that sent the item when it is still open, else to any open stream of the
  * owner, else it waits in the store. Also applies per-owner flow control.
+ *
+ * Results of `direct` items (classic HTTP requests) go to their sink only — an id → waiter map —
+ * and are then forgotten by the store: they never reach a stream nor stay retained.
  */
 export class StreamHub {
   private readonly streams = new Map<string, Set<StreamConnection>>()
@@ -20,6 +27,8 @@ export class StreamHub {
   private readonly paused = new Set<string>()
   // Round-robin cursor per owner, so several streams share results.
   private readonly cursor = new Map<string, number>()
+  private readonly sinks = new Map<number, ResultSink>()
+  private nextSinkId = 1
   closing = false
 
   constructor(
@@ -115,9 +124,52 @@ export class StreamHub {
     }
   }
 
+  /**
+   * Queues one item whose result goes only to `sink`, once: registers the (fresh) id in its owner,
+   * pushes it, and returns a function that drops the sink (the requester went away: the item may
+   * still run; its result is then forgotten). If the queue refuses the item the sink gets the error.
+   * `origin` and `delivery` of the item are set here.
+   */
+  submitDirect(item: WorkItem, sink: ResultSink): () => void {
+    const sinkId = this.nextSinkId++
+    item.origin = sinkId
+    item.delivery = 'direct'
+    this.sinks.set(sinkId, sink)
+    this.store.admit(item.owner, item.id)
+    this.queue.push([item]).catch((err: unknown) => {
+      this.store.forget(item.owner, item.id)
+      this.answerSink(sinkId, toWireError(err), { failed: true, computeSeconds: 0 })
+    })
+    return () => {
+      this.sinks.delete(sinkId)
+    }
+  }
+
+  /** Sinks waiting for a result. */
+  get waitingSinks(): number {
+    return this.sinks.size
+  }
+
+  /** Answers every waiting sink with an error (shutdown: what is still queued will not run here). */
+  failSinks(body: WireError): void {
+    for (const id of [...this.sinks.keys()]) this.answerSink(id, body, { failed: true, computeSeconds: 0 })
+  }
+
+  private answerSink(id: number, outputs: unknown, info: ResultInfo): void {
+    const sink = this.sinks.get(id)
+    if (!sink) return
+    this.sinks.delete(id)
+    sink(outputs, info)
+  }
+
   /** A worker finished an item: store it, then hand it to a stream if one can take it. */
-  onResult(item: WorkItem, outputs: unknown): void {
+  onResult(item: WorkItem, outputs: unknown, info: ResultInfo = { failed: false, computeSeconds: 0 }): void {
     const { owner, id } = item
+    if (item.delivery === 'direct') {
+      this.store.forget(owner, id)
+      if (item.origin !== undefined) this.answerSink(item.origin, outputs, info)
+      return
+    }
     this.store.complete(owner, id, outputs)
     let conn = item.origin === undefined ? undefined : this.byId.get(item.origin)
     if (!conn || !conn.canTake()) conn = this.pick(owner)

@@ -4,6 +4,7 @@
  * why every call is async and a pulled batch is a lease that is acked or released.
  */
 import type { Parameters } from '../../models/pipeline.js'
+import { parametersKey } from '../../protocol.js'
 
 /** One accepted inference item. */
 export interface WorkItem {
@@ -23,8 +24,26 @@ export interface WorkItem {
   group: string
   /** `Date.now()` at enqueue, for batching waits and queue-time metrics. */
   enqueuedAt: number
-  /** Server-local connection id that sent it; its result goes there first when still open. */
+  /**
+   * Server-local id of the sender: for a stream item the connection, whose result goes there first
+   * when still open; for a `direct` item the waiting request (a result sink of the hub).
+   */
   origin?: number
+  /**
+   * How the result travels. `stream` (default): kept in the store for the owner and handed to its
+   * streams. `direct`: handed only to the `origin` sink (a classic HTTP request), then forgotten —
+   * never retained, never sent on a stream. (Scale-out: origin ids are local to the front-end
+   * node that queued the item, so a shared queue must route direct results back to that node.)
+   */
+  delivery?: 'stream' | 'direct'
+}
+
+/**
+ * The grouping key of items (`WorkItem.group`): model, compute and parameters compared with sorted
+ * keys. Every producer (streams, HTTP requests) must use it, or their items would not batch together.
+ */
+export function groupKey(model: string, compute: string, parameters: Parameters | undefined): string {
+  return `${model}\n${compute}\n${parametersKey(parameters)}`
 }
 
 /** A batch handed to one worker: ack it when done, release it to hand it back. */

@@ -62,6 +62,19 @@ export class MemoryResultStore implements ResultStore {
     s.pending.delete(id)
   }
 
+  forget(owner: string, id: string): void {
+    const s = this.owners.get(owner)
+    if (!s) return
+    const running = s.pending.get(id)
+    if (running !== undefined) {
+      if (running) s.processing--
+      s.pending.delete(id)
+      s.completed++
+    }
+    s.done.delete(id)
+    s.undelivered.delete(id)
+  }
+
   complete(owner: string, id: string, outputs: unknown): void {
     const s = this.state(owner)
     const running = s.pending.get(id)

@@ -12,6 +12,16 @@ export function ownerKey(token: string, model: string): string {
   return `${token}\n${model}`
 }
 
+/**
+ * The owner of classic HTTP requests (`POST /models/{model}`) of a token: a space of its own, apart
+ * from the token's streams of that model, so an HTTP item's result can never reach a stream and
+ * streams' ids, counts and flow control are not touched by HTTP traffic. (Tokens never contain
+ * whitespace, so no stream owner can be equal to it.)
+ */
+export function httpOwnerKey(token: string, model: string): string {
+  return `${token} http\n${model}`
+}
+
 /** What the store knows of one (owner, id). */
 export type IdState = 'unknown' | 'pending' | 'done'
 
@@ -35,6 +45,13 @@ export interface ResultStore {
   markRunning(owner: string, id: string): void
   /** Forgets a pending id that was never queued (rejected before the queue). */
   drop(owner: string, id: string): void
+  /**
+   * Forgets an id entirely — pending or running state, retained result, undelivered mark — without
+   * counting it as lost. For an item whose result was handed straight to its requester (a
+   * classic HTTP request) and must not be retained or delivered to anyone else. Counts the id as
+   * done when it was pending (it finished).
+   */
+  forget(owner: string, id: string): void
   /** Stores a finished result and marks it undelivered. */
   complete(owner: string, id: string, outputs: unknown): void
   /** State of an id, with the retained outputs when done. */

@@ -1,0 +1,315 @@
+/**
+ * The classic HTTP inference endpoint, `POST /models/{model_id}` (docs/protocol.md, "HTTP API").
+ * A request is one item in the same work queue and batch workers as the websocket streams, so
+ * requests batch with each other and with stream items of the same model and parameters; its
+ * result comes back through the hub as a `direct` item, to this request only.
+ */
+import { createHash, randomUUID } from 'node:crypto'
+import type http from 'node:http'
+import {
+  AuthenticationError,
+  InferenceStreamError,
+  InvalidPayloadError,
+  LimitExceededError,
+  ModelError,
+  OverloadedError,
+  ShuttingDownError,
+  UnknownModelError,
+  toWireError,
+  type WireError,
+} from '../errors.js'
+import type { ModelRegistry } from '../models/pipeline.js'
+import { parametersKey, parseBearer, parseInferenceBody, stableStringify, type Payload } from '../protocol.js'
+import type { ResultInfo } from './batch-workers.js'
+import type { ServerMetrics } from './metrics.js'
+import type { ResolvedServerOptions } from './options.js'
+import { groupKey, type WorkItem } from './queue/work-queue.js'
+import { ResultCache } from './result-cache.js'
+import { httpOwnerKey } from './store/result-store.js'
+import type { StreamHub } from './stream-hub.js'
+
+const MODELS_PATH = /^\/models\/(.+)$/
+
+// The classic route has no compute in its path; its items batch with `/bulk/stream/cpu/...` ones.
+const COMPUTE = 'cpu'
+
+/**
+ * The name requests are billed to when the server has no tokens configured and a request sends no
+ * `Authorization: Bearer` header. (With no tokens configured, a bearer token that is sent is the
+ * billing name as it is; with tokens configured it must be one of them.)
+ */
+export const ANONYMOUS_TOKEN = 'anonymous'
+
+/** The HTTP status of an error code on the classic endpoint (docs/errors.md). */
+export function httpStatusOf(code: string | undefined): number {
+  switch (code) {
+    case 'ERR_INVALID_JSON':
+    case 'ERR_INVALID_PAYLOAD':
+    case 'ERR_LIMIT_EXCEEDED':
+    case 'ERR_MODEL_INPUT':
+      return 400
+    case 'ERR_AUTHENTICATION':
+      return 401
+    case 'ERR_UNKNOWN_MODEL':
+      return 404
+    case 'ERR_OVERLOADED':
+    case 'ERR_SHUTTING_DOWN':
+      return 503
+    default:
+      return 500
+  }
+}
+
+/**
+ * Characters of the strings in `inputs` (at any depth; object keys not counted), in Unicode code
+ * points: the `x-compute-characters` header. Iterative, so deep inputs cannot overflow the stack.
+ */
+export function countCharacters(inputs: unknown): number {
+  let n = 0
+  const stack: unknown[] = [inputs]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v === 'string') n += v.length - (v.match(SURROGATE_PAIRS)?.length ?? 0)
+    else if (Array.isArray(v)) for (const x of v) stack.push(x)
+    else if (typeof v === 'object' && v !== null) for (const x of Object.values(v)) stack.push(x)
+  }
+  return n
+}
+const SURROGATE_PAIRS = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g
+
+/** What {@link HttpInference} needs of its server. */
+export interface HttpInferenceContext {
+  options: ResolvedServerOptions
+  hub: StreamHub
+  registry: ModelRegistry
+  metrics: ServerMetrics
+  /** Accepted tokens; empty: auth off (the server then only lets loopback clients in). */
+  tokens: ReadonlySet<string>
+}
+
+type BodyRead = Buffer | 'too-large' | 'aborted'
+
+/**
+ * `POST /models/{model_id}`: authenticates, reads the body with a hard cap, validates it as a
+ * stream payload is validated, answers from the result cache when allowed, else queues one item
+ * and answers with its outputs when a worker has run it.
+ */
+export class HttpInference {
+  /** The result cache (`options.use_cache`). */
+  readonly cache: ResultCache
+
+  constructor(private readonly c: HttpInferenceContext) {
+    this.cache = new ResultCache({ maxEntries: c.options.httpCacheSize, maxBytes: c.options.httpCacheMaxBytes })
+  }
+
+  /** Handles a request on `/models/...` and returns true; returns false for any other path. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse, path: string): boolean {
+    const m = MODELS_PATH.exec(path)
+    if (!m) return false
+    this.serve(req, res, path, m[1]).catch((err: unknown) => {
+      this.c.options.logger?.error({ err }, 'HTTP inference request failed')
+      if (!res.headersSent) sendJson(res, 500, toWireError(err))
+      else res.destroy()
+    })
+    return true
+  }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse, path: string, rawModel: string): Promise<void> {
+    const { options, hub, registry } = this.c
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST')
+      return sendJson(res, 405, { error: `Method ${req.method} is not allowed on ${path}: use POST` })
+    }
+    let model: string
+    try {
+      model = decodeURIComponent(rawModel)
+    } catch {
+      return this.reject(res, new InvalidPayloadError('Model id is not valid URL encoding'))
+    }
+    const token = this.authenticate(req)
+    if (token instanceof AuthenticationError) {
+      res.setHeader('www-authenticate', 'Bearer')
+      return this.reject(res, token)
+    }
+    if (hub.closing) return this.reject(res, new ShuttingDownError())
+    if (registry.get(model) === undefined) return this.reject(res, new UnknownModelError(`Model ${model} does not exist`))
+
+    const max = options.maxFrameBytes
+    const declared = Number(req.headers['content-length'])
+    const body: BodyRead = declared > max ? 'too-large' : await readBody(req, max)
+    if (body === 'aborted') return
+    if (body === 'too-large') {
+      // The rest of the body is not read: close the connection once the answer is out.
+      res.setHeader('connection', 'close')
+      return this.reject(res, new LimitExceededError(`Body is over the limit of ${max} bytes`), 413)
+    }
+    let payload: Payload
+    try {
+      payload = parseInferenceBody(body.toString('utf8'), options)
+    } catch (err) {
+      return this.reject(res, err as InferenceStreamError)
+    }
+
+    // `options.use_cache` in the body wins; the original API also took an `x-use-cache` header.
+    const useCache = (payload.options?.use_cache as boolean | undefined) ?? req.headers['x-use-cache'] !== 'false'
+    // `wait_for_model` is accepted and has no effect: models here load on their first batch, and
+    // every request waits for its model (see docs/protocol.md).
+    const paramsKey = parametersKey(payload.parameters)
+    const characters = countCharacters(payload.inputs)
+    const cacheKey = this.cache.enabled ? cacheKeyOf(model, paramsKey, payload.inputs) : undefined
+    if (useCache && cacheKey !== undefined) {
+      const hit = this.cache.get(cacheKey)
+      this.c.metrics.httpCache.inc({ result: hit ? 'hit' : 'miss' })
+      // A hit runs no model, so it is not billed.
+      if (hit) return sendBody(res, 200, hit, computeHeaders('cache', 0, characters))
+    }
+
+    // Gone while its body was read or checked: nothing to run it for.
+    if (req.socket.destroyed) return
+    const owner = httpOwnerKey(token, model)
+    const counts = hub.store.counts(owner)
+    if (counts.queued + counts.processing >= options.maxQueuedPerToken) {
+      res.setHeader('retry-after', '1')
+      return this.reject(res, new OverloadedError(`Too many requests of this token are waiting for ${model}; retry later`))
+    }
+    const item: WorkItem = {
+      token,
+      owner,
+      id: randomUUID(),
+      model,
+      compute: COMPUTE,
+      inputs: payload.inputs,
+      parameters: payload.parameters,
+      group: groupKey(model, COMPUTE, payload.parameters),
+      enqueuedAt: Date.now(),
+    }
+    // The client went away before its answer: drop the waiter; the item may still run, and its
+    // result is then forgotten.
+    const onClose = (): void => cancel()
+    const cancel = hub.submitDirect(item, (outputs, info) => {
+      res.off('close', onClose)
+      this.answer(res, model, outputs, info, characters, cacheKey)
+    })
+    res.once('close', onClose)
+  }
+
+  private answer(
+    res: http.ServerResponse,
+    model: string,
+    outputs: unknown,
+    info: ResultInfo,
+    characters: number,
+    cacheKey: string | undefined,
+  ): void {
+    if (res.writableEnded || res.destroyed) return
+    const headers = info.computeSeconds > 0 ? computeHeaders(COMPUTE, info.computeSeconds, characters) : {}
+    if (info.failed) {
+      const body = outputs as WireError
+      return sendJson(res, httpStatusOf(body.code), body, headers)
+    }
+    let json: string
+    try {
+      json = JSON.stringify(outputs) ?? 'null'
+    } catch (err) {
+      // e.g. outputs nested too deeply to serialize: the model's fault, not the request's.
+      this.c.options.logger?.error({ err, model }, 'outputs cannot be serialized')
+      return sendJson(res, 500, toWireError(new ModelError(`Model ${model} returned outputs that cannot be serialized as JSON`)), headers)
+    }
+    const body = Buffer.from(json)
+    // Stored also when the request did not use the cache: its result is the freshest there is.
+    if (cacheKey !== undefined) this.cache.set(cacheKey, body)
+    sendBody(res, 200, body, headers)
+  }
+
+  /** The token a request is billed to, or why it is refused. */
+  private authenticate(req: http.IncomingMessage): string | AuthenticationError {
+    const header = req.headers.authorization
+    let bearer: string | undefined
+    if (header !== undefined) {
+      try {
+        bearer = parseBearer(header)
+      } catch {
+        bearer = undefined
+      }
+    }
+    if (this.c.tokens.size === 0) return bearer ?? ANONYMOUS_TOKEN
+    if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
+    if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
+    if (!this.c.tokens.has(bearer)) return new AuthenticationError('Invalid token')
+    return bearer
+  }
+
+  private reject(res: http.ServerResponse, err: InferenceStreamError, status = httpStatusOf(err.code)): void {
+    this.c.metrics.rejected.inc({ code: err.code })
+    sendJson(res, status, toWireError(err))
+  }
+}
+
+/**
+ * Key of a result in the cache: model, stable parameters and inputs (objects compared with sorted
+ * keys), hashed so a key costs 44 bytes whatever the inputs. `undefined` when the inputs cannot be
+ * serialized (nested too deeply): such a request is not cached.
+ */
+function cacheKeyOf(model: string, paramsKey: string, inputs: unknown): string | undefined {
+  let text: string
+  try {
+    text = stableStringify(inputs)
+  } catch {
+    return undefined
+  }
+  return createHash('sha256').update(model).update('\n').update(paramsKey).update('\n').update(text).digest('base64')
+}
+
+/** `x-compute-*` headers as the original API sent them. */
+function computeHeaders(type: string, seconds: number, characters: number): Record<string, string> {
+  return {
+    'x-compute-type': type,
+    'x-compute-time': String(Number(seconds.toFixed(6))),
+    'x-compute-characters': String(characters),
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendBody(res, status, Buffer.from(JSON.stringify(body)), headers)
+}
+
+function sendBody(res: http.ServerResponse, status: number, body: Buffer, headers: Record<string, string>): void {
+  if (res.writableEnded || res.destroyed) return
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': body.length })
+  res.end(body)
+}
+
+/**
+ * Reads a request body of at most `max` bytes. `too-large` as soon as it is over (the rest is not
+ * kept: memory stays within `max`), `aborted` when the client went away first.
+ */
+function readBody(req: http.IncomingMessage, max: number): Promise<BodyRead> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const finish = (result: BodyRead): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onAbort)
+      req.off('close', onAbort)
+      resolve(result)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > max) {
+        chunks.length = 0
+        // Keep the socket flowing (discarding) so the 413 can be written and read by the client.
+        req.resume()
+        finish('too-large')
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = (): void => finish(Buffer.concat(chunks, size))
+    const onAbort = (): void => finish('aborted')
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onAbort)
+    req.on('close', onAbort)
+  })
+}
