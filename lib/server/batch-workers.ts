@@ -87,12 +87,6 @@ export class BatchWorkers {
     if (!pipeline) {
       outputs = items.map(() => new UnknownModelError(`Model ${first.model} does not exist`))
     } else {
-      const tokens = new Map<string, number>()
-      for (const item of items) tokens.set(item.token, (tokens.get(item.token) ?? 0) + 1)
-      for (const [token, n] of tokens) {
-        this.billed.set(token, (this.billed.get(token) ?? 0) + n)
-        metrics.billed.inc({ token: tokenLabel(token) }, n)
-      }
       metrics.batchSize.observe({ model: first.model }, items.length)
       const started = performance.now()
       try {
@@ -108,7 +102,8 @@ export class BatchWorkers {
         }
       } catch (err) {
         if (this.runAbort.signal.aborted) {
-          // Shutdown ran out of time: hand the batch back rather than answer with an error.
+          // Shutdown ran out of time: hand the batch back rather than answer with an error. It is
+          // not billed: whoever runs it later bills it.
           await queue.release(lease)
           return
         }
@@ -118,12 +113,16 @@ export class BatchWorkers {
         computeSeconds = (performance.now() - started) / 1000
         metrics.batchSeconds.observe({ model: first.model }, computeSeconds)
       }
+      // Billed once the model has run the batch (success or failure), so a batch handed back at
+      // shutdown is never billed twice.
+      this.bill(items)
     }
     const touched = new Set<string>()
+    let errors = 0
     for (let i = 0; i < items.length; i++) {
       const out = outputs[i]
       const failed = out instanceof Error
-      metrics.items.inc({ model: first.model, outcome: failed ? 'error' : 'ok' })
+      if (failed) errors++
       try {
         this.o.onResult(items[i], failed ? toWireError(out) : out, { failed, computeSeconds })
       } catch (err) {
@@ -133,8 +132,30 @@ export class BatchWorkers {
       }
       touched.add(items[i].owner)
     }
+    if (errors > 0) metrics.items.inc({ model: first.model, outcome: 'error' }, errors)
+    if (errors < items.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, items.length - errors)
     await queue.ack(lease)
     this.o.onBatchDone(touched)
+  }
+
+  private bill(items: WorkItem[]): void {
+    let token = items[0].token
+    let n = 0
+    // Items of a batch usually share a token: count runs of it rather than hashing per item.
+    for (const item of items) {
+      if (item.token !== token) {
+        this.addBill(token, n)
+        token = item.token
+        n = 0
+      }
+      n++
+    }
+    this.addBill(token, n)
+  }
+
+  private addBill(token: string, n: number): void {
+    this.billed.set(token, (this.billed.get(token) ?? 0) + n)
+    this.o.metrics.billed.inc({ token: tokenLabel(token) }, n)
   }
 
   /** Stops pulling new batches (queued items stay queued). */

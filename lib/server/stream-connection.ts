@@ -65,6 +65,8 @@ export class StreamConnection {
   /** v1 results written and not yet acked; handed back to the store if the socket closes. */
   readonly unacked = new Set<string>()
   private outbox: ServerMessage[] = []
+  // Legacy: ids of store results in the outbox, handed back if they cannot be written.
+  private legacyTracked: string[] = []
   private flushScheduled = false
   private closed = false
   private readonly authTimer: NodeJS.Timeout
@@ -219,32 +221,27 @@ export class StreamConnection {
 
   /**
    * Writes a result. `tracked`: the result is the store's, so on v1 it stays unacked until the
-   * client acks, and on a failed legacy write it goes back to the store.
+   * client acks, and on legacy it goes back to the store if the socket closes before it is written.
    */
   sendResult(id: string, outputs: unknown, tracked: boolean): void {
-    const msg = resultMessage(id, outputs)
-    if (this.v1) {
-      if (tracked) this.unacked.add(id)
-      this.send(msg)
-      return
-    }
     if (!this.isOpen) {
       if (tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       return
     }
-    this.ws.send(serialize(msg), (err) => {
-      if (err && tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
-      else this.hub.onDrain(this)
-    })
+    if (tracked) {
+      if (this.v1) this.unacked.add(id)
+      else this.legacyTracked.push(id)
+    }
+    this.send(resultMessage(id, outputs))
   }
 
-  /** Sends a message; v1 messages written in one tick go out as one array frame. */
+  /**
+   * Sends a message. Messages of one event-loop turn are written together: on v1 as one array
+   * frame, on legacy as one frame each but in one corked socket write with one callback, so a
+   * batch of results costs one system call rather than one per result.
+   */
   send(msg: ServerMessage | StatusMessage): void {
     if (!this.isOpen) return
-    if (!this.v1) {
-      this.ws.send(serialize(msg))
-      return
-    }
     this.outbox.push(msg)
     if (!this.flushScheduled) {
       this.flushScheduled = true
@@ -256,12 +253,32 @@ export class StreamConnection {
     this.flushScheduled = false
     const out = this.outbox
     this.outbox = []
-    if (!this.isOpen || out.length === 0) return
-    const max = this.hub.options.maxItemsPerFrame
-    for (let i = 0; i < out.length; i += max) {
-      const chunk = out.length === 1 ? out[0] : out.slice(i, i + max)
-      this.ws.send(serialize(chunk), () => this.hub.onDrain(this))
+    const tracked = this.legacyTracked
+    this.legacyTracked = []
+    if (out.length === 0) return
+    if (!this.isOpen) {
+      if (tracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, tracked)
+      return
     }
+    const done = (err?: Error): void => {
+      // A failed legacy write: the socket is gone; those results wait for the next stream (the
+      // client ignores any it had already received).
+      if (err && tracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, tracked)
+      else this.hub.onDrain(this)
+    }
+    if (this.v1) {
+      const max = this.hub.options.maxItemsPerFrame
+      for (let i = 0; i < out.length; i += max) {
+        const chunk = out.length === 1 ? out[0] : out.slice(i, i + max)
+        this.ws.send(serialize(chunk), i + max >= out.length ? done : undefined)
+      }
+      return
+    }
+    // ws exposes no cork; its socket is a net.Socket, corked here for the burst.
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    socket?.cork()
+    for (let i = 0; i < out.length; i++) this.ws.send(serialize(out[i]), i === out.length - 1 ? done : undefined)
+    socket?.uncork()
   }
 
   /** Stops reading the socket (flow control). */
@@ -283,6 +300,8 @@ export class StreamConnection {
     clearTimeout(this.authTimer)
     this.closed = true
     this.outbox = []
+    if (this.legacyTracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, this.legacyTracked)
+    this.legacyTracked = []
     if (this.owner !== undefined) this.hub.unregister(this)
   }
 }

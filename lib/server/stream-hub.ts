@@ -82,6 +82,10 @@ export class StreamHub {
   private pick(owner: string): StreamConnection | undefined {
     const set = this.streams.get(owner)
     if (!set) return undefined
+    if (set.size === 1) {
+      const only = set.values().next().value as StreamConnection
+      return only.canTake() ? only : undefined
+    }
     const list = [...set]
     const start = this.cursor.get(owner) ?? 0
     for (let i = 0; i < list.length; i++) {
@@ -194,6 +198,6 @@ export class StreamHub {
   onDrain(conn: StreamConnection): void {
     const owner = conn.owner
     if (owner === undefined || !conn.canTake()) return
-    if (this.store.counts(owner).undelivered > 0) this.flush(owner)
+    if (this.store.hasUndelivered(owner)) this.flush(owner)
   }
 }

@@ -28,7 +28,12 @@ export class MemoryResultStore implements ResultStore {
   /** Undelivered results dropped by the count bound or the TTL since start. */
   lost = 0
 
-  constructor(private readonly options: MemoryResultStoreOptions) {}
+  // Retained results may exceed maxRetained by this much before a chunked eviction.
+  private readonly evictSlack: number
+
+  constructor(private readonly options: MemoryResultStoreOptions) {
+    this.evictSlack = Math.max(1, Math.floor(options.maxRetained / 64))
+  }
 
   private state(owner: string): OwnerState {
     let s = this.owners.get(owner)
@@ -84,14 +89,19 @@ export class MemoryResultStore implements ResultStore {
     s.done.set(id, { outputs, at: Date.now() })
     s.undelivered.add(id)
     s.completed++
-    while (s.done.size > this.options.maxRetained) this.evictOldest(s)
+    if (s.done.size > this.options.maxRetained + this.evictSlack) this.evict(s)
   }
 
-  private evictOldest(s: OwnerState): void {
-    const first = s.done.keys().next()
-    if (first.done) return
-    s.done.delete(first.value)
-    if (s.undelivered.delete(first.value)) this.lost++
+  // Evicts down to maxRetained in one pass. Evicting one entry per completion would start a new
+  // Map iterator each time, and each must skip every slot deleted since the last rehash: the cost
+  // grew with the number of evictions (measured: 5.4 s for 100k, against 0.2 s in chunks).
+  private evict(s: OwnerState): void {
+    let n = s.done.size - this.options.maxRetained
+    for (const id of s.done.keys()) {
+      if (n-- <= 0) break
+      s.done.delete(id)
+      if (s.undelivered.delete(id)) this.lost++
+    }
   }
 
   lookup(owner: string, id: string): { state: IdState; outputs?: unknown } {
@@ -100,6 +110,10 @@ export class MemoryResultStore implements ResultStore {
     if (s.pending.has(id)) return { state: 'pending' }
     const d = s.done.get(id)
     return d ? { state: 'done', outputs: d.outputs } : { state: 'unknown' }
+  }
+
+  hasUndelivered(owner: string): boolean {
+    return (this.owners.get(owner)?.undelivered.size ?? 0) > 0
   }
 
   claim(owner: string, id: string): boolean {

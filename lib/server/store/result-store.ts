@@ -56,6 +56,8 @@ export interface ResultStore {
   complete(owner: string, id: string, outputs: unknown): void
   /** State of an id, with the retained outputs when done. */
   lookup(owner: string, id: string): { state: IdState; outputs?: unknown }
+  /** Whether results of the owner wait for a stream. */
+  hasUndelivered(owner: string): boolean
   /** Removes one id from the undelivered set; false when it was not there. */
   claim(owner: string, id: string): boolean
   /** Removes up to `max` undelivered results (oldest first) for delivery. */
