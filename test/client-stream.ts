@@ -173,8 +173,10 @@ t.test('results for ids never sent are ignored and counted', async (t) => {
   await new Promise((r) => setTimeout(r, 20))
   await other.close()
   await new Promise((r) => setTimeout(r, 150))
-  const out = await collect(infer(['a', 'b'], { url: server.url, model: 'builtin/echo', token: 'shared', runId: 'mine' }))
-  t.same(out.map((r) => r.outputs), ['a', 'b'])
+  const s = new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'shared', runId: 'mine' })
+  const out = await collect(Readable.from(['a', 'b']).pipe(s))
+  t.same(out.map((r) => (r as InferenceResult).outputs), ['a', 'b'])
+  t.equal(s.stats.ignored, 5, 'the five foreign results were ignored')
   t.equal(server.counts('shared', 'builtin/echo').undelivered, 0)
 })
 
