@@ -135,6 +135,80 @@ export class ProtocolError extends InferenceStreamError {
   }
 }
 
+/** A checkpoint file cannot be used: written for another model, parameters or input, or damaged. */
+export class CheckpointError extends InferenceStreamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_CHECKPOINT', options)
+    this.name = 'CheckpointError'
+  }
+}
+
+/** An input file cannot be read: missing, a directory, unreadable, or not what its format says. */
+export class InputFileError extends InferenceStreamError {
+  /** The file, when the input is a file. */
+  readonly path: string | undefined
+  constructor(message: string, path?: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_INPUT_FILE', options)
+    this.name = 'InputFileError'
+    this.path = path
+  }
+}
+
+/** An output file cannot be created or written (missing folder, no permission, disk full). */
+export class OutputFileError extends InferenceStreamError {
+  /** The file, when the output is a file. */
+  readonly path: string | undefined
+  constructor(message: string, path?: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_OUTPUT_FILE', options)
+    this.name = 'OutputFileError'
+    this.path = path
+  }
+}
+
+/** One record of an input is malformed (a broken CSV row, a JSONL line that is not JSON); the message names its line. */
+export class BadRecordError extends InferenceStreamError {
+  /** 1-based line of the input where the bad record starts. */
+  readonly line: number | undefined
+  /** The input file, when the input is a file. */
+  readonly path: string | undefined
+  constructor(message: string, details: { line?: number; path?: string; cause?: unknown } = {}) {
+    super(message, 'ERR_BAD_RECORD', { cause: details.cause })
+    this.name = 'BadRecordError'
+    this.line = details.line
+    this.path = details.path
+  }
+}
+
+/** A file's format cannot be told from its extension, or `format` names one that is not supported. */
+export class UnknownFormatError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_UNKNOWN_FORMAT')
+    this.name = 'UnknownFormatError'
+  }
+}
+
+/** A record has no value in the column chosen as the model's input; that record fails alone. */
+export class MissingInputError extends InferenceStreamError {
+  /** The input column. */
+  readonly column: string | undefined
+  constructor(message: string, column?: string) {
+    super(message, 'ERR_MISSING_INPUT')
+    this.name = 'MissingInputError'
+    this.column = column
+  }
+}
+
+/** A value does not fit the type its output column was given (inferred from the first rows, or by `schema`). */
+export class SchemaMismatchError extends InferenceStreamError {
+  /** The column. */
+  readonly column: string | undefined
+  constructor(message: string, column?: string) {
+    super(message, 'ERR_SCHEMA_MISMATCH')
+    this.name = 'SchemaMismatchError'
+    this.column = column
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

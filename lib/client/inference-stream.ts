@@ -1,12 +1,14 @@
 import { Duplex } from 'node:stream'
 import {
   AbortError,
+  CheckpointError,
   ConnectionLostError,
   InferenceItemError,
   InferenceStreamError,
   InvalidPayloadError,
 } from '../errors.js'
-import { MAX_ID_LENGTH, type StatusMessage } from '../protocol.js'
+import { MAX_ID_LENGTH, parametersKey, type StatusMessage } from '../protocol.js'
+import { CheckpointJournal, inputHash } from './checkpoint-journal.js'
 import { ReorderBuffer } from './reorder-buffer.js'
 import { StreamSocket } from './stream-socket.js'
 import { resolveStreamOptions, type InferenceStreamOptions, type ResolvedStreamOptions } from './options.js'
@@ -41,6 +43,8 @@ export interface InferenceStreamStats {
   resent: number
   /** Results ignored: ids never sent, or already answered. */
   ignored: number
+  /** Results replayed from the checkpoint journal, without the network. */
+  replayed: number
 }
 
 interface Entry<R> {
@@ -49,6 +53,8 @@ interface Entry<R> {
   record: R
   payload: { id: string; inputs: unknown; parameters?: Record<string, unknown> }
   sent: boolean
+  // False while its write-ahead journal entry is not yet on disk: it may not be sent before.
+  durable: boolean
 }
 
 // Marks a skipped failure in the reorder buffer: it takes its place in the order, emits nothing.
@@ -89,12 +95,18 @@ export class InferenceStream<R = unknown> extends Duplex {
   private pendingAcks: string[] = []
   private ackScheduled = false
   private readonly onAbort: (() => void) | undefined
-  private readonly counters = { written: 0, sent: 0, received: 0, failed: 0, reconnects: 0, resent: 0, ignored: 0 }
+  private readonly counters = { written: 0, sent: 0, received: 0, failed: 0, reconnects: 0, resent: 0, ignored: 0, replayed: 0 }
+  private journal: CheckpointJournal | undefined
+  private idOf: (record: R, seq: number) => string
+  private requery: string[] = []
+  private requeryScheduled = false
+  private compacting: Promise<void> | undefined
   private maxOutstanding = 0
 
   constructor(options: InferenceStreamOptions<R>) {
     super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
     this.o = resolveStreamOptions(options)
+    this.idOf = this.o.id
     this.socket = new StreamSocket({
       url: this.o.streamUrl,
       token: this.o.token,
@@ -126,6 +138,27 @@ export class InferenceStream<R = unknown> extends Duplex {
       } else signal.addEventListener('abort', this.onAbort, { once: true })
     }
     this.socket.start()
+  }
+
+  override _construct(callback: (err?: Error | null) => void): void {
+    const cp = this.o.checkpoint
+    if (!cp) return callback()
+    const header = {
+      model: new URL(this.o.streamUrl).pathname,
+      parameters: parametersKey(this.o.parameters),
+      fingerprint: { ...cp.fingerprint, ...(this.o.runId ? { runId: this.o.runId } : {}) },
+    }
+    CheckpointJournal.open(cp.path, header, { commitIntervalMs: cp.commitIntervalMs, runId: this.o.runId }).then(
+      (journal) => {
+        this.journal = journal
+        // Default ids take the checkpoint's run id, so a re-run produces the same ids.
+        if (!this.o.customId) this.idOf = (_r, seq) => `${journal.runId}-${seq}`
+        journal.onCommit = (sentIds, resultIds) => this.onJournalCommit(sentIds, resultIds)
+        journal.onError = (err) => this.destroy(err)
+        callback()
+      },
+      (err: Error) => callback(err),
+    )
   }
 
   /** Progress counters (a snapshot). */
@@ -164,15 +197,97 @@ export class InferenceStream<R = unknown> extends Duplex {
       const result: InferenceResult<R> = { id: String(seq), outputs: { error: entry.message, code: entry.code }, error: entry }
       if (this.o.includeRecord) result.record = record
       this.settle(seq, result)
+    } else if (this.journal) {
+      this.writeJournaled(entry, this.journal)
     } else {
       this.inflight.set(entry.id, entry)
-      if (this.socket.send(entry.payload)) {
-        entry.sent = true
-        this.counters.sent++
-      }
+      this.trySend(entry)
     }
     if (this.outstanding < this.o.maxInFlight) callback()
     else this.heldWrite = callback
+  }
+
+  private trySend(entry: Entry<R>): void {
+    if (this.socket.send(entry.payload)) {
+      entry.sent = true
+      this.counters.sent++
+    }
+  }
+
+  // With a checkpoint: replay a journaled result, wait for an id sent by an earlier run, or
+  // journal a new id (write-ahead) and send it once that is on disk.
+  private writeJournaled(entry: Entry<R>, journal: CheckpointJournal): void {
+    const hash = inputHash(entry.payload.inputs)
+    const known = journal.sentHash(entry.id)
+    if (known !== undefined && known !== '' && known !== hash) {
+      this.destroy(new CheckpointError(`Checkpoint ${journal.path} is from another input: item ${entry.id} had other inputs`))
+      return
+    }
+    if (journal.hasResult(entry.id)) {
+      this.counters.replayed++
+      journal.readResult(entry.id).then(
+        (outputs) => {
+          if (this.destroyed) return
+          const result: InferenceResult<R> = { id: entry.id, outputs }
+          if (this.o.includeRecord) result.record = entry.record
+          if (isErrorBody(outputs)) result.error = new InferenceItemError(outputs.error, entry.id, outputs.code)
+          this.settle(entry.seq, result)
+        },
+        (err: Error) => this.destroy(err),
+      )
+      return
+    }
+    this.inflight.set(entry.id, entry)
+    if (known !== undefined) {
+      // Sent by an earlier run: ask the server about it rather than send it blindly.
+      entry.sent = true
+      this.counters.sent++
+      this.requeryLater(entry.id)
+      return
+    }
+    entry.durable = false
+    journal.appendSent(entry.id, hash)
+  }
+
+  private requeryLater(id: string): void {
+    this.requery.push(id)
+    if (this.requeryScheduled) return
+    this.requeryScheduled = true
+    setImmediate(() => {
+      this.requeryScheduled = false
+      const ids = this.requery.filter((i) => this.inflight.has(i))
+      this.requery = []
+      // Not connected: onOpen asks about every sent id anyway.
+      if (ids.length === 0 || !this.socket.connected) return
+      if (this.socket.v1) this.socket.send({ type: 'resume', ids })
+      else for (const i of ids) this.resend(this.inflight.get(i) as Entry<R>)
+    })
+  }
+
+  private resend(e: Entry<R>): void {
+    if (this.socket.send(e.payload)) this.counters.resent++
+  }
+
+  private onJournalCommit(sentIds: string[], resultIds: string[]): void {
+    for (const id of sentIds) {
+      const e = this.inflight.get(id)
+      if (!e || e.durable) continue
+      e.durable = true
+      this.trySend(e)
+    }
+    // Acked only once journaled: until then the server keeps the result for a reconnect.
+    if (this.socket.v1) for (const id of resultIds) this.ack(id)
+    const journal = this.journal
+    if (journal && journal.wantsCompaction && !this.compacting) {
+      this.compacting = journal.compact().then(
+        () => {
+          this.compacting = undefined
+        },
+        (err: Error) => {
+          this.destroy(err)
+        },
+      )
+    }
   }
 
   private makeEntry(record: R, seq: number): Entry<R> | InferenceStreamError {
@@ -180,7 +295,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     let id
     try {
       payload = this.o.input(record)
-      id = this.o.id(record, seq)
+      id = this.idOf(record, seq)
     } catch (err) {
       return err instanceof InferenceStreamError ? err : new InvalidPayloadError(`Record ${seq} could not be mapped: ${(err as Error)?.message ?? err}`)
     }
@@ -194,7 +309,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     const parameters = this.o.parameters ? { ...this.o.parameters, ...payload.parameters } : payload.parameters
     const wire: Entry<R>['payload'] = { id, inputs: payload.inputs }
     if (parameters !== undefined) wire.parameters = parameters
-    return { seq, id, record, payload: wire, sent: false }
+    return { seq, id, record, payload: wire, sent: false, durable: true }
   }
 
   private onOpen(reconnected: boolean): void {
@@ -208,6 +323,7 @@ export class InferenceStream<R = unknown> extends Duplex {
         known.push(e.id)
         continue
       }
+      if (!e.durable) continue // sent when its journal entry is on disk
       // Never sent, or legacy (no resume query): send. The server runs a known id only once.
       if (this.socket.send(e.payload)) {
         if (e.sent) this.counters.resent++
@@ -233,7 +349,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   private onResume(unknown: string[]): void {
     for (const id of unknown) {
       const e = this.inflight.get(id)
-      if (e && this.socket.send(e.payload)) this.counters.resent++
+      if (e) this.resend(e)
     }
   }
 
@@ -245,7 +361,8 @@ export class InferenceStream<R = unknown> extends Duplex {
     }
     this.inflight.delete(id)
     this.counters.received++
-    if (this.socket.v1) this.ack(id)
+    if (this.journal) this.journal.appendResult(id, outputs)
+    else if (this.socket.v1) this.ack(id)
     const result: InferenceResult<R> = { id, outputs }
     if (this.o.includeRecord) result.record = e.record
     if (isErrorBody(outputs)) result.error = new InferenceItemError(outputs.error, id, outputs.code)
@@ -325,10 +442,29 @@ export class InferenceStream<R = unknown> extends Duplex {
     if (!this.finalCallback || this.outstanding > 0) return
     const cb = this.finalCallback
     this.finalCallback = undefined
-    this.push(null)
-    this.socket.close()
-    this.o.signal?.removeEventListener('abort', this.onAbort as () => void)
-    cb()
+    this.closeJournal(true).then(
+      () => {
+        // The last acks (released by the final commit) go out before the socket closes.
+        setImmediate(() => {
+          this.push(null)
+          this.socket.close()
+          if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
+          cb()
+        })
+      },
+      (err: Error) => cb(err),
+    )
+  }
+
+  // Commits what is pending (compacting at the end of a finished run) and closes the file.
+  private async closeJournal(finished: boolean): Promise<void> {
+    const journal = this.journal
+    if (!journal) return
+    this.journal = undefined
+    await this.compacting
+    await journal.commit()
+    if (finished && journal.wantsFinalCompaction) await journal.compact()
+    await journal.close()
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
@@ -336,6 +472,10 @@ export class InferenceStream<R = unknown> extends Duplex {
     if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
     this.heldWrite = undefined
     this.finalCallback = undefined
-    callback(err)
+    // What was journaled stays journaled: a re-run resumes from it.
+    this.closeJournal(false).then(
+      () => callback(err),
+      () => callback(err),
+    )
   }
 }

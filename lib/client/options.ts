@@ -57,6 +57,22 @@ export interface InferenceStreamOptions<R = unknown> {
   maxItemsPerFrame?: number
   /** Passed to the `ws` client (headers, agent, handshakeTimeout...). */
   wsOptions?: ClientOptions
+  /**
+   * Checkpoint journal path (or options) for resumable runs: ids sent and results received are
+   * journaled; re-running over the same input replays journaled results without the network and
+   * resends only what the server does not know. Default none.
+   */
+  checkpoint?: string | CheckpointOptions
+}
+
+/** Checkpoint settings of {@link InferenceStreamOptions.checkpoint}. */
+export interface CheckpointOptions {
+  /** Journal file path. */
+  path: string
+  /** Extra identity of the run (e.g. input file and column); a resume with other values is refused. */
+  fingerprint?: Record<string, unknown>
+  /** Group-commit interval in ms. Default 50. */
+  commitIntervalMs?: number
 }
 
 /** Options after defaults and checks. */
@@ -75,6 +91,11 @@ export interface ResolvedStreamOptions<R> {
   includeRecord: boolean
   maxItemsPerFrame: number
   wsOptions: ClientOptions | undefined
+  checkpoint: CheckpointOptions | undefined
+  /** The `runId` option as given (undefined: random, or the checkpoint's). */
+  runId: string | undefined
+  /** Whether the caller gave an `id` function. */
+  customId: boolean
 }
 
 /** The default record → payload mapping (see {@link InferenceStreamOptions.input}). */
@@ -144,8 +165,15 @@ export function resolveStreamOptions<R>(options: InferenceStreamOptions<R>): Res
       }
     }
   }
+  if (o.runId !== undefined && (typeof o.runId !== 'string' || o.runId.length === 0)) throw new InvalidOptionError('Option "runId" must be a non-empty string')
   const runId = o.runId ?? randomUUID().slice(0, 8)
-  if (typeof runId !== 'string' || runId.length === 0) throw new InvalidOptionError('Option "runId" must be a non-empty string')
+  let checkpoint: CheckpointOptions | undefined
+  if (o.checkpoint !== undefined) {
+    checkpoint = typeof o.checkpoint === 'string' ? { path: o.checkpoint } : o.checkpoint
+    if (typeof checkpoint !== 'object' || checkpoint === null || typeof checkpoint.path !== 'string' || checkpoint.path.length === 0) {
+      throw new InvalidOptionError('Option "checkpoint" must be a file path or { path, fingerprint?, commitIntervalMs? }')
+    }
+  }
   return {
     streamUrl,
     token: o.token,
@@ -161,5 +189,8 @@ export function resolveStreamOptions<R>(options: InferenceStreamOptions<R>): Res
     includeRecord: o.includeRecord,
     maxItemsPerFrame: o.maxItemsPerFrame,
     wsOptions: o.wsOptions,
+    checkpoint,
+    runId: options.runId,
+    customId: o.id !== undefined,
   }
 }

@@ -204,7 +204,12 @@ export class StreamConnection {
           for (const id of e.ids) {
             const found = store.lookup(owner, id)
             if (found.state === 'unknown') unknown.push(id)
-            else if (found.state === 'done' && !this.unacked.has(id)) this.sendResult(id, found.outputs, true)
+            // The client asks because it lacks the result (it may have ignored an early copy):
+            // send it again even when this stream already has it unacked.
+            else if (found.state === 'done') {
+              this.hub.store.claim(owner, id)
+              this.sendResult(id, found.outputs, true)
+            }
           }
           this.send({ type: 'resume', unknown })
           break
