@@ -72,3 +72,15 @@ t.test('options are checked, naming the option', async (t) => {
   t.equal(r.ordered, true)
   t.equal(r.v1, true)
 })
+
+t.test('LatencyStats percentiles in bounded memory', async (t) => {
+  const { LatencyStats } = await import('../lib/client/latency-stats.js')
+  const l = new LatencyStats(1000)
+  t.equal(l.percentile(50), 0)
+  for (let i = 1; i <= 100_000; i++) l.add(i % 100)
+  t.equal(l.count, 100_000)
+  t.ok(Math.abs(l.percentile(50) - 50) <= 5, `p50 ${l.percentile(50)}`)
+  t.ok(Math.abs(l.percentile(95) - 95) <= 3, `p95 ${l.percentile(95)}`)
+  t.equal(l.max, 99)
+  t.ok(Math.abs(l.mean - 49.5) < 0.01)
+})

@@ -2,6 +2,7 @@
 // Entry of the `inference-stream` command. Each subcommand lives in its own file.
 import { Command, CommanderError } from 'commander'
 import { InferenceStreamError } from '../errors.js'
+import { benchCommand } from './bench.js'
 import { serveCommand } from './serve.js'
 
 const program = new Command()
@@ -11,6 +12,7 @@ const program = new Command()
   .exitOverride()
 
 program.addCommand(serveCommand())
+program.addCommand(benchCommand())
 
 try {
   await program.parseAsync(process.argv)

@@ -39,7 +39,7 @@ export function serveCommand(): Command {
     .option('--token-file <path>', 'file with one accepted token per line')
     .option('--workers <n>', 'batch workers pulling from the queue', int('workers'), 4)
     .option('--max-batch <n>', 'most items per model call', int('max-batch'), 32)
-    .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 2)
+    .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 0)
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
     .option('--max-queued-per-token <n>', 'items queued per token before its sockets are paused', int('max-queued-per-token'), 4096)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))

@@ -9,6 +9,7 @@ import {
 } from '../errors.js'
 import { MAX_ID_LENGTH, parametersKey, type StatusMessage } from '../protocol.js'
 import { CheckpointJournal, inputHash } from './checkpoint-journal.js'
+import { LatencyStats } from './latency-stats.js'
 import { ReorderBuffer } from './reorder-buffer.js'
 import { StreamSocket } from './stream-socket.js'
 import { resolveStreamOptions, type InferenceStreamOptions, type ResolvedStreamOptions } from './options.js'
@@ -53,6 +54,8 @@ interface Entry<R> {
   record: R
   payload: { id: string; inputs: unknown; parameters?: Record<string, unknown> }
   sent: boolean
+  // performance.now() when first sent, for latency.
+  sentAt: number
   // False while its write-ahead journal entry is not yet on disk: it may not be sent before.
   durable: boolean
 }
@@ -161,6 +164,9 @@ export class InferenceStream<R = unknown> extends Duplex {
     )
   }
 
+  /** Round-trip latency of answered items (sent → result), in ms: `percentile(50)`, `mean`, `max`. */
+  readonly latency = new LatencyStats()
+
   /** Progress counters (a snapshot). */
   get stats(): InferenceStreamStats {
     return { ...this.counters, inFlight: this.inFlight }
@@ -210,6 +216,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   private trySend(entry: Entry<R>): void {
     if (this.socket.send(entry.payload)) {
       entry.sent = true
+      entry.sentAt = performance.now()
       this.counters.sent++
     }
   }
@@ -309,7 +316,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     const parameters = this.o.parameters ? { ...this.o.parameters, ...payload.parameters } : payload.parameters
     const wire: Entry<R>['payload'] = { id, inputs: payload.inputs }
     if (parameters !== undefined) wire.parameters = parameters
-    return { seq, id, record, payload: wire, sent: false, durable: true }
+    return { seq, id, record, payload: wire, sent: false, sentAt: 0, durable: true }
   }
 
   private onOpen(reconnected: boolean): void {
@@ -329,6 +336,7 @@ export class InferenceStream<R = unknown> extends Duplex {
         if (e.sent) this.counters.resent++
         else this.counters.sent++
         e.sent = true
+        if (e.sentAt === 0) e.sentAt = performance.now()
       }
     }
     if (known.length > 0) this.socket.send({ type: 'resume', ids: known })
@@ -361,6 +369,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     }
     this.inflight.delete(id)
     this.counters.received++
+    if (e.sentAt > 0) this.latency.add(performance.now() - e.sentAt)
     if (this.journal) this.journal.appendResult(id, outputs)
     else if (this.socket.v1) this.ack(id)
     const result: InferenceResult<R> = { id, outputs }

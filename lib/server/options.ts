@@ -12,7 +12,11 @@ export interface ServerOptions {
   workers?: number
   /** Most items per model call. Default 32. */
   maxBatch?: number
-  /** How long an idle worker waits for a batch to fill, in ms. Default 2. */
+  /**
+   * How long an idle worker waits for a batch to fill, in ms. Default 0: a free worker takes what
+   * is queued at once; under load items gather while every worker is busy, so batches fill anyway
+   * without adding latency when the server is idle. Raise it for models whose cost is per batch.
+   */
   maxWaitMs?: number
   /** Items a token may have queued or undelivered before its sockets stop being read. Default 4096. */
   maxQueuedPerToken?: number
@@ -58,7 +62,7 @@ const defaults = {
   tokens: [] as string[],
   workers: 4,
   maxBatch: 32,
-  maxWaitMs: 2,
+  maxWaitMs: 0,
   maxQueuedPerToken: 4096,
   maxRetained: 100_000,
   retentionMs: 15 * 60_000,
