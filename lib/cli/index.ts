@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander'
 import { InferenceStreamError } from '../errors.js'
 import { benchCommand } from './bench.js'
+import { runCommand } from './run.js'
 import { serveCommand } from './serve.js'
 
 const program = new Command()
@@ -11,6 +12,7 @@ const program = new Command()
   .showHelpAfterError()
   .exitOverride()
 
+program.addCommand(runCommand())
 program.addCommand(serveCommand())
 program.addCommand(benchCommand())
 
@@ -25,5 +27,9 @@ try {
     process.stderr.write(`inference-stream: ${err.message} (${err.code})\n`)
     process.exit(2)
   }
-  throw err
+  // Anything else is a bug or an environment problem: one line, the stack only with DEBUG set.
+  const e = err as Error & { code?: string }
+  process.stderr.write(`inference-stream: ${e?.message ?? String(err)}${e?.code ? ` (${e.code})` : ''}\n`)
+  if (process.env.DEBUG) process.stderr.write(`${e?.stack}\n`)
+  process.exit(1)
 }

@@ -22,7 +22,7 @@ interface StoredHeader extends JournalHeader {
 
 /** Options of {@link CheckpointJournal.open}. */
 export interface JournalOptions {
-  /** Most time a sent id or a result waits before its group is written and fsynced, in ms. Default 50. */
+  /** Most time a sent id or a result waits before its group is written and fsynced, in ms; appends made while a group is being written go in the next group. Default 5. */
   commitIntervalMs?: number
   /** Entries that trigger a commit at once. Default 512. */
   commitEntries?: number
@@ -88,7 +88,7 @@ export class CheckpointJournal {
     this.fh = fh
     this.size = size
     this.runId = runId
-    this.commitIntervalMs = options.commitIntervalMs ?? 50
+    this.commitIntervalMs = options.commitIntervalMs ?? 5
     this.commitEntries = options.commitEntries ?? 512
   }
 

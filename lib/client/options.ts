@@ -71,7 +71,7 @@ export interface CheckpointOptions {
   path: string
   /** Extra identity of the run (e.g. input file and column); a resume with other values is refused. */
   fingerprint?: Record<string, unknown>
-  /** Group-commit interval in ms. Default 50. */
+  /** Group-commit interval in ms. Default 5. */
   commitIntervalMs?: number
 }
 

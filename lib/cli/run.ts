@@ -1,0 +1,194 @@
+import { existsSync } from 'node:fs'
+import { basename, dirname, extname, join, resolve } from 'node:path'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { Command, Option } from 'commander'
+import { InferenceStream } from '../client/inference-stream.js'
+import { AbortError, CheckpointError, InvalidOptionError } from '../errors.js'
+import { countRows } from '../io/count-rows.js'
+import { formatOf } from '../io/formats.js'
+import { inputFromColumn } from '../io/mapping.js'
+import { readRecords } from '../io/read-records.js'
+import { writeRecords } from '../io/write-records.js'
+import { intFlag, jsonObjectFlag } from './common.js'
+import { startEmbedded, type EmbeddedServer } from './embedded.js'
+import { Progress } from './progress.js'
+
+/** Exit codes of `run` (also in its --help and docs/cli.md). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, someRowsFailed: 3, interrupted: 130 } as const
+
+/** The default output path: next to the input, `<name>.results.parquet`. */
+export function defaultOutput(input: string): string {
+  return join(dirname(input), `${basename(input, extname(input))}.results.parquet`)
+}
+
+// Checks the first record has the input column, so a wrong --column is one clear error rather
+// than every row failing.
+function checkFirstRecord(column: string): Transform {
+  let first = true
+  return new Transform({
+    objectMode: true,
+    transform(record, _e, cb) {
+      if (first) {
+        first = false
+        if (typeof record !== 'object' || record === null || !(column in record)) {
+          const cols = typeof record === 'object' && record !== null ? Object.keys(record) : []
+          return cb(new InvalidOptionError(`Input has no column "${column}" (columns: ${cols.map((c) => JSON.stringify(c)).join(', ') || 'none'}); choose one with --column`))
+        }
+      }
+      cb(null, record)
+    },
+  })
+}
+
+/** `inference-stream run`: the main job, a file through a model into a file. */
+export function runCommand(): Command {
+  return new Command('run')
+    .description('Run every row of a CSV / TSV / JSONL / JSON / Parquet file through a model and write the results')
+    .argument('<input>', 'input file (.csv, .tsv, .jsonl, .ndjson, .json, .parquet)')
+    .option('-o, --output <path>', 'output file (.parquet, .csv, .tsv, .jsonl); default <input>.results.parquet')
+    .option('-m, --model <id>', 'model id', 'builtin/sentiment')
+    .option('-c, --column <name>', 'input column holding the model inputs', 'text')
+    .option('--id-column <name>', 'column with a unique id per row (default: run id + row number)')
+    .option('--parameters <json>', 'parameters for every row, e.g. \'{"top_k": 1}\'', jsonObjectFlag('parameters'))
+    .option('--parameters-column <name>', 'column with per-row parameters (JSON object)')
+    .option('--max-in-flight <n>', 'rows sent and not yet written out', intFlag('max-in-flight', 1), 512)
+    .option('--unordered', 'write results as they arrive instead of in input order')
+    .option('--checkpoint [path]', 'journal progress to resume after a crash (default path: <output>.ckpt)')
+    .option('--resume', 'resume from the checkpoint (it must exist)')
+    .option('--endpoint <url>', 'a running server (default: an embedded server in this process)')
+    .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN)')
+    .addOption(new Option('--compute <kind>', 'compute of the stream URL').choices(['cpu', 'gpu']).default('cpu'))
+    .option('--legacy', 'speak the original protocol (no acks, no resume queries)')
+    .option('--threads <n>', 'worker threads of the embedded server\'s CPU models', intFlag('threads', 1), 1)
+    .option('--progress-interval <ms>', 'interval of progress lines when stderr is not a terminal', intFlag('progress-interval', 100), 5000)
+    .option('--no-progress', 'no progress output')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ inference-stream run examples/reviews.csv --model builtin/sentiment --column text -o reviews.parquet
+  $ inference-stream run data.jsonl -m builtin/ner -c sentence -o entities.jsonl --checkpoint
+  $ inference-stream run big.parquet -o out.parquet --endpoint http://gpu-box:8080 --token $TOKEN --resume
+
+Without --endpoint the built-in models run in this process (offline, no download).
+The output keeps the input columns and adds id, outputs (raw JSON), error, and flat columns
+for common tasks (label, score, ...). It appears only when complete (written via <output>.partial).
+
+Exit codes: 0 all rows done; 3 done, some rows failed (see the error column); 1 the run failed
+(e.g. the server was lost: re-run with the same --checkpoint to resume); 2 bad flags or input;
+130 interrupted (Ctrl-C; resumable with --checkpoint).`,
+    )
+    .action(async (input: string, o) => {
+      process.exitCode = await runAction(input, o)
+    })
+}
+
+interface RunFlags {
+  output?: string
+  model: string
+  column: string
+  idColumn?: string
+  parameters?: Record<string, unknown>
+  parametersColumn?: string
+  maxInFlight: number
+  unordered?: boolean
+  checkpoint?: string | boolean
+  resume?: boolean
+  endpoint?: string
+  token?: string
+  compute: 'cpu' | 'gpu'
+  legacy?: boolean
+  threads: number
+  progressInterval: number
+  progress: boolean
+}
+
+async function runAction(input: string, o: RunFlags): Promise<number> {
+  if (!existsSync(input)) throw new InvalidOptionError(`Input file ${input} does not exist`)
+  formatOf(input) // unknown extension: one clear line now
+  const output = o.output ?? defaultOutput(input)
+  formatOf(output)
+  if (resolve(output) === resolve(input)) throw new InvalidOptionError('The output would overwrite the input; choose another --output')
+  let checkpoint: string | undefined
+  if (o.checkpoint !== undefined || o.resume) checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : `${output}.ckpt`
+  if (o.resume && !existsSync(checkpoint as string)) throw new InvalidOptionError(`Nothing to resume: checkpoint ${checkpoint} does not exist (start with --checkpoint)`)
+
+  let embedded: EmbeddedServer | undefined
+  let url = o.endpoint
+  let token = o.token ?? process.env.INFERENCE_STREAM_TOKEN
+  if (!url) {
+    embedded = await startEmbedded({ threads: o.threads })
+    url = embedded.url
+    token = embedded.token
+  } else if (!token) throw new InvalidOptionError('--token (or INFERENCE_STREAM_TOKEN) is required with --endpoint')
+
+  const ac = new AbortController()
+  const onSigint = (): void => ac.abort(new Error('interrupted'))
+  process.once('SIGINT', onSigint)
+  const total = await countRows(input).catch(() => undefined)
+  const reader = readRecords(input)
+  const stream = new InferenceStream<Record<string, unknown>>({
+    url,
+    model: o.model,
+    compute: o.compute,
+    token: token as string,
+    input: inputFromColumn(o.column, { parameters: o.parameters, parametersColumn: o.parametersColumn }) as (r: Record<string, unknown>) => { inputs: unknown },
+    id: o.idColumn ? (r) => String(r[o.idColumn as string] ?? '') : undefined,
+    maxInFlight: o.maxInFlight,
+    ordered: !o.unordered,
+    protocol: o.legacy ? 'legacy' : 'v1',
+    signal: ac.signal,
+    checkpoint: checkpoint ? { path: checkpoint, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
+  })
+  let written = 0
+  const writer = writeRecords(output)
+  const counter = new Transform({
+    objectMode: true,
+    transform(r, _e, cb) {
+      written++
+      cb(null, r)
+    },
+  })
+  const progress = o.progress
+    ? new Progress({ done: () => written, stream: stream as InferenceStream<unknown> }, total, {
+        tty: process.stderr.isTTY === true,
+        intervalMs: o.progressInterval,
+        label: basename(input),
+      })
+    : undefined
+  progress?.start()
+  const started = performance.now()
+  let code: number = EXIT.ok
+  try {
+    await pipeline(reader, checkFirstRecord(o.column), stream, counter, writer)
+  } catch (err) {
+    progress?.stop()
+    if (err instanceof AbortError) {
+      process.stderr.write(`inference-stream: interrupted after ${written} rows${checkpoint ? `; re-run the same command to resume from ${checkpoint}` : ''}\n`)
+      return EXIT.interrupted
+    }
+    // Wrong flags, wrong column, a checkpoint of another run: a usage error (exit 2), one line.
+    if (err instanceof InvalidOptionError || err instanceof CheckpointError) throw err
+    const e = err as Error & { code?: string }
+    process.stderr.write(`inference-stream: run failed after ${written} rows: ${e.message}${e.code ? ` (${e.code})` : ''}\n`)
+    if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
+    return EXIT.failed
+  } finally {
+    process.off('SIGINT', onSigint)
+    await embedded?.close()
+  }
+  progress?.stop()
+  const seconds = (performance.now() - started) / 1000
+  const s = stream.stats
+  const l = stream.latency
+  const lines = [
+    `${written} rows -> ${output} in ${seconds.toFixed(2)} s (${(written / seconds).toFixed(0)} rows/s)`,
+    `failed: ${s.failed}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
+    `latency p50 ${l.percentile(50).toFixed(1)} ms, p95 ${l.percentile(95).toFixed(1)} ms`,
+  ]
+  process.stdout.write(`${lines.join('\n')}\n`)
+  if (s.failed > 0) code = EXIT.someRowsFailed
+  return code
+}
+

@@ -1,0 +1,153 @@
+// fast-csv's row tokenizer. Its stream (CsvParserStream) throws away every row of a chunk when one
+// row is malformed and cannot go on after it, so the reader drives the same tokenizer directly,
+// adding line numbers and resynchronising after a bad row. Guarded by test/io-csv.ts.
+import { Parser } from '@fast-csv/parse/build/src/parser/Parser.js'
+import { ParserOptions } from '@fast-csv/parse'
+
+/** One row of fields, or the reason a row could not be parsed; `line` is where it starts (1-based). */
+export type CsvRow = { fields: string[]; line: number } | { error: string; line: number }
+
+/** Options of {@link CsvRows}. */
+export interface CsvRowsOptions {
+  /** Field delimiter. Default `,`. */
+  delimiter?: string
+  /** Quote character. Default `"`. */
+  quote?: string
+  /** Escape of a quote inside a quoted field. Default: the quote itself (`""`). */
+  escape?: string
+  /** Longest row in characters before it counts as malformed (an unclosed quote). Default 8 Mi (8 388 608). */
+  maxRecordLength?: number
+}
+
+const LINE_BREAK = /\r\n|\r|\n/g
+
+// fast-csv's messages quote the rest of the input ("at 'b,3\\n'4,5\\n''"); say what is wrong instead.
+function describe(err: unknown, quote: string): string {
+  const message = (err as Error)?.message ?? String(err)
+  if (message.includes('missing closing')) return `unclosed quote: no closing ${quote} before the end of the input`
+  const m = /expected: '(.*?)' OR new line got: '(.*?)'/.exec(message)
+  if (m) return `text after a closing quote: expected ${JSON.stringify(m[1].replace(/\\(.)/g, '$1'))} or a line break, got ${JSON.stringify(m[2])}`
+  return message
+}
+
+function lineBreaks(fields: string[]): number {
+  let n = 0
+  for (const f of fields) {
+    if (f.includes('\n') || f.includes('\r')) n += f.match(LINE_BREAK)!.length
+  }
+  return n
+}
+
+/** End (exclusive) of the physical line starting at `from`: just past its line break, or the text's end. */
+function lineEnd(text: string, from: number): number {
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 10) return i + 1
+    if (c === 13) return text.charCodeAt(i + 1) === 10 ? i + 2 : i + 1
+  }
+  return text.length
+}
+
+/**
+ * Pure core of the CSV reader: text in (any chunking), rows out with the line each starts on.
+ * A row that does not parse (text after a closing quote, an unclosed quote at the end of the input,
+ * a row over `maxRecordLength`) becomes an `{error, line}` entry and parsing resumes on the line after
+ * the one it started on. Blank lines are skipped. Holds at most one unfinished row of text.
+ */
+export class CsvRows {
+  private readonly parser: Parser
+  private readonly maxRecordLength: number
+  private readonly quote: string
+  private pending = ''
+  private line = 1
+
+  constructor(options: CsvRowsOptions = {}) {
+    const { delimiter = ',', quote = '"', escape, maxRecordLength = 8 * 1024 * 1024 } = options
+    this.parser = new Parser(new ParserOptions({ delimiter, quote, headers: false, ...(escape === undefined ? {} : { escape }) }))
+    this.maxRecordLength = maxRecordLength
+    this.quote = quote
+  }
+
+  /** Parses `text` after what came before; returns the rows it completed. */
+  push(text: string): CsvRow[] {
+    const out: CsvRow[] = []
+    this.parse(this.pending + text, true, out)
+    while (this.pending.length > this.maxRecordLength) {
+      // An unfinished row this long is an unclosed quote, not data: drop its first line and go on,
+      // so one stray quote cannot pull the rest of a large file into memory.
+      const rest = this.pending
+      this.pending = ''
+      out.push({ error: `row longer than ${this.maxRecordLength} characters (an unclosed quote?)`, line: this.line })
+      this.line++
+      this.parse(rest.slice(lineEnd(rest, 0)), true, out)
+    }
+    return out
+  }
+
+  /** Ends the input; returns the last rows. */
+  end(): CsvRow[] {
+    const out: CsvRow[] = []
+    const rest = this.pending
+    this.pending = ''
+    if (rest) this.parse(rest, false, out)
+    return out
+  }
+
+  private parse(data: string, more: boolean, out: CsvRow[]): void {
+    try {
+      const { line, rows } = this.parser.parse(data, more)
+      this.emit(rows, out)
+      this.pending = line
+    } catch {
+      this.recover(data, more, out)
+    }
+  }
+
+  private emit(rows: string[][], out: CsvRow[]): void {
+    for (const fields of rows) {
+      // fast-csv gives [] for a blank (or whitespace-only) line.
+      if (fields.length > 0) out.push({ fields, line: this.line })
+      this.line += 1 + lineBreaks(fields)
+    }
+  }
+
+  // Slow path, only for text holding a malformed row: parse one row at a time (a row grows line by
+  // line while it is an open quoted field) so the rows before the bad one are kept and the bad one
+  // is located; then skip the line it starts on.
+  private recover(data: string, more: boolean, out: CsvRow[]): void {
+    let start = 0
+    while (start < data.length) {
+      let end = start
+      for (;;) {
+        end = lineEnd(data, end)
+        const last = end >= data.length
+        const piece = data.slice(start, end)
+        let parsed: { line: string; rows: string[][] }
+        try {
+          parsed = this.parser.parse(piece, last ? more : true)
+        } catch (err) {
+          if (more && lineEnd(data, start) === data.length && !data.endsWith('\n')) {
+            // The bad row's line is not complete yet (or a CRLF is split): wait for the rest of it,
+            // so the skip ends where the line does.
+            this.pending = data.slice(start)
+            return
+          }
+          out.push({ error: describe(err, this.quote), line: this.line })
+          this.line++
+          start = lineEnd(data, start)
+          break
+        }
+        if (parsed.rows.length > 0) {
+          this.emit(parsed.rows, out)
+          start = end - parsed.line.length
+          break
+        }
+        if (last) {
+          this.pending = piece
+          return
+        }
+      }
+    }
+    this.pending = ''
+  }
+}

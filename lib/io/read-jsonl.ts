@@ -1,0 +1,70 @@
+import type { Readable } from 'node:stream'
+import { StringDecoder } from 'node:string_decoder'
+import { BadRecordError } from '../errors.js'
+import { LineSplitter, type Line } from './line-splitter.js'
+import { checkOptionsObject, checkColumns, checkInteger, isPlainObject } from './options.js'
+import { RecordReader, type ReaderOptions, type RecordBatch } from './record-reader.js'
+
+/** Options of {@link readJsonl}. */
+export interface JsonlReadOptions extends ReaderOptions {
+  /** Keep only these keys of object records, in this order (absent keys stay absent). Default: all. */
+  columns?: string[]
+  /** Longest line in characters; a longer one is a bad record, dropped without being held. Default 8 Mi. */
+  maxRecordLength?: number
+}
+
+/** Keeps `columns` of an object record; anything else is returned as is. */
+export function pickColumns(value: unknown, columns: string[] | undefined): unknown {
+  if (!columns || !isPlainObject(value)) return value
+  const out: Record<string, unknown> = {}
+  for (const c of columns) if (Object.hasOwn(value, c)) out[c] = value[c]
+  return out
+}
+
+/**
+ * Reads JSON Lines (one JSON value per line; `.jsonl`, `.ndjson`) as an object-mode stream of the
+ * values, line by line with backpressure. Blank lines are skipped, `\r\n` is fine, a UTF-8 BOM is
+ * dropped. A line that is not JSON is a `BadRecordError` naming its line number: skipped and
+ * reported by default, see {@link ReaderOptions.onBadRecord}.
+ */
+export function readJsonl(input: string | Readable, options: JsonlReadOptions = {}): RecordReader<unknown> {
+  checkOptionsObject(options, 'readJsonl')
+  const o = { maxRecordLength: 8 * 1024 * 1024, ...options }
+  checkColumns('columns', o.columns)
+  checkInteger('maxRecordLength', o.maxRecordLength, 1)
+  const path = typeof input === 'string' ? input : undefined
+  const where = path === undefined ? 'line' : `${path} line`
+
+  return new RecordReader<unknown>('jsonl', path, async function* (reader) {
+    const lines = new LineSplitter(o.maxRecordLength)
+    const toBatch = (parsed: Line[]): RecordBatch<unknown> => {
+      const batch: RecordBatch<unknown> = []
+      for (const l of parsed) {
+        if ('tooLong' in l) {
+          batch.push(new BadRecordError(`${where} ${l.line}: longer than ${o.maxRecordLength} characters`, { line: l.line, path }))
+          continue
+        }
+        if (l.text.trim() === '') continue
+        try {
+          batch.push(pickColumns(JSON.parse(l.text), o.columns))
+        } catch (err) {
+          batch.push(new BadRecordError(`${where} ${l.line}: not valid JSON (${(err as Error).message})`, { line: l.line, path, cause: err }))
+        }
+      }
+      return batch
+    }
+    const decoder = new StringDecoder('utf8')
+    let first = true
+    for await (const chunk of reader.openInput(input)) {
+      let text = typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer)
+      if (first && text.length > 0) {
+        first = false
+        if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+      }
+      const batch = toBatch(lines.push(text))
+      if (batch.length > 0) yield batch
+    }
+    const batch = toBatch(lines.end(lines.push(decoder.end())))
+    if (batch.length > 0) yield batch
+  }, o)
+}

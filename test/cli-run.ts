@@ -1,0 +1,127 @@
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parquetReadObjects } from 'hyparquet'
+import t, { type Test } from 'tap'
+import { startServer } from './helpers/server.js'
+
+const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
+const examples = fileURLToPath(new URL('../examples/reviews.csv', import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), 'is-run-'))
+
+// The CLI from source, with this process's loader flags (tap's TypeScript import hook).
+function cliProcess(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, [...process.execArgv, cli, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  return { child, exited, out: () => stdout, err: () => stderr }
+}
+
+async function readParquet(path: string): Promise<Record<string, unknown>[]> {
+  const buf = readFileSync(path)
+  return parquetReadObjects({ file: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer })
+}
+
+t.test('run: the example CSV through builtin/sentiment on the embedded server into Parquet', async (t) => {
+  const out = join(dir, 'reviews.parquet')
+  const p = cliProcess(['run', examples, '--model', 'builtin/sentiment', '--column', 'text', '-o', out])
+  const { code } = await p.exited
+  t.equal(code, 0, p.err())
+  t.match(p.out(), /300 rows -> .*reviews\.parquet/)
+  t.match(p.out(), /latency p50 [\d.]+ ms, p95 [\d.]+ ms/)
+  const rows = await readParquet(out)
+  t.equal(rows.length, 300)
+  t.same(rows.map((r) => r.input_id), [...Array(300).keys()].map((i) => `r${String(i + 1).padStart(4, '0')}`), 'input order kept')
+  t.ok(rows.every((r) => r.label === 'POSITIVE' || r.label === 'NEGATIVE'))
+  t.ok(rows.every((r) => typeof r.score === 'number' && r.error === null))
+  t.notOk(existsSync(`${out}.partial`))
+})
+
+t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['run', examples, '--column', 'nope', '-o', join(dir, 'x.jsonl')], /Input has no column "nope" \(columns: "id", "product", "rating", "text"\)/],
+    [['run', join(dir, 'missing.csv')], /Input file .*missing\.csv does not exist/],
+    [['run', examples, '-o', join(dir, 'out.xlsx')], /xlsx/],
+    [['run', examples, '--parameters', '{bad'], /--parameters must be a JSON object/],
+    [['run', examples, '--resume', '-o', join(dir, 'never.parquet')], /Nothing to resume: checkpoint .* does not exist/],
+    [['run', examples, '--endpoint', 'http://127.0.0.1:1'], /--token \(or INFERENCE_STREAM_TOKEN\) is required with --endpoint/],
+  ]
+  for (const [args, message] of cases) {
+    const p = cliProcess(args, { INFERENCE_STREAM_TOKEN: '' })
+    const { code } = await p.exited
+    t.equal(code, 2, args.join(' '))
+    t.match(p.err(), message)
+    t.notMatch(p.err(), /\n\s+at /, 'no stack trace')
+  }
+})
+
+function writeInput(path: string, n: number): void {
+  const lines = ['key,text']
+  for (let i = 0; i < n; i++) lines.push(`k${i},"row ${i}, with a comma"`)
+  writeFileSync(path, `${lines.join('\n')}\n`)
+}
+
+// Kills the run (SIGKILL) once its checkpoint has grown past each size in turn, then lets a last
+// run finish. Returns the output rows.
+async function killAndResume(t: Test, args: string[], checkpoint: string, killAt: number[]): Promise<number> {
+  let kills = 0
+  for (const size of killAt) {
+    const p = cliProcess(args)
+    const deadline = Date.now() + 60_000
+    while (Date.now() < deadline) {
+      if (existsSync(checkpoint) && statSync(checkpoint).size > size) break
+      if (p.child.exitCode !== null) break
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    if (p.child.exitCode === null) {
+      p.child.kill('SIGKILL')
+      const { signal } = await p.exited
+      if (signal === 'SIGKILL') kills++
+    }
+  }
+  const last = cliProcess(args)
+  const { code } = await last.exited
+  t.equal(code, 0, `final run: ${last.err()}`)
+  return kills
+}
+
+t.test('SIGKILL at several points, same command again: every row once, in order, billed once (server kept running)', async (t) => {
+  const server = await startServer(t, { tokens: ['k'] })
+  const input = join(dir, 'kill.csv')
+  const out = join(dir, 'kill.parquet')
+  const N = 4000
+  writeInput(input, N)
+  const args = ['run', input, '-o', out, '--model', 'builtin/echo', '--parameters', '{"delay_ms":2}', '--endpoint', server.url, '--token', 'k', '--checkpoint', '--max-in-flight', '128', '--no-progress']
+  const kills = await killAndResume(t, args, `${out}.ckpt`, [20_000, 90_000, 160_000])
+  t.ok(kills >= 2, `killed ${kills} times mid-run`)
+  const rows = await readParquet(out)
+  t.equal(rows.length, N)
+  t.same(rows.map((r) => r.key), [...Array(N).keys()].map((i) => `k${i}`), 'every row exactly once, in order')
+  t.ok(rows.every((r, i) => r.outputs === JSON.stringify(`row ${i}, with a comma`)))
+  t.equal(server.billed('k'), N, 'no row billed twice')
+})
+
+t.test('SIGKILL with the embedded server (it dies too): the resumed output is whole and in order', async (t) => {
+  const input = join(dir, 'embedded.csv')
+  const out = join(dir, 'embedded.jsonl')
+  const N = 3000
+  writeInput(input, N)
+  const args = ['run', input, '-o', out, '--model', 'builtin/echo', '--parameters', '{"delay_ms":2}', '--checkpoint', '--max-in-flight', '128', '--no-progress']
+  const kills = await killAndResume(t, args, `${out}.ckpt`, [30_000, 100_000])
+  t.ok(kills >= 1, `killed ${kills} times mid-run`)
+  const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+  t.equal(rows.length, N)
+  t.same(rows.map((r) => r.key), [...Array(N).keys()].map((i) => `k${i}`))
+  // Another model against the same checkpoint is refused, not mixed.
+  const p = cliProcess(['run', input, '-o', out, '--model', 'builtin/sentiment', '--checkpoint', '--no-progress'])
+  t.equal((await p.exited).code, 2)
+  t.match(p.err(), /Checkpoint .* was written for model \/bulk\/stream\/cpu\/builtin\/echo/)
+})
