@@ -362,6 +362,8 @@ export class InferenceStream<R = unknown> extends Duplex {
   }
 
   private onResult(id: string, outputs: unknown): void {
+    // Frames already buffered when the stream was destroyed: the server keeps those results.
+    if (this.destroyed) return
     const e = this.inflight.get(id)
     if (!e) {
       this.counters.ignored++

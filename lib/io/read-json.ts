@@ -1,13 +1,13 @@
 import type { Readable } from 'node:stream'
 import streamArray from 'stream-json/streamers/stream-array.js'
 import verifyFile from 'stream-json/file/verifier.js'
-import { InputFileError } from '../errors.js'
+import { BadRecordError, InputFileError } from '../errors.js'
 import { checkOptionsObject, checkColumns, checkInteger } from './options.js'
 import { pickColumns } from './read-jsonl.js'
 import { RecordReader, type ReaderOptions, type RecordBatch } from './record-reader.js'
 
 /** Options of {@link readJson}. */
-export interface JsonReadOptions extends Omit<ReaderOptions, 'onBadRecord'> {
+export interface JsonReadOptions extends ReaderOptions {
   /** Keep only these keys of object records, in this order (absent keys stay absent). Default: all. */
   columns?: string[]
   /** Elements handed on per batch (fewer promise turns; memory is this many elements). Default 256. */
@@ -32,7 +32,8 @@ async function locate(path: string): Promise<string> {
  *
  * A JSON document cannot resume after a syntax error, so, unlike CSV and JSONL, a malformed file
  * fails the reader with `InputFileError` naming the line and column (and the elements before it
- * have been emitted). So does a file whose top level is not an array.
+ * have been emitted). So does a file whose top level is not an array. A `null` element (which a
+ * stream cannot carry) is a `BadRecordError`, skipped and reported by default.
  */
 export function readJson(input: string | Readable, options: JsonReadOptions = {}): RecordReader<unknown> {
   checkOptionsObject(options, 'readJson')
@@ -51,7 +52,9 @@ export function readJson(input: string | Readable, options: JsonReadOptions = {}
     let count = 0
     try {
       for await (const item of elements) {
-        batch.push(pickColumns((item as { value: unknown }).value, o.columns))
+        const value = (item as { value: unknown }).value
+        // A Node stream cannot carry null (it means the end), and null holds no input anyway.
+        batch.push(value === null ? new BadRecordError(`${path ?? 'JSON input'} element ${count}: null is not a record`, { path }) : pickColumns(value, o.columns))
         count++
         if (batch.length >= o.batchSize) {
           yield batch

@@ -24,8 +24,8 @@ export function pickColumns(value: unknown, columns: string[] | undefined): unkn
 /**
  * Reads JSON Lines (one JSON value per line; `.jsonl`, `.ndjson`) as an object-mode stream of the
  * values, line by line with backpressure. Blank lines are skipped, `\r\n` is fine, a UTF-8 BOM is
- * dropped. A line that is not JSON is a `BadRecordError` naming its line number: skipped and
- * reported by default, see {@link ReaderOptions.onBadRecord}.
+ * dropped. A line that is not JSON (or is `null`, which a stream cannot carry) is a `BadRecordError`
+ * naming its line number: skipped and reported by default, see {@link ReaderOptions.onBadRecord}.
  */
 export function readJsonl(input: string | Readable, options: JsonlReadOptions = {}): RecordReader<unknown> {
   checkOptionsObject(options, 'readJsonl')
@@ -45,11 +45,16 @@ export function readJsonl(input: string | Readable, options: JsonlReadOptions = 
           continue
         }
         if (l.text.trim() === '') continue
+        let value: unknown
         try {
-          batch.push(pickColumns(JSON.parse(l.text), o.columns))
+          value = JSON.parse(l.text)
         } catch (err) {
           batch.push(new BadRecordError(`${where} ${l.line}: not valid JSON (${(err as Error).message})`, { line: l.line, path, cause: err }))
+          continue
         }
+        // A Node stream cannot carry null (it means the end), and null holds no input anyway.
+        if (value === null) batch.push(new BadRecordError(`${where} ${l.line}: null is not a record`, { line: l.line, path }))
+        else batch.push(pickColumns(value, o.columns))
       }
       return batch
     }

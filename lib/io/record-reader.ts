@@ -106,6 +106,8 @@ export class RecordReader<T = Record<string, unknown>> extends Readable {
             this.emit('bad-record', item)
             continue
           }
+          // A source never yields null (it would end the stream); a custom one might.
+          if (item === null) continue
           this.recordsRead++
           if (!this.push(item)) return
         }

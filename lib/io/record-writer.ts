@@ -168,8 +168,14 @@ export abstract class RecordWriter extends Writable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    // The partial file stays for inspection; it is not at `path`, and the next run overwrites it.
-    if (this.out && typeof this.target === 'string') this.out.destroy()
+    // Close our file by ending it, not destroying it: writes already queued (parquetjs-lite does not
+    // await its header write) then complete instead of failing unobserved. The partial file stays
+    // for inspection; it is not at `path`, and the next run overwrites it.
+    const file = this.out as WriteStream | undefined
+    if (file && typeof this.target === 'string' && !file.destroyed && !file.writableEnded) {
+      file.on('error', () => {})
+      file.end()
+    }
     callback(err)
   }
 }
