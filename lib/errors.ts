@@ -209,6 +209,82 @@ export class SchemaMismatchError extends InferenceStreamError {
   }
 }
 
+/** A name given for an output dataset is not valid (segments of `[A-Za-z0-9._-]`, see docs/protocol.md "Output datasets"). */
+export class InvalidDatasetNameError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_INVALID_DATASET_NAME')
+    this.name = 'InvalidDatasetNameError'
+  }
+}
+
+/** A file path inside a dataset (a committed file, a `replace` prefix, a requested file) is not valid: empty, absolute, with `.`, `..` or `.git` segments. */
+export class InvalidDatasetPathError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_INVALID_DATASET_PATH')
+    this.name = 'InvalidDatasetPathError'
+  }
+}
+
+/**
+ * No dataset of that name exists: an output dataset, or an input dataset of the server's datasets
+ * folder, one of its configs or one of their splits (the message names what is missing and lists
+ * what there is).
+ */
+export class DatasetNotFoundError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_DATASET_NOT_FOUND')
+    this.name = 'DatasetNotFoundError'
+  }
+}
+
+/** A revision of an output dataset is neither a branch, a tag nor a commit sha of it. */
+export class RevisionNotFoundError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_REVISION_NOT_FOUND')
+    this.name = 'RevisionNotFoundError'
+  }
+}
+
+/** An output dataset has no such file at the requested revision. */
+export class EntryNotFoundError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_ENTRY_NOT_FOUND')
+    this.name = 'EntryNotFoundError'
+  }
+}
+
+/** A commit into an output dataset cannot be made: a source file is missing or changed while copied, a path is given twice, or is both a file and a folder. */
+export class DatasetCommitError extends InferenceStreamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_DATASET_COMMIT', options)
+    this.name = 'DatasetCommitError'
+  }
+}
+
+/** A split of an input dataset has files of more than one format, or both a single file and shards. */
+export class DatasetLayoutError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_DATASET_LAYOUT')
+    this.name = 'DatasetLayoutError'
+  }
+}
+
+/** No bulk job of that id exists. */
+export class JobNotFoundError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_JOB_NOT_FOUND')
+    this.name = 'JobNotFoundError'
+  }
+}
+
+/** The job store's database cannot be used: not a SQLite file, written by a newer version, unwritable. */
+export class JobStoreError extends InferenceStreamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_JOB_STORE', options)
+    this.name = 'JobStoreError'
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { inputFileError } from './fs-errors.js'
 import { formatOf, type RecordFormat } from './formats.js'
 import { parquetRowCount } from './read-parquet.js'
@@ -40,6 +41,10 @@ export async function countRows(path: string, options: { format?: RecordFormat }
     case 'jsonl':
       return countLines(path)
     case 'json':
+      // No count, but the same error as the reader would give for a missing file.
+      await stat(path).catch((err: unknown) => {
+        throw inputFileError(path, err)
+      })
       return undefined
   }
 }

@@ -30,6 +30,13 @@ declare module 'parquetjs-lite' {
       useDataPageV2?: boolean
       pageIndex?: boolean
     }
+    /** A row group being filled: the shape parquetjs-lite's shredder builds (lib/shred.js). */
+    interface RowBuffer {
+      rowCount?: number
+      pageRowCount?: number
+      columnData?: Record<string, { dlevels: number[]; rlevels: number[]; values: unknown[]; distinct_values: Set<unknown>; count: number }>
+      pages?: Record<string, unknown[]>
+    }
     class ParquetWriter {
       static openStream(schema: ParquetSchema, stream: NodeJS.WritableStream, options?: WriterOptions): Promise<ParquetWriter>
       appendRow(row: Record<string, unknown>): Promise<void>
@@ -37,7 +44,7 @@ declare module 'parquetjs-lite' {
       setMetadata(key: string, value: string): void
       setRowGroupSize(rows: number): void
       rowGroupSize: number
-      rowBuffer: { rowCount?: number }
+      rowBuffer: RowBuffer
     }
     interface ParquetCursor {
       next(): Promise<Record<string, unknown> | null>
@@ -53,4 +60,10 @@ declare module 'parquetjs-lite' {
     }
   }
   export = parquet
+}
+
+// The value converters the writer uses when it fills a row group itself (see write-parquet.ts).
+declare module 'parquetjs-lite/lib/types.js' {
+  const types: { toPrimitive(type: string, value: unknown): unknown }
+  export = types
 }

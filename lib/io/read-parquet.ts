@@ -26,7 +26,7 @@ function describe(path: string, err: unknown): Error {
 }
 
 /** Opens a Parquet file with parquetjs-lite, errors as `InputFileError`. */
-export async function openParquet(path: string): Promise<parquet.ParquetReader> {
+async function openParquet(path: string): Promise<parquet.ParquetReader> {
   try {
     return await parquet.ParquetReader.openFile(path)
   } catch (err) {

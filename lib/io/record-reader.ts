@@ -50,6 +50,7 @@ export class RecordReader<T = Record<string, unknown>> extends Readable {
   private index = 0
   private pulling = false
   private readAgain = false
+  private ended = false
   private failure: BadRecordError | undefined
 
   constructor(format: RecordFormat, path: string | undefined, source: RecordSource<T>, options: ReaderOptions = {}) {
@@ -85,7 +86,7 @@ export class RecordReader<T = Record<string, unknown>> extends Readable {
     this.pulling = true
     this.pull().finally(() => {
       this.pulling = false
-      if (this.readAgain && !this.destroyed) {
+      if (this.readAgain && !this.destroyed && !this.readableEnded && !this.ended) {
         this.readAgain = false
         this._read()
       }
@@ -116,6 +117,7 @@ export class RecordReader<T = Record<string, unknown>> extends Readable {
         const next = await this.batches.next()
         if (this.destroyed) return
         if (next.done) {
+          this.ended = true
           this.push(null)
           return
         }

@@ -24,6 +24,7 @@ import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import { groupKey, type WorkItem } from './queue/work-queue.js'
+import { bearerOf, readBody, sendBody, sendJson, type BodyRead } from './http-util.js'
 import { ResultCache } from './result-cache.js'
 import { httpOwnerKey } from './store/result-store.js'
 import type { StreamHub } from './stream-hub.js'
@@ -33,12 +34,6 @@ const MODELS_PATH = /^\/models\/(.+)$/
 // The classic route has no compute in its path; its items batch with `/bulk/stream/cpu/...` ones.
 const COMPUTE = 'cpu'
 
-/**
- * The name requests are billed to when the server has no tokens configured and a request sends no
- * `Authorization: Bearer` header. (With no tokens configured, a bearer token that is sent is the
- * billing name as it is; with tokens configured it must be one of them.)
- */
-export const ANONYMOUS_TOKEN = 'anonymous'
 
 /** The HTTP status of an error code on the classic endpoint (docs/errors.md). */
 export function httpStatusOf(code: string | undefined): number {
@@ -87,7 +82,6 @@ export interface HttpInferenceContext {
   tokens: ReadonlySet<string>
 }
 
-type BodyRead = Buffer | 'too-large' | 'aborted'
 
 /**
  * `POST /models/{model_id}`: authenticates, reads the body with a hard cap, validates it as a
@@ -223,20 +217,7 @@ export class HttpInference {
 
   /** The token a request is billed to, or why it is refused. */
   private authenticate(req: http.IncomingMessage): string | AuthenticationError {
-    const header = req.headers.authorization
-    let bearer: string | undefined
-    if (header !== undefined) {
-      try {
-        bearer = parseBearer(header)
-      } catch {
-        bearer = undefined
-      }
-    }
-    if (this.c.tokens.size === 0) return bearer ?? ANONYMOUS_TOKEN
-    if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
-    if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
-    if (!this.c.tokens.has(bearer)) return new AuthenticationError('Invalid token')
-    return bearer
+    return bearerOf(req, this.c.tokens)
   }
 
   private reject(res: http.ServerResponse, err: InferenceStreamError, status = httpStatusOf(err.code)): void {
@@ -269,47 +250,3 @@ function computeHeaders(type: string, seconds: number, characters: number): Reco
   }
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  sendBody(res, status, Buffer.from(JSON.stringify(body)), headers)
-}
-
-function sendBody(res: http.ServerResponse, status: number, body: Buffer, headers: Record<string, string>): void {
-  if (res.writableEnded || res.destroyed) return
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': body.length })
-  res.end(body)
-}
-
-/**
- * Reads a request body of at most `max` bytes. `too-large` as soon as it is over (the rest is not
- * kept: memory stays within `max`), `aborted` when the client went away first.
- */
-function readBody(req: http.IncomingMessage, max: number): Promise<BodyRead> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const finish = (result: BodyRead): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onAbort)
-      req.off('close', onAbort)
-      resolve(result)
-    }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > max) {
-        chunks.length = 0
-        // Keep the socket flowing (discarding) so the 413 can be written and read by the client.
-        req.resume()
-        finish('too-large')
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => finish(Buffer.concat(chunks, size))
-    const onAbort = (): void => finish('aborted')
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onAbort)
-    req.on('close', onAbort)
-  })
-}

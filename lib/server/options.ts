@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { InvalidOptionError } from '../errors.js'
 import type { ModelRegistry } from '../models/pipeline.js'
+import type { OutputDatasets } from './datasets/output-datasets.js'
 import type { WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
 
@@ -52,11 +53,17 @@ export interface ServerOptions {
   store?: ResultStore
   /** pino logger. Default: silent. */
   logger?: Logger
+  /**
+   * Output datasets served read-only at the Hub-style routes (`/api/datasets/{name}`,
+   * `/datasets/{name}/resolve/{revision}/{path}`, `git clone` of `/datasets/{name}`).
+   * Default undefined: those routes answer 404.
+   */
+  outputs?: OutputDatasets
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs'>> &
+  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs'>
 
 const defaults = {
   tokens: [] as string[],
@@ -99,6 +106,9 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheMaxBytes', 0)
   if (!Array.isArray(o.tokens) || !o.tokens.every((t) => typeof t === 'string' && /^\S+$/.test(t))) {
     throw new InvalidOptionError('Option "tokens" must be an array of non-empty strings without spaces')
+  }
+  if (o.outputs !== undefined && typeof (o.outputs as Partial<OutputDatasets> | null)?.openFile !== 'function') {
+    throw new InvalidOptionError('Option "outputs" must be an OutputDatasets')
   }
   return o
 }

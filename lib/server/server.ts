@@ -7,6 +7,7 @@ import { ShuttingDownError, toWireError } from '../errors.js'
 import { createModelRegistry } from '../models/registry.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
+import { handleHubRoutes } from './datasets/hub-routes.js'
 import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
@@ -200,6 +201,9 @@ export class InferenceServer {
       return
     }
     if (this.httpInference.handle(req, res, path)) return
+    const outputs = this.options.outputs
+    const authorize = (t: string | undefined): boolean => this.open || (t !== undefined && this.tokens.has(t))
+    if (outputs && handleHubRoutes(req, res, path, { outputs, authorize, logger: this.options.logger })) return
     json(404, { error: `Not found: ${req.method} ${path}` })
   }
 

@@ -1,0 +1,856 @@
+#!/usr/bin/env node
+/*
+ * Question
+ *   What does the main job cost end to end — CSV → InferenceStream → Parquet with `builtin/echo` —
+ *   against each stage alone, and is memory flat in the input size?
+ *
+ * Fixture
+ *   A generated CSV `id,product,rating,text` (the shape of examples/reviews.csv): id `r0000042`,
+ *   one of 15 products (some with a comma or doubled quotes, so quoted), rating 1–5, and a short
+ *   review text of about 80 characters made from sentence fragments by a hash of the row number
+ *   (about half the texts hold a comma and are quoted, a few hold `""` or non-ASCII letters).
+ *   Row i is a pure function of i, so every check below recomputes what row i must be. The CSV is
+ *   generated once per size into `<tmpdir>/inference-stream-bench/` and reused by later runs
+ *   (`--fresh-fixture` regenerates it): 1 000 000 rows (~100 MB) and 100 000 rows.
+ *   Every peer is its own child process (this file re-invoked with `--role client`), so its peak
+ *   RSS is its own; the ones that infer get a fresh server process,
+ *   `node dist/cli/index.js serve --port 0 --log-level warn`, `builtin/echo` (outputs = inputs).
+ *     1 csv-read       `readCsv(path)` into a counting Writable (checks each row's id, and every
+ *                      101st row whole).
+ *     2 parquet-write  N results shaped exactly like InferenceStream's for this CSV,
+ *                      `{id: 'e2e-<i>', outputs: text, record: {id, product, rating, text}}`, made
+ *                      lazily by a generator (never an array of N), `Readable.from()` into
+ *                      `writeParquet(path)`.
+ *     3 stream         N records (the CSV's rows, from a generator) → `InferenceStream` → counting
+ *                      Writable (checks order and outputs): the inference stage alone.
+ *     4 e2e            `pipeline(readCsv(path), new InferenceStream({url, model: 'builtin/echo',
+ *                      token, input: inputFromColumn('text')}), writeParquet(out))` — the product.
+ *     5 e2e-small      the same over the small CSV (100 000 rows): peak RSS here vs 4 is the
+ *                      memory-flatness check.
+ *   InferenceStream runs with its defaults (maxInFlight 1024, v1, ordered) plus `runId: 'e2e'`, so
+ *   the ids are known to the checks. The two Parquet-writing peers' outputs are read back with
+ *   hyparquet (an independent reader, in its own child process, after the peer exits): row count,
+ *   and every row's id, input columns and outputs, in order. For 3–5 the server's bill (`/metrics`)
+ *   must equal N, and the stream must report no failed item, reconnect or resend. Any broken check
+ *   is a loud `!!!` and exit 1.
+ *
+ * Command
+ *   npm run build && node benchmarks/pipeline-e2e.js   # 1 000 000 rows (small: 100 000), 1 run: ~3 min on 2 cores (+ fixture once)
+ *   node benchmarks/pipeline-e2e.js --quick            # 100 000 rows (small: 10 000): smoke test
+ *   node benchmarks/pipeline-e2e.js --runs 3           # interleaved runs, median per peer
+ *   node benchmarks/pipeline-e2e.js --only e2e --profile   # + CPU profile of the e2e client
+ *   Results: benchmarks/results/pipeline-e2e.json and .md (`-quick` with --quick); the Markdown
+ *   is also printed on stdout.
+ *
+ * How to read the result
+ *   rows/s: rows through the peer per second of its wall time, from before the first stream is
+ *   made (modules already loaded) to the writer's 'finish' (the Parquet file complete and renamed).
+ *   "e2e / slowest stage" is 4 over the slowest of 1–3: 100% would mean the pipeline costs no more
+ *   than its worst stage. All three stages run on the client's one thread (the server is another
+ *   process), so a CPU-bound client cannot beat the sum of the stages' client CPU per row: the
+ *   "sum of stages" line gives that bound (1 / Σ CPU µs/row of 1–3) beside what e2e achieved.
+ *   Client CPU µs/row is what one row costs the client, whatever the machine's load.
+ *   Peak RSS is VmHWM (client: process.resourceUsage().maxRSS at its end; server: /proc just
+ *   before it stops); "RSS after start" is the client's RSS once its modules are loaded, before any
+ *   row, and "heap used ≤" the most V8 heap in use seen by a 100 ms sampler. Memory is flat in the
+ *   input size if 4's peak RSS is within +25% of 5's with ten times the rows; the verdict line says
+ *   whether it was in this run. The sampler's RSS at 10% / 50% / 100% of the rows (in the JSON)
+ *   shows whether it still grows late in the run.
+ *   With --runs R > 1 each row is the peer's median run by rows/s; compare numbers within a run.
+ */
+import { spawn, execFileSync } from 'node:child_process'
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { once } from 'node:events'
+import os from 'node:os'
+import path from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const THIS_FILE = fileURLToPath(import.meta.url)
+const ROOT = path.resolve(path.dirname(THIS_FILE), '..')
+const CLI = path.join(ROOT, 'dist', 'cli', 'index.js')
+const LIB = path.join(ROOT, 'dist', 'index.js')
+const RESULTS_DIR = path.join(ROOT, 'benchmarks', 'results')
+const MODEL = 'builtin/echo'
+const RUN_ID = 'e2e'
+const FIXTURE_VERSION = 1 // bump when row() changes, so cached fixtures are regenerated
+const DEFAULTS = { rows: 1_000_000, smallRows: 100_000 }
+const QUICK = { rows: 100_000, smallRows: 10_000 }
+const FLAT_LIMIT = 1.25
+
+// ---------------------------------------------------------------------------------------------
+// The fixture: row i as a pure function of i.
+// ---------------------------------------------------------------------------------------------
+const PRODUCTS = [
+  'travel mug', 'bluetooth speaker', 'hiking backpack', 'mechanical keyboard', 'desk lamp', 'yoga mat',
+  'coffee grinder', 'phone case, slim', 'kettle "Pro" 1.7 L', 'running shoes', 'air fryer', 'e-reader',
+  'noise-cancelling headphones', 'water bottle, 750 ml', 'office chair',
+]
+const OPENERS = [
+  // [rating, text]; {p} is the product
+  [5, 'Great {p}, exactly as described.'],
+  [5, 'Wonderful {p}, my whole family enjoys it.'],
+  [4, 'This {p} is excellent and works perfectly.'],
+  [4, 'Really happy with the {p}.'],
+  [3, 'The {p} is okay for the price.'],
+  [3, 'Decent {p}, nothing special.'],
+  [2, 'Very disappointed with the {p}.'],
+  [1, 'The {p} stopped working within a week.'],
+  [1, 'This {p} broke after two days.'],
+]
+const DETAILS = [
+  'Shipping was fast.', 'The instructions were confusing.', 'The battery lasts all day.',
+  'Customer service was friendly.', 'It smells like burnt plastic.', 'Would buy again, no doubt.',
+  'My verdict: "meh", honestly.', 'Looks nice on the desk.', 'Arrived late, but well packed.',
+  'Café-quality results at home.', 'Cheap feel.', 'Fits in any bag.', 'Too loud for an office.',
+  'Five stars from my daughter.', 'Returned it.', 'Über solid build quality.',
+]
+
+/** A 32-bit hash of i (splitmix-like): the fixture's only source of variety. */
+function hash(i, salt) {
+  let x = Math.imul(i ^ salt, 0x9e3779b1) ^ 0x85ebca6b
+  x = Math.imul(x ^ (x >>> 16), 0x7feb352d)
+  x = Math.imul(x ^ (x >>> 15), 0x846ca68b)
+  return (x ^ (x >>> 16)) >>> 0
+}
+const idOf = (i) => `r${String(i).padStart(7, '0')}`
+
+/** Row i of the fixture, every field a string (as readCsv gives them). */
+function row(i) {
+  const h = hash(i, 0x1234)
+  const product = PRODUCTS[h % PRODUCTS.length]
+  const [rating, opener] = OPENERS[(h >>> 8) % OPENERS.length]
+  let text = opener.replace('{p}', product)
+  // Details until the text is about 80 characters, like a short review.
+  for (let k = 0; text.length < 70 && k < 4; k++) text += ` ${DETAILS[hash(i, k + 7) % DETAILS.length]}`
+  return { id: idOf(i), product, rating: String(rating), text }
+}
+
+/** The InferenceStream result of row i with builtin/echo (outputs = inputs = text). */
+const resultOf = (i) => {
+  const r = row(i)
+  return { id: `${RUN_ID}-${i}`, outputs: r.text, record: r }
+}
+
+const csvField = (s) => (/[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s)
+
+async function generateCsv(file, n) {
+  const tmp = `${file}.${process.pid}.tmp`
+  const out = createWriteStream(tmp)
+  if (!out.write('id,product,rating,text\n')) await once(out, 'drain')
+  let buf = ''
+  for (let i = 0; i < n; i++) {
+    const r = row(i)
+    buf += `${r.id},${csvField(r.product)},${r.rating},${csvField(r.text)}\n`
+    if (buf.length > 1 << 20 || i === n - 1) {
+      if (!out.write(buf)) await once(out, 'drain')
+      buf = ''
+    }
+  }
+  out.end()
+  await once(out, 'close')
+  renameSync(tmp, file)
+}
+
+const { values: args } = parseArgs({
+  options: {
+    role: { type: 'string', default: 'orchestrator' },
+    // orchestrator
+    rows: { type: 'string' },
+    'small-rows': { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    only: { type: 'string' },
+    'fixture-dir': { type: 'string' },
+    'fresh-fixture': { type: 'boolean', default: false },
+    'keep-output': { type: 'boolean', default: false },
+    workers: { type: 'string' },
+    'max-batch': { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    'no-write': { type: 'boolean', default: false },
+    // client / verify
+    peer: { type: 'string' },
+    input: { type: 'string' },
+    output: { type: 'string' },
+    base: { type: 'string' },
+    token: { type: 'string', default: 'bench' },
+    'stall-ms': { type: 'string', default: '60000' },
+    // summarize-profile
+    file: { type: 'string' },
+  },
+  strict: true,
+})
+
+function int(name, value, min = 1) {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}\n`)
+    process.exit(2)
+  }
+  return n
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role: client. One peer, N rows, prints one JSON line of results on stdout.
+// ---------------------------------------------------------------------------------------------
+
+function countingWritable(onItem) {
+  return new Writable({
+    objectMode: true,
+    write(item, _enc, cb) {
+      onItem(item)
+      cb()
+    },
+  })
+}
+
+async function runClient() {
+  const peer = args.peer
+  const N = int('rows', args.rows)
+  const stallMs = int('stall-ms', args['stall-ms'])
+  const problems = []
+  const problem = (text) => {
+    if (problems.length < 10) problems.push(text)
+  }
+  const extra = {}
+  let error = null
+  let progress = 0 // rows through the peer so far, for the stall check and the memory samples
+
+  // Modules load before the clock starts: the run measures moving rows, not startup.
+  const { InferenceStream, inputFromColumn, readCsv, writeParquet } = await import(LIB)
+  const rssAfterStartKiB = Math.round(process.memoryUsage().rss / 1024)
+
+  // Memory over the run: every 100 ms, RSS and heap in use against the rows done so far.
+  const samples = []
+  let heapUsedMax = 0
+  const sample = () => {
+    const m = process.memoryUsage()
+    if (m.heapUsed > heapUsedMax) heapUsedMax = m.heapUsed
+    samples.push({ rows: progress, rssKiB: Math.round(m.rss / 1024), heapUsedKiB: Math.round(m.heapUsed / 1024) })
+  }
+  const sampler = setInterval(sample, 100)
+
+  // A peer that stops making progress fails instead of hanging the benchmark.
+  let lastProgress = 0
+  let lastProgressAt = Date.now()
+  let stalled
+  const stall = new Promise((_, reject) => {
+    stalled = reject
+  })
+  stall.catch(() => {})
+  const stallTimer = setInterval(() => {
+    if (progress !== lastProgress) {
+      lastProgress = progress
+      lastProgressAt = Date.now()
+    } else if (Date.now() - lastProgressAt > stallMs) stalled(new Error(`no progress for ${stallMs} ms (${progress}/${N} rows)`))
+  }, 1000)
+
+  const streamOptions = () => ({ url: args.base, model: MODEL, token: args.token, input: inputFromColumn('text'), runId: RUN_ID })
+  const checkStream = (stream) => {
+    const s = stream.stats
+    extra.streamStats = s
+    extra.peakInFlight = stream.peakInFlight
+    if (s.failed > 0 || s.reconnects > 0 || s.resent > 0 || s.ignored > 0) problem(`stream stats: ${JSON.stringify(s)}`)
+    if (s.received !== N) problem(`stream received ${s.received} results, expected ${N}`)
+  }
+
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  try {
+    if (peer === 'csv-read') {
+      let i = 0
+      const reader = readCsv(args.input)
+      const sink = countingWritable((r) => {
+        if (r.id !== idOf(i)) problem(`row ${i}: id ${JSON.stringify(r.id)}, expected ${idOf(i)}`)
+        else if (i % 101 === 0) {
+          const want = row(i)
+          if (r.product !== want.product || r.rating !== want.rating || r.text !== want.text) problem(`row ${i}: ${JSON.stringify(r)} != ${JSON.stringify(want)}`)
+        }
+        progress = ++i
+      })
+      await Promise.race([pipeline(reader, sink), stall])
+      if (i !== N) problem(`read ${i} rows, expected ${N}`)
+      if (reader.badRecords > 0) problem(`${reader.badRecords} bad records`)
+    } else if (peer === 'parquet-write') {
+      const writer = writeParquet(args.output)
+      function* results() {
+        for (let i = 0; i < N; i++) {
+          progress = i
+          yield resultOf(i)
+        }
+        progress = N
+      }
+      await Promise.race([pipeline(Readable.from(results()), writer), stall])
+      extra.rowsWritten = writer.rowsWritten
+      if (writer.rowsWritten !== N) problem(`writer wrote ${writer.rowsWritten} rows, expected ${N}`)
+    } else if (peer === 'stream') {
+      function* records() {
+        for (let i = 0; i < N; i++) yield row(i)
+      }
+      const stream = new InferenceStream(streamOptions())
+      let i = 0
+      const sink = countingWritable((res) => {
+        if (res.id !== `${RUN_ID}-${i}` || res.record?.id !== idOf(i)) problem(`position ${i}: result ${res.id} (record ${res.record?.id})`)
+        else if (res.outputs !== res.record.text) problem(`row ${i}: outputs ${JSON.stringify(res.outputs).slice(0, 120)}`)
+        progress = ++i
+      })
+      await Promise.race([pipeline(Readable.from(records()), stream, sink), stall])
+      if (i !== N) problem(`got ${i} results, expected ${N}`)
+      checkStream(stream)
+    } else if (peer === 'e2e') {
+      const reader = readCsv(args.input)
+      const stream = new InferenceStream(streamOptions())
+      const writer = writeParquet(args.output)
+      const progressTimer = setInterval(() => (progress = writer.rowsWritten), 100)
+      try {
+        await Promise.race([pipeline(reader, stream, writer), stall])
+      } finally {
+        clearInterval(progressTimer)
+      }
+      progress = writer.rowsWritten
+      extra.rowsWritten = writer.rowsWritten
+      if (reader.recordsRead !== N) problem(`reader read ${reader.recordsRead} rows, expected ${N}`)
+      if (reader.badRecords > 0) problem(`${reader.badRecords} bad records`)
+      if (writer.rowsWritten !== N) problem(`writer wrote ${writer.rowsWritten} rows, expected ${N}`)
+      checkStream(stream)
+    } else {
+      throw new Error(`unknown --peer ${peer}`)
+    }
+  } catch (err) {
+    error = err?.stack ?? String(err)
+  }
+  const wallMs = performance.now() - t0
+  const cpu = process.cpuUsage(cpu0)
+  clearInterval(stallTimer)
+  clearInterval(sampler)
+  sample()
+  // RSS when the run had done 10%, 50% and 100% of its rows (the first sample at or past each).
+  const at = (f) => samples.find((s) => s.rows >= f * N)?.rssKiB ?? null
+  const out = {
+    ok: !error && problems.length === 0,
+    error,
+    peer,
+    rows: N,
+    wallMs,
+    rowsPerSec: wallMs > 0 ? (N / wallMs) * 1000 : 0,
+    cpuSec: (cpu.user + cpu.system) / 1e6,
+    peakRssKiB: process.resourceUsage().maxRSS,
+    rssAfterStartKiB,
+    heapUsedMaxKiB: Math.round(heapUsedMax / 1024),
+    rssAtKiB: { '10%': at(0.1), '50%': at(0.5), '100%': at(1) },
+    ...extra,
+    firstProblems: problems,
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`, () => process.exit(out.ok ? 0 : 1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role: verify. Reads a written Parquet file back with hyparquet and checks every row.
+// ---------------------------------------------------------------------------------------------
+async function runVerify() {
+  const N = int('rows', args.rows)
+  const file = args.output
+  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } = await import('hyparquet')
+  const t0 = performance.now()
+  const problems = []
+  const problem = (text) => {
+    if (problems.length < 10) problems.push(text)
+  }
+  const buf = await asyncBufferFromFile(file)
+  const metadata = await parquetMetadataAsync(buf)
+  const columns = metadata.schema.slice(1).map((s) => s.name)
+  const numRows = Number(metadata.num_rows)
+  if (numRows !== N) problem(`footer says ${numRows} rows, expected ${N}`)
+  const want = ['id', 'input_id', 'product', 'rating', 'text', 'outputs', 'error', 'error_code']
+  if (JSON.stringify(columns) !== JSON.stringify(want)) problem(`columns ${columns.join(',')}, expected ${want.join(',')}`)
+  let i = 0
+  let start = 0
+  for (const group of metadata.row_groups) {
+    const end = start + Number(group.num_rows)
+    const rows = await parquetReadObjects({ file: buf, metadata, rowStart: start, rowEnd: end })
+    for (const r of rows) {
+      const w = row(i)
+      if (r.id !== `${RUN_ID}-${i}` || r.input_id !== w.id) {
+        problem(`row ${i}: id ${r.id}, input_id ${r.input_id}; expected ${RUN_ID}-${i}, ${w.id}`)
+      } else if (r.product !== w.product || r.rating !== w.rating || r.text !== w.text || r.outputs !== JSON.stringify(w.text) || r.error !== null || r.error_code !== null) {
+        problem(`row ${i}: ${JSON.stringify(r).slice(0, 300)}`)
+      }
+      i++
+    }
+    start = end
+  }
+  if (i !== N) problem(`read ${i} rows, expected ${N}`)
+  const out = {
+    ok: problems.length === 0,
+    rowsRead: i,
+    footerRows: numRows,
+    rowGroups: metadata.row_groups.length,
+    fileBytes: statSync(file).size,
+    verifyMs: performance.now() - t0,
+    firstProblems: problems,
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`, () => process.exit(out.ok ? 0 : 1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestrator. Server start/stop, /proc stats and the profile summary as in client-throughput.js.
+// ---------------------------------------------------------------------------------------------
+let CLK_TCK = 100
+try {
+  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+} catch {
+  // not POSIX: /proc is missing too, CPU s of the server will be n/a
+}
+
+/** Peak RSS (KiB) and CPU seconds of a live process, from /proc (null where there is no /proc). */
+function procStats(pid) {
+  let peakRssKiB = null
+  let cpuSec = null
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    if (m) peakRssKiB = Number(m[1])
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    cpuSec = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
+  } catch {
+    // not Linux, or the process is gone
+  }
+  return { peakRssKiB, cpuSec }
+}
+
+function startServer(nodeArgs, label) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, nodeArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    const timer = setTimeout(() => fail(new Error(`${label}: no "listening on" line within 20 s`)), 20_000)
+    const fail = (e) => {
+      clearTimeout(timer)
+      child.kill('SIGKILL')
+      reject(new Error(`${e.message}\n--- server stderr ---\n${err.slice(-4000)}`))
+    }
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = /listening on (http:\/\/\S+)/.exec(out)
+      if (m) {
+        clearTimeout(timer)
+        resolve({ child, base: m[1], stderr: () => err })
+      }
+    })
+    child.stderr.on('data', (d) => {
+      err += d
+      if (err.length > 64_000) err = err.slice(-32_000)
+    })
+    child.on('exit', (code, signal) => fail(new Error(`${label}: exited early (code ${code}, signal ${signal})`)))
+    child.on('error', fail)
+  })
+}
+
+function stopServer(child, timeoutMs = 20_000) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.removeAllListeners('exit')
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    child.kill('SIGTERM')
+  })
+}
+
+/** Runs this file with `--role <role>` in a child process; resolves its JSON result line. */
+function runChild(nodeArgs, role, childArgs) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...nodeArgs, THIS_FILE, '--role', role, ...childArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => {
+      err += d
+      if (err.length > 64_000) err = err.slice(-32_000)
+    })
+    child.on('exit', (code) => {
+      const line = out.trim().split('\n').pop() ?? ''
+      let result
+      try {
+        result = JSON.parse(line)
+      } catch {
+        result = { ok: false, error: `${role} printed no result (exit ${code}): ${(err || out).slice(-2000)}` }
+      }
+      if (code !== 0) result.ok = false
+      result.exitCode = code
+      if (err.trim()) result.stderr = err.slice(-2000)
+      resolve(result)
+    })
+  })
+}
+
+/** Sum of a counter over its label sets in Prometheus text. */
+function metricSum(text, name) {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return sum
+}
+
+function newestMtime(dir, ext) {
+  let newest = 0
+  if (!existsSync(dir)) return 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p, ext))
+    else if (e.name.endsWith(ext)) newest = Math.max(newest, statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+/** Self time per function and per file of a .cpuprofile, highest first. */
+function summarizeProfile(file, top = 25) {
+  const prof = JSON.parse(readFileSync(file, 'utf8'))
+  const byNode = new Map(prof.nodes.map((n) => [n.id, n]))
+  const self = new Map()
+  const deltas = prof.timeDeltas
+  let total = 0
+  for (let i = 0; i < prof.samples.length; i++) {
+    const dt = deltas[i + 1] ?? 0 // a sample's time is the gap to the next one
+    total += dt
+    const cf = byNode.get(prof.samples[i]).callFrame
+    const where = cf.url ? `${cf.url.replace(`file://${ROOT}/`, '')}:${cf.lineNumber + 1}` : ''
+    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim()
+    self.set(key, (self.get(key) ?? 0) + dt)
+  }
+  const byFile = new Map()
+  for (const [k, v] of self) {
+    const m = / (\S+):\d+$/.exec(k)
+    let f = m ? m[1] : k
+    if (f.startsWith('node:')) f = 'node: (core)'
+    else if (f.includes('node_modules/')) f = `node_modules/${f.split('node_modules/')[1].split('/')[0]}`
+    byFile.set(f, (byFile.get(f) ?? 0) + v)
+  }
+  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
+  const files = [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 15)
+  const pct = (v) => `${((v / total) * 100).toFixed(1)}%`
+  let text = `CPU profile ${path.relative(ROOT, file)}: ${(total / 1e6).toFixed(2)} s sampled\n\nTop self time by function:\n`
+  for (const [k, v] of rows) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
+  text += '\nSelf time by file / package:\n'
+  for (const [k, v] of files) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
+  return text
+}
+
+const fmtInt = (n) => (n == null ? 'n/a' : Math.round(n).toLocaleString('en-US'))
+const fmtMiB = (kib) => (kib == null ? 'n/a' : (kib / 1024).toFixed(0))
+const fmtS = (s) => (s == null ? 'n/a' : s.toFixed(2))
+const fmtPct = (r) => (r == null ? 'n/a' : `${(r * 100).toFixed(0)}%`)
+const fmtX = (r) => (r == null ? 'n/a' : `${r.toFixed(2)}×`)
+
+async function orchestrate() {
+  const sizes = args.quick ? QUICK : DEFAULTS
+  const N = args.rows !== undefined ? int('rows', args.rows) : sizes.rows
+  const NS = args['small-rows'] !== undefined ? int('small-rows', args['small-rows']) : sizes.smallRows
+  const runs = args.runs !== undefined ? int('runs', args.runs) : 1
+  const serverExtra = []
+  if (args.workers !== undefined) serverExtra.push('--workers', String(int('workers', args.workers)))
+  if (args['max-batch'] !== undefined) serverExtra.push('--max-batch', String(int('max-batch', args['max-batch'])))
+  const serve = [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...serverExtra]
+
+  if (!existsSync(CLI) || !existsSync(LIB)) {
+    process.stderr.write('dist/ is missing: run `npm run build` first\n')
+    process.exit(2)
+  }
+  if (newestMtime(path.join(ROOT, 'lib'), '.ts') > newestMtime(path.join(ROOT, 'dist'), '.js')) {
+    process.stderr.write('warning: lib/ has changed since the last build; run `npm run build` to measure the current code\n')
+  }
+
+  const peers = [
+    { name: 'csv-read', n: '1', what: '`readCsv(path)` → counting Writable', rows: N, csv: 'big' },
+    { name: 'parquet-write', n: '2', what: 'generator of results → `writeParquet(path)`', rows: N, parquet: true },
+    { name: 'stream', n: '3', what: 'generator of records → `InferenceStream` → counting Writable', rows: N, server: true },
+    { name: 'e2e', n: '4', what: '`readCsv` → `InferenceStream` → `writeParquet`', rows: N, csv: 'big', server: true, parquet: true },
+    { name: 'e2e-small', n: '5', client: 'e2e', what: 'the same, small CSV', rows: NS, csv: 'small', server: true, parquet: true },
+  ]
+  const only = args.only ? new Set(args.only.split(',')) : null
+  const selected = only ? peers.filter((p) => only.has(p.name)) : peers
+  if (selected.length === 0) {
+    process.stderr.write(`--only matches nothing; peers: ${peers.map((p) => p.name).join(', ')}\n`)
+    process.exit(2)
+  }
+
+  // Fixtures: generated once per size and version, reused by later runs.
+  const fixtureDir = path.resolve(args['fixture-dir'] ?? path.join(os.tmpdir(), 'inference-stream-bench'))
+  mkdirSync(fixtureDir, { recursive: true })
+  const fixtures = {}
+  for (const [kind, n] of [['big', N], ['small', NS]]) {
+    if (!selected.some((p) => p.csv === kind)) continue
+    const file = path.join(fixtureDir, `pipeline-e2e-v${FIXTURE_VERSION}-${n}.csv`)
+    if (args['fresh-fixture'] || !existsSync(file)) {
+      const t = performance.now()
+      process.stderr.write(`generating ${file} (${n.toLocaleString('en-US')} rows)… `)
+      await generateCsv(file, n)
+      process.stderr.write(`${((performance.now() - t) / 1000).toFixed(1)} s\n`)
+    }
+    fixtures[kind] = { file, rows: n, bytes: statSync(file).size }
+  }
+  const outDir = mkdtempSync(path.join(os.tmpdir(), 'pipeline-e2e-out-'))
+
+  const profileDir = path.join(RESULTS_DIR, 'profiles')
+  if (args.profile) mkdirSync(profileDir, { recursive: true })
+  process.stderr.write(`pipeline-e2e: ${N.toLocaleString('en-US')} rows (small: ${NS.toLocaleString('en-US')}), ${runs} run(s) per peer, outputs in ${outDir}\n`)
+  const loadBefore = Math.round(os.loadavg()[0] * 100) / 100
+  if (loadBefore > os.cpus().length / 2) {
+    process.stderr.write(`warning: load average is ${loadBefore} on ${os.cpus().length} CPUs: other work will skew the numbers\n`)
+  }
+
+  const all = new Map(selected.map((p) => [p.name, []]))
+  const profiles = []
+  let failed = false
+  // Interleaved runs (a b c … a b c …) so a drift of the machine does not favour one peer.
+  for (let r = 0; r < runs; r++) {
+    for (const peer of selected) {
+      const token = `bench-${peer.name}-${r}`
+      let server
+      if (peer.server) {
+        try {
+          server = await startServer(serve, peer.name)
+        } catch (err) {
+          process.stderr.write(`${peer.name}: ${err.message}\n`)
+          all.get(peer.name).push({ ok: false, error: err.message })
+          failed = true
+          continue
+        }
+      }
+      const output = peer.parquet ? path.join(outDir, `${peer.name}.run${r + 1}.parquet`) : null
+      const clientArgs = ['--peer', peer.client ?? peer.name, '--rows', String(peer.rows), '--token', token]
+      if (peer.csv) clientArgs.push('--input', fixtures[peer.csv].file)
+      if (output) clientArgs.push('--output', output)
+      if (server) clientArgs.push('--base', server.base)
+      const before = new Set(args.profile && existsSync(profileDir) ? readdirSync(profileDir) : [])
+      const nodeArgs = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
+      const s0 = server ? procStats(server.child.pid) : null
+      const result = await runChild(nodeArgs, 'client', clientArgs)
+      if (server) {
+        const s = procStats(server.child.pid)
+        result.serverPeakRssKiB = s.peakRssKiB
+        result.serverCpuSec = s.cpuSec != null && s0.cpuSec != null ? s.cpuSec - s0.cpuSec : null
+        try {
+          const text = await (await fetch(`${server.base}/metrics`)).text()
+          result.billed = metricSum(text, 'inference_stream_billed_items_total')
+          if (result.billed !== peer.rows) {
+            result.ok = false
+            result.firstProblems = [...(result.firstProblems ?? []), `server billed ${result.billed} items, expected ${peer.rows}`]
+          }
+        } catch (err) {
+          result.billed = null
+          process.stderr.write(`${peer.name}: could not read /metrics: ${err.message}\n`)
+        }
+        await stopServer(server.child)
+      }
+      if (output && existsSync(output)) {
+        // Read back in its own process: the independent reader's memory is nobody's peak RSS.
+        result.verify = await runChild([], 'verify', ['--output', output, '--rows', String(peer.rows)])
+        if (!result.verify.ok) {
+          result.ok = false
+          result.firstProblems = [...(result.firstProblems ?? []), `read back: ${result.verify.error ?? ''} ${(result.verify.firstProblems ?? []).join('; ')}`]
+        }
+        if (!args['keep-output']) rmSync(output, { force: true })
+      } else if (output) {
+        result.ok = false
+        result.firstProblems = [...(result.firstProblems ?? []), `no output file ${output}`]
+      }
+      if (args.profile) {
+        for (const f of readdirSync(profileDir)) {
+          if (before.has(f) || !f.endsWith('.cpuprofile')) continue
+          const file = path.join(profileDir, `pipeline-e2e.${peer.name}.run${r + 1}.cpuprofile`)
+          renameSync(path.join(profileDir, f), file)
+          profiles.push({ peer: peer.name, run: r, file })
+        }
+      }
+      all.get(peer.name).push(result)
+      const line =
+        `${peer.name.padEnd(14)} run ${r + 1}/${runs}: ${fmtInt(result.rowsPerSec)} rows/s, ${fmtS(result.wallMs / 1000)} s, ` +
+        `client peak RSS ${fmtMiB(result.peakRssKiB)} MiB` +
+        (server ? `, server ${fmtMiB(result.serverPeakRssKiB)} MiB` : '') +
+        (result.verify ? `, read back ${fmtInt(result.verify.rowsRead)} rows in ${fmtS(result.verify.verifyMs / 1000)} s` : '')
+      if (result.ok) {
+        process.stderr.write(`${line}\n`)
+      } else {
+        failed = true
+        process.stderr.write(
+          `\n!!! ${peer.name} FAILED its checks: ${result.error ?? ''}\n` +
+            `!!! ${(result.firstProblems ?? []).join('\n!!! ')}\n` +
+            (result.stderr ? `--- client stderr (tail) ---\n${result.stderr}\n` : '') +
+            (server ? `--- server stderr (tail) ---\n${server.stderr().slice(-2000)}\n` : '') +
+            '\n',
+        )
+      }
+    }
+  }
+  if (!args['keep-output']) rmSync(outDir, { recursive: true, force: true })
+
+  const median = (name) => {
+    const rs = all.get(name)
+    const sorted = [...rs].sort((a, b) => (a.rowsPerSec ?? 0) - (b.rowsPerSec ?? 0))
+    return { med: sorted[Math.floor((sorted.length - 1) / 2)], runs: rs, ok: rs.every((x) => x.ok) }
+  }
+  const rows = selected.map((peer) => ({ peer, ...median(peer.name) }))
+  const get = (name) => rows.find((r) => r.peer.name === name)?.med ?? null
+  const cpuPerRow = (m, n) => (m?.cpuSec != null ? (m.cpuSec * 1e6) / n : null)
+
+  const stages = ['csv-read', 'parquet-write', 'stream'].map((name) => ({ name, m: get(name) })).filter((s) => s.m?.rowsPerSec)
+  const slowest = stages.length === 3 ? stages.reduce((a, b) => (b.m.rowsPerSec < a.m.rowsPerSec ? b : a)) : null
+  const e2e = get('e2e')
+  const small = get('e2e-small')
+  const sumCpuUs = stages.length === 3 ? stages.reduce((s, x) => s + cpuPerRow(x.m, N), 0) : null
+  const summary = {
+    slowestStage: slowest?.name ?? null,
+    slowestStageRowsPerSec: slowest?.m.rowsPerSec ?? null,
+    e2eOverSlowestStage: slowest && e2e?.rowsPerSec ? e2e.rowsPerSec / slowest.m.rowsPerSec : null,
+    stagesClientCpuUsPerRow: sumCpuUs,
+    sumOfStagesBoundRowsPerSec: sumCpuUs ? 1e6 / sumCpuUs : null,
+    e2eClientCpuUsPerRow: cpuPerRow(e2e, N),
+    e2eOverSumOfStagesBound: sumCpuUs && e2e?.rowsPerSec ? e2e.rowsPerSec / (1e6 / sumCpuUs) : null,
+    clientPeakRssRatio: e2e?.peakRssKiB && small?.peakRssKiB ? e2e.peakRssKiB / small.peakRssKiB : null,
+    serverPeakRssRatio: e2e?.serverPeakRssKiB && small?.serverPeakRssKiB ? e2e.serverPeakRssKiB / small.serverPeakRssKiB : null,
+    flatLimit: FLAT_LIMIT,
+  }
+  summary.clientFlat = summary.clientPeakRssRatio == null ? null : summary.clientPeakRssRatio <= FLAT_LIMIT
+  summary.serverFlat = summary.serverPeakRssRatio == null ? null : summary.serverPeakRssRatio <= FLAT_LIMIT
+
+  let table =
+    '| # | peer | what | rows | rows/s | wall s | client peak RSS MiB | RSS after start MiB | heap used ≤ MiB | server peak RSS MiB | client CPU s | server CPU s | client CPU µs/row | checks |\n' +
+    '|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n'
+  for (const r of rows) {
+    const m = r.med
+    const checks = !r.ok
+      ? '**FAILED**'
+      : [
+          r.peer.csv ? 'ids in order' : null,
+          r.peer.server ? 'billed = rows' : null,
+          r.peer.name === 'stream' ? 'outputs in order' : null,
+          m.verify ? `read back: ${fmtInt(m.verify.rowsRead)} rows, all equal` : null,
+        ].filter(Boolean).join('; ')
+    table +=
+      `| ${r.peer.n} | ${r.peer.name} | ${r.peer.what} | ${fmtInt(r.peer.rows)} | ${fmtInt(m.rowsPerSec)} | ${fmtS(m.wallMs != null ? m.wallMs / 1000 : null)} | ` +
+      `${fmtMiB(m.peakRssKiB)} | ${fmtMiB(m.rssAfterStartKiB)} | ${fmtMiB(m.heapUsedMaxKiB)} | ${r.peer.server ? fmtMiB(m.serverPeakRssKiB) : '—'} | ` +
+      `${fmtS(m.cpuSec)} | ${r.peer.server ? fmtS(m.serverCpuSec) : '—'} | ${fmtInt(cpuPerRow(m, r.peer.rows))} | ${checks} |\n`
+  }
+  let verdict = ''
+  if (summary.e2eOverSlowestStage != null) {
+    verdict +=
+      `\ne2e / slowest stage (${summary.slowestStage}, ${fmtInt(summary.slowestStageRowsPerSec)} rows/s): **${fmtPct(summary.e2eOverSlowestStage)}**. ` +
+      `Sum of the stages' client CPU: ${fmtInt(sumCpuUs)} µs/row, a bound of ${fmtInt(summary.sumOfStagesBoundRowsPerSec)} rows/s for one thread; ` +
+      `e2e used ${fmtInt(summary.e2eClientCpuUsPerRow)} µs/row and reached ${fmtPct(summary.e2eOverSumOfStagesBound)} of that bound.\n`
+  }
+  if (summary.clientPeakRssRatio != null) {
+    verdict +=
+      `\nMemory, e2e at ${fmtInt(N)} vs ${fmtInt(NS)} rows: client peak RSS ${fmtMiB(e2e.peakRssKiB)} vs ${fmtMiB(small.peakRssKiB)} MiB ` +
+      `(**${fmtX(summary.clientPeakRssRatio)}**, ${summary.clientFlat ? 'flat' : '**NOT flat**'} by the +${Math.round((FLAT_LIMIT - 1) * 100)}% rule); ` +
+      `server ${fmtMiB(e2e.serverPeakRssKiB)} vs ${fmtMiB(small.serverPeakRssKiB)} MiB (**${fmtX(summary.serverPeakRssRatio)}**, ${summary.serverFlat ? 'flat' : '**NOT flat**'}). ` +
+      `Client RSS at 10% / 50% / 100% of the ${fmtInt(N)} rows: ${['10%', '50%', '100%'].map((k) => fmtMiB(e2e.rssAtKiB?.[k])).join(' / ')} MiB.\n`
+  }
+
+  const date = new Date().toISOString()
+  const cpus = os.cpus()
+  let commit = null
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { cwd: ROOT, encoding: 'utf8' }).trim()
+    if (dirty) commit += ' (lib/ has uncommitted changes)'
+  } catch {
+    // not a git checkout
+  }
+  const version = (pkg) => JSON.parse(readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version
+  const machine = {
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? null,
+    totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
+    ws: version('ws'),
+    parquetjsLite: version('parquetjs-lite'),
+    fastCsv: version('@fast-csv/parse'),
+    hyparquet: version('hyparquet'),
+    commit,
+    loadAvgBefore: loadBefore,
+    loadAvgAfter: Math.round(os.loadavg()[0] * 100) / 100,
+  }
+  const config = {
+    rows: N,
+    smallRows: NS,
+    runs,
+    serveArgs: serve,
+    streamOptions: { model: MODEL, input: "inputFromColumn('text')", runId: RUN_ID, other: 'defaults (maxInFlight 1024, v1, ordered)' },
+    writerOptions: 'defaults (rowGroupSize 10 000, SNAPPY)',
+    fixtures: Object.fromEntries(Object.entries(fixtures).map(([k, f]) => [k, { file: f.file, rows: f.rows, bytes: f.bytes }])),
+    profile: args.profile,
+  }
+  const command = `node benchmarks/pipeline-e2e.js ${process.argv.slice(2).join(' ')}`.trim()
+  const question =
+    'What does the main job cost end to end — CSV → InferenceStream → Parquet with builtin/echo — against each stage alone, and is memory flat in the input size?'
+  const fixtureLine = Object.entries(fixtures)
+    .map(([k, f]) => `${k === 'big' ? '' : 'small: '}${fmtInt(f.rows)} rows, ${(f.bytes / 2 ** 20).toFixed(1)} MiB`)
+    .join('; ')
+  const md =
+    `# pipeline-e2e\n\n${question}\n\n` +
+    `${date} · \`${command}\` · node ${machine.node} · ${machine.cpus}× ${machine.cpuModel} · parquetjs-lite ${machine.parquetjsLite} · @fast-csv/parse ${machine.fastCsv}` +
+    (commit ? ` · ${commit}` : '') +
+    ` · load ${machine.loadAvgBefore} → ${machine.loadAvgAfter}\n\n` +
+    `Fixture CSV \`id,product,rating,text\` (${fixtureLine}); ${runs} run(s) per peer${runs > 1 ? ' (median shown)' : ''}; ` +
+    `a fresh \`${serve.slice(1).join(' ')}\` for each peer that infers; InferenceStream with its defaults.\n\n${table}${verdict}`
+
+  process.stdout.write(`\n${table}${verdict}`)
+  if (!args['no-write']) {
+    mkdirSync(RESULTS_DIR, { recursive: true })
+    const base = path.join(RESULTS_DIR, `pipeline-e2e${args.quick ? '-quick' : ''}`)
+    const json = {
+      question,
+      date,
+      command,
+      machine,
+      config,
+      ok: !failed,
+      summary,
+      peers: rows.map((r) => ({
+        name: r.peer.name,
+        number: r.peer.n,
+        what: r.peer.what,
+        rows: r.peer.rows,
+        rowsPerSec: r.med.rowsPerSec ?? null,
+        wallMs: r.med.wallMs ?? null,
+        clientPeakRssKiB: r.med.peakRssKiB ?? null,
+        clientRssAfterStartKiB: r.med.rssAfterStartKiB ?? null,
+        clientHeapUsedMaxKiB: r.med.heapUsedMaxKiB ?? null,
+        clientRssAtKiB: r.med.rssAtKiB ?? null,
+        serverPeakRssKiB: r.med.serverPeakRssKiB ?? null,
+        clientCpuSec: r.med.cpuSec ?? null,
+        serverCpuSec: r.med.serverCpuSec ?? null,
+        ok: r.ok,
+        runs: r.runs,
+      })),
+    }
+    writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`)
+    writeFileSync(`${base}.md`, md)
+    process.stderr.write(`\nwrote ${path.relative(ROOT, base)}.json and .md\n`)
+  }
+  for (const p of profiles) {
+    const text = summarizeProfile(p.file)
+    writeFileSync(p.file.replace(/\.cpuprofile$/, '.txt'), `peer ${p.peer}, run ${p.run + 1}\n${text}`)
+    process.stderr.write(`\n[${p.peer} run ${p.run + 1}] ${text}`)
+  }
+  if (failed) {
+    process.stderr.write('\n!!! at least one peer FAILED its checks (see above); exit 1\n')
+    process.exit(1)
+  }
+}
+
+if (args.role === 'client') await runClient()
+else if (args.role === 'verify') await runVerify()
+else if (args.role === 'summarize-profile') process.stdout.write(summarizeProfile(path.resolve(args.file)))
+else if (args.role === 'orchestrator') await orchestrate()
+else {
+  process.stderr.write(`unknown --role ${args.role}\n`)
+  process.exit(2)
+}

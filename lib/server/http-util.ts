@@ -1,0 +1,78 @@
+import type http from 'node:http'
+import { AuthenticationError } from '../errors.js'
+import { parseBearer } from '../protocol.js'
+
+/** Token billed for requests without one on a server with no tokens configured (loopback only). */
+export const ANONYMOUS_TOKEN = 'anonymous'
+
+/**
+ * The token of an HTTP request (`Authorization: Bearer <token>`), checked against `tokens`. With no
+ * tokens configured any bearer (or none: {@link ANONYMOUS_TOKEN}) is accepted; the server only
+ * serves loopback clients then.
+ */
+export function bearerOf(req: http.IncomingMessage, tokens: ReadonlySet<string>): string | AuthenticationError {
+  const header = req.headers.authorization
+  let bearer: string | undefined
+  if (header !== undefined) {
+    try {
+      bearer = parseBearer(header)
+    } catch {
+      bearer = undefined
+    }
+  }
+  if (tokens.size === 0) return bearer ?? ANONYMOUS_TOKEN
+  if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
+  if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
+  if (!tokens.has(bearer)) return new AuthenticationError('Invalid token')
+  return bearer
+}
+
+/** A request body: the bytes, or why there are none. */
+export type BodyRead = Buffer | 'too-large' | 'aborted'
+
+/** Sends a JSON body. */
+export function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendBody(res, status, Buffer.from(JSON.stringify(body)), headers)
+}
+
+/** Sends a body already serialized as JSON. */
+export function sendBody(res: http.ServerResponse, status: number, body: Buffer, headers: Record<string, string>): void {
+  if (res.writableEnded || res.destroyed) return
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': body.length })
+  res.end(body)
+}
+
+/**
+ * Reads a request body of at most `max` bytes. `too-large` as soon as it is over (the rest is not
+ * kept: memory stays within `max`), `aborted` when the client went away first.
+ */
+export function readBody(req: http.IncomingMessage, max: number): Promise<BodyRead> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const finish = (result: BodyRead): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onAbort)
+      req.off('close', onAbort)
+      resolve(result)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > max) {
+        chunks.length = 0
+        // Keep the socket flowing (discarding) so the 413 can be written and read by the client.
+        req.resume()
+        finish('too-large')
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = (): void => finish(Buffer.concat(chunks, size))
+    const onAbort = (): void => finish('aborted')
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onAbort)
+    req.on('close', onAbort)
+  })
+}

@@ -1,0 +1,512 @@
+/**
+ * Durable store of bulk jobs, their stored results and the per-token bill: one SQLite file through
+ * better-sqlite3 (synchronous, so every method is one atomic step of the event loop). All SQL of the
+ * job store lives here; statements are prepared once, when the store opens.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { InvalidOptionError, JobNotFoundError, JobStoreError } from '../../errors.js'
+
+/** States of a job. `queued` and `running` are unfinished: a restarted server resumes them. */
+export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+/** Every {@link JobState}. */
+export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
+
+/** The source of a job: a column of a split of an input dataset. */
+export interface JobDataset {
+  name: string
+  config: string
+  split: string
+  column: string
+}
+
+/** A bulk job as stored. Times are epoch seconds with a fraction, as the original API's `start_time`. */
+export interface JobRecord {
+  /** 16 hex digits. */
+  id: string
+  /** The token that started the job (its owner; its rows are billed to it). */
+  token: string
+  /** The output dataset. */
+  bulkName: string
+  /** The model id. */
+  model: string
+  /** `cpu` or `gpu`. */
+  compute: string
+  dataset: JobDataset
+  /** The model's parameters, or null. */
+  parameters: Record<string, unknown> | null
+  state: JobState
+  /** Rows of the split, when known. */
+  total: number | null
+  /** Rows stored so far, failed ones included (kept up to date by {@link JobStore.saveResults}). */
+  processed: number
+  /** Stored rows that failed (a subset of `processed`). */
+  failed: number
+  /** When the job was started (created, then reset when it starts running). */
+  startTime: number
+  /** When it reached a final state, or null. */
+  endTime: number | null
+  /** Why it failed or was cancelled, or null. */
+  error: string | null
+  /** Commit sha of the output dataset version it wrote, or null. */
+  revision: string | null
+  /** When the record was created. */
+  createdAt: number
+}
+
+/** What {@link JobStore.create} takes: the job's fields; the rest get their defaults. */
+export interface NewJob {
+  token: string
+  bulkName: string
+  model: string
+  compute: string
+  dataset: JobDataset
+  /** Default null. */
+  parameters?: Record<string, unknown> | null
+  /** Default a random 16-hex id. */
+  id?: string
+  /** Default `queued`. */
+  state?: JobState
+  /** Default null. */
+  total?: number | null
+  /** Default: now. */
+  startTime?: number
+}
+
+/** The fields {@link JobStore.update} may change. */
+export type JobPatch = Partial<Pick<JobRecord, 'state' | 'total' | 'processed' | 'failed' | 'startTime' | 'endTime' | 'error' | 'revision'>>
+
+/** One stored result of a job: the row's 0-based index in the split, its outputs as JSON text, its error or null. */
+export interface StoredResult {
+  index: number
+  /** JSON text of the outputs (for a failed row, the error body). */
+  outputs: string
+  /** Error message of a failed row, or null. */
+  error: string | null
+}
+
+/** A row for {@link JobStore.saveResults}. */
+export interface ResultRow extends StoredResult {
+  /** Whether the row counts toward the token's bill (the model ran on it). Default true; false for a row failed before the model (no input). */
+  billed?: boolean
+}
+
+/** Options of {@link JobStore}. */
+export interface JobStoreOptions {
+  /**
+   * SQLite `synchronous` in WAL mode. `NORMAL` (default): a committed transaction survives a crash
+   * of the process (SIGKILL), the last ones may be lost on a power cut. `FULL`: fsync at every
+   * commit, survives that too, slower.
+   */
+  synchronous?: 'NORMAL' | 'FULL'
+  /** How long a write waits for another process's lock on the file, in ms. Default 5000. */
+  busyTimeoutMs?: number
+}
+
+/** Options of {@link JobStore.list}. */
+export interface ListOptions {
+  /** Only jobs in this state. Default: all. */
+  state?: JobState
+  /** At most this many. Default: no limit. */
+  limit?: number
+}
+
+/** Version of the schema this code writes (SQLite `user_version`). */
+export const JOB_STORE_SCHEMA_VERSION = 1
+
+// Version 1. Results are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a
+// no-op, which is what makes saveResults idempotent.
+const SCHEMA_V1 = `
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY,
+  token TEXT NOT NULL,
+  bulk_name TEXT NOT NULL,
+  model TEXT NOT NULL,
+  compute TEXT NOT NULL,
+  dataset_name TEXT NOT NULL,
+  dataset_config TEXT NOT NULL,
+  dataset_split TEXT NOT NULL,
+  dataset_column TEXT NOT NULL,
+  parameters TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+  total INTEGER,
+  processed INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  start_time REAL NOT NULL,
+  end_time REAL,
+  error TEXT,
+  revision TEXT,
+  created_at REAL NOT NULL
+);
+CREATE INDEX jobs_state ON jobs (state);
+CREATE TABLE results (
+  job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  outputs TEXT NOT NULL,
+  error TEXT,
+  PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE bills (
+  token TEXT PRIMARY KEY,
+  rows INTEGER NOT NULL
+) WITHOUT ROWID;
+`
+
+interface JobRow {
+  id: string
+  token: string
+  bulk_name: string
+  model: string
+  compute: string
+  dataset_name: string
+  dataset_config: string
+  dataset_split: string
+  dataset_column: string
+  parameters: string
+  state: JobState
+  total: number | null
+  processed: number
+  failed: number
+  start_time: number
+  end_time: number | null
+  error: string | null
+  revision: string | null
+  created_at: number
+}
+
+const PATCHABLE = new Set<string>(['state', 'total', 'processed', 'failed', 'startTime', 'endTime', 'error', 'revision'])
+const PAGE = 1000
+
+function toRecord(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    token: row.token,
+    bulkName: row.bulk_name,
+    model: row.model,
+    compute: row.compute,
+    dataset: { name: row.dataset_name, config: row.dataset_config, split: row.dataset_split, column: row.dataset_column },
+    parameters: JSON.parse(row.parameters) as Record<string, unknown> | null,
+    state: row.state,
+    total: row.total,
+    processed: row.processed,
+    failed: row.failed,
+    startTime: row.start_time,
+    endTime: row.end_time,
+    error: row.error,
+    revision: row.revision,
+    createdAt: row.created_at,
+  }
+}
+
+function now(): number {
+  return Date.now() / 1000
+}
+
+function checkState(state: unknown): void {
+  if (!(JOB_STATES as readonly unknown[]).includes(state)) {
+    throw new InvalidOptionError(`Job state must be one of ${JOB_STATES.join(', ')}, got ${JSON.stringify(state)}`)
+  }
+}
+
+function checkString(name: string, value: unknown): void {
+  if (typeof value !== 'string' || value === '') throw new InvalidOptionError(`Job field "${name}" must be a non-empty string, got ${JSON.stringify(value)}`)
+}
+
+/**
+ * The job store. `new JobStore(path)` opens (or creates, with its folder) a SQLite file in WAL mode
+ * and creates the schema on first open; `':memory:'` keeps everything in memory (tests).
+ *
+ * Results are kept per (job, row index) until {@link deleteResults}; {@link saveResults} stores a
+ * batch and updates the job's counts and the token's bill in one transaction, ignoring rows already
+ * stored, so a job resumed after a crash never counts or bills a row twice.
+ *
+ * @throws JobStoreError when the file cannot be opened or used: not a SQLite database, a schema
+ *   newer than this code, a folder that cannot be created.
+ */
+export class JobStore {
+  /** The database file, or `:memory:`. */
+  readonly path: string
+  private readonly db: Database.Database
+  private readonly s: ReturnType<typeof prepare>
+  private readonly saveTx: (jobId: string, rows: readonly ResultRow[]) => number
+  private readonly updateTx: (id: string, patch: JobPatch) => JobRecord
+
+  constructor(path: string, options: JobStoreOptions = {}) {
+    if (typeof path !== 'string' || path === '') throw new InvalidOptionError('JobStore: "path" must be a file path or ":memory:"')
+    const o = { synchronous: 'NORMAL' as const, busyTimeoutMs: 5000, ...options }
+    if (o.synchronous !== 'NORMAL' && o.synchronous !== 'FULL') {
+      throw new InvalidOptionError(`Option "synchronous" must be "NORMAL" or "FULL", got ${JSON.stringify(o.synchronous)}`)
+    }
+    if (!Number.isInteger(o.busyTimeoutMs) || o.busyTimeoutMs < 0) {
+      throw new InvalidOptionError(`Option "busyTimeoutMs" must be an integer >= 0, got ${JSON.stringify(o.busyTimeoutMs)}`)
+    }
+    this.path = path
+    let db: Database.Database | undefined
+    try {
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+      db = new Database(path)
+      db.pragma(`busy_timeout = ${o.busyTimeoutMs}`)
+      db.pragma('journal_mode = WAL')
+      db.pragma(`synchronous = ${o.synchronous}`)
+      db.pragma('foreign_keys = ON')
+      migrate(db, path)
+      this.s = prepare(db)
+    } catch (err) {
+      db?.close()
+      if (err instanceof JobStoreError) throw err
+      throw new JobStoreError(`Cannot open the job store ${JSON.stringify(path)}: ${(err as Error).message}`, { cause: err })
+    }
+    this.db = db
+
+    const s = this.s
+    // IMMEDIATE: take the write lock at BEGIN, so two processes on one file wait (busy_timeout)
+    // instead of failing on a lock upgrade.
+    const save = db.transaction((jobId: string, rows: readonly ResultRow[]): number => {
+      const token = s.tokenOf.get(jobId) as string | undefined
+      if (token === undefined) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+      let added = 0
+      let failed = 0
+      let billed = 0
+      for (const r of rows) {
+        if (!Number.isSafeInteger(r.index) || r.index < 0) throw new InvalidOptionError(`Result index must be an integer >= 0, got ${JSON.stringify(r.index)}`)
+        if (typeof r.outputs !== 'string') throw new InvalidOptionError(`Result outputs must be JSON text, got ${typeof r.outputs} (row ${r.index})`)
+        const error = r.error ?? null
+        if (error !== null && typeof error !== 'string') throw new InvalidOptionError(`Result error must be a string or null (row ${r.index})`)
+        if (s.insertResult.run(jobId, r.index, r.outputs, error).changes === 0) continue
+        added++
+        if (error !== null) failed++
+        if (r.billed !== false) billed++
+      }
+      if (added > 0) s.addCounts.run(added, failed, jobId)
+      if (billed > 0) s.addBill.run(token, billed)
+      return added
+    })
+    this.saveTx = (jobId, rows) => save.immediate(jobId, rows)
+    const update = db.transaction((id: string, patch: JobPatch): JobRecord => {
+      const row = s.getJob.get(id) as JobRow | undefined
+      if (!row) throw new JobNotFoundError(`No job ${JSON.stringify(id)}`)
+      const next = { ...toRecord(row) }
+      for (const [k, v] of Object.entries(patch)) if (v !== undefined) (next as Record<string, unknown>)[k] = v
+      s.updateJob.run({
+        id,
+        state: next.state,
+        total: next.total,
+        processed: next.processed,
+        failed: next.failed,
+        start_time: next.startTime,
+        end_time: next.endTime,
+        error: next.error,
+        revision: next.revision,
+      })
+      return next
+    })
+    this.updateTx = (id, patch) => update.immediate(id, patch)
+  }
+
+  /**
+   * Creates a job: state `queued` (or `state`), counts 0, `startTime` and `createdAt` now, a random
+   * 16-hex id unless `id` is given.
+   * @throws InvalidOptionError for a missing field or a bad state.
+   */
+  create(job: NewJob): JobRecord {
+    for (const k of ['token', 'bulkName', 'model', 'compute'] as const) checkString(k, job[k])
+    const d = job.dataset
+    if (typeof d !== 'object' || d === null) throw new InvalidOptionError('Job field "dataset" must be {name, config, split, column}')
+    for (const k of ['name', 'config', 'split', 'column'] as const) checkString(`dataset.${k}`, d[k])
+    const state = job.state ?? 'queued'
+    checkState(state)
+    const created = now()
+    const record: JobRecord = {
+      id: job.id ?? randomBytes(8).toString('hex'),
+      token: job.token,
+      bulkName: job.bulkName,
+      model: job.model,
+      compute: job.compute,
+      dataset: { name: d.name, config: d.config, split: d.split, column: d.column },
+      parameters: job.parameters ?? null,
+      state,
+      total: job.total ?? null,
+      processed: 0,
+      failed: 0,
+      startTime: job.startTime ?? created,
+      endTime: null,
+      error: null,
+      revision: null,
+      createdAt: created,
+    }
+    checkString('id', record.id)
+    this.s.insertJob.run({
+      id: record.id,
+      token: record.token,
+      bulk_name: record.bulkName,
+      model: record.model,
+      compute: record.compute,
+      dataset_name: d.name,
+      dataset_config: d.config,
+      dataset_split: d.split,
+      dataset_column: d.column,
+      parameters: JSON.stringify(record.parameters),
+      state,
+      total: record.total,
+      start_time: record.startTime,
+      created_at: created,
+    })
+    return record
+  }
+
+  /** The job, or undefined. */
+  get(id: string): JobRecord | undefined {
+    const row = this.s.getJob.get(id) as JobRow | undefined
+    return row && toRecord(row)
+  }
+
+  /** Jobs, newest first; `state` filters, `limit` caps. */
+  list(options: ListOptions = {}): JobRecord[] {
+    const limit = options.limit ?? -1
+    if (!Number.isInteger(limit) || limit < -1) throw new InvalidOptionError(`Option "limit" must be an integer >= 0, got ${JSON.stringify(options.limit)}`)
+    if (options.state !== undefined) {
+      checkState(options.state)
+      return (this.s.listByState.all(options.state, limit) as JobRow[]).map(toRecord)
+    }
+    return (this.s.listAll.all(limit) as JobRow[]).map(toRecord)
+  }
+
+  /**
+   * Changes some fields of a job (in one transaction, so counts added by a concurrent
+   * {@link saveResults} of another process are not overwritten unless `processed`/`failed` are in
+   * `patch`). Returns the job as updated.
+   * @throws JobNotFoundError for an unknown id; InvalidOptionError for a field that cannot change or a bad state.
+   */
+  update(id: string, patch: JobPatch): JobRecord {
+    for (const k of Object.keys(patch)) if (!PATCHABLE.has(k)) throw new InvalidOptionError(`Job field "${k}" cannot be updated`)
+    if (patch.state !== undefined) checkState(patch.state)
+    return this.updateTx(id, patch)
+  }
+
+  /**
+   * Stores result rows of a job in ONE transaction: rows whose index is already stored are
+   * ignored (INSERT OR IGNORE), and only the new ones are added to the job's `processed` (and
+   * `failed`, for rows with an error) and to the token's bill (rows with `billed: false` excepted).
+   * Returns how many rows were new. Saving the same rows twice therefore counts and bills them once.
+   * @throws JobNotFoundError for an unknown job (nothing is stored).
+   */
+  saveResults(jobId: string, rows: readonly ResultRow[]): number {
+    if (rows.length === 0) {
+      if (!this.s.tokenOf.get(jobId)) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+      return 0
+    }
+    return this.saveTx(jobId, rows)
+  }
+
+  /** Rows billed to a token over all its jobs, durably. 0 for a token never billed. */
+  billed(token: string): number {
+    return (this.s.getBill.get(token) as number | undefined) ?? 0
+  }
+
+  /** Whether the row `index` of a job has a stored result. */
+  isDone(jobId: string, index: number): boolean {
+    return this.s.isDone.get(jobId, index) !== undefined
+  }
+
+  /** How many results of a job are stored. */
+  storedCount(jobId: string): number {
+    return this.s.storedCount.get(jobId) as number
+  }
+
+  /** The stored row indexes of a job, ascending, read a page at a time. */
+  *doneIndexes(jobId: string): IterableIterator<number> {
+    let after = -1
+    for (;;) {
+      const page = this.s.indexPage.all(jobId, after, PAGE) as number[]
+      yield* page
+      if (page.length < PAGE) return
+      after = page[page.length - 1]
+    }
+  }
+
+  /**
+   * The stored results of a job in index order, read a page of `pageSize` rows at a time (default
+   * 1000): memory is one page whatever the job's size. Paged rather than one open SQLite cursor
+   * (`stmt.iterate()`), because an open cursor keeps the connection busy and any other statement
+   * (another job's saveResults) would throw until it is closed — and a consumer writing Parquet
+   * awaits between rows. Rows stored while iterating appear if their index is after the position.
+   */
+  *iterateResults(jobId: string, options: { pageSize?: number } = {}): IterableIterator<StoredResult> {
+    const size = options.pageSize ?? PAGE
+    if (!Number.isInteger(size) || size < 1) throw new InvalidOptionError(`Option "pageSize" must be an integer >= 1, got ${JSON.stringify(size)}`)
+    let after = -1
+    for (;;) {
+      const page = this.s.resultPage.all(jobId, after, size) as { idx: number; outputs: string; error: string | null }[]
+      for (const r of page) yield { index: r.idx, outputs: r.outputs, error: r.error }
+      if (page.length < size) return
+      after = page[page.length - 1].idx
+    }
+  }
+
+  /** Deletes the stored results of a job (after its outputs are committed); its counts stay. Returns how many were deleted. */
+  deleteResults(jobId: string): number {
+    return this.s.deleteResults.run(jobId).changes
+  }
+
+  /** Jobs `queued` or `running`, oldest first: what a restarted server resumes. */
+  unfinished(): JobRecord[] {
+    return (this.s.unfinished.all() as JobRow[]).map(toRecord)
+  }
+
+  /** Whether the store is open. */
+  get open(): boolean {
+    return this.db.open
+  }
+
+  /** Closes the database (checkpointing the WAL). Idempotent. */
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}
+
+// Creates the schema on a new file; refuses a file of a newer version.
+function migrate(db: Database.Database, path: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version === JOB_STORE_SCHEMA_VERSION) return
+  if (version > JOB_STORE_SCHEMA_VERSION) {
+    throw new JobStoreError(
+      `The job store ${JSON.stringify(path)} has schema version ${version}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
+    )
+  }
+  db.transaction(() => {
+    db.exec(SCHEMA_V1)
+    db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
+  }).immediate()
+}
+
+function prepare(db: Database.Database) {
+  return {
+    insertJob: db.prepare(
+      `INSERT INTO jobs (id, token, bulk_name, model, compute, dataset_name, dataset_config, dataset_split, dataset_column,
+         parameters, state, total, processed, failed, start_time, end_time, error, revision, created_at)
+       VALUES (@id, @token, @bulk_name, @model, @compute, @dataset_name, @dataset_config, @dataset_split, @dataset_column,
+         @parameters, @state, @total, 0, 0, @start_time, NULL, NULL, NULL, @created_at)`,
+    ),
+    getJob: db.prepare('SELECT * FROM jobs WHERE id = ?'),
+    tokenOf: db.prepare('SELECT token FROM jobs WHERE id = ?').pluck(),
+    listAll: db.prepare('SELECT * FROM jobs ORDER BY rowid DESC LIMIT ?'),
+    listByState: db.prepare('SELECT * FROM jobs WHERE state = ? ORDER BY rowid DESC LIMIT ?'),
+    unfinished: db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY rowid"),
+    updateJob: db.prepare(
+      `UPDATE jobs SET state = @state, total = @total, processed = @processed, failed = @failed, start_time = @start_time,
+         end_time = @end_time, error = @error, revision = @revision WHERE id = @id`,
+    ),
+    insertResult: db.prepare('INSERT OR IGNORE INTO results (job_id, idx, outputs, error) VALUES (?, ?, ?, ?)'),
+    addCounts: db.prepare('UPDATE jobs SET processed = processed + ?, failed = failed + ? WHERE id = ?'),
+    addBill: db.prepare('INSERT INTO bills (token, rows) VALUES (?, ?) ON CONFLICT (token) DO UPDATE SET rows = rows + excluded.rows'),
+    getBill: db.prepare('SELECT rows FROM bills WHERE token = ?').pluck(),
+    isDone: db.prepare('SELECT 1 FROM results WHERE job_id = ? AND idx = ?').pluck(),
+    storedCount: db.prepare('SELECT count(*) FROM results WHERE job_id = ?').pluck(),
+    indexPage: db.prepare('SELECT idx FROM results WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?').pluck(),
+    resultPage: db.prepare('SELECT idx, outputs, error FROM results WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?'),
+    deleteResults: db.prepare('DELETE FROM results WHERE job_id = ?'),
+  }
+}

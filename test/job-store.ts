@@ -1,0 +1,268 @@
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import t from 'tap'
+import { InvalidOptionError, JobNotFoundError, JobStoreError } from '../lib/errors.js'
+import { JOB_STORE_SCHEMA_VERSION, JobStore, type NewJob, type ResultRow } from '../lib/server/store/job-store.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'is-job-store-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+const JOB: NewJob = {
+  token: 'tok-a',
+  bulkName: 'user/bulk-1',
+  model: 'builtin/sentiment',
+  compute: 'cpu',
+  dataset: { name: 'org/reviews', config: 'default', split: 'train', column: 'text' },
+  parameters: { top_k: 2 },
+}
+
+function rows(indexes: number[], failEvery = 0): ResultRow[] {
+  return indexes.map((i) => ({
+    index: i,
+    outputs: JSON.stringify(failEvery && i % failEvery === 0 ? { error: `bad ${i}` } : [[{ label: 'POSITIVE', score: i }]]),
+    error: failEvery && i % failEvery === 0 ? `bad ${i}` : null,
+  }))
+}
+
+t.test('create, get, list, update', async (t) => {
+  const store = new JobStore(':memory:')
+  t.teardown(() => store.close())
+  const before = Date.now() / 1000
+  const job = store.create(JOB)
+  t.match(job.id, /^[0-9a-f]{16}$/)
+  t.match(job, {
+    token: 'tok-a',
+    bulkName: 'user/bulk-1',
+    model: 'builtin/sentiment',
+    compute: 'cpu',
+    dataset: JOB.dataset,
+    parameters: { top_k: 2 },
+    state: 'queued',
+    total: null,
+    processed: 0,
+    failed: 0,
+    endTime: null,
+    error: null,
+    revision: null,
+  })
+  t.ok(job.startTime >= before - 0.01 && job.startTime <= Date.now() / 1000 + 0.01, 'startTime is epoch seconds')
+  t.ok(!Number.isInteger(job.startTime) || job.startTime > 1e9, 'a float of seconds')
+  t.equal(job.createdAt, job.startTime)
+  t.same(store.get(job.id), job, 'get returns what create returned')
+  t.equal(store.get('nope'), undefined)
+
+  const second = store.create({ ...JOB, parameters: undefined, id: 'fixed-id', state: 'running', total: 10 })
+  t.equal(second.id, 'fixed-id')
+  t.equal(second.parameters, null)
+  t.same(store.list().map((j) => j.id), ['fixed-id', job.id], 'newest first')
+  t.same(store.list({ state: 'running' }).map((j) => j.id), ['fixed-id'])
+  t.same(store.list({ limit: 1 }).map((j) => j.id), ['fixed-id'])
+  t.same(store.list({ state: 'completed' }), [])
+
+  const updated = store.update(job.id, { state: 'completed', endTime: 1234.5, revision: 'a'.repeat(40), total: 3 })
+  t.match(updated, { state: 'completed', endTime: 1234.5, revision: 'a'.repeat(40), total: 3, processed: 0 })
+  t.same(store.get(job.id), updated)
+  t.same(store.update(job.id, { error: null, endTime: undefined }), updated, 'undefined leaves a field, null clears it')
+
+  t.throws(() => store.update('nope', { state: 'failed' }), { constructor: JobNotFoundError, code: 'ERR_JOB_NOT_FOUND' })
+  t.throws(() => store.update(job.id, { state: 'done' as never }), { constructor: InvalidOptionError })
+  t.throws(() => store.update(job.id, { token: 'x' } as never), { constructor: InvalidOptionError, message: 'Job field "token" cannot be updated' })
+  t.throws(() => store.create({ ...JOB, token: '' }), { constructor: InvalidOptionError })
+  t.throws(() => store.create({ ...JOB, dataset: { ...JOB.dataset, column: undefined as never } }), { constructor: InvalidOptionError })
+  t.throws(() => store.create({ ...JOB, id: 'fixed-id' }), 'a duplicate id is refused')
+  t.throws(() => store.list({ limit: -5 }), { constructor: InvalidOptionError })
+})
+
+t.test('saveResults is idempotent: the same rows twice are counted and billed once', async (t) => {
+  const store = new JobStore(':memory:')
+  t.teardown(() => store.close())
+  const job = store.create(JOB)
+  const other = store.create({ ...JOB, token: 'tok-b' })
+
+  t.equal(store.saveResults(job.id, rows([0, 1, 2, 3, 4, 5], 3)), 6)
+  t.match(store.get(job.id), { processed: 6, failed: 2 }, 'rows 0 and 3 failed')
+  t.equal(store.billed('tok-a'), 6)
+
+  t.equal(store.saveResults(job.id, rows([0, 1, 2, 3, 4, 5], 3)), 0, 'nothing new')
+  t.match(store.get(job.id), { processed: 6, failed: 2 })
+  t.equal(store.billed('tok-a'), 6, 'billed once')
+
+  // A batch that overlaps: only the new rows count, and a re-run never replaces a stored result.
+  const changed = rows([4, 5, 6, 7]).map((r) => ({ ...r, outputs: '"changed"' }))
+  t.equal(store.saveResults(job.id, changed), 2)
+  t.match(store.get(job.id), { processed: 8, failed: 2 })
+  t.equal(store.billed('tok-a'), 8)
+  t.same([...store.iterateResults(job.id)].find((r) => r.index === 4)?.outputs, JSON.stringify([[{ label: 'POSITIVE', score: 4 }]]))
+
+  // Rows of a job are billed to its token; a row the model never ran is stored and counted, not billed.
+  t.equal(store.saveResults(other.id, [...rows([0, 1]), { index: 2, outputs: '{"error":"no input"}', error: 'no input', billed: false }]), 3)
+  t.match(store.get(other.id), { processed: 3, failed: 1 })
+  t.equal(store.billed('tok-b'), 2)
+  t.equal(store.billed('tok-a'), 8, 'another token is untouched')
+  t.equal(store.billed('nobody'), 0)
+
+  t.equal(store.storedCount(job.id), 8)
+  t.ok(store.isDone(job.id, 7))
+  t.notOk(store.isDone(job.id, 8))
+  t.same([...store.doneIndexes(job.id)], [0, 1, 2, 3, 4, 5, 6, 7])
+  t.equal(store.saveResults(job.id, []), 0)
+})
+
+t.test('saveResults is one transaction: a bad row or an unknown job stores nothing', async (t) => {
+  const store = new JobStore(':memory:')
+  t.teardown(() => store.close())
+  const job = store.create(JOB)
+  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: -1, outputs: '1', error: null }]), { constructor: InvalidOptionError })
+  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: 2, outputs: { not: 'text' } as never, error: null }]), { constructor: InvalidOptionError })
+  t.equal(store.storedCount(job.id), 0, 'rolled back')
+  t.match(store.get(job.id), { processed: 0, failed: 0 })
+  t.equal(store.billed('tok-a'), 0)
+  t.throws(() => store.saveResults('nope', rows([0])), { constructor: JobNotFoundError, code: 'ERR_JOB_NOT_FOUND' })
+  t.throws(() => store.saveResults('nope', []), { constructor: JobNotFoundError })
+  t.equal(store.storedCount('nope'), 0)
+})
+
+t.test('iterateResults: 100k rows in index order, a page at a time, other writes allowed meanwhile', async (t) => {
+  const store = new JobStore(join(dir, 'big.db'))
+  t.teardown(() => store.close())
+  const job = store.create(JOB)
+  const other = store.create(JOB)
+  const N = 100_000
+  // Stored out of order, in batches, as results arrive from workers.
+  const order = Array.from({ length: N }, (_, i) => i)
+  for (let i = N - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[order[i], order[j]] = [order[j], order[i]]
+  }
+  for (let i = 0; i < N; i += 5000) t.equal(store.saveResults(job.id, rows(order.slice(i, i + 5000), 1000)), Math.min(5000, N - i))
+  t.match(store.get(job.id), { processed: N, failed: N / 1000 })
+
+  let count = 0
+  let last = -1
+  let ok = true
+  let saved = 0
+  for (const r of store.iterateResults(job.id)) {
+    if (r.index !== last + 1 || typeof r.outputs !== 'string') ok = false
+    if ((r.error !== null) !== (r.index % 1000 === 0)) ok = false
+    last = r.index
+    count++
+    // A consumer that writes elsewhere between rows (another job's results arrive): the paged
+    // iterator holds no open cursor, so this must not throw "connection is busy".
+    if (count % 20_000 === 0) saved += store.saveResults(other.id, rows([count]))
+  }
+  t.ok(ok, 'every row in order, errors where they were stored')
+  t.equal(count, N)
+  t.equal(saved, 5)
+  t.same([...store.iterateResults(job.id, { pageSize: 7 })].slice(0, 10).map((r) => r.index), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+  let n = 0
+  for (const i of store.doneIndexes(job.id)) if (i === n) n++
+  t.equal(n, N, 'doneIndexes ascending and complete')
+
+  t.equal(store.deleteResults(job.id), N)
+  t.equal(store.storedCount(job.id), 0)
+  t.same([...store.iterateResults(job.id)], [])
+  t.match(store.get(job.id), { processed: N }, 'counts stay after the results are gone')
+  t.equal(store.storedCount(other.id), 5, 'the other job keeps its results')
+})
+
+t.test('durable: close and reopen the file, everything is there; unfinished() for resume', async (t) => {
+  const path = join(dir, 'nested', 'folder', 'jobs.db')
+  const a = new JobStore(path)
+  t.equal(a.open, true)
+  const queued = a.create(JOB)
+  const running = a.create({ ...JOB, token: 'tok-b' })
+  const done = a.create(JOB)
+  a.update(running.id, { state: 'running', total: 5 })
+  a.update(done.id, { state: 'completed', endTime: 99.5, revision: 'b'.repeat(40) })
+  a.saveResults(running.id, rows([0, 1, 2], 2))
+  a.close()
+  a.close()
+  t.equal(a.open, false)
+  t.ok(existsSync(path))
+
+  const b = new JobStore(path)
+  t.teardown(() => b.close())
+  t.same(b.unfinished().map((j) => j.id), [queued.id, running.id], 'queued and running, oldest first')
+  t.match(b.get(running.id), { state: 'running', total: 5, processed: 3, failed: 2, parameters: { top_k: 2 } })
+  t.match(b.get(done.id), { state: 'completed', endTime: 99.5, revision: 'b'.repeat(40) })
+  t.equal(b.billed('tok-b'), 3)
+  t.same([...b.iterateResults(running.id)].map((r) => r.index), [0, 1, 2])
+  t.equal(b.saveResults(running.id, rows([0, 1, 2, 3])), 1, 'a resumed job stores only the rows it did not have')
+  t.equal(b.billed('tok-b'), 4)
+
+  const version = new Database(path, { readonly: true })
+  t.equal(version.pragma('user_version', { simple: true }), JOB_STORE_SCHEMA_VERSION, 'schema version recorded')
+  t.equal(version.pragma('journal_mode', { simple: true }), 'wal')
+  version.close()
+})
+
+t.test('durable across SIGKILL: committed results survive a killed process', async (t) => {
+  const path = join(dir, 'killed.db')
+  const module = fileURLToPath(new URL('../lib/server/store/job-store.js', import.meta.url))
+  const code = `
+    import { JobStore } from ${JSON.stringify(module)}
+    const store = new JobStore(${JSON.stringify(path)})
+    const job = store.create(${JSON.stringify({ ...JOB, id: 'killed-job', state: 'running' })})
+    for (let i = 0; i < 2000; i += 100) {
+      store.saveResults(job.id, Array.from({ length: 100 }, (_, k) => ({ index: i + k, outputs: '[]', error: null })))
+    }
+    console.log('saved')
+    setInterval(() => {}, 1000)
+  `
+  const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      if (d.toString().includes('saved')) resolve()
+    })
+    child.on('exit', (c) => reject(new Error(`child exited with ${c}`)))
+  })
+  child.kill('SIGKILL')
+  await new Promise((r) => child.once('exit', r))
+  t.ok(existsSync(`${path}-wal`), 'the WAL was never checkpointed by a close')
+
+  const store = new JobStore(path)
+  t.teardown(() => store.close())
+  t.match(store.get('killed-job'), { state: 'running', processed: 2000 })
+  t.equal(store.storedCount('killed-job'), 2000)
+  t.equal(store.billed('tok-a'), 2000)
+  t.same(store.unfinished().map((j) => j.id), ['killed-job'])
+})
+
+t.test('two stores on one file see each other (a server and its restarted self)', async (t) => {
+  const path = join(dir, 'shared.db')
+  const a = new JobStore(path)
+  const b = new JobStore(path)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  const job = a.create(JOB)
+  t.equal(b.saveResults(job.id, rows([0, 1])), 2)
+  t.equal(a.saveResults(job.id, rows([1, 2])), 1)
+  t.match(a.get(job.id), { processed: 3 })
+  t.equal(b.billed('tok-a'), 3)
+})
+
+t.test('a file that is not a job store, or a newer one, is refused with JobStoreError', async (t) => {
+  const garbage = join(dir, 'garbage.db')
+  writeFileSync(garbage, 'this is not a database, just text long enough to have a header'.repeat(10))
+  t.throws(() => new JobStore(garbage), { constructor: JobStoreError, code: 'ERR_JOB_STORE' })
+
+  const newer = join(dir, 'newer.db')
+  const db = new Database(newer)
+  db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION + 1}`)
+  db.close()
+  t.throws(() => new JobStore(newer), {
+    constructor: JobStoreError,
+    message: `The job store ${JSON.stringify(newer)} has schema version ${JOB_STORE_SCHEMA_VERSION + 1}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
+  })
+  t.throws(() => new JobStore(''), { constructor: InvalidOptionError })
+  t.throws(() => new JobStore(':memory:', { synchronous: 'OFF' as never }), { constructor: InvalidOptionError })
+  const full = new JobStore(join(dir, 'full.db'), { synchronous: 'FULL' })
+  full.create(JOB)
+  full.close()
+})
