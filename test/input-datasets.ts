@@ -249,7 +249,7 @@ t.test('upload: traversal, bad names and unknown extensions are refused before a
     ['ok', 'default', '.train'],
     ['ok', 'default', 'x..y'],
   ]) {
-    await t.rejects(up.upload(name, config, split, 'csv', Readable.from(['a\n1\n'])), { constructor: InvalidDatasetNameError }, `${name}/${config}/${split}`)
+    await t.rejects(up.upload(name, config, split, 'csv', Readable.from(['a\n1\n'])), InvalidDatasetNameError, `${name}/${config}/${split}`)
   }
   for (const ext of ['txt', 'exe', '', 'csv/../x', 'parquet.gz']) {
     await t.rejects(up.upload('ok', 'default', 'train', ext, Readable.from(['a\n'])), { constructor: UnknownFormatError, code: 'ERR_UNKNOWN_FORMAT' }, JSON.stringify(ext))

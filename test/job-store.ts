@@ -69,12 +69,12 @@ t.test('create, get, list, update', async (t) => {
   t.same(store.update(job.id, { error: null, endTime: undefined }), updated, 'undefined leaves a field, null clears it')
 
   t.throws(() => store.update('nope', { state: 'failed' }), { constructor: JobNotFoundError, code: 'ERR_JOB_NOT_FOUND' })
-  t.throws(() => store.update(job.id, { state: 'done' as never }), { constructor: InvalidOptionError })
+  t.throws(() => store.update(job.id, { state: 'done' as never }), InvalidOptionError)
   t.throws(() => store.update(job.id, { token: 'x' } as never), { constructor: InvalidOptionError, message: 'Job field "token" cannot be updated' })
-  t.throws(() => store.create({ ...JOB, token: '' }), { constructor: InvalidOptionError })
-  t.throws(() => store.create({ ...JOB, dataset: { ...JOB.dataset, column: undefined as never } }), { constructor: InvalidOptionError })
+  t.throws(() => store.create({ ...JOB, token: '' }), InvalidOptionError)
+  t.throws(() => store.create({ ...JOB, dataset: { ...JOB.dataset, column: undefined as never } }), InvalidOptionError)
   t.throws(() => store.create({ ...JOB, id: 'fixed-id' }), 'a duplicate id is refused')
-  t.throws(() => store.list({ limit: -5 }), { constructor: InvalidOptionError })
+  t.throws(() => store.list({ limit: -5 }), InvalidOptionError)
 })
 
 t.test('saveResults is idempotent: the same rows twice are counted and billed once', async (t) => {
@@ -116,13 +116,13 @@ t.test('saveResults is one transaction: a bad row or an unknown job stores nothi
   const store = new JobStore(':memory:')
   t.teardown(() => store.close())
   const job = store.create(JOB)
-  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: -1, outputs: '1', error: null }]), { constructor: InvalidOptionError })
-  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: 2, outputs: { not: 'text' } as never, error: null }]), { constructor: InvalidOptionError })
+  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: -1, outputs: '1', error: null }]), InvalidOptionError)
+  t.throws(() => store.saveResults(job.id, [...rows([0, 1]), { index: 2, outputs: { not: 'text' } as never, error: null }]), InvalidOptionError)
   t.equal(store.storedCount(job.id), 0, 'rolled back')
   t.match(store.get(job.id), { processed: 0, failed: 0 })
   t.equal(store.billed('tok-a'), 0)
   t.throws(() => store.saveResults('nope', rows([0])), { constructor: JobNotFoundError, code: 'ERR_JOB_NOT_FOUND' })
-  t.throws(() => store.saveResults('nope', []), { constructor: JobNotFoundError })
+  t.throws(() => store.saveResults('nope', []), JobNotFoundError)
   t.equal(store.storedCount('nope'), 0)
 })
 
@@ -260,8 +260,8 @@ t.test('a file that is not a job store, or a newer one, is refused with JobStore
     constructor: JobStoreError,
     message: `The job store ${JSON.stringify(newer)} has schema version ${JOB_STORE_SCHEMA_VERSION + 1}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
   })
-  t.throws(() => new JobStore(''), { constructor: InvalidOptionError })
-  t.throws(() => new JobStore(':memory:', { synchronous: 'OFF' as never }), { constructor: InvalidOptionError })
+  t.throws(() => new JobStore(''), InvalidOptionError)
+  t.throws(() => new JobStore(':memory:', { synchronous: 'OFF' as never }), InvalidOptionError)
   const full = new JobStore(join(dir, 'full.db'), { synchronous: 'FULL' })
   full.create(JOB)
   full.close()

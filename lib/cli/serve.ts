@@ -42,6 +42,9 @@ export function serveCommand(): Command {
     .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 0)
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
     .option('--max-queued-per-token <n>', 'items queued per token before its sockets are paused', int('max-queued-per-token'), 4096)
+    .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, datasets/ and outputs/ (enables /bulk/run)')
+    .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
+    .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText(
       'after',
@@ -50,6 +53,7 @@ Examples:
   $ inference-stream serve                       # loopback only, any token, port 8080
   $ inference-stream serve --port 0 --token s3cret --host 0.0.0.0
   $ INFERENCE_STREAM_TOKENS=a,b inference-stream serve --workers 8 --max-batch 64
+  $ inference-stream serve --token s3cret --data-dir ./data   # bulk jobs over ./data/datasets
 
 Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
     )
@@ -63,6 +67,9 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         maxWaitMs: o.maxWaitMs,
         maxQueuedPerToken: o.maxQueuedPerToken,
         registry: createModelRegistry({ threads: o.threads }),
+        dataDir: o.dataDir,
+        datasetsDir: o.datasets,
+        shardRows: o.shardRows,
         logger,
       })
       const url = await server.listen(o.port, o.host)

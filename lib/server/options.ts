@@ -59,11 +59,27 @@ export interface ServerOptions {
    * Default undefined: those routes answer 404.
    */
   outputs?: OutputDatasets
+  /**
+   * Folder of the bulk-job data: `jobs.sqlite` (jobs and their stored results, durable),
+   * `datasets/` (input datasets, unless `datasetsDir`) and `outputs/` (output dataset git
+   * repositories, unless `outputs`). Default none: the `/bulk/run` routes answer 404.
+   */
+  dataDir?: string
+  /** Input datasets folder (`{name}/{config}/{split}.{ext}`, docs/bulk.md). Default `<dataDir>/datasets`. */
+  datasetsDir?: string
+  /** Rows per output Parquet shard of a bulk job. Default 100000. */
+  shardRows?: number
+  /** Bulk jobs run at once; others wait queued. Default 2. */
+  maxConcurrentJobs?: number
+  /** Items of one bulk job queued or running at once (the fairness bound). Default workers × maxBatch. */
+  jobMaxInFlight?: number
+  /** Largest uploaded dataset file, in bytes. Default 1 GiB. */
+  maxUploadBytes?: number
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight'>> &
+  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight'>
 
 const defaults = {
   tokens: [] as string[],
@@ -81,6 +97,9 @@ const defaults = {
   shutdownTimeoutMs: 10_000,
   httpCacheSize: 10_000,
   httpCacheMaxBytes: 64 * 1024 * 1024,
+  shardRows: 100_000,
+  maxConcurrentJobs: 2,
+  maxUploadBytes: 1024 * 1024 * 1024,
 }
 
 function positiveInt(opts: Record<string, unknown>, name: string, min = 1): void {
@@ -104,6 +123,11 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   positiveInt(o as unknown as Record<string, unknown>, 'shutdownTimeoutMs', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheSize', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheMaxBytes', 0)
+  for (const k of ['shardRows', 'maxConcurrentJobs', 'maxUploadBytes'] as const) positiveInt(o as unknown as Record<string, unknown>, k)
+  if (o.jobMaxInFlight !== undefined) positiveInt(o as unknown as Record<string, unknown>, 'jobMaxInFlight')
+  for (const k of ['dataDir', 'datasetsDir'] as const) {
+    if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new InvalidOptionError(`Option "${k}" must be a folder path`)
+  }
   if (!Array.isArray(o.tokens) || !o.tokens.every((t) => typeof t === 'string' && /^\S+$/.test(t))) {
     throw new InvalidOptionError('Option "tokens" must be an array of non-empty strings without spaces')
   }

@@ -1,4 +1,5 @@
 import http from 'node:http'
+import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
@@ -7,7 +8,12 @@ import { ShuttingDownError, toWireError } from '../errors.js'
 import { createModelRegistry } from '../models/registry.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
+import { BulkJobs } from './bulk/bulk-jobs.js'
+import { handleBulkRoutes, type BulkRoutesContext } from './bulk/bulk-routes.js'
+import { InputDatasets } from './datasets/input-datasets.js'
+import { OutputDatasets } from './datasets/output-datasets.js'
 import { handleHubRoutes } from './datasets/hub-routes.js'
+import { JobStore } from './store/job-store.js'
 import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
@@ -46,6 +52,10 @@ export class InferenceServer {
   private readonly wss: WebSocketServer
   private readonly workers: BatchWorkers
   private readonly httpInference: HttpInference
+  /** Output datasets served by the Hub-style routes (from `outputs`, or `<dataDir>/outputs`). */
+  readonly outputs: OutputDatasets | undefined
+  /** Bulk jobs, when `dataDir` is set: the runner, its durable store and the routes' context. */
+  readonly bulk: { jobs: BulkJobs; store: JobStore; inputs: InputDatasets; routes: BulkRoutesContext } | undefined
   private readonly tokens: Set<string>
   private readonly timers: NodeJS.Timeout[] = []
   private closing: Promise<void> | undefined
@@ -94,6 +104,36 @@ export class InferenceServer {
       maxPayload: o.maxFrameBytes * 4,
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
     })
+    this.outputs = o.outputs ?? (o.dataDir ? new OutputDatasets(join(o.dataDir, 'outputs')) : undefined)
+    if (o.dataDir) {
+      const store = new JobStore(join(o.dataDir, 'jobs.sqlite'))
+      const inputs = new InputDatasets(o.datasetsDir ?? join(o.dataDir, 'datasets'))
+      const jobs = new BulkJobs({
+        store,
+        inputs,
+        outputs: this.outputs as OutputDatasets,
+        hub: this.hub,
+        registry: this.registry,
+        maxInFlight: o.jobMaxInFlight ?? o.workers * o.maxBatch,
+        shardRows: o.shardRows,
+        maxConcurrentJobs: o.maxConcurrentJobs,
+        logger: o.logger,
+      })
+      const routes: BulkRoutesContext = {
+        jobs,
+        store,
+        inputs,
+        registry: this.registry,
+        tokens: this.tokens,
+        maxBodyBytes: o.maxFrameBytes,
+        maxUploadBytes: o.maxUploadBytes,
+        closing: () => this.closing !== undefined,
+        logger: o.logger,
+      }
+      this.bulk = { jobs, store, inputs, routes }
+      // Jobs a previous server left queued or running go on from their stored results.
+      jobs.resumeUnfinished()
+    }
     this.http = http.createServer((req, res) => this.onRequest(req, res))
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head))
     this.workers.start()
@@ -201,7 +241,8 @@ export class InferenceServer {
       return
     }
     if (this.httpInference.handle(req, res, path)) return
-    const outputs = this.options.outputs
+    if (this.bulk && handleBulkRoutes(req, res, path, this.bulk.routes)) return
+    const outputs = this.outputs
     const authorize = (t: string | undefined): boolean => this.open || (t !== undefined && this.tokens.has(t))
     if (outputs && handleHubRoutes(req, res, path, { outputs, authorize, logger: this.options.logger })) return
     json(404, { error: `Not found: ${req.method} ${path}` })
@@ -264,6 +305,8 @@ export class InferenceServer {
 
   private async doClose(): Promise<void> {
     this.hub.closing = true
+    // Running jobs stop taking rows and stay `running` in the store: the next server resumes them.
+    const jobsClosed = this.bulk?.jobs.close()
     const httpClosed = new Promise<void>((r) => this.http.close(() => r()))
     const status = errorStatus(new ShuttingDownError())
     for (const s of this.hub.allStreams()) s.send(status)
@@ -287,6 +330,8 @@ export class InferenceServer {
     for (const t of this.timers) clearInterval(t)
     this.http.closeAllConnections()
     await httpClosed
+    await jobsClosed
+    this.bulk?.store.close()
     await this.queue.close()
     if (!this.options.registry) await this.registry.close()
   }

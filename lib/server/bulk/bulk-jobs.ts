@@ -1,0 +1,334 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import { InferenceStreamError, InvalidPayloadError, toWireError } from '../../errors.js'
+import { readRecords } from '../../io/read-records.js'
+import { writeParquet } from '../../io/write-parquet.js'
+import type { ModelRegistry } from '../../models/pipeline.js'
+import type { InputDatasets, ResolvedDataset } from '../datasets/input-datasets.js'
+import type { OutputDatasets } from '../datasets/output-datasets.js'
+import { groupKey, type WorkItem } from '../queue/work-queue.js'
+import type { JobRecord, JobStore } from '../store/job-store.js'
+import type { StreamHub } from '../stream-hub.js'
+import { datasetCard } from './dataset-card.js'
+
+/** Settings of {@link BulkJobs}. */
+export interface BulkJobsOptions {
+  store: JobStore
+  inputs: InputDatasets
+  outputs: OutputDatasets
+  hub: StreamHub
+  registry: ModelRegistry
+  /**
+   * Most items of one job queued or running at once. The fairness rule: a job never has more
+   * than this in the shared queue, so a live stream's item waits behind at most this many job
+   * items of its model. Default: workers × maxBatch.
+   */
+  maxInFlight: number
+  /** Rows per output Parquet shard. Default 100000. */
+  shardRows: number
+  /** Jobs run at once; others wait in state `queued`. Default 2. */
+  maxConcurrentJobs: number
+  logger?: Logger
+}
+
+/** What starts a job (the body of `POST /bulk/run/{compute}/{model}`, checked). */
+export interface JobRequest {
+  token: string
+  model: string
+  compute: string
+  dataset: { name: string; config: string; split: string; column: string }
+  parameters?: Record<string, unknown>
+  bulkName: string
+}
+
+// Results wait this long (or for this many) before one SQLite transaction stores them.
+const SAVE_EVERY_MS = 100
+const SAVE_EVERY_ROWS = 512
+
+/**
+ * Runs bulk jobs: a model over a dataset column, through the same queue and workers as streams.
+ * Each result is stored durably (SQLite) as it arrives, so a restarted server resumes a job
+ * without running a stored row again; when every row is in, the outputs are written as Parquet
+ * shards plus a dataset card and committed to the output dataset (a git repository).
+ */
+export class BulkJobs {
+  private readonly running = new Map<string, AbortController>()
+  private readonly done = new Map<string, Promise<void>>()
+  private closing = false
+
+  constructor(private readonly o: BulkJobsOptions) {}
+
+  /** Creates a job (state `queued`) and starts it. */
+  start(req: JobRequest): JobRecord {
+    const job = this.o.store.create({
+      token: req.token,
+      bulkName: req.bulkName,
+      model: req.model,
+      compute: req.compute,
+      dataset: req.dataset,
+      parameters: req.parameters ?? null,
+    })
+    this.startQueued()
+    return job
+  }
+
+  /** Restarts the jobs a previous server left queued or running. */
+  resumeUnfinished(): number {
+    const jobs = this.o.store.unfinished()
+    this.startQueued()
+    return jobs.length
+  }
+
+  // Starts queued jobs, oldest first (running ones from a previous server first of all), while
+  // fewer than maxConcurrentJobs run.
+  private startQueued(): void {
+    if (this.closing) return
+    const waiting = this.o.store.unfinished().sort((a, b) => (a.state === b.state ? a.createdAt - b.createdAt : a.state === 'running' ? -1 : 1))
+    for (const job of waiting) {
+      if (this.running.size >= this.o.maxConcurrentJobs) return
+      this.launch(job)
+    }
+  }
+
+  /** Cancels a queued or running job. False when it is not running here. */
+  cancel(id: string): boolean {
+    const job = this.o.store.get(id)
+    if (!job || (job.state !== 'queued' && job.state !== 'running')) return false
+    this.running.get(id)?.abort()
+    this.o.store.update(id, { state: 'cancelled', endTime: Date.now() / 1000, error: 'Cancelled' })
+    return true
+  }
+
+  /** Resolves when a job's run ends (tests, shutdown). */
+  async settled(id: string): Promise<void> {
+    await this.done.get(id)
+  }
+
+  private launch(job: JobRecord): void {
+    if (this.closing || this.running.has(job.id)) return
+    const ac = new AbortController()
+    this.running.set(job.id, ac)
+    const run = this.run(job, ac.signal)
+      .catch((err: unknown) => {
+        if (ac.signal.aborted) return // cancelled, or the server is closing: state already set / kept
+        const message = err instanceof Error ? err.message : String(err)
+        this.o.logger?.error({ err, job: job.id }, 'bulk job failed')
+        this.o.store.update(job.id, { state: 'failed', endTime: Date.now() / 1000, error: message })
+      })
+      .finally(() => {
+        this.running.delete(job.id)
+        this.startQueued()
+      })
+    this.done.set(job.id, run)
+  }
+
+  private async run(job: JobRecord, signal: AbortSignal): Promise<void> {
+    const { store, inputs } = this.o
+    const resolved = await inputs.resolve(job.dataset.name, job.dataset.config, job.dataset.split)
+    const total = job.total ?? (await inputs.countRows(resolved))
+    store.update(job.id, { state: 'running', total: total ?? null, startTime: job.state === 'queued' ? Date.now() / 1000 : job.startTime })
+    await this.runRows(job, resolved, signal)
+    if (signal.aborted) return
+    const stored = store.get(job.id) as JobRecord
+    if (stored.state !== 'running') return
+    const revision = await this.publish(stored, resolved, signal)
+    if (signal.aborted) return
+    store.update(job.id, { state: 'completed', endTime: Date.now() / 1000, revision, total: stored.processed })
+    store.deleteResults(job.id)
+  }
+
+  // Sends every row not stored yet through the queue, at most maxInFlight at a time, and stores
+  // results in batched transactions.
+  private async runRows(job: JobRecord, resolved: ResolvedDataset, signal: AbortSignal): Promise<void> {
+    const { store, hub } = this.o
+    const column = job.dataset.column
+    const owner = `job\n${job.id}`
+    const group = groupKey(job.model, job.compute, job.parameters ?? undefined)
+    let inFlight = 0
+    let pending: { index: number; outputs: string; error: string | null; billed?: boolean }[] = []
+    let timer: NodeJS.Timeout | undefined
+    let wake: (() => void) | undefined
+    let failure: Error | undefined
+    const cancels = new Set<() => void>()
+
+    const save = (): void => {
+      if (timer) clearTimeout(timer)
+      timer = undefined
+      if (pending.length === 0 || signal.aborted) return
+      const rows = pending
+      pending = []
+      try {
+        store.saveResults(job.id, rows)
+      } catch (err) {
+        failure = err as Error
+      }
+    }
+    const add = (index: number, outputs: unknown, error: string | null, billed = true): void => {
+      pending.push({ index, outputs: JSON.stringify(outputs), error, billed })
+      if (pending.length >= SAVE_EVERY_ROWS) save()
+      else timer ??= setTimeout(save, SAVE_EVERY_MS)
+    }
+    const settle = (): void => {
+      inFlight--
+      const w = wake
+      wake = undefined
+      w?.()
+    }
+    const waitRoom = async (limit: number): Promise<void> => {
+      while (inFlight >= limit && !signal.aborted && !failure) await new Promise<void>((r) => (wake = r))
+    }
+    const onAbort = (): void => {
+      for (const c of cancels) c()
+      wake?.()
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+
+    try {
+      let index = 0
+      // Only a resumed job has stored rows to skip: a fresh one never asks.
+      const resumed = store.storedCount(job.id) > 0
+      for (const file of resolved.files) {
+        const reader = readRecords(file, { format: resolved.format })
+        try {
+          for await (const record of reader) {
+            const i = index++
+            if (signal.aborted || failure) break
+            if (resumed && store.isDone(job.id, i)) continue
+            const value = (record as Record<string, unknown>)[column]
+            if (value === undefined || value === null || value === '') {
+              // Nothing to run: the row is recorded as failed, not billed.
+              const message = `Row ${i} has no value in column "${column}"`
+              add(i, toWireError(new InvalidPayloadError(message)), message, false)
+              continue
+            }
+            await waitRoom(this.o.maxInFlight)
+            if (signal.aborted || failure) break
+            inFlight++
+            const item: WorkItem = {
+              token: job.token,
+              owner,
+              id: String(i),
+              model: job.model,
+              compute: job.compute,
+              inputs: value,
+              parameters: job.parameters ?? undefined,
+              group,
+              enqueuedAt: Date.now(),
+            }
+            let cancel: () => void = () => {}
+            cancel = hub.submitDirect(item, (outputs, info) => {
+              cancels.delete(cancel)
+              settle()
+              // A shutdown answer is not a result: the row stays to do, for the next server.
+              if (isShutdown(outputs)) return
+              add(i, outputs, info.failed ? errorText(outputs) : null)
+            })
+            cancels.add(cancel)
+          }
+        } finally {
+          reader.destroy()
+        }
+        if (signal.aborted || failure) break
+      }
+      await waitRoom(1)
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      save()
+    }
+    if (failure) throw failure
+  }
+
+  // Writes the outputs as Parquet shards (rows read back from the store in order, zipped with the
+  // source column read again from the split: nothing held in memory), the card, and commits.
+  private async publish(job: JobRecord, resolved: ResolvedDataset, signal: AbortSignal): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'inference-stream-bulk-'))
+    try {
+      const shardRows = this.o.shardRows
+      const count = job.processed
+      const shardCount = Math.max(1, Math.ceil(count / shardRows))
+      const names: string[] = []
+      const results = this.o.store.iterateResults(job.id)[Symbol.iterator]()
+      const column = job.dataset.column
+      const source = sourceValues(resolved, column)[Symbol.asyncIterator]()
+      let index = 0
+      for (let s = 0; s < shardCount; s++) {
+        const name = `data/${job.dataset.split}-${String(s).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.parquet`
+        names.push(name)
+        const end = Math.min(count, (s + 1) * shardRows)
+        const rows = async function* (): AsyncGenerator<Record<string, unknown>> {
+          while (index < end) {
+            if (signal.aborted) return
+            const r = results.next()
+            if (r.done) return
+            const { index: row, outputs, error } = r.value
+            // The source split, read again in step: its row `row` is the value the model saw.
+            let value: unknown
+            for (;;) {
+              const v = await source.next()
+              if (v.done) break
+              if (v.value.index === row) {
+                value = v.value.value
+                break
+              }
+            }
+            index++
+            const parsed = JSON.parse(outputs)
+            yield { id: String(row), outputs: parsed, record: { row, [column]: value ?? null }, ...(error ? { error: new InferenceStreamError(error, 'ERR_ITEM_FAILED') } : {}) }
+          }
+        }
+        await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', ''))))
+      }
+      const card = datasetCard({
+        bulkName: job.bulkName,
+        jobId: job.id,
+        model: job.model,
+        compute: job.compute,
+        parameters: job.parameters ?? undefined,
+        source: job.dataset,
+        rows: count,
+        failed: job.failed,
+        shards: names,
+        startTime: job.startTime,
+        endTime: Date.now() / 1000,
+      })
+      const files = [
+        ...names.map((n) => ({ path: n, source: join(dir, n.replace('data/', '')) })),
+        { path: 'README.md', source: Buffer.from(card) },
+      ]
+      return await this.o.outputs.commit(job.bulkName, files, `Bulk job ${job.id}: ${job.model} over ${job.dataset.name}/${job.dataset.config}/${job.dataset.split}:${column}`, {
+        replace: ['data/'],
+      })
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+
+  /** Stops every running job (they stay `running` in the store and resume on the next start). */
+  async close(): Promise<void> {
+    this.closing = true
+    for (const ac of this.running.values()) ac.abort()
+    await Promise.allSettled([...this.done.values()])
+  }
+}
+
+function isShutdown(outputs: unknown): boolean {
+  return typeof outputs === 'object' && outputs !== null && (outputs as { code?: unknown }).code === 'ERR_SHUTTING_DOWN'
+}
+
+function errorText(outputs: unknown): string {
+  const e = (outputs as { error?: unknown })?.error
+  return typeof e === 'string' ? e : 'failed'
+}
+
+async function* sourceValues(resolved: ResolvedDataset, column: string): AsyncGenerator<{ index: number; value: unknown }> {
+  let index = 0
+  for (const file of resolved.files) {
+    for await (const record of readRecords(file, { format: resolved.format })) {
+      yield { index: index++, value: (record as Record<string, unknown>)[column] }
+    }
+  }
+}

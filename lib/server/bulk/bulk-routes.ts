@@ -1,0 +1,208 @@
+import type http from 'node:http'
+import type { Logger } from 'pino'
+import {
+  InferenceStreamError,
+  InvalidJsonError,
+  InvalidPayloadError,
+  UnknownModelError,
+  toWireError,
+} from '../../errors.js'
+import type { ModelRegistry } from '../../models/pipeline.js'
+import type { InputDatasets } from '../datasets/input-datasets.js'
+import { assertDatasetName } from '../datasets/output-datasets.js'
+import { bearerOf, readBody, sendJson } from '../http-util.js'
+import type { JobRecord, JobStore } from '../store/job-store.js'
+import type { BulkJobs } from './bulk-jobs.js'
+
+/** What the bulk routes need from the server. */
+export interface BulkRoutesContext {
+  jobs: BulkJobs
+  store: JobStore
+  inputs: InputDatasets
+  registry: ModelRegistry
+  tokens: ReadonlySet<string>
+  /** Largest body of `POST /bulk/run`, in bytes. */
+  maxBodyBytes: number
+  /** Largest uploaded dataset file, in bytes. */
+  maxUploadBytes: number
+  closing: () => boolean
+  logger?: Logger
+}
+
+const RUN = /^\/bulk\/run\/(cpu|gpu)\/(.+)$/
+const STATUS = /^\/bulk\/status\/([A-Za-z0-9_-]+)$/
+const CANCEL = /^\/bulk\/cancel\/([A-Za-z0-9_-]+)$/
+const UPLOAD = /^\/bulk\/datasets\/(.+)\/([^/]+)\/([^/]+)\.(csv|tsv|jsonl|ndjson|json|parquet)$/
+
+// HTTP status of an error code on these routes.
+function statusOf(code: string): number {
+  switch (code) {
+    case 'ERR_AUTHENTICATION':
+      return 401
+    case 'ERR_UNKNOWN_MODEL':
+    case 'ERR_DATASET_NOT_FOUND':
+    case 'ERR_JOB_NOT_FOUND':
+      return 404
+    case 'ERR_LIMIT_EXCEEDED':
+      return 413
+    case 'ERR_SHUTTING_DOWN':
+      return 503
+    default:
+      return code.startsWith('ERR_INVALID') || code === 'ERR_MISSING_INPUT' ? 400 : 500
+  }
+}
+
+function fail(res: http.ServerResponse, err: unknown): void {
+  const body = toWireError(err)
+  sendJson(res, err instanceof InferenceStreamError ? statusOf(err.code) : 500, body)
+}
+
+/** A slug of a name part for a default output dataset name. */
+function slug(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|[-.]+$/g, '') || 'x'
+}
+
+/**
+ * The default output dataset of a job: one name per (model, dataset, config, split, column), so
+ * running the same job again commits a new version of the same dataset.
+ */
+export function defaultBulkName(model: string, d: { name: string; config: string; split: string; column: string }): string {
+  return `bulk-${slug(d.name)}-${slug(d.config)}-${slug(d.split)}-${slug(d.column)}-${slug(model)}`.slice(0, 96).replace(/[-.]+$/, '')
+}
+
+/** The status body of a job: the original's `active` and `start_time`, plus our fields. */
+export function jobStatus(job: JobRecord): { status: Record<string, unknown> } {
+  return {
+    status: {
+      active: job.state === 'queued' || job.state === 'running' ? 1 : 0,
+      start_time: job.startTime,
+      state: job.state,
+      jobid: job.id,
+      bulk_name: job.bulkName,
+      model: job.model,
+      dataset: job.dataset,
+      total: job.total,
+      processed: job.processed,
+      failed: job.failed,
+      end_time: job.endTime,
+      error: job.error,
+      revision: job.revision,
+    },
+  }
+}
+
+/**
+ * Bulk job routes: `POST /bulk/run/{compute}/{model}`, `GET /bulk/status/{jobid}`,
+ * `POST /bulk/cancel/{jobid}`, `GET /bulk/jobs`, `GET /bulk/datasets` and dataset upload
+ * `PUT /bulk/datasets/{name}/{config}/{split}.{ext}`. Returns false for other paths.
+ */
+export function handleBulkRoutes(req: http.IncomingMessage, res: http.ServerResponse, path: string, c: BulkRoutesContext): boolean {
+  if (!path.startsWith('/bulk/') || path.startsWith('/bulk/stream/')) return false
+  serve(req, res, path, c).catch((err: unknown) => {
+    c.logger?.error({ err }, 'bulk request failed')
+    if (!res.headersSent) fail(res, err)
+    else res.destroy()
+  })
+  return true
+}
+
+async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: string, c: BulkRoutesContext): Promise<void> {
+  const token = bearerOf(req, c.tokens)
+  if (token instanceof InferenceStreamError) {
+    res.setHeader('www-authenticate', 'Bearer')
+    return fail(res, token)
+  }
+  const method = req.method ?? 'GET'
+  let m: RegExpExecArray | null
+  if ((m = RUN.exec(path))) {
+    if (method !== 'POST') return methodNotAllowed(res, 'POST')
+    return run(req, res, c, token, m[1], decodeURIComponent(m[2]))
+  }
+  if ((m = STATUS.exec(path))) {
+    const job = c.store.get(m[1])
+    // Another token's job is as unknown as a missing one.
+    if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
+    if (method === 'DELETE') {
+      c.jobs.cancel(job.id)
+      return sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
+    }
+    if (method !== 'GET') return methodNotAllowed(res, 'GET, DELETE')
+    return sendJson(res, 200, jobStatus(job))
+  }
+  if ((m = CANCEL.exec(path))) {
+    if (method !== 'POST') return methodNotAllowed(res, 'POST')
+    const job = c.store.get(m[1])
+    if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
+    if (!c.jobs.cancel(job.id)) return sendJson(res, 409, { error: `Job ${job.id} is already ${job.state}`, code: 'ERR_JOB_STATE' })
+    return sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
+  }
+  if (path === '/bulk/jobs') {
+    if (method !== 'GET') return methodNotAllowed(res, 'GET')
+    return sendJson(res, 200, { jobs: c.store.list({}).filter((j) => j.token === token).map((j) => jobStatus(j).status) })
+  }
+  if (path === '/bulk/datasets') {
+    if (method !== 'GET') return methodNotAllowed(res, 'GET')
+    return sendJson(res, 200, { datasets: await c.inputs.list() })
+  }
+  if ((m = UPLOAD.exec(path))) {
+    if (method !== 'PUT' && method !== 'POST') return methodNotAllowed(res, 'PUT, POST')
+    const saved = await c.inputs.upload(decodeURIComponent(m[1]), decodeURIComponent(m[2]), decodeURIComponent(m[3]), m[4], req, { maxBytes: c.maxUploadBytes })
+    return sendJson(res, 201, { dataset: decodeURIComponent(m[1]), config: m[2], split: m[3], path: saved.path })
+  }
+  sendJson(res, 404, { error: `Not found: ${method} ${path}` })
+}
+
+function methodNotAllowed(res: http.ServerResponse, allow: string): void {
+  res.setHeader('allow', allow)
+  sendJson(res, 405, { error: `Method not allowed; use ${allow}` })
+}
+
+async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkRoutesContext, token: string, compute: string, model: string): Promise<void> {
+  if (c.closing()) return sendJson(res, 503, { error: 'Server is shutting down', code: 'ERR_SHUTTING_DOWN' })
+  const body = await readBody(req, c.maxBodyBytes)
+  if (body === 'aborted') return
+  if (body === 'too-large') return sendJson(res, 413, { error: `Body over ${c.maxBodyBytes} bytes`, code: 'ERR_LIMIT_EXCEEDED' })
+  let v: unknown
+  try {
+    v = JSON.parse(body.toString('utf8'))
+  } catch (err) {
+    return fail(res, new InvalidJsonError(`Body is not valid JSON: ${(err as Error).message}`))
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(res, new InvalidPayloadError('Body must be a JSON object'))
+  const b = v as Record<string, unknown>
+  for (const field of ['dataset_name', 'dataset_config', 'dataset_split', 'dataset_column']) {
+    if (typeof b[field] !== 'string' || (b[field] as string).length === 0) {
+      return fail(res, new InvalidPayloadError(`"${field}" is required: a non-empty string`))
+    }
+  }
+  if (b.parameters !== undefined && (typeof b.parameters !== 'object' || b.parameters === null || Array.isArray(b.parameters))) {
+    return fail(res, new InvalidPayloadError('"parameters" must be a JSON object'))
+  }
+  if (c.registry.get(model) === undefined) return fail(res, new UnknownModelError(`Model ${model} does not exist`))
+  const dataset = { name: b.dataset_name as string, config: b.dataset_config as string, split: b.dataset_split as string, column: b.dataset_column as string }
+  let resolved
+  try {
+    resolved = await c.inputs.resolve(dataset.name, dataset.config, dataset.split)
+  } catch (err) {
+    return fail(res, err)
+  }
+  const columns = await c.inputs.columns(resolved)
+  if (!columns.includes(dataset.column)) {
+    return sendJson(res, 400, {
+      error: `Dataset ${dataset.name} (${dataset.config}/${dataset.split}) has no column "${dataset.column}" (columns: ${columns.join(', ')})`,
+      code: 'ERR_INVALID_PAYLOAD',
+    })
+  }
+  let bulkName = defaultBulkName(model, dataset)
+  if (b.bulk_name !== undefined) {
+    if (typeof b.bulk_name !== 'string') return fail(res, new InvalidPayloadError('"bulk_name" must be a string'))
+    try {
+      assertDatasetName(b.bulk_name)
+    } catch (err) {
+      return fail(res, err)
+    }
+    bulkName = b.bulk_name
+  }
+  const job = c.jobs.start({ token, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, bulkName })
+  sendJson(res, 200, { jobid: job.id, bulk_name: job.bulkName })
+}
