@@ -1,0 +1,181 @@
+import { execFile, spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { parquetReadObjects } from 'hyparquet'
+import t from 'tap'
+import { infer } from '../lib/client/infer.js'
+import { JobStore } from '../lib/server/store/job-store.js'
+import { connect } from './helpers/ws-client.js'
+import { startServer } from './helpers/server.js'
+
+const exec = promisify(execFile)
+const auth = { authorization: 'Bearer t' }
+
+function dataDir(rows: number, name = 'reviews'): string {
+  const dir = mkdtempSync(join(tmpdir(), 'is-bulk-'))
+  const split = join(dir, 'datasets', name, 'default')
+  mkdirSync(split, { recursive: true })
+  const lines = ['id,text']
+  const moods = ['I love it, works great', 'Terrible, it broke', 'It arrived on Tuesday', 'Best purchase ever', 'Awful customer service']
+  for (let i = 0; i < rows; i++) lines.push(`r${i},"${moods[i % moods.length]} (${i})"`)
+  writeFileSync(join(split, 'train.csv'), `${lines.join('\n')}\n`)
+  return dir
+}
+
+async function post(base: string, path: string, body: unknown, headers: Record<string, string> = auth): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+}
+
+async function status(base: string, id: string): Promise<Record<string, unknown>> {
+  const res = await fetch(`${base}/bulk/status/${id}`, { headers: auth })
+  return ((await res.json()) as { status: Record<string, unknown> }).status
+}
+
+async function waitState(base: string, id: string, states: string[], timeoutMs = 60_000): Promise<Record<string, unknown>[]> {
+  const seen: Record<string, unknown>[] = []
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const s = await status(base, id)
+    seen.push(s)
+    if (states.includes(s.state as string)) return seen
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${s.state}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+async function parquetRows(base: string, name: string, revision: string, path: string): Promise<Record<string, unknown>[]> {
+  const res = await fetch(`${base}/datasets/${name}/resolve/${revision}/${path}`, { headers: auth })
+  const buf = await res.arrayBuffer()
+  return parquetReadObjects({ file: buf })
+}
+
+const job = { dataset_name: 'reviews', dataset_config: 'default', dataset_split: 'train', dataset_column: 'text' }
+
+t.test('a job over a few thousand rows: queued → running → completed, outputs equal the stream option, two runs = two commits', async (t) => {
+  const N = 2500
+  const server = await startServer(t, { tokens: ['t'], dataDir: dataDir(N), shardRows: 1000, maxConcurrentJobs: 1 })
+  const base = server.url
+  const first = await post(base, '/bulk/run/cpu/builtin/sentiment', job)
+  t.equal(first.status, 200)
+  t.match(first.body, { jobid: /^[0-9a-f]{16}$/, bulk_name: 'bulk-reviews-default-train-text-builtin-sentiment' })
+  // A second job waits queued while the first runs (one job at a time here).
+  const second = await post(base, '/bulk/run/cpu/builtin/sentiment', job)
+  const s2 = await status(base, second.body.jobid as string)
+  t.match(s2, { state: 'queued', active: 1 })
+  const seen = await waitState(base, first.body.jobid as string, ['completed', 'failed'])
+  const states = [...new Set(seen.map((s) => s.state))]
+  t.same(states.filter((s) => s !== 'queued'), ['running', 'completed'].filter((s) => states.includes(s)))
+  const done = seen[seen.length - 1]
+  t.match(done, { state: 'completed', active: 0, total: N, processed: N, failed: 0, revision: /^[0-9a-f]{40}$/, start_time: Number, end_time: Number })
+  for (const s of seen) t.ok((s.processed as number) <= N && (s.failed as number) <= (s.processed as number), 'consistent counts')
+
+  const info = (await (await fetch(`${base}/api/datasets/${first.body.bulk_name}`, { headers: auth })).json()) as { sha: string; siblings: { rfilename: string }[] }
+  const shards = info.siblings.map((s) => s.rfilename).filter((f) => f.startsWith('data/'))
+  t.same(shards, ['data/train-00000-of-00003.parquet', 'data/train-00001-of-00003.parquet', 'data/train-00002-of-00003.parquet'])
+  const rows = []
+  for (const f of shards) rows.push(...(await parquetRows(base, first.body.bulk_name as string, done.revision as string, f)))
+  t.equal(rows.length, N)
+  t.same(rows.map((r) => r.row), [...Array(N).keys()], 'every row once, in order')
+  // The same inputs through the streaming option give the same outputs.
+  const texts = rows.map((r) => r.text as string)
+  const streamed = []
+  for await (const r of infer(texts, { url: base, model: 'builtin/sentiment', token: 't' })) streamed.push(JSON.stringify(r.outputs))
+  t.same(rows.map((r) => r.outputs), streamed, 'bulk outputs equal streaming outputs')
+
+  await waitState(base, second.body.jobid as string, ['completed'])
+  const commits = (await (await fetch(`${base}/api/datasets/${first.body.bulk_name}/commits/main`, { headers: auth })).json()) as { id: string }[]
+  t.equal(commits.length, 2, 'two runs, two commits')
+  t.equal(commits[1].id, done.revision, 'the first revision is still there')
+  const old = await parquetRows(base, first.body.bulk_name as string, done.revision as string, 'data/train-00001-of-00003.parquet')
+  t.equal(old.length, 1000, 'the old revision stays readable')
+  // And with the git command line.
+  const clone = join(mkdtempSync(join(tmpdir(), 'is-clone-')), 'c')
+  await exec('git', ['clone', '-q', `${base.replace('http://', 'http://user:t@')}/datasets/${first.body.bulk_name}`, clone])
+  const log = (await exec('git', ['-C', clone, 'log', '--oneline'])).stdout.trim().split('\n')
+  t.equal(log.length, 2)
+})
+
+t.test('bad requests get a clear 4xx', async (t) => {
+  const server = await startServer(t, { tokens: ['t'], dataDir: dataDir(10) })
+  const base = server.url
+  const cases: [string, unknown, number, RegExp, Record<string, string>?][] = [
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, dataset_name: 'nope' }, 404, /nope/],
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, dataset_config: 'other' }, 404, /config "?other"?/],
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, dataset_split: 'test' }, 404, /split "?test"?/],
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, dataset_column: 'body' }, 400, /no column "body" \(columns: id, text\)/],
+    ['/bulk/run/cpu/no/such-model', job, 404, /Model no\/such-model does not exist/],
+    ['/bulk/run/cpu/builtin/sentiment', '{bad json', 400, /not valid JSON/],
+    ['/bulk/run/cpu/builtin/sentiment', { dataset_name: 'reviews' }, 400, /"dataset_config" is required/],
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, parameters: [1] }, 400, /"parameters" must be a JSON object/],
+    ['/bulk/run/cpu/builtin/sentiment', { ...job, bulk_name: '../escape' }, 400, /./],
+    ['/bulk/run/cpu/builtin/sentiment', job, 401, /Invalid token/, { authorization: 'Bearer wrong' }],
+  ]
+  for (const [path, body, code, message, headers] of cases) {
+    const r = await post(base, path, body, headers)
+    t.equal(r.status, code, `${JSON.stringify(body).slice(0, 60)} -> ${code}`)
+    t.match(r.body.error, message)
+  }
+  const missing = await fetch(`${base}/bulk/status/0123456789abcdef`, { headers: auth })
+  t.equal(missing.status, 404)
+})
+
+t.test('fairness: a running job does not starve a live stream of the same model', async (t) => {
+  const server = await startServer(t, { tokens: ['t'], dataDir: dataDir(3000), workers: 2, maxBatch: 8, jobMaxInFlight: 16 })
+  const base = server.url
+  const r = await post(base, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 10 } })
+  await waitState(base, r.body.jobid as string, ['running'])
+  while (((await status(base, r.body.jobid as string)).processed as number) < 50) await new Promise((res) => setTimeout(res, 10))
+  const c = await connect(server.streamUrl('builtin/echo'), { token: 't' })
+  const sent = Date.now()
+  c.send({ id: 'live', inputs: 'hello', parameters: { delay_ms: 10 } })
+  await c.waitFor(() => c.results().has('live'), 'the live item')
+  const waited = Date.now() - sent
+  const s = await status(base, r.body.jobid as string)
+  t.ok((s.processed as number) < 3000, `the stream item was answered while the job ran (${s.processed}/3000 done, waited ${waited} ms)`)
+  await c.close()
+  await fetch(`${base}/bulk/cancel/${r.body.jobid}`, { method: 'POST', headers: auth })
+  t.match(await status(base, r.body.jobid as string), { state: 'cancelled', active: 0 })
+})
+
+t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row once, billed once', async (t) => {
+  const N = 3000
+  const dir = dataDir(N)
+  const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
+  const start = async (): Promise<{ child: ReturnType<typeof spawn>; url: string }> => {
+    const child = spawn(process.execPath, [...process.execArgv, cli, 'serve', '--port', '0', '--token', 't', '--data-dir', dir, '--log-level', 'warn', '--shard-rows', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout!.on('data', (d) => (out += d))
+    const deadline = Date.now() + 30_000
+    while (!/listening on (\S+)/.test(out)) {
+      if (Date.now() > deadline) throw new Error('server did not start')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    return { child, url: /listening on (\S+)/.exec(out)![1] }
+  }
+  const a = await start()
+  t.teardown(() => a.child.kill('SIGKILL'))
+  const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 5 } })
+  const id = r.body.jobid as string
+  while (((await status(a.url, id)).processed as number) < 600) await new Promise((res) => setTimeout(res, 10))
+  a.child.kill('SIGKILL')
+  await new Promise((res) => a.child.once('exit', res))
+  const b = await start()
+  t.teardown(() => b.child.kill('SIGTERM'))
+  const seen = await waitState(b.url, id, ['completed', 'failed'], 120_000)
+  const done = seen[seen.length - 1]
+  t.match(done, { state: 'completed', processed: N, failed: 0 })
+  const info = (await (await fetch(`${b.url}/api/datasets/${r.body.bulk_name}`, { headers: auth })).json()) as { siblings: { rfilename: string }[] }
+  const rows = []
+  for (const f of info.siblings.map((s) => s.rfilename).filter((f) => f.startsWith('data/'))) rows.push(...(await parquetRows(b.url, r.body.bulk_name as string, 'main', f)))
+  t.same(rows.map((x) => x.row), [...Array(N).keys()], 'each row exactly once, in order')
+  t.ok(rows.every((x, i) => x.outputs === JSON.stringify(`${['I love it, works great', 'Terrible, it broke', 'It arrived on Tuesday', 'Best purchase ever', 'Awful customer service'][i % 5]} (${i})`)))
+  b.child.kill('SIGTERM')
+  await new Promise((res) => b.child.once('exit', res))
+  const store = new JobStore(join(dir, 'jobs.sqlite'))
+  t.equal(store.billed('t'), N, 'the durable bill equals the number of rows')
+  store.close()
+})
