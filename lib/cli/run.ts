@@ -6,7 +6,7 @@ import { Command, Option } from 'commander'
 import { InferenceStream } from '../client/inference-stream.js'
 import { AbortError, CheckpointError, InvalidOptionError } from '../errors.js'
 import { countRows } from '../io/count-rows.js'
-import { formatOf } from '../io/formats.js'
+import { formatOf, type RecordFormat } from '../io/formats.js'
 import { inputFromColumn } from '../io/mapping.js'
 import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
@@ -49,6 +49,8 @@ export function runCommand(): Command {
     .option('-o, --output <path>', 'output file (.parquet, .csv, .tsv, .jsonl); default <input>.results.parquet')
     .option('-m, --model <id>', 'model id', 'builtin/sentiment')
     .option('-c, --column <name>', 'input column holding the model inputs', 'text')
+    .addOption(new Option('--input-format <format>', 'input format (default: from the extension)').choices(['csv', 'tsv', 'jsonl', 'json', 'parquet']))
+    .addOption(new Option('--output-format <format>', 'output format (default: from the extension)').choices(['csv', 'tsv', 'jsonl', 'parquet']))
     .option('--id-column <name>', 'column with a unique id per row (default: run id + row number)')
     .option('--parameters <json>', 'parameters for every row, e.g. \'{"top_k": 1}\'', jsonObjectFlag('parameters'))
     .option('--parameters-column <name>', 'column with per-row parameters (JSON object)')
@@ -88,6 +90,8 @@ interface RunFlags {
   output?: string
   model: string
   column: string
+  inputFormat?: RecordFormat
+  outputFormat?: RecordFormat
   idColumn?: string
   parameters?: Record<string, unknown>
   parametersColumn?: string
@@ -106,9 +110,9 @@ interface RunFlags {
 
 async function runAction(input: string, o: RunFlags): Promise<number> {
   if (!existsSync(input)) throw new InvalidOptionError(`Input file ${input} does not exist`)
-  formatOf(input) // unknown extension: one clear line now
+  formatOf(input, o.inputFormat) // unknown extension: one clear line now
   const output = o.output ?? defaultOutput(input)
-  formatOf(output)
+  formatOf(output, o.outputFormat)
   if (resolve(output) === resolve(input)) throw new InvalidOptionError('The output would overwrite the input; choose another --output')
   let checkpoint: string | undefined
   if (o.checkpoint !== undefined || o.resume) checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : `${output}.ckpt`
@@ -126,8 +130,8 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
   const ac = new AbortController()
   const onSigint = (): void => ac.abort(new Error('interrupted'))
   process.once('SIGINT', onSigint)
-  const total = await countRows(input).catch(() => undefined)
-  const reader = readRecords(input)
+  const total = await countRows(input, { format: o.inputFormat }).catch(() => undefined)
+  const reader = readRecords(input, { format: o.inputFormat })
   const stream = new InferenceStream<Record<string, unknown>>({
     url,
     model: o.model,
@@ -142,7 +146,7 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
     checkpoint: checkpoint ? { path: checkpoint, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
   })
   let written = 0
-  const writer = writeRecords(output)
+  const writer = writeRecords(output, { format: o.outputFormat })
   const counter = new Transform({
     objectMode: true,
     transform(r, _e, cb) {
