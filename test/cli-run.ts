@@ -1,29 +1,14 @@
-import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parquetReadObjects } from 'hyparquet'
 import t, { type Test } from 'tap'
+import { cliProcess } from './helpers/cli.js'
 import { startServer } from './helpers/server.js'
 
-const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
 const examples = fileURLToPath(new URL('../examples/reviews.csv', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'is-run-'))
-
-// The CLI from source, with this process's loader flags (tap's TypeScript import hook).
-function cliProcess(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [...process.execArgv, cli, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  return { child, exited, out: () => stdout, err: () => stderr }
-}
 
 async function readParquet(path: string): Promise<Record<string, unknown>[]> {
   const buf = readFileSync(path)

@@ -1,27 +1,11 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { collectTokens } from '../lib/cli/serve.js'
+import { cliProcess } from './helpers/cli.js'
 import { connect } from './helpers/ws-client.js'
 
-const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
-
-// Runs the CLI from source with this process's loader flags (tap's TypeScript import hook).
-function run(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [...process.execArgv, cli, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  return { child, exited, out: () => stdout, err: () => stderr }
-}
 
 t.test('collectTokens merges flags, env and file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'is-tokens-'))
@@ -35,7 +19,7 @@ t.test('serve: listens, checks tokens from a file and env, shuts down on SIGTERM
   const dir = mkdtempSync(join(tmpdir(), 'is-serve-'))
   const file = join(dir, 'tokens')
   writeFileSync(file, 'from-file\n')
-  const p = run(['serve', '--port', '0', '--token-file', file, '--log-level', 'warn'], { INFERENCE_STREAM_TOKENS: 'from-env' })
+  const p = cliProcess(['serve', '--port', '0', '--token-file', file, '--log-level', 'warn'], { INFERENCE_STREAM_TOKENS: 'from-env' })
   t.teardown(() => p.child.kill('SIGKILL'))
   const deadline = Date.now() + 30_000
   while (!/listening on (\S+)/.test(p.out()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
@@ -52,15 +36,15 @@ t.test('serve: listens, checks tokens from a file and env, shuts down on SIGTERM
     await c.close()
   }
   p.child.kill('SIGTERM')
-  t.equal(await p.exited, 0, 'graceful exit')
+  t.equal((await p.exited).code, 0, 'graceful exit')
 })
 
 t.test('bad flags give one clear line and exit 2', async (t) => {
-  const p = run(['serve', '--port', 'abc'])
-  t.equal(await p.exited, 2)
+  const p = cliProcess(['serve', '--port', 'abc'])
+  t.equal((await p.exited).code, 2)
   t.match(p.err(), /--port must be a non-negative integer, got "abc"/)
   t.notMatch(p.err(), /\n\s+at /, 'no stack trace')
-  const q = run(['serve', '--bogus'])
-  t.not(await q.exited, 0)
+  const q = cliProcess(['serve', '--bogus'])
+  t.not((await q.exited).code, 0)
   t.match(q.err(), /unknown option '--bogus'/)
 })
