@@ -3,6 +3,7 @@
 // process, built-in model, no download). One pipeline() line does the work.
 //
 //   node examples/csv-to-parquet.js [input.csv] [output.parquet] [model]
+import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +13,7 @@ const here = dirname(fileURLToPath(import.meta.url))
 const input = process.argv[2] ?? join(here, 'reviews.csv')
 const output = process.argv[3] ?? join(here, 'output', 'reviews.parquet')
 const model = process.argv[4] ?? 'builtin/sentiment'
+mkdirSync(dirname(output), { recursive: true })
 
 const server = createServer({ tokens: ['example-token'] })
 const url = await server.listen(0)

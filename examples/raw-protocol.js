@@ -2,8 +2,8 @@
 // Streams examples/reviews.csv through builtin/sentiment on the embedded server (in this process,
 // no network, no download) over the websocket protocol, and writes one JSON line per review.
 //
-//   npm run example                       # after npm install
-//   node examples/stream-reviews.js [input.csv] [output.jsonl] [model]
+//   node examples/raw-protocol.js          # after npm install
+//   node examples/raw-protocol.js [input.csv] [output.jsonl] [model]
 //
 // It speaks the protocol directly with `ws` (v1: batched frames and acks); the InferenceStream
 // client wraps exactly this.

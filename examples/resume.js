@@ -4,7 +4,7 @@
 // journal without the network and sends only the rest. The output has every row once, in order.
 //
 //   node examples/resume.js
-import { rmSync } from 'node:fs'
+import { mkdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -15,6 +15,7 @@ const here = dirname(fileURLToPath(import.meta.url))
 const input = join(here, 'reviews.csv')
 const output = join(here, 'output', 'reviews-resumed.jsonl')
 const checkpoint = join(here, 'output', 'reviews-resumed.ckpt')
+mkdirSync(dirname(output), { recursive: true })
 rmSync(checkpoint, { force: true })
 
 const server = createServer()

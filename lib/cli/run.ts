@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -146,6 +146,8 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
     checkpoint: checkpoint ? { path: checkpoint, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
   })
   let written = 0
+  // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
+  mkdirSync(dirname(resolve(output)), { recursive: true })
   const writer = writeRecords(output, { format: o.outputFormat })
   const counter = new Transform({
     objectMode: true,
