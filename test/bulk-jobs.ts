@@ -179,3 +179,23 @@ t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row 
   t.equal(store.billed('t'), N, 'the durable bill equals the number of rows')
   store.close()
 })
+
+t.test('upload a local file as a dataset split, then run a job on it', async (t) => {
+  const server = await startServer(t, { tokens: ['t'], dataDir: dataDir(1), maxUploadBytes: 10_000 })
+  const base = server.url
+  const csv = 'text\nI love this\nI hate this\n'
+  const up = await fetch(`${base}/bulk/datasets/me/uploaded/default/train.csv`, { method: 'PUT', headers: auth, body: csv })
+  t.equal(up.status, 201)
+  const list = (await (await fetch(`${base}/bulk/datasets`, { headers: auth })).json()) as { datasets: { name: string }[] }
+  t.ok(list.datasets.some((d) => d.name === 'me/uploaded'))
+  const r = await post(base, '/bulk/run/cpu/builtin/sentiment', { ...job, dataset_name: 'me/uploaded' })
+  t.equal(r.status, 200)
+  const seen = await waitState(base, r.body.jobid as string, ['completed', 'failed'])
+  t.match(seen[seen.length - 1], { state: 'completed', processed: 2 })
+  const big = await fetch(`${base}/bulk/datasets/me/big/default/train.csv`, { method: 'PUT', headers: auth, body: 'text\n' + 'x'.repeat(20_000) })
+  t.equal(big.status, 413)
+  const traversal = await fetch(`${base}/bulk/datasets/..%2F..%2Fetc/default/train.csv`, { method: 'PUT', headers: auth, body: csv })
+  t.equal(traversal.status, 400)
+  const noAuth = await fetch(`${base}/bulk/datasets/me/x/default/train.csv`, { method: 'PUT', body: csv })
+  t.equal(noAuth.status, 401)
+})
