@@ -285,6 +285,65 @@ export class JobStoreError extends InferenceStreamError {
   }
 }
 
+/**
+ * An HTTP request of a client (`BulkClient`, `DatasetBulk`) failed: the server answered with an
+ * error status, or could not be reached (`status` undefined). The message carries the server's
+ * `error` text; `remoteCode` is its `code` (e.g. `ERR_INVALID_PAYLOAD`, `ERR_JOB_NOT_FOUND`).
+ */
+export class HttpError extends InferenceStreamError {
+  /** HTTP status of the answer; undefined when no answer came (connection refused, reset, DNS). */
+  readonly status: number | undefined
+  /** The server's error code, when its body had one. */
+  readonly remoteCode: string | undefined
+  /** Request method and URL, e.g. `POST http://127.0.0.1:8080/bulk/run/cpu/builtin/sentiment`. */
+  readonly request: string | undefined
+  constructor(message: string, details: { status?: number; remoteCode?: string; request?: string; cause?: unknown } = {}) {
+    super(message, 'ERR_HTTP', details.cause === undefined ? undefined : { cause: details.cause })
+    this.name = 'HttpError'
+    this.status = details.status
+    this.remoteCode = details.remoteCode
+    this.request = details.request
+  }
+}
+
+/** What a bulk job error knows of its job. */
+export interface BulkJobErrorDetails {
+  /** The job id. */
+  jobId?: string
+  /** The job's own `error` text, as its status reports it. */
+  jobError?: string | null
+  /** The job's last status (`GET /bulk/status/{jobid}`'s `status` object). */
+  jobStatus?: Record<string, unknown>
+}
+
+/** A bulk job ended in state `failed`; `jobError` is the job's error as the server recorded it. */
+export class BulkJobFailedError extends InferenceStreamError {
+  readonly jobId: string | undefined
+  readonly jobError: string | null | undefined
+  readonly jobStatus: Record<string, unknown> | undefined
+  constructor(message: string, details: BulkJobErrorDetails = {}) {
+    super(message, 'ERR_JOB_FAILED')
+    this.name = 'BulkJobFailedError'
+    this.jobId = details.jobId
+    this.jobError = details.jobError
+    this.jobStatus = details.jobStatus
+  }
+}
+
+/** A bulk job ended in state `cancelled` (`POST /bulk/cancel/{jobid}`), so it has no outputs to read. */
+export class BulkJobCancelledError extends InferenceStreamError {
+  readonly jobId: string | undefined
+  readonly jobError: string | null | undefined
+  readonly jobStatus: Record<string, unknown> | undefined
+  constructor(message: string, details: BulkJobErrorDetails = {}) {
+    super(message, 'ERR_JOB_CANCELLED')
+    this.name = 'BulkJobCancelledError'
+    this.jobId = details.jobId
+    this.jobError = details.jobError
+    this.jobStatus = details.jobStatus
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

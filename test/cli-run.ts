@@ -39,12 +39,14 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     [['run', examples, '--resume', '-o', join(dir, 'never.parquet')], /Nothing to resume: checkpoint .* does not exist/],
     [['run', examples, '--endpoint', 'http://127.0.0.1:1'], /--token \(or INFERENCE_STREAM_TOKEN\) is required with --endpoint/],
   ]
-  for (const [args, message] of cases) {
-    const p = cliProcess(args, { INFERENCE_STREAM_TOKEN: '' })
-    const { code } = await p.exited
+  // Started together: each is a whole CLI start-up, and they do not depend on each other.
+  const runs = cases.map(([args]) => cliProcess(args, { INFERENCE_STREAM_TOKEN: '' }))
+  for (let i = 0; i < cases.length; i++) {
+    const [args, message] = cases[i]
+    const { code } = await runs[i].exited
     t.equal(code, 2, args.join(' '))
-    t.match(p.err(), message)
-    t.notMatch(p.err(), /\n\s+at /, 'no stack trace')
+    t.match(runs[i].err(), message)
+    t.notMatch(runs[i].err(), /\n\s+at /, 'no stack trace')
   }
 })
 

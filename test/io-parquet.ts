@@ -1,14 +1,16 @@
-import { existsSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
+import * as zlib from 'node:zlib'
 import t from 'tap'
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet'
 import parquet from 'parquetjs-lite'
 import { InferenceItemError, InputFileError, MissingInputError, OutputFileError, SchemaMismatchError } from '../lib/errors.js'
 import { countRows } from '../lib/io/count-rows.js'
-import { readParquet } from '../lib/io/read-parquet.js'
+import { parquetColumns, readParquet, type ParquetRowGroupEvent } from '../lib/io/read-parquet.js'
 import { writeParquet } from '../lib/io/write-parquet.js'
 import { collect, drain, settle } from './fixtures/io/helpers.js'
 
@@ -19,6 +21,35 @@ async function hyparquet(path: string) {
   const rows = await parquetReadObjects({ file })
   const types = Object.fromEntries(metadata.schema.slice(1).map((s) => [s.name, s.converted_type ? `${s.type}/${s.converted_type}` : s.type]))
   return { rows, metadata, types, groups: metadata.row_groups.map((g) => Number(g.num_rows)) }
+}
+
+const FIXTURES = fileURLToPath(new URL('./fixtures/io/hyparquet-writer-fixtures.mjs', import.meta.url))
+const V2 = fileURLToPath(new URL('./fixtures/io/hyparquet-writer-v2.parquet', import.meta.url))
+
+/**
+ * Writes `path` with hyparquet-writer, an independent Parquet writer (format version 2, DATA_PAGE_V2,
+ * RLE_DICTIONARY), through test/fixtures/io/hyparquet-writer-fixtures.mjs run by plain node (tap's
+ * TypeScript loader cannot resolve hyparquet-writer's own imports).
+ */
+function hyparquetWriter(path: string, kind: 'mixed' | 'rows' | 'codec', ...args: string[]): string {
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  const r = spawnSync(process.execPath, [FIXTURES, kind, path, ...args], { encoding: 'utf8', env })
+  if (r.status !== 0) throw new Error(`hyparquet-writer-fixtures.mjs ${kind} failed: ${r.stderr}`)
+  return path
+}
+
+/** The records of `readParquet(path, options)`, and the row groups it announced as it decoded them. */
+async function readWithGroups(path: string, options = {}) {
+  const reader = readParquet(path, options)
+  const groups: ParquetRowGroupEvent[] = []
+  reader.on('row-group', (e: ParquetRowGroupEvent) => groups.push(e))
+  return { records: await collect(reader), groups }
+}
+
+/** Open file descriptors of this process (Linux), to see that a reader closed its file. */
+function openFds(): number | undefined {
+  return existsSync('/proc/self/fd') ? readdirSync('/proc/self/fd').length : undefined
 }
 
 const POS = [[{ label: 'POSITIVE', score: 0.98 }, { label: 'NEGATIVE', score: 0.02 }]]
@@ -244,34 +275,189 @@ t.test('readParquet: columns, a missing column, files it cannot read', async (t)
   t.ok(missing.error instanceof InputFileError)
   t.match(missing.error!.message, /^Cannot read Parquet file ".*missing\.parquet": no such file or directory \(ENOENT\)$/)
   t.match((await drain(readParquet(join(dir, 'not.parquet')))).error, { code: 'ERR_INPUT_FILE', message: /not\.parquet": not a Parquet file$/ })
-  const v2 = fileURLToPath(new URL('./fixtures/io/hyparquet-writer-v2.parquet', import.meta.url))
-  t.match((await drain(readParquet(v2))).error, { code: 'ERR_INPUT_FILE', message: /Parquet format version 2 .* parquetjs-lite reads only version 1 files/ })
-  t.equal(await countRows(v2).catch((e: Error) => e.message), `Cannot read Parquet file ${JSON.stringify(v2)}: its footer says Parquet format version 2 (as pyarrow and most current writers write); parquetjs-lite reads only version 1 files`)
+  writeFileSync(join(dir, 'empty.parquet'), '')
+  t.match((await drain(readParquet(join(dir, 'empty.parquet')))).error, { code: 'ERR_INPUT_FILE', message: /empty\.parquet": not a Parquet file$/ })
+  writeFileSync(join(dir, 'par1.parquet'), 'PAR1')
+  t.match((await drain(readParquet(join(dir, 'par1.parquet')))).error, { code: 'ERR_INPUT_FILE', message: /par1\.parquet": not a Parquet file$/ })
+  mkdirSync(join(dir, 'folder.parquet'))
+  t.match((await drain(readParquet(join(dir, 'folder.parquet')))).error, { code: 'ERR_INPUT_FILE', message: /folder\.parquet": it is a directory \(EISDIR\)$/ })
+  // countRows and the column listing of input datasets fail the same way, from the footer.
+  await t.rejects(countRows(join(dir, 'not.parquet')), { code: 'ERR_INPUT_FILE', message: /not\.parquet": not a Parquet file$/ })
+  await t.rejects(parquetColumns(join(dir, 'missing.parquet')), { code: 'ERR_INPUT_FILE', message: /no such file or directory \(ENOENT\)$/ })
+
+  // A compression that cannot be decompressed here fails naming it, and what can be read.
+  const lz4 = hyparquetWriter(join(dir, 'lz4.parquet'), 'codec', 'LZ4_RAW')
+  t.equal(await countRows(lz4), 3, 'the footer is still read')
+  t.match((await drain(readParquet(lz4))).error, {
+    code: 'ERR_INPUT_FILE',
+    message: /^Cannot read Parquet file ".*lz4\.parquet" \(row group 1 of 1, rows 0-2\): it uses the LZ4_RAW compression, which cannot be decompressed here \(readable: UNCOMPRESSED, SNAPPY, GZIP, BROTLI/,
+  })
+})
+
+t.test('readParquet reads the version 2 file parquetjs-lite refused (format version 2 footer, DATA_PAGE_V2)', async (t) => {
+  // Made by hyparquet-writer (test/fixtures/io/README.md): parquetjs-lite, our former reader, refused it.
+  t.strictSame(await collect(readParquet(V2)), [
+    { text: 'great product', stars: 5 },
+    { text: 'broke after a day', stars: 1 },
+    { text: 'great product', stars: 5 },
+  ])
+  t.equal(await countRows(V2), 3)
+  t.same(await parquetColumns(V2), ['text', 'stars'])
+  t.same(await collect(readParquet(V2, { columns: ['stars'] })), [{ stars: 5 }, { stars: 1 }, { stars: 5 }])
+})
+
+const LABELS = ['positive', 'negative', 'neutral']
+
+/** Row `i` of hyparquet-writer-fixtures.mjs's `mixed` file, as readParquet gives it. */
+function mixedRecord(i: number) {
+  return {
+    text: i % 7 === 3 ? null : `review ${i % 10}: ${LABELS[i % 3]} 😀`,
+    label: LABELS[i % 3],
+    stars: (i % 5) + 1,
+    // INT64: a number while it is a safe integer, else its decimal text.
+    big: i === 7 ? '1152921504606846977' : i === 8 ? null : i * 1000,
+    score: i / 4,
+    // DATE: YYYY-MM-DD.
+    day: i === 9 ? '1969-12-31' : new Date(Date.UTC(2024, 0, 1 + i)).toISOString().slice(0, 10),
+    // TIMESTAMP(MICROS): ISO 8601 UTC with microseconds; a pre-1970 one counts its fraction forwards.
+    at: i === 9 ? '1969-12-31T23:59:59.999999Z' : `${new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString().slice(0, 19)}.${String(i).padStart(6, '0')}Z`,
+    // TIMESTAMP_MILLIS: ISO 8601 UTC with milliseconds.
+    at_ms: new Date(Date.UTC(2024, 0, 1, 12, 0, 0, i)).toISOString(),
+    // BYTE_ARRAY without a text annotation: base64.
+    bin: Buffer.from([i & 255, 0, 255]).toString('base64'),
+    // LIST: an array (null stays null, an empty list is []); a struct: an object.
+    tags: i % 4 === 0 ? null : LABELS.slice(0, i % 3),
+    meta: { source: LABELS[i % 3], n: i },
+  }
+}
+
+t.test('readParquet: several row groups of dictionary pages, types other writers use (hyparquet-writer)', async (t) => {
+  const dir = t.testdir()
+  const path = hyparquetWriter(join(dir, 'mixed.parquet'), 'mixed')
+  const h = await hyparquet(path)
+  t.equal(h.metadata.version, 2, 'format version 2 footer')
+  t.same(h.groups, [100, 100, 50], 'three row groups')
+  const chunks = h.metadata.row_groups.flatMap((g) => g.columns.map((c) => c.meta_data!))
+  const text = chunks.filter((c) => c.path_in_schema[0] === 'text')
+  t.ok(text.every((c) => c.encodings.includes('RLE_DICTIONARY') && c.dictionary_page_offset !== undefined), 'text: a dictionary page and RLE_DICTIONARY data pages')
+  t.ok(
+    text.every((c) => c.encoding_stats!.some((s) => s.page_type === 'DATA_PAGE_V2' && s.encoding === 'RLE_DICTIONARY' && s.count >= 2) || c.num_values < 100n),
+    'several DATA_PAGE_V2 pages per full column chunk',
+  )
+
+  const expected = Array.from({ length: 250 }, (_, i) => mixedRecord(i))
+  const { records, groups } = await readWithGroups(path)
+  t.strictSame(records, expected, 'every value, of the right type, across row groups and pages')
+  t.same(Object.keys(records[0]), ['text', 'label', 'stars', 'big', 'score', 'day', 'at', 'at_ms', 'bin', 'tags', 'meta'], 'column order of the file')
+  t.strictSame(JSON.parse(JSON.stringify(records)), records, 'records survive JSON (no BigInt, Date or bytes left)')
+  t.same(
+    groups,
+    [
+      { index: 0, count: 3, rowStart: 0, rows: 100 },
+      { index: 1, count: 3, rowStart: 100, rows: 100 },
+      { index: 2, count: 3, rowStart: 200, rows: 50 },
+    ],
+    "one 'row-group' event per row group",
+  )
+  t.equal(await countRows(path), 250)
+  t.same(await parquetColumns(path), Object.keys(expected[0]))
+
+  t.strictSame(
+    await collect(readParquet(path, { columns: ['meta', 'big', 'text'] })),
+    expected.map((r) => ({ meta: r.meta, big: r.big, text: r.text })),
+    'columns: only these, in this order',
+  )
+
+  // The records go through our writer as they are: dates and bytes as text; lists and structs as
+  // JSON text; `big`, numbers and one decimal string beyond 2^53, mixes kinds: JSON text too.
+  const out = join(dir, 'copy.parquet')
+  await pipeline(readParquet(path), writeParquet(out, { kind: 'records' }))
+  const copy = await collect(readParquet(out))
+  t.equal(copy.length, 250)
+  const jsonText = (v: unknown) => (v === null ? null : JSON.stringify(v))
+  const json = (r: ReturnType<typeof mixedRecord>) => ({ ...r, big: jsonText(r.big), tags: jsonText(r.tags), meta: jsonText(r.meta) })
+  t.strictSame(copy.slice(0, 12), expected.slice(0, 12).map(json))
+})
+
+t.test('readParquet decompresses GZIP and BROTLI pages (node:zlib), and ZSTD where node:zlib can', async (t) => {
+  const dir = t.testdir()
+  const rows = [
+    { text: 'great product', stars: 5 },
+    { text: 'broke after a day', stars: 1 },
+    { text: 'great product', stars: 5 },
+  ]
+  for (const codec of ['GZIP', 'BROTLI']) {
+    const path = hyparquetWriter(join(dir, `${codec}.parquet`), 'codec', codec)
+    t.equal((await parquetMetadataAsync(await asyncBufferFromFile(path))).row_groups[0].columns[0].meta_data?.codec, codec)
+    t.same(await collect(readParquet(path)), rows, codec)
+  }
+  const zstd = hyparquetWriter(join(dir, 'ZSTD.parquet'), 'codec', 'ZSTD')
+  if ('zstdDecompressSync' in zlib) t.same(await collect(readParquet(zstd)), rows, 'ZSTD')
+  else t.match((await drain(readParquet(zstd))).error, { code: 'ERR_INPUT_FILE', message: /ZSTD compression.*; ZSTD needs Node\.js 22\.15 or later$/ })
 })
 
 t.test('readParquet streams row group by row group, only as the consumer reads', async (t) => {
-  const path = join(t.testdir(), 'groups.parquet')
+  const dir = t.testdir()
+  const ours = join(dir, 'ours.parquet')
   const items = Array.from({ length: 1000 }, (_, i) => ({ id: `r${i}`, outputs: POS, record: { text: `row ${i}` } }))
-  await pipeline(Readable.from(items), writeParquet(path, { rowGroupSize: 100 }))
-  const envelope = (parquet as unknown as { ParquetEnvelopeReader: { prototype: { readRowGroup: (...a: unknown[]) => unknown } } }).ParquetEnvelopeReader.prototype
-  const original = envelope.readRowGroup
-  let groupsRead = 0
-  envelope.readRowGroup = function (this: unknown, ...args: unknown[]) {
-    groupsRead++
-    return original.apply(this, args)
+  await pipeline(Readable.from(items), writeParquet(ours, { rowGroupSize: 100 }))
+  const theirs = hyparquetWriter(join(dir, 'theirs.parquet'), 'rows', '1000', '100')
+  for (const path of [ours, theirs]) {
+    const fds = openFds()
+    const reader = readParquet(path)
+    const decoded: number[] = []
+    reader.on('row-group', (e: ParquetRowGroupEvent) => decoded.push(e.index))
+    const it = reader[Symbol.asyncIterator]()
+    for (let i = 0; i < 5; i++) await it.next()
+    await settle(100)
+    t.same(decoded, [0], 'one row group decoded while the consumer holds back')
+    for (let i = 5; i < 101; i++) await it.next()
+    await settle(50)
+    t.same(decoded, [0, 1], 'the next one only once the consumer is past the first')
+    await it.return!()
+    await settle(50)
+    t.ok(reader.destroyed)
+    if (fds !== undefined) t.equal(openFds(), fds, 'a reader stopped early closes its file')
+    const all = await readWithGroups(path)
+    t.equal(all.records.length, 1000)
+    t.same(all.records.slice(998).map((r) => r.id), ['r998', 'r999'])
+    t.same(all.groups.map((g) => g.index), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    if (fds !== undefined) t.equal(openFds(), fds, 'and so does one read to the end')
   }
-  t.teardown(() => {
-    envelope.readRowGroup = original
-  })
+})
+
+t.test('readParquet never touches a row group before the consumer needs it (later groups corrupt)', async (t) => {
+  const path = hyparquetWriter(join(t.testdir(), 'corrupt.parquet'), 'rows', '1000', '100')
+  // Zero the pages of every row group but the first; the footer stays intact.
+  const { metadata } = await hyparquet(path)
+  const fd = openSync(path, 'r+')
+  for (const group of metadata.row_groups.slice(1)) {
+    for (const { meta_data: m } of group.columns) {
+      const start = Number(m!.dictionary_page_offset ?? m!.data_page_offset)
+      writeSync(fd, Buffer.alloc(Number(m!.total_compressed_size)), 0, Number(m!.total_compressed_size), start)
+    }
+  }
+  const probe = Buffer.alloc(4)
+  readSync(fd, probe, 0, 4, 0)
+  closeSync(fd)
+  t.equal(probe.toString(), 'PAR1')
   const reader = readParquet(path)
   const it = reader[Symbol.asyncIterator]()
   for (let i = 0; i < 5; i++) await it.next()
   await settle(100)
-  t.equal(groupsRead, 1, 'one row group read while the consumer holds back')
-  await it.return!()
-  const all = await collect(readParquet(path))
-  t.equal(all.length, 1000)
-  t.equal(groupsRead, 11)
+  t.notOk(reader.destroyed, 'no error while the consumer is in the first row group: the second was not read')
+  let n = 5
+  let error: (Error & { code?: string }) | undefined
+  try {
+    for (;;) {
+      if ((await it.next()).done) break
+      n++
+    }
+  } catch (err) {
+    error = err as Error
+  }
+  t.equal(n, 100, 'every record of the first row group, then the error')
+  t.match(error, { code: 'ERR_INPUT_FILE', message: /^Cannot read Parquet file ".*corrupt\.parquet" \(row group 2 of 10, rows 100-199\): / })
 })
 
 t.test('writeParquet honours backpressure: write() returns false while a row group is flushed', async (t) => {

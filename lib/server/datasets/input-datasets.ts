@@ -9,7 +9,6 @@ import { createReadStream, promises as fsp, type Dirent } from 'node:fs'
 import { join, relative, resolve as resolvePath, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
-import parquet from 'parquetjs-lite'
 import {
   DatasetLayoutError,
   DatasetNotFoundError,
@@ -23,6 +22,7 @@ import { countRows as countFileRows } from '../../io/count-rows.js'
 import { CsvRows, type CsvRow } from '../../io/csv-rows.js'
 import { inputFileError } from '../../io/fs-errors.js'
 import type { RecordFormat } from '../../io/formats.js'
+import { parquetColumns } from '../../io/read-parquet.js'
 import { readRecords } from '../../io/read-records.js'
 
 /** A split's files, as {@link InputDatasets.resolve} finds them. */
@@ -365,22 +365,6 @@ function isSegment(s: string): boolean {
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
-}
-
-// parquetjs-lite reads only the footer on open: the schema costs no row.
-async function parquetColumns(file: string): Promise<string[]> {
-  let reader: parquet.ParquetReader
-  try {
-    reader = await parquet.ParquetReader.openFile(file)
-  } catch (err) {
-    const why = typeof err === 'string' ? err : (err as Error)?.message ?? String(err)
-    throw new InputFileError(`Cannot read the Parquet schema of ${JSON.stringify(file)}: ${why}`, file, { cause: err })
-  }
-  try {
-    return Object.keys(reader.getSchema().fields)
-  } finally {
-    await reader.close()
-  }
 }
 
 // Names as the CSV reader gives them: an empty one becomes `column_<n>`.
