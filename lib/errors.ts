@@ -344,6 +344,14 @@ export class BulkJobCancelledError extends InferenceStreamError {
   }
 }
 
+/** A bulk job cannot do what was asked in its state (e.g. cancel a job that already ended). HTTP 409. */
+export class JobStateError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_JOB_STATE')
+    this.name = 'JobStateError'
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

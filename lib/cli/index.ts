@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander'
 import { InferenceStreamError } from '../errors.js'
 import { benchCommand } from './bench.js'
+import { bulkCommand } from './bulk.js'
 import { runCommand } from './run.js'
 import { serveCommand } from './serve.js'
 
@@ -15,6 +16,7 @@ const program = new Command()
 program.addCommand(runCommand())
 program.addCommand(serveCommand())
 program.addCommand(benchCommand())
+program.addCommand(bulkCommand())
 
 try {
   await program.parseAsync(process.argv)

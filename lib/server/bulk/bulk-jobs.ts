@@ -130,7 +130,10 @@ export class BulkJobs {
     const { store, inputs } = this.o
     const resolved = await inputs.resolve(job.dataset.name, job.dataset.config, job.dataset.split)
     const total = job.total ?? (await inputs.countRows(resolved))
-    store.update(job.id, { state: 'running', total: total ?? null, startTime: job.state === 'queued' ? Date.now() / 1000 : job.startTime })
+    // Cancelled while the split was being looked at: stay cancelled.
+    const current = store.get(job.id)
+    if (signal.aborted || !current || (current.state !== 'queued' && current.state !== 'running')) return
+    store.update(job.id, { state: 'running', total: total ?? null })
     await this.runRows(job, resolved, signal)
     if (signal.aborted) return
     const stored = store.get(job.id) as JobRecord
@@ -277,7 +280,9 @@ export class BulkJobs {
             }
             index++
             const parsed = JSON.parse(outputs)
-            yield { id: String(row), outputs: parsed, record: { row, [column]: value ?? null }, ...(error ? { error: new InferenceStreamError(error, 'ERR_ITEM_FAILED') } : {}) }
+            // The row index is `row`, unless the source column has that name.
+            const record = column === 'row' ? { row_index: row, row: value ?? null } : { row, [column]: value ?? null }
+            yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, 'ERR_ITEM_FAILED') } : {}) }
           }
         }
         await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', ''))))
@@ -299,6 +304,8 @@ export class BulkJobs {
         ...names.map((n) => ({ path: n, source: join(dir, n.replace('data/', '')) })),
         { path: 'README.md', source: Buffer.from(card) },
       ]
+      // Cancelled while the shards were written: no commit.
+      signal.throwIfAborted()
       return await this.o.outputs.commit(job.bulkName, files, `Bulk job ${job.id}: ${job.model} over ${job.dataset.name}/${job.dataset.config}/${job.dataset.split}:${column}`, {
         replace: ['data/'],
       })

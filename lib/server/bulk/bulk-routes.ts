@@ -4,6 +4,7 @@ import {
   InferenceStreamError,
   InvalidJsonError,
   InvalidPayloadError,
+  JobStateError,
   UnknownModelError,
   toWireError,
 } from '../../errors.js'
@@ -45,6 +46,8 @@ function statusOf(code: string): number {
       return 404
     case 'ERR_LIMIT_EXCEEDED':
       return 413
+    case 'ERR_JOB_STATE':
+      return 409
     case 'ERR_SHUTTING_DOWN':
       return 503
     default:
@@ -122,10 +125,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
     const job = c.store.get(m[1])
     // Another token's job is as unknown as a missing one.
     if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
-    if (method === 'DELETE') {
-      c.jobs.cancel(job.id)
-      return sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
-    }
+    if (method === 'DELETE') return cancel(res, c, job)
     if (method !== 'GET') return methodNotAllowed(res, 'GET, DELETE')
     return sendJson(res, 200, jobStatus(job))
   }
@@ -133,8 +133,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
     if (method !== 'POST') return methodNotAllowed(res, 'POST')
     const job = c.store.get(m[1])
     if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
-    if (!c.jobs.cancel(job.id)) return sendJson(res, 409, { error: `Job ${job.id} is already ${job.state}`, code: 'ERR_JOB_STATE' })
-    return sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
+    return cancel(res, c, job)
   }
   if (path === '/bulk/jobs') {
     if (method !== 'GET') return methodNotAllowed(res, 'GET')
@@ -150,6 +149,11 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
     return sendJson(res, 201, { dataset: decodeURIComponent(m[1]), config: m[2], split: m[3], path: saved.path })
   }
   sendJson(res, 404, { error: `Not found: ${method} ${path}` })
+}
+
+function cancel(res: http.ServerResponse, c: BulkRoutesContext, job: JobRecord): void {
+  if (!c.jobs.cancel(job.id)) return fail(res, new JobStateError(`Job ${job.id} is already ${job.state}`))
+  sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
 }
 
 function methodNotAllowed(res: http.ServerResponse, allow: string): void {

@@ -1,0 +1,400 @@
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
+import { basename, extname } from 'node:path'
+import { Readable, Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ReadableStream as WebReadableStream } from 'node:stream/web'
+import { AbortError, HttpError, InputFileError, InvalidOptionError, UnknownFormatError } from '../errors.js'
+
+/** The states of a bulk job; `queued` and `running` are active, the others final. */
+export type BulkJobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+/** A job's status, the `status` object of `GET /bulk/status/{jobid}` (docs/bulk.md). */
+export interface BulkJobStatus {
+  /** 1 while queued or running, else 0 (as the original API). */
+  active: 0 | 1
+  /** When the job started running (or was created, while queued): epoch seconds. */
+  start_time: number
+  state: BulkJobState
+  jobid: string
+  /** The output dataset. */
+  bulk_name: string
+  model: string
+  dataset: { name: string; config: string; split: string; column: string }
+  /** Rows of the source split; null until known (a JSON array split has no cheap count). */
+  total: number | null
+  /** Rows done so far (failed ones included). */
+  processed: number
+  /** Rows whose outputs are an error. */
+  failed: number
+  /** When the job ended: epoch seconds; null while active. */
+  end_time: number | null
+  /** Why the job failed or was cancelled; null otherwise. */
+  error: string | null
+  /** The output dataset's commit of a completed job; null before. */
+  revision: string | null
+}
+
+/** What starts a bulk job (`POST /bulk/run/{compute}/{model}`). */
+export interface BulkJobRequest {
+  /** Model id, e.g. `builtin/sentiment`. */
+  model: string
+  /** `cpu` or `gpu`. Default `cpu`. */
+  compute?: 'cpu' | 'gpu'
+  /** Source dataset in the server's datasets folder, e.g. `reviews` or `org/reviews`. */
+  dataset_name: string
+  /** Its config, e.g. `default`. */
+  dataset_config: string
+  /** Its split, e.g. `train`. */
+  dataset_split: string
+  /** The column whose values are the model's inputs. */
+  dataset_column: string
+  /** Parameters for every row. Default none. */
+  parameters?: Record<string, unknown>
+  /** Output dataset. Default: the server's name per (dataset, config, split, column, model). */
+  bulk_name?: string
+}
+
+/** A file of an output dataset at a revision (`siblings` of the Hub-style info). */
+export interface BulkDatasetFile {
+  rfilename: string
+  size: number
+  blobId?: string
+}
+
+/** Hub-style info of an output dataset at a revision (`GET /api/datasets/{name}/revision/{rev}`). */
+export interface BulkDatasetInfo {
+  id: string
+  /** The commit the revision resolved to. */
+  sha: string
+  lastModified?: string
+  siblings: BulkDatasetFile[]
+}
+
+/** Options of {@link BulkClient}. */
+export interface BulkClientOptions {
+  /** Server base URL, `http(s)://host:port` (a `ws(s)://` URL is taken as its http form). Required. */
+  url: string
+  /** Bearer token. Default none: only a server without tokens (loopback clients) accepts that. */
+  token?: string
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  signal?: AbortSignal
+}
+
+/** Options of {@link BulkClient.wait}. */
+export interface WaitOptions extends CallOptions {
+  /** First delay between polls, in ms; each poll waits 1.5 × longer, up to `maxPollIntervalMs`. Default 250. */
+  pollIntervalMs?: number
+  /** Longest delay between polls, in ms. Default 5000. */
+  maxPollIntervalMs?: number
+  /** Failed polls in a row tolerated (no answer, 429, 502, 503, 504: a restarting server) before giving up. Default 10. */
+  retries?: number
+  /** Called with every status polled, the final one included. */
+  onStatus?: (status: BulkJobStatus) => void
+}
+
+/** Extensions the server takes as a dataset upload (docs/bulk.md, "Uploads"). */
+export const UPLOAD_EXTENSIONS: readonly string[] = ['csv', 'tsv', 'jsonl', 'ndjson', 'json', 'parquet']
+
+/** Defaults of {@link WaitOptions}. */
+export const WAIT_DEFAULTS = { pollIntervalMs: 250, maxPollIntervalMs: 5000, retries: 10 } as const
+
+/** True for an answer worth asking again: none at all, or 429 / 502 / 503 / 504. */
+export function isTransient(err: unknown): boolean {
+  if (!(err instanceof HttpError)) return false
+  return err.status === undefined || err.status === 429 || err.status === 502 || err.status === 503 || err.status === 504
+}
+
+/** True when a job is in a final state. */
+export function isFinal(state: BulkJobState): boolean {
+  return state === 'completed' || state === 'failed' || state === 'cancelled'
+}
+
+/** The http(s) base URL of `url`, without a trailing slash; throws `InvalidOptionError` naming `option`. */
+export function baseUrlOf(url: unknown, option = 'url'): string {
+  let u: URL
+  try {
+    u = new URL(String(url))
+  } catch {
+    throw new InvalidOptionError(`Option "${option}" must be an absolute http(s) URL, got ${JSON.stringify(url)}`)
+  }
+  if (typeof url !== 'string') throw new InvalidOptionError(`Option "${option}" must be an absolute http(s) URL, got ${JSON.stringify(url)}`)
+  if (u.protocol === 'ws:') u.protocol = 'http:'
+  else if (u.protocol === 'wss:') u.protocol = 'https:'
+  else if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new InvalidOptionError(`Option "${option}" must be an http: or https: URL, got ${u.protocol}`)
+  }
+  u.search = ''
+  u.hash = ''
+  return u.toString().replace(/\/+$/, '')
+}
+
+/** Each `/`-separated segment URL-encoded (dataset names, model ids, file paths). */
+function segments(path: string): string {
+  return path.split('/').map(encodeURIComponent).join('/')
+}
+
+function abortError(signal: AbortSignal): AbortError {
+  return new AbortError(undefined, { cause: signal.reason })
+}
+
+/**
+ * A small HTTP client of the bulk routes and the Hub-style output dataset API of an
+ * inference-stream server (started with `--data-dir`). Every failure is an `HttpError` with the
+ * server's message, `status` and `remoteCode`; an aborted call rejects with `AbortError`.
+ *
+ * @example
+ * const client = new BulkClient({ url: 'http://127.0.0.1:8080', token })
+ * const { jobid } = await client.start({ model: 'builtin/sentiment', dataset_name: 'reviews',
+ *   dataset_config: 'default', dataset_split: 'train', dataset_column: 'text' })
+ * const final = await client.wait(jobid, { onStatus: (s) => console.log(s.processed, s.total) })
+ */
+export class BulkClient {
+  /** The server's base URL. */
+  readonly url: string
+  private readonly token: string | undefined
+
+  constructor(options: BulkClientOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionError('BulkClient options must be an object')
+    this.url = baseUrlOf(options.url)
+    if (options.token !== undefined && (typeof options.token !== 'string' || !/^\S+$/.test(options.token))) {
+      throw new InvalidOptionError('Option "token" must be a non-empty string without spaces')
+    }
+    this.token = options.token
+  }
+
+  /** Starts a job: `{jobid, bulk_name}`. Never retried (a second POST would be a second job). */
+  async start(job: BulkJobRequest, o: CallOptions = {}): Promise<{ jobid: string; bulk_name: string }> {
+    checkJobRequest(job)
+    const { model, compute = 'cpu', ...body } = job
+    const res = await this.json<{ jobid: string; bulk_name: string }>('POST', `/bulk/run/${compute}/${segments(model)}`, o, body)
+    if (typeof res?.jobid !== 'string' || typeof res.bulk_name !== 'string') {
+      throw new HttpError(`The server answered POST /bulk/run without {jobid, bulk_name}: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
+    }
+    return res
+  }
+
+  /** The status of a job (`ERR_HTTP` 404 with remoteCode `ERR_JOB_NOT_FOUND` for an unknown id). */
+  async status(jobId: string, o: CallOptions = {}): Promise<BulkJobStatus> {
+    checkJobId(jobId)
+    return statusOf(await this.json<{ status: BulkJobStatus }>('GET', `/bulk/status/${encodeURIComponent(jobId)}`, o))
+  }
+
+  /** Cancels a queued or running job; its status after. A finished job answers 409 (`ERR_HTTP`, remoteCode `ERR_JOB_STATE`). */
+  async cancel(jobId: string, o: CallOptions = {}): Promise<BulkJobStatus> {
+    checkJobId(jobId)
+    return statusOf(await this.json<{ status: BulkJobStatus }>('POST', `/bulk/cancel/${encodeURIComponent(jobId)}`, o))
+  }
+
+  /** Every job of this token, as statuses. */
+  async jobs(o: CallOptions = {}): Promise<BulkJobStatus[]> {
+    const res = await this.json<{ jobs: BulkJobStatus[] }>('GET', '/bulk/jobs', o)
+    return Array.isArray(res?.jobs) ? res.jobs : []
+  }
+
+  /**
+   * Polls a job until it is final (completed, failed or cancelled) and returns that status. The
+   * delay between polls grows from `pollIntervalMs` by 1.5× up to `maxPollIntervalMs`; failed polls
+   * that look transient (see {@link isTransient}) are retried up to `retries` times in a row.
+   * Does not throw for a failed or cancelled job: look at `state`.
+   */
+  async wait(jobId: string, o: WaitOptions = {}): Promise<BulkJobStatus> {
+    const w = resolveWait(o)
+    let delay = w.pollIntervalMs
+    let failures = 0
+    for (;;) {
+      let status: BulkJobStatus | undefined
+      try {
+        status = await this.status(jobId, o)
+        failures = 0
+      } catch (err) {
+        if (!isTransient(err) || ++failures > w.retries) throw err
+      }
+      if (status) {
+        o.onStatus?.(status)
+        if (isFinal(status.state)) return status
+      }
+      await this.pause(delay, o.signal)
+      delay = Math.min(w.maxPollIntervalMs, Math.round(delay * 1.5))
+    }
+  }
+
+  /**
+   * Sends a local CSV / TSV / JSONL / JSON / Parquet file as split `split` of config `config` of
+   * input dataset `name` (`PUT /bulk/datasets/{name}/{config}/{split}.{ext}`), streamed; the
+   * format is the file's extension. Replaces the whole split.
+   */
+  async upload(localFile: string, name: string, config: string, split: string, o: CallOptions = {}): Promise<{ dataset: string; config: string; split: string; bytes: number }> {
+    for (const [option, v] of Object.entries({ name, config, split })) {
+      if (typeof v !== 'string' || v.length === 0) throw new InvalidOptionError(`upload(): "${option}" must be a non-empty string, got ${JSON.stringify(v)}`)
+    }
+    const ext = extname(localFile).slice(1).toLowerCase()
+    if (!UPLOAD_EXTENSIONS.includes(ext)) {
+      throw new UnknownFormatError(`Cannot upload ${JSON.stringify(basename(localFile))}: the server takes .${UPLOAD_EXTENSIONS.join(', .')} files`)
+    }
+    let size: number
+    try {
+      const st = await fsp.stat(localFile)
+      if (!st.isFile()) throw new InputFileError(`Cannot upload ${localFile}: not a file`, localFile)
+      size = st.size
+    } catch (err) {
+      if (err instanceof InputFileError) throw err
+      throw new InputFileError(`Cannot upload ${localFile}: ${(err as Error).message}`, localFile, { cause: err })
+    }
+    const path = `/bulk/datasets/${segments(name)}/${encodeURIComponent(config)}/${encodeURIComponent(split)}.${ext}`
+    const body = createReadStream(localFile)
+    try {
+      await this.json('PUT', path, o, body, { 'content-type': 'application/octet-stream', 'content-length': String(size) })
+    } finally {
+      body.destroy()
+    }
+    return { dataset: name, config, split, bytes: size }
+  }
+
+  /** Hub-style info of output dataset `name` at `revision` (branch, tag or sha; default `main`). */
+  async info(name: string, revision = 'main', o: CallOptions = {}): Promise<BulkDatasetInfo> {
+    const res = await this.json<BulkDatasetInfo>('GET', `/api/datasets/${segments(name)}/revision/${encodeURIComponent(revision)}`, o)
+    if (typeof res?.sha !== 'string' || !Array.isArray(res.siblings)) {
+      throw new HttpError(`The server's info of dataset ${name} has no sha and siblings: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
+    }
+    return res
+  }
+
+  /**
+   * Streams file `path` of output dataset `name` at `revision` into local file `dest` (never held
+   * in memory). Returns the bytes written; when `size` is given, a shorter or longer body fails.
+   */
+  async download(name: string, revision: string, path: string, dest: string, o: CallOptions & { size?: number } = {}): Promise<number> {
+    const res = await this.request('GET', `/datasets/${segments(name)}/resolve/${encodeURIComponent(revision)}/${segments(path)}`, o)
+    if (!res.body) throw new HttpError(`GET ${path} of dataset ${name}: the answer has no body`, { status: res.status })
+    let bytes = 0
+    const count = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        bytes += chunk.length
+        cb(null, chunk)
+      },
+    })
+    try {
+      await pipeline(Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>), count, createWriteStream(dest), { signal: o.signal })
+    } catch (err) {
+      if (o.signal?.aborted) throw abortError(o.signal)
+      throw new HttpError(`Download of ${path} (dataset ${name} at ${revision}) failed: ${(err as Error).message}`, { cause: err, status: res.status })
+    }
+    if (o.size !== undefined && bytes !== o.size) {
+      throw new HttpError(`Download of ${path} (dataset ${name} at ${revision}) got ${bytes} bytes, expected ${o.size}`, { status: res.status })
+    }
+    return bytes
+  }
+
+  private async json<T>(method: string, path: string, o: CallOptions, body?: unknown, headers?: Record<string, string>): Promise<T> {
+    const res = await this.request(method, path, o, body, headers)
+    const text = await res.text()
+    try {
+      return JSON.parse(text) as T
+    } catch {
+      throw new HttpError(`${method} ${path}: the server answered ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`, { status: res.status, request: `${method} ${this.url}${path}` })
+    }
+  }
+
+  /** One request; an error status becomes an `HttpError` with the server's message and code. */
+  private async request(method: string, path: string, o: CallOptions, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    if (o.signal?.aborted) throw abortError(o.signal)
+    const url = `${this.url}${path}`
+    const request = `${method} ${url}`
+    const h: Record<string, string> = { accept: 'application/json', ...headers }
+    if (this.token !== undefined) h.authorization = `Bearer ${this.token}`
+    let init: RequestInit & { duplex?: 'half' } = { method, headers: h, signal: o.signal }
+    if (body instanceof Readable) init = { ...init, body: body as unknown as RequestInit["body"], duplex: 'half' }
+    else if (body !== undefined) {
+      h['content-type'] = 'application/json'
+      init.body = JSON.stringify(body)
+    }
+    let res: Response
+    try {
+      res = await fetch(url, init)
+    } catch (err) {
+      if (o.signal?.aborted) throw abortError(o.signal)
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause
+      const why = cause?.code ?? cause?.message ?? (err as Error).message
+      throw new HttpError(`Cannot reach ${this.url} (${request}): ${why}`, { request, cause: err })
+    }
+    if (res.ok) return res
+    const text = await res.text().catch(() => '')
+    let message: string | undefined
+    let remoteCode: string | undefined
+    try {
+      const b = JSON.parse(text) as { error?: unknown; code?: unknown }
+      if (typeof b.error === 'string') message = b.error
+      if (typeof b.code === 'string') remoteCode = b.code
+    } catch {
+      // Not JSON (a proxy's page): its first words say more than nothing.
+    }
+    message ??= text.trim().slice(0, 200) || res.statusText
+    let hint = ''
+    // A server without --data-dir has no bulk routes: its generic 404 has no code.
+    if (res.status === 404 && remoteCode === undefined && path.startsWith('/bulk/')) {
+      hint = '; the server runs no bulk jobs: start it with `inference-stream serve --data-dir DIR`'
+    } else if (res.status === 404 && remoteCode === undefined && (path.startsWith('/api/datasets/') || path.startsWith('/datasets/'))) {
+      hint = '; the server serves no output datasets: start it with `inference-stream serve --data-dir DIR`'
+    } else if (res.status === 401 && this.token === undefined) {
+      hint = '; no token was sent (option "token"; in the CLI --token or INFERENCE_STREAM_TOKEN)'
+    }
+    throw new HttpError(`${message}${hint} (${method} ${path}: HTTP ${res.status}${remoteCode ? `, ${remoteCode}` : ''})`, { status: res.status, remoteCode, request })
+  }
+
+  private async pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await sleep(ms, undefined, { signal })
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal)
+      throw err
+    }
+  }
+}
+
+function statusOf(res: { status: BulkJobStatus }): BulkJobStatus {
+  if (typeof res?.status !== 'object' || res.status === null || typeof res.status.state !== 'string') {
+    throw new HttpError(`The server's job status has no state: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
+  }
+  return res.status
+}
+
+function checkJobId(jobId: unknown): void {
+  if (typeof jobId !== 'string' || !/^[A-Za-z0-9_-]+$/.test(jobId)) {
+    throw new InvalidOptionError(`A job id is letters, digits, "_" and "-", got ${JSON.stringify(jobId)}`)
+  }
+}
+
+/** Checks a {@link BulkJobRequest}, naming the field that is wrong (as `job.<field>`). */
+export function checkJobRequest(job: unknown, prefix = 'job.'): asserts job is BulkJobRequest {
+  if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new InvalidOptionError(`Option "${prefix.replace(/\.$/, '')}" must be an object`)
+  const j = job as Record<string, unknown>
+  for (const f of ['model', 'dataset_name', 'dataset_config', 'dataset_split', 'dataset_column']) {
+    if (typeof j[f] !== 'string' || (j[f] as string).length === 0) throw new InvalidOptionError(`Option "${prefix}${f}" is required: a non-empty string, got ${JSON.stringify(j[f])}`)
+  }
+  if (j.compute !== undefined && j.compute !== 'cpu' && j.compute !== 'gpu') throw new InvalidOptionError(`Option "${prefix}compute" must be "cpu" or "gpu", got ${JSON.stringify(j.compute)}`)
+  if (j.parameters !== undefined && (typeof j.parameters !== 'object' || j.parameters === null || Array.isArray(j.parameters))) {
+    throw new InvalidOptionError(`Option "${prefix}parameters" must be an object`)
+  }
+  if (j.bulk_name !== undefined && (typeof j.bulk_name !== 'string' || j.bulk_name.length === 0)) throw new InvalidOptionError(`Option "${prefix}bulk_name" must be a non-empty string`)
+}
+
+/** {@link WaitOptions} with defaults, checked. */
+export function resolveWait(o: Pick<WaitOptions, 'pollIntervalMs' | 'maxPollIntervalMs' | 'retries'>): { pollIntervalMs: number; maxPollIntervalMs: number; retries: number } {
+  const w = { ...WAIT_DEFAULTS, ...stripUndefined(o) }
+  for (const k of ['pollIntervalMs', 'maxPollIntervalMs', 'retries'] as const) {
+    const v = w[k]
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < (k === 'pollIntervalMs' ? 1 : 0)) {
+      throw new InvalidOptionError(`Option "${k}" must be an integer >= ${k === 'pollIntervalMs' ? 1 : 0}, got ${JSON.stringify(v)}`)
+    }
+  }
+  if (w.maxPollIntervalMs < w.pollIntervalMs) throw new InvalidOptionError(`Option "maxPollIntervalMs" (${w.maxPollIntervalMs}) must be >= "pollIntervalMs" (${w.pollIntervalMs})`)
+  return w
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
