@@ -35,9 +35,9 @@
  *   is a loud `!!!` and exit 1.
  *
  * Command
- *   npm run build && node benchmarks/pipeline-e2e.js   # 1 000 000 rows (small: 100 000), 1 run: ~3 min on 2 cores (+ fixture once)
- *   node benchmarks/pipeline-e2e.js --quick            # 100 000 rows (small: 10 000): smoke test
- *   node benchmarks/pipeline-e2e.js --runs 3           # interleaved runs, median per peer
+ *   npm run build && node benchmarks/pipeline-e2e.js   # 1 000 000 rows (small: 100 000), 3 runs: ~3.5 min on 2 cores (+ ~3 s for the CSVs, once)
+ *   node benchmarks/pipeline-e2e.js --quick            # 100 000 rows (small: 10 000), 1 run: smoke test (~30 s)
+ *   node benchmarks/pipeline-e2e.js --runs 1           # one run per peer (~1.5 min)
  *   node benchmarks/pipeline-e2e.js --only e2e --profile   # + CPU profile of the e2e client
  *   Results: benchmarks/results/pipeline-e2e.json and .md (`-quick` with --quick); the Markdown
  *   is also printed on stdout.
@@ -48,14 +48,21 @@
  *   "e2e / slowest stage" is 4 over the slowest of 1–3: 100% would mean the pipeline costs no more
  *   than its worst stage. All three stages run on the client's one thread (the server is another
  *   process), so a CPU-bound client cannot beat the sum of the stages' client CPU per row: the
- *   "sum of stages" line gives that bound (1 / Σ CPU µs/row of 1–3) beside what e2e achieved.
+ *   "sum of stages" line gives that rate (1 / Σ CPU µs/row of 1–3) beside what e2e achieved, and
+ *   e2e's own CPU per row as a share of the sum: near 100% means the pipeline costs what its stages
+ *   cost and nothing more. It is approximate: CPU s also counts V8's GC helper threads (so a peer's
+ *   CPU s can exceed its wall s), and 2 and 3 pay for making their rows with a generator.
  *   Client CPU µs/row is what one row costs the client, whatever the machine's load.
  *   Peak RSS is VmHWM (client: process.resourceUsage().maxRSS at its end; server: /proc just
  *   before it stops); "RSS after start" is the client's RSS once its modules are loaded, before any
  *   row, and "heap used ≤" the most V8 heap in use seen by a 100 ms sampler. Memory is flat in the
  *   input size if 4's peak RSS is within +25% of 5's with ten times the rows; the verdict line says
- *   whether it was in this run. The sampler's RSS at 10% / 50% / 100% of the rows (in the JSON)
- *   shows whether it still grows late in the run.
+ *   whether it was in this run. RSS at 10% / 50% / 100% of the big e2e run (client: by rows, from
+ *   its own sampler; server: by time, VmRSS read from /proc by this process every 200 ms) and the
+ *   growth over its second half tell "bounded but not yet full at the small size" (levels off, late
+ *   growth near 0) from "grows with the input" (keeps growing). The server retains finished results
+ *   per token for duplicates and resume (`maxRetained`, 100 000 by default, and a TTL), so its
+ *   memory grows until that window is full; the small run ends just as it fills.
  *   With --runs R > 1 each row is the peer's median run by rows/s; compare numbers within a run.
  */
 import { spawn, execFileSync } from 'node:child_process'
@@ -461,6 +468,32 @@ function stopServer(child, timeoutMs = 20_000) {
   })
 }
 
+/**
+ * Samples a process's RSS (VmRSS, from /proc) every 200 ms from outside it, so it pays nothing:
+ * `at(f)` is the RSS at fraction f of the sampled time, to see whether it still grows late in a run.
+ */
+function rssSampler(pid) {
+  const samples = []
+  const timer = setInterval(() => {
+    try {
+      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      if (m) samples.push({ t: performance.now(), kib: Number(m[1]) })
+    } catch {
+      // no /proc, or the process is gone
+    }
+  }, 200)
+  return {
+    stop() {
+      clearInterval(timer)
+      if (samples.length === 0) return null
+      const t0 = samples[0].t
+      const span = samples[samples.length - 1].t - t0
+      const at = (f) => samples.find((s) => s.t - t0 >= f * span)?.kib ?? null
+      return { '10%': at(0.1), '50%': at(0.5), '100%': at(1) }
+    },
+  }
+}
+
 /** Runs this file with `--role <role>` in a child process; resolves its JSON result line. */
 function runChild(nodeArgs, role, childArgs) {
   return new Promise((resolve) => {
@@ -551,7 +584,7 @@ async function orchestrate() {
   const sizes = args.quick ? QUICK : DEFAULTS
   const N = args.rows !== undefined ? int('rows', args.rows) : sizes.rows
   const NS = args['small-rows'] !== undefined ? int('small-rows', args['small-rows']) : sizes.smallRows
-  const runs = args.runs !== undefined ? int('runs', args.runs) : 1
+  const runs = args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3
   const serverExtra = []
   if (args.workers !== undefined) serverExtra.push('--workers', String(int('workers', args.workers)))
   if (args['max-batch'] !== undefined) serverExtra.push('--max-batch', String(int('max-batch', args['max-batch'])))
@@ -630,8 +663,10 @@ async function orchestrate() {
       const before = new Set(args.profile && existsSync(profileDir) ? readdirSync(profileDir) : [])
       const nodeArgs = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
       const s0 = server ? procStats(server.child.pid) : null
+      const serverRss = server ? rssSampler(server.child.pid) : null
       const result = await runChild(nodeArgs, 'client', clientArgs)
       if (server) {
+        result.serverRssAtKiB = serverRss.stop()
         const s = procStats(server.child.pid)
         result.serverPeakRssKiB = s.peakRssKiB
         result.serverCpuSec = s.cpuSec != null && s0.cpuSec != null ? s.cpuSec - s0.cpuSec : null
@@ -711,11 +746,16 @@ async function orchestrate() {
     stagesClientCpuUsPerRow: sumCpuUs,
     sumOfStagesBoundRowsPerSec: sumCpuUs ? 1e6 / sumCpuUs : null,
     e2eClientCpuUsPerRow: cpuPerRow(e2e, N),
+    e2eCpuOverSumOfStages: sumCpuUs && cpuPerRow(e2e, N) ? cpuPerRow(e2e, N) / sumCpuUs : null,
     e2eOverSumOfStagesBound: sumCpuUs && e2e?.rowsPerSec ? e2e.rowsPerSec / (1e6 / sumCpuUs) : null,
     clientPeakRssRatio: e2e?.peakRssKiB && small?.peakRssKiB ? e2e.peakRssKiB / small.peakRssKiB : null,
     serverPeakRssRatio: e2e?.serverPeakRssKiB && small?.serverPeakRssKiB ? e2e.serverPeakRssKiB / small.serverPeakRssKiB : null,
     flatLimit: FLAT_LIMIT,
   }
+  // RSS growth over the second half of the big e2e run: near 0 means it levelled off (bounded).
+  const lateGrowth = (at) => (at?.['50%'] && at?.['100%'] ? at['100%'] / at['50%'] - 1 : null)
+  summary.clientLateGrowth = lateGrowth(e2e?.rssAtKiB)
+  summary.serverLateGrowth = lateGrowth(e2e?.serverRssAtKiB)
   summary.clientFlat = summary.clientPeakRssRatio == null ? null : summary.clientPeakRssRatio <= FLAT_LIMIT
   summary.serverFlat = summary.serverPeakRssRatio == null ? null : summary.serverPeakRssRatio <= FLAT_LIMIT
 
@@ -741,15 +781,17 @@ async function orchestrate() {
   if (summary.e2eOverSlowestStage != null) {
     verdict +=
       `\ne2e / slowest stage (${summary.slowestStage}, ${fmtInt(summary.slowestStageRowsPerSec)} rows/s): **${fmtPct(summary.e2eOverSlowestStage)}**. ` +
-      `Sum of the stages' client CPU: ${fmtInt(sumCpuUs)} µs/row, a bound of ${fmtInt(summary.sumOfStagesBoundRowsPerSec)} rows/s for one thread; ` +
-      `e2e used ${fmtInt(summary.e2eClientCpuUsPerRow)} µs/row and reached ${fmtPct(summary.e2eOverSumOfStagesBound)} of that bound.\n`
+      `Sum of the stages' client CPU: ${fmtInt(sumCpuUs)} µs/row, about ${fmtInt(summary.sumOfStagesBoundRowsPerSec)} rows/s for one thread; ` +
+      `e2e used ${fmtInt(summary.e2eClientCpuUsPerRow)} µs/row (${fmtPct(summary.e2eCpuOverSumOfStages)} of the sum) and reached ${fmtPct(summary.e2eOverSumOfStagesBound)} of that rate.\n`
   }
   if (summary.clientPeakRssRatio != null) {
     verdict +=
       `\nMemory, e2e at ${fmtInt(N)} vs ${fmtInt(NS)} rows: client peak RSS ${fmtMiB(e2e.peakRssKiB)} vs ${fmtMiB(small.peakRssKiB)} MiB ` +
       `(**${fmtX(summary.clientPeakRssRatio)}**, ${summary.clientFlat ? 'flat' : '**NOT flat**'} by the +${Math.round((FLAT_LIMIT - 1) * 100)}% rule); ` +
       `server ${fmtMiB(e2e.serverPeakRssKiB)} vs ${fmtMiB(small.serverPeakRssKiB)} MiB (**${fmtX(summary.serverPeakRssRatio)}**, ${summary.serverFlat ? 'flat' : '**NOT flat**'}). ` +
-      `Client RSS at 10% / 50% / 100% of the ${fmtInt(N)} rows: ${['10%', '50%', '100%'].map((k) => fmtMiB(e2e.rssAtKiB?.[k])).join(' / ')} MiB.\n`
+      `RSS at 10% / 50% / 100% of the ${fmtInt(N)}-row run: client ${['10%', '50%', '100%'].map((k) => fmtMiB(e2e.rssAtKiB?.[k])).join(' / ')} MiB, ` +
+      `server ${['10%', '50%', '100%'].map((k) => fmtMiB(e2e.serverRssAtKiB?.[k])).join(' / ')} MiB (still growing in the second half: ` +
+      `client ${fmtPct(lateGrowth(e2e.rssAtKiB))}, server ${fmtPct(lateGrowth(e2e.serverRssAtKiB))}).\n`
   }
 
   const date = new Date().toISOString()
@@ -825,6 +867,7 @@ async function orchestrate() {
         clientHeapUsedMaxKiB: r.med.heapUsedMaxKiB ?? null,
         clientRssAtKiB: r.med.rssAtKiB ?? null,
         serverPeakRssKiB: r.med.serverPeakRssKiB ?? null,
+        serverRssAtKiB: r.med.serverRssAtKiB ?? null,
         clientCpuSec: r.med.cpuSec ?? null,
         serverCpuSec: r.med.serverCpuSec ?? null,
         ok: r.ok,

