@@ -65,20 +65,17 @@
  *   batch workers never wait for it); well below means the client (or window) starves them.
  *   With --runs R > 1 every row is the peer's median run by items/s; compare numbers within a run.
  */
-import { spawn, execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { Readable, Writable } from 'node:stream'
+import { mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import {
+  CLI, LIB, PROFILE_DIR, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed,
+  fmtInt, fmtMiB, fmtPct, fmtS, int, loadBeforeRuns, machineInfo, medianRun, parseBenchArgs, pkgVersion, procStats,
+  profileFlags, profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
+} from './lib/harness.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
-const ROOT = path.resolve(path.dirname(THIS_FILE), '..')
-const CLI = path.join(ROOT, 'dist', 'cli', 'index.js')
-const LIB = path.join(ROOT, 'dist', 'index.js')
-const RESULTS_DIR = path.join(ROOT, 'benchmarks', 'results')
 const MODEL = 'builtin/echo'
 const DEFAULTS = { items: 200_000, httpItems: 20_000, delayItems: 40_000 }
 const QUICK = { items: 20_000, httpItems: 5_000, delayItems: 10_000 }
@@ -88,43 +85,23 @@ function* records(n) {
   for (let i = 0; i < n; i++) yield { i, text: inputOf(i) }
 }
 
-const { values: args } = parseArgs({
-  options: {
-    role: { type: 'string', default: 'orchestrator' },
-    // orchestrator
-    items: { type: 'string' },
-    'http-items': { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    concurrency: { type: 'string', default: '256' },
-    runs: { type: 'string' },
-    only: { type: 'string' },
-    'delay-ms': { type: 'string' }, // orchestrator default 20; a client without it runs no delay
-    'delay-workers': { type: 'string', default: '4' },
-    'delay-max-batch': { type: 'string', default: '32' },
-    'delay-items': { type: 'string' },
-    'no-delay': { type: 'boolean', default: false },
-    profile: { type: 'boolean', default: false },
-    'no-write': { type: 'boolean', default: false },
-    // client
-    peer: { type: 'string' },
-    base: { type: 'string' },
-    'max-in-flight': { type: 'string' },
-    token: { type: 'string', default: 'bench' },
-    'stall-ms': { type: 'string', default: '30000' },
-    // summarize-profile
-    file: { type: 'string' },
-  },
-  strict: true,
+// Besides the common ones (role, quick, runs, only, profile, no-write, token, file: see lib/harness.js).
+const args = parseBenchArgs({
+  // orchestrator
+  items: { type: 'string' },
+  'http-items': { type: 'string' },
+  concurrency: { type: 'string', default: '256' },
+  'delay-ms': { type: 'string' }, // orchestrator default 20; a client without it runs no delay
+  'delay-workers': { type: 'string', default: '4' },
+  'delay-max-batch': { type: 'string', default: '32' },
+  'delay-items': { type: 'string' },
+  'no-delay': { type: 'boolean', default: false },
+  // client
+  peer: { type: 'string' },
+  base: { type: 'string' },
+  'max-in-flight': { type: 'string' },
+  'stall-ms': { type: 'string', default: '30000' },
 })
-
-function int(name, value, min = 1) {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}\n`)
-    process.exit(2)
-  }
-  return n
-}
 
 // ---------------------------------------------------------------------------------------------
 // Role: client. One peer, N records, prints one JSON line of results on stdout.
@@ -191,17 +168,6 @@ function checker(N, ordered) {
       return missing
     },
   }
-}
-
-/** A counting sink, as a user's writer would be: consumes results one by one. */
-function countingWritable(onResult) {
-  return new Writable({
-    objectMode: true,
-    write(result, _enc, cb) {
-      onResult(result)
-      cb()
-    },
-  })
 }
 
 async function runClient() {
@@ -376,72 +342,8 @@ async function runClient() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Orchestrator. Server start/stop, /proc stats and the profile summary as in server-throughput.js.
+// Orchestrator. Server start/stop, /proc stats and the profile summary: lib/harness.js.
 // ---------------------------------------------------------------------------------------------
-let CLK_TCK = 100
-try {
-  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-} catch {
-  // not POSIX: /proc is missing too, CPU s of the server will be n/a
-}
-
-/** Peak RSS (KiB) and CPU seconds of a live process, from /proc (null where there is no /proc). */
-function procStats(pid) {
-  let peakRssKiB = null
-  let cpuSec = null
-  try {
-    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    if (m) peakRssKiB = Number(m[1])
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    cpuSec = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
-  } catch {
-    // not Linux, or the process is gone
-  }
-  return { peakRssKiB, cpuSec }
-}
-
-function startServer(nodeArgs, label) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    const timer = setTimeout(() => fail(new Error(`${label}: no "listening on" line within 20 s`)), 20_000)
-    const fail = (e) => {
-      clearTimeout(timer)
-      child.kill('SIGKILL')
-      reject(new Error(`${e.message}\n--- server stderr ---\n${err.slice(-4000)}`))
-    }
-    child.stdout.on('data', (d) => {
-      out += d
-      const m = /listening on (http:\/\/\S+)/.exec(out)
-      if (m) {
-        clearTimeout(timer)
-        resolve({ child, base: m[1], stderr: () => err })
-      }
-    })
-    child.stderr.on('data', (d) => {
-      err += d
-      if (err.length > 64_000) err = err.slice(-32_000)
-    })
-    child.on('exit', (code, signal) => fail(new Error(`${label}: exited early (code ${code}, signal ${signal})`)))
-    child.on('error', fail)
-  })
-}
-
-function stopServer(child, timeoutMs = 20_000) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    child.removeAllListeners('exit')
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.once('exit', () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    child.kill('SIGTERM')
-  })
-}
-
 /**
  * Samples the TCP sockets a process has open, from outside it (so the client pays nothing), every
  * 25 ms: the most open at once is the concurrency on the wire; distinct ones seen approximate the
@@ -509,92 +411,6 @@ function socketSampler(pid) {
   }
 }
 
-function runClientProcess(nodeArgs, clientArgs) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...nodeArgs, THIS_FILE, '--role', 'client', ...clientArgs], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const sockets = socketSampler(child.pid)
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    child.on('exit', (code) => {
-      const wire = sockets.stop()
-      const line = out.trim().split('\n').pop() ?? ''
-      let result
-      try {
-        result = JSON.parse(line)
-      } catch {
-        result = { ok: false, error: `client printed no result (exit ${code}): ${(err || out).slice(-2000)}` }
-      }
-      if (code !== 0) result.ok = false
-      result.exitCode = code
-      Object.assign(result, wire)
-      if (err.trim()) result.stderr = err.slice(-2000)
-      resolve(result)
-    })
-  })
-}
-
-/** Sum of a counter over its label sets in Prometheus text. */
-function metricSum(text, name) {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
-
-function newestMtime(dir, ext) {
-  let newest = 0
-  if (!existsSync(dir)) return 0
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p, ext))
-    else if (e.name.endsWith(ext)) newest = Math.max(newest, statSync(p).mtimeMs)
-  }
-  return newest
-}
-
-/** Self time per function and per file of a .cpuprofile, highest first. */
-function summarizeProfile(file, top = 25) {
-  const prof = JSON.parse(readFileSync(file, 'utf8'))
-  const byNode = new Map(prof.nodes.map((n) => [n.id, n]))
-  const self = new Map()
-  const deltas = prof.timeDeltas
-  let total = 0
-  for (let i = 0; i < prof.samples.length; i++) {
-    const dt = deltas[i + 1] ?? 0 // a sample's time is the gap to the next one
-    total += dt
-    const cf = byNode.get(prof.samples[i]).callFrame
-    const where = cf.url ? `${cf.url.replace(`file://${ROOT}/`, '')}:${cf.lineNumber + 1}` : ''
-    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim()
-    self.set(key, (self.get(key) ?? 0) + dt)
-  }
-  const byFile = new Map()
-  for (const [k, v] of self) {
-    const m = / (\S+):\d+$/.exec(k)
-    let f = m ? m[1] : k
-    if (f.startsWith('node:')) f = 'node: (core)'
-    else if (f.includes('node_modules/')) f = `node_modules/${f.split('node_modules/')[1].split('/')[0]}`
-    byFile.set(f, (byFile.get(f) ?? 0) + v)
-  }
-  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
-  const files = [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 15)
-  const pct = (v) => `${((v / total) * 100).toFixed(1)}%`
-  let text = `CPU profile ${path.relative(ROOT, file)}: ${(total / 1e6).toFixed(2)} s sampled\n\nTop self time by function:\n`
-  for (const [k, v] of rows) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  text += '\nSelf time by file / package:\n'
-  for (const [k, v] of files) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  return text
-}
-
-const fmtInt = (n) => (n == null ? 'n/a' : Math.round(n).toLocaleString('en-US'))
-const fmtMiB = (kib) => (kib == null ? 'n/a' : (kib / 1024).toFixed(0))
-const fmtS = (s) => (s == null ? 'n/a' : s.toFixed(2))
-const fmtPct = (r) => (r == null ? 'n/a' : `${(r * 100).toFixed(0)}%`)
 const fmtX = (r) => (r == null ? 'n/a' : `${r >= 10 ? r.toFixed(0) : r.toFixed(1)}×`)
 
 async function orchestrate() {
@@ -603,18 +419,12 @@ async function orchestrate() {
   const NH = args['http-items'] !== undefined ? int('http-items', args['http-items']) : Math.min(N, sizes.httpItems)
   const ND = args['delay-items'] !== undefined ? int('delay-items', args['delay-items']) : Math.min(N, sizes.delayItems)
   const C = int('concurrency', args.concurrency)
-  const runs = args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3
+  const runs = runsArg(args)
   const D = int('delay-ms', args['delay-ms'] ?? '20')
   const DW = int('delay-workers', args['delay-workers'])
   const DB = int('delay-max-batch', args['delay-max-batch'])
 
-  if (!existsSync(CLI) || !existsSync(LIB)) {
-    process.stderr.write('dist/ is missing: run `npm run build` first\n')
-    process.exit(2)
-  }
-  if (newestMtime(path.join(ROOT, 'lib'), '.ts') > newestMtime(path.join(ROOT, 'dist'), '.js')) {
-    process.stderr.write('warning: lib/ has changed since the last build; run `npm run build` to measure the current code\n')
-  }
+  checkBuild([CLI, LIB], 'dist/ is missing: run `npm run build` first\n')
 
   const serve = (extra = []) => [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...extra]
   const peers = [
@@ -648,16 +458,12 @@ async function orchestrate() {
   const delayServeArgs = ['--workers', String(DW), '--max-batch', String(DB)]
   const capacity = (DW * DB * 1000) / D
 
-  const profileDir = path.join(RESULTS_DIR, 'profiles')
-  if (args.profile) mkdirSync(profileDir, { recursive: true })
+  if (args.profile) mkdirSync(PROFILE_DIR, { recursive: true })
   process.stderr.write(
     `client-throughput: ${N} records (HTTP ${NH}), concurrency ${C}, ${runs} run(s) per peer; ` +
       `latency hiding: ${ND} records, delay_ms ${D}, --workers ${DW} --max-batch ${DB} (capacity ${fmtInt(capacity)} items/s)\n`,
   )
-  const loadBefore = Math.round(os.loadavg()[0] * 100) / 100
-  if (loadBefore > os.cpus().length / 2) {
-    process.stderr.write(`warning: load average is ${loadBefore} on ${os.cpus().length} CPUs: other work will skew the numbers\n`)
-  }
+  const loadBefore = loadBeforeRuns()
 
   const all = new Map([...selected, ...delayRuns].map((p) => [p.name, []]))
   const profiles = []
@@ -677,32 +483,15 @@ async function orchestrate() {
       }
       const clientArgs = ['--peer', peer.client ?? peer.name, '--base', server.base, '--items', String(peer.items), '--max-in-flight', String(peer.c), '--token', token]
       if (peer.delay) clientArgs.push('--delay-ms', String(D))
-      const before = new Set(args.profile && existsSync(profileDir) ? readdirSync(profileDir) : [])
-      const nodeArgs = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
+      const before = profilesBefore(args.profile)
       const s0 = procStats(server.child.pid)
-      const result = await runClientProcess(nodeArgs, clientArgs)
-      const s = procStats(server.child.pid)
-      result.serverPeakRssKiB = s.peakRssKiB
-      result.serverCpuSec = s.cpuSec != null && s0.cpuSec != null ? s.cpuSec - s0.cpuSec : null
-      try {
-        const text = await (await fetch(`${server.base}/metrics`)).text()
-        result.billed = metricSum(text, 'inference_stream_billed_items_total')
-        if (result.billed !== peer.items) {
-          result.ok = false
-          result.firstProblems = [...(result.firstProblems ?? []), `server billed ${result.billed} items, expected ${peer.items}`]
-        }
-      } catch (err) {
-        result.billed = null
-        process.stderr.write(`${peer.name}: could not read /metrics: ${err.message}\n`)
-      }
+      // The parent samples the client's TCP sockets while it runs (peakSockets, socketsOpened).
+      const result = await runChild(THIS_FILE, 'client', clientArgs, { nodeArgs: profileFlags(args.profile), sampler: socketSampler })
+      addServerStats(result, s0, procStats(server.child.pid))
+      await checkBill(result, server.base, peer.items, peer.name)
       await stopServer(server.child)
       if (args.profile) {
-        for (const f of readdirSync(profileDir)) {
-          if (before.has(f) || !f.endsWith('.cpuprofile')) continue
-          const file = path.join(profileDir, `client-throughput.${peer.name}.run${r + 1}.cpuprofile`)
-          renameSync(path.join(profileDir, f), file)
-          profiles.push({ peer: peer.name, run: r, file })
-        }
+        for (const file of adoptProfiles(before, `client-throughput.${peer.name}.run${r + 1}`)) profiles.push({ peer: peer.name, run: r, file })
       }
       all.get(peer.name).push(result)
       const line = `${peer.name.padEnd(18)} run ${r + 1}/${runs}: ${fmtInt(result.itemsPerSec)} items/s, ${fmtS(result.wallMs / 1000)} s, in flight ≤ ${result.peakInFlight ?? 'n/a'}, sockets ≤ ${result.peakSockets ?? 'n/a'} (${result.socketsOpened ?? 'n/a'} seen)`
@@ -723,11 +512,7 @@ async function orchestrate() {
     }
   }
 
-  const median = (name) => {
-    const rs = all.get(name)
-    const sorted = [...rs].sort((a, b) => (a.itemsPerSec ?? 0) - (b.itemsPerSec ?? 0))
-    return { med: sorted[Math.floor((sorted.length - 1) / 2)], runs: rs, ok: rs.every((x) => x.ok) }
-  }
+  const median = (name) => medianRun(all.get(name), 'itemsPerSec')
   const rows = selected.map((peer) => ({ peer, ...median(peer.name) }))
   const drows = delayRuns.map((peer) => ({ peer, ...median(peer.name) }))
   const ips = (name) => rows.find((r) => r.peer.name === name)?.med.itemsPerSec ?? null
@@ -781,29 +566,8 @@ async function orchestrate() {
   }
 
   const date = new Date().toISOString()
-  const cpus = os.cpus()
-  let commit = null
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    if (dirty) commit += ' (lib/ has uncommitted changes)'
-  } catch {
-    // not a git checkout
-  }
-  const version = (pkg) => JSON.parse(readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version
-  const machine = {
-    node: process.version,
-    undici: process.versions.undici ?? null,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? null,
-    totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
-    ws: version('ws'),
-    pLimit: version('p-limit'),
-    commit,
-    loadAvgBefore: loadBefore,
-    loadAvgAfter: Math.round(os.loadavg()[0] * 100) / 100,
-  }
+  const machine = machineInfo(loadBefore, { ws: pkgVersion('ws'), pLimit: pkgVersion('p-limit') }, { undici: process.versions.undici ?? null })
+  const commit = machine.commit
   const config = {
     items: N,
     httpItems: NH,
@@ -813,7 +577,7 @@ async function orchestrate() {
     latencyHiding: { items: ND, delayMs: D, workers: DW, maxBatch: DB, capacityItemsPerSec: capacity, serveArgs: serve(delayServeArgs) },
     profile: args.profile,
   }
-  const command = `node benchmarks/client-throughput.js ${process.argv.slice(2).join(' ')}`.trim()
+  const command = commandLine('client-throughput')
   const question =
     'How fast does the InferenceStream client move records through our server (builtin/echo), compared with a hand-written ws client and with one HTTP request per record? Does it hide a slow model\'s latency?'
   const md =
@@ -827,8 +591,6 @@ async function orchestrate() {
 
   process.stdout.write(`\n${table}${verdict}${dtable}`)
   if (!args['no-write']) {
-    mkdirSync(RESULTS_DIR, { recursive: true })
-    const base = path.join(RESULTS_DIR, `client-throughput${args.quick ? '-quick' : ''}`)
     const pick = (r) => ({
       name: r.peer.name,
       number: r.peer.n,
@@ -859,25 +621,11 @@ async function orchestrate() {
       peers: rows.map(pick),
       latencyHiding: drows.map((r) => ({ ...pick(r), capacityItemsPerSec: capacity, achievedOverCapacity: r.med.itemsPerSec != null ? r.med.itemsPerSec / capacity : null })),
     }
-    writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`)
-    writeFileSync(`${base}.md`, md)
-    process.stderr.write(`\nwrote ${path.relative(ROOT, base)}.json and .md\n`)
+    writeResults('client-throughput', args.quick, json, md)
   }
-  for (const p of profiles) {
-    const text = summarizeProfile(p.file)
-    writeFileSync(p.file.replace(/\.cpuprofile$/, '.txt'), `peer ${p.peer}, run ${p.run + 1}\n${text}`)
-    process.stderr.write(`\n[${p.peer} run ${p.run + 1}] ${text}`)
-  }
-  if (failed) {
-    process.stderr.write('\n!!! at least one peer FAILED its checks (see above); exit 1\n')
-    process.exit(1)
-  }
+  writeProfileSummaries(profiles)
+  exitIfFailed(failed)
 }
 
-if (args.role === 'client') await runClient()
-else if (args.role === 'summarize-profile') process.stdout.write(summarizeProfile(path.resolve(args.file)))
-else if (args.role === 'orchestrator') await orchestrate()
-else {
-  process.stderr.write(`unknown --role ${args.role}\n`)
-  process.exit(2)
-}
+// `--role summarize-profile --file X.cpuprofile` summarises a profile taken by hand.
+await runRole(args, { client: runClient, orchestrator: orchestrate })

@@ -65,21 +65,20 @@
  *   memory grows until that window is full; the small run ends just as it fills.
  *   With --runs R > 1 each row is the peer's median run by rows/s; compare numbers within a run.
  */
-import { spawn, execFileSync } from 'node:child_process'
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { once } from 'node:events'
 import os from 'node:os'
 import path from 'node:path'
-import { Readable, Writable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import {
+  CLI, LIB, PROFILE_DIR, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed,
+  fmtInt, fmtMiB, fmtPct, fmtS, int, loadBeforeRuns, machineInfo, medianRun, parseBenchArgs, pkgVersion, procStats,
+  profileFlags, profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
+} from './lib/harness.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
-const ROOT = path.resolve(path.dirname(THIS_FILE), '..')
-const CLI = path.join(ROOT, 'dist', 'cli', 'index.js')
-const LIB = path.join(ROOT, 'dist', 'index.js')
-const RESULTS_DIR = path.join(ROOT, 'benchmarks', 'results')
 const MODEL = 'builtin/echo'
 const RUN_ID = 'e2e'
 const FIXTURE_VERSION = 1 // bump when row() changes, so cached fixtures are regenerated
@@ -161,57 +160,27 @@ async function generateCsv(file, n) {
   renameSync(tmp, file)
 }
 
-const { values: args } = parseArgs({
-  options: {
-    role: { type: 'string', default: 'orchestrator' },
-    // orchestrator
-    rows: { type: 'string' },
-    'small-rows': { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    runs: { type: 'string' },
-    only: { type: 'string' },
-    'fixture-dir': { type: 'string' },
-    'fresh-fixture': { type: 'boolean', default: false },
-    'keep-output': { type: 'boolean', default: false },
-    workers: { type: 'string' },
-    'max-batch': { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    'no-write': { type: 'boolean', default: false },
-    // client / verify
-    peer: { type: 'string' },
-    input: { type: 'string' },
-    output: { type: 'string' },
-    base: { type: 'string' },
-    token: { type: 'string', default: 'bench' },
-    'stall-ms': { type: 'string', default: '60000' },
-    // summarize-profile
-    file: { type: 'string' },
-  },
-  strict: true,
+// Besides the common ones (role, quick, runs, only, profile, no-write, token, file: see lib/harness.js).
+const args = parseBenchArgs({
+  // orchestrator
+  rows: { type: 'string' },
+  'small-rows': { type: 'string' },
+  'fixture-dir': { type: 'string' },
+  'fresh-fixture': { type: 'boolean', default: false },
+  'keep-output': { type: 'boolean', default: false },
+  workers: { type: 'string' },
+  'max-batch': { type: 'string' },
+  // client / verify
+  peer: { type: 'string' },
+  input: { type: 'string' },
+  output: { type: 'string' },
+  base: { type: 'string' },
+  'stall-ms': { type: 'string', default: '60000' },
 })
-
-function int(name, value, min = 1) {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}\n`)
-    process.exit(2)
-  }
-  return n
-}
 
 // ---------------------------------------------------------------------------------------------
 // Role: client. One peer, N rows, prints one JSON line of results on stdout.
 // ---------------------------------------------------------------------------------------------
-
-function countingWritable(onItem) {
-  return new Writable({
-    objectMode: true,
-    write(item, _enc, cb) {
-      onItem(item)
-      cb()
-    },
-  })
-}
 
 async function runClient() {
   const peer = args.peer
@@ -402,72 +371,8 @@ async function runVerify() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Orchestrator. Server start/stop, /proc stats and the profile summary as in client-throughput.js.
+// Orchestrator. Server start/stop, /proc stats and the profile summary: lib/harness.js.
 // ---------------------------------------------------------------------------------------------
-let CLK_TCK = 100
-try {
-  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-} catch {
-  // not POSIX: /proc is missing too, CPU s of the server will be n/a
-}
-
-/** Peak RSS (KiB) and CPU seconds of a live process, from /proc (null where there is no /proc). */
-function procStats(pid) {
-  let peakRssKiB = null
-  let cpuSec = null
-  try {
-    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    if (m) peakRssKiB = Number(m[1])
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    cpuSec = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
-  } catch {
-    // not Linux, or the process is gone
-  }
-  return { peakRssKiB, cpuSec }
-}
-
-function startServer(nodeArgs, label) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    const timer = setTimeout(() => fail(new Error(`${label}: no "listening on" line within 20 s`)), 20_000)
-    const fail = (e) => {
-      clearTimeout(timer)
-      child.kill('SIGKILL')
-      reject(new Error(`${e.message}\n--- server stderr ---\n${err.slice(-4000)}`))
-    }
-    child.stdout.on('data', (d) => {
-      out += d
-      const m = /listening on (http:\/\/\S+)/.exec(out)
-      if (m) {
-        clearTimeout(timer)
-        resolve({ child, base: m[1], stderr: () => err })
-      }
-    })
-    child.stderr.on('data', (d) => {
-      err += d
-      if (err.length > 64_000) err = err.slice(-32_000)
-    })
-    child.on('exit', (code, signal) => fail(new Error(`${label}: exited early (code ${code}, signal ${signal})`)))
-    child.on('error', fail)
-  })
-}
-
-function stopServer(child, timeoutMs = 20_000) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    child.removeAllListeners('exit')
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.once('exit', () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    child.kill('SIGTERM')
-  })
-}
-
 /**
  * Samples a process's RSS (VmRSS, from /proc) every 200 ms from outside it, so it pays nothing:
  * `at(f)` is the RSS at fraction f of the sampled time, to see whether it still grows late in a run.
@@ -494,109 +399,19 @@ function rssSampler(pid) {
   }
 }
 
-/** Runs this file with `--role <role>` in a child process; resolves its JSON result line. */
-function runChild(nodeArgs, role, childArgs) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...nodeArgs, THIS_FILE, '--role', role, ...childArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => {
-      err += d
-      if (err.length > 64_000) err = err.slice(-32_000)
-    })
-    child.on('exit', (code) => {
-      const line = out.trim().split('\n').pop() ?? ''
-      let result
-      try {
-        result = JSON.parse(line)
-      } catch {
-        result = { ok: false, error: `${role} printed no result (exit ${code}): ${(err || out).slice(-2000)}` }
-      }
-      if (code !== 0) result.ok = false
-      result.exitCode = code
-      if (err.trim()) result.stderr = err.slice(-2000)
-      resolve(result)
-    })
-  })
-}
-
-/** Sum of a counter over its label sets in Prometheus text. */
-function metricSum(text, name) {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
-
-function newestMtime(dir, ext) {
-  let newest = 0
-  if (!existsSync(dir)) return 0
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p, ext))
-    else if (e.name.endsWith(ext)) newest = Math.max(newest, statSync(p).mtimeMs)
-  }
-  return newest
-}
-
-/** Self time per function and per file of a .cpuprofile, highest first. */
-function summarizeProfile(file, top = 25) {
-  const prof = JSON.parse(readFileSync(file, 'utf8'))
-  const byNode = new Map(prof.nodes.map((n) => [n.id, n]))
-  const self = new Map()
-  const deltas = prof.timeDeltas
-  let total = 0
-  for (let i = 0; i < prof.samples.length; i++) {
-    const dt = deltas[i + 1] ?? 0 // a sample's time is the gap to the next one
-    total += dt
-    const cf = byNode.get(prof.samples[i]).callFrame
-    const where = cf.url ? `${cf.url.replace(`file://${ROOT}/`, '')}:${cf.lineNumber + 1}` : ''
-    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim()
-    self.set(key, (self.get(key) ?? 0) + dt)
-  }
-  const byFile = new Map()
-  for (const [k, v] of self) {
-    const m = / (\S+):\d+$/.exec(k)
-    let f = m ? m[1] : k
-    if (f.startsWith('node:')) f = 'node: (core)'
-    else if (f.includes('node_modules/')) f = `node_modules/${f.split('node_modules/')[1].split('/')[0]}`
-    byFile.set(f, (byFile.get(f) ?? 0) + v)
-  }
-  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
-  const files = [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 15)
-  const pct = (v) => `${((v / total) * 100).toFixed(1)}%`
-  let text = `CPU profile ${path.relative(ROOT, file)}: ${(total / 1e6).toFixed(2)} s sampled\n\nTop self time by function:\n`
-  for (const [k, v] of rows) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  text += '\nSelf time by file / package:\n'
-  for (const [k, v] of files) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  return text
-}
-
-const fmtInt = (n) => (n == null ? 'n/a' : Math.round(n).toLocaleString('en-US'))
-const fmtMiB = (kib) => (kib == null ? 'n/a' : (kib / 1024).toFixed(0))
-const fmtS = (s) => (s == null ? 'n/a' : s.toFixed(2))
-const fmtPct = (r) => (r == null ? 'n/a' : `${(r * 100).toFixed(0)}%`)
 const fmtX = (r) => (r == null ? 'n/a' : `${r.toFixed(2)}×`)
 
 async function orchestrate() {
   const sizes = args.quick ? QUICK : DEFAULTS
   const N = args.rows !== undefined ? int('rows', args.rows) : sizes.rows
   const NS = args['small-rows'] !== undefined ? int('small-rows', args['small-rows']) : sizes.smallRows
-  const runs = args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3
+  const runs = runsArg(args)
   const serverExtra = []
   if (args.workers !== undefined) serverExtra.push('--workers', String(int('workers', args.workers)))
   if (args['max-batch'] !== undefined) serverExtra.push('--max-batch', String(int('max-batch', args['max-batch'])))
   const serve = [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...serverExtra]
 
-  if (!existsSync(CLI) || !existsSync(LIB)) {
-    process.stderr.write('dist/ is missing: run `npm run build` first\n')
-    process.exit(2)
-  }
-  if (newestMtime(path.join(ROOT, 'lib'), '.ts') > newestMtime(path.join(ROOT, 'dist'), '.js')) {
-    process.stderr.write('warning: lib/ has changed since the last build; run `npm run build` to measure the current code\n')
-  }
+  checkBuild([CLI, LIB], 'dist/ is missing: run `npm run build` first\n')
 
   const peers = [
     { name: 'csv-read', n: '1', what: '`readCsv(path)` → counting Writable', rows: N, csv: 'big' },
@@ -629,13 +444,9 @@ async function orchestrate() {
   }
   const outDir = mkdtempSync(path.join(os.tmpdir(), 'pipeline-e2e-out-'))
 
-  const profileDir = path.join(RESULTS_DIR, 'profiles')
-  if (args.profile) mkdirSync(profileDir, { recursive: true })
+  if (args.profile) mkdirSync(PROFILE_DIR, { recursive: true })
   process.stderr.write(`pipeline-e2e: ${N.toLocaleString('en-US')} rows (small: ${NS.toLocaleString('en-US')}), ${runs} run(s) per peer, outputs in ${outDir}\n`)
-  const loadBefore = Math.round(os.loadavg()[0] * 100) / 100
-  if (loadBefore > os.cpus().length / 2) {
-    process.stderr.write(`warning: load average is ${loadBefore} on ${os.cpus().length} CPUs: other work will skew the numbers\n`)
-  }
+  const loadBefore = loadBeforeRuns()
 
   const all = new Map(selected.map((p) => [p.name, []]))
   const profiles = []
@@ -660,32 +471,19 @@ async function orchestrate() {
       if (peer.csv) clientArgs.push('--input', fixtures[peer.csv].file)
       if (output) clientArgs.push('--output', output)
       if (server) clientArgs.push('--base', server.base)
-      const before = new Set(args.profile && existsSync(profileDir) ? readdirSync(profileDir) : [])
-      const nodeArgs = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
+      const before = profilesBefore(args.profile)
       const s0 = server ? procStats(server.child.pid) : null
       const serverRss = server ? rssSampler(server.child.pid) : null
-      const result = await runChild(nodeArgs, 'client', clientArgs)
+      const result = await runChild(THIS_FILE, 'client', clientArgs, { nodeArgs: profileFlags(args.profile) })
       if (server) {
         result.serverRssAtKiB = serverRss.stop()
-        const s = procStats(server.child.pid)
-        result.serverPeakRssKiB = s.peakRssKiB
-        result.serverCpuSec = s.cpuSec != null && s0.cpuSec != null ? s.cpuSec - s0.cpuSec : null
-        try {
-          const text = await (await fetch(`${server.base}/metrics`)).text()
-          result.billed = metricSum(text, 'inference_stream_billed_items_total')
-          if (result.billed !== peer.rows) {
-            result.ok = false
-            result.firstProblems = [...(result.firstProblems ?? []), `server billed ${result.billed} items, expected ${peer.rows}`]
-          }
-        } catch (err) {
-          result.billed = null
-          process.stderr.write(`${peer.name}: could not read /metrics: ${err.message}\n`)
-        }
+        addServerStats(result, s0, procStats(server.child.pid))
+        await checkBill(result, server.base, peer.rows, peer.name)
         await stopServer(server.child)
       }
       if (output && existsSync(output)) {
         // Read back in its own process: the independent reader's memory is nobody's peak RSS.
-        result.verify = await runChild([], 'verify', ['--output', output, '--rows', String(peer.rows)])
+        result.verify = await runChild(THIS_FILE, 'verify', ['--output', output, '--rows', String(peer.rows)])
         if (!result.verify.ok) {
           result.ok = false
           result.firstProblems = [...(result.firstProblems ?? []), `read back: ${result.verify.error ?? ''} ${(result.verify.firstProblems ?? []).join('; ')}`]
@@ -696,12 +494,7 @@ async function orchestrate() {
         result.firstProblems = [...(result.firstProblems ?? []), `no output file ${output}`]
       }
       if (args.profile) {
-        for (const f of readdirSync(profileDir)) {
-          if (before.has(f) || !f.endsWith('.cpuprofile')) continue
-          const file = path.join(profileDir, `pipeline-e2e.${peer.name}.run${r + 1}.cpuprofile`)
-          renameSync(path.join(profileDir, f), file)
-          profiles.push({ peer: peer.name, run: r, file })
-        }
+        for (const file of adoptProfiles(before, `pipeline-e2e.${peer.name}.run${r + 1}`)) profiles.push({ peer: peer.name, run: r, file })
       }
       all.get(peer.name).push(result)
       const line =
@@ -725,11 +518,7 @@ async function orchestrate() {
   }
   if (!args['keep-output']) rmSync(outDir, { recursive: true, force: true })
 
-  const median = (name) => {
-    const rs = all.get(name)
-    const sorted = [...rs].sort((a, b) => (a.rowsPerSec ?? 0) - (b.rowsPerSec ?? 0))
-    return { med: sorted[Math.floor((sorted.length - 1) / 2)], runs: rs, ok: rs.every((x) => x.ok) }
-  }
+  const median = (name) => medianRun(all.get(name), 'rowsPerSec')
   const rows = selected.map((peer) => ({ peer, ...median(peer.name) }))
   const get = (name) => rows.find((r) => r.peer.name === name)?.med ?? null
   const cpuPerRow = (m, n) => (m?.cpuSec != null ? (m.cpuSec * 1e6) / n : null)
@@ -795,30 +584,13 @@ async function orchestrate() {
   }
 
   const date = new Date().toISOString()
-  const cpus = os.cpus()
-  let commit = null
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    if (dirty) commit += ' (lib/ has uncommitted changes)'
-  } catch {
-    // not a git checkout
-  }
-  const version = (pkg) => JSON.parse(readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version
-  const machine = {
-    node: process.version,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? null,
-    totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
-    ws: version('ws'),
-    parquetjsLite: version('parquetjs-lite'),
-    fastCsv: version('@fast-csv/parse'),
-    hyparquet: version('hyparquet'),
-    commit,
-    loadAvgBefore: loadBefore,
-    loadAvgAfter: Math.round(os.loadavg()[0] * 100) / 100,
-  }
+  const machine = machineInfo(loadBefore, {
+    ws: pkgVersion('ws'),
+    parquetjsLite: pkgVersion('parquetjs-lite'),
+    fastCsv: pkgVersion('@fast-csv/parse'),
+    hyparquet: pkgVersion('hyparquet'),
+  })
+  const commit = machine.commit
   const config = {
     rows: N,
     smallRows: NS,
@@ -829,7 +601,7 @@ async function orchestrate() {
     fixtures: Object.fromEntries(Object.entries(fixtures).map(([k, f]) => [k, { file: f.file, rows: f.rows, bytes: f.bytes }])),
     profile: args.profile,
   }
-  const command = `node benchmarks/pipeline-e2e.js ${process.argv.slice(2).join(' ')}`.trim()
+  const command = commandLine('pipeline-e2e')
   const question =
     'What does the main job cost end to end — CSV → InferenceStream → Parquet with builtin/echo — against each stage alone, and is memory flat in the input size?'
   const fixtureLine = Object.entries(fixtures)
@@ -845,8 +617,6 @@ async function orchestrate() {
 
   process.stdout.write(`\n${table}${verdict}`)
   if (!args['no-write']) {
-    mkdirSync(RESULTS_DIR, { recursive: true })
-    const base = path.join(RESULTS_DIR, `pipeline-e2e${args.quick ? '-quick' : ''}`)
     const json = {
       question,
       date,
@@ -874,26 +644,11 @@ async function orchestrate() {
         runs: r.runs,
       })),
     }
-    writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`)
-    writeFileSync(`${base}.md`, md)
-    process.stderr.write(`\nwrote ${path.relative(ROOT, base)}.json and .md\n`)
+    writeResults('pipeline-e2e', args.quick, json, md)
   }
-  for (const p of profiles) {
-    const text = summarizeProfile(p.file)
-    writeFileSync(p.file.replace(/\.cpuprofile$/, '.txt'), `peer ${p.peer}, run ${p.run + 1}\n${text}`)
-    process.stderr.write(`\n[${p.peer} run ${p.run + 1}] ${text}`)
-  }
-  if (failed) {
-    process.stderr.write('\n!!! at least one peer FAILED its checks (see above); exit 1\n')
-    process.exit(1)
-  }
+  writeProfileSummaries(profiles)
+  exitIfFailed(failed)
 }
 
-if (args.role === 'client') await runClient()
-else if (args.role === 'verify') await runVerify()
-else if (args.role === 'summarize-profile') process.stdout.write(summarizeProfile(path.resolve(args.file)))
-else if (args.role === 'orchestrator') await orchestrate()
-else {
-  process.stderr.write(`unknown --role ${args.role}\n`)
-  process.exit(2)
-}
+// `--role summarize-profile --file X.cpuprofile` summarises a profile taken by hand.
+await runRole(args, { client: runClient, verify: runVerify, orchestrator: orchestrate })

@@ -45,18 +45,17 @@
  *   below it means waiting (or other load on the machine: the load average is recorded). With
  *   --runs R > 1 each row is the peer's median run by items/s. Compare numbers within one run.
  */
-import { spawn, execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import os from 'node:os'
+import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import WebSocket, { WebSocketServer } from 'ws'
+import {
+  CLI, PROFILE_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, exitIfFailed, fmtInt, fmtMiB,
+  fmtPct as fmtRatio, fmtS, int, loadBeforeRuns, machineInfo, medianRun, parseBenchArgs, pkgVersion, procStats, profileFlags,
+  profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
+} from './lib/harness.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
-const ROOT = path.resolve(path.dirname(THIS_FILE), '..')
-const CLI = path.join(ROOT, 'dist', 'cli', 'index.js')
-const RESULTS_DIR = path.join(ROOT, 'benchmarks', 'results')
 const STREAM_PATH = '/bulk/stream/cpu/builtin/echo'
 const SUBPROTOCOL_V1 = 'inference-stream.v1'
 const DEFAULT_ITEMS = 200_000
@@ -64,41 +63,21 @@ const QUICK_ITEMS = 20_000
 
 const inputOf = (i) => `review text number ${i}`
 
-const { values: args } = parseArgs({
-  options: {
-    role: { type: 'string', default: 'orchestrator' },
-    // orchestrator
-    items: { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    window: { type: 'string', default: '2000' },
-    frame: { type: 'string', default: '100' },
-    runs: { type: 'string' },
-    only: { type: 'string' },
-    workers: { type: 'string' },
-    'max-batch': { type: 'string' },
-    'max-wait-ms': { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    'no-write': { type: 'boolean', default: false },
-    // client
-    url: { type: 'string' },
-    protocol: { type: 'string' },
-    acks: { type: 'boolean', default: false },
-    token: { type: 'string', default: 'bench' },
-    'stall-ms': { type: 'string', default: '30000' },
-    // summarize-profile
-    file: { type: 'string' },
-  },
-  strict: true,
+// Besides the common ones (role, quick, runs, only, profile, no-write, token, file: see lib/harness.js).
+const args = parseBenchArgs({
+  // orchestrator
+  items: { type: 'string' },
+  window: { type: 'string', default: '2000' },
+  frame: { type: 'string', default: '100' },
+  workers: { type: 'string' },
+  'max-batch': { type: 'string' },
+  'max-wait-ms': { type: 'string' },
+  // client
+  url: { type: 'string' },
+  protocol: { type: 'string' },
+  acks: { type: 'boolean', default: false },
+  'stall-ms': { type: 'string', default: '30000' },
 })
-
-function int(name, value, min = 1) {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}\n`)
-    process.exit(2)
-  }
-  return n
-}
 
 // ---------------------------------------------------------------------------------------------
 // Role: plain ws echo server (the transport's ceiling). Parses each message like a real server
@@ -328,163 +307,14 @@ function runClient() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Orchestrator
+// Orchestrator. Server start/stop, /proc stats and the profile summary: lib/harness.js.
 // ---------------------------------------------------------------------------------------------
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-  } catch {
-    return 100
-  }
-})()
-
-/** Peak RSS (KiB) and CPU seconds of a live process, from /proc (null where there is no /proc). */
-function procStats(pid) {
-  let peakRssKiB = null
-  let cpuSec = null
-  try {
-    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    if (m) peakRssKiB = Number(m[1])
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    cpuSec = (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14, 15)
-  } catch {
-    // not Linux, or the process is gone
-  }
-  return { peakRssKiB, cpuSec }
-}
-
-function startServer(nodeArgs, label) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    const timer = setTimeout(() => fail(new Error(`${label}: no "listening on" line within 20 s`)), 20_000)
-    const fail = (e) => {
-      clearTimeout(timer)
-      child.kill('SIGKILL')
-      reject(new Error(`${e.message}\n--- server stderr ---\n${err.slice(-4000)}`))
-    }
-    child.stdout.on('data', (d) => {
-      out += d
-      const m = /listening on (http:\/\/\S+)/.exec(out)
-      if (m) {
-        clearTimeout(timer)
-        resolve({ child, base: m[1], stderr: () => err })
-      }
-    })
-    child.stderr.on('data', (d) => {
-      err += d
-      if (err.length > 64_000) err = err.slice(-32_000)
-    })
-    child.on('exit', (code, signal) => fail(new Error(`${label}: exited early (code ${code}, signal ${signal})`)))
-    child.on('error', fail)
-  })
-}
-
-function stopServer(child, timeoutMs = 20_000) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    child.removeAllListeners('exit')
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.once('exit', () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    child.kill('SIGTERM') // graceful: our server closes its sockets and, with --cpu-prof, writes the profile
-  })
-}
-
-function runClientProcess(clientArgs) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [THIS_FILE, '--role', 'client', ...clientArgs], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    child.on('exit', (code) => {
-      const line = out.trim().split('\n').pop() ?? ''
-      let result
-      try {
-        result = JSON.parse(line)
-      } catch {
-        result = { ok: false, error: `client printed no result (exit ${code}): ${(err || out).slice(-2000)}` }
-      }
-      if (code !== 0) result.ok = false
-      result.exitCode = code
-      resolve(result)
-    })
-  })
-}
-
-/** Sum of a counter over its label sets in Prometheus text. */
-function metricSum(text, name) {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
-
-function newestMtime(dir, ext) {
-  let newest = 0
-  if (!existsSync(dir)) return 0
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p, ext))
-    else if (e.name.endsWith(ext)) newest = Math.max(newest, statSync(p).mtimeMs)
-  }
-  return newest
-}
-
-/** Self time per function of a .cpuprofile, highest first. */
-function summarizeProfile(file, top = 25) {
-  const prof = JSON.parse(readFileSync(file, 'utf8'))
-  const byNode = new Map(prof.nodes.map((n) => [n.id, n]))
-  const self = new Map()
-  const deltas = prof.timeDeltas
-  let total = 0
-  for (let i = 0; i < prof.samples.length; i++) {
-    const dt = deltas[i + 1] ?? 0 // a sample's time is the gap to the next one
-    total += dt
-    const n = byNode.get(prof.samples[i])
-    const cf = n.callFrame
-    const where = cf.url ? `${cf.url.replace(`file://${ROOT}/`, '')}:${cf.lineNumber + 1}` : ''
-    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim()
-    self.set(key, (self.get(key) ?? 0) + dt)
-  }
-  const byFile = new Map()
-  for (const [k, v] of self) {
-    const m = / (\S+):\d+$/.exec(k)
-    let f = m ? m[1] : k
-    if (f.startsWith('node:')) f = 'node: (core)'
-    else if (f.includes('node_modules/')) f = `node_modules/${f.split('node_modules/')[1].split('/')[0]}`
-    byFile.set(f, (byFile.get(f) ?? 0) + v)
-  }
-  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
-  const files = [...byFile].sort((a, b) => b[1] - a[1]).slice(0, 15)
-  const pct = (v) => `${((v / total) * 100).toFixed(1)}%`
-  let text = `CPU profile ${path.relative(ROOT, file)}: ${(total / 1e6).toFixed(2)} s sampled\n\nTop self time by function:\n`
-  for (const [k, v] of rows) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  text += '\nSelf time by file / package:\n'
-  for (const [k, v] of files) text += `  ${pct(v).padStart(6)}  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}\n`
-  return text
-}
-
-const fmtInt = (n) => (n == null ? 'n/a' : Math.round(n).toLocaleString('en-US'))
-const fmtMiB = (kib) => (kib == null ? 'n/a' : (kib / 1024).toFixed(0))
-const fmtS = (s) => (s == null ? 'n/a' : s.toFixed(2))
-const fmtRatio = (r) => (r == null ? 'n/a' : `${(r * 100).toFixed(0)}%`)
-
 async function orchestrate() {
   const N = args.items !== undefined ? int('items', args.items) : args.quick ? QUICK_ITEMS : DEFAULT_ITEMS
   const W = int('window', args.window)
   const F = int('frame', args.frame)
   // Three interleaved runs by default (median shown): a shared 2-core machine is noisy.
-  const runs = args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3
+  const runs = runsArg(args)
   if (F > W) {
     process.stderr.write(`--frame (${F}) must not exceed --window (${W})\n`)
     process.exit(2)
@@ -494,16 +324,9 @@ async function orchestrate() {
     if (args[k] !== undefined) serveExtra.push(`--${k}`, String(int(k, args[k], 0)))
   }
 
-  if (!existsSync(CLI)) {
-    process.stderr.write(`${path.relative(ROOT, CLI)} is missing: run \`npm run build\` first\n`)
-    process.exit(2)
-  }
-  if (newestMtime(path.join(ROOT, 'lib'), '.ts') > newestMtime(path.join(ROOT, 'dist'), '.js')) {
-    process.stderr.write('warning: lib/ has changed since the last build; run `npm run build` to measure the current code\n')
-  }
+  checkBuild([CLI], `${path.relative(ROOT, CLI)} is missing: run \`npm run build\` first\n`)
 
-  const profileDir = path.join(RESULTS_DIR, 'profiles')
-  const prof = args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []
+  const prof = profileFlags(args.profile)
   const ours = (extra) => [
     ...prof,
     CLI, 'serve', '--port', '0', '--log-level', 'warn', ...serveExtra, ...extra,
@@ -521,17 +344,14 @@ async function orchestrate() {
     process.stderr.write(`--only matches no peer; peers: ${peers.map((p) => p.name).join(', ')}\n`)
     process.exit(2)
   }
-  if (args.profile) mkdirSync(profileDir, { recursive: true })
+  if (args.profile) mkdirSync(PROFILE_DIR, { recursive: true })
 
   process.stderr.write(
     `server-throughput: ${N} items, window ${W}, ${F} items per batched frame, ${runs} run(s) per peer, ` +
       `serve args [${serveExtra.join(' ') || 'defaults'}]\n`,
   )
 
-  const loadBefore = Math.round(os.loadavg()[0] * 100) / 100
-  if (loadBefore > os.cpus().length / 2) {
-    process.stderr.write(`warning: load average is ${loadBefore} on ${os.cpus().length} CPUs: other work will skew the numbers\n`)
-  }
+  const loadBefore = loadBeforeRuns()
   const all = new Map(selected.map((p) => [p.name, []]))
   const profiles = []
   let failed = false
@@ -548,40 +368,21 @@ async function orchestrate() {
         failed = true
         continue
       }
-      const before = new Set(args.profile && existsSync(profileDir) ? readdirSync(profileDir) : [])
+      const before = profilesBefore(args.profile)
       const url = `${server.base.replace(/^http/, 'ws')}${STREAM_PATH}`
       const clientArgs = ['--url', url, '--items', String(N), '--window', String(W), '--frame', String(peer.frame), '--token', token]
       if (peer.protocol) clientArgs.push('--protocol', peer.protocol)
       if (peer.acks) clientArgs.push('--acks')
       const s0 = procStats(server.child.pid)
-      const result = await runClientProcess(clientArgs)
-      const s = procStats(server.child.pid)
-      result.serverPeakRssKiB = s.peakRssKiB
+      const result = await runChild(THIS_FILE, 'client', clientArgs, { keepStderr: false })
       // CPU spent while the client ran (startup excluded; includes the client's connect and 250 ms tail, which are idle).
-      result.serverCpuSec = s.cpuSec != null && s0.cpuSec != null ? s.cpuSec - s0.cpuSec : null
+      addServerStats(result, s0, procStats(server.child.pid))
       if (peer.ours) {
-        try {
-          const text = await (await fetch(`${server.base}/metrics`)).text()
-          result.billed = metricSum(text, 'inference_stream_billed_items_total')
-          result.duplicatesSeenByServer = metricSum(text, 'inference_stream_duplicate_items_total')
-          if (result.billed !== N) {
-            result.ok = false
-            result.firstProblems = [...(result.firstProblems ?? []), `server billed ${result.billed} items, expected ${N}`]
-          }
-        } catch (err) {
-          result.billed = null
-          process.stderr.write(`${peer.name}: could not read /metrics: ${err.message}\n`)
-        }
+        await checkBill(result, server.base, N, peer.name, { duplicatesSeenByServer: 'inference_stream_duplicate_items_total' })
       }
       await stopServer(server.child)
       if (args.profile) {
-        for (const f of readdirSync(profileDir)) {
-          if (before.has(f) || !f.endsWith('.cpuprofile')) continue
-          // Stable names, so a new profile of a peer replaces the last one.
-          const file = path.join(profileDir, `server-throughput.${peer.name}.run${r + 1}.cpuprofile`)
-          renameSync(path.join(profileDir, f), file)
-          profiles.push({ peer: peer.name, run: r, file })
-        }
+        for (const file of adoptProfiles(before, `server-throughput.${peer.name}.run${r + 1}`)) profiles.push({ peer: peer.name, run: r, file })
       }
       all.get(peer.name).push(result)
       const line = `${peer.name.padEnd(16)} run ${r + 1}/${runs}: ${fmtInt(result.itemsPerSec)} items/s, ${fmtS(result.wallMs / 1000)} s`
@@ -603,12 +404,7 @@ async function orchestrate() {
   }
 
   // One row per peer: its median run by items/s.
-  const rows = selected.map((peer) => {
-    const rs = all.get(peer.name)
-    const sorted = [...rs].sort((a, b) => (a.itemsPerSec ?? 0) - (b.itemsPerSec ?? 0))
-    const med = sorted[Math.floor((sorted.length - 1) / 2)]
-    return { peer, med, runs: rs, ok: rs.every((x) => x.ok) }
-  })
+  const rows = selected.map((peer) => ({ peer, ...medianRun(all.get(peer.name), 'itemsPerSec') }))
   const ips = (name) => rows.find((r) => r.peer.name === name)?.med.itemsPerSec ?? null
   const wsCeiling = ips('ws-echo')
   for (const r of rows) {
@@ -629,28 +425,8 @@ async function orchestrate() {
       `${fmtS(m.serverCpuSec)} | ${fmtS(m.cpuSec)} | ${r.ok ? 'ok' : '**FAILED**'} |\n`
   }
   const date = new Date().toISOString()
-  const cpus = os.cpus()
-  let commit = null
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    if (dirty) commit += ' (lib/ has uncommitted changes)'
-  } catch {
-    // not a git checkout
-  }
-  const wsVersion = JSON.parse(readFileSync(path.join(ROOT, 'node_modules', 'ws', 'package.json'), 'utf8')).version
-  const machine = {
-    node: process.version,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? null,
-    totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
-    ws: wsVersion,
-    commit,
-    // Other work on the machine skews the numbers: the 1-minute load average before and after.
-    loadAvgBefore: loadBefore,
-    loadAvgAfter: Math.round(os.loadavg()[0] * 100) / 100,
-  }
+  const machine = machineInfo(loadBefore, { ws: pkgVersion('ws') })
+  const commit = machine.commit
   const config = {
     items: N,
     window: W,
@@ -659,7 +435,7 @@ async function orchestrate() {
     serveArgs: ['serve', '--port', '0', '--log-level', 'warn', ...serveExtra],
     profile: args.profile,
   }
-  const command = `node benchmarks/server-throughput.js ${process.argv.slice(2).join(' ')}`.trim()
+  const command = commandLine('server-throughput')
   const md =
     `# server-throughput\n\n` +
     `How many items/s does our server move with builtin/echo, legacy one message per item vs v1 batched ` +
@@ -673,8 +449,6 @@ async function orchestrate() {
 
   process.stdout.write(`\n${table}`)
   if (!args['no-write']) {
-    mkdirSync(RESULTS_DIR, { recursive: true })
-    const base = path.join(RESULTS_DIR, `server-throughput${args.quick ? '-quick' : ''}`)
     const json = {
       question:
         'How many items/s does our server move with builtin/echo, one message per item (legacy) vs v1 batched frames, compared with a plain ws echo server (the transport ceiling) in the same run?',
@@ -700,28 +474,11 @@ async function orchestrate() {
         runs: r.runs,
       })),
     }
-    writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`)
-    writeFileSync(`${base}.md`, md)
-    process.stderr.write(`\nwrote ${path.relative(ROOT, base)}.json and .md\n`)
+    writeResults('server-throughput', args.quick, json, md)
   }
-  for (const p of profiles) {
-    const text = summarizeProfile(p.file)
-    const out = p.file.replace(/\.cpuprofile$/, '.txt')
-    writeFileSync(out, `peer ${p.peer}, run ${p.run + 1}\n${text}`)
-    process.stderr.write(`\n[${p.peer} run ${p.run + 1}] ${text}`)
-  }
-  if (failed) {
-    process.stderr.write('\n!!! at least one peer FAILED its checks (see above); exit 1\n')
-    process.exit(1)
-  }
+  writeProfileSummaries(profiles)
+  exitIfFailed(failed)
 }
 
-// A profile taken by hand: `node benchmarks/server-throughput.js --role summarize-profile --file X.cpuprofile`.
-if (args.role === 'ws-echo-server') runWsEchoServer()
-else if (args.role === 'client') runClient()
-else if (args.role === 'summarize-profile') process.stdout.write(summarizeProfile(path.resolve(args.file)))
-else if (args.role === 'orchestrator') await orchestrate()
-else {
-  process.stderr.write(`unknown --role ${args.role}\n`)
-  process.exit(2)
-}
+// `--role summarize-profile --file X.cpuprofile` summarises a profile taken by hand.
+await runRole(args, { 'ws-echo-server': runWsEchoServer, client: runClient, orchestrator: orchestrate })
