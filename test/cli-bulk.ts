@@ -1,9 +1,7 @@
-import { spawn } from 'node:child_process'
 import { createServer as createNetServer } from 'node:net'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Command, CommanderError } from 'commander'
 import { parquetReadObjects } from 'hyparquet'
 import t from 'tap'
@@ -11,25 +9,14 @@ import { bulkCommand } from '../lib/cli/bulk.js'
 import { InferenceStreamError } from '../lib/errors.js'
 import { BulkClient, type BulkJobStatus } from '../lib/client/bulk-client.js'
 import { DatasetBulk, type BulkRow } from '../lib/client/dataset-bulk.js'
+import { cliProcess as spawnCliProcess } from './helpers/cli.js'
 import { startServer } from './helpers/server.js'
 
-const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'is-cli-bulk-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
-// The CLI from source, with this process's loader flags (tap's TypeScript import hook).
-function cliProcess(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [...process.execArgv, cli, ...args], {
-    env: { ...process.env, INFERENCE_STREAM_TOKEN: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  return { child, exited, out: () => stdout, err: () => stderr }
-}
+// The token variable is cleared so a developer's own setting never leaks into these runs.
+const cliProcess = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnCliProcess(args, { INFERENCE_STREAM_TOKEN: '', ...env })
 
 interface CliResult {
   code: number | null
