@@ -29,7 +29,7 @@ export interface StreamSocketOptions {
  * - `result` (id, outputs), `status` (message), `resume` (unknown ids).
  * - `reconnecting` (attempt, delayMs, cause), `downgrade` (the server does not speak v1).
  * - `fatal` (error): the socket gave up; nothing more will be emitted.
- * - `unsent` (messages): v1 messages queued for a frame when the socket closed; they never left.
+ * - `unsent` (messages): messages queued for the turn's write when the socket closed; they never left.
  * - `ignored` (reason): a frame that could not be used.
  */
 export interface StreamSocketEvents {
@@ -178,14 +178,13 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     return undefined
   }
 
-  /** Queues a message; v1 messages of one event-loop turn go out as one frame. False when not connected. */
+  /**
+   * Queues a message; the messages of one event-loop turn go out together (v1: as one array
+   * frame; legacy: one frame each, in one socket write). False when not connected.
+   */
   send(msg: unknown): boolean {
     const ws = this.ws
     if (!ws || ws.readyState !== WebSocket.OPEN) return false
-    if (!this.v1) {
-      ws.send(JSON.stringify(msg))
-      return true
-    }
     this.outbox.push(msg)
     if (!this.flushScheduled) {
       this.flushScheduled = true
@@ -200,9 +199,18 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.outbox = []
     const ws = this.ws
     if (!ws || ws.readyState !== WebSocket.OPEN || out.length === 0) return
-    for (let i = 0; i < out.length; i += this.frameLimit) {
-      ws.send(JSON.stringify(out.length === 1 ? out[0] : out.slice(i, i + this.frameLimit)))
+    if (this.v1) {
+      for (let i = 0; i < out.length; i += this.frameLimit) {
+        ws.send(JSON.stringify(out.length === 1 ? out[0] : out.slice(i, i + this.frameLimit)))
+      }
+      return
     }
+    // Legacy: one frame per message, as the original protocol has it, but the turn's frames go
+    // out in one corked socket write (ws exposes no cork; its socket is a net.Socket).
+    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    socket?.cork()
+    for (const m of out) ws.send(JSON.stringify(m))
+    socket?.uncork()
   }
 
   /** Bytes queued in the websocket and not yet written to the network. */
