@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream'
-import { StringDecoder } from 'node:string_decoder'
 import { BadRecordError, InputFileError } from '../errors.js'
 import { CsvRows, type CsvRow } from './csv-rows.js'
 import { checkOptionsObject, checkBoolean, checkChar, checkColumns, checkInteger } from './options.js'
+import { textChunks } from './text-chunks.js'
 import { RecordReader, type ReaderOptions, type RecordBatch } from './record-reader.js'
 
 /** Options of {@link readCsv}. */
@@ -114,18 +114,11 @@ export function readCsv(input: string | Readable, options: CsvReadOptions = {}):
       return batch
     }
 
-    const decoder = new StringDecoder('utf8')
-    let first = true
-    for await (const chunk of reader.openInput(input)) {
-      let text = typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer)
-      if (first && text.length > 0) {
-        first = false
-        if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-      }
+    for await (const text of textChunks(reader.openInput(input))) {
       const batch = toBatch(rows.push(text))
       if (batch.length > 0) yield batch
     }
-    const batch = toBatch(rows.push(decoder.end()).concat(rows.end()))
+    const batch = toBatch(rows.end())
     if (batch.length > 0) yield batch
   }, o)
 }

@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream'
-import { StringDecoder } from 'node:string_decoder'
 import { BadRecordError } from '../errors.js'
 import { LineSplitter, type Line } from './line-splitter.js'
 import { checkOptionsObject, checkColumns, checkInteger, isPlainObject } from './options.js'
 import { RecordReader, type ReaderOptions, type RecordBatch } from './record-reader.js'
+import { textChunks } from './text-chunks.js'
 
 /** Options of {@link readJsonl}. */
 export interface JsonlReadOptions extends ReaderOptions {
@@ -58,18 +58,11 @@ export function readJsonl(input: string | Readable, options: JsonlReadOptions = 
       }
       return batch
     }
-    const decoder = new StringDecoder('utf8')
-    let first = true
-    for await (const chunk of reader.openInput(input)) {
-      let text = typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer)
-      if (first && text.length > 0) {
-        first = false
-        if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-      }
+    for await (const text of textChunks(reader.openInput(input))) {
       const batch = toBatch(lines.push(text))
       if (batch.length > 0) yield batch
     }
-    const batch = toBatch(lines.end(lines.push(decoder.end())))
+    const batch = toBatch(lines.end())
     if (batch.length > 0) yield batch
   }, o)
 }
