@@ -236,7 +236,7 @@ t.test('failed items: record (default) keeps the order, skip drops them, bad rec
   t.equal(recorded.length, 4)
   t.equal(recorded[0].outputs, 1)
   t.match(recorded[1], { id: 'e-1', error: { code: 'ERR_ITEM_FAILED', remoteCode: 'ERR_MODEL_INPUT' }, outputs: { error: /delay_ms/ } })
-  t.match(recorded[2], { error: { code: 'ERR_INVALID_PAYLOAD', message: /neither a string nor an object with "inputs"/ }, record: { text: 'no inputs' } })
+  t.match(recorded[2], { id: 'e-2', error: { code: 'ERR_INVALID_PAYLOAD', message: /neither a string nor an object with "inputs"/ }, record: { text: 'no inputs' } })
   t.equal(recorded[3].outputs, 4)
   const s = new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'e2', onError: 'skip' })
   const skipped = await collect(Readable.from(records).pipe(s))

@@ -200,7 +200,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     const entry = this.makeEntry(record, seq)
     if (entry instanceof InferenceStreamError) {
       // A record that cannot become a payload fails alone, in its place in the order.
-      const result: InferenceResult<R> = { id: String(seq), outputs: { error: entry.message, code: entry.code }, error: entry }
+      const result: InferenceResult<R> = { id: this.failedId(record, seq), outputs: { error: entry.message, code: entry.code }, error: entry }
       if (this.o.includeRecord) result.record = record
       this.settle(seq, result)
     } else if (this.journal) {
@@ -295,6 +295,18 @@ export class InferenceStream<R = unknown> extends Duplex {
         },
       )
     }
+  }
+
+  // The id a failed record's result carries: its own when the id mapping gives a usable one (the
+  // failure was elsewhere), else the sequence number. Only failures pay for the second call.
+  private failedId(record: R, seq: number): string {
+    try {
+      const id = this.idOf(record, seq)
+      if (typeof id === 'string' && id.length > 0 && id.length <= MAX_ID_LENGTH) return id
+    } catch {
+      // the id mapping itself failed
+    }
+    return String(seq)
   }
 
   private makeEntry(record: R, seq: number): Entry<R> | InferenceStreamError {
