@@ -78,6 +78,33 @@ export class ModelError extends InferenceStreamError {
   }
 }
 
+/** The model is loading and the request did not ask to wait (`options.wait_for_model`). HTTP 503 with `estimated_time`. */
+export class ModelLoadingError extends InferenceStreamError {
+  /** Seconds until the model is expected to be ready. */
+  readonly estimatedTime: number
+  constructor(message: string, estimatedTime: number) {
+    super(message, 'ERR_MODEL_LOADING')
+    this.name = 'ModelLoadingError'
+    this.estimatedTime = estimatedTime
+  }
+}
+
+/** The model cannot be loaded: missing or broken files, a task this server cannot run. HTTP 500. */
+export class ModelLoadError extends InferenceStreamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_MODEL_LOAD', options)
+    this.name = 'ModelLoadError'
+  }
+}
+
+/** `gpu` compute was asked for and this machine cannot run the model on a GPU. */
+export class DeviceUnavailableError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_DEVICE_UNAVAILABLE')
+    this.name = 'DeviceUnavailableError'
+  }
+}
+
 /** A bounded queue (e.g. a worker pool's task queue) is full; the caller may retry later. */
 export class OverloadedError extends InferenceStreamError {
   constructor(message: string) {

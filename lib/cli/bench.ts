@@ -5,6 +5,7 @@ import { InferenceStream } from '../client/inference-stream.js'
 import { InvalidOptionError } from '../errors.js'
 import { intFlag, intListFlag, jsonObjectFlag } from './common.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
+import { addModelFlags, registryFromFlags } from './model-flags.js'
 
 /** One measured level of `bench`. */
 export interface BenchRow {
@@ -76,7 +77,7 @@ export async function benchLevels(o: {
 
 /** `inference-stream bench`: throughput and latency of a model or endpoint. */
 export function benchCommand(): Command {
-  return new Command('bench')
+  return addModelFlags(new Command('bench'))
     .description('Measure a model or endpoint: items/s and latency percentiles at several in-flight levels')
     .requiredOption('-m, --model <id>', 'model id, e.g. builtin/sentiment')
     .option('--endpoint <url>', 'server URL (default: an embedded server in this process)')
@@ -101,7 +102,7 @@ Examples:
       let url: string = o.endpoint
       let token: string | undefined = o.token ?? process.env.INFERENCE_STREAM_TOKEN
       if (!url) {
-        embedded = await startEmbedded({ threads: o.threads })
+        embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model }) })
         url = embedded.url
         token = embedded.token
       } else if (!token) {

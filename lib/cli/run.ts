@@ -12,6 +12,7 @@ import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
 import { intFlag, jsonObjectFlag } from './common.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
+import { addModelFlags, registryFromFlags, type ModelFlags } from './model-flags.js'
 import { Progress } from './progress.js'
 
 /** Exit codes of `run` (also in its --help and docs/cli.md). */
@@ -43,7 +44,7 @@ function checkFirstRecord(column: string): Transform {
 
 /** `inference-stream run`: the main job, a file through a model into a file. */
 export function runCommand(): Command {
-  return new Command('run')
+  return addModelFlags(new Command('run'))
     .description('Run every row of a CSV / TSV / JSONL / JSON / Parquet file through a model and write the results')
     .argument('<input>', 'input file (.csv, .tsv, .jsonl, .ndjson, .json, .parquet)')
     .option('-o, --output <path>', 'output file (.parquet, .csv, .tsv, .jsonl); default <input>.results.parquet')
@@ -86,7 +87,7 @@ Exit codes: 0 all rows done; 3 done, some rows failed (see the error column); 1 
     })
 }
 
-interface RunFlags {
+interface RunFlags extends ModelFlags {
   output?: string
   model: string
   column: string
@@ -122,7 +123,8 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
   let url = o.endpoint
   let token = o.token ?? process.env.INFERENCE_STREAM_TOKEN
   if (!url) {
-    embedded = await startEmbedded({ threads: o.threads })
+    // Audio paths in the input resolve next to it.
+    embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model, audioRoot: dirname(resolve(input)) }) })
     url = embedded.url
     token = embedded.token
   } else if (!token) throw new InvalidOptionError('--token (or INFERENCE_STREAM_TOKEN) is required with --endpoint')

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import pino from 'pino'
 import { InvalidOptionError } from '../errors.js'
-import { createModelRegistry } from '../models/registry.js'
+import { join } from 'node:path'
+import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { createServer } from '../server/server.js'
 
 function int(name: string) {
@@ -31,7 +32,7 @@ export function collectTokens(flags: string[], file: string | undefined, env = p
 
 /** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
 export function serveCommand(): Command {
-  return new Command('serve')
+  return addModelFlags(new Command('serve'))
     .description('Run the inference server (websocket streams, /health, /metrics)')
     .option('-p, --port <port>', 'port to listen on (0: any free port)', int('port'), 8080)
     .option('-H, --host <host>', 'address to bind', '127.0.0.1')
@@ -54,6 +55,9 @@ Examples:
   $ inference-stream serve --port 0 --token s3cret --host 0.0.0.0
   $ INFERENCE_STREAM_TOKENS=a,b inference-stream serve --workers 8 --max-batch 64
   $ inference-stream serve --token s3cret --data-dir ./data   # bulk jobs over ./data/datasets
+  $ inference-stream serve --models ./models     # also serves ./models/{org}/{name} (transformers.js, offline)
+  $ inference-stream serve --allow-download      # any Hub model, downloaded on first use
+  $ inference-stream serve --upstream my/model=https://host/models/my/model --upstream-token $HF_TOKEN
 
 Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
     )
@@ -66,7 +70,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         maxBatch: o.maxBatch,
         maxWaitMs: o.maxWaitMs,
         maxQueuedPerToken: o.maxQueuedPerToken,
-        registry: createModelRegistry({ threads: o.threads }),
+        registry: registryFromFlags(o, { audioRoot: o.datasets ?? (o.dataDir ? join(o.dataDir, 'datasets') : undefined) }),
         dataDir: o.dataDir,
         datasetsDir: o.datasets,
         shardRows: o.shardRows,

@@ -2,6 +2,7 @@
  * The model contract. A pipeline runs one *batch* of items that share a model and parameters:
  * one call per batch is what makes batching pay.
  */
+import { InferenceStreamError, UnknownModelError } from '../errors.js'
 
 /** Parameters of a request (`parameters` of the payload), already validated as a plain object. */
 export type Parameters = Record<string, unknown>
@@ -21,14 +22,53 @@ export interface Pipeline {
   run(inputs: unknown[], parameters: Parameters, signal?: AbortSignal): Promise<unknown[]>
   /** Releases threads and memory. */
   close?(): Promise<void>
+  /**
+   * Starts loading the model if it is not loaded (idempotent) and resolves when it is ready, or
+   * rejects with why it cannot load. Pipelines without it are always ready; `run` loads by itself.
+   */
+  load?(): Promise<void>
+  /** Where loading stands, for the server's status messages and 503 answers. Absent: always ready. */
+  loadState?(): ModelLoadState
 }
+
+/** Where a pipeline's loading stands. */
+export interface ModelLoadState {
+  state: 'unloaded' | 'loading' | 'ready' | 'failed'
+  /** While loading: seconds until ready, estimated (the classic API's `estimated_time`). */
+  estimatedTime?: number
+  /** When failed: why. */
+  error?: Error
+}
+
+/** `cpu` or `gpu`, from the stream or job URL. */
+export type Compute = 'cpu' | 'gpu'
 
 /** Resolves model ids to pipelines. */
 export interface ModelRegistry {
-  /** The pipeline for `id`, or `undefined` when the id is not served. */
-  get(id: string): Pipeline | undefined
+  /**
+   * The pipeline for `id` on `compute` (default `cpu`), or `undefined` when the id is not served
+   * there. Registries that serve both from one pipeline ignore `compute`.
+   */
+  get(id: string, compute?: Compute): Pipeline | undefined
+  /**
+   * Why `get(id, compute)` returned `undefined`, for the error the client sees (e.g. where a model
+   * was looked for). Absent or `undefined`: the generic "does not exist".
+   */
+  unavailable?(id: string, compute?: Compute): Error | undefined
   /** Ids served (for /health and error messages). */
   list(): string[]
   /** Closes every pipeline. */
   close(): Promise<void>
+}
+
+/**
+ * The pipeline for `id` on `compute`, or the error a client should get: the registry's reason
+ * (`unavailable`), else "does not exist".
+ */
+export function resolvePipeline(registry: ModelRegistry, id: string, compute: Compute = 'cpu'): Pipeline | InferenceStreamError {
+  const pipeline = registry.get(id, compute)
+  if (pipeline !== undefined) return pipeline
+  const why = registry.unavailable?.(id, compute)
+  if (why instanceof InferenceStreamError) return why
+  return new UnknownModelError(why?.message ?? `Model ${id} does not exist`)
 }

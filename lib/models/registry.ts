@@ -1,7 +1,11 @@
 /** The default ModelRegistry: builtin models plus the pipelines a user passes in. */
-import { InvalidOptionError, ShuttingDownError } from '../errors.js'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { InvalidOptionError, ShuttingDownError, UnknownModelError } from '../errors.js'
 import { ECHO_MODEL_ID, EchoPipeline } from './builtin-echo.js'
-import type { ModelRegistry, Pipeline } from './pipeline.js'
+import { defaultCacheDir, defaultHubCacheDir, isHubModelId, normalizeTask, resolveModelDir, TRANSFORMERS_TASKS, type ModelSearchPaths } from './model-files.js'
+import type { Compute, ModelRegistry, Pipeline } from './pipeline.js'
+import { gpuAvailable, gpuUnavailableError, TransformersPipeline } from './transformers-pipeline.js'
 import { PooledPipeline } from './pooled-pipeline.js'
 import { NER_MODEL_ID, NER_TASK } from './wink-entities.js'
 import { SENTIMENT_MODEL_ID, SENTIMENT_TASK } from './wink-sentiment.js'
@@ -21,6 +25,33 @@ export interface ModelRegistryOptions {
   maxQueue?: number
   /** Serve `builtin/echo`, `builtin/sentiment` and `builtin/ner`. Default true. */
   builtins?: boolean
+  /**
+   * Serve every other Hub model id through `@huggingface/transformers` (docs/models.md), from
+   * these places; `false` serves only builtins and `models`. Default: on, with the defaults below.
+   */
+  transformers?: TransformersOptions | false
+}
+
+/** Where and how the registry finds and runs transformers.js models. */
+export interface TransformersOptions {
+  /** A models folder in Hub layout (`{dir}/{org}/{name}/config.json`). Default none. */
+  modelsDir?: string
+  /** transformers.js's download cache. Default `$INFERENCE_STREAM_CACHE` or `~/.cache/inference-stream/models`. */
+  cacheDir?: string
+  /** The Python Hub cache to read. Default `$HF_HUB_CACHE`, `$HF_HOME/hub` or `~/.cache/huggingface/hub`. */
+  hubCacheDir?: string
+  /** Download from the Hub what is not on disk. Default false: offline. */
+  allowDownload?: boolean
+  /** The task of a model id, where its files do not say or say another (`--task ID=TASK`). */
+  tasks?: Readonly<Record<string, string>>
+  /** ONNX precision for every model (`fp32`, `q8`, `fp16`...). Default: per folder, the best it has. */
+  dtype?: string
+  /** ONNX Runtime threads per inference. Default 0: ONNX Runtime's choice. */
+  threads?: number
+  /** What a `gpu` URL does on a machine without CUDA: `error` (refused, the default) or `cpu` (runs on CPU). */
+  gpuFallback?: 'error' | 'cpu'
+  /** Folder relative audio paths resolve in (speech models); the server passes its datasets folder. */
+  audioRoot?: string
 }
 
 const defaults = { threads: 1, maxQueue: 1024, builtins: true }
@@ -65,23 +96,65 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
     builtins.set(NER_MODEL_ID, () => (ner ??= new PooledPipeline(NER_MODEL_ID, NER_TASK, winkPool)))
   }
 
+  const hf = opts.transformers === false ? undefined : readTransformers(opts.transformers ?? {})
+  const hfPipelines = new Map<string, TransformersPipeline>()
+  const hfGet = (id: string, compute: Compute): TransformersPipeline | undefined => {
+    if (hf === undefined || !isHubModelId(id)) return undefined
+    if (compute === 'gpu' && !gpuAvailable()) {
+      if (hf.gpuFallback !== 'cpu') return undefined
+      compute = 'cpu'
+    }
+    const key = `${compute}:${id}`
+    const known = hfPipelines.get(key)
+    if (known !== undefined) return known
+    if (closed !== undefined) return undefined
+    const { dir } = resolveModelDir(id, hf.paths)
+    if (dir === undefined && !hf.allowDownload) return undefined
+    const pipeline = new TransformersPipeline({
+      id,
+      dir,
+      task: hf.tasks[id],
+      cacheDir: hf.paths.cacheDir,
+      allowDownload: hf.allowDownload,
+      compute,
+      dtype: hf.dtype,
+      threads: hf.threads,
+      audioRoot: hf.audioRoot,
+    })
+    hfPipelines.set(key, pipeline)
+    return pipeline
+  }
+
   return {
-    get(id: string): Pipeline | undefined {
+    get(id: string, compute: Compute = 'cpu'): Pipeline | undefined {
       const pipeline = extra.get(id)
       if (pipeline !== undefined) return pipeline
       const builtin = builtins.get(id)
-      if (builtin === undefined) return undefined
+      if (builtin === undefined) return hfGet(id, compute)
       // Creating the pool on get() (not at startup) keeps a registry that never serves wink free.
       if (id !== ECHO_MODEL_ID && closed === undefined) winkPool()
       return builtin()
     },
+    unavailable(id: string, compute: Compute = 'cpu'): Error | undefined {
+      if (this.get(id, compute) !== undefined) return undefined
+      if (hf === undefined || !isHubModelId(id)) return new UnknownModelError(`Model ${id} does not exist`)
+      if (compute === 'gpu' && !gpuAvailable() && hf.gpuFallback !== 'cpu') return gpuUnavailableError(id)
+      const { looked } = resolveModelDir(id, hf.paths)
+      return new UnknownModelError(
+        `Model ${id} does not exist here: looked for ${id}/config.json in ${looked.join(', ')}; ` +
+          'put the model in the models folder (--models DIR), or start the server with --allow-download to fetch it from the Hub',
+      )
+    },
     list(): string[] {
-      return [...new Set([...builtins.keys(), ...extra.keys()])]
+      const local = hf?.paths.modelsDir !== undefined ? listModels(hf.paths.modelsDir) : []
+      const loaded = [...hfPipelines.values()].map((p) => p.id)
+      return [...new Set([...builtins.keys(), ...extra.keys(), ...local, ...loaded])]
     },
     close(): Promise<void> {
       closed ??= (async () => {
         const closing: Array<Promise<void> | undefined> = [pool?.close()]
         for (const pipeline of new Set(extra.values())) closing.push(pipeline.close?.())
+        for (const pipeline of hfPipelines.values()) closing.push(pipeline.close())
         const results = await Promise.allSettled(closing)
         // Every pipeline gets its close() even if one fails; the first failure is reported.
         const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
@@ -90,6 +163,71 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
       return closed
     },
   }
+}
+
+interface ResolvedTransformers {
+  paths: ModelSearchPaths
+  allowDownload: boolean
+  tasks: Record<string, string>
+  dtype?: string
+  threads: number
+  gpuFallback: 'error' | 'cpu'
+  audioRoot?: string
+}
+
+function readTransformers(o: TransformersOptions): ResolvedTransformers {
+  if (typeof o !== 'object' || o === null) throw new InvalidOptionError('options.transformers must be an object or false')
+  for (const key of ['modelsDir', 'cacheDir', 'hubCacheDir', 'dtype', 'audioRoot'] as const) {
+    if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '')) {
+      throw new InvalidOptionError(`options.transformers.${key} must be a non-empty string, got ${typeof o[key]}`)
+    }
+  }
+  const allowDownload = o.allowDownload ?? false
+  if (typeof allowDownload !== 'boolean') throw new InvalidOptionError('options.transformers.allowDownload must be a boolean')
+  const threads = o.threads ?? 0
+  if (!Number.isInteger(threads) || threads < 0) throw new InvalidOptionError(`options.transformers.threads must be a non-negative integer, got ${String(threads)}`)
+  const gpuFallback = o.gpuFallback ?? 'error'
+  if (gpuFallback !== 'error' && gpuFallback !== 'cpu') throw new InvalidOptionError(`options.transformers.gpuFallback must be "error" or "cpu", got ${JSON.stringify(gpuFallback)}`)
+  const tasks: Record<string, string> = {}
+  for (const [id, task] of Object.entries(o.tasks ?? {})) {
+    if (typeof task !== 'string' || normalizeTask(task) === undefined) {
+      throw new InvalidOptionError(`options.transformers.tasks[${JSON.stringify(id)}] must be one of ${TRANSFORMERS_TASKS.join(', ')}, got ${JSON.stringify(task)}`)
+    }
+    tasks[id] = task
+  }
+  return {
+    paths: { modelsDir: o.modelsDir, cacheDir: o.cacheDir ?? defaultCacheDir(), hubCacheDir: o.hubCacheDir ?? defaultHubCacheDir() },
+    allowDownload,
+    tasks,
+    dtype: o.dtype,
+    threads,
+    gpuFallback,
+    audioRoot: o.audioRoot,
+  }
+}
+
+/** Model ids in a models folder: `{org}/{name}` (or `{name}`) folders that hold a `config.json`. */
+function listModels(dir: string): string[] {
+  const ids: string[] = []
+  const entries = (path: string): string[] => {
+    try {
+      return readdirSync(path, { withFileTypes: true }).filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name)
+    } catch {
+      return []
+    }
+  }
+  const has = (path: string): boolean => {
+    try {
+      return readdirSync(path).includes('config.json')
+    } catch {
+      return false
+    }
+  }
+  for (const top of entries(dir)) {
+    if (has(join(dir, top))) ids.push(top)
+    else for (const name of entries(join(dir, top))) if (has(join(dir, top, name))) ids.push(`${top}/${name}`)
+  }
+  return ids.sort()
 }
 
 function readModels(models: ModelRegistryOptions['models']): Map<string, Pipeline> {

@@ -81,7 +81,7 @@ export class BatchWorkers {
     const items = lease.items
     const first = items[0]
     for (const item of items) store.markRunning(item.owner, item.id)
-    const pipeline = registry.get(first.model)
+    const pipeline = registry.get(first.model, first.compute)
     let outputs: unknown[]
     let computeSeconds = 0
     if (!pipeline) {

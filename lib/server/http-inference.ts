@@ -12,13 +12,14 @@ import {
   InvalidPayloadError,
   LimitExceededError,
   ModelError,
+  ModelLoadError,
+  ModelLoadingError,
   OverloadedError,
   ShuttingDownError,
-  UnknownModelError,
   toWireError,
   type WireError,
 } from '../errors.js'
-import type { ModelRegistry } from '../models/pipeline.js'
+import { resolvePipeline, type ModelRegistry } from '../models/pipeline.js'
 import { parametersKey, parseBearer, parseInferenceBody, stableStringify, type Payload } from '../protocol.js'
 import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
@@ -42,6 +43,7 @@ export function httpStatusOf(code: string | undefined): number {
     case 'ERR_INVALID_PAYLOAD':
     case 'ERR_LIMIT_EXCEEDED':
     case 'ERR_MODEL_INPUT':
+    case 'ERR_DEVICE_UNAVAILABLE':
       return 400
     case 'ERR_AUTHENTICATION':
       return 401
@@ -49,6 +51,7 @@ export function httpStatusOf(code: string | undefined): number {
       return 404
     case 'ERR_OVERLOADED':
     case 'ERR_SHUTTING_DOWN':
+    case 'ERR_MODEL_LOADING':
       return 503
     default:
       return 500
@@ -126,7 +129,8 @@ export class HttpInference {
       return this.reject(res, token)
     }
     if (hub.closing) return this.reject(res, new ShuttingDownError())
-    if (registry.get(model) === undefined) return this.reject(res, new UnknownModelError(`Model ${model} does not exist`))
+    const pipeline = resolvePipeline(registry, model, COMPUTE)
+    if (pipeline instanceof Error) return this.reject(res, pipeline)
 
     const max = options.maxFrameBytes
     const declared = Number(req.headers['content-length'])
@@ -146,8 +150,6 @@ export class HttpInference {
 
     // `options.use_cache` in the body wins; the original API also took an `x-use-cache` header.
     const useCache = (payload.options?.use_cache as boolean | undefined) ?? req.headers['x-use-cache'] !== 'false'
-    // `wait_for_model` is accepted and has no effect: models here load on their first batch, and
-    // every request waits for its model (see docs/protocol.md).
     const paramsKey = parametersKey(payload.parameters)
     const characters = countCharacters(payload.inputs)
     const cacheKey = this.cache.enabled ? cacheKeyOf(model, paramsKey, payload.inputs) : undefined
@@ -156,6 +158,20 @@ export class HttpInference {
       this.c.metrics.httpCache.inc({ result: hit ? 'hit' : 'miss' })
       // A hit runs no model, so it is not billed.
       if (hit) return sendBody(res, 200, hit, computeHeaders('cache', 0, characters))
+    }
+
+    // A model that is not loaded answers 503 with `estimated_time` and starts loading, as the
+    // classic API; `wait_for_model: true` queues the request, which then waits for the load.
+    const load = pipeline.loadState?.()
+    if (load !== undefined && load.state !== 'ready' && payload.options?.wait_for_model !== true) {
+      if (load.state === 'failed') {
+        // Tried again on this request; answered now with the last failure.
+        pipeline.load?.().catch(() => {})
+        return this.reject(res, load.error instanceof InferenceStreamError ? load.error : new ModelLoadError(String(load.error?.message)))
+      }
+      pipeline.load?.().catch(() => {})
+      const estimated = pipeline.loadState?.().estimatedTime ?? load.estimatedTime ?? 20
+      return this.reject(res, new ModelLoadingError(`Model ${model} is currently loading`, estimated))
     }
 
     // Gone while its body was read or checked: nothing to run it for.
@@ -222,7 +238,9 @@ export class HttpInference {
 
   private reject(res: http.ServerResponse, err: InferenceStreamError, status = httpStatusOf(err.code)): void {
     this.c.metrics.rejected.inc({ code: err.code })
-    sendJson(res, status, toWireError(err))
+    // The classic API's loading answer: `{"error", "estimated_time"}`.
+    const body = err instanceof ModelLoadingError ? { ...toWireError(err), estimated_time: err.estimatedTime } : toWireError(err)
+    sendJson(res, status, body)
   }
 }
 

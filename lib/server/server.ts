@@ -6,7 +6,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js'
 import { ShuttingDownError, toWireError } from '../errors.js'
 import { createModelRegistry } from '../models/registry.js'
-import type { ModelRegistry } from '../models/pipeline.js'
+import { resolvePipeline, type Compute, type ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { BulkJobs } from './bulk/bulk-jobs.js'
 import { handleBulkRoutes, type BulkRoutesContext } from './bulk/bulk-routes.js'
@@ -75,7 +75,7 @@ export class InferenceServer {
       this.metrics,
       o.logger,
       (token) => this.tokens.size === 0 || this.tokens.has(token),
-      (model) => this.registry.get(model) !== undefined,
+      (model, compute) => resolvePipeline(this.registry, model, compute),
     )
     this.workers = new BatchWorkers({
       workers: o.workers,
@@ -263,7 +263,7 @@ export class InferenceServer {
     } catch {
       return refuse(400, 'Model id is not valid URL encoding')
     }
-    const compute = m[1]
+    const compute = m[1] as Compute
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1)
       ;(ws as WebSocket & { isAlive?: boolean }).isAlive = true
@@ -284,6 +284,12 @@ export class InferenceServer {
   }
 
   private sendStatus(): void {
+    // Streams of a model that is still loading hear how long it should take.
+    for (const s of this.hub.allStreams()) {
+      const pipeline = this.registry.get(s.model, s.compute)
+      const status = pipeline && s.loadingStatus(pipeline)
+      if (status) s.send(status)
+    }
     for (const owner of this.store.busyOwners()) {
       const c = this.store.counts(owner)
       if (c.queued + c.processing === 0) continue

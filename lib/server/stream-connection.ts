@@ -6,7 +6,6 @@ import {
   LimitExceededError,
   ModelError,
   ShuttingDownError,
-  UnknownModelError,
   toWireError,
 } from '../errors.js'
 import {
@@ -18,6 +17,7 @@ import {
   type ServerMessage,
   type StatusMessage,
 } from '../protocol.js'
+import type { Compute, Pipeline } from '../models/pipeline.js'
 import type { StreamHub } from './stream-hub.js'
 import { groupKey, type WorkItem } from './queue/work-queue.js'
 import { ownerKey } from './store/result-store.js'
@@ -75,7 +75,7 @@ export class StreamConnection {
     readonly ws: WebSocket,
     private readonly hub: StreamHub,
     readonly model: string,
-    readonly compute: string,
+    readonly compute: Compute,
     readonly v1: boolean,
   ) {
     this.authTimer = setTimeout(() => {
@@ -139,8 +139,9 @@ export class StreamConnection {
       this.reject(new AuthenticationError('Invalid token'))
       return
     }
-    if (!this.hub.hasModel(this.model)) {
-      this.reject(new UnknownModelError(`Model ${this.model} does not exist`))
+    const pipeline = this.hub.pipelineFor(this.model, this.compute)
+    if (pipeline instanceof Error) {
+      this.reject(pipeline)
       return
     }
     this.token = token
@@ -156,6 +157,34 @@ export class StreamConnection {
       limits: { maxFrameBytes: o.maxFrameBytes, maxItemsPerFrame: o.maxItemsPerFrame, maxInputsBytes: o.maxInputsBytes },
     })
     this.hub.register(this)
+    this.watchLoading(pipeline)
+  }
+
+  /**
+   * A model that is not loaded yet starts loading now (so items sent next wait less), and this
+   * stream is told: a `loading` status with `estimated_time` at once and every status interval
+   * (see the server's status timer), then one when it is ready, or why it failed to load.
+   */
+  private watchLoading(pipeline: Pipeline): void {
+    const state = pipeline.loadState?.()
+    if (state === undefined || state.state === 'ready' || pipeline.load === undefined) return
+    this.send(this.loadingStatus(pipeline) ?? { type: 'status', message: `Loading model ${this.model}` })
+    const started = performance.now()
+    pipeline.load().then(
+      () => {
+        if (this.isOpen) this.send({ type: 'status', message: `Model ${this.model} is loaded`, loading: false, load_seconds: Math.round(performance.now() - started) / 1000 })
+      },
+      (err: unknown) => {
+        if (this.isOpen) this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
+      },
+    )
+  }
+
+  /** The status message of a model that is loading, or undefined when it is not. */
+  loadingStatus(pipeline: Pipeline): StatusMessage | undefined {
+    const state = pipeline.loadState?.()
+    if (state === undefined || (state.state !== 'loading' && state.state !== 'unloaded')) return undefined
+    return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
   }
 
   private handleFrame(text: string): void {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import { toWireError, type WireError } from '../errors.js'
+import { toWireError, type InferenceStreamError, type WireError } from '../errors.js'
+import type { Compute, Pipeline } from '../models/pipeline.js'
 import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
@@ -38,7 +39,8 @@ export class StreamHub {
     readonly metrics: ServerMetrics,
     readonly logger: Logger | undefined,
     readonly acceptsToken: (token: string) => boolean,
-    readonly hasModel: (model: string) => boolean,
+    /** The pipeline serving `model` on `compute`, or why there is none (the error the client sees). */
+    readonly pipelineFor: (model: string, compute: Compute) => Pipeline | InferenceStreamError,
   ) {}
 
   /** A stream authenticated: it may now receive the owner's waiting results. */

@@ -216,7 +216,7 @@ export class BulkJobs {
               owner,
               id: String(i),
               model: job.model,
-              compute: job.compute,
+              compute: job.compute === 'gpu' ? 'gpu' : 'cpu',
               inputs: value,
               parameters: job.parameters ?? undefined,
               group,

@@ -5,10 +5,9 @@ import {
   InvalidJsonError,
   InvalidPayloadError,
   JobStateError,
-  UnknownModelError,
   toWireError,
 } from '../../errors.js'
-import type { ModelRegistry } from '../../models/pipeline.js'
+import { resolvePipeline, type ModelRegistry } from '../../models/pipeline.js'
 import type { InputDatasets } from '../datasets/input-datasets.js'
 import { assertDatasetName } from '../datasets/output-datasets.js'
 import { bearerOf, readBody, sendJson } from '../http-util.js'
@@ -48,6 +47,8 @@ function statusOf(code: string): number {
       return 413
     case 'ERR_JOB_STATE':
       return 409
+    case 'ERR_DEVICE_UNAVAILABLE':
+      return 400
     case 'ERR_SHUTTING_DOWN':
       return 503
     default:
@@ -182,7 +183,10 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
   if (b.parameters !== undefined && (typeof b.parameters !== 'object' || b.parameters === null || Array.isArray(b.parameters))) {
     return fail(res, new InvalidPayloadError('"parameters" must be a JSON object'))
   }
-  if (c.registry.get(model) === undefined) return fail(res, new UnknownModelError(`Model ${model} does not exist`))
+  const pipeline = resolvePipeline(c.registry, model, compute === 'gpu' ? 'gpu' : 'cpu')
+  if (pipeline instanceof Error) return fail(res, pipeline)
+  // The job's first batch waits for the model; start loading it now.
+  pipeline.load?.().catch(() => {})
   const dataset = { name: b.dataset_name as string, config: b.dataset_config as string, split: b.dataset_split as string, column: b.dataset_column as string }
   let resolved
   try {

@@ -3,7 +3,7 @@
  * embedded default; a Redis Streams one (consumer groups) implements the same contract, which is
  * why every call is async and a pulled batch is a lease that is acked or released.
  */
-import type { Parameters } from '../../models/pipeline.js'
+import type { Compute, Parameters } from '../../models/pipeline.js'
 import { parametersKey } from '../../protocol.js'
 
 /** One accepted inference item. */
@@ -17,7 +17,7 @@ export interface WorkItem {
   /** Model id. */
   model: string
   /** `cpu` or `gpu` from the stream URL. */
-  compute: string
+  compute: Compute
   inputs: unknown
   parameters: Parameters | undefined
   /** Grouping key: model, compute and stable parameters. Items batch only within one group. */
