@@ -124,6 +124,14 @@ t.test('token-classification, feature-extraction, fill-mask and speech in the AP
     ['PER', 'johnson', 14, 21],
     ['LOC', 'paris', 25, 30],
   ])
+  // jack ##son ##ville: B-PER, I-PER, I-LOC. `first` takes the first piece's label, `max` the most
+  // confident piece's, `average` the best of the mean scores; `simple` groups pieces by tag.
+  const agg = async (s: string): Promise<string[]> =>
+    (await post(server.url, 'tiny/ner', { inputs: 'jacksonville', parameters: { aggregation_strategy: s } })).body.map((e: any) => `${e.entity_group}:${e.word}`)
+  t.same(await agg('first'), ['PER:jacksonville'])
+  t.same(await agg('max'), ['LOC:jacksonville'])
+  t.same(await agg('average'), ['LOC:jacksonville'])
+  t.same(await agg('simple'), ['PER:jackson', 'LOC:##ville'])
   const none = await post(server.url, 'tiny/ner', { inputs: 'Bob Johnson', parameters: { aggregation_strategy: 'none' } })
   t.same(none.body.map((e: any) => [e.entity, e.word, e.index]), [['B-PER', 'bob', 1], ['B-PER', 'john', 2], ['I-PER', '##son', 3]])
   const badAgg = await post(server.url, 'tiny/ner', { inputs: 'Bob', parameters: { aggregation_strategy: 'longest' } })
@@ -164,6 +172,9 @@ t.test('token-classification, feature-extraction, fill-mask and speech in the AP
   t.equal(escape.status, 400)
   const junk = await post(server.url, 'tiny/asr', { inputs: Buffer.from('not audio at all, just text').toString('base64') })
   t.equal(junk.status, 400)
+  const short = await post(server.url, 'tiny/asr', { inputs: wav(new Float32Array(100), 16000).toString('base64') })
+  t.equal(short.status, 400)
+  t.match(short.body.error, /at least 25 ms/)
 })
 
 t.test('a bulk job runs a speech model over a dataset column of file paths', async (t) => {

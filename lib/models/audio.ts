@@ -178,11 +178,17 @@ function wavError(message: string): ModelInputError {
   return new ModelInputError(`WAV: ${message}`)
 }
 
-// A chunk header at `pos`: four printable ASCII bytes and room for the size field.
+// A chunk header at `pos`: an id of letters, digits, space or underscore ('fmt ', 'LIST',
+// '_PMX') and a size that fits in the file. Random sample bytes pass both by chance very rarely.
 function plausibleChunkAt(bytes: Uint8Array, pos: number): boolean {
   if (pos + 8 > bytes.length) return false
-  for (let i = pos; i < pos + 4; i++) if (bytes[i] < 0x20 || bytes[i] > 0x7e) return false
-  return true
+  for (let i = pos; i < pos + 4; i++) {
+    const b = bytes[i]
+    const ok = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x20 || b === 0x5f
+    if (!ok) return false
+  }
+  const size = bytes[pos + 4] | (bytes[pos + 5] << 8) | (bytes[pos + 6] << 16) | (bytes[pos + 7] * 2 ** 24)
+  return pos + 8 + size <= bytes.length
 }
 
 function parseFmt(view: DataView, bytes: Uint8Array, body: number, size: number): WavFmt {
@@ -229,8 +235,8 @@ function parseWavLayout(bytes: Uint8Array): WavLayout {
     const size = view.getUint32(pos + 4, true)
     const body = pos + 8
     let end = body + size
-    if (id === 'data') {
-      if (data !== undefined) break // a second data chunk: keep the first
+    if (id === 'data' && data === undefined) {
+      // (a second data chunk is skipped like any other chunk: the first is the audio)
       let streaming = false
       if (size === 0xffffffff) {
         // RF64 keeps the real size in ds64; a plain streaming writer never set it.

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { DeviceUnavailableError, ModelInputError, ModelLoadError, ShuttingDownError } from '../errors.js'
+import { DeviceUnavailableError, ModelError, ModelInputError, ModelLoadError, ShuttingDownError } from '../errors.js'
 import { readAudioInput } from './audio.js'
 import { detectDtype, detectTask, detectTaskFromConfig, normalizeTask, onnxBytes, TRANSFORMERS_TASKS, type TransformersTask } from './model-files.js'
 import type { Compute, ModelLoadState, Parameters, Pipeline } from './pipeline.js'
@@ -264,11 +264,18 @@ export class TransformersPipeline implements Pipeline {
         out.push(err instanceof Error ? err : new ModelInputError(String(err)))
         continue
       }
-      if (samples.length === 0) {
-        out.push(new ModelInputError('automatic-speech-recognition got an empty recording'))
+      // Shorter than one frame of a wav2vec2 model's feature encoder (25 ms): ONNX Runtime would throw.
+      const minSamples = Math.ceil((loaded.sampleRate ?? 16000) * 0.025)
+      if (samples.length < minSamples) {
+        out.push(new ModelInputError(`automatic-speech-recognition needs at least 25 ms of audio (${minSamples} samples), got ${samples.length}`))
         continue
       }
-      out.push(await call(samples, options))
+      try {
+        out.push(await call(samples, options))
+      } catch (err) {
+        // One recording the model cannot take fails alone.
+        out.push(new ModelError(`Model ${this.id} failed on this recording: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      }
     }
     return out
   }

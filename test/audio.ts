@@ -1,0 +1,685 @@
+import { spawnSync } from 'node:child_process'
+import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { InvalidOptionError, ModelError, ModelInputError } from '../lib/errors.js'
+import { decodeAudio, decodeWav, readAudioInput, resample, sniffAudioFormat, toMono } from '../lib/models/audio.js'
+
+// ---------------------------------------------------------------------------------------------
+// A small WAV encoder of our own, for every variant the decoder must read.
+
+type Encoding = 'pcm8' | 'pcm16' | 'pcm24' | 'pcm32' | 'pcm24in32' | 'float32' | 'float64' | 'alaw' | 'mulaw'
+
+interface Chunk {
+  id: string
+  body: Uint8Array
+}
+
+interface WavSpec {
+  channels: Float32Array[]
+  sampleRate: number
+  encoding: Encoding
+  extensible?: boolean
+  /** Chunks before fmt, between fmt and data, after data. */
+  before?: Chunk[]
+  between?: Chunk[]
+  after?: Chunk[]
+  /** Put data before fmt. */
+  dataFirst?: boolean
+  /** Size written in the data chunk's header instead of the real one. */
+  dataSize?: number
+  /** Leave out the pad byte of odd chunks (a common writer bug). */
+  noPad?: boolean
+  /** Format code written instead of the encoding's. */
+  formatCode?: number
+  /** Raw data bytes instead of encoding `channels`. */
+  rawData?: Uint8Array
+}
+
+const BITS: Record<Encoding, [code: number, bits: number, container: number]> = {
+  pcm8: [1, 8, 1],
+  pcm16: [1, 16, 2],
+  pcm24: [1, 24, 3],
+  pcm32: [1, 32, 4],
+  pcm24in32: [1, 24, 4],
+  float32: [3, 32, 4],
+  float64: [3, 64, 8],
+  alaw: [6, 8, 1],
+  mulaw: [7, 8, 1],
+}
+
+const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v))
+
+/** The value a sample takes after encoding with `enc` and decoding exactly. */
+function quantized(x: number, enc: Encoding): number {
+  switch (enc) {
+    case 'pcm8':
+      return (clamp(Math.round(x * 128) + 128, 0, 255) - 128) / 128
+    case 'pcm16':
+      return clamp(Math.round(x * 32768), -32768, 32767) / 32768
+    case 'pcm24':
+    case 'pcm24in32':
+      return clamp(Math.round(x * 8388608), -8388608, 8388607) / 8388608
+    case 'pcm32':
+      return clamp(Math.round(x * 2147483648), -2147483648, 2147483647) / 2147483648
+    default:
+      return x
+  }
+}
+
+function encodeSample(view: DataView, at: number, x: number, enc: Encoding): void {
+  switch (enc) {
+    case 'pcm8':
+      view.setUint8(at, clamp(Math.round(x * 128) + 128, 0, 255))
+      break
+    case 'pcm16':
+      view.setInt16(at, clamp(Math.round(x * 32768), -32768, 32767), true)
+      break
+    case 'pcm24': {
+      const v = clamp(Math.round(x * 8388608), -8388608, 8388607)
+      view.setUint8(at, v & 0xff)
+      view.setUint8(at + 1, (v >> 8) & 0xff)
+      view.setUint8(at + 2, (v >> 16) & 0xff)
+      break
+    }
+    case 'pcm24in32':
+      view.setInt32(at, clamp(Math.round(x * 8388608), -8388608, 8388607) * 256, true)
+      break
+    case 'pcm32':
+      view.setInt32(at, clamp(Math.round(x * 2147483648), -2147483648, 2147483647), true)
+      break
+    case 'float32':
+      view.setFloat32(at, x, true)
+      break
+    case 'float64':
+      view.setFloat64(at, x, true)
+      break
+    default:
+      throw new Error(`no encoder for ${enc}`)
+  }
+}
+
+function chunk(id: string, body: Uint8Array, pad: boolean): Uint8Array {
+  const out = new Uint8Array(8 + body.length + (pad && body.length % 2 === 1 ? 1 : 0))
+  out.set(Buffer.from(id, 'latin1'), 0)
+  new DataView(out.buffer).setUint32(4, body.length, true)
+  out.set(body, 8)
+  return out
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts))
+}
+
+function encodeWav(spec: WavSpec): Uint8Array {
+  const [code, bits, container] = BITS[spec.encoding]
+  const nch = spec.channels.length
+  const frames = spec.channels[0]?.length ?? 0
+  const blockAlign = nch * container
+  let data = spec.rawData
+  if (data === undefined) {
+    data = new Uint8Array(frames * blockAlign)
+    const view = new DataView(data.buffer)
+    for (let i = 0; i < frames; i++) for (let c = 0; c < nch; c++) encodeSample(view, i * blockAlign + c * container, spec.channels[c][i], spec.encoding)
+  }
+  const fmt = new Uint8Array(spec.extensible ? 40 : 16)
+  const v = new DataView(fmt.buffer)
+  v.setUint16(0, spec.extensible ? 0xfffe : (spec.formatCode ?? code), true)
+  v.setUint16(2, nch, true)
+  v.setUint32(4, spec.sampleRate, true)
+  v.setUint32(8, spec.sampleRate * blockAlign, true)
+  v.setUint16(12, blockAlign, true)
+  v.setUint16(14, container * 8, true) // extensible and plain alike: the container size
+  if (!spec.extensible) v.setUint16(14, spec.encoding === 'pcm24in32' ? 24 : container * 8, true)
+  if (spec.extensible) {
+    v.setUint16(16, 22, true)
+    v.setUint16(18, bits, true) // valid bits
+    v.setUint32(20, nch === 2 ? 3 : 4, true) // channel mask
+    v.setUint16(24, spec.formatCode ?? code, true)
+    fmt.set([0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71], 26)
+  }
+  const pad = !spec.noPad
+  const fmtChunk = chunk('fmt ', fmt, pad)
+  const dataChunk = chunk('data', data, pad)
+  if (spec.dataSize !== undefined) new DataView(dataChunk.buffer).setUint32(4, spec.dataSize, true)
+  const middle = spec.dataFirst
+    ? [dataChunk, ...(spec.between ?? []).map((c) => chunk(c.id, c.body, pad)), fmtChunk]
+    : [fmtChunk, ...(spec.between ?? []).map((c) => chunk(c.id, c.body, pad)), dataChunk]
+  const body = concat([
+    Buffer.from('WAVE'),
+    ...(spec.before ?? []).map((c) => chunk(c.id, c.body, pad)),
+    ...middle,
+    ...(spec.after ?? []).map((c) => chunk(c.id, c.body, pad)),
+  ])
+  const head = new Uint8Array(8)
+  head.set(Buffer.from('RIFF'), 0)
+  new DataView(head.buffer).setUint32(4, body.length, true)
+  return concat([head, body])
+}
+
+function sine(freq: number, rate: number, length: number, amplitude = 0.9, phase = 0.3): Float32Array {
+  const out = new Float32Array(length)
+  for (let i = 0; i < length; i++) out[i] = amplitude * Math.sin((2 * Math.PI * freq * i) / rate + phase)
+  return out
+}
+
+/** A test signal with the extremes: a sine, then -1, 0, a near-full-scale positive value. */
+function testSignal(length = 200, freq = 440, rate = 8000): Float32Array {
+  const s = sine(freq, rate, length)
+  s[0] = -1
+  s[1] = 0
+  s[2] = 0.99
+  s[3] = -0.5
+  return s
+}
+
+function maxError(actual: Float32Array, expected: ArrayLike<number>): number {
+  let worst = 0
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i] - expected[i]))
+  return worst
+}
+
+function zeroCrossings(s: Float32Array): number {
+  let n = 0
+  for (let i = 1; i < s.length; i++) if ((s[i - 1] < 0 && s[i] >= 0) || (s[i - 1] >= 0 && s[i] < 0)) n++
+  return n
+}
+
+function rms(s: Float32Array, from = 0, to = s.length): number {
+  let sum = 0
+  for (let i = from; i < to; i++) sum += s[i] * s[i]
+  return Math.sqrt(sum / (to - from))
+}
+
+const label = (id: string): Uint8Array => new Uint8Array(Buffer.from(id))
+
+const TOLERANCE: Record<Encoding, number> = {
+  pcm8: 1 / 256 + 1e-7,
+  pcm16: 1 / 65536 + 1e-7,
+  pcm24: 1e-7,
+  pcm24in32: 1e-7,
+  pcm32: 1e-7,
+  float32: 0,
+  float64: 1e-7,
+  alaw: 0,
+  mulaw: 0,
+}
+
+// ---------------------------------------------------------------------------------------------
+// decodeWav
+
+t.test('decodeWav reads every PCM and float depth, mono and stereo, plain and extensible', async (t) => {
+  const left = testSignal()
+  const right = sine(1000, 8000, 200, 0.5, 1)
+  for (const encoding of ['pcm8', 'pcm16', 'pcm24', 'pcm32', 'pcm24in32', 'float32', 'float64'] as const) {
+    for (const extensible of [false, true]) {
+      for (const channels of [[left], [left, right]]) {
+        const name = `${encoding}${extensible ? ' extensible' : ''} ${channels.length}ch`
+        const wav = decodeWav(encodeWav({ channels, sampleRate: 8000, encoding, extensible }))
+        t.equal(wav.sampleRate, 8000, name)
+        t.equal(wav.channels.length, channels.length, `${name}: channels`)
+        for (let c = 0; c < channels.length; c++) {
+          t.equal(wav.channels[c].length, 200, `${name}: length of channel ${c}`)
+          const expected = Array.from(channels[c], (x) => Math.fround(quantized(x, encoding)))
+          // Quantization error is absorbed by `quantized`; what is left is float32 rounding.
+          const err = maxError(wav.channels[c], expected)
+          t.ok(err <= TOLERANCE[encoding], `${name}: channel ${c} within ${TOLERANCE[encoding]} (max error ${err})`)
+          // And against the original signal, within one quantization step.
+          const step = { pcm8: 1 / 128, pcm16: 1 / 32768, pcm24: 2 ** -23, pcm24in32: 2 ** -23, pcm32: 2 ** -31, float32: 0, float64: 0 }[encoding]
+          t.ok(maxError(wav.channels[c], channels[c]) <= step + 1e-7, `${name}: channel ${c} close to the original`)
+        }
+      }
+    }
+  }
+  // The extremes land where they must.
+  const pcm16 = decodeWav(encodeWav({ channels: [left], sampleRate: 8000, encoding: 'pcm16' })).channels[0]
+  t.equal(pcm16[0], -1)
+  t.equal(pcm16[1], 0)
+  t.equal(pcm16[3], -0.5)
+  const pcm8 = decodeWav(encodeWav({ channels: [left], sampleRate: 8000, encoding: 'pcm8' })).channels[0]
+  t.equal(pcm8[0], -1)
+  t.equal(pcm8[1], 0)
+  t.equal(pcm8[2], 127 / 128)
+})
+
+t.test('decodeWav reads A-law and µ-law with the G.711 values', async (t) => {
+  const rawData = new Uint8Array([0xd5, 0x55, 0xaa, 0x2a])
+  const alaw = decodeWav(encodeWav({ channels: [new Float32Array(4)], sampleRate: 8000, encoding: 'alaw', rawData })).channels[0]
+  t.same(Array.from(alaw, (x) => x * 32768), [8, -8, 32256, -32256])
+  const mu = new Uint8Array([0xff, 0x7f, 0x00, 0x80, 0xf0])
+  const mulaw = decodeWav(encodeWav({ channels: [new Float32Array(5)], sampleRate: 8000, encoding: 'mulaw', rawData: mu })).channels[0]
+  t.same(Array.from(mulaw, (x) => x * 32768), [0, 0, -32124, 32124, 120])
+})
+
+t.test('decodeWav finds chunks in any order, with odd chunks padded or not', async (t) => {
+  const signal = testSignal(101) // odd sample count: 8-bit data is an odd chunk too
+  const expected = Array.from(signal, (x) => quantized(x, 'pcm16'))
+  const list = { id: 'LIST', body: label('INFOISFT\x05\x00\x00\x00Lavf\x00') } // odd length: 17
+  const variants: [string, Partial<WavSpec>][] = [
+    ['LIST before fmt', { before: [list] }],
+    ['LIST and junk between fmt and data', { between: [list, { id: 'junk', body: new Uint8Array(3) }] }],
+    ['data before fmt', { dataFirst: true, between: [list] }],
+    ['chunks after data', { after: [list, { id: 'id3 ', body: new Uint8Array(10) }] }],
+    ['odd chunks without pad bytes', { before: [list], between: [{ id: 'junk', body: new Uint8Array([1, 2, 3]) }], noPad: true }],
+  ]
+  for (const [name, spec] of variants) {
+    const wav = decodeWav(encodeWav({ channels: [signal], sampleRate: 8000, encoding: 'pcm16', ...spec }))
+    t.equal(wav.channels[0].length, 101, `${name}: length`)
+    t.ok(maxError(wav.channels[0], expected) < 1e-7, `${name}: samples`)
+  }
+  // 8-bit mono of an odd length: the data chunk itself needs a pad byte, then a chunk follows.
+  const odd = decodeWav(encodeWav({ channels: [signal], sampleRate: 8000, encoding: 'pcm8', after: [list] }))
+  t.equal(odd.channels[0].length, 101)
+  t.ok(maxError(odd.channels[0], Array.from(signal, (x) => quantized(x, 'pcm8'))) < 1e-7)
+})
+
+t.test('decodeWav reads to the end of the file when the data size is 0, 0xFFFFFFFF or too large', async (t) => {
+  const signal = testSignal(300)
+  const expected = Array.from(signal, (x) => quantized(x, 'pcm16'))
+  for (const dataSize of [0xffffffff, 0, 300 * 2 + 1000]) {
+    const wav = decodeWav(encodeWav({ channels: [signal], sampleRate: 16000, encoding: 'pcm16', dataSize, before: [{ id: 'LIST', body: new Uint8Array(4) }] }))
+    t.equal(wav.channels[0].length, 300, `data size ${dataSize}`)
+    t.ok(maxError(wav.channels[0], expected) < 1e-7, `data size ${dataSize}: samples`)
+  }
+  // A true empty data chunk followed by another chunk stays empty.
+  const empty = decodeWav(encodeWav({ channels: [new Float32Array(0)], sampleRate: 16000, encoding: 'pcm16', after: [{ id: 'LIST', body: new Uint8Array(40).fill(7) }] }))
+  t.equal(empty.channels[0].length, 0)
+})
+
+t.test('decodeWav reads RF64, taking the data size from ds64', async (t) => {
+  const signal = testSignal(64)
+  const plain = encodeWav({ channels: [signal], sampleRate: 8000, encoding: 'pcm16' })
+  const fmtAndData = plain.subarray(12) // 'fmt ' chunk, then 'data'
+  const ds64 = new Uint8Array(28)
+  const v = new DataView(ds64.buffer)
+  v.setUint32(8, 64 * 2, true) // data size, low 32 bits; high bits 0
+  v.setUint32(16, 64, true) // sample count
+  const bytes = concat([label('RF64'), new Uint8Array([0xff, 0xff, 0xff, 0xff]), label('WAVE'), chunk('ds64', ds64, true), fmtAndData, chunk('LIST', label('INFOtail'), true)])
+  const dataSizeAt = 12 + 36 + 24 + 4
+  t.equal(Buffer.from(bytes.subarray(dataSizeAt - 4, dataSizeAt)).toString('latin1'), 'data')
+  new DataView(bytes.buffer).setUint32(dataSizeAt, 0xffffffff, true)
+  const wav = decodeWav(bytes)
+  t.equal(wav.channels[0].length, 64, 'the LIST chunk after the data is not read as samples')
+  t.ok(maxError(wav.channels[0], Array.from(signal, (x) => quantized(x, 'pcm16'))) < 1e-7)
+})
+
+t.test('decodeWav drops a truncated last frame', async (t) => {
+  const left = testSignal(50)
+  const right = sine(300, 8000, 50)
+  const bytes = encodeWav({ channels: [left, right], sampleRate: 8000, encoding: 'pcm24' })
+  for (const cut of [1, 3, 5]) {
+    const wav = decodeWav(bytes.subarray(0, bytes.length - cut))
+    t.equal(wav.channels[0].length, 49, `cut ${cut} bytes`)
+    t.equal(wav.channels[1].length, 49)
+    t.ok(maxError(wav.channels[1], Array.from(right.subarray(0, 49), (x) => quantized(x, 'pcm24'))) < 1e-7)
+  }
+  t.equal(decodeWav(bytes.subarray(0, bytes.length - 6)).channels[0].length, 49, 'a whole frame less')
+  t.equal(decodeWav(bytes.subarray(0, bytes.length - 7)).channels[0].length, 48)
+})
+
+t.test('decodeWav says what is wrong', async (t) => {
+  const good = encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16' })
+  const cases: [string, Uint8Array, RegExp][] = [
+    ['text', label('hello, this is not audio at all'), /^not a RIFF\/WAVE file \(looks like text\)$/],
+    ['too short', label('RIFF'), /^not a RIFF\/WAVE file/],
+    ['MP3', new Uint8Array([0x49, 0x44, 0x33, 4, 0, 0, 0, 0, 0, 0, 0, 0]), /^not a RIFF\/WAVE file \(looks like MP3\)$/],
+    ['RIFF WEBP', concat([label('RIFF'), new Uint8Array(4), label('WEBPVP8 ')]), /^not a RIFF\/WAVE file \(looks like WebP image\)$/],
+    ['RIFX', concat([label('RIFX'), new Uint8Array(4), label('WAVE')]), /^WAV: big-endian RIFX files are not supported$/],
+    ['no data', concat([good.subarray(0, 12 + 24)]), /^WAV: no data chunk$/],
+    ['no fmt', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', dataFirst: true }).subarray(0, 12 + 8 + 20), /^WAV: no fmt chunk$/],
+    ['MP3 in WAV', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', formatCode: 0x55 }), /^WAV: unsupported WAV format 0x0055 \(MP3\)$/],
+    ['ADPCM', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', formatCode: 0x11 }), /^WAV: unsupported WAV format 0x0011 \(IMA ADPCM\)$/],
+    ['unknown code', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', formatCode: 0x1234 }), /^WAV: unsupported WAV format 0x1234$/],
+    ['extensible ADPCM', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', extensible: true, formatCode: 2 }), /^WAV: unsupported WAV format 0x0002 \(MS ADPCM\) in WAVE_FORMAT_EXTENSIBLE$/],
+  ]
+  const withFmt = (edit: (v: DataView) => void): Uint8Array => {
+    const bytes = new Uint8Array(good)
+    edit(new DataView(bytes.buffer, 20)) // the fmt chunk's body
+    return bytes
+  }
+  cases.push(['0 channels', withFmt((v) => v.setUint16(2, 0, true)), /^WAV: fmt chunk declares 0 channels$/])
+  cases.push(['rate 0', withFmt((v) => v.setUint32(4, 0, true)), /^WAV: fmt chunk declares a sample rate of 0$/])
+  cases.push(['float16', withFmt((v) => v.setUint16(0, 3, true)), /^WAV: unsupported IEEE float bit depth 16$/])
+  cases.push(['bad block align', withFmt((v) => v.setUint16(12, 7, true)), /^WAV: inconsistent fmt chunk: block align 7 for 1 channel\(s\) of 16 bits$/])
+  cases.push(['40 bits', withFmt((v) => v.setUint16(14, 40, true)), /^WAV: inconsistent fmt chunk|unsupported PCM bit depth 40/])
+  const badGuid = encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', extensible: true })
+  badGuid[20 + 24 + 6] = 0x99 // in the GUID's fixed tail
+  cases.push(['extensible GUID', badGuid, /^WAV: unsupported WAVE_FORMAT_EXTENSIBLE sub-format 01 00 00 00 00 00 99 00 80 00 00 aa 00 38 9b 71$/])
+  const shortFmt = new Uint8Array(good.subarray(0, 12 + 8 + 10))
+  cases.push(['truncated fmt', shortFmt, /^WAV: fmt chunk is truncated$/])
+  for (const [name, bytes, message] of cases) {
+    t.throws(() => decodeWav(bytes), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message }, name)
+  }
+  // A sanity check that the fixture of the edits decodes untouched.
+  t.equal(decodeWav(good).channels[0].length, 10)
+})
+
+// ---------------------------------------------------------------------------------------------
+// toMono, resample
+
+t.test('toMono averages channels; one channel is returned as is', async (t) => {
+  const a = new Float32Array([1, 0.5, -1])
+  const b = new Float32Array([0, 0.5, 1])
+  t.same(Array.from(toMono([a, b])), [0.5, 0.5, 0])
+  t.equal(toMono([a]), a)
+  t.equal(toMono([]).length, 0)
+  t.throws(() => toMono([a, new Float32Array(2)]), InvalidOptionError)
+})
+
+t.test('resample keeps a sine frequency, amplitude and the length', async (t) => {
+  for (const from of [44100, 8000, 22050, 48000]) {
+    const input = sine(440, from, from) // one second
+    const out = resample(input, from, 16000)
+    t.equal(out.length, 16000, `${from} -> 16000: length`)
+    const crossings = zeroCrossings(out)
+    t.ok(Math.abs(crossings - 880) <= 2, `${from} -> 16000: ${crossings} zero crossings, 880 expected`)
+    const level = rms(out, 200, 15800) / (0.9 / Math.SQRT2)
+    t.ok(Math.abs(level - 1) < 0.01, `${from} -> 16000: amplitude kept (${level.toFixed(4)})`)
+  }
+  // Lengths round to the nearest sample.
+  t.equal(resample(new Float32Array(441), 44100, 16000).length, 160)
+  t.equal(resample(new Float32Array(1001), 8000, 16000).length, 2002)
+  t.equal(resample(new Float32Array(0), 8000, 16000).length, 0)
+  const same = new Float32Array(5)
+  t.equal(resample(same, 16000, 16000), same)
+  t.throws(() => resample(same, 0, 16000), { name: 'InvalidOptionError', message: /^fromRate must be a positive number/ })
+  t.throws(() => resample(same, 8000, Number.NaN), { name: 'InvalidOptionError', message: /^toRate/ })
+})
+
+t.test('resample is band-limited: passband kept, what would alias is filtered out', async (t) => {
+  const pass = resample(sine(3000, 44100, 44100), 44100, 16000)
+  const passLevel = rms(pass, 200, 15800) / (0.9 / Math.SQRT2)
+  t.ok(passLevel > 0.98 && passLevel < 1.02, `3 kHz kept (${passLevel.toFixed(4)})`)
+  // 10 kHz is over the 8 kHz Nyquist of 16 kHz: plain interpolation folds it to 6 kHz.
+  const alias = resample(sine(10000, 44100, 44100), 44100, 16000)
+  const aliasLevel = rms(alias, 200, 15800) / (0.9 / Math.SQRT2)
+  t.ok(aliasLevel < 0.01, `10 kHz removed (${aliasLevel.toFixed(5)} of its level left)`)
+  // DC stays DC.
+  const dc = resample(new Float32Array(8000).fill(0.25), 8000, 16000)
+  t.ok(Math.abs(dc[8000] - 0.25) < 1e-3, `DC kept (${dc[8000]})`)
+})
+
+// ---------------------------------------------------------------------------------------------
+// decodeAudio, format detection, ffmpeg
+
+const FFMPEG_ON_PATH = spawnSync('ffmpeg', ['-version'], { stdio: 'ignore' }).error === undefined
+
+const MAGIC: [string, Uint8Array][] = [
+  ['MP3', concat([label('ID3'), new Uint8Array([4, 0, 0, 0, 0, 0, 0]), new Uint8Array(100).fill(0x55)])],
+  ['MP3', concat([new Uint8Array([0xff, 0xfb, 0x90, 0x64]), new Uint8Array(100)])],
+  ['FLAC', concat([label('fLaC'), new Uint8Array([0, 0, 0, 34]), new Uint8Array(100)])],
+  ['OGG (Opus)', concat([label('OggS'), new Uint8Array(24), label('OpusHead'), new Uint8Array(50)])],
+  ['OGG (Vorbis)', concat([label('OggS'), new Uint8Array(24), label('\x01vorbis'), new Uint8Array(50)])],
+  ['WEBM', concat([new Uint8Array([0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x86, 0x81, 0x01]), label('B\x82\x84webm'), new Uint8Array(50)])],
+  ['MP4/M4A', concat([new Uint8Array([0, 0, 0, 0x20]), label('ftypM4A '), new Uint8Array(50)])],
+  ['AAC (ADTS)', concat([new Uint8Array([0xff, 0xf1, 0x50, 0x80]), new Uint8Array(50)])],
+]
+
+t.test('sniffAudioFormat names formats by their magic bytes', async (t) => {
+  for (const [name, bytes] of MAGIC) t.equal(sniffAudioFormat(bytes).name, name)
+  t.match(sniffAudioFormat(encodeWav({ channels: [testSignal(4)], sampleRate: 8000, encoding: 'pcm16' })), { id: 'wav', audio: true })
+  t.match(sniffAudioFormat(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])), { name: 'PNG image', audio: false })
+  t.match(sniffAudioFormat(label('%PDF-1.7\n')), { name: 'PDF document', audio: false })
+  t.match(sniffAudioFormat(new Uint8Array([0, 1, 2, 3, 250])), { id: 'unknown', audio: false })
+})
+
+t.test('decodeAudio decodes WAV to mono at the rate asked', async (t) => {
+  const left = sine(440, 44100, 44100)
+  const right = sine(440, 44100, 44100, 0.9, 0.3 + Math.PI) // opposite phase: mono is silence
+  const stereo = encodeWav({ channels: [left, right], sampleRate: 44100, encoding: 'pcm16' })
+  const silent = await decodeAudio(stereo)
+  t.equal(silent.length, 16000, 'default sampleRate is 16000')
+  t.ok(rms(silent) < 1e-4, 'channels averaged')
+  const mono = await decodeAudio(encodeWav({ channels: [left, left], sampleRate: 44100, encoding: 'float32' }), { sampleRate: 8000 })
+  t.equal(mono.length, 8000)
+  t.ok(Math.abs(zeroCrossings(mono) - 880) <= 2)
+  const native = encodeWav({ channels: [testSignal(100, 440, 16000)], sampleRate: 16000, encoding: 'float32' })
+  t.same(Array.from(await decodeAudio(native)), Array.from(testSignal(100, 440, 16000)), 'no resampling at the same rate')
+  await t.rejects(decodeAudio(native, { maxSeconds: 0.005 }), { name: 'ModelInputError', message: /^audio is longer than the 0\.005 seconds accepted/ })
+  await t.rejects(decodeAudio(native, { sampleRate: 12.5 }), { name: 'InvalidOptionError', message: /^sampleRate must be an integer/ })
+  await t.rejects(decodeAudio(native, { timeoutMs: -1 }), { name: 'InvalidOptionError', message: /^timeoutMs/ })
+  t.same(Array.from(await decodeAudio(native, { sampleRate: undefined })).length, 100, 'undefined options keep their defaults')
+})
+
+t.test('decodeAudio refuses non-audio bytes, naming what they look like', async (t) => {
+  const cases: [Uint8Array, RegExp][] = [
+    [new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]), /^not an audio file: looks like PNG image$/],
+    [new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 16]), /^not an audio file: looks like JPEG image$/],
+    [label('%PDF-1.4\n%âãÏÓ'), /^not an audio file: looks like PDF document$/],
+    [label('{"inputs": "hello"}'), /^not an audio file: looks like text$/],
+    [label(Buffer.from(encodeWav({ channels: [testSignal(40)], sampleRate: 8000, encoding: 'pcm16' })).toString('base64')), /^not an audio file: looks like text that looks like base64 \(encoded twice\?\)$/],
+    [new Uint8Array(0), /^audio is empty \(0 bytes\)$/],
+  ]
+  for (const [bytes, message] of cases) await t.rejects(decodeAudio(bytes), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message })
+})
+
+t.test('without ffmpeg, other formats fail with a message naming the format and ffmpeg', async (t) => {
+  const dir = t.testdir({})
+  const missing = path.join(dir, 'no-such-ffmpeg')
+  const cases: [string, Uint8Array][] = [
+    ...MAGIC,
+    ['WAV format 0x0055 (MP3)', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', formatCode: 0x55 })],
+    ['audio of an unrecognized format (first bytes 00 01 02 03)', new Uint8Array([0, 1, 2, 3, 250, 251])],
+  ]
+  for (const [name, bytes] of cases) {
+    const escaped = name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+    const message = new RegExp(`^${escaped} needs ffmpeg on the server's PATH to be decoded, and it is not there; WAV audio works without it`)
+    await t.rejects(decodeAudio(bytes, { ffmpeg: missing }), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message }, name)
+  }
+  if (FFMPEG_ON_PATH) t.comment('ffmpeg is on the PATH: the default command is found, not tested here')
+  else {
+    await t.rejects(decodeAudio(MAGIC[2][1]), { name: 'ModelInputError', message: /^FLAC needs ffmpeg on the server's PATH/ }, 'default command, not on PATH')
+  }
+})
+
+// A stand-in for ffmpeg that checks how it is called: the piping, cap and timeout are ours to test.
+function fakeFfmpeg(dir: string, behaviour: 'ok' | 'fail' | 'hang' | 'flood'): string {
+  const file = path.join(dir, `ffmpeg-${behaviour}.cjs`)
+  writeFileSync(
+    file,
+    `#!${process.execPath}
+const fs = require('fs')
+const args = process.argv.slice(2)
+const behaviour = ${JSON.stringify(behaviour)}
+const chunks = []
+process.stdin.on('data', (c) => chunks.push(c))
+process.stdin.on('end', () => {
+  const input = Buffer.concat(chunks)
+  const i = args[args.indexOf('-i') + 1]
+  const fileInput = i === 'pipe:0' ? null : fs.readFileSync(i)
+  fs.writeFileSync(${JSON.stringify(path.join(dir, 'call.json'))}, JSON.stringify({ args, stdinBytes: input.length, fileBytes: fileInput && fileInput.length, head: (fileInput || input).subarray(0, 4).toString('latin1') }))
+  if (behaviour === 'fail') { process.stderr.write('some warning\\npipe:0: Invalid data found when processing input\\n'); process.exit(1) }
+  if (behaviour === 'hang') { setTimeout(() => {}, 60000); return }
+  if (behaviour === 'flood') { const z = Buffer.alloc(65536); const more = () => { while (process.stdout.write(z)); }; process.stdout.on('drain', more); more(); return }
+  const out = Buffer.alloc(4 * 3 + 2)
+  out.writeFloatLE(0.5, 0); out.writeFloatLE(-0.25, 4); out.writeFloatLE(0.125, 8)
+  process.stdout.write(out)
+})
+`,
+  )
+  chmodSync(file, 0o755)
+  return file
+}
+
+t.test('decodeAudio pipes other formats through ffmpeg, with a cap and a timeout', async (t) => {
+  const dir = t.testdir({})
+  const readCall = (): { args: string[]; stdinBytes: number; fileBytes: number | null; head: string } =>
+    JSON.parse(readFileSync(path.join(dir, 'call.json'), 'utf8'))
+  const flac = concat([MAGIC[2][1], new Uint8Array(200_000).fill(9)]) // more than a pipe buffer
+  const out = await decodeAudio(flac, { ffmpeg: fakeFfmpeg(dir, 'ok'), sampleRate: 22050 })
+  t.same(Array.from(out), [0.5, -0.25, 0.125], 'f32le read, a partial last sample dropped')
+  const call = readCall()
+  t.same(call.args, ['-hide_banner', '-loglevel', 'error', '-i', 'pipe:0', '-f', 'f32le', '-ac', '1', '-ar', '22050', 'pipe:1'])
+  t.equal(call.stdinBytes, flac.length, 'every byte went through stdin')
+  t.equal(call.head, 'fLaC')
+
+  // MP4 through a temporary file: its index may be at the end, out of a pipe's reach.
+  await decodeAudio(MAGIC[6][1], { ffmpeg: fakeFfmpeg(dir, 'ok') })
+  const mp4 = readCall()
+  t.not(mp4.args[4], 'pipe:0')
+  t.equal(mp4.fileBytes, MAGIC[6][1].length)
+  t.equal(mp4.head, '\x00\x00\x00\x20')
+
+  await t.rejects(decodeAudio(MAGIC[0][1], { ffmpeg: fakeFfmpeg(dir, 'fail') }), {
+    name: 'ModelInputError',
+    message: 'ffmpeg could not decode the MP3 input: pipe:0: Invalid data found when processing input',
+  })
+  const started = Date.now()
+  await t.rejects(decodeAudio(MAGIC[3][1], { ffmpeg: fakeFfmpeg(dir, 'hang'), timeoutMs: 300 }), {
+    name: 'ModelError',
+    code: 'ERR_MODEL',
+    message: 'ffmpeg did not finish decoding the OGG (Opus) input within 300 ms',
+  })
+  t.ok(Date.now() - started < 5000)
+  await t.rejects(decodeAudio(MAGIC[4][1], { ffmpeg: fakeFfmpeg(dir, 'flood'), maxSeconds: 1, sampleRate: 16000 }), {
+    name: 'ModelInputError',
+    message: /^audio is longer than the 1 seconds accepted/,
+  })
+  const ac = new AbortController()
+  const aborted = decodeAudio(MAGIC[3][1], { ffmpeg: fakeFfmpeg(dir, 'hang'), signal: ac.signal })
+  setTimeout(() => ac.abort(), 100)
+  await t.rejects(aborted, { name: 'AbortError', code: 'ABORT_ERR' })
+  const notExecutable = path.join(dir, 'plain.txt')
+  writeFileSync(notExecutable, 'not a program')
+  await t.rejects(decodeAudio(MAGIC[2][1], { ffmpeg: notExecutable }), ModelError, 'a command that cannot run is the server\'s problem')
+})
+
+t.test('with a real ffmpeg, FLAC decodes to the same sine', { skip: FFMPEG_ON_PATH ? false : 'ffmpeg is not on the PATH' }, async (t) => {
+  const dir = t.testdir({})
+  const wavFile = path.join(dir, 'a.wav')
+  const flacFile = path.join(dir, 'a.flac')
+  writeFileSync(wavFile, encodeWav({ channels: [sine(440, 44100, 44100)], sampleRate: 44100, encoding: 'pcm16' }))
+  const r = spawnSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-i', wavFile, flacFile])
+  t.equal(r.status, 0)
+  const out = await decodeAudio(readFileSync(flacFile))
+  t.ok(Math.abs(out.length - 16000) <= 32, `length ${out.length}`)
+  t.ok(Math.abs(zeroCrossings(out) - 880) <= 3)
+})
+
+// ---------------------------------------------------------------------------------------------
+// readAudioInput
+
+t.test('readAudioInput: strings are base64 without a root', async (t) => {
+  const wav = encodeWav({ channels: [sine(440, 8000, 8000)], sampleRate: 8000, encoding: 'pcm16' })
+  const b64 = Buffer.from(wav).toString('base64')
+  const out = await readAudioInput(b64)
+  t.type(out, Float32Array)
+  t.equal(out.length, 16000)
+  t.ok(Math.abs(zeroCrossings(out) - 880) <= 2)
+  t.equal((await readAudioInput(`data:audio/wav;base64,${b64}`)).length, 16000, 'a data URL')
+  t.equal((await readAudioInput(b64.replace(/(.{76})/g, '$1\n'))).length, 16000, 'MIME line breaks')
+  t.equal((await readAudioInput(b64.replace(/=+$/, ''))).length, 16000, 'no padding')
+  t.equal((await readAudioInput(Buffer.from(wav).toString('base64url'))).length, 16000, 'base64url')
+  for (const bad of ['clips/a.wav', 'not base64!', `${b64}?`]) {
+    await t.rejects(readAudioInput(bad), {
+      name: 'ModelInputError',
+      message: 'inputs is a string that is not valid base64 audio (this server reads no file paths)',
+    })
+  }
+  await t.rejects(readAudioInput(''), { name: 'ModelInputError', message: /^inputs is an empty string/ })
+  await t.rejects(readAudioInput(Buffer.from('hello there').toString('base64')), { name: 'ModelInputError', message: 'not an audio file: looks like text' })
+  await t.rejects(readAudioInput(b64, { maxBytes: 1000 }), {
+    name: 'ModelInputError',
+    message: `inputs is ${wav.length} bytes of audio once decoded from base64, over the 1000 bytes accepted`,
+  })
+})
+
+t.test('readAudioInput: with a root, strings are files inside it, else base64', async (t) => {
+  const wav = encodeWav({ channels: [sine(440, 8000, 8000)], sampleRate: 8000, encoding: 'pcm16' })
+  const dir = t.testdir({ root: { clips: { 'a.wav': Buffer.from(wav), abcd: Buffer.from(wav) }, empty: {} }, outside: { 'secret.wav': Buffer.from(wav) } })
+  const root = path.join(dir, 'root')
+  symlinkSync(path.join(dir, 'outside', 'secret.wav'), path.join(root, 'clips', 'link.wav'))
+  symlinkSync(path.join(dir, 'outside'), path.join(root, 'outdir'))
+  for (const name of ['clips/a.wav', './clips/a.wav', 'clips/../clips/a.wav', path.join(root, 'clips', 'a.wav'), 'clips/abcd']) {
+    const out = await readAudioInput(name, { root })
+    t.equal(out.length, 16000, name)
+  }
+  t.equal((await readAudioInput(Buffer.from(wav).toString('base64'), { root })).length, 16000, 'base64 still works')
+  const refused: [string, string][] = [
+    ['../outside/secret.wav', 'inputs "../outside/secret.wav" is outside the audio root folder; paths must stay inside it (refused)'],
+    ['clips/../../outside/secret.wav', 'inputs "clips/../../outside/secret.wav" is outside the audio root folder; paths must stay inside it (refused)'],
+    ['/etc/../etc/hosts.wav', 'inputs "/etc/../etc/hosts.wav" is outside the audio root folder; paths must stay inside it (refused)'],
+    ['clips/link.wav', 'inputs "clips/link.wav" links outside the audio root folder (refused)'],
+    ['outdir/secret.wav', 'inputs "outdir/secret.wav" links outside the audio root folder (refused)'],
+    ['clips/missing.wav', 'inputs "clips/missing.wav" is neither a file in the audio root folder nor base64 audio'],
+    ['clips', 'inputs "clips" is not a file in the audio root folder'],
+    ['.', 'inputs "." is not a file in the audio root folder'],
+  ]
+  for (const [name, message] of refused) await t.rejects(readAudioInput(name, { root }), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message }, name)
+  // An existing file by its absolute path (long: the message shortens it).
+  await t.rejects(readAudioInput(path.join(dir, 'outside', 'secret.wav'), { root }), {
+    name: 'ModelInputError',
+    message: /^inputs "\/.*(\.\.\.)?" is outside the audio root folder; paths must stay inside it \(refused\)$/,
+  })
+  await t.rejects(readAudioInput('clips/a.wav', { root, maxBytes: 100 }), {
+    name: 'ModelInputError',
+    message: `inputs "clips/a.wav" is ${wav.length} bytes, over the 100 bytes accepted`,
+  })
+  await t.rejects(readAudioInput('clips/a.wav', { root: path.join(dir, 'nope') }), { name: 'ModelError', message: /^the audio root folder cannot be read/ })
+  await t.rejects(readAudioInput('a', { root: '' }), { name: 'InvalidOptionError', message: /^root must be/ })
+})
+
+t.test('readAudioInput: bytes, samples and objects', async (t) => {
+  const wav = encodeWav({ channels: [sine(440, 8000, 800)], sampleRate: 8000, encoding: 'pcm8' })
+  t.equal((await readAudioInput(Buffer.from(wav))).length, 1600, 'a Buffer')
+  t.equal((await readAudioInput(new Uint8Array(wav))).length, 1600, 'a Uint8Array')
+  t.equal((await readAudioInput(new Uint8Array(wav).buffer)).length, 1600, 'an ArrayBuffer')
+  await t.rejects(readAudioInput(wav, { maxBytes: 500 }), { name: 'ModelInputError', message: `inputs is ${wav.length} bytes of audio, over the 500 bytes accepted` })
+
+  t.same(Array.from(await readAudioInput([0.5, -0.5, 0])), [0.5, -0.5, 0], 'numbers are samples at the target rate')
+  const f32 = new Float32Array([0.25, 0.5])
+  t.equal(await readAudioInput(f32), f32)
+  t.same(Array.from(await readAudioInput(new Float64Array([0.25, 0.5]))), [0.25, 0.5])
+  await t.rejects(readAudioInput([0.1, Number.NaN]), { name: 'ModelInputError', message: 'inputs must be audio samples (finite numbers), got number NaN at index 1' })
+  await t.rejects(readAudioInput([0.1, 'x']), { name: 'ModelInputError', message: 'inputs must be audio samples (finite numbers), got a string at index 1' })
+  await t.rejects(readAudioInput([]), { name: 'ModelInputError', message: 'inputs is an empty array of samples' })
+  await t.rejects(readAudioInput(new Array(20).fill(0), { maxSeconds: 0.001 }), { name: 'ModelInputError', message: 'inputs has 20 samples, over the 16 accepted' })
+
+  const at8k = sine(440, 8000, 8000)
+  const fromArray = await readAudioInput({ array: Array.from(at8k), sampling_rate: 8000 })
+  t.equal(fromArray.length, 16000, '{array, sampling_rate} resampled')
+  t.ok(Math.abs(zeroCrossings(fromArray) - 880) <= 2)
+  t.equal((await readAudioInput({ raw: at8k, sampling_rate: 8000 })).length, 16000, '{raw, sampling_rate}')
+  await t.rejects(readAudioInput({ array: [0.1] }), { name: 'ModelInputError', message: /^inputs\.sampling_rate must be a number/ })
+  await t.rejects(readAudioInput({ array: 'x', sampling_rate: 8000 }), { name: 'ModelInputError', message: 'inputs.array must be an array of samples, got a string' })
+
+  const dir = t.testdir({ clips: { 'b.wav': Buffer.from(wav) } })
+  t.equal((await readAudioInput({ bytes: wav, path: 'whatever.wav' })).length, 1600, '{bytes, path}: the bytes')
+  t.equal((await readAudioInput({ bytes: null, path: 'clips/b.wav' }, { root: dir })).length, 1600, '{bytes: null, path}: the file')
+  await t.rejects(readAudioInput({ bytes: null, path: 'clips/b.wav' }), { name: 'ModelInputError', message: /no audio root folder/ })
+  await t.rejects(readAudioInput({ bytes: null, path: '../b.wav' }, { root: dir }), { name: 'ModelInputError', message: /outside the audio root folder/ })
+
+  const empty = encodeWav({ channels: [new Float32Array(0)], sampleRate: 8000, encoding: 'pcm16' })
+  await t.rejects(readAudioInput(empty), { name: 'ModelInputError', message: 'inputs holds no audio samples' })
+
+  const wrong: [unknown, string][] = [
+    [42, 'number 42'],
+    [null, 'null'],
+    [undefined, 'undefined'],
+    [true, 'boolean true'],
+    [{ foo: 1 }, 'an object'],
+    [new Int16Array(4), 'an Int16Array'],
+  ]
+  for (const [input, got] of wrong) {
+    await t.rejects(readAudioInput(input), {
+      name: 'ModelInputError',
+      code: 'ERR_MODEL_INPUT',
+      message: `automatic-speech-recognition expects inputs to be base64 audio, a file path (with an audio root folder), audio file bytes, an array of samples, or {array, sampling_rate}; got ${got}`,
+    })
+  }
+  t.ok(new ModelInputError('x') instanceof Error)
+})
+
+t.test('a stereo 24-bit extensible WAV at 48 kHz, as base64, comes out as 16 kHz mono', async (t) => {
+  const dir = t.testdir({})
+  mkdirSync(path.join(dir, 'sub'))
+  const left = sine(440, 48000, 48000, 0.6)
+  const wav = encodeWav({ channels: [left, left], sampleRate: 48000, encoding: 'pcm24', extensible: true, before: [{ id: 'LIST', body: new Uint8Array(5) }] })
+  writeFileSync(path.join(dir, 'sub', 'x.wav'), wav)
+  for (const input of [Buffer.from(wav).toString('base64'), 'sub/x.wav']) {
+    const out = await readAudioInput(input, { root: dir })
+    t.equal(out.length, 16000)
+    t.ok(Math.abs(zeroCrossings(out) - 880) <= 2)
+    t.ok(Math.abs(rms(out, 200, 15800) - 0.6 / Math.SQRT2) < 0.005)
+  }
+})
