@@ -180,6 +180,8 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
     if (err instanceof InvalidOptionError || err instanceof CheckpointError) throw err
     const e = err as Error & { code?: string }
     process.stderr.write(`inference-stream: run failed after ${written} rows: ${e.message}${e.code ? ` (${e.code})` : ''}\n`)
+    // A model the server does not have (or cannot run on gpu), a refused token: nothing ran; fix the flags.
+    if (e.code === 'ERR_UNKNOWN_MODEL' || e.code === 'ERR_DEVICE_UNAVAILABLE' || e.code === 'ERR_AUTHENTICATION') return EXIT.usage
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
   } finally {
