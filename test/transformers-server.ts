@@ -269,3 +269,47 @@ t.test('missing, broken and mis-tasked models fail with reasons; the stream goes
   t.equal(asText.status, 200)
   t.same(asText.body[0].map((l: any) => l.label).sort(), ['contradiction', 'entailment', 'neutral'])
 })
+
+t.test('--allow-download: a model only on the Hub (a local stand-in at HF_ENDPOINT) downloads into the cache, then loads offline', async (t) => {
+  const { createServer: createHttp } = await import('node:http')
+  const { readFile } = await import('node:fs/promises')
+  const requests: string[] = []
+  // The Hub's file URLs: /{org}/{name}/resolve/{revision}/{path}.
+  const hub = createHttp((req, res) => {
+    requests.push(req.url ?? '')
+    const m = /^\/(tiny\/[\w-]+)\/resolve\/main\/(.+)$/.exec(req.url ?? '')
+    if (!m || m[2].includes('..')) return res.writeHead(404).end()
+    readFile(join(modelsDir, m[1], m[2])).then(
+      (body) => res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body),
+      () => res.writeHead(404).end(),
+    )
+  })
+  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => hub.close())
+  const hubUrl = `http://127.0.0.1:${(hub.address() as { port: number }).port}`
+  const cacheDir = join(root, 'download-cache')
+  const empty = join(root, 'empty-models')
+  mkdirSync(empty, { recursive: true })
+
+  const off = createModelRegistry({ transformers: { modelsDir: empty, cacheDir, hubCacheDir: join(root, 'hub'), hubUrl } })
+  t.equal(off.get('tiny/sentiment'), undefined, 'offline: not served')
+  await off.close()
+
+  const on = createModelRegistry({ transformers: { modelsDir: empty, cacheDir, hubCacheDir: join(root, 'hub'), hubUrl, allowDownload: true } })
+  const server = await startServer(t, { tokens: ['t'], registry: on })
+  const first = await post(server.url, 'tiny/sentiment', { inputs: 'great', options: { wait_for_model: true } })
+  t.equal(first.status, 200, JSON.stringify(first.body))
+  t.equal(first.body[0][0].label, 'POSITIVE')
+  t.ok(requests.some((u) => u.endsWith('/onnx/model.onnx')), 'the weights came from the Hub')
+  await on.close()
+
+  // Offline again: the cache now holds it.
+  const before = requests.length
+  const cached = createModelRegistry({ transformers: { modelsDir: empty, cacheDir, hubCacheDir: join(root, 'hub'), hubUrl } })
+  t.teardown(() => cached.close())
+  const p = cached.get('tiny/sentiment')
+  t.ok(p, 'found in the cache')
+  const out = (await p!.run(['this is terrible'], {})) as any[]
+  t.equal(out[0][0][0].label, 'NEGATIVE')
+  t.equal(requests.length, before, 'nothing fetched offline')
+})

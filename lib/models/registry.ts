@@ -42,6 +42,8 @@ export interface TransformersOptions {
   hubCacheDir?: string
   /** Download from the Hub what is not on disk. Default false: offline. */
   allowDownload?: boolean
+  /** The Hub to download from. Default `$HF_ENDPOINT` or `https://huggingface.co`. */
+  hubUrl?: string
   /** The task of a model id, where its files do not say or say another (`--task ID=TASK`). */
   tasks?: Readonly<Record<string, string>>
   /** ONNX precision for every model (`fp32`, `q8`, `fp16`...). Default: per folder, the best it has. */
@@ -116,6 +118,7 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
       task: hf.tasks[id],
       cacheDir: hf.paths.cacheDir,
       allowDownload: hf.allowDownload,
+      hubUrl: hf.hubUrl,
       compute,
       dtype: hf.dtype,
       threads: hf.threads,
@@ -168,6 +171,7 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
 interface ResolvedTransformers {
   paths: ModelSearchPaths
   allowDownload: boolean
+  hubUrl?: string
   tasks: Record<string, string>
   dtype?: string
   threads: number
@@ -177,7 +181,7 @@ interface ResolvedTransformers {
 
 function readTransformers(o: TransformersOptions): ResolvedTransformers {
   if (typeof o !== 'object' || o === null) throw new InvalidOptionError('options.transformers must be an object or false')
-  for (const key of ['modelsDir', 'cacheDir', 'hubCacheDir', 'dtype', 'audioRoot'] as const) {
+  for (const key of ['modelsDir', 'cacheDir', 'hubCacheDir', 'dtype', 'audioRoot', 'hubUrl'] as const) {
     if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '')) {
       throw new InvalidOptionError(`options.transformers.${key} must be a non-empty string, got ${typeof o[key]}`)
     }
@@ -198,6 +202,7 @@ function readTransformers(o: TransformersOptions): ResolvedTransformers {
   return {
     paths: { modelsDir: o.modelsDir, cacheDir: o.cacheDir ?? defaultCacheDir(), hubCacheDir: o.hubCacheDir ?? defaultHubCacheDir() },
     allowDownload,
+    hubUrl: o.hubUrl,
     tasks,
     dtype: o.dtype,
     threads,

@@ -38,6 +38,8 @@ export interface TransformersPipelineOptions {
   cacheDir: string
   /** Fetch from the Hub what the folder lacks. Default false. */
   allowDownload?: boolean
+  /** The Hub to download from. Default `$HF_ENDPOINT` or `https://huggingface.co` (a mirror works). */
+  hubUrl?: string
   /** `cpu` runs on ONNX Runtime's CPU provider, `gpu` on CUDA. Default `cpu`. */
   compute?: Compute
   /** ONNX precision (`fp32`, `q8`, `fp16`...); default the first the folder has, best first. */
@@ -116,7 +118,8 @@ export class TransformersPipeline implements Pipeline {
 
   constructor(options: TransformersPipelineOptions) {
     this.id = options.id
-    this.o = { allowDownload: false, compute: 'cpu', threads: 0, loadBytesPerSecond: 100e6, ...options }
+    const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TransformersPipelineOptions
+    this.o = { allowDownload: false, hubUrl: process.env.HF_ENDPOINT || 'https://huggingface.co', compute: 'cpu', threads: 0, loadBytesPerSecond: 100e6, ...defined }
     if (options.task !== undefined) this.knownTask = checkTask(options.id, options.task, 'given')
     else if (options.dir !== undefined) {
       const detected = detectTask(options.dir)
@@ -184,6 +187,7 @@ export class TransformersPipeline implements Pipeline {
     // Ids (downloads) are looked up locally under localModelPath first: the cache they download to.
     t.env.localModelPath = this.o.cacheDir
     t.env.allowRemoteModels = this.o.allowDownload
+    t.env.remoteHost = this.o.hubUrl.endsWith('/') ? this.o.hubUrl : `${this.o.hubUrl}/`
     const source = this.o.dir ?? this.id
     const dtype = this.o.dtype ?? (this.o.dir !== undefined ? detectDtype(this.o.dir) : undefined) ?? 'fp32'
     const detected = this.o.dir !== undefined && this.o.task === undefined ? detectTask(this.o.dir) : undefined

@@ -101,7 +101,9 @@ export class UpstreamPipeline implements Pipeline {
 
   constructor(options: UpstreamPipelineOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidOptionError('UpstreamPipeline options must be an object')
-    const o = { ...UPSTREAM_DEFAULTS, ...options }
+    // An option given as `undefined` takes its default (callers pass `task: tasks[id]` and the like).
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as UpstreamPipelineOptions
+    const o = { ...UPSTREAM_DEFAULTS, ...given }
     if (typeof o.id !== 'string' || !/^\S+$/.test(o.id)) {
       throw new InvalidOptionError(`Option "id" must be a non-empty model id without spaces, got ${show(o.id)}`)
     }
@@ -209,7 +211,7 @@ export class UpstreamPipeline implements Pipeline {
       }
       if (outcome.loading) loading = true
       const delay = outcome.retry === 'backoff' ? backoffDelay(attempt, this.#backoff) : outcome.retry
-      await sleep(delay)
+      await abortableSleep(delay, signal)
     }
   }
 
