@@ -74,3 +74,28 @@ t.test('the deque survives growth and wrap-around', async (t) => {
   }
   t.equal(q.stats().queued, next - expect)
 })
+
+t.test('accept: a refused group stays queued in order while others are served; notify() makes a pull ask again', async (t) => {
+  const q = new MemoryWorkQueue()
+  const now = Date.now()
+  await q.push([item('l1', 'loading', now - 10), item('l2', 'loading', now - 9), item('o1', 'other', now)])
+  let open = false
+  const asked: string[] = []
+  const accept = (head: WorkItem): boolean => {
+    asked.push(head.id)
+    return head.group !== 'loading' || open
+  }
+  const first = await q.pull({ maxBatch: 8, maxWaitMs: 0, accept })
+  t.same(first?.items.map((i) => i.id), ['o1'], 'the older refused group was passed over')
+  t.same(asked, ['l1', 'o1'], 'asked once per group, oldest first, about its head item')
+  // Only the refused group is left: the pull waits until notify(), then asks again.
+  const pulling = q.pull({ maxBatch: 8, maxWaitMs: 0, accept })
+  let done = false
+  void pulling.then(() => (done = true))
+  await new Promise((r) => setTimeout(r, 30))
+  t.notOk(done, 'waits while the only group is refused')
+  open = true
+  q.notify()
+  t.same((await pulling)?.items.map((i) => i.id), ['l1', 'l2'], 'then takes it, in order')
+  t.same(q.stats(), { queued: 0, processing: 3 })
+})

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js'
-import type { ModelRegistry } from '../models/pipeline.js'
+import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { tokenLabel, type ServerMetrics } from './metrics.js'
 import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
@@ -38,6 +38,17 @@ export class BatchWorkers {
   private readonly runAbort = new AbortController()
   private readonly loops: Promise<void>[] = []
   private readonly running = new Set<Lease>()
+  /** `model\ncompute` of models a worker has claimed to load: the others leave their items queued. */
+  private readonly loadWaits = new Set<string>()
+  /** The queue's `accept`: a model that is not ready is taken by one worker, which claims it. */
+  private readonly accept = (head: WorkItem): boolean => {
+    const pipeline = this.o.registry.get(head.model, head.compute)
+    if (pipeline?.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') return true
+    const key = `${head.model}\n${head.compute}`
+    if (this.loadWaits.has(key)) return false
+    this.loadWaits.add(key)
+    return true
+  }
   /** Items run by a model per token: the bill. Never reset while the server runs. */
   readonly billed = new Map<string, number>()
 
@@ -58,7 +69,7 @@ export class BatchWorkers {
     while (!signal.aborted) {
       let lease: Lease | null
       try {
-        lease = await queue.pull({ maxBatch, maxWaitMs, signal })
+        lease = await queue.pull({ maxBatch, maxWaitMs, signal, accept: this.accept })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')
         await new Promise((r) => setTimeout(r, 100))
@@ -82,6 +93,11 @@ export class BatchWorkers {
     const first = items[0]
     for (const item of items) store.markRunning(item.owner, item.id)
     const pipeline = registry.get(first.model, first.compute)
+    if (!(await this.awaitLoad(pipeline, first))) {
+      // Shutdown ran out of time while the model loaded: hand the batch back, unbilled.
+      await queue.release(lease)
+      return
+    }
     let outputs: unknown[]
     let computeSeconds = 0
     if (!pipeline) {
@@ -136,6 +152,37 @@ export class BatchWorkers {
     if (errors < items.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, items.length - errors)
     await queue.ack(lease)
     this.o.onBatchDone(touched)
+  }
+
+  /**
+   * A model that is not loaded is loaded by this worker alone: until it is ready (or failed), the
+   * other workers skip its groups (their items stay queued) and serve other models, so one slow
+   * load never stalls every stream. A failed load is not an error here: `run` then reports it
+   * per item.
+   */
+  private async awaitLoad(pipeline: Pipeline | undefined, first: WorkItem): Promise<boolean> {
+    const key = `${first.model}\n${first.compute}`
+    if (pipeline?.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') {
+      // Claimed by accept() and ready since: let the others in.
+      if (this.loadWaits.delete(key)) this.o.queue.notify()
+      return true
+    }
+    const signal = this.runAbort.signal
+    let onAbort: (() => void) | undefined
+    try {
+      await Promise.race([
+        pipeline.load().catch(() => {}), // a failed load is reported per item by the pipeline's run()
+        new Promise<void>((resolve) => {
+          onAbort = resolve
+          signal.addEventListener('abort', onAbort, { once: true })
+        }),
+      ])
+      return !signal.aborted
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort)
+      this.loadWaits.delete(key)
+      this.o.queue.notify()
+    }
   }
 
   private bill(items: WorkItem[]): void {

@@ -70,6 +70,11 @@ export class MemoryWorkQueue implements WorkQueue {
     this.wake()
   }
 
+  /** Pending pulls look again: a group they skipped may be served now. */
+  notify(): void {
+    this.wake()
+  }
+
   private wake(): void {
     if (this.waiters.size === 0) return
     const ws = this.waiters
@@ -77,12 +82,12 @@ export class MemoryWorkQueue implements WorkQueue {
     for (const w of ws) w()
   }
 
-  private oldestGroup(): Deque<WorkItem> | undefined {
+  private oldestGroup(refused: Set<Deque<WorkItem>> | undefined): Deque<WorkItem> | undefined {
     let best: Deque<WorkItem> | undefined
     let bestAt = Infinity
     for (const g of this.groups.values()) {
       const h = g.peek()
-      if (h && h.enqueuedAt < bestAt) {
+      if (h && h.enqueuedAt < bestAt && !refused?.has(g)) {
         best = g
         bestAt = h.enqueuedAt
       }
@@ -101,17 +106,27 @@ export class MemoryWorkQueue implements WorkQueue {
     return lease
   }
 
-  async pull({ maxBatch, maxWaitMs, signal }: PullOptions): Promise<Lease | null> {
+  async pull({ maxBatch, maxWaitMs, signal, accept }: PullOptions): Promise<Lease | null> {
     for (;;) {
       if (this.closed || signal?.aborted) return null
-      const g = this.oldestGroup()
+      // Groups `accept` refused in this look; asked again after the next wake.
+      const refused = accept ? new Set<Deque<WorkItem>>() : undefined
+      const takes = (g: Deque<WorkItem>): boolean => {
+        if (!accept || accept(g.peek() as WorkItem)) return true
+        refused?.add(g)
+        return false
+      }
       let waitMs = -1
-      if (g) {
+      for (let g = this.oldestGroup(refused); g; g = this.oldestGroup(refused)) {
         const age = Date.now() - (g.peek() as WorkItem).enqueuedAt
-        if (g.length >= maxBatch || age >= maxWaitMs) return this.take(g, maxBatch)
+        if ((g.length >= maxBatch || age >= maxWaitMs) && takes(g)) return this.take(g, maxBatch)
+        if (refused?.has(g)) continue
         // The oldest group is still filling; a younger group that is already full need not wait.
-        for (const other of this.groups.values()) if (other.length >= maxBatch) return this.take(other, maxBatch)
+        for (const other of this.groups.values()) {
+          if (other.length >= maxBatch && !refused?.has(other) && takes(other)) return this.take(other, maxBatch)
+        }
         waitMs = maxWaitMs - age
+        break
       }
       await new Promise<void>((resolve) => {
         let timer: NodeJS.Timeout | undefined

@@ -60,6 +60,13 @@ export interface PullOptions {
   maxWaitMs: number
   /** Ends the wait; the pull then resolves `null`. */
   signal?: AbortSignal
+  /**
+   * Asked once about the group a pull is about to take, with its oldest item, right before it is
+   * taken (synchronously, so the answer may claim it): `false` leaves the group queued, in order,
+   * and the pull serves another. The workers refuse a model that is loading while one of them
+   * already waits for it. Default: every group is taken.
+   */
+  accept?: (head: WorkItem) => boolean
 }
 
 /** Queue depth. */
@@ -83,6 +90,8 @@ export interface WorkQueue {
   ack(lease: Lease): Promise<void>
   /** Hands a batch back, to the front of the queue, for another worker (shutdown, crash). */
   release(lease: Lease): Promise<void>
+  /** Makes pending pulls look again (a skipped group may be served now). */
+  notify(): void
   /** Current depth. */
   stats(): QueueStats
   /** Wakes every pending pull with `null` and refuses new work. */
