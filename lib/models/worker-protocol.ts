@@ -4,7 +4,7 @@
  * `{message, code}` and are rebuilt on the main thread.
  */
 import { parentPort } from 'node:worker_threads'
-import { InferenceStreamError, ModelError, ModelInputError } from '../errors.js'
+import { DeviceUnavailableError, InferenceStreamError, ModelError, ModelInputError, ModelLoadError, ShuttingDownError } from '../errors.js'
 import type { Parameters } from './pipeline.js'
 
 /** A batch for a thread: run `modelId` on every item's `inputs`. */
@@ -34,13 +34,24 @@ export function encodeItems(results: unknown[]): ItemOutcome[] {
 }
 
 /**
- * Rebuilds per-item results on the main thread: an input error becomes a `ModelInputError`, any
- * other failure of one item a `ModelError`; outputs pass through.
+ * Rebuilds per-item results on the main thread: input, load, device and shutdown errors become
+ * their own classes again, any other failure of one item a `ModelError`; outputs pass through.
  */
 export function decodeItems(items: ItemOutcome[]): unknown[] {
   return items.map((item) => {
     if (item.ok) return item.value
-    return item.code === 'ERR_MODEL_INPUT' ? new ModelInputError(item.message) : new ModelError(item.message)
+    switch (item.code) {
+      case 'ERR_MODEL_INPUT':
+        return new ModelInputError(item.message)
+      case 'ERR_MODEL_LOAD':
+        return new ModelLoadError(item.message)
+      case 'ERR_DEVICE_UNAVAILABLE':
+        return new DeviceUnavailableError(item.message)
+      case 'ERR_SHUTTING_DOWN':
+        return new ShuttingDownError(item.message)
+      default:
+        return new ModelError(item.message)
+    }
   })
 }
 
