@@ -22,7 +22,7 @@ export class TransformersPipeline implements Pipeline {
   readonly id: string
   private knownTask: string | undefined
   private readonly options: TransformersPipelineOptions
-  private readonly pool: WorkerPool
+  private pool: WorkerPool | undefined
   private loading: Promise<void> | undefined
   private ready = false
   private failed: Error | undefined
@@ -34,8 +34,15 @@ export class TransformersPipeline implements Pipeline {
     this.id = options.id
     this.options = options
     this.knownTask = initialTask(options)
-    // One thread: its model is loaded once; a crash (out of memory...) starts a new one on the next batch.
-    this.pool = new WorkerPool({ file: TRANSFORMERS_WORKER_FILE, threads: 1, workerData: options })
+  }
+
+  /**
+   * The model's thread pool, made on first need: one thread, whose model loads once; a crash (out
+   * of memory...) starts a new thread on the next batch.
+   */
+  private threads(): WorkerPool {
+    this.pool ??= new WorkerPool({ file: TRANSFORMERS_WORKER_FILE, threads: 1, workerData: this.options })
+    return this.pool
   }
 
   /** The Inference API task; `unknown` until a download tells it. */
@@ -61,7 +68,7 @@ export class TransformersPipeline implements Pipeline {
     this.failed = undefined
     this.loadStarted = performance.now()
     this.estimate = guessLoadSeconds(this.options)
-    const loading = this.pool.run('load', [null], {}).then(
+    const loading = this.threads().run('load', [null], {}).then(
       ([outcome]) => {
         if (outcome instanceof Error) throw outcome
         this.knownTask = typeof outcome === 'string' ? outcome : this.knownTask
@@ -73,6 +80,10 @@ export class TransformersPipeline implements Pipeline {
     )
     const settled = loading.catch((err: unknown) => {
       this.failed = err as Error
+      // A model that did not load holds no thread: a later load starts a fresh one.
+      const pool = this.pool
+      this.pool = undefined
+      void pool?.close()
       throw err
     })
     // A load nobody awaits (started by a status check) must not be an unhandled rejection.
@@ -92,12 +103,12 @@ export class TransformersPipeline implements Pipeline {
         return inputs.map(() => err)
       }
     }
-    return this.pool.run('run', inputs, parameters, signal)
+    return this.threads().run('run', inputs, parameters, signal)
   }
 
   /** Ends the thread and frees the model. */
   async close(): Promise<void> {
     this.closed = true
-    await this.pool.close()
+    await this.pool?.close()
   }
 }
