@@ -67,6 +67,19 @@ t.test('HTTP: 503 with estimated_time while loading, wait_for_model waits, then 
   const bad = await post(server.url, 'tiny/nli', { inputs: 'x', options: { wait_for_model: true } })
   t.equal(bad.status, 400)
   t.match(bad.body.error, /candidate_labels/)
+
+  // multi_label: each label on its own (entailment vs contradiction), so two present labels both score high.
+  const multi = await post(server.url, 'tiny/nli', { inputs: 'sports and weather news', parameters: { candidate_labels: 'weather, sports, cooking', multi_label: true } })
+  t.same(multi.body.labels.slice(0, 2).sort(), ['sports', 'weather'])
+  t.ok(multi.body.scores[0] > 0.9 && multi.body.scores[1] > 0.9 && multi.body.scores[2] < 0.1, JSON.stringify(multi.body.scores))
+  const single = await post(server.url, 'tiny/nli', { inputs: 'sports and weather news', parameters: { candidate_labels: ['weather', 'sports', 'cooking'] } })
+  t.ok(single.body.scores[0] < 0.6, 'without multi_label the two share the mass')
+  // hypothesis_template: the label's words are what the model compares, the template's are stop words.
+  const templ = await post(server.url, 'tiny/nli', { inputs: ['i like cooking pasta', 'the weather'], parameters: { candidate_labels: ['weather', 'cooking'], hypothesis_template: 'The topic is {}.' } })
+  t.same(templ.body.map((r: any) => r.labels[0]), ['cooking', 'weather'], 'a list of texts gets a list of answers')
+  const noSlot = await post(server.url, 'tiny/nli', { inputs: 'x', parameters: { candidate_labels: ['a'], hypothesis_template: 'no slot here' } })
+  t.equal(noSlot.status, 400)
+  t.match(noSlot.body.error, /hypothesis_template must be a string containing "\{\}"/)
 })
 
 t.test('a stream: loading status with estimated_time, then "loaded", then batched zero-shot and text-classification results', async (t) => {

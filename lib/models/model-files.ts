@@ -170,7 +170,8 @@ export function detectTaskFromConfig(config: unknown): DetectedTask {
     if (arch.endsWith('ForTokenClassification')) return { task: 'token-classification', source }
     if (arch.endsWith('ForMaskedLM')) return { task: 'fill-mask', source }
     if (arch.endsWith('ForCTC') || arch.startsWith('WhisperFor')) return { task: 'automatic-speech-recognition', source }
-    if (/Model$/.test(arch)) return { task: 'feature-extraction', source }
+    // A bare encoder (BertModel, XLMRobertaModel); not a generator's head (GPT2LMHeadModel).
+    if (/Model$/.test(arch) && !/HeadModel$/.test(arch)) return { task: 'feature-extraction', source }
   }
   return { task: undefined, source: archs.length > 0 ? `config.json architectures ${archs.join(', ')}` : 'config.json (no architectures)' }
 }
