@@ -9,6 +9,7 @@ import { normalizeTask, TRANSFORMERS_TASKS } from '../models/model-files.js'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { createModelRegistry } from '../models/registry.js'
 import { parseUpstreamSpec, UpstreamPipeline } from '../models/upstream-pipeline.js'
+import { intFlag } from './common.js'
 
 /** Parsed model flags. */
 export interface ModelFlags {
@@ -25,14 +26,6 @@ export interface ModelFlags {
   threads?: number
 }
 
-function count(name: string) {
-  return (value: string): number => {
-    const n = Number(value)
-    if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError(`--${name} must be a non-negative integer, got "${value}"`)
-    return n
-  }
-}
-
 /** Adds the model flags to a command. */
 export function addModelFlags(cmd: Command): Command {
   return cmd
@@ -41,11 +34,11 @@ export function addModelFlags(cmd: Command): Command {
     .option('--allow-download', 'download models that are not on disk from the Hugging Face Hub (default: offline)')
     .option('--task <task...>', `task of a model whose files do not say it, as ID=TASK (run: TASK alone means --model's); one of ${TRANSFORMERS_TASKS.join(', ')}`)
     .option('--dtype <dtype>', 'ONNX precision to load: fp32, q8, fp16, ... (default: the best file the model folder has)')
-    .option('--onnx-threads <n>', 'ONNX Runtime threads per inference (0: one per core)', count('onnx-threads'), 0)
+    .option('--onnx-threads <n>', 'ONNX Runtime threads per inference (0: one per core)', intFlag('onnx-threads', 0), 0)
     .addOption(new Option('--gpu-fallback <mode>', 'a gpu URL on a machine without CUDA: error, or run on cpu').choices(['error', 'cpu']).default('error'))
     .option('--upstream <spec...>', 'serve a model id through an HF-compatible HTTP endpoint, as ID=URL (repeatable)')
     .option('--upstream-token <token...>', 'bearer token for upstreams: TOKEN for all, or ID=TOKEN; also INFERENCE_STREAM_UPSTREAM_TOKEN')
-    .option('--upstream-concurrency <n>', 'requests in flight per upstream model', count('upstream-concurrency'), 8)
+    .option('--upstream-concurrency <n>', 'requests in flight per upstream model', intFlag('upstream-concurrency', 1), 8)
 }
 
 /**
@@ -67,7 +60,7 @@ export function registryFromFlags(o: ModelFlags, options: { defaultModel?: strin
   const models: Record<string, Pipeline> = {}
   for (const { spec, id, url } of specs) {
     if (models[id] !== undefined) throw new InvalidOptionError(`--upstream ${spec}: ${id} is given twice`)
-    models[id] = new UpstreamPipeline({ id, url, token: tokens.get(id) ?? tokens.get(''), concurrency: o.upstreamConcurrency || 8, task: tasks[id] })
+    models[id] = new UpstreamPipeline({ id, url, token: tokens.get(id) ?? tokens.get(''), concurrency: o.upstreamConcurrency ?? 8, task: tasks[id] })
   }
   return createModelRegistry({
     threads: o.threads ?? 1,
