@@ -11,7 +11,7 @@ import { DeviceUnavailableError, ModelError, ModelInputError, ModelLoadError, Sh
 import { readAudioInput } from './audio.js'
 import { gpuAvailable, gpuUnavailableError } from './gpu.js'
 import { detectDtype, detectTask, detectTaskFromConfig, normalizeTask, onnxBytes, TRANSFORMERS_TASKS, type TransformersTask } from './model-files.js'
-import type { Compute, ModelLoadState, Parameters, Pipeline } from './pipeline.js'
+import type { Compute, Parameters, Pipeline } from './pipeline.js'
 import {
   featureExtraction,
   fillMask,
@@ -88,8 +88,6 @@ export class TransformersModel implements Pipeline {
   private loading: Promise<Loaded> | undefined
   private loaded: Loaded | undefined
   private failed: Error | undefined
-  private loadStarted = 0
-  private estimate = 0
   private closed = false
 
   constructor(options: TransformersPipelineOptions) {
@@ -103,20 +101,6 @@ export class TransformersModel implements Pipeline {
     return this.knownTask ?? 'unknown'
   }
 
-  /** Where loading stands; `estimatedTime` counts down from a guess made from the ONNX file's size. */
-  loadState(): ModelLoadState {
-    if (this.loaded) return { state: 'ready' }
-    if (this.failed) return { state: 'failed', error: this.failed }
-    if (!this.loading) return { state: 'unloaded', estimatedTime: this.guessSeconds() }
-    const left = this.estimate - (performance.now() - this.loadStarted) / 1000
-    // Past the guess: say one more second rather than zero or a negative time.
-    return { state: 'loading', estimatedTime: Math.max(1, Math.round(left * 10) / 10) }
-  }
-
-  private guessSeconds(): number {
-    return guessLoadSeconds(this.o)
-  }
-
   /** Loads the model (once); after a failure, a new call tries again. */
   async load(): Promise<void> {
     await this.loadOnce()
@@ -126,8 +110,6 @@ export class TransformersModel implements Pipeline {
     if (this.closed) return Promise.reject(new ShuttingDownError(`Model ${this.id} is closed`))
     if (this.loading && !this.failed) return this.loading
     this.failed = undefined
-    this.loadStarted = performance.now()
-    this.estimate = this.guessSeconds()
     const loading = this.doLoad().then(
       (l) => {
         if (this.closed) {
@@ -142,7 +124,7 @@ export class TransformersModel implements Pipeline {
         throw this.failed
       },
     )
-    // A load nobody awaits (started by a status check) must not be an unhandled rejection.
+    // A load nobody awaits must not be an unhandled rejection.
     loading.catch(() => {})
     this.loading = loading
     return loading
