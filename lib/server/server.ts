@@ -286,8 +286,7 @@ export class InferenceServer {
   private sendStatus(): void {
     // Streams of a model that is still loading hear how long it should take.
     for (const s of this.hub.allStreams()) {
-      const pipeline = this.registry.get(s.model, s.compute)
-      const status = pipeline && s.loadingStatus(pipeline)
+      const status = s.loadingStatus()
       if (status) s.send(status)
     }
     for (const owner of this.store.busyOwners()) {

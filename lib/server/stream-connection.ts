@@ -62,6 +62,8 @@ export class StreamConnection {
   token: string | undefined
   /** Token and model this stream's ids and results belong to; set once authenticated. */
   owner: string | undefined
+  /** The model's pipeline, once authenticated (for loading status). */
+  private pipeline: Pipeline | undefined
   /** v1 results written and not yet acked; handed back to the store if the socket closes. */
   readonly unacked = new Set<string>()
   private outbox: ServerMessage[] = []
@@ -145,6 +147,7 @@ export class StreamConnection {
       return
     }
     this.token = token
+    this.pipeline = pipeline
     this.owner = ownerKey(token, this.model)
     const c = this.hub.store.counts(this.owner)
     const o = this.hub.options
@@ -168,7 +171,7 @@ export class StreamConnection {
   private watchLoading(pipeline: Pipeline): void {
     const state = pipeline.loadState?.()
     if (state === undefined || state.state === 'ready' || pipeline.load === undefined) return
-    this.send(this.loadingStatus(pipeline) ?? { type: 'status', message: `Loading model ${this.model}` })
+    this.send(this.loadingStatus() ?? { type: 'status', message: `Loading model ${this.model}` })
     const started = performance.now()
     pipeline.load().then(
       () => {
@@ -180,9 +183,9 @@ export class StreamConnection {
     )
   }
 
-  /** The status message of a model that is loading, or undefined when it is not. */
-  loadingStatus(pipeline: Pipeline): StatusMessage | undefined {
-    const state = pipeline.loadState?.()
+  /** The status message of this stream's model while it loads, or undefined when it does not. */
+  loadingStatus(): StatusMessage | undefined {
+    const state = this.pipeline?.loadState?.()
     if (state === undefined || (state.state !== 'loading' && state.state !== 'unloaded')) return undefined
     return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
   }
