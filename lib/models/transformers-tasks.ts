@@ -95,11 +95,19 @@ async function forChunks(
  * Reads every item's texts; returns them flattened with each item's span, and the items' errors
  * (an item with bad inputs fails alone).
  */
-function flattenTexts(inputs: unknown[], task: string): { texts: string[]; spans: Array<{ from: number; to: number; single: boolean } | Error> } {
+function flattenTexts(
+  inputs: unknown[],
+  task: string,
+  check?: (text: string) => Error | undefined,
+): { texts: string[]; spans: Array<{ from: number; to: number; single: boolean } | Error> } {
   const texts: string[] = []
   const spans = inputs.map((input) => {
     const read = readTextInputs(input, task)
     if (read instanceof Error) return read
+    for (const text of read.texts) {
+      const bad = check?.(text)
+      if (bad) return bad
+    }
     const from = texts.length
     texts.push(...read.texts)
     return { from, to: texts.length, single: read.single }
@@ -364,13 +372,9 @@ export async function fillMask(m: TextModel, inputs: unknown[], parameters: Para
     }
   }
   // Items whose strings lack the mask fail alone, before anything runs.
-  const checked = inputs.map((input) => {
-    const read = readTextInputs(input, 'fill-mask')
-    if (read instanceof Error) return read
-    if (read.texts.some((t) => !t.includes(maskToken))) return new ModelInputError(`No mask_token (${maskToken}) found on the input`)
-    return input
-  })
-  const { texts, spans } = flattenTexts(checked.map((c) => (c instanceof Error ? null : c)), 'fill-mask')
+  const noMask = new ModelInputError(`No mask_token (${maskToken}) found on the input`)
+  const { texts, spans } = flattenTexts(inputs, 'fill-mask', (text) => (text.includes(maskToken) ? undefined : noMask))
+  const k = (topK as number | undefined) ?? 5
   const perText: unknown[] = []
   await forChunks(m, texts, undefined, (enc, out) => {
     const logits = out.logits
@@ -380,16 +384,20 @@ export async function fillMask(m: TextModel, inputs: unknown[], parameters: Para
     const mask = enc.attention_mask?.data
     const data = logits.data as ArrayLike<number>
     for (let i = 0; i < n; i++) {
+      // The text's own tokens (padding left out) and where its masks are, in both.
       const row: number[] = []
-      for (let j = 0; j < seq; j++) if (!mask || num(mask[i * seq + j]) === 1) row.push(num(ids[i * seq + j]))
-      const masks = row.map((id, j) => (id === maskId ? j : -1)).filter((j) => j >= 0)
-      const perMask = masks.map((j) => {
-        const probs = softmax(data, (i * seq + j) * vocabSize, vocabSize)
-        const candidates = targets ?? Array.from({ length: vocabSize }, (_, k) => k)
-        const best = candidates.sort((a, b) => probs[b] - probs[a]).slice(0, (topK as number | undefined) ?? 5)
-        return best.map((token) => {
+      const masks: Array<{ at: number; pos: number }> = []
+      for (let j = 0; j < seq; j++) {
+        if (mask && num(mask[i * seq + j]) === 0) continue
+        const id = num(ids[i * seq + j])
+        if (id === maskId) masks.push({ at: row.length, pos: j })
+        row.push(id)
+      }
+      const perMask = masks.map(({ at, pos }) => {
+        const probs = softmax(data, (i * seq + pos) * vocabSize, vocabSize)
+        return bestOf(probs, k, targets).map((token) => {
           const filled = row.slice()
-          filled[j] = token
+          filled[at] = token
           return {
             sequence: m.tokenizer.decode(filled, { skip_special_tokens: true }),
             score: probs[token],
@@ -401,9 +409,23 @@ export async function fillMask(m: TextModel, inputs: unknown[], parameters: Para
       perText.push(perMask.length === 1 ? perMask[0] : perMask)
     }
   })
-  return checked.map((c, k) => {
-    if (c instanceof Error) return c
-    const s = spans[k]
-    return s instanceof Error ? s : s.single ? perText[s.from] : perText.slice(s.from, s.to)
-  })
+  return spans.map((s) => (s instanceof Error ? s : s.single ? perText[s.from] : perText.slice(s.from, s.to)))
+}
+
+/**
+ * The `k` indices of the highest `scores` (among `candidates` when given), best first: one pass
+ * keeping a sorted list of k, not a sort of the whole vocabulary for every mask.
+ */
+function bestOf(scores: ArrayLike<number>, k: number, candidates?: readonly number[]): number[] {
+  const best: number[] = []
+  const consider = (i: number): void => {
+    if (best.length === k && scores[i] <= scores[best[k - 1]]) return
+    let at = best.length
+    while (at > 0 && scores[best[at - 1]] < scores[i]) at--
+    best.splice(at, 0, i)
+    if (best.length > k) best.pop()
+  }
+  if (candidates) for (const i of candidates) consider(i)
+  else for (let i = 0; i < scores.length; i++) consider(i)
+  return best
 }
