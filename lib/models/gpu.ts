@@ -25,6 +25,6 @@ export function gpuAvailable(): boolean {
 export function gpuUnavailableError(id: string): DeviceUnavailableError {
   return new DeviceUnavailableError(
     `Model ${id} cannot run on gpu here: ONNX Runtime's CUDA provider is not installed (${cudaProviderPath() ?? 'onnxruntime-node not found'}). ` +
-      'On a machine with CUDA 12, install with ONNXRUNTIME_NODE_INSTALL=cuda12 npm install; or use the cpu URL, or start the server with --gpu-fallback cpu',
+      'On a machine with CUDA 12, run ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install; or use the cpu URL, or start the server with --gpu-fallback cpu',
   )
 }
