@@ -2,7 +2,7 @@
 // loaded offline by @huggingface/transformers through the registry's real loading code, served on
 // streams, the classic HTTP API and bulk jobs. Loading status, 503 + estimated_time, gpu refusal,
 // a broken model and a missing one.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -162,6 +162,14 @@ t.test('token-classification, feature-extraction, fill-mask and speech in the AP
   const pooled = await post(server.url, 'tiny/embed', { inputs: 'hello world', parameters: { pooling: 'mean', normalize: true } })
   t.equal(pooled.body.length, 8)
   t.ok(Math.abs(Math.hypot(...pooled.body) - 1) < 1e-5)
+  // The same model as a sentence-transformers folder: its own pooling and normalization by default.
+  const st = join(modelsDir, 'tiny', 'st-embed')
+  cpSync(join(modelsDir, 'tiny', 'embed'), st, { recursive: true })
+  writeFileSync(join(st, 'modules.json'), JSON.stringify([{ type: 'sentence_transformers.models.Transformer' }, { type: 'sentence_transformers.models.Pooling', path: '1_Pooling' }, { type: 'sentence_transformers.models.Normalize', path: '2_Normalize' }]))
+  mkdirSync(join(st, '1_Pooling'))
+  writeFileSync(join(st, '1_Pooling', 'config.json'), JSON.stringify({ pooling_mode_mean_tokens: true, pooling_mode_cls_token: false }))
+  const stOut = await post(server.url, 'tiny/st-embed', { inputs: 'hello world', options: wait })
+  t.same(stOut.body, pooled.body, 'mean-pooled and normalized without being asked')
 
   const fm = await post(server.url, 'tiny/fill-mask', { inputs: 'the capital of england is [MASK] .', options: wait })
   t.equal(fm.status, 200)
