@@ -78,14 +78,14 @@
  *   run (another shell, a test run) is reported with `!!!` and exit 1: they measured different code. With --runs R > 1 every row is
  *   the peer's median run by items/s (breakdown: each cell's median); compare within one run.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  CLI, LIB, PROFILE_DIR, ROOT, addServerStats, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed,
+  CLI, LIB, PROFILE_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed,
   fmtInt, fmtMiB, fmtS, int, loadBeforeRuns, machineInfo, medianRun, metricSum, parseBenchArgs, pkgVersion, procStats,
   profileFlags, profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
 } from './lib/harness.js'
@@ -584,24 +584,6 @@ function newestMtime(dir) {
   return newest
 }
 
-/**
- * The profiles a server wrote since `before`, renamed `<stem>.cpuprofile` (its main thread) and
- * `<stem>.thread<N>.cpuprofile` (its worker threads: the model's, wink's): Node writes one per
- * thread, named CPU.<date>.<pid>.<thread id>.<seq>.cpuprofile.
- */
-function adoptServerProfiles(before, stem) {
-  const files = []
-  for (const f of readdirSync(PROFILE_DIR)) {
-    if (before.has(f) || !f.startsWith('CPU.') || !f.endsWith('.cpuprofile')) continue
-    const tid = Number(f.split('.')[4])
-    const name = tid > 0 ? `${stem}.thread${tid}` : stem
-    const file = path.join(PROFILE_DIR, `${name}.cpuprofile`)
-    renameSync(path.join(PROFILE_DIR, f), file)
-    files.push({ file, thread: tid })
-  }
-  return files
-}
-
 /** A comma-separated list of integers >= 1 (or `none`: empty). */
 function listArg(name, value) {
   if (value === 'none' || value === '') return []
@@ -789,8 +771,9 @@ async function orchestrate() {
       result.warmUpMs = warm.ms
       await stopServer(server.child)
       if (args.profile) {
-        for (const { file, thread } of adoptServerProfiles(before, `batching.${peer.name}.run${r + 1}`)) {
-          profiles.push({ peer: thread > 0 ? `${peer.name} (server thread ${thread})` : `${peer.name} (server main thread)`, run: r, file })
+        for (const file of adoptProfiles(before, `batching.${peer.name}.run${r + 1}`)) {
+          const thread = /\.thread(\d+)\.cpuprofile$/.exec(file)?.[1]
+          profiles.push({ peer: thread ? `${peer.name} (server thread ${thread})` : `${peer.name} (server main thread)`, run: r, file })
         }
       }
       all.get(peer.name).push(result)

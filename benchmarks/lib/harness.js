@@ -331,13 +331,18 @@ export const profileFlags = (enabled) => (enabled ? ['--cpu-prof', '--cpu-prof-d
 /** The files in PROFILE_DIR now (when profiling), to tell a run's new profile from older ones. */
 export const profilesBefore = (enabled) => new Set(enabled && existsSync(PROFILE_DIR) ? readdirSync(PROFILE_DIR) : [])
 
-/** Renames the profiles written since `before` to the stable `<stem>.cpuprofile` and returns their paths. */
+/**
+ * Renames the profiles written since `before` to stable names and returns their paths:
+ * `<stem>.cpuprofile` for a process's main thread, `<stem>.thread<N>.cpuprofile` for its worker
+ * threads (the models'), which Node profiles separately as CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile.
+ */
 export function adoptProfiles(before, stem) {
   const files = []
   for (const f of readdirSync(PROFILE_DIR)) {
     if (before.has(f) || !f.endsWith('.cpuprofile')) continue
+    const thread = f.startsWith('CPU.') ? Number(f.split('.')[4]) : 0
     // Stable names, so a new profile of a peer replaces the last one.
-    const file = path.join(PROFILE_DIR, `${stem}.cpuprofile`)
+    const file = path.join(PROFILE_DIR, `${stem}${thread > 0 ? `.thread${thread}` : ''}.cpuprofile`)
     renameSync(path.join(PROFILE_DIR, f), file)
     files.push(file)
   }
