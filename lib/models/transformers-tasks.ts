@@ -91,6 +91,12 @@ async function forChunks(
   }
 }
 
+/** The model's `logits` output; a model without one fails the batch, naming what is missing. */
+function logitsOf(out: Record<string, TensorLike | undefined>): TensorLike {
+  if (!out.logits) throw new Error('the model has no "logits" output')
+  return out.logits
+}
+
 /**
  * Reads every item's texts; returns them flattened with each item's span, and the items' errors
  * (an item with bad inputs fails alone).
@@ -151,8 +157,7 @@ export async function textClassification(m: TextModel, inputs: unknown[], parame
   const { texts, spans } = flattenTexts(inputs, 'text-classification')
   const perText: Array<Array<{ label: string; score: number }>> = []
   await forChunks(m, texts, undefined, (_enc, out) => {
-    const logits = out.logits
-    if (!logits) throw new Error('the model has no "logits" output')
+    const logits = logitsOf(out)
     const [n, width] = logits.dims
     const labels = labelsOf(m.model, width)
     const apply = (fn as string | undefined) ?? (m.model.config.problem_type === 'multi_label_classification' || width === 1 ? 'sigmoid' : 'softmax')
@@ -212,8 +217,7 @@ export async function zeroShotClassification(m: TextModel, inputs: unknown[], pa
   const entailLogit = new Float32Array(premises.length)
   const contraLogit = new Float32Array(premises.length)
   await forChunks(m, premises, pairs, (_enc, out, offset) => {
-    const logits = out.logits
-    if (!logits) throw new Error('the model has no "logits" output')
+    const logits = logitsOf(out)
     const [n, width] = logits.dims
     const data = logits.data as ArrayLike<number>
     for (let i = 0; i < n; i++) {
@@ -260,8 +264,7 @@ export async function tokenClassification(m: TextModel, inputs: unknown[], param
   const special = new Set(m.tokenizer.all_special_ids ?? [])
   const perText: unknown[] = []
   await forChunks(m, texts, undefined, (enc, out, offset) => {
-    const logits = out.logits
-    if (!logits) throw new Error('the model has no "logits" output')
+    const logits = logitsOf(out)
     const [n, seq, width] = logits.dims
     const labels = labelsOf(m.model, width)
     const ids = enc.input_ids.data
@@ -377,8 +380,7 @@ export async function fillMask(m: TextModel, inputs: unknown[], parameters: Para
   const k = (topK as number | undefined) ?? 5
   const perText: unknown[] = []
   await forChunks(m, texts, undefined, (enc, out) => {
-    const logits = out.logits
-    if (!logits) throw new Error('the model has no "logits" output')
+    const logits = logitsOf(out)
     const [n, seq, vocabSize] = logits.dims
     const ids = enc.input_ids.data
     const mask = enc.attention_mask?.data
