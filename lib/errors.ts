@@ -379,6 +379,33 @@ export class JobStateError extends InferenceStreamError {
   }
 }
 
+/**
+ * An item reuses an id its owner already sent with other `inputs` or `parameters` (the
+ * idempotency-key rule): the item is not run and not billed, and never gets the other item's result.
+ */
+export class IdConflictError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_ID_CONFLICT')
+    this.name = 'IdConflictError'
+  }
+}
+
+/** A batch ran past the server's `batchTimeoutMs`: its items fail with this, the worker is freed. */
+export class BatchTimeoutError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_BATCH_TIMEOUT')
+    this.name = 'BatchTimeoutError'
+  }
+}
+
+/** A checkpoint file is in use by another run (its lock is held by a live process). */
+export class CheckpointLockedError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_CHECKPOINT_LOCKED')
+    this.name = 'CheckpointLockedError'
+  }
+}
+
 /** Body of an error as it travels on the wire: the classic API's `{"error": ...}` plus our `code`. */
 export interface WireError {
   error: string

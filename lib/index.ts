@@ -21,7 +21,7 @@ export {
 } from './protocol.js'
 export { createServer, InferenceServer, isLoopback } from './server/server.js'
 export type { ServerOptions, ResolvedServerOptions } from './server/options.js'
-export { tokenLabel } from './server/metrics.js'
+export { Tenants, parseTokenFile, dataDirSecret, type Tenant, type TenantsOptions } from './server/tenants.js'
 export { ANONYMOUS_TOKEN } from './server/http-util.js'
 export { groupKey, type WorkQueue, type WorkItem, type Lease, type PullOptions, type QueueStats } from './server/queue/work-queue.js'
 export { MemoryWorkQueue } from './server/queue/memory-queue.js'

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { parquetReadObjects } from 'hyparquet'
 import t from 'tap'
+import { Tenants, dataDirSecret } from '../lib/server/tenants.js'
 import { infer } from '../lib/client/infer.js'
 import { JobStore } from '../lib/server/store/job-store.js'
 import { connect } from './helpers/ws-client.js'
@@ -176,7 +177,7 @@ t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row 
   b.child.kill('SIGTERM')
   await new Promise((res) => b.child.once('exit', res))
   const store = new JobStore(join(dir, 'jobs.sqlite'))
-  t.equal(store.billed('t'), N, 'the durable bill equals the number of rows')
+  t.equal(store.billed(new Tenants({ secret: dataDirSecret(dir) }).defaultTenant('t').id), N, 'the durable bill equals the number of rows')
   store.close()
 })
 

@@ -12,7 +12,7 @@ const dir = mkdtempSync(join(tmpdir(), 'is-job-store-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
 const JOB: NewJob = {
-  token: 'tok-a',
+  tenant: 'tok-a',
   bulkName: 'user/bulk-1',
   model: 'builtin/sentiment',
   compute: 'cpu',
@@ -35,7 +35,7 @@ t.test('create, get, list, update', async (t) => {
   const job = store.create(JOB)
   t.match(job.id, /^[0-9a-f]{16}$/)
   t.match(job, {
-    token: 'tok-a',
+    tenant: 'tok-a',
     bulkName: 'user/bulk-1',
     model: 'builtin/sentiment',
     compute: 'cpu',
@@ -70,8 +70,8 @@ t.test('create, get, list, update', async (t) => {
 
   t.throws(() => store.update('nope', { state: 'failed' }), { constructor: JobNotFoundError, code: 'ERR_JOB_NOT_FOUND' })
   t.throws(() => store.update(job.id, { state: 'done' as never }), InvalidOptionError)
-  t.throws(() => store.update(job.id, { token: 'x' } as never), { constructor: InvalidOptionError, message: 'Job field "token" cannot be updated' })
-  t.throws(() => store.create({ ...JOB, token: '' }), InvalidOptionError)
+  t.throws(() => store.update(job.id, { tenant: 'x' } as never), { constructor: InvalidOptionError, message: 'Job field "tenant" cannot be updated' })
+  t.throws(() => store.create({ ...JOB, tenant: '' }), InvalidOptionError)
   t.throws(() => store.create({ ...JOB, dataset: { ...JOB.dataset, column: undefined as never } }), InvalidOptionError)
   t.throws(() => store.create({ ...JOB, id: 'fixed-id' }), 'a duplicate id is refused')
   t.throws(() => store.list({ limit: -5 }), InvalidOptionError)
@@ -81,7 +81,7 @@ t.test('saveResults is idempotent: the same rows twice are counted and billed on
   const store = new JobStore(':memory:')
   t.teardown(() => store.close())
   const job = store.create(JOB)
-  const other = store.create({ ...JOB, token: 'tok-b' })
+  const other = store.create({ ...JOB, tenant: 'tok-b' })
 
   t.equal(store.saveResults(job.id, rows([0, 1, 2, 3, 4, 5], 3)), 6)
   t.match(store.get(job.id), { processed: 6, failed: 2 }, 'rows 0 and 3 failed')
@@ -174,7 +174,7 @@ t.test('durable: close and reopen the file, everything is there; unfinished() fo
   const a = new JobStore(path)
   t.equal(a.open, true)
   const queued = a.create(JOB)
-  const running = a.create({ ...JOB, token: 'tok-b' })
+  const running = a.create({ ...JOB, tenant: 'tok-b' })
   const done = a.create(JOB)
   a.update(running.id, { state: 'running', total: 5 })
   a.update(done.id, { state: 'completed', endTime: 99.5, revision: 'b'.repeat(40) })

@@ -3,7 +3,7 @@ import { MemoryWorkQueue } from '../lib/server/queue/memory-queue.js'
 import type { WorkItem } from '../lib/server/queue/work-queue.js'
 
 function item(id: string, group = 'g', enqueuedAt = Date.now()): WorkItem {
-  return { token: 't', owner: 't\nm', id, model: 'm', compute: 'cpu', inputs: id, parameters: undefined, group, enqueuedAt }
+  return { tenant: 't', owner: 't\nm', id, model: 'm', compute: 'cpu', inputs: id, parameters: undefined, group, enqueuedAt }
 }
 
 t.test('a full group is taken at once, up to maxBatch, in order', async (t) => {

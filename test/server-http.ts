@@ -1,5 +1,4 @@
 import t from 'tap'
-import { tokenLabel } from '../lib/server/metrics.js'
 import { isLoopback } from '../lib/server/server.js'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
@@ -13,7 +12,7 @@ t.test('/health reports models and queue depth', async (t) => {
   t.ok(body.models.includes('builtin/echo') && body.models.includes('builtin/sentiment'))
 })
 
-t.test('/metrics shows the bill per token label, in Prometheus text', async (t) => {
+t.test('/metrics shows the bill per tenant label, in Prometheus text', async (t) => {
   const server = await startServer(t)
   const c = await connect(server.streamUrl('builtin/echo'), { token: 'metered' })
   for (let i = 0; i < 30; i++) c.send({ id: `x${i}`, inputs: i })
@@ -23,7 +22,7 @@ t.test('/metrics shows the bill per token label, in Prometheus text', async (t) 
   const res = await fetch(`${server.url}/metrics`)
   t.match(res.headers.get('content-type'), /text\/plain/)
   const text = await res.text()
-  t.match(text, `inference_stream_billed_items_total{token="${tokenLabel('metered')}"} 30`)
+  t.match(text, `inference_stream_billed_items_total{tenant="${server.tenants.defaultTenant('metered').name}"} 30`)
   t.notMatch(text, 'metered', 'the token itself never appears')
   t.match(text, /inference_stream_duplicate_items_total\{state="(pending|done)"\} \d+/)
   t.match(text, /inference_stream_batch_size_bucket/)

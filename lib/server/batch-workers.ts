@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
-import { tokenLabel, type ServerMetrics } from './metrics.js'
+import type { ServerMetrics } from './metrics.js'
 import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
 
@@ -15,6 +15,8 @@ export interface BatchWorkersOptions {
   registry: ModelRegistry
   metrics: ServerMetrics
   logger?: Logger
+  /** The display name of a tenant id (metrics labels). */
+  tenantName: (id: string) => string
   /** Called once per finished item with its outputs or `{"error"}` body. */
   onResult: (item: WorkItem, outputs: unknown, info: ResultInfo) => void
   /** Called after each batch with the owners it touched (flow control resumes here). */
@@ -49,7 +51,7 @@ export class BatchWorkers {
     this.loadWaits.add(key)
     return true
   }
-  /** Items run by a model per token: the bill. Never reset while the server runs. */
+  /** Items run by a model per tenant id: the bill. Never reset while the server runs. */
   readonly billed = new Map<string, number>()
 
   constructor(private readonly o: BatchWorkersOptions) {}
@@ -186,23 +188,23 @@ export class BatchWorkers {
   }
 
   private bill(items: WorkItem[]): void {
-    let token = items[0].token
+    let tenant = items[0].tenant
     let n = 0
-    // Items of a batch usually share a token: count runs of it rather than hashing per item.
+    // Items of a batch usually share a tenant: count runs of it rather than hashing per item.
     for (const item of items) {
-      if (item.token !== token) {
-        this.addBill(token, n)
-        token = item.token
+      if (item.tenant !== tenant) {
+        this.addBill(tenant, n)
+        tenant = item.tenant
         n = 0
       }
       n++
     }
-    this.addBill(token, n)
+    this.addBill(tenant, n)
   }
 
-  private addBill(token: string, n: number): void {
-    this.billed.set(token, (this.billed.get(token) ?? 0) + n)
-    this.o.metrics.billed.inc({ token: tokenLabel(token) }, n)
+  private addBill(tenant: string, n: number): void {
+    this.billed.set(tenant, (this.billed.get(tenant) ?? 0) + n)
+    this.o.metrics.billed.inc({ tenant: this.o.tenantName(tenant) }, n)
   }
 
   /** Stops pulling new batches (queued items stay queued). */

@@ -25,10 +25,11 @@ import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import { groupKey, type WorkItem } from './queue/work-queue.js'
-import { bearerOf, readBody, sendBody, sendJson, type BodyRead } from './http-util.js'
+import { tenantOf, readBody, sendBody, sendJson, type BodyRead } from './http-util.js'
 import { ResultCache } from './result-cache.js'
 import { httpOwnerKey } from './store/result-store.js'
 import type { StreamHub } from './stream-hub.js'
+import type { Tenant, Tenants } from './tenants.js'
 
 const MODELS_PATH = /^\/models\/(.+)$/
 
@@ -81,8 +82,8 @@ export interface HttpInferenceContext {
   hub: StreamHub
   registry: ModelRegistry
   metrics: ServerMetrics
-  /** Accepted tokens; empty: auth off (the server then only lets loopback clients in). */
-  tokens: ReadonlySet<string>
+  /** The server's tenants and their tokens. */
+  tenants: Tenants
 }
 
 
@@ -123,10 +124,10 @@ export class HttpInference {
     } catch {
       return this.reject(res, new InvalidPayloadError('Model id is not valid URL encoding'))
     }
-    const token = this.authenticate(req)
-    if (token instanceof AuthenticationError) {
+    const tenant = this.authenticate(req)
+    if (tenant instanceof AuthenticationError) {
       res.setHeader('www-authenticate', 'Bearer')
-      return this.reject(res, token)
+      return this.reject(res, tenant)
     }
     if (hub.closing) return this.reject(res, new ShuttingDownError())
     const pipeline = resolvePipeline(registry, model, COMPUTE)
@@ -176,14 +177,14 @@ export class HttpInference {
 
     // Gone while its body was read or checked: nothing to run it for.
     if (req.socket.destroyed) return
-    const owner = httpOwnerKey(token, model)
+    const owner = httpOwnerKey(tenant.id, model)
     const counts = hub.store.counts(owner)
     if (counts.queued + counts.processing >= options.maxQueuedPerToken) {
       res.setHeader('retry-after', '1')
       return this.reject(res, new OverloadedError(`Too many requests of this token are waiting for ${model}; retry later`))
     }
     const item: WorkItem = {
-      token,
+      tenant: tenant.id,
       owner,
       id: randomUUID(),
       model,
@@ -231,9 +232,9 @@ export class HttpInference {
     sendBody(res, 200, body, headers)
   }
 
-  /** The token a request is billed to, or why it is refused. */
-  private authenticate(req: http.IncomingMessage): string | AuthenticationError {
-    return bearerOf(req, this.c.tokens)
+  /** The tenant a request is billed to, or why it is refused. */
+  private authenticate(req: http.IncomingMessage): Tenant | AuthenticationError {
+    return tenantOf(req, this.c.tenants)
   }
 
   private reject(res: http.ServerResponse, err: InferenceStreamError, status = httpStatusOf(err.code)): void {

@@ -1,16 +1,17 @@
 import type http from 'node:http'
 import { AuthenticationError } from '../errors.js'
 import { parseBearer } from '../protocol.js'
+import type { Tenant, Tenants } from './tenants.js'
 
 /** Token billed for requests without one on a server with no tokens configured (loopback only). */
 export const ANONYMOUS_TOKEN = 'anonymous'
 
 /**
- * The token of an HTTP request (`Authorization: Bearer <token>`), checked against `tokens`. With no
- * tokens configured any bearer (or none: {@link ANONYMOUS_TOKEN}) is accepted; the server only
- * serves loopback clients then.
+ * The tenant of an HTTP request (`Authorization: Bearer <token>`). On an open server (no token
+ * configured) any bearer (or none: {@link ANONYMOUS_TOKEN}) is accepted; the server only serves
+ * loopback clients then.
  */
-export function bearerOf(req: http.IncomingMessage, tokens: ReadonlySet<string>): string | AuthenticationError {
+export function tenantOf(req: http.IncomingMessage, tenants: Tenants): Tenant | AuthenticationError {
   const header = req.headers.authorization
   let bearer: string | undefined
   if (header !== undefined) {
@@ -20,11 +21,10 @@ export function bearerOf(req: http.IncomingMessage, tokens: ReadonlySet<string>)
       bearer = undefined
     }
   }
-  if (tokens.size === 0) return bearer ?? ANONYMOUS_TOKEN
+  if (tenants.open) return tenants.authenticate(bearer ?? ANONYMOUS_TOKEN) as Tenant
   if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
   if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
-  if (!tokens.has(bearer)) return new AuthenticationError('Invalid token')
-  return bearer
+  return tenants.authenticate(bearer) ?? new AuthenticationError('Invalid token')
 }
 
 /** A request body: the bytes, or why there are none. */

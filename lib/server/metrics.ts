@@ -1,29 +1,12 @@
-import { createHash } from 'node:crypto'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-
-/**
- * The label that stands for a token in metrics and logs: the first 12 hex digits of its SHA-256.
- * Tokens are secrets, so they never appear in clear.
- */
-export function tokenLabel(token: string): string {
-  let label = labels.get(token)
-  if (label === undefined) {
-    // Tokens are few and hashed once per batch: remember their labels, within a bound.
-    if (labels.size >= 10_000) labels.clear()
-    label = createHash('sha256').update(token).digest('hex').slice(0, 12)
-    labels.set(token, label)
-  }
-  return label
-}
-const labels = new Map<string, string>()
 
 /** Prometheus metrics of one server (its own registry, so several servers can share a process). */
 export class ServerMetrics {
   readonly registry = new Registry()
   readonly billed = new Counter({
     name: 'inference_stream_billed_items_total',
-    help: 'Items run by a model, per token (the bill); a duplicate id is never billed twice',
-    labelNames: ['token'] as const,
+    help: 'Items run by a model, per tenant (the bill); a duplicate id is never billed twice',
+    labelNames: ['tenant'] as const,
     registers: [this.registry],
   })
   readonly items = new Counter({

@@ -7,8 +7,45 @@ import type { ResultStore } from './store/result-store.js'
 
 /** Options of {@link createServer}. Every field is optional; defaults are listed per field. */
 export interface ServerOptions {
-  /** Accepted bearer tokens. Empty (default): any token is accepted, but only from loopback clients. */
+  /**
+   * Accepted bearer tokens, each a tenant of its own. Empty, with no `tenants` (default): any token
+   * is accepted (each its own tenant), but only from loopback clients.
+   */
   tokens?: string[]
+  /**
+   * Named tenants: name → its tokens (`[A-Za-z0-9._-]`, 1-64). Tokens of one tenant share its
+   * results, ids, bill, jobs and datasets. Default none.
+   */
+  tenants?: Record<string, string[]>
+  /**
+   * Key of the tenant ids stored in state (HMAC-SHA256), at least 16 bytes. Default: the data
+   * folder's `secret.key` (created 0600 on first start) with `dataDir`, else random per process.
+   */
+  tenantSecret?: Buffer
+  /**
+   * Longest a batch may run, in ms. On overrun its items fail with `ERR_BATCH_TIMEOUT` and the
+   * worker (and the model's thread) is freed for other work. Default 120000.
+   */
+  batchTimeoutMs?: number
+  /**
+   * Bytes of inputs (as JSON) a tenant may have queued or running. Over it the server stops
+   * reading the tenant's sockets and answers its HTTP requests 503. Default 32 MiB.
+   */
+  maxQueuedBytesPerTenant?: number
+  /**
+   * Bytes of finished results a tenant may have waiting for a stream (undelivered). Over it the
+   * server stops reading the tenant's sockets until its streams take results. Default 32 MiB.
+   */
+  maxUndeliveredBytesPerTenant?: number
+  /**
+   * Bytes of finished results retained in all (for duplicates, resume and absent clients). Over
+   * it the oldest are evicted, delivered ones first. Default 128 MiB.
+   */
+  maxRetainedBytes?: number
+  /** Open websocket streams and HTTP connections in all; more are refused (503). Default 1024. */
+  maxConnections?: number
+  /** Open websocket streams of one tenant; more are refused (status then close 1008). Default 64. */
+  maxStreamsPerTenant?: number
   /** Batch workers pulling from the queue concurrently. Default 4. */
   workers?: number
   /** Most items per model call. Default 32. */
@@ -78,11 +115,18 @@ export interface ServerOptions {
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret'>> &
+  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret'>
 
 const defaults = {
   tokens: [] as string[],
+  tenants: {} as Record<string, string[]>,
+  batchTimeoutMs: 120_000,
+  maxQueuedBytesPerTenant: 32 * 1024 * 1024,
+  maxUndeliveredBytesPerTenant: 32 * 1024 * 1024,
+  maxRetainedBytes: 128 * 1024 * 1024,
+  maxConnections: 1024,
+  maxStreamsPerTenant: 64,
   workers: 4,
   maxBatch: 32,
   maxWaitMs: 0,
@@ -116,7 +160,8 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   const o = { ...defaults, ...options } as ResolvedServerOptions
   for (const k of ['workers', 'maxBatch', 'maxQueuedPerToken', 'maxRetained', 'retentionMs', 'maxFrameBytes',
-    'maxItemsPerFrame', 'maxInputsBytes', 'statusIntervalMs', 'authTimeoutMs'] as const) {
+    'maxItemsPerFrame', 'maxInputsBytes', 'statusIntervalMs', 'authTimeoutMs', 'batchTimeoutMs', 'maxQueuedBytesPerTenant',
+    'maxUndeliveredBytesPerTenant', 'maxRetainedBytes', 'maxConnections', 'maxStreamsPerTenant'] as const) {
     positiveInt(o as unknown as Record<string, unknown>, k)
   }
   positiveInt(o as unknown as Record<string, unknown>, 'maxWaitMs', 0)
@@ -130,6 +175,12 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   if (!Array.isArray(o.tokens) || !o.tokens.every((t) => typeof t === 'string' && /^\S+$/.test(t))) {
     throw new InvalidOptionError('Option "tokens" must be an array of non-empty strings without spaces')
+  }
+  if (typeof o.tenants !== 'object' || o.tenants === null || Array.isArray(o.tenants)) {
+    throw new InvalidOptionError('Option "tenants" must be an object: tenant name -> array of tokens')
+  }
+  if (o.tenantSecret !== undefined && (!Buffer.isBuffer(o.tenantSecret) || o.tenantSecret.length < 16)) {
+    throw new InvalidOptionError('Option "tenantSecret" must be a Buffer of at least 16 bytes')
   }
   if (o.outputs !== undefined && typeof (o.outputs as Partial<OutputDatasets> | null)?.openFile !== 'function') {
     throw new InvalidOptionError('Option "outputs" must be an OutputDatasets')

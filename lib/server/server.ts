@@ -23,6 +23,7 @@ import { MemoryResultStore } from './store/memory-result-store.js'
 import { ownerKey, type OwnerCounts, type ResultStore } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
+import { Tenants, dataDirSecret } from './tenants.js'
 
 const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/
 
@@ -56,14 +57,19 @@ export class InferenceServer {
   readonly outputs: OutputDatasets | undefined
   /** Bulk jobs, when `dataDir` is set: the runner, its durable store and the routes' context. */
   readonly bulk: { jobs: BulkJobs; store: JobStore; inputs: InputDatasets; routes: BulkRoutesContext } | undefined
-  private readonly tokens: Set<string>
+  /** The tenants and their tokens. */
+  readonly tenants: Tenants
   private readonly timers: NodeJS.Timeout[] = []
   private closing: Promise<void> | undefined
 
   constructor(options: ServerOptions = {}) {
     this.options = resolveServerOptions(options)
     const o = this.options
-    this.tokens = new Set(o.tokens)
+    this.tenants = new Tenants({
+      tokens: o.tokens,
+      tenants: o.tenants,
+      secret: o.tenantSecret ?? (o.dataDir ? dataDirSecret(o.dataDir) : undefined),
+    })
     this.registry = o.registry ?? createModelRegistry()
     this.queue = o.queue ?? new MemoryWorkQueue()
     this.store = o.store ?? new MemoryResultStore({ maxRetained: o.maxRetained, retentionMs: o.retentionMs })
@@ -74,7 +80,7 @@ export class InferenceServer {
       this.queue,
       this.metrics,
       o.logger,
-      (token) => this.tokens.size === 0 || this.tokens.has(token),
+      (token) => this.tenants.authenticate(token),
       (model, compute) => resolvePipeline(this.registry, model, compute),
     )
     this.workers = new BatchWorkers({
@@ -86,6 +92,7 @@ export class InferenceServer {
       registry: this.registry,
       metrics: this.metrics,
       logger: o.logger,
+      tenantName: (id) => this.tenants.nameOf(id),
       onResult: (item, outputs, info) => this.hub.onResult(item, outputs, info),
       onBatchDone: (owners) => {
         for (const o of owners) this.hub.checkFlow(o)
@@ -96,7 +103,7 @@ export class InferenceServer {
       hub: this.hub,
       registry: this.registry,
       metrics: this.metrics,
-      tokens: this.tokens,
+      tenants: this.tenants,
     })
     this.wss = new WebSocketServer({
       noServer: true,
@@ -124,7 +131,7 @@ export class InferenceServer {
         store,
         inputs,
         registry: this.registry,
-        tokens: this.tokens,
+        tenants: this.tenants,
         maxBodyBytes: o.maxFrameBytes,
         maxUploadBytes: o.maxUploadBytes,
         closing: () => this.closing !== undefined,
@@ -151,7 +158,7 @@ export class InferenceServer {
 
   /** Whether the server accepts anyone (no token configured) — only from loopback then. */
   get open(): boolean {
-    return this.tokens.size === 0
+    return this.tenants.open
   }
 
   /**
@@ -185,14 +192,19 @@ export class InferenceServer {
     return `${this.url.replace(/^http/, 'ws')}/bulk/stream/${compute}/${model}`
   }
 
-  /** Items billed to a token so far (one per item run by a model). */
-  billed(token: string): number {
-    return this.workers.billed.get(token) ?? 0
+  /** The tenant of a token: its configured one, else (open server) its own. */
+  private tenantOfToken(token: string): string {
+    return (this.tenants.authenticate(token) ?? this.tenants.defaultTenant(token)).id
   }
 
-  /** Counters of a token's items on one model: queued, processing, done, undelivered. */
+  /** Items billed to a token's tenant so far (one per item run by a model). */
+  billed(token: string): number {
+    return this.workers.billed.get(this.tenantOfToken(token)) ?? 0
+  }
+
+  /** Counters of a token's tenant's items on one model: queued, processing, done, undelivered. */
   counts(token: string, model: string): OwnerCounts {
-    return this.store.counts(ownerKey(token, model))
+    return this.store.counts(ownerKey(this.tenantOfToken(token), model))
   }
 
   /**
@@ -243,7 +255,7 @@ export class InferenceServer {
     if (this.httpInference.handle(req, res, path)) return
     if (this.bulk && handleBulkRoutes(req, res, path, this.bulk.routes)) return
     const outputs = this.outputs
-    const authorize = (t: string | undefined): boolean => this.open || (t !== undefined && this.tokens.has(t))
+    const authorize = (t: string | undefined): boolean => this.open || (t !== undefined && this.tenants.authenticate(t) !== undefined)
     if (outputs && handleHubRoutes(req, res, path, { outputs, authorize, logger: this.options.logger })) return
     json(404, { error: `Not found: ${req.method} ${path}` })
   }

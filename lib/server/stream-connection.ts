@@ -21,6 +21,7 @@ import type { Compute, Pipeline } from '../models/pipeline.js'
 import type { StreamHub } from './stream-hub.js'
 import { groupKey, type WorkItem } from './queue/work-queue.js'
 import { ownerKey } from './store/result-store.js'
+import type { Tenant } from './tenants.js'
 
 // A stream's socket is not handed more results while this much is still unsent (slow reader):
 // they stay undelivered in the store and count against the token's flow-control bound.
@@ -59,8 +60,9 @@ function serializeOne(msg: Outgoing): string {
  */
 export class StreamConnection {
   readonly id = nextConnectionId++
-  token: string | undefined
-  /** Token and model this stream's ids and results belong to; set once authenticated. */
+  /** The tenant, once authenticated. */
+  tenant: Tenant | undefined
+  /** Tenant and model this stream's ids and results belong to; set once authenticated. */
   owner: string | undefined
   /** The model's pipeline, once authenticated (for loading status). */
   private pipeline: Pipeline | undefined
@@ -114,7 +116,7 @@ export class StreamConnection {
   private onMessage(data: Buffer | Buffer[], _isBinary: boolean): void {
     if (this.closed) return
     const text = frameText(data)
-    if (this.token === undefined) {
+    if (this.tenant === undefined) {
       this.authenticate(text)
       return
     }
@@ -137,7 +139,8 @@ export class StreamConnection {
       this.reject(err as InferenceStreamError)
       return
     }
-    if (!this.hub.acceptsToken(token)) {
+    const tenant = this.hub.authenticate(token)
+    if (!tenant) {
       this.reject(new AuthenticationError('Invalid token'))
       return
     }
@@ -146,9 +149,9 @@ export class StreamConnection {
       this.reject(pipeline)
       return
     }
-    this.token = token
+    this.tenant = tenant
     this.pipeline = pipeline
-    this.owner = ownerKey(token, this.model)
+    this.owner = ownerKey(tenant.id, this.model)
     const c = this.hub.store.counts(this.owner)
     const o = this.hub.options
     this.send({
@@ -191,7 +194,7 @@ export class StreamConnection {
   }
 
   private handleFrame(text: string): void {
-    const token = this.token as string
+    const tenant = (this.tenant as Tenant).id
     const owner = this.owner as string
     const { store, metrics, options } = this.hub
     const entries = parseClientFrame(text, this.v1, options)
@@ -209,7 +212,7 @@ export class StreamConnection {
           if (state === 'new') {
             const parameters = e.payload.parameters
             items.push({
-              token,
+              tenant,
               owner,
               id,
               model: this.model,

@@ -7,6 +7,7 @@ import type { ResolvedServerOptions } from './options.js'
 import type { WorkItem, WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
 import type { StreamConnection } from './stream-connection.js'
+import type { Tenant } from './tenants.js'
 
 // Results handed to streams per flush round; small enough to interleave with other work.
 const FLUSH_CHUNK = 256
@@ -38,7 +39,8 @@ export class StreamHub {
     readonly queue: WorkQueue,
     readonly metrics: ServerMetrics,
     readonly logger: Logger | undefined,
-    readonly acceptsToken: (token: string) => boolean,
+    /** The tenant of a bearer token, or undefined when it is refused. */
+    readonly authenticate: (token: string) => Tenant | undefined,
     /** The pipeline serving `model` on `compute`, or why there is none (the error the client sees). */
     readonly pipelineFor: (model: string, compute: Compute) => Pipeline | InferenceStreamError,
   ) {}

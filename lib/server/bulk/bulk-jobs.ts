@@ -37,7 +37,8 @@ export interface BulkJobsOptions {
 
 /** What starts a job (the body of `POST /bulk/run/{compute}/{model}`, checked). */
 export interface JobRequest {
-  token: string
+  /** Id of the tenant that owns the job. */
+  tenant: string
   model: string
   compute: string
   dataset: { name: string; config: string; split: string; column: string }
@@ -65,7 +66,7 @@ export class BulkJobs {
   /** Creates a job (state `queued`) and starts it. */
   start(req: JobRequest): JobRecord {
     const job = this.o.store.create({
-      token: req.token,
+      tenant: req.tenant,
       bulkName: req.bulkName,
       model: req.model,
       compute: req.compute,
@@ -212,7 +213,7 @@ export class BulkJobs {
             if (signal.aborted || failure) break
             inFlight++
             const item: WorkItem = {
-              token: job.token,
+              tenant: job.tenant,
               owner,
               id: String(i),
               model: job.model,

@@ -10,7 +10,8 @@ import {
 import { resolvePipeline, type ModelRegistry } from '../../models/pipeline.js'
 import type { InputDatasets } from '../datasets/input-datasets.js'
 import { assertDatasetName } from '../datasets/output-datasets.js'
-import { bearerOf, readBody, sendJson } from '../http-util.js'
+import { tenantOf, readBody, sendJson } from '../http-util.js'
+import type { Tenant, Tenants } from '../tenants.js'
 import type { JobRecord, JobStore } from '../store/job-store.js'
 import type { BulkJobs } from './bulk-jobs.js'
 
@@ -20,7 +21,7 @@ export interface BulkRoutesContext {
   store: JobStore
   inputs: InputDatasets
   registry: ModelRegistry
-  tokens: ReadonlySet<string>
+  tenants: Tenants
   /** Largest body of `POST /bulk/run`, in bytes. */
   maxBodyBytes: number
   /** Largest uploaded dataset file, in bytes. */
@@ -111,21 +112,21 @@ export function handleBulkRoutes(req: http.IncomingMessage, res: http.ServerResp
 }
 
 async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: string, c: BulkRoutesContext): Promise<void> {
-  const token = bearerOf(req, c.tokens)
-  if (token instanceof InferenceStreamError) {
+  const tenant = tenantOf(req, c.tenants)
+  if (tenant instanceof InferenceStreamError) {
     res.setHeader('www-authenticate', 'Bearer')
-    return fail(res, token)
+    return fail(res, tenant)
   }
   const method = req.method ?? 'GET'
   let m: RegExpExecArray | null
   if ((m = RUN.exec(path))) {
     if (method !== 'POST') return methodNotAllowed(res, 'POST')
-    return run(req, res, c, token, m[1], decodeURIComponent(m[2]))
+    return run(req, res, c, tenant, m[1], decodeURIComponent(m[2]))
   }
   if ((m = STATUS.exec(path))) {
     const job = c.store.get(m[1])
-    // Another token's job is as unknown as a missing one.
-    if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
+    // Another tenant's job is as unknown as a missing one.
+    if (!job || job.tenant !== tenant.id) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
     if (method === 'DELETE') return cancel(res, c, job)
     if (method !== 'GET') return methodNotAllowed(res, 'GET, DELETE')
     return sendJson(res, 200, jobStatus(job))
@@ -133,12 +134,12 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
   if ((m = CANCEL.exec(path))) {
     if (method !== 'POST') return methodNotAllowed(res, 'POST')
     const job = c.store.get(m[1])
-    if (!job || job.token !== token) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
+    if (!job || job.tenant !== tenant.id) return sendJson(res, 404, { error: `No job ${m[1]}`, code: 'ERR_JOB_NOT_FOUND' })
     return cancel(res, c, job)
   }
   if (path === '/bulk/jobs') {
     if (method !== 'GET') return methodNotAllowed(res, 'GET')
-    return sendJson(res, 200, { jobs: c.store.list({}).filter((j) => j.token === token).map((j) => jobStatus(j).status) })
+    return sendJson(res, 200, { jobs: c.store.list({}).filter((j) => j.tenant === tenant.id).map((j) => jobStatus(j).status) })
   }
   if (path === '/bulk/datasets') {
     if (method !== 'GET') return methodNotAllowed(res, 'GET')
@@ -162,7 +163,7 @@ function methodNotAllowed(res: http.ServerResponse, allow: string): void {
   sendJson(res, 405, { error: `Method not allowed; use ${allow}` })
 }
 
-async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkRoutesContext, token: string, compute: string, model: string): Promise<void> {
+async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkRoutesContext, tenant: Tenant, compute: string, model: string): Promise<void> {
   if (c.closing()) return sendJson(res, 503, { error: 'Server is shutting down', code: 'ERR_SHUTTING_DOWN' })
   const body = await readBody(req, c.maxBodyBytes)
   if (body === 'aborted') return
@@ -211,6 +212,6 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
     }
     bulkName = b.bulk_name
   }
-  const job = c.jobs.start({ token, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, bulkName })
+  const job = c.jobs.start({ tenant: tenant.id, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, bulkName })
   sendJson(res, 200, { jobid: job.id, bulk_name: job.bulkName })
 }

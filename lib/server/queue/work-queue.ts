@@ -8,9 +8,9 @@ import { parametersKey } from '../../protocol.js'
 
 /** One accepted inference item. */
 export interface WorkItem {
-  /** The token that owns the item (results belong to it). */
-  token: string
-  /** Token and model the id is scoped to (see `ownerKey`): results and duplicates are per owner. */
+  /** Id of the tenant that owns the item (results and the bill belong to it; see tenants.ts). */
+  tenant: string
+  /** Tenant and model the id is scoped to (see `ownerKey`): results and duplicates are per owner. */
   owner: string
   /** Item id, unique per owner. */
   id: string

@@ -27,8 +27,8 @@ export interface JobDataset {
 export interface JobRecord {
   /** 16 hex digits. */
   id: string
-  /** The token that started the job (its owner; its rows are billed to it). */
-  token: string
+  /** Id of the tenant that started the job (its owner; its rows are billed to it). */
+  tenant: string
   /** The output dataset. */
   bulkName: string
   /** The model id. */
@@ -59,7 +59,7 @@ export interface JobRecord {
 
 /** What {@link JobStore.create} takes: the job's fields; the rest get their defaults. */
 export interface NewJob {
-  token: string
+  tenant: string
   bulkName: string
   model: string
   compute: string
@@ -183,7 +183,7 @@ const PAGE = 1000
 function toRecord(row: JobRow): JobRecord {
   return {
     id: row.id,
-    token: row.token,
+    tenant: row.token,
     bulkName: row.bulk_name,
     model: row.model,
     compute: row.compute,
@@ -312,7 +312,7 @@ export class JobStore {
    * @throws InvalidOptionError for a missing field or a bad state.
    */
   create(job: NewJob): JobRecord {
-    for (const k of ['token', 'bulkName', 'model', 'compute'] as const) checkString(k, job[k])
+    for (const k of ['tenant', 'bulkName', 'model', 'compute'] as const) checkString(k, job[k])
     const d = job.dataset
     if (typeof d !== 'object' || d === null) throw new InvalidOptionError('Job field "dataset" must be {name, config, split, column}')
     for (const k of ['name', 'config', 'split', 'column'] as const) checkString(`dataset.${k}`, d[k])
@@ -321,7 +321,7 @@ export class JobStore {
     const created = now()
     const record: JobRecord = {
       id: job.id ?? randomBytes(8).toString('hex'),
-      token: job.token,
+      tenant: job.tenant,
       bulkName: job.bulkName,
       model: job.model,
       compute: job.compute,
@@ -340,7 +340,7 @@ export class JobStore {
     checkString('id', record.id)
     this.s.insertJob.run({
       id: record.id,
-      token: record.token,
+      token: record.tenant,
       bulk_name: record.bulkName,
       model: record.model,
       compute: record.compute,

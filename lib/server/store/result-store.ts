@@ -8,8 +8,8 @@
  * be used on streams of two models (the original examples number items from 0 on every stream),
  * and a result only ever goes to a stream of its own model.
  */
-export function ownerKey(token: string, model: string): string {
-  return `${token}\n${model}`
+export function ownerKey(tenant: string, model: string): string {
+  return `${tenant}\n${model}`
 }
 
 /**
@@ -18,8 +18,8 @@ export function ownerKey(token: string, model: string): string {
  * streams' ids, counts and flow control are not touched by HTTP traffic. (Tokens never contain
  * whitespace, so no stream owner can be equal to it.)
  */
-export function httpOwnerKey(token: string, model: string): string {
-  return `${token} http\n${model}`
+export function httpOwnerKey(tenant: string, model: string): string {
+  return `${tenant} http\n${model}`
 }
 
 /** What the store knows of one (owner, id). */
