@@ -34,3 +34,25 @@ export function intListFlag(name: string) {
     return list
   }
 }
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 }
+
+/** Parses a byte size flag: `1048576`, `512k`, `64MiB`, `1g` (binary units). */
+export function bytesFlag(name: string) {
+  return (value: string): number => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(value)
+    const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined
+    const n = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidOptionError(`--${name} must be a size such as 1048576, 512k, 64MiB or 1g, got "${value}"`)
+    return n
+  }
+}
+
+/** Parses a duration flag in seconds (`--batch-timeout 120`, `1.5`) into ms. */
+export function secondsFlag(name: string) {
+  return (value: string): number => {
+    const s = Number(value)
+    if (!Number.isFinite(s) || s <= 0) throw new InvalidOptionError(`--${name} must be a number of seconds > 0, got "${value}"`)
+    return Math.max(1, Math.round(s * 1000))
+  }
+}

@@ -5,6 +5,8 @@ import { InvalidOptionError } from '../errors.js'
 import { join } from 'node:path'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { createServer } from '../server/server.js'
+import { parseTokenFile } from '../server/tenants.js'
+import { bytesFlag, secondsFlag } from './common.js'
 
 function int(name: string) {
   return (value: string): number => {
@@ -14,9 +16,13 @@ function int(name: string) {
   }
 }
 
-/** Reads tokens from flags, `INFERENCE_STREAM_TOKENS` (comma separated) and a file (one a line, `#` comments). */
-export function collectTokens(flags: string[], file: string | undefined, env = process.env): string[] {
+/**
+ * Reads tokens from flags, `INFERENCE_STREAM_TOKENS` (comma separated) and a token file (one entry
+ * a line: `TOKEN` — a tenant of its own — or `TENANT: TOKEN`; `#` comments).
+ */
+export function collectTokens(flags: string[], file: string | undefined, env = process.env): { tokens: string[]; tenants: Record<string, string[]> } {
   const tokens = [...flags]
+  let tenants: Record<string, string[]> = {}
   if (env.INFERENCE_STREAM_TOKENS) tokens.push(...env.INFERENCE_STREAM_TOKENS.split(','))
   if (file) {
     let text: string
@@ -25,9 +31,11 @@ export function collectTokens(flags: string[], file: string | undefined, env = p
     } catch (err) {
       throw new InvalidOptionError(`Cannot read --token-file ${file}: ${(err as Error).message}`)
     }
-    for (const line of text.split('\n')) if (!line.startsWith('#')) tokens.push(line)
+    const parsed = parseTokenFile(text, `--token-file ${file}`)
+    tokens.push(...parsed.tokens)
+    tenants = parsed.tenants
   }
-  return [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))]
+  return { tokens: [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))], tenants }
 }
 
 /** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
@@ -37,12 +45,19 @@ export function serveCommand(): Command {
     .option('-p, --port <port>', 'port to listen on (0: any free port)', int('port'), 8080)
     .option('-H, --host <host>', 'address to bind', '127.0.0.1')
     .option('-t, --token <token...>', 'accepted bearer token (repeatable); also INFERENCE_STREAM_TOKENS', [])
-    .option('--token-file <path>', 'file with one accepted token per line')
+    .option('--token-file <path>', 'file of accepted tokens: one a line, "TOKEN" (a tenant of its own) or "TENANT: TOKEN" (tokens sharing a tenant)')
+    .option('--metrics-token <token>', 'bearer token that may read /metrics (default: /metrics answers loopback clients only)')
     .option('--workers <n>', 'batch workers pulling from the queue', int('workers'), 4)
     .option('--max-batch <n>', 'most items per model call', int('max-batch'), 32)
     .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 0)
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
-    .option('--max-queued-per-token <n>', 'items queued per token before its sockets are paused', int('max-queued-per-token'), 4096)
+    .option('--max-queued-per-token <n>', 'items queued per tenant before its sockets are paused', int('max-queued-per-token'), 4096)
+    .option('--max-queued-bytes <size>', 'bytes of inputs a tenant may have queued or running (e.g. 32MiB)', bytesFlag('max-queued-bytes'))
+    .option('--max-undelivered-bytes <size>', 'bytes of results a tenant may have waiting for its streams', bytesFlag('max-undelivered-bytes'))
+    .option('--max-retained-bytes <size>', 'bytes of finished results kept in all, for duplicates and reconnects', bytesFlag('max-retained-bytes'))
+    .option('--batch-timeout <seconds>', 'longest a batch may run; its items then fail with ERR_BATCH_TIMEOUT (default 120)', secondsFlag('batch-timeout'))
+    .option('--max-connections <n>', 'open connections in all (default 1024)', int('max-connections'))
+    .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
     .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, datasets/ and outputs/ (enables /bulk/run)')
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
@@ -63,9 +78,17 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
     )
     .action(async (o) => {
       const logger = pino({ level: o.logLevel }, pino.destination(2))
-      const tokens = collectTokens(o.token, o.tokenFile)
+      const { tokens, tenants } = collectTokens(o.token, o.tokenFile)
       const server = createServer({
         tokens,
+        tenants,
+        metricsToken: o.metricsToken,
+        maxQueuedBytesPerTenant: o.maxQueuedBytes,
+        maxUndeliveredBytesPerTenant: o.maxUndeliveredBytes,
+        maxRetainedBytes: o.maxRetainedBytes,
+        batchTimeoutMs: o.batchTimeout,
+        maxConnections: o.maxConnections,
+        maxStreamsPerTenant: o.maxStreamsPerTenant,
         workers: o.workers,
         maxBatch: o.maxBatch,
         maxWaitMs: o.maxWaitMs,
@@ -79,8 +102,8 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       const url = await server.listen(o.port, o.host)
       // One line on stdout, so scripts can read the address (with --port 0 especially).
       process.stdout.write(`listening on ${url}\n`)
-      logger.info({ url, models: server.registry.list(), auth: tokens.length > 0 ? `${tokens.length} token(s)` : 'none' }, 'server started')
-      if (tokens.length === 0) logger.warn('No token configured: any token is accepted, from loopback clients only')
+      logger.info({ url, models: server.registry.list(), auth: server.open ? 'none' : `${tokens.length + Object.values(tenants).flat().length} token(s), ${Object.keys(tenants).length} named tenant(s)` }, 'server started')
+      if (server.open) logger.warn('No token configured: any token is accepted, from loopback clients only')
       let stopping = false
       const stop = (signal: string): void => {
         if (stopping) process.exit(1) // a second signal: give up waiting

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs'
 import { open, rename, type FileHandle } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { CheckpointError } from '../errors.js'
+import { acquireCheckpointLock, type CheckpointLock } from './checkpoint-lock.js'
 
 /** What a checkpoint belongs to; a resume with other values is refused. */
 export interface JournalHeader {
@@ -28,6 +29,12 @@ export interface JournalOptions {
   commitEntries?: number
   /** Run id for a new checkpoint. Default: random. */
   runId?: string
+  /**
+   * Take `<path>.lock` while the journal is open (released by `close()`), so a second run on the
+   * same checkpoint fails at once with `CheckpointLockedError`. Default true; false when the
+   * caller holds the lock itself (the CLI takes it before it touches the output).
+   */
+  lock?: boolean
 }
 
 // Read-write without O_APPEND (positional writes must land where asked); created when missing.
@@ -73,6 +80,7 @@ export class CheckpointJournal {
   private readonly commitIntervalMs: number
   private readonly commitEntries: number
   private failure: Error | undefined
+  private lock: CheckpointLock | undefined
   /** Called after each commit with the ids whose sent / result entries are now durable. */
   onCommit: (sentIds: string[], resultIds: string[]) => void = () => {}
   /** Called once if a write fails; the journal is unusable after. */
@@ -97,6 +105,18 @@ export class CheckpointJournal {
    * @throws {CheckpointError} when the file belongs to another model or parameters, or is damaged.
    */
   static async open(path: string, header: JournalHeader, options: JournalOptions = {}): Promise<CheckpointJournal> {
+    const lock = options.lock === false ? undefined : await acquireCheckpointLock(path)
+    try {
+      const journal = await CheckpointJournal.openLocked(path, header, options)
+      journal.lock = lock
+      return journal
+    } catch (err) {
+      await lock?.release()
+      throw err
+    }
+  }
+
+  private static async openLocked(path: string, header: JournalHeader, options: JournalOptions): Promise<CheckpointJournal> {
     let fh: FileHandle
     try {
       fh = await openReadWrite(path)
@@ -375,6 +395,10 @@ export class CheckpointJournal {
     this.timer = undefined
     if (!this.failure) await this.commit().catch(() => {})
     this.closed = true
-    await this.fh.close()
+    try {
+      await this.fh.close()
+    } finally {
+      await this.lock?.release()
+    }
   }
 }

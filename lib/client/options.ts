@@ -73,6 +73,11 @@ export interface CheckpointOptions {
   fingerprint?: Record<string, unknown>
   /** Group-commit interval in ms. Default 5. */
   commitIntervalMs?: number
+  /**
+   * Hold `<path>.lock` while the stream runs, so a second run on the same checkpoint fails at once
+   * (`CheckpointLockedError`). Default true; false when the caller already holds it.
+   */
+  lock?: boolean
 }
 
 /** Options after defaults and checks. */

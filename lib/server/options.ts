@@ -42,6 +42,11 @@ export interface ServerOptions {
    * it the oldest are evicted, delivered ones first. Default 128 MiB.
    */
   maxRetainedBytes?: number
+  /**
+   * Bearer token that may read `/metrics` (they show every tenant's bill, so tenants' tokens do
+   * not). Default none: `/metrics` answers loopback clients only (a local Prometheus scraper).
+   */
+  metricsToken?: string
   /** Open websocket streams and HTTP connections in all; more are refused (503). Default 1024. */
   maxConnections?: number
   /** Open websocket streams of one tenant; more are refused (status then close 1008). Default 64. */
@@ -115,8 +120,8 @@ export interface ServerOptions {
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken'>> &
+  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken'>
 
 const defaults = {
   tokens: [] as string[],
@@ -158,7 +163,9 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   if (typeof options !== 'object' || options === null) {
     throw new InvalidOptionError('Server options must be an object')
   }
-  const o = { ...defaults, ...options } as ResolvedServerOptions
+  // An option given as undefined takes its default (the CLI passes unset flags that way).
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined))
+  const o = { ...defaults, ...given } as ResolvedServerOptions
   for (const k of ['workers', 'maxBatch', 'maxQueuedPerToken', 'maxRetained', 'retentionMs', 'maxFrameBytes',
     'maxItemsPerFrame', 'maxInputsBytes', 'statusIntervalMs', 'authTimeoutMs', 'batchTimeoutMs', 'maxQueuedBytesPerTenant',
     'maxUndeliveredBytesPerTenant', 'maxRetainedBytes', 'maxConnections', 'maxStreamsPerTenant'] as const) {
@@ -178,6 +185,9 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   if (typeof o.tenants !== 'object' || o.tenants === null || Array.isArray(o.tenants)) {
     throw new InvalidOptionError('Option "tenants" must be an object: tenant name -> array of tokens')
+  }
+  if (o.metricsToken !== undefined && (typeof o.metricsToken !== 'string' || !/^\S+$/.test(o.metricsToken))) {
+    throw new InvalidOptionError('Option "metricsToken" must be a non-empty string without spaces')
   }
   if (o.tenantSecret !== undefined && (!Buffer.isBuffer(o.tenantSecret) || o.tenantSecret.length < 16)) {
     throw new InvalidOptionError('Option "tenantSecret" must be a Buffer of at least 16 bytes')

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
 import http from 'node:http'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
@@ -142,6 +143,7 @@ export class InferenceServer {
       jobs.resumeUnfinished()
     }
     this.http = http.createServer((req, res) => this.onRequest(req, res))
+    this.http.on('connection', (socket) => this.onConnection(socket))
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head))
     this.workers.start()
     this.timers.push(setInterval(() => this.sendStatus(), o.statusIntervalMs))
@@ -221,6 +223,30 @@ export class InferenceServer {
     return n
   }
 
+  // Open TCP connections (HTTP and websocket): over maxConnections a newcomer gets a 503 and is
+  // closed, so a flood of idle sockets cannot exhaust file descriptors or memory.
+  private connections = 0
+  private onConnection(socket: import('node:net').Socket): void {
+    this.connections++
+    socket.once('close', () => this.connections--)
+    if (this.connections > this.options.maxConnections) {
+      this.metrics.rejected.inc({ code: 'ERR_OVERLOADED' })
+      const body = JSON.stringify({ error: `Too many open connections (limit ${this.options.maxConnections}); retry later`, code: 'ERR_OVERLOADED' })
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    }
+  }
+
+  // `/metrics` shows every tenant's bill: the operator's metrics token, or a loopback client when
+  // none is set. Compared as digests in constant time.
+  private metricsAllowed(req: http.IncomingMessage): boolean {
+    const expected = this.options.metricsToken
+    if (expected === undefined) return isLoopback(req.socket.remoteAddress)
+    const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(req.headers.authorization ?? '')
+    if (!m) return false
+    const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+    return timingSafeEqual(digest(m[1]), digest(expected))
+  }
+
   private allowed(req: http.IncomingMessage): boolean {
     return !this.open || isLoopback(req.socket.remoteAddress)
   }
@@ -243,6 +269,10 @@ export class InferenceServer {
       })
     }
     if (req.method === 'GET' && path === '/metrics') {
+      if (!this.metricsAllowed(req)) {
+        res.setHeader('www-authenticate', 'Bearer')
+        return json(401, { error: 'The metrics are for the operator: send "Authorization: Bearer <metrics token>" (serve --metrics-token), or scrape from this machine', code: 'ERR_AUTHENTICATION' })
+      }
       this.metrics.registry.metrics().then(
         (text) => {
           res.writeHead(200, { 'content-type': this.metrics.registry.contentType })

@@ -1,0 +1,109 @@
+// Tenants at the server's door: token files naming tenants, tokens compared as keyed digests,
+// /metrics for the operator only, a cap on open connections, and results owned by the tenant.
+import net from 'node:net'
+import t from 'tap'
+import { Tenants, parseTokenFile, dataDirSecret } from '../lib/server/tenants.js'
+import { mkdtempSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect } from './helpers/ws-client.js'
+import { startServer } from './helpers/server.js'
+
+t.test('Tenants: one per token by default, named ones share, ids are keyed hashes', async (t) => {
+  const secret = Buffer.alloc(32, 7)
+  const ts = new Tenants({ tokens: ['solo'], tenants: { acme: ['a1', 'a2'] }, secret })
+  t.equal(ts.open, false)
+  const solo = ts.authenticate('solo')
+  t.ok(solo)
+  t.match(solo!.id, /^[0-9a-f]{32}$/)
+  t.equal(solo!.name, `t-${solo!.id.slice(0, 12)}`)
+  t.notMatch(solo!.id + solo!.name, /solo/, 'the token is not in its id or name')
+  t.same(ts.authenticate('a1'), ts.authenticate('a2'), 'tokens of one tenant give one tenant')
+  t.equal(ts.authenticate('a1')!.name, 'acme')
+  t.equal(ts.authenticate('nope'), undefined)
+  t.equal(ts.authenticate('a1 '), undefined)
+  // Another secret gives other ids: the id says nothing without the key.
+  t.not(new Tenants({ tokens: ['solo'], secret: Buffer.alloc(32, 8) }).authenticate('solo')!.id, solo!.id)
+  t.equal(new Tenants({ tokens: ['solo'], secret }).authenticate('solo')!.id, solo!.id, 'stable under one secret')
+  t.throws(() => new Tenants({ tokens: ['x'], tenants: { acme: ['x'] } }), { code: 'ERR_INVALID_OPTION', message: /also given to a tenant of its own/ })
+  t.throws(() => new Tenants({ tenants: { 'bad name': ['x'] } }), { code: 'ERR_INVALID_OPTION', message: /Tenant name "bad name"/ })
+  const open = new Tenants()
+  t.equal(open.open, true)
+  t.not(open.authenticate('p')!.id, open.authenticate('q')!.id, 'open server: each token its own tenant')
+})
+
+t.test('parseTokenFile names the bad line', async (t) => {
+  t.same(parseTokenFile('# c\n\nbare\nacme: a1\n acme :a2 \n'), { tokens: ['bare'], tenants: { acme: ['a1', 'a2'] } })
+  t.throws(() => parseTokenFile('ok\na b c\n', 'tokens.txt'), { code: 'ERR_INVALID_OPTION', message: 'tokens.txt line 2: expected "TOKEN" or "TENANT: TOKEN"' })
+  t.throws(() => parseTokenFile('-bad-: x\n'), { message: /line 1: tenant name "-bad-"/ })
+})
+
+t.test('dataDirSecret: created once, 0600, stable', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'is-secret-'))
+  const a = dataDirSecret(dir)
+  t.equal(a.length, 32)
+  t.equal(statSync(join(dir, 'secret.key')).mode & 0o777, 0o600)
+  t.same(dataDirSecret(dir), a)
+})
+
+t.test('results belong to the tenant: another token of it gets them, another tenant never', async (t) => {
+  const server = await startServer(t, { tenants: { acme: ['a1', 'a2'] }, tokens: ['other'] })
+  const url = server.streamUrl('builtin/echo')
+  const a1 = await connect(url, { token: 'a1', v1: true })
+  // Sent and left before the results could be read: they wait in the store for the tenant.
+  a1.send([{ id: 'x', inputs: 'acme data' }, { id: 'y', inputs: 'more' }])
+  await a1.waitFor(() => server.counts('a1', 'builtin/echo').done === 2, 'done')
+  await a1.close()
+  const other = await connect(url, { token: 'other', v1: true })
+  other.send({ type: 'resume', ids: ['x', 'y'] })
+  await other.waitFor(() => other.messages.some((m) => m.type === 'resume'), 'resume answer')
+  t.same((other.messages.find((m) => m.type === 'resume') as { unknown: string[] }).unknown, ['x', 'y'], 'another tenant knows nothing of them')
+  t.equal(other.results().size, 0)
+  const a2 = await connect(url, { token: 'a2', v1: true })
+  a2.send({ type: 'resume', ids: ['x', 'y'] })
+  await a2.waitFor(() => a2.results().has('x') && a2.results().has('y'), 'results')
+  t.equal(a2.results().get('x'), 'acme data')
+  t.equal(server.billed('a1'), 2)
+  t.equal(server.billed('a2'), 2, 'one bill per tenant')
+  t.equal(server.billed('other'), 0)
+  await Promise.all([a2.close(), other.close()])
+})
+
+t.test('/metrics: the operator token, not a tenant token', async (t) => {
+  const server = await startServer(t, { tokens: ['tenant'], metricsToken: 'ops-secret' })
+  for (const auth of [undefined, 'Bearer tenant', 'Bearer ops-secre', 'Basic b3BzLXNlY3JldA==']) {
+    const res = await fetch(`${server.url}/metrics`, { headers: auth ? { authorization: auth } : {} })
+    t.equal(res.status, 401, `refused with ${auth ?? 'no header'}`)
+    t.match(await res.json(), { code: 'ERR_AUTHENTICATION' })
+  }
+  const ok = await fetch(`${server.url}/metrics`, { headers: { authorization: 'Bearer ops-secret' } })
+  t.equal(ok.status, 200)
+  t.match(await ok.text(), /inference_stream_queue_items/)
+  // Without a metrics token the operator scrapes from the machine itself (these tests are loopback).
+  const local = await startServer(t, { tokens: ['tenant'] })
+  t.equal((await fetch(`${local.url}/metrics`)).status, 200)
+})
+
+t.test('maxConnections: one over the cap gets a 503 and is closed; room comes back', async (t) => {
+  const server = await startServer(t, { tokens: ['k'], maxConnections: 3 })
+  const { port } = server.http.address() as net.AddressInfo
+  const open = (): Promise<net.Socket> => new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s))
+    s.on('error', reject)
+  })
+  const held = [await open(), await open(), await open()]
+  await new Promise((r) => setTimeout(r, 50))
+  const extra = await open()
+  const answer = await new Promise<string>((resolve) => {
+    let text = ''
+    extra.on('data', (d) => (text += d))
+    extra.on('close', () => resolve(text))
+  })
+  t.match(answer, /^HTTP\/1\.1 503/)
+  t.match(answer, /Too many open connections \(limit 3\)/)
+  held[0].destroy()
+  await new Promise((r) => setTimeout(r, 50))
+  const res = await fetch(`${server.url}/health`, { headers: { connection: 'close' } })
+  t.equal(res.status, 200, 'a slot freed is usable again')
+  for (const s of held) s.destroy()
+})
