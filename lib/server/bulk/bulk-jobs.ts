@@ -312,7 +312,9 @@ export class BulkJobs {
             const parsed = JSON.parse(outputs)
             // The row index is `row`, unless the source column has that name.
             const record = column === 'row' ? { row_index: row, row: value ?? null } : { row, [column]: value ?? null }
-            yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, 'ERR_ITEM_FAILED') } : {}) }
+            // A failed row keeps its own code (ERR_LIMIT_EXCEEDED for a row over the input limit).
+            const code = typeof parsed?.code === 'string' ? (parsed.code as string) : 'ERR_ITEM_FAILED'
+            yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, code) } : {}) }
           }
         }
         await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', ''))))
