@@ -154,7 +154,10 @@ t.test('bulk upload a CSV, then run a job on it and download its outputs as CSV'
   const up = await spawnCli(['bulk', 'upload', file, '--dataset', 'org/mine', '--config', 'small', '--split', 'test', ...server2, '--token', 'tok'])
   t.equal(up.code, 0, up.err)
   t.match(up.out, /mine\.csv \(\d+ bytes\) -> dataset org\/mine, config small, split test/)
-  t.ok(existsSync(join(dataDir, 'datasets', 'org', 'mine', 'small', 'test.csv')), 'on the server')
+  // Under the tenant's own uploads, never the operator's datasets folder.
+  const tenant = server.tenants.authenticate('tok')!.id
+  t.ok(existsSync(join(dataDir, 'tenants', tenant, 'datasets', 'org', 'mine', 'small', 'test.csv')), 'on the server, in the tenant\'s folder')
+  t.notOk(existsSync(join(dataDir, 'datasets', 'org', 'mine')), 'not in the operator\'s folder')
 
   const run = await runCli(['bulk', 'run', '-m', 'builtin/echo', '-d', 'org/mine', '--config', 'small', '--split', 'test', '-c', 'sentence', '--bulk-name', 'org/mine-echo', '--wait', '--json', '--no-progress', '--poll-interval', '20', ...server2, '--token', 'tok'])
   t.equal(run.code, 0, run.err)

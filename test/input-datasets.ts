@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -69,7 +69,7 @@ t.test('a single file per format', async (t) => {
   ]
   for (const [name, config, split, file, format] of cases) {
     const r = await ds.resolve(name, config, split)
-    t.same(r, { name, config, split, files: [join(root, file)], format }, `${name}/${config}/${split}`)
+    t.same(r, { name, config, split, files: [join(root, file)], format, shown: [file] }, `${name}/${config}/${split}`)
   }
 })
 
@@ -292,4 +292,49 @@ t.test('upload: two uploads of one split in two formats leave exactly one layout
   const files = readdirSync(join(root, 'uploads4/ok/default'))
   t.equal(files.length, 1, files.join(', '))
   await up.resolve('ok', 'default', 'train')
+})
+
+t.test('a tenant layer: its uploads shadow the base, uploads never write into the base, lists merge', async (t) => {
+  const mine = new InputDatasets(join(root, 'tenant-a'), { base: ds })
+  const before = readFileSync(join(root, 'reviews/default/train.csv'), 'utf8')
+  t.same((await mine.resolve('reviews', 'default', 'train')).files, [join(root, 'reviews/default/train.csv')], 'the base is read')
+  await mine.upload('reviews', 'default', 'train', 'csv', Readable.from(['text\nmine\n']))
+  t.same((await mine.resolve('reviews', 'default', 'train')).files, [join(root, 'tenant-a/reviews/default/train.csv')], 'own upload shadows')
+  t.equal(readFileSync(join(root, 'reviews/default/train.csv'), 'utf8'), before, 'the base is untouched')
+  t.same((await ds.resolve('reviews', 'default', 'train')).files, [join(root, 'reviews/default/train.csv')], 'the base alone still reads its own')
+  await mine.upload('only-mine', 'default', 'train', 'csv', Readable.from(['text\nx\n']))
+  const listed = await mine.list()
+  t.ok(listed.some((e) => e.name === 'only-mine'), 'own split listed')
+  t.ok(listed.some((e) => e.name === 'org/reviews'), 'base splits listed')
+  t.equal(listed.filter((e) => e.name === 'reviews' && e.config === 'default' && e.split === 'train').length, 1, 'a shadowed split once')
+  t.notOk((await ds.list()).some((e) => e.name === 'only-mine'), 'the base does not see uploads')
+  t.equal(statSync(join(root, 'tenant-a/only-mine/default/train.csv')).mode & 0o777, 0o600, 'upload 0600')
+  t.equal(statSync(join(root, 'tenant-a/only-mine/default')).mode & 0o777, 0o700, 'its folder 0700')
+})
+
+t.test('links out of the root are as absent as missing names; errors name no server path', async (t) => {
+  const outside = mkdtempSync(join(tmpdir(), 'is-outside-'))
+  t.teardown(() => rmSync(outside, { recursive: true, force: true }))
+  mkdirSync(join(outside, 'default'), { recursive: true })
+  writeFileSync(join(outside, 'default/train.csv'), 'text\nsecret\n')
+  const r = mkdtempSync(join(tmpdir(), 'is-links-'))
+  t.teardown(() => rmSync(r, { recursive: true, force: true }))
+  symlinkSync(outside, join(r, 'escape'))
+  mkdirSync(join(r, 'filelink/default'), { recursive: true })
+  symlinkSync(join(outside, 'default/train.csv'), join(r, 'filelink/default/train.csv'))
+  // A link that stays inside the root is followed.
+  mkdirSync(join(r, 'real/default'), { recursive: true })
+  writeFileSync(join(r, 'real/default/train.csv'), 'text\nok\n')
+  symlinkSync(join(r, 'real'), join(r, 'alias'))
+  const d = new InputDatasets(r)
+  const missing = (await d.resolve('nothing', 'default', 'train').catch((e: Error) => e.message)) as string
+  t.equal(await d.resolve('escape', 'default', 'train').catch((e: Error) => e.message), missing.replace('"nothing"', '"escape"'))
+  t.equal(await d.resolve('filelink', 'default', 'train').catch((e: Error) => e.message), missing.replace('"nothing"', '"filelink"'))
+  t.same(await d.configs('escape'), [])
+  t.same((await d.list()).map((e) => e.name), ['alias', 'real'])
+  t.same((await d.resolve('alias', 'default', 'train')).shown, ['alias/default/train.csv'])
+  writeFileSync(join(r, 'real/default/broken.csv'), '"a,b\n')
+  const err = await d.columns(await d.resolve('real', 'default', 'broken')).catch((e: Error) => e)
+  t.ok(err instanceof Error)
+  t.notMatch((err as Error).message, r, 'no absolute path in the message')
 })

@@ -266,3 +266,26 @@ t.test('a file that is not a job store, or a newer one, is refused with JobStore
   full.create(JOB)
   full.close()
 })
+
+t.test('schema v1 (raw tokens): migrated at open with the mapping given, refused without one', async (t) => {
+  const { writeV1JobStore } = await import('./helpers/v1-job-store.js')
+  const path = join(dir, 'v1.sqlite')
+  writeV1JobStore(path, [['aaaa', 'raw-token-one', 'out-1'], ['bbbb', 'raw-token-two', 'out-2'], ['cccc', 'raw-token-one2', 'out-3']])
+  t.throws(() => new JobStore(path), { constructor: JobStoreError, message: /schema version 1, which stores raw tokens; start the server/ })
+  // Two tokens of one tenant: their bills add up.
+  const store = new JobStore(path, { tenantOfToken: (tok) => (tok.startsWith('raw-token-one') ? 'tenant-one' : 'tenant-two') })
+  t.equal(store.get('aaaa')?.tenant, 'tenant-one')
+  t.equal(store.get('bbbb')?.tenant, 'tenant-two')
+  t.equal(store.billed('tenant-one'), 4)
+  t.equal(store.billed('tenant-two'), 2)
+  t.equal(store.billed('raw-token-one'), 0)
+  store.close()
+  const { readFileSync, readdirSync, statSync } = await import('node:fs')
+  for (const f of readdirSync(dir).filter((f) => f.startsWith('v1.sqlite'))) {
+    t.notOk(readFileSync(join(dir, f)).includes('raw-token'), `${f} holds no raw token`)
+    t.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`)
+  }
+  const db = new Database(path, { readonly: true })
+  t.equal(db.pragma('user_version', { simple: true }), 2)
+  db.close()
+})

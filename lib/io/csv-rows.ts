@@ -48,6 +48,19 @@ function lineEnd(text: string, from: number): number {
   return text.length
 }
 
+function hasLineBreak(text: string): boolean {
+  return text.includes('\n') || text.includes('\r')
+}
+
+/** Index just past the first line break of `text`, or -1 when it has none. */
+function firstLineEnd(text: string): number {
+  const n = text.indexOf('\n')
+  const r = text.indexOf('\r')
+  if (n < 0 && r < 0) return -1
+  if (r < 0 || (n >= 0 && n < r)) return n + 1
+  return text.charCodeAt(r + 1) === 10 ? r + 2 : r + 1
+}
+
 /**
  * Pure core of the CSV reader: text in (any chunking), rows out with the line each starts on.
  * A row that does not parse (text after a closing quote, an unclosed quote at the end of the input,
@@ -59,6 +72,10 @@ export class CsvRows {
   private readonly maxRecordLength: number
   private readonly quote: string
   private pending = ''
+  // Length of `pending` when it was last parsed and found unfinished.
+  private tried = 0
+  // Dropping the rest of an over-long line, up to its line break (it may span chunks).
+  private skipping = false
   private line = 1
 
   constructor(options: CsvRowsOptions = {}) {
@@ -68,19 +85,41 @@ export class CsvRows {
     this.quote = quote
   }
 
-  /** Parses `text` after what came before; returns the rows it completed. */
+  /**
+   * Parses `text` after what came before; returns the rows it completed. Linear in the input
+   * whatever the chunking: a row spanning many chunks is not tokenized again from its start at
+   * every chunk (that was quadratic — minutes of a blocked event loop for one 50 MB cell), only
+   * when a line break arrives and the unfinished text has doubled since it was last tried, or when
+   * it passes `maxRecordLength`.
+   */
   push(text: string): CsvRow[] {
     const out: CsvRow[] = []
-    this.parse(this.pending + text, true, out)
+    if (this.skipping) {
+      const end = firstLineEnd(text)
+      if (end < 0) return out
+      this.skipping = false
+      text = text.slice(end)
+    }
+    const data = this.pending + text
+    const due = this.pending === '' || data.length > this.maxRecordLength || (data.length >= 2 * this.tried && hasLineBreak(text))
+    if (!due) {
+      this.pending = data
+      return out
+    }
+    this.parse(data, true, out)
     while (this.pending.length > this.maxRecordLength) {
-      // An unfinished row this long is an unclosed quote, not data: drop its first line and go on,
-      // so one stray quote cannot pull the rest of a large file into memory.
+      // An unfinished row this long is an unclosed quote or a cell over the limit, not data to
+      // hold: drop its first line and go on, so one row cannot pull a large file into memory.
       const rest = this.pending
       this.pending = ''
       out.push({ error: `row longer than ${this.maxRecordLength} characters (an unclosed quote?)`, line: this.line })
       this.line++
-      this.parse(rest.slice(lineEnd(rest, 0)), true, out)
+      const end = lineEnd(rest, 0)
+      // The line goes on in the next chunks: skip to its end there.
+      if (end === rest.length && !/[\r\n]$/.test(rest)) this.skipping = true
+      else this.parse(rest.slice(end), true, out)
     }
+    this.tried = this.pending.length
     return out
   }
 
@@ -89,6 +128,8 @@ export class CsvRows {
     const out: CsvRow[] = []
     const rest = this.pending
     this.pending = ''
+    this.tried = 0
+    this.skipping = false
     if (rest) this.parse(rest, false, out)
     return out
   }

@@ -12,8 +12,9 @@ import { BatchWorkers } from './batch-workers.js'
 import { BulkJobs } from './bulk/bulk-jobs.js'
 import { handleBulkRoutes, type BulkRoutesContext } from './bulk/bulk-routes.js'
 import { InputDatasets } from './datasets/input-datasets.js'
-import { OutputDatasets } from './datasets/output-datasets.js'
+import type { OutputDatasets } from './datasets/output-datasets.js'
 import { handleHubRoutes } from './datasets/hub-routes.js'
+import { TenantSpaces, migrateLegacyOutputs } from './datasets/tenant-spaces.js'
 import { JobStore } from './store/job-store.js'
 import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
@@ -54,13 +55,18 @@ export class InferenceServer {
   private readonly wss: WebSocketServer
   private readonly workers: BatchWorkers
   private readonly httpInference: HttpInference
-  /** Output datasets served by the Hub-style routes (from `outputs`, or `<dataDir>/outputs`). */
+  /** Operator-provided output datasets (option `outputs`): read-only, readable by every tenant. */
   readonly outputs: OutputDatasets | undefined
-  /** Bulk jobs, when `dataDir` is set: the runner, its durable store and the routes' context. */
-  readonly bulk: { jobs: BulkJobs; store: JobStore; inputs: InputDatasets; routes: BulkRoutesContext } | undefined
+  /**
+   * Bulk jobs, when `dataDir` is set: the runner, its durable store, the operator's input datasets,
+   * each tenant's dataset roots and the routes' context.
+   */
+  readonly bulk: { jobs: BulkJobs; store: JobStore; inputs: InputDatasets; spaces: TenantSpaces; routes: BulkRoutesContext } | undefined
   /** The tenants and their tokens. */
   readonly tenants: Tenants
   private readonly timers: NodeJS.Timeout[] = []
+  /** Settles once a v1 data folder's output datasets are under their tenants (and jobs resumed). */
+  readonly legacyMigrated: Promise<void> = Promise.resolve()
   private closing: Promise<void> | undefined
 
   constructor(options: ServerOptions = {}) {
@@ -112,25 +118,32 @@ export class InferenceServer {
       maxPayload: o.maxFrameBytes * 4,
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
     })
-    this.outputs = o.outputs ?? (o.dataDir ? new OutputDatasets(join(o.dataDir, 'outputs')) : undefined)
+    this.outputs = o.outputs
     if (o.dataDir) {
-      const store = new JobStore(join(o.dataDir, 'jobs.sqlite'))
-      const inputs = new InputDatasets(o.datasetsDir ?? join(o.dataDir, 'datasets'))
+      const dataDir = o.dataDir
+      // A v1 store names raw tokens; each becomes its tenant's id (then the tokens are wiped).
+      const store = new JobStore(join(dataDir, 'jobs.sqlite'), {
+        tenantOfToken: (token) => (this.tenants.authenticate(token) ?? this.tenants.defaultTenant(token)).id,
+      })
+      // The operator's folder: read-only input of every tenant, under each tenant's own uploads.
+      const inputs = new InputDatasets(o.datasetsDir ?? join(dataDir, 'datasets'))
+      const spaces = new TenantSpaces(dataDir, inputs, o.outputs)
       const jobs = new BulkJobs({
         store,
-        inputs,
-        outputs: this.outputs as OutputDatasets,
+        inputs: (tenant) => spaces.inputs(tenant),
+        outputs: (tenant) => spaces.outputs(tenant),
         hub: this.hub,
         registry: this.registry,
         maxInFlight: o.jobMaxInFlight ?? o.workers * o.maxBatch,
         shardRows: o.shardRows,
         maxConcurrentJobs: o.maxConcurrentJobs,
+        maxInputsBytes: o.maxInputsBytes,
         logger: o.logger,
       })
       const routes: BulkRoutesContext = {
         jobs,
         store,
-        inputs,
+        inputs: (tenant) => spaces.inputs(tenant),
         registry: this.registry,
         tenants: this.tenants,
         maxBodyBytes: o.maxFrameBytes,
@@ -138,9 +151,18 @@ export class InferenceServer {
         closing: () => this.closing !== undefined,
         logger: o.logger,
       }
-      this.bulk = { jobs, store, inputs, routes }
-      // Jobs a previous server left queued or running go on from their stored results.
-      jobs.resumeUnfinished()
+      this.bulk = { jobs, store, inputs, spaces, routes }
+      // Output datasets of a v1 folder (<dataDir>/outputs, shared by all) go under their owners
+      // before any job runs; until then a tenant simply does not see them.
+      const owners = new Map<string, Set<string>>()
+      for (const job of store.list()) {
+        if (!owners.has(job.bulkName)) owners.set(job.bulkName, new Set())
+        owners.get(job.bulkName)!.add(job.tenant)
+      }
+      this.legacyMigrated = migrateLegacyOutputs(spaces, owners, o.logger)
+        .catch((err: unknown) => o.logger?.error({ err }, 'Moving output datasets of a v1 data folder under their tenants failed'))
+        // Jobs a previous server left queued or running go on from their stored results.
+        .then(() => void (this.closing ? undefined : jobs.resumeUnfinished()))
     }
     this.http = http.createServer((req, res) => this.onRequest(req, res))
     this.http.on('connection', (socket) => this.onConnection(socket))
@@ -284,9 +306,13 @@ export class InferenceServer {
     }
     if (this.httpInference.handle(req, res, path)) return
     if (this.bulk && handleBulkRoutes(req, res, path, this.bulk.routes)) return
-    const outputs = this.outputs
-    const authorize = (t: string | undefined): boolean => this.open || (t !== undefined && this.tenants.authenticate(t) !== undefined)
-    if (outputs && handleHubRoutes(req, res, path, { outputs, authorize, logger: this.options.logger })) return
+    // A tenant reads its own output datasets (over the operator's `outputs`), or only the operator's without dataDir.
+    const spaces = this.bulk?.spaces
+    const operator = this.outputs
+    if (spaces || operator) {
+      const outputs = (tenant: string, name: string): Promise<OutputDatasets> => (spaces ? spaces.readable(tenant, name) : Promise.resolve(operator as OutputDatasets))
+      if (handleHubRoutes(req, res, path, { tenants: this.tenants, outputs, logger: this.options.logger })) return
+    }
     json(404, { error: `Not found: ${req.method} ${path}` })
   }
 

@@ -4,11 +4,11 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
-import { InferenceStreamError, InvalidPayloadError, toWireError } from '../../errors.js'
+import { BadRecordError, InferenceStreamError, InvalidPayloadError, LimitExceededError, toWireError } from '../../errors.js'
 import { readRecords } from '../../io/read-records.js'
 import { writeParquet } from '../../io/write-parquet.js'
 import type { ModelRegistry } from '../../models/pipeline.js'
-import type { InputDatasets, ResolvedDataset } from '../datasets/input-datasets.js'
+import { scrubPaths, type InputDatasets, type ResolvedDataset } from '../datasets/input-datasets.js'
 import type { OutputDatasets } from '../datasets/output-datasets.js'
 import { groupKey, type WorkItem } from '../queue/work-queue.js'
 import type { JobRecord, JobStore } from '../store/job-store.js'
@@ -18,8 +18,10 @@ import { datasetCard } from './dataset-card.js'
 /** Settings of {@link BulkJobs}. */
 export interface BulkJobsOptions {
   store: JobStore
-  inputs: InputDatasets
-  outputs: OutputDatasets
+  /** The input datasets a tenant (by id) reads. */
+  inputs: (tenant: string) => InputDatasets
+  /** The output datasets a tenant's jobs commit to (its own). */
+  outputs: (tenant: string) => OutputDatasets
   hub: StreamHub
   registry: ModelRegistry
   /**
@@ -32,6 +34,11 @@ export interface BulkJobsOptions {
   shardRows: number
   /** Jobs run at once; others wait in state `queued`. Default 2. */
   maxConcurrentJobs: number
+  /**
+   * Largest value of a row, as JSON bytes (the server's `maxInputsBytes`): a larger one fails alone
+   * with `ERR_LIMIT_EXCEEDED` and is not run. Default 1 MiB.
+   */
+  maxInputsBytes?: number
   logger?: Logger
 }
 
@@ -46,6 +53,8 @@ export interface JobRequest {
   bulkName: string
 }
 
+const DEFAULT_MAX_INPUTS_BYTES = 1024 * 1024
+
 // Results wait this long (or for this many) before one SQLite transaction stores them.
 const SAVE_EVERY_MS = 100
 const SAVE_EVERY_ROWS = 512
@@ -59,6 +68,8 @@ const SAVE_EVERY_ROWS = 512
 export class BulkJobs {
   private readonly running = new Map<string, AbortController>()
   private readonly done = new Map<string, Promise<void>>()
+  // The split each running job reads, to take its paths out of error messages.
+  private readonly resolved = new Map<string, ResolvedDataset>()
   private closing = false
 
   constructor(private readonly o: BulkJobsOptions) {}
@@ -116,20 +127,25 @@ export class BulkJobs {
     const run = this.run(job, ac.signal)
       .catch((err: unknown) => {
         if (ac.signal.aborted) return // cancelled, or the server is closing: state already set / kept
-        const message = err instanceof Error ? err.message : String(err)
+        const raw = err instanceof Error ? err.message : String(err)
+        // The message goes to the client in the job's status: no server path in it.
+        const message = this.resolved.has(job.id) ? scrubPaths(raw, this.resolved.get(job.id)!) : raw
         this.o.logger?.error({ err, job: job.id }, 'bulk job failed')
         this.o.store.update(job.id, { state: 'failed', endTime: Date.now() / 1000, error: message })
       })
       .finally(() => {
         this.running.delete(job.id)
+        this.resolved.delete(job.id)
         this.startQueued()
       })
     this.done.set(job.id, run)
   }
 
   private async run(job: JobRecord, signal: AbortSignal): Promise<void> {
-    const { store, inputs } = this.o
+    const { store } = this.o
+    const inputs = this.o.inputs(job.tenant)
     const resolved = await inputs.resolve(job.dataset.name, job.dataset.config, job.dataset.split)
+    this.resolved.set(job.id, resolved)
     const total = job.total ?? (await inputs.countRows(resolved))
     // Cancelled while the split was being looked at: stay cancelled.
     const current = store.get(job.id)
@@ -195,18 +211,31 @@ export class BulkJobs {
       let index = 0
       // Only a resumed job has stored rows to skip: a fresh one never asks.
       const resumed = store.storedCount(job.id) > 0
-      for (const file of resolved.files) {
-        const reader = readRecords(file, { format: resolved.format })
+      const maxBytes = this.o.maxInputsBytes ?? DEFAULT_MAX_INPUTS_BYTES
+      for (const [f, file] of resolved.files.entries()) {
+        const reader = jobReader(file, resolved, maxBytes)
         try {
           for await (const record of reader) {
             const i = index++
             if (signal.aborted || failure) break
             if (resumed && store.isDone(job.id, i)) continue
+            // Each failed row below is recorded as failed and not billed: no model ran on it.
+            if (record instanceof BadRecordError) {
+              const err = tooLong(record) ? new LimitExceededError(`Row ${i} is over the input limit of ${maxBytes} bytes`) : record
+              const message = err.message.split(file).join(resolved.shown[f])
+              add(i, { error: message, code: err.code }, message, false)
+              continue
+            }
             const value = (record as Record<string, unknown>)[column]
             if (value === undefined || value === null || value === '') {
-              // Nothing to run: the row is recorded as failed, not billed.
               const message = `Row ${i} has no value in column "${column}"`
               add(i, toWireError(new InvalidPayloadError(message)), message, false)
+              continue
+            }
+            // The same bound as a stream's or an HTTP request's inputs: a huge cell never reaches a model.
+            if (jsonBytes(value) > maxBytes) {
+              const message = `Row ${i} is over the input limit of ${maxBytes} bytes`
+              add(i, toWireError(new LimitExceededError(message)), message, false)
               continue
             }
             await waitRoom(this.o.maxInFlight)
@@ -257,7 +286,7 @@ export class BulkJobs {
       const names: string[] = []
       const results = this.o.store.iterateResults(job.id)[Symbol.iterator]()
       const column = job.dataset.column
-      const source = sourceValues(resolved, column)[Symbol.asyncIterator]()
+      const source = sourceValues(resolved, column, this.o.maxInputsBytes ?? DEFAULT_MAX_INPUTS_BYTES)[Symbol.asyncIterator]()
       let index = 0
       for (let s = 0; s < shardCount; s++) {
         const name = `data/${job.dataset.split}-${String(s).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.parquet`
@@ -283,7 +312,9 @@ export class BulkJobs {
             const parsed = JSON.parse(outputs)
             // The row index is `row`, unless the source column has that name.
             const record = column === 'row' ? { row_index: row, row: value ?? null } : { row, [column]: value ?? null }
-            yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, 'ERR_ITEM_FAILED') } : {}) }
+            // A failed row keeps its own code (ERR_LIMIT_EXCEEDED for a row over the input limit).
+            const code = typeof parsed?.code === 'string' ? (parsed.code as string) : 'ERR_ITEM_FAILED'
+            yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, code) } : {}) }
           }
         }
         await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', ''))))
@@ -307,7 +338,7 @@ export class BulkJobs {
       ]
       // Cancelled while the shards were written: no commit.
       signal.throwIfAborted()
-      return await this.o.outputs.commit(job.bulkName, files, `Bulk job ${job.id}: ${job.model} over ${job.dataset.name}/${job.dataset.config}/${job.dataset.split}:${column}`, {
+      return await this.o.outputs(job.tenant).commit(job.bulkName, files, `Bulk job ${job.id}: ${job.model} over ${job.dataset.name}/${job.dataset.config}/${job.dataset.split}:${column}`, {
         replace: ['data/'],
       })
     } finally {
@@ -332,11 +363,44 @@ function errorText(outputs: unknown): string {
   return typeof e === 'string' ? e : 'failed'
 }
 
-async function* sourceValues(resolved: ResolvedDataset, column: string): AsyncGenerator<{ index: number; value: unknown }> {
+// The source column again, row for row as runRows numbered them (a bad or over-limit row has no value).
+async function* sourceValues(resolved: ResolvedDataset, column: string, maxBytes: number): AsyncGenerator<{ index: number; value: unknown }> {
   let index = 0
   for (const file of resolved.files) {
-    for await (const record of readRecords(file, { format: resolved.format })) {
-      yield { index: index++, value: (record as Record<string, unknown>)[column] }
+    for await (const record of jobReader(file, resolved, maxBytes)) {
+      const value = record instanceof BadRecordError ? undefined : (record as Record<string, unknown>)[column]
+      yield { index: index++, value: value !== undefined && jsonBytes(value) > maxBytes ? undefined : value }
     }
   }
+}
+
+// A job's reader: malformed rows come in-band (a row of the job that failed, not a skipped one, so
+// row numbers stay those of the file), and a CSV row is cut off well before it could be huge.
+function jobReader(file: string, resolved: ResolvedDataset, maxBytes: number): AsyncIterable<unknown> & { destroy(): void } {
+  const reader = readRecords(file, { format: resolved.format, maxRecordLength: Math.max(64 * 1024, maxBytes * 4) })
+  // Each bad record with how many good ones the reader had pushed before it: its place in the file.
+  const bad: { err: BadRecordError; after: number }[] = []
+  reader.on('bad-record', (err: BadRecordError) => bad.push({ err, after: reader.recordsRead }))
+  return {
+    destroy: () => reader.destroy(),
+    async *[Symbol.asyncIterator]() {
+      let good = 0
+      for await (const record of reader) {
+        while (bad.length > 0 && bad[0].after <= good) yield bad.shift()!.err
+        good++
+        yield record
+      }
+      while (bad.length > 0) yield bad.shift()!.err
+    },
+  }
+}
+
+function tooLong(err: BadRecordError): boolean {
+  return /longer than \d+ characters/.test(err.message)
+}
+
+function jsonBytes(value: unknown): number {
+  // A string's JSON size without building a second copy of a large one.
+  if (typeof value === 'string') return Buffer.byteLength(value) + 2
+  return Buffer.byteLength(JSON.stringify(value) ?? '')
 }

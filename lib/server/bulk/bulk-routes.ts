@@ -4,8 +4,9 @@ import {
   InferenceStreamError,
   InvalidJsonError,
   InvalidPayloadError,
+  InvalidDatasetNameError,
   JobStateError,
-  toWireError,
+    toWireError,
 } from '../../errors.js'
 import { resolvePipeline, type ModelRegistry } from '../../models/pipeline.js'
 import type { InputDatasets } from '../datasets/input-datasets.js'
@@ -19,7 +20,8 @@ import type { BulkJobs } from './bulk-jobs.js'
 export interface BulkRoutesContext {
   jobs: BulkJobs
   store: JobStore
-  inputs: InputDatasets
+  /** The input datasets of a tenant (by id): its uploads over the operator's folder. */
+  inputs: (tenant: string) => InputDatasets
   registry: ModelRegistry
   tenants: Tenants
   /** Largest body of `POST /bulk/run`, in bytes. */
@@ -121,7 +123,10 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
   let m: RegExpExecArray | null
   if ((m = RUN.exec(path))) {
     if (method !== 'POST') return methodNotAllowed(res, 'POST')
-    return run(req, res, c, tenant, m[1], decodeURIComponent(m[2]))
+    const model = decodeOr(m[2])
+    // As /models answers a bad encoding: the client's mistake, not the server's.
+    if (model === undefined) return fail(res, new InvalidPayloadError(`Model id is not valid URL encoding: ${JSON.stringify(m[2])}`))
+    return run(req, res, c, tenant, m[1], model)
   }
   if ((m = STATUS.exec(path))) {
     const job = c.store.get(m[1])
@@ -143,14 +148,28 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
   }
   if (path === '/bulk/datasets') {
     if (method !== 'GET') return methodNotAllowed(res, 'GET')
-    return sendJson(res, 200, { datasets: await c.inputs.list() })
+    return sendJson(res, 200, { datasets: await c.inputs(tenant.id).list() })
   }
   if ((m = UPLOAD.exec(path))) {
     if (method !== 'PUT' && method !== 'POST') return methodNotAllowed(res, 'PUT, POST')
-    const saved = await c.inputs.upload(decodeURIComponent(m[1]), decodeURIComponent(m[2]), decodeURIComponent(m[3]), m[4], req, { maxBytes: c.maxUploadBytes })
-    return sendJson(res, 201, { dataset: decodeURIComponent(m[1]), config: m[2], split: m[3], path: saved.path })
+    const [name, config, split] = [decodeOr(m[1]), decodeOr(m[2]), decodeOr(m[3])]
+    if (name === undefined || config === undefined || split === undefined) {
+      return fail(res, new InvalidDatasetNameError(`Dataset path is not valid URL encoding: ${JSON.stringify(`${m[1]}/${m[2]}/${m[3]}`)}`))
+    }
+    // Into the tenant's own uploads, never the operator's folder.
+    await c.inputs(tenant.id).upload(name, config, split, m[4], req, { maxBytes: c.maxUploadBytes })
+    // The dataset-relative path: the server's own folders are none of the client's business.
+    return sendJson(res, 201, { dataset: name, config, split, path: `${name}/${config}/${split}.${m[4]}` })
   }
   sendJson(res, 404, { error: `Not found: ${method} ${path}` })
+}
+
+function decodeOr(raw: string): string | undefined {
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    return undefined
+  }
 }
 
 function cancel(res: http.ServerResponse, c: BulkRoutesContext, job: JobRecord): void {
@@ -191,11 +210,16 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
   const dataset = { name: b.dataset_name as string, config: b.dataset_config as string, split: b.dataset_split as string, column: b.dataset_column as string }
   let resolved
   try {
-    resolved = await c.inputs.resolve(dataset.name, dataset.config, dataset.split)
+    resolved = await c.inputs(tenant.id).resolve(dataset.name, dataset.config, dataset.split)
   } catch (err) {
     return fail(res, err)
   }
-  const columns = await c.inputs.columns(resolved)
+  let columns: string[]
+  try {
+    columns = await c.inputs(tenant.id).columns(resolved)
+  } catch (err) {
+    return fail(res, err)
+  }
   if (!columns.includes(dataset.column)) {
     return sendJson(res, 400, {
       error: `Dataset ${dataset.name} (${dataset.config}/${dataset.split}) has no column "${dataset.column}" (columns: ${columns.join(', ')})`,

@@ -19,19 +19,23 @@ import {
   RevisionNotFoundError,
   toWireError,
 } from '../../errors.js'
+import { ANONYMOUS_TOKEN } from '../http-util.js'
+import type { Tenants } from '../tenants.js'
 import { DEFAULT_BRANCH, type OutputDatasets } from './output-datasets.js'
 
 /** What {@link handleHubRoutes} needs of its server. */
 export interface HubRoutesContext {
-  /** The output datasets served. */
-  outputs: OutputDatasets
   /**
-   * Whether a request may read, given the token it sent (`Authorization: Bearer <token>`, or the
-   * password of HTTP basic auth as git sends it), or `undefined` when it sent none. The server's
-   * own rule: any request when no tokens are configured (it lets only loopback clients in then),
-   * else a configured token.
+   * The server's tenants. A request's tenant comes from its token (`Authorization: Bearer <token>`,
+   * or the password of HTTP basic auth as git sends it). On an open server (no tokens configured,
+   * loopback clients only) any token is a tenant of its own, and no token the anonymous one.
    */
-  authorize: (token: string | undefined) => boolean
+  tenants: Tenants
+  /**
+   * The output datasets a tenant (by id) reads `name` from. Another tenant's dataset must not be
+   * among them: the answer is then exactly that of a dataset that does not exist.
+   */
+  outputs: (tenant: string, name: string) => Promise<OutputDatasets>
   /** pino logger for failures. Default: none. */
   logger?: Logger
 }
@@ -110,7 +114,8 @@ function matchRoute(path: string): Route | undefined {
 
 async function serve(req: http.IncomingMessage, res: http.ServerResponse, route: Route, ctx: HubRoutesContext): Promise<void> {
   const token = tokenOf(req.headers.authorization)
-  if (!ctx.authorize(token)) {
+  const tenant = ctx.tenants.open ? ctx.tenants.authenticate(token || ANONYMOUS_TOKEN) : token === undefined ? undefined : ctx.tenants.authenticate(token)
+  if (!tenant) {
     // Basic is what makes git retry with the credentials of its URL (`http://user:TOKEN@host/...`).
     res.setHeader('www-authenticate', ['Bearer realm="inference-stream"', 'Basic realm="inference-stream"'])
     throw new AuthenticationError(
@@ -118,7 +123,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, route:
     )
   }
   const name = decode(route.name, (m) => new InvalidDatasetNameError(`Dataset name is not valid URL encoding: ${m}`))
-  const { outputs } = ctx
+  const outputs = await ctx.outputs(tenant.id, name)
   switch (route.kind) {
     case 'info':
       return sendJson(req, res, 200, await outputs.info(name, decodeRevision(route.revision)))
@@ -127,9 +132,9 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, route:
     case 'commits':
       return sendJson(req, res, 200, await outputs.commits(name, decodeRevision(route.revision)))
     case 'resolve':
-      return sendFile(req, res, ctx, name, decodeRevision(route.revision), route.file)
+      return sendFile(req, res, ctx, outputs, name, decodeRevision(route.revision), route.file)
     case 'git':
-      return sendGitFile(req, res, ctx, name, route.file)
+      return sendGitFile(req, res, outputs, name, route.file)
   }
 }
 
@@ -137,12 +142,13 @@ async function sendFile(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   ctx: HubRoutesContext,
+  outputs: OutputDatasets,
   name: string,
   revision: string,
   rawPath: string,
 ): Promise<void> {
   const path = decode(rawPath, (m) => new InvalidDatasetPathError(`File path is not valid URL encoding: ${m}`))
-  const file = await ctx.outputs.openFile(name, revision, path)
+  const file = await outputs.openFile(name, revision, path)
   const etag = `"${file.blobId}"`
   const base = posix.basename(file.path)
   const headers: http.OutgoingHttpHeaders = {
@@ -169,9 +175,9 @@ async function sendFile(
   })
 }
 
-async function sendGitFile(req: http.IncomingMessage, res: http.ServerResponse, ctx: HubRoutesContext, name: string, file: string): Promise<void> {
-  const gitdir = ctx.outputs.gitdir(name)
-  if (!(await ctx.outputs.exists(name))) throw new DatasetNotFoundError(`Dataset ${name} does not exist`)
+async function sendGitFile(req: http.IncomingMessage, res: http.ServerResponse, outputs: OutputDatasets, name: string, file: string): Promise<void> {
+  const gitdir = outputs.gitdir(name)
+  if (!(await outputs.exists(name))) throw new DatasetNotFoundError(`Dataset ${name} does not exist`)
   const full = join(gitdir, ...file.split('/'))
   // GIT_FILE admits no `..`; this is the belt to those braces.
   if (!full.startsWith(gitdir + sep)) throw new EntryNotFoundError(`No ${file} in dataset ${name}`)

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { createReadStream, promises as fsp, type Dirent } from 'node:fs'
-import { join, relative, resolve as resolvePath, sep } from 'node:path'
+import { dirname, join, relative, resolve as resolvePath, sep } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import {
@@ -37,6 +37,29 @@ export interface ResolvedDataset {
   files: string[]
   /** The format of every file. */
   format: RecordFormat
+  /** How each file is named to clients (`{name}/{config}/{file}`): never a server path. */
+  shown: string[]
+}
+
+/**
+ * `message` with the absolute paths of a split's files (and its folder) replaced by their
+ * dataset-relative names: messages go to clients, who must not learn the server's layout.
+ */
+export function scrubPaths(message: string, resolved: ResolvedDataset): string {
+  let out = message
+  resolved.files.forEach((f, i) => (out = out.split(f).join(resolved.shown[i])))
+  if (resolved.files.length > 0) out = out.split(dirname(resolved.files[0])).join(`${resolved.name}/${resolved.config}`)
+  return out
+}
+
+/** Options of {@link InputDatasets}. */
+export interface InputDatasetsOptions {
+  /**
+   * A read-only layer under this one (the operator's datasets folder under a tenant's uploads): its
+   * splits are listed and resolved too, and a split of the same name/config/split here shadows it.
+   * Uploads never go to it. Default none.
+   */
+  base?: InputDatasets
 }
 
 /** A split as {@link InputDatasets.list} lists it. */
@@ -144,12 +167,53 @@ async function readDir(dir: string): Promise<Dirent[]> {
 export class InputDatasets {
   /** The datasets folder, absolute. */
   readonly root: string
+  /** The read-only layer under this one, if any. */
+  readonly base: InputDatasets | undefined
   private readonly locks = new Map<string, Promise<void>>()
 
-  /** @param root The datasets folder; it need not exist yet (it is then empty, and created by the first upload). */
-  constructor(root: string) {
+  /**
+   * @param root The datasets folder; it need not exist yet (it is then empty, and created by the first upload).
+   *
+   * Symbolic links inside the folder are followed only while they stay inside it: one pointing
+   * elsewhere is as absent as a missing file, so no name can probe the disk outside the root.
+   */
+  constructor(root: string, options: InputDatasetsOptions = {}) {
     if (typeof root !== 'string' || root === '') throw new InvalidOptionError('InputDatasets: "root" must be a folder path')
     this.root = resolvePath(root)
+    this.base = options.base
+  }
+
+  // The real path of the root (it may itself be a link), or undefined while it does not exist.
+  private async realRoot(): Promise<string | undefined> {
+    try {
+      return await fsp.realpath(this.root)
+    } catch {
+      return undefined
+    }
+  }
+
+  // Whether `path` exists and its real path is inside the real root.
+  private async inside(path: string): Promise<boolean> {
+    const root = await this.realRoot()
+    if (root === undefined) return false
+    try {
+      const real = await fsp.realpath(path)
+      return real === root || real.startsWith(root + sep)
+    } catch {
+      return false
+    }
+  }
+
+  // Entries of a folder under the root, or none when it is missing or resolves outside the root.
+  private async readInside(dir: string): Promise<Dirent[]> {
+    return (await this.inside(dir)) ? readDir(dir) : []
+  }
+
+  // The layer holding files of `{name}/{config}/{split}`: this one first (it shadows the base).
+  private async layerOf(name: string, config: string, split: string): Promise<{ layer: InputDatasets; files: DataFile[] } | undefined> {
+    const files = (await this.dataFiles(name, config)).filter((f) => f.split === split)
+    if (files.length > 0) return { layer: this, files }
+    return this.base?.layerOf(name, config, split)
   }
 
   /**
@@ -169,8 +233,9 @@ export class InputDatasets {
     if (!configs.includes(config)) {
       throw new DatasetNotFoundError(`Dataset ${JSON.stringify(name)} has no config ${JSON.stringify(config)} (configs: ${listed(configs)})`)
     }
-    const files = (await this.dataFiles(name, config)).filter((f) => f.split === split)
-    if (files.length === 0) {
+    const found = await this.layerOf(name, config, split)
+    const files = found?.files ?? []
+    if (!found || files.length === 0) {
       const splits = await this.splits(name, config)
       throw new DatasetNotFoundError(
         `Config ${JSON.stringify(config)} of dataset ${JSON.stringify(name)} has no split ${JSON.stringify(split)} (splits: ${listed(splits)})`,
@@ -185,8 +250,8 @@ export class InputDatasets {
       )
     }
     files.sort((a, b) => (a.shard ?? 0) - (b.shard ?? 0) || (a.file < b.file ? -1 : a.file > b.file ? 1 : 0))
-    const dir = this.dirOf(name, config)
-    return { name, config, split, files: files.map((f) => join(dir, f.file)), format: formats[0] }
+    const dir = found.layer.dirOf(name, config)
+    return { name, config, split, files: files.map((f) => join(dir, f.file)), format: formats[0], shown: files.map((f) => `${name}/${config}/${f.file}`) }
   }
 
   /**
@@ -196,6 +261,14 @@ export class InputDatasets {
    * @throws InputFileError when the file cannot be read or is not what its format says.
    */
   async columns(resolved: ResolvedDataset): Promise<string[]> {
+    try {
+      return await this.fileColumns(resolved)
+    } catch (err) {
+      throw scrubbed(err, resolved)
+    }
+  }
+
+  private async fileColumns(resolved: ResolvedDataset): Promise<string[]> {
     const file = resolved.files[0]
     switch (resolved.format) {
       case 'parquet':
@@ -216,48 +289,54 @@ export class InputDatasets {
    */
   async countRows(resolved: ResolvedDataset): Promise<number | undefined> {
     let total = 0
-    for (const file of resolved.files) {
-      const n = await countFileRows(file, { format: resolved.format })
-      if (n === undefined) return undefined
-      total += n
+    try {
+      for (const file of resolved.files) {
+        const n = await countFileRows(file, { format: resolved.format })
+        if (n === undefined) return undefined
+        total += n
+      }
+    } catch (err) {
+      throw scrubbed(err, resolved)
     }
     return total
   }
 
   /** Every split of every dataset, sorted by name, config and split. */
   async list(): Promise<SplitEntry[]> {
-    const out: SplitEntry[] = []
+    const out: SplitEntry[] = this.base ? await this.base.list() : []
     const visit = async (name: string): Promise<void> => {
       for (const config of await this.configs(name)) {
         for (const split of await this.splits(name, config)) out.push({ name, config, split })
       }
     }
-    for (const top of await readDir(this.root)) {
+    for (const top of await this.readInside(this.root)) {
       if (!isDirLike(top) || !isSegment(top.name)) continue
       await visit(top.name)
       // `org/reviews`: a second level whose folders hold configs.
-      for (const second of await readDir(join(this.root, top.name))) {
+      for (const second of await this.readInside(join(this.root, top.name))) {
         if (isDirLike(second) && isSegment(second.name)) await visit(`${top.name}/${second.name}`)
       }
     }
-    return out.sort((a, b) => cmp(a.name, b.name) || cmp(a.config, b.config) || cmp(a.split, b.split))
+    const unique = new Map(out.map((e) => [`${e.name}\0${e.config}\0${e.split}`, e]))
+    return [...unique.values()].sort((a, b) => cmp(a.name, b.name) || cmp(a.config, b.config) || cmp(a.split, b.split))
   }
 
   /** Configs of a dataset (folders holding at least one data file), sorted; [] for no such dataset. */
   async configs(name: string): Promise<string[]> {
     assertInputDatasetName(name)
-    const out: string[] = []
-    for (const entry of await readDir(join(this.root, ...name.split('/')))) {
-      if (isDirLike(entry) && isSegment(entry.name) && (await this.dataFiles(name, entry.name)).length > 0) out.push(entry.name)
+    const out = new Set(this.base ? await this.base.configs(name) : [])
+    for (const entry of await this.readInside(join(this.root, ...name.split('/')))) {
+      if (isDirLike(entry) && isSegment(entry.name) && (await this.dataFiles(name, entry.name)).length > 0) out.add(entry.name)
     }
-    return out.sort(cmp)
+    return [...out].sort(cmp)
   }
 
   /** Splits of a config, sorted; [] for no such dataset or config. */
   async splits(name: string, config: string): Promise<string[]> {
     assertInputDatasetName(name)
     assertSegment('config', config)
-    return [...new Set((await this.dataFiles(name, config)).map((f) => f.split))].sort(cmp)
+    const own = (await this.dataFiles(name, config)).map((f) => f.split)
+    return [...new Set([...(this.base ? await this.base.splits(name, config) : []), ...own])].sort(cmp)
   }
 
   /**
@@ -290,11 +369,12 @@ export class InputDatasets {
     if (rel.startsWith('..') || rel.startsWith(sep) || rel === '') throw new InvalidDatasetNameError(`Invalid dataset path ${JSON.stringify(`${name}/${config}`)}`)
     const file = `${split}.${e}`
     const target = join(dir, file)
-    await fsp.mkdir(dir, { recursive: true })
+    // Uploads are the tenant's own: readable by the server's user only.
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 })
     // A dot name: never taken for a data file by resolve() or list() while it is written.
     const tmp = join(dir, `.upload-${randomBytes(6).toString('hex')}-${file}.part`)
     let bytes = 0
-    const fh = await fsp.open(tmp, 'wx')
+    const fh = await fsp.open(tmp, 'wx', 0o600)
     try {
       try {
         // One chunk at a time, each written before the next is read: backpressure for free. Not
@@ -343,15 +423,23 @@ export class InputDatasets {
     return join(this.root, ...name.split('/'), config)
   }
 
+  // This layer's data files of a config (not the base's); links resolving outside the root left out.
   private async dataFiles(name: string, config: string): Promise<DataFile[]> {
     const out: DataFile[] = []
-    for (const entry of await readDir(this.dirOf(name, config))) {
+    const dir = this.dirOf(name, config)
+    for (const entry of await this.readInside(dir)) {
       if (!entry.isFile() && !entry.isSymbolicLink()) continue
       const f = parseDataFile(entry.name)
-      if (f) out.push(f)
+      if (f && (entry.isFile() || (await this.inside(join(dir, entry.name))))) out.push(f)
     }
     return out
   }
+}
+
+// The error with the split's absolute paths replaced by dataset-relative names.
+function scrubbed(err: unknown, resolved: ResolvedDataset): unknown {
+  if (err instanceof Error) err.message = scrubPaths(err.message, resolved)
+  return err
 }
 
 // A folder, or a symbolic link that may be one (an admin's link to data elsewhere; reading it tells).

@@ -197,6 +197,16 @@ async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Sets every file under `dir` to 0600 and every folder (`dir` too) to 0700. */
+export async function makePrivate(dir: string): Promise<void> {
+  await fsp.chmod(dir, 0o700)
+  for (const entry of await fsp.readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) await makePrivate(path)
+    else if (entry.isFile()) await fsp.chmod(path, 0o600)
+  }
+}
+
 function isNotFound(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code
   return code === 'NotFoundError' || code === 'ENOENT'
@@ -279,6 +289,8 @@ export class OutputDatasets {
     // A new repository is built aside and renamed into place, so readers never see it empty.
     const gitdir = existing ? finalDir : join(this.root, '.tmp', `new-${randomBytes(8).toString('hex')}.git`)
     try {
+      // Outputs are their tenant's: the root and every folder in it readable by the server's user only.
+      if (!existing) await fsp.mkdir(dirname(gitdir), { recursive: true, mode: 0o700 })
       if (!existing) await git.init({ fs, gitdir, bare: true, defaultBranch: DEFAULT_BRANCH })
       let parent: string | undefined
       const entries = new Map<string, TreeLeaf>()
@@ -321,8 +333,10 @@ export class OutputDatasets {
       // could see it empty. A rename is atomic, as git's own lock-file dance.
       await writeFileAtomic(join(gitdir, 'refs', 'heads', DEFAULT_BRANCH), `${oid}\n`)
       await updateServerInfo(gitdir)
+      // isomorphic-git and the loose-object writer create with the process's default modes.
+      await makePrivate(gitdir)
       if (!existing) {
-        await fsp.mkdir(dirname(finalDir), { recursive: true })
+        await fsp.mkdir(dirname(finalDir), { recursive: true, mode: 0o700 })
         await fsp.rename(gitdir, finalDir)
       }
       return oid

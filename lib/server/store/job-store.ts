@@ -1,10 +1,10 @@
 /**
- * Durable store of bulk jobs, their stored results and the per-token bill: one SQLite file through
+ * Durable store of bulk jobs, their stored results and the per-tenant bill: one SQLite file through
  * better-sqlite3 (synchronous, so every method is one atomic step of the event loop). All SQL of the
  * job store lives here; statements are prepared once, when the store opens.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { InvalidOptionError, JobNotFoundError, JobStoreError } from '../../errors.js'
@@ -90,7 +90,7 @@ export interface StoredResult {
 
 /** A row for {@link JobStore.saveResults}. */
 export interface ResultRow extends StoredResult {
-  /** Whether the row counts toward the token's bill (the model ran on it). Default true; false for a row failed before the model (no input). */
+  /** Whether the row counts toward the tenant's bill (the model ran on it). Default true; false for a row failed before the model (no input). */
   billed?: boolean
 }
 
@@ -104,6 +104,12 @@ export interface JobStoreOptions {
   synchronous?: 'NORMAL' | 'FULL'
   /** How long a write waits for another process's lock on the file, in ms. Default 5000. */
   busyTimeoutMs?: number
+  /**
+   * Maps a raw token of a schema-v1 file to its tenant id, for the migration to v2 at open (the
+   * server passes `token => tenants.authenticate(token) ?? tenants.defaultTenant(token)`, as id).
+   * Default none: a v1 file is refused with a JobStoreError saying how to migrate it.
+   */
+  tenantOfToken?: (token: string) => string
 }
 
 /** Options of {@link JobStore.list}. */
@@ -115,14 +121,15 @@ export interface ListOptions {
 }
 
 /** Version of the schema this code writes (SQLite `user_version`). */
-export const JOB_STORE_SCHEMA_VERSION = 1
+export const JOB_STORE_SCHEMA_VERSION = 2
 
-// Version 1. Results are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a
+// Version 2 (version 1 had `token` for `tenant`, holding raw tokens, in jobs and bills). Results
+// are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a
 // no-op, which is what makes saveResults idempotent.
-const SCHEMA_V1 = `
+const SCHEMA_V2 = `
 CREATE TABLE jobs (
   id TEXT PRIMARY KEY,
-  token TEXT NOT NULL,
+  tenant TEXT NOT NULL,
   bulk_name TEXT NOT NULL,
   model TEXT NOT NULL,
   compute TEXT NOT NULL,
@@ -150,14 +157,14 @@ CREATE TABLE results (
   PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 CREATE TABLE bills (
-  token TEXT PRIMARY KEY,
+  tenant TEXT PRIMARY KEY,
   rows INTEGER NOT NULL
 ) WITHOUT ROWID;
 `
 
 interface JobRow {
   id: string
-  token: string
+  tenant: string
   bulk_name: string
   model: string
   compute: string
@@ -183,7 +190,7 @@ const PAGE = 1000
 function toRecord(row: JobRow): JobRecord {
   return {
     id: row.id,
-    tenant: row.token,
+    tenant: row.tenant,
     bulkName: row.bulk_name,
     model: row.model,
     compute: row.compute,
@@ -220,7 +227,7 @@ function checkString(name: string, value: unknown): void {
  * and creates the schema on first open; `':memory:'` keeps everything in memory (tests).
  *
  * Results are kept per (job, row index) until {@link deleteResults}; {@link saveResults} stores a
- * batch and updates the job's counts and the token's bill in one transaction, ignoring rows already
+ * batch and updates the job's counts and the tenant's bill in one transaction, ignoring rows already
  * stored, so a job resumed after a crash never counts or bills a row twice.
  *
  * @throws JobStoreError when the file cannot be opened or used: not a SQLite database, a schema
@@ -236,7 +243,7 @@ export class JobStore {
 
   constructor(path: string, options: JobStoreOptions = {}) {
     if (typeof path !== 'string' || path === '') throw new InvalidOptionError('JobStore: "path" must be a file path or ":memory:"')
-    const o = { synchronous: 'NORMAL' as const, busyTimeoutMs: 5000, ...options }
+    const o: JobStoreOptions & { synchronous: 'NORMAL' | 'FULL'; busyTimeoutMs: number } = { synchronous: 'NORMAL', busyTimeoutMs: 5000, ...options }
     if (o.synchronous !== 'NORMAL' && o.synchronous !== 'FULL') {
       throw new InvalidOptionError(`Option "synchronous" must be "NORMAL" or "FULL", got ${JSON.stringify(o.synchronous)}`)
     }
@@ -246,14 +253,15 @@ export class JobStore {
     this.path = path
     let db: Database.Database | undefined
     try {
-      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+      if (path !== ':memory:') createPrivate(path)
       db = new Database(path)
       db.pragma(`busy_timeout = ${o.busyTimeoutMs}`)
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${o.synchronous}`)
       db.pragma('foreign_keys = ON')
-      migrate(db, path)
+      migrate(db, path, o.tenantOfToken)
       this.s = prepare(db)
+      if (path !== ':memory:') for (const f of [`${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600)
     } catch (err) {
       db?.close()
       if (err instanceof JobStoreError) throw err
@@ -265,8 +273,8 @@ export class JobStore {
     // IMMEDIATE: take the write lock at BEGIN, so two processes on one file wait (busy_timeout)
     // instead of failing on a lock upgrade.
     const save = db.transaction((jobId: string, rows: readonly ResultRow[]): number => {
-      const token = s.tokenOf.get(jobId) as string | undefined
-      if (token === undefined) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+      const tenant = s.tenantOf.get(jobId) as string | undefined
+      if (tenant === undefined) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
       let added = 0
       let failed = 0
       let billed = 0
@@ -281,7 +289,7 @@ export class JobStore {
         if (r.billed !== false) billed++
       }
       if (added > 0) s.addCounts.run(added, failed, jobId)
-      if (billed > 0) s.addBill.run(token, billed)
+      if (billed > 0) s.addBill.run(tenant, billed)
       return added
     })
     this.saveTx = (jobId, rows) => save.immediate(jobId, rows)
@@ -340,7 +348,7 @@ export class JobStore {
     checkString('id', record.id)
     this.s.insertJob.run({
       id: record.id,
-      token: record.tenant,
+      tenant: record.tenant,
       bulk_name: record.bulkName,
       model: record.model,
       compute: record.compute,
@@ -389,21 +397,21 @@ export class JobStore {
   /**
    * Stores result rows of a job in ONE transaction: rows whose index is already stored are
    * ignored (INSERT OR IGNORE), and only the new ones are added to the job's `processed` (and
-   * `failed`, for rows with an error) and to the token's bill (rows with `billed: false` excepted).
+   * `failed`, for rows with an error) and to the tenant's bill (rows with `billed: false` excepted).
    * Returns how many rows were new. Saving the same rows twice therefore counts and bills them once.
    * @throws JobNotFoundError for an unknown job (nothing is stored).
    */
   saveResults(jobId: string, rows: readonly ResultRow[]): number {
     if (rows.length === 0) {
-      if (!this.s.tokenOf.get(jobId)) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+      if (!this.s.tenantOf.get(jobId)) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
       return 0
     }
     return this.saveTx(jobId, rows)
   }
 
-  /** Rows billed to a token over all its jobs, durably. 0 for a token never billed. */
-  billed(token: string): number {
-    return (this.s.getBill.get(token) as number | undefined) ?? 0
+  /** Rows billed to a tenant (by id) over all its jobs, durably. 0 for a tenant never billed. */
+  billed(tenant: string): number {
+    return (this.s.getBill.get(tenant) as number | undefined) ?? 0
   }
 
   /** Whether the row `index` of a job has a stored result. */
@@ -467,8 +475,16 @@ export class JobStore {
   }
 }
 
-// Creates the schema on a new file; refuses a file of a newer version.
-function migrate(db: Database.Database, path: string): void {
+// The file and its folder readable by the server's user only: rows name tenants and hold inputs'
+// results. SQLite gives the -wal and -shm files the mode of the database file.
+function createPrivate(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600))
+  chmodSync(path, 0o600)
+}
+
+// Creates the schema on a new file; migrates a v1 file; refuses a file of a newer version.
+function migrate(db: Database.Database, path: string, tenantOfToken: ((token: string) => string) | undefined): void {
   const version = db.pragma('user_version', { simple: true }) as number
   if (version === JOB_STORE_SCHEMA_VERSION) return
   if (version > JOB_STORE_SCHEMA_VERSION) {
@@ -476,22 +492,59 @@ function migrate(db: Database.Database, path: string): void {
       `The job store ${JSON.stringify(path)} has schema version ${version}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
     )
   }
+  if (version === 0) {
+    db.transaction(() => {
+      db.exec(SCHEMA_V2)
+      db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
+    }).immediate()
+    return
+  }
+  if (version !== 1 || !tenantOfToken) {
+    throw new JobStoreError(
+      `The job store ${JSON.stringify(path)} has schema version ${version}, which stores raw tokens; start the server ` +
+        '(with the same tokens) on its data folder once to migrate it to tenant ids, or move the file away to start afresh',
+    )
+  }
+  migrateV1(db, tenantOfToken)
+}
+
+// v1 → v2: each raw token becomes its tenant id (bills of tokens of one tenant are summed), then
+// the file is rewritten so no deleted byte of a token survives: secure_delete zeroes freed
+// content, VACUUM rebuilds every page, and a TRUNCATE checkpoint empties the WAL that held them.
+function migrateV1(db: Database.Database, tenantOfToken: (token: string) => string): void {
+  const memo = new Map<string, string>()
+  db.function('tenant_of', { deterministic: true }, (token: unknown) => {
+    const t = String(token)
+    let id = memo.get(t)
+    if (id === undefined) memo.set(t, (id = tenantOfToken(t)))
+    return id
+  })
+  db.pragma('secure_delete = ON')
   db.transaction(() => {
-    db.exec(SCHEMA_V1)
+    db.exec(`
+      ALTER TABLE jobs RENAME COLUMN token TO tenant;
+      UPDATE jobs SET tenant = tenant_of(tenant);
+      CREATE TABLE bills_v2 (tenant TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO bills_v2 (tenant, rows) SELECT tenant_of(token), sum(rows) FROM bills GROUP BY tenant_of(token);
+      DROP TABLE bills;
+      ALTER TABLE bills_v2 RENAME TO bills;
+    `)
     db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
   }).immediate()
+  db.exec('VACUUM')
+  db.pragma('wal_checkpoint(TRUNCATE)')
 }
 
 function prepare(db: Database.Database) {
   return {
     insertJob: db.prepare(
-      `INSERT INTO jobs (id, token, bulk_name, model, compute, dataset_name, dataset_config, dataset_split, dataset_column,
+      `INSERT INTO jobs (id, tenant, bulk_name, model, compute, dataset_name, dataset_config, dataset_split, dataset_column,
          parameters, state, total, processed, failed, start_time, end_time, error, revision, created_at)
-       VALUES (@id, @token, @bulk_name, @model, @compute, @dataset_name, @dataset_config, @dataset_split, @dataset_column,
+       VALUES (@id, @tenant, @bulk_name, @model, @compute, @dataset_name, @dataset_config, @dataset_split, @dataset_column,
          @parameters, @state, @total, 0, 0, @start_time, NULL, NULL, NULL, @created_at)`,
     ),
     getJob: db.prepare('SELECT * FROM jobs WHERE id = ?'),
-    tokenOf: db.prepare('SELECT token FROM jobs WHERE id = ?').pluck(),
+    tenantOf: db.prepare('SELECT tenant FROM jobs WHERE id = ?').pluck(),
     listAll: db.prepare('SELECT * FROM jobs ORDER BY rowid DESC LIMIT ?'),
     listByState: db.prepare('SELECT * FROM jobs WHERE state = ? ORDER BY rowid DESC LIMIT ?'),
     unfinished: db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY rowid"),
@@ -501,8 +554,8 @@ function prepare(db: Database.Database) {
     ),
     insertResult: db.prepare('INSERT OR IGNORE INTO results (job_id, idx, outputs, error) VALUES (?, ?, ?, ?)'),
     addCounts: db.prepare('UPDATE jobs SET processed = processed + ?, failed = failed + ? WHERE id = ?'),
-    addBill: db.prepare('INSERT INTO bills (token, rows) VALUES (?, ?) ON CONFLICT (token) DO UPDATE SET rows = rows + excluded.rows'),
-    getBill: db.prepare('SELECT rows FROM bills WHERE token = ?').pluck(),
+    addBill: db.prepare('INSERT INTO bills (tenant, rows) VALUES (?, ?) ON CONFLICT (tenant) DO UPDATE SET rows = rows + excluded.rows'),
+    getBill: db.prepare('SELECT rows FROM bills WHERE tenant = ?').pluck(),
     isDone: db.prepare('SELECT 1 FROM results WHERE job_id = ? AND idx = ?').pluck(),
     storedCount: db.prepare('SELECT count(*) FROM results WHERE job_id = ?').pluck(),
     indexPage: db.prepare('SELECT idx FROM results WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?').pluck(),
