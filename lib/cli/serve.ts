@@ -58,7 +58,7 @@ export function serveCommand(): Command {
     .option('--batch-timeout <seconds>', 'longest a batch may run; its items then fail with ERR_BATCH_TIMEOUT (default 120)', secondsFlag('batch-timeout'))
     .option('--max-connections <n>', 'open connections in all (default 1024)', int('max-connections'))
     .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
-    .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, datasets/ and outputs/ (enables /bulk/run)')
+    .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
