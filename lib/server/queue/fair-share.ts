@@ -3,14 +3,16 @@
  * queue here; a SQLite or Redis state layer keeps the same two numbers per tenant in its store).
  *
  * 1. **Round robin over tenants.** The next free worker is offered to the tenants with queued work
- *    least recently served first (a tenant never served yet comes first, in arrival order). So
- *    while two tenants both have work, they alternate batch for batch, however deep either queue is.
+ *    least recently served first; a tenant that arrives (or comes back after it had nothing queued
+ *    or running) joins at the back of the round, so sending in small bursts does not jump the line.
+ *    While two tenants both have work, they alternate batch for batch, however deep either queue is.
  * 2. **A lease cap per tenant.** A tenant holds at most {@link leaseCap}`(workers)` batches at once
  *    (`max(1, workers - 1)`), so one worker is always left for another tenant.
  *
  * Within the chosen tenant the queue takes that tenant's oldest ready group, fills the batch with
  * its items of the group (its send order kept) and tops it up with other tenants' items of the same
- * group, oldest first: batching across tenants costs nobody a worker.
+ * group, oldest first: batching across tenants costs nobody a worker. Riding along is not a turn:
+ * only the chosen tenant goes to the back of the round, and the lease counts against its cap only.
  */
 
 /**
@@ -32,13 +34,18 @@ export function leaseCap(workers: number): number {
  * with {@link served}.
  */
 export class FairShare {
-  /** Tenant → the sequence number of its last served batch. Absent: never served (or forgotten). */
+  /** Tenant → the sequence number of its last served batch, or of its arrival. */
   readonly #last = new Map<string, number>()
   #seq = 0
 
+  /** `tenant` has work queued: if it is not in the round, it joins at the back. */
+  arrived(tenant: string): void {
+    if (!this.#last.has(tenant)) this.#last.set(tenant, ++this.#seq)
+  }
+
   /**
-   * `tenants` ordered by who should be offered the next worker: never-served tenants first (in the
-   * order given), then by last service, oldest first. Stable for ties.
+   * `tenants` ordered by who should be offered the next worker: least recently served (or
+   * arrived) first. Tenants not in the round (never `arrived`) come first, in the order given.
    */
   order(tenants: Iterable<string>): string[] {
     const list = [...tenants]
@@ -51,7 +58,10 @@ export class FairShare {
     this.#last.set(tenant, ++this.#seq)
   }
 
-  /** `tenant` has nothing queued or running: drop its entry (memory stays bounded by live tenants). */
+  /**
+   * `tenant` has nothing queued or running: it leaves the round (memory stays bounded by live
+   * tenants); when it has work again it `arrived` anew, at the back.
+   */
   forget(tenant: string): void {
     this.#last.delete(tenant)
   }

@@ -42,6 +42,9 @@ class Deque<T> {
   }
 }
 
+/** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
+const IDLE_SWEEP = 1024
+
 /** One tenant's queued items, per group, and the batches it holds. */
 interface TenantState {
   /** Group → the tenant's items of it, in send order. */
@@ -86,6 +89,7 @@ export class MemoryWorkQueue implements WorkQueue {
     if (!tenant) {
       tenant = { groups: new Map(), queued: 0, leases: 0 }
       this.tenants.set(item.tenant, tenant)
+      this.fair.arrived(item.tenant)
     }
     let d = tenant.groups.get(item.group)
     if (!d) {
@@ -183,13 +187,15 @@ export class MemoryWorkQueue implements WorkQueue {
       if (!from) break
       items.push(from.shift() as WorkItem)
     }
+    // The chosen tenant goes to the back of the round. Riders keep their place: riding costs
+    // nobody a worker, so it is not a turn.
+    this.fair.served(tenant)
     for (const item of items) this.untrack(item)
     this.queued -= items.length
     this.processing += items.length
     const lease: Lease = { id: this.nextLease++, items, tenant }
     ;(this.tenants.get(tenant) as TenantState).leases++
     this.leases.set(lease.id, lease)
-    this.fair.served(tenant)
     return lease
   }
 
@@ -209,12 +215,25 @@ export class MemoryWorkQueue implements WorkQueue {
     else this.groupSize.set(item.group, left)
   }
 
-  /** Drops a tenant with nothing queued and nothing running. */
+  /**
+   * Drops a tenant with nothing queued and nothing running, when its last lease ends. A tenant
+   * emptied by riding along in others' batches keeps its place in the round (a re-arrival would
+   * join at the back, and riding is not a turn) until a sweep, once idle tenants outnumber
+   * {@link IDLE_SWEEP}: memory stays bounded by live tenants.
+   */
   private maybeForget(name: string): void {
     const tenant = this.tenants.get(name)
     if (tenant && tenant.queued === 0 && tenant.leases === 0) {
       this.tenants.delete(name)
       this.fair.forget(name)
+    }
+    if (this.tenants.size > IDLE_SWEEP) {
+      for (const [other, state] of this.tenants) {
+        if (state.queued === 0 && state.leases === 0) {
+          this.tenants.delete(other)
+          this.fair.forget(other)
+        }
+      }
     }
   }
 
@@ -223,10 +242,7 @@ export class MemoryWorkQueue implements WorkQueue {
     for (;;) {
       if (this.closed || signal?.aborted) return null
       const found = this.look(options)
-      if (typeof found !== 'number') {
-        for (const item of found.items) if (item.tenant !== found.tenant) this.maybeForget(item.tenant)
-        return found
-      }
+      if (typeof found !== 'number') return found
       await new Promise<void>((resolve) => {
         let timer: NodeJS.Timeout | undefined
         const done = (): void => {
