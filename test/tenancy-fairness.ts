@@ -2,10 +2,20 @@
 // from several tenants, W workers pulling, acking and releasing), checked against a model of the
 // queue. Part 2: a real server where one tenant parks the workers and floods, and another tenant is
 // still answered. Part 3: the time limit per batch.
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import t from 'tap'
+import { MAX_ECHO_DELAY_MS } from '../lib/models/builtin-echo.js'
+import type { Pipeline } from '../lib/models/pipeline.js'
+import { PooledPipeline } from '../lib/models/pooled-pipeline.js'
+import { createModelRegistry } from '../lib/models/registry.js'
+import { WorkerPool } from '../lib/models/worker-pool.js'
+import type { InferenceServer } from '../lib/server/server.js'
 import { FairShare, leaseCap } from '../lib/server/queue/fair-share.js'
 import { MemoryWorkQueue } from '../lib/server/queue/memory-queue.js'
 import type { Lease, WorkItem } from '../lib/server/queue/work-queue.js'
+import { startServer } from './helpers/server.js'
+import { connect, countResults } from './helpers/ws-client.js'
 
 /** mulberry32: a small seeded PRNG, so a failing schedule can be replayed by its seed. */
 function prng(seed: number): () => number {
@@ -206,4 +216,119 @@ t.test('queue properties over 300 seeded random schedules', async (t) => {
   t.same(failures.slice(0, 10), [], 'no item lost or doubled, order kept, turns taken, no tenant holds every worker')
   t.ok(pulls > 10_000, `the schedules exercised the queue (${pulls} batches)`)
   t.ok(pairWindows > 1000, `two tenants were often eligible at once (${pairWindows} pulls)`)
+})
+
+// ---- Part 2 and 3: a real server -------------------------------------------------------------
+
+const post = (server: InferenceServer, model: string, token: string, body: unknown): Promise<Response> =>
+  fetch(`${server.url}/models/${model}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+
+t.test('one tenant parks the workers and floods; another tenant is still answered', async (t) => {
+  const server = await startServer(t, { tokens: ['A', 'B'] })
+  const workers = server.options.workers
+  const a = await connect(server.streamUrl('builtin/echo'), { token: 'A' })
+  // Distinct parameters: one group each, so each takes a worker for the whole delay.
+  for (let k = 0; k < workers + 4; k++) a.send({ id: `park${k}`, inputs: k, parameters: { delay_ms: MAX_ECHO_DELAY_MS, k } })
+  for (let i = 0; i < 3000; i++) a.send({ id: `flood${i}`, inputs: i })
+  await new Promise((r) => setTimeout(r, 200)) // the parking batches are running
+  await a.close()
+  const started = Date.now()
+  const b = await connect(server.streamUrl('builtin/sentiment'), { token: 'B' })
+  b.send({ id: 'b1', inputs: 'What a lovely day' })
+  const http = post(server, 'builtin/sentiment', 'B', { inputs: 'This is terrible' })
+  await b.waitFor(() => b.results().has('b1'), 'B\'s websocket item', 5000)
+  t.match(b.results().get('b1'), [[{ label: 'POSITIVE' }, { label: 'NEGATIVE' }]], 'a real answer')
+  const res = await http
+  t.equal(res.status, 200)
+  t.match(await res.json(), [[{ label: 'NEGATIVE' }, { label: 'POSITIVE' }]])
+  const elapsed = Date.now() - started
+  t.ok(elapsed < 5000, `answered in ${elapsed} ms while A parks ${workers + 4} batches of ${MAX_ECHO_DELAY_MS} ms`)
+  t.ok(elapsed < MAX_ECHO_DELAY_MS - 2000, 'not after a parking batch ended')
+  await b.close()
+})
+
+/** A model that never answers and ignores its signal (the worst case). */
+const stuckModel: Pipeline = { id: 'test/stuck', task: 'echo', run: () => new Promise<unknown[]>(() => {}) }
+
+/** A model that answers after `ms`, ignoring its signal. */
+function lateModel(ms: number): Pipeline & { answered: number } {
+  const m = {
+    id: 'test/late',
+    task: 'echo',
+    answered: 0,
+    async run(inputs: unknown[]): Promise<unknown[]> {
+      await new Promise((r) => setTimeout(r, ms))
+      m.answered++
+      return inputs
+    },
+  }
+  return m
+}
+
+t.test('a batch over batchTimeoutMs fails each item with ERR_BATCH_TIMEOUT, once, and frees the worker', async (t) => {
+  const late = lateModel(1200)
+  const registry = createModelRegistry({ models: [stuckModel, late] })
+  t.teardown(() => registry.close())
+  // One worker: the echo item below can only run if the timed-out batch gave it back.
+  const server = await startServer(t, { tokens: ['A', 'B'], registry, workers: 1, batchTimeoutMs: 400 })
+  const b = await connect(server.streamUrl('test/stuck'), { token: 'B' })
+  b.send({ id: 's1', inputs: 1 })
+  b.send({ id: 's2', inputs: 2 })
+  await b.waitFor(() => b.results().size === 2, 'both stuck items', 5000)
+  for (const id of ['s1', 's2']) {
+    t.match(b.results().get(id), { code: 'ERR_BATCH_TIMEOUT', error: /^Model test\/stuck ran longer than 400 ms on a batch of \d; the batch was stopped$/ }, id)
+  }
+  t.equal(server.billed('B'), 2, 'billed once per item, as a failure')
+  const res = await post(server, 'test/stuck', 'A', { inputs: 'x' })
+  t.equal(res.status, 504, 'HTTP answers 504')
+  t.match(await res.json(), { code: 'ERR_BATCH_TIMEOUT' })
+  t.equal(server.billed('A'), 1)
+  // The worker serves other work afterwards.
+  const echo = await post(server, 'builtin/echo', 'A', { inputs: 'after' })
+  t.equal(echo.status, 200)
+  t.same(await echo.json(), 'after')
+  // A late answer from an overrunning model is ignored: the timeout is the final result.
+  const c = await connect(server.streamUrl('test/late'), { token: 'B' })
+  c.send({ id: 'l1', inputs: 'late' })
+  await c.waitFor(() => c.results().has('l1'), 'the late item', 5000)
+  t.match(c.results().get('l1'), { code: 'ERR_BATCH_TIMEOUT' })
+  await new Promise((r) => setTimeout(r, 1200))
+  t.equal(late.answered, 1, 'the model did answer, late')
+  t.equal(countResults(c, 'l1'), 1, 'one result only')
+  t.match(c.results().get('l1'), { code: 'ERR_BATCH_TIMEOUT' }, 'still the timeout')
+  t.equal(server.billed('B'), 3, 'billed once')
+  await b.close()
+  await c.close()
+})
+
+t.test('a model stuck in its worker thread: the thread is terminated and replaced', async (t) => {
+  const protocolUrl = new URL('../lib/models/worker-protocol.js', import.meta.url).href
+  const dir = t.testdir({
+    'worker.mjs': `
+import { threadId } from 'node:worker_threads'
+import { serveTasks } from ${JSON.stringify(protocolUrl)}
+serveTasks({ 'test/hang': () => { for (;;); }, 'test/thread': (inputs) => inputs.map(() => threadId) })
+`,
+  })
+  const pool = new WorkerPool({ file: pathToFileURL(join(dir, 'worker.mjs')), threads: 1 })
+  t.teardown(() => pool.close())
+  const registry = createModelRegistry({ models: [new PooledPipeline('test/hang', 'echo', pool), new PooledPipeline('test/thread', 'echo', pool)] })
+  t.teardown(() => registry.close())
+  // Long enough for a thread to start (it loads TypeScript under the test loader), short enough to wait out.
+  const server = await startServer(t, { tokens: ['A'], registry, workers: 1, batchTimeoutMs: 3000 })
+  const first = await post(server, 'test/thread', 'A', { inputs: 0 })
+  const before = await first.json()
+  const stuck = await post(server, 'test/hang', 'A', { inputs: 1 })
+  t.equal(stuck.status, 504)
+  t.match(await stuck.json(), { code: 'ERR_BATCH_TIMEOUT' })
+  t.equal(pool.running, 0, `the stuck thread no longer counts as running (${pool.running}, ${pool.threads} threads)`)
+  const after = await post(server, 'test/thread', 'A', { inputs: 2, options: { use_cache: false } })
+  const answer = await after.json()
+  t.equal(after.status, 200, JSON.stringify(answer))
+  t.not(answer, before, 'a new thread answers')
+  t.equal(pool.threads, 1, 'the stuck thread is gone')
 })
