@@ -24,6 +24,7 @@ serveTasks({
   exit: () => process.exit(3),
   uncaught: (inputs) => { setImmediate(() => { throw new Error('boom') }); return new Promise(() => {}) },
   data: (inputs) => inputs.map(() => workerData),
+  hang: () => { for (;;); },
 })
 `
 const dir = t.testdir({ 'fixture-worker.mjs': fixtureWorker })
@@ -103,7 +104,7 @@ t.test('threads run tasks in parallel; the queue is bounded', async (t) => {
   t.equal(p.running, 0)
 })
 
-t.test('abort: a queued task leaves the queue, a running one stops being awaited', async (t) => {
+t.test('abort: a queued task leaves the queue, a running one has its thread replaced', async (t) => {
   const p = shared
   const reason = new Error('client gone')
   const running = new AbortController()
@@ -118,9 +119,27 @@ t.test('abort: a queued task leaves the queue, a running one stops being awaited
   running.abort(reason)
   await t.rejects(first, reason)
   t.ok(performance.now() - started < 100, 'rejected without waiting for the thread')
-  t.same(await third, ['THIRD'], 'the thread finishes the aborted batch, then serves the queue')
-  t.equal(p.threads, 1, 'still the one thread')
+  t.same(await third, ['THIRD'], 'a replacement thread serves the queue')
+  t.equal(p.threads, 1, 'still one thread')
   await t.rejects(p.run('upper', ['x'], {}, AbortSignal.abort(reason)), reason, 'already aborted')
+})
+
+t.test('abort: a model stuck forever in its thread is terminated and replaced', async (t) => {
+  const p = pool(t, { threads: 1 })
+  const [before] = (await p.run('slow', [0], { ms: 0 })) as number[]
+  const ac = new AbortController()
+  const stuck = p.run('hang', [0], {}, ac.signal)
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(p.running, 1, 'the stuck batch holds the thread')
+  const reason = new Error('batch timed out')
+  ac.abort(reason)
+  await t.rejects(stuck, reason)
+  t.equal(p.running, 0, 'its thread is gone')
+  const started = performance.now()
+  const [after] = (await p.run('slow', [0], { ms: 0 })) as number[]
+  t.not(after, before, 'a new thread answers')
+  t.ok(performance.now() - started < 5000, 'at once, not after the stuck batch')
+  t.equal(p.threads, 1, 'the stuck thread was not kept alongside')
 })
 
 t.test('close rejects pending work and refuses new work', async (t) => {

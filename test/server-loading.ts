@@ -42,7 +42,8 @@ t.test('a loading model holds one worker; other models are served meanwhile; sta
   const slow = new SlowLoading('slow/model', 1500)
   const registry = createModelRegistry({ models: [slow] })
   t.teardown(() => registry.close())
-  const server = await startServer(t, { tokens: ['t'], registry, workers: 2, maxBatch: 4, statusIntervalMs: 100 })
+  // Three workers: one tenant holds at most workers - 1 (one is left for other tenants), so two.
+  const server = await startServer(t, { tokens: ['t'], registry, workers: 3, maxBatch: 4, statusIntervalMs: 100 })
 
   const a = await connect(server.streamUrl('slow/model'), { token: 't' })
   t.teardown(() => a.close())

@@ -11,10 +11,12 @@ import type { Parameters, Pipeline } from './pipeline.js'
 export const ECHO_MODEL_ID = 'builtin/echo'
 
 /**
- * Largest accepted `parameters.delay_ms`, 60 000 ms. One payload must not be able to park a server
- * worker for days (and Node's timers overflow past 2^31-1 ms, firing after 1 ms instead).
+ * Largest accepted `parameters.delay_ms`, 10 000 ms. One payload must not be able to park a server
+ * worker for long (the fair share keeps other tenants served, but a worker held for a minute is a
+ * worker lost for a minute); a larger value fails the batch's items with `ERR_MODEL_INPUT`, it is
+ * not clamped, so the sender learns the limit rather than measuring a different delay.
  */
-export const MAX_ECHO_DELAY_MS = 60_000
+export const MAX_ECHO_DELAY_MS = 10_000
 
 /**
  * Echo pipeline, task `echo`. Outputs are the items' `inputs`, unchanged (same references).

@@ -48,6 +48,9 @@ interface Thread {
  *   crashes a thread would crash the next one too.
  * - Idle threads are `unref()`ed, so a pool that is not closed never holds the process open;
  *   a thread running a task is ref'ed, so the process waits for its result.
+ * - Aborting a task that is running terminates its thread (a stuck or overrunning model must not
+ *   keep eating a core) and the task rejects with `signal.reason` at once; the next task starts a
+ *   replacement thread, which loads its models again. Whatever the old thread answered is dropped.
  * - `close()` rejects queued and running tasks with `ShuttingDownError` and terminates every thread.
  */
 export class WorkerPool {
@@ -100,7 +103,7 @@ export class WorkerPool {
    * `ModelInputError` (bad inputs) / `ModelError` (that item failed) for the items that failed.
    * Rejects with `ModelError` when the batch failed or its thread crashed, `OverloadedError` when
    * the queue is full, `ShuttingDownError` after `close()`, and `signal.reason` on abort (a running
-   * batch cannot be interrupted: its thread finishes it and the result is dropped).
+   * batch's thread is terminated and replaced on the next need).
    */
   run(modelId: string, inputs: unknown[], parameters: Parameters, signal?: AbortSignal): Promise<unknown[]> {
     if (this.#closed !== undefined) return Promise.reject(new ShuttingDownError('Worker pool is closed'))
@@ -229,8 +232,16 @@ export class WorkerPool {
   #abort(task: PendingTask): void {
     const index = this.#queue.indexOf(task)
     if (index !== -1) this.#queue.splice(index, 1)
-    // A running task keeps its thread busy until the thread answers; only the caller stops waiting.
+    for (const thread of this.#workers) {
+      if (thread.task !== task) continue
+      // JS cannot interrupt a thread mid-batch: end it. Out of #workers now, so the pool may start
+      // a replacement at once; its late 'message' and 'exit' find no task and change nothing.
+      this.#workers.delete(thread)
+      thread.task = undefined
+      void thread.worker.terminate()
+    }
     this.#reject(task, task.signal?.reason)
+    this.#dispatch()
   }
 
   #resolve(task: PendingTask, results: unknown[]): void {

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino'
-import { InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js'
+import { BatchTimeoutError, InferenceStreamError, ModelError, UnknownModelError, toWireError } from '../errors.js'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import type { ServerMetrics } from './metrics.js'
+import { leaseCap } from './queue/fair-share.js'
 import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
 
@@ -10,6 +11,12 @@ export interface BatchWorkersOptions {
   workers: number
   maxBatch: number
   maxWaitMs: number
+  /**
+   * Longest one model call may run, in ms: past it every item of the batch fails with
+   * `BatchTimeoutError`, the call's signal aborts (a worker-thread model's thread is terminated
+   * and replaced) and the worker takes other work. Default 120000.
+   */
+  batchTimeoutMs?: number
   queue: WorkQueue
   store: ResultStore
   registry: ModelRegistry
@@ -34,6 +41,8 @@ export interface ResultInfo {
 /**
  * The workers: `workers` loops that each pull a batch (one model and parameters), run the model
  * once for the whole batch, bill every item to its token, hand each result on, and ack the lease.
+ * No tenant holds more than `leaseCap(workers)` of them at once (see ../queue/fair-share.ts), and
+ * no model call outlives `batchTimeoutMs`.
  */
 export class BatchWorkers {
   private readonly pullAbort = new AbortController()
@@ -68,10 +77,12 @@ export class BatchWorkers {
   private async loop(): Promise<void> {
     const { queue, maxBatch, maxWaitMs } = this.o
     const signal = this.pullAbort.signal
+    // One worker is always left for another tenant: a tenant that came first cannot park them all.
+    const maxLeasesPerTenant = leaseCap(this.o.workers)
     while (!signal.aborted) {
       let lease: Lease | null
       try {
-        lease = await queue.pull({ maxBatch, maxWaitMs, signal, accept: this.accept })
+        lease = await queue.pull({ maxBatch, maxWaitMs, signal, accept: this.accept, maxLeasesPerTenant })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')
         await new Promise((r) => setTimeout(r, 100))
@@ -107,32 +118,53 @@ export class BatchWorkers {
     } else {
       metrics.batchSize.observe({ model: first.model }, items.length)
       const started = performance.now()
+      // The call's own signal: aborted by shutdown (the batch is handed back) or by the time limit
+      // (the batch fails). Racing the call against it frees this worker even from a model that
+      // ignores its signal; whatever such a model answers later is dropped.
+      const call = new AbortController()
+      const onShutdown = (): void => call.abort(this.runAbort.signal.reason)
+      this.runAbort.signal.addEventListener('abort', onShutdown, { once: true })
+      if (this.runAbort.signal.aborted) onShutdown()
+      const limitMs = this.o.batchTimeoutMs ?? 120_000
+      const timer = setTimeout(() => {
+        call.abort(new BatchTimeoutError(`Model ${first.model} ran longer than ${limitMs} ms on a batch of ${items.length}; the batch was stopped`))
+      }, limitMs)
       try {
-        outputs = await pipeline.run(
+        const running = pipeline.run(
           items.map((i) => i.inputs),
           first.parameters ?? {},
-          this.runAbort.signal,
+          call.signal,
         )
+        running.catch(() => {}) // a late rejection after the race is settled is not unhandled
+        outputs = await Promise.race([running, abortedWith(call.signal)])
         if (!Array.isArray(outputs) || outputs.length !== items.length) {
           throw new ModelError(
             `Model ${first.model} returned ${Array.isArray(outputs) ? outputs.length : 'no'} outputs for ${items.length} inputs`,
           )
         }
       } catch (err) {
-        if (this.runAbort.signal.aborted) {
+        const reason: unknown = call.signal.aborted ? call.signal.reason : undefined
+        if (call.signal.aborted && !(reason instanceof BatchTimeoutError)) {
           // Shutdown ran out of time: hand the batch back rather than answer with an error. It is
           // not billed: whoever runs it later bills it.
           await queue.release(lease)
           return
         }
-        const e = err instanceof InferenceStreamError ? err : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
+        const e =
+          reason instanceof BatchTimeoutError
+            ? reason
+            : err instanceof InferenceStreamError
+              ? err
+              : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
         outputs = items.map(() => e)
       } finally {
+        clearTimeout(timer)
+        this.runAbort.signal.removeEventListener('abort', onShutdown)
         computeSeconds = (performance.now() - started) / 1000
         metrics.batchSeconds.observe({ model: first.model }, computeSeconds)
       }
-      // Billed once the model has run the batch (success or failure), so a batch handed back at
-      // shutdown is never billed twice.
+      // Billed once the model has run the batch (success, failure or time limit: the outcome is
+      // final), so a batch handed back at shutdown is never billed twice.
       this.bill(items)
     }
     const touched = new Set<string>()
@@ -223,3 +255,11 @@ export class BatchWorkers {
   }
 }
 
+
+/** Rejects with `signal.reason` once `signal` aborts (never resolves). */
+function abortedWith(signal: AbortSignal): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason)
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+  })
+}

@@ -54,6 +54,8 @@ export function httpStatusOf(code: string | undefined): number {
     case 'ERR_SHUTTING_DOWN':
     case 'ERR_MODEL_LOADING':
       return 503
+    case 'ERR_BATCH_TIMEOUT':
+      return 504
     default:
       return 500
   }

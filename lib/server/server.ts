@@ -94,6 +94,7 @@ export class InferenceServer {
       workers: o.workers,
       maxBatch: o.maxBatch,
       maxWaitMs: o.maxWaitMs,
+      batchTimeoutMs: o.batchTimeoutMs,
       queue: this.queue,
       store: this.store,
       registry: this.registry,

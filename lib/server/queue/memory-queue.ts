@@ -1,4 +1,5 @@
 import { ShuttingDownError } from '../../errors.js'
+import { FairShare } from './fair-share.js'
 import type { Lease, PullOptions, QueueStats, WorkItem, WorkQueue } from './work-queue.js'
 
 /** FIFO with O(1) shift and unshift (a plain array's shift is O(n) on long queues). */
@@ -41,33 +42,69 @@ class Deque<T> {
   }
 }
 
+/** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
+const IDLE_SWEEP = 1024
+
+/** One tenant's queued items, per group, and the batches it holds. */
+interface TenantState {
+  /** Group → the tenant's items of it, in send order. */
+  readonly groups: Map<string, Deque<WorkItem>>
+  queued: number
+  /** Leases chosen for this tenant and not yet acked or released. */
+  leases: number
+}
+
 /**
- * In-process work queue (the embedded default). Items are grouped by `WorkItem.group`; a pull
- * serves the group whose oldest item has waited longest, so a token's send order is kept within
- * a model and parameters. Nothing survives the process: durability is the Redis queue's job.
+ * In-process work queue (the embedded default). Items wait per tenant and group; a pull applies
+ * the fair-share rule of ./fair-share.ts: tenants with ready work take turns (least recently served
+ * first, none above `maxLeasesPerTenant` batches), the chosen tenant's oldest ready group is taken,
+ * and the batch is topped up with other tenants' items of that group. A tenant's send order is kept
+ * within a group. Nothing survives the process: durability is the SQLite and Redis backends' job.
  */
 export class MemoryWorkQueue implements WorkQueue {
-  private readonly groups = new Map<string, Deque<WorkItem>>()
+  private readonly tenants = new Map<string, TenantState>()
+  /** Group → tenant → that tenant's items of the group (the same deques as in `tenants`). */
+  private readonly groups = new Map<string, Map<string, Deque<WorkItem>>>()
+  /** Group → items queued in it, all tenants. */
+  private readonly groupSize = new Map<string, number>()
   private readonly leases = new Map<number, Lease>()
+  private readonly fair = new FairShare()
   private queued = 0
   private processing = 0
   private nextLease = 1
   private closed = false
-  // Pulls waiting for a push; each wakes, re-checks, and waits again if nothing fits.
+  // Pulls waiting for a push, an ack or a notify; each wakes, re-checks, and waits again if nothing fits.
   private waiters = new Set<() => void>()
 
   async push(items: WorkItem[]): Promise<void> {
     if (this.closed) throw new ShuttingDownError('Work queue is closed')
-    for (const item of items) {
-      let g = this.groups.get(item.group)
-      if (!g) {
-        g = new Deque()
-        this.groups.set(item.group, g)
-      }
-      g.push(item)
-    }
+    for (const item of items) this.deque(item).push(item)
     this.queued += items.length
     this.wake()
+  }
+
+  /** The deque of `item`'s tenant and group, made on need; counts the item in. */
+  private deque(item: WorkItem): Deque<WorkItem> {
+    let tenant = this.tenants.get(item.tenant)
+    if (!tenant) {
+      tenant = { groups: new Map(), queued: 0, leases: 0 }
+      this.tenants.set(item.tenant, tenant)
+      this.fair.arrived(item.tenant)
+    }
+    let d = tenant.groups.get(item.group)
+    if (!d) {
+      d = new Deque()
+      tenant.groups.set(item.group, d)
+      let byTenant = this.groups.get(item.group)
+      if (!byTenant) {
+        byTenant = new Map()
+        this.groups.set(item.group, byTenant)
+      }
+      byTenant.set(item.tenant, d)
+    }
+    tenant.queued++
+    this.groupSize.set(item.group, (this.groupSize.get(item.group) ?? 0) + 1)
+    return d
   }
 
   /** Pending pulls look again: a group they skipped may be served now. */
@@ -82,52 +119,130 @@ export class MemoryWorkQueue implements WorkQueue {
     for (const w of ws) w()
   }
 
-  private oldestGroup(refused: Set<Deque<WorkItem>> | undefined): Deque<WorkItem> | undefined {
-    let best: Deque<WorkItem> | undefined
-    let bestAt = Infinity
-    for (const g of this.groups.values()) {
-      const h = g.peek()
-      if (h && h.enqueuedAt < bestAt && !refused?.has(g)) {
-        best = g
-        bestAt = h.enqueuedAt
-      }
-    }
-    return best
+  /** `enqueuedAt` of the oldest item of `group`, any tenant. */
+  private groupHeadAt(group: string): number {
+    let at = Infinity
+    for (const d of this.groups.get(group)?.values() ?? []) at = Math.min(at, (d.peek() as WorkItem).enqueuedAt)
+    return at
   }
 
-  private take(g: Deque<WorkItem>, maxBatch: number): Lease {
+  /**
+   * One look: the lease to hand out now, or how long until a group becomes ready (`Infinity`:
+   * nothing will be ready without a push, an ack or a notify).
+   */
+  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity }: PullOptions): Lease | number {
+    const now = Date.now()
+    let waitMs = Infinity
+    // Groups `accept` refused in this look; asked again after the next wake.
+    const refused = new Set<string>()
+    // Groups known not to be ready in this look.
+    const filling = new Set<string>()
+    for (const name of this.fair.order(this.tenants.keys())) {
+      const tenant = this.tenants.get(name) as TenantState
+      if (tenant.queued === 0 || tenant.leases >= maxLeasesPerTenant) continue
+      for (;;) {
+        // The tenant's oldest ready group not refused yet.
+        let best: string | undefined
+        let bestAt = Infinity
+        for (const [group, d] of tenant.groups) {
+          const at = (d.peek() as WorkItem).enqueuedAt
+          if (at >= bestAt || refused.has(group) || filling.has(group)) continue
+          const age = now - this.groupHeadAt(group)
+          if ((this.groupSize.get(group) as number) < maxBatch && age < maxWaitMs) {
+            filling.add(group)
+            waitMs = Math.min(waitMs, maxWaitMs - age)
+            continue
+          }
+          best = group
+          bestAt = at
+        }
+        if (best === undefined) break
+        const d = tenant.groups.get(best) as Deque<WorkItem>
+        if (accept && !accept(d.peek() as WorkItem)) {
+          refused.add(best)
+          continue
+        }
+        return this.take(name, best, maxBatch)
+      }
+    }
+    return waitMs
+  }
+
+  /** Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first). */
+  private take(tenant: string, group: string, maxBatch: number): Lease {
+    const byTenant = this.groups.get(group) as Map<string, Deque<WorkItem>>
     const items: WorkItem[] = []
-    while (items.length < maxBatch && g.length > 0) items.push(g.shift() as WorkItem)
-    if (g.length === 0) this.groups.delete(items[0].group)
+    const own = byTenant.get(tenant) as Deque<WorkItem>
+    while (items.length < maxBatch && own.length > 0) items.push(own.shift() as WorkItem)
+    while (items.length < maxBatch) {
+      let from: Deque<WorkItem> | undefined
+      let fromAt = Infinity
+      for (const d of byTenant.values()) {
+        const h = d.peek()
+        if (h && h.enqueuedAt < fromAt) {
+          from = d
+          fromAt = h.enqueuedAt
+        }
+      }
+      if (!from) break
+      items.push(from.shift() as WorkItem)
+    }
+    // The chosen tenant goes to the back of the round. Riders keep their place: riding costs
+    // nobody a worker, so it is not a turn.
+    this.fair.served(tenant)
+    for (const item of items) this.untrack(item)
     this.queued -= items.length
     this.processing += items.length
-    const lease: Lease = { id: this.nextLease++, items }
+    const lease: Lease = { id: this.nextLease++, items, tenant }
+    ;(this.tenants.get(tenant) as TenantState).leases++
     this.leases.set(lease.id, lease)
     return lease
   }
 
-  async pull({ maxBatch, maxWaitMs, signal, accept }: PullOptions): Promise<Lease | null> {
+  /** Counts a taken item out, dropping deques and maps that emptied. */
+  private untrack(item: WorkItem): void {
+    const tenant = this.tenants.get(item.tenant) as TenantState
+    tenant.queued--
+    const d = tenant.groups.get(item.group)
+    if (d && d.length === 0) {
+      tenant.groups.delete(item.group)
+      const byTenant = this.groups.get(item.group) as Map<string, Deque<WorkItem>>
+      byTenant.delete(item.tenant)
+      if (byTenant.size === 0) this.groups.delete(item.group)
+    }
+    const left = (this.groupSize.get(item.group) as number) - 1
+    if (left === 0) this.groupSize.delete(item.group)
+    else this.groupSize.set(item.group, left)
+  }
+
+  /**
+   * Drops a tenant with nothing queued and nothing running, when its last lease ends. A tenant
+   * emptied by riding along in others' batches keeps its place in the round (a re-arrival would
+   * join at the back, and riding is not a turn) until a sweep, once idle tenants outnumber
+   * {@link IDLE_SWEEP}: memory stays bounded by live tenants.
+   */
+  private maybeForget(name: string): void {
+    const tenant = this.tenants.get(name)
+    if (tenant && tenant.queued === 0 && tenant.leases === 0) {
+      this.tenants.delete(name)
+      this.fair.forget(name)
+    }
+    if (this.tenants.size > IDLE_SWEEP) {
+      for (const [other, state] of this.tenants) {
+        if (state.queued === 0 && state.leases === 0) {
+          this.tenants.delete(other)
+          this.fair.forget(other)
+        }
+      }
+    }
+  }
+
+  async pull(options: PullOptions): Promise<Lease | null> {
+    const { signal } = options
     for (;;) {
       if (this.closed || signal?.aborted) return null
-      // Groups `accept` refused in this look; asked again after the next wake.
-      const refused = accept ? new Set<Deque<WorkItem>>() : undefined
-      const takes = (g: Deque<WorkItem>): boolean => {
-        if (!accept || accept(g.peek() as WorkItem)) return true
-        refused?.add(g)
-        return false
-      }
-      let waitMs = -1
-      for (let g = this.oldestGroup(refused); g; g = this.oldestGroup(refused)) {
-        const age = Date.now() - (g.peek() as WorkItem).enqueuedAt
-        if ((g.length >= maxBatch || age >= maxWaitMs) && takes(g)) return this.take(g, maxBatch)
-        if (refused?.has(g)) continue
-        // The oldest group is still filling; a younger group that is already full need not wait.
-        for (const other of this.groups.values()) {
-          if (other.length >= maxBatch && !refused?.has(other) && takes(other)) return this.take(other, maxBatch)
-        }
-        waitMs = maxWaitMs - age
-        break
-      }
+      const found = this.look(options)
+      if (typeof found !== 'number') return found
       await new Promise<void>((resolve) => {
         let timer: NodeJS.Timeout | undefined
         const done = (): void => {
@@ -138,29 +253,35 @@ export class MemoryWorkQueue implements WorkQueue {
         }
         this.waiters.add(done)
         signal?.addEventListener('abort', done, { once: true })
-        if (waitMs >= 0) timer = setTimeout(done, waitMs)
+        if (found !== Infinity) timer = setTimeout(done, Math.max(0, found))
       })
     }
   }
 
+  /** The lease is over: its tenant holds one batch fewer, and a pull it capped may go on. */
+  private end(lease: Lease): boolean {
+    if (!this.leases.delete(lease.id)) return false
+    this.processing -= lease.items.length
+    const tenant = this.tenants.get(lease.tenant)
+    if (tenant) tenant.leases--
+    return true
+  }
+
   async ack(lease: Lease): Promise<void> {
-    if (this.leases.delete(lease.id)) this.processing -= lease.items.length
+    if (!this.end(lease)) return
+    this.maybeForget(lease.tenant)
+    this.wake()
   }
 
   async release(lease: Lease): Promise<void> {
-    if (!this.leases.delete(lease.id)) return
-    this.processing -= lease.items.length
-    // Back to the front, in their original order.
+    if (!this.end(lease)) return
+    // Back to the front of each tenant's group, in their original order.
     for (let i = lease.items.length - 1; i >= 0; i--) {
       const item = lease.items[i]
-      let g = this.groups.get(item.group)
-      if (!g) {
-        g = new Deque()
-        this.groups.set(item.group, g)
-      }
-      g.unshift(item)
+      this.deque(item).unshift(item)
     }
     this.queued += lease.items.length
+    this.maybeForget(lease.tenant)
     this.wake()
   }
 

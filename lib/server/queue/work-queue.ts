@@ -50,6 +50,11 @@ export function groupKey(model: string, compute: string, parameters: Parameters 
 export interface Lease {
   readonly id: number
   readonly items: WorkItem[]
+  /**
+   * The tenant the batch was chosen for (fair share): it holds the lease. The batch may be topped
+   * up with other tenants' items of the same group; they ride along and count for nobody.
+   */
+  readonly tenant: string
 }
 
 /** Batching settings of one pull. */
@@ -67,6 +72,12 @@ export interface PullOptions {
    * already waits for it. Default: every group is taken.
    */
   accept?: (head: WorkItem) => boolean
+  /**
+   * Most leases one tenant may hold at once (by `Lease.tenant`); a tenant at it is passed over
+   * until one of its leases ends. The workers pass `leaseCap(workers)` (./fair-share.ts), so no
+   * tenant can hold every worker. Default: no cap.
+   */
+  maxLeasesPerTenant?: number
 }
 
 /** Queue depth. */
@@ -83,7 +94,9 @@ export interface WorkQueue {
   push(items: WorkItem[]): Promise<void>
   /**
    * Waits for a batch of items of one group: up to `maxBatch`, taken as soon as the group is full
-   * or its oldest item has waited `maxWaitMs`. Resolves `null` when the queue closes or `signal` aborts.
+   * or its oldest item has waited `maxWaitMs`. Which group is served follows the fair-share rule
+   * of ./fair-share.ts (tenants take turns; each tenant's send order is kept within a group).
+   * Resolves `null` when the queue closes or `signal` aborts.
    */
   pull(options: PullOptions): Promise<Lease | null>
   /** The batch is done: forget it. */
