@@ -56,6 +56,7 @@ export function serveCommand(): Command {
     .option('--max-undelivered-bytes <size>', 'bytes of results a tenant may have waiting for its streams', bytesFlag('max-undelivered-bytes'))
     .option('--max-retained-bytes <size>', 'bytes of finished results kept in all, for duplicates and reconnects', bytesFlag('max-retained-bytes'))
     .option('--batch-timeout <seconds>', 'longest a batch may run; its items then fail with ERR_BATCH_TIMEOUT (default 120)', secondsFlag('batch-timeout'))
+    .option('--max-workers-per-tenant <n>', 'most workers one tenant holds at once (default: workers-1 with several tenants)', int('max-workers-per-tenant'))
     .option('--max-connections <n>', 'open connections in all (default 1024)', int('max-connections'))
     .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
     .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
@@ -88,6 +89,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         maxRetainedBytes: o.maxRetainedBytes,
         batchTimeoutMs: o.batchTimeout,
         maxConnections: o.maxConnections,
+        maxWorkersPerTenant: o.maxWorkersPerTenant || undefined,
         maxStreamsPerTenant: o.maxStreamsPerTenant,
         workers: o.workers,
         maxBatch: o.maxBatch,

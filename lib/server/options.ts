@@ -28,6 +28,12 @@ export interface ServerOptions {
    */
   batchTimeoutMs?: number
   /**
+   * Most workers (batches) one tenant may hold at once. Default: `workers` on a server of one
+   * configured tenant (the embedded default), else `max(1, workers - 1)`, so a tenant that comes
+   * next finds a free worker however long the first one's batches run.
+   */
+  maxWorkersPerTenant?: number
+  /**
    * Bytes of inputs (as JSON) a tenant may have queued or running. Over it the server stops
    * reading the tenant's sockets and answers its HTTP requests 503. Default 32 MiB.
    */
@@ -120,8 +126,8 @@ export interface ServerOptions {
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>> &
+  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>
 
 const defaults = {
   tokens: [] as string[],
@@ -176,6 +182,7 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheSize', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheMaxBytes', 0)
   for (const k of ['shardRows', 'maxConcurrentJobs', 'maxUploadBytes'] as const) positiveInt(o as unknown as Record<string, unknown>, k)
+  if (o.maxWorkersPerTenant !== undefined) positiveInt(o as unknown as Record<string, unknown>, 'maxWorkersPerTenant')
   if (o.jobMaxInFlight !== undefined) positiveInt(o as unknown as Record<string, unknown>, 'jobMaxInFlight')
   for (const k of ['dataDir', 'datasetsDir'] as const) {
     if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new InvalidOptionError(`Option "${k}" must be a folder path`)

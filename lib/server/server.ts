@@ -25,6 +25,7 @@ import { MemoryResultStore } from './store/memory-result-store.js'
 import { ownerKey, type OwnerCounts, type ResultStore } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
+import { leaseCap } from './queue/fair-share.js'
 import { Tenants, dataDirSecret } from './tenants.js'
 
 const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/
@@ -95,6 +96,9 @@ export class InferenceServer {
       maxBatch: o.maxBatch,
       maxWaitMs: o.maxWaitMs,
       batchTimeoutMs: o.batchTimeoutMs,
+      // A server of one tenant (the embedded default) keeps every worker busy; with several, one
+      // worker is always left for a tenant that comes next (queue/fair-share.ts).
+      maxLeasesPerTenant: o.maxWorkersPerTenant ?? (this.tenants.count === 1 ? o.workers : leaseCap(o.workers)),
       queue: this.queue,
       store: this.store,
       registry: this.registry,

@@ -79,6 +79,11 @@ export class Tenants {
     return tenant
   }
 
+  /** Tenants configured (0 on an open server, where any token is a tenant of its own). */
+  get count(): number {
+    return this.open ? 0 : new Set([...this.byDigest.values()].map((t) => t.id)).size
+  }
+
   /** The name of a tenant id, or the id's short form for one the server has not seen. */
   nameOf(id: string): string {
     return this.names.get(id) ?? `t-${id.slice(0, 12)}`
