@@ -2,6 +2,7 @@
  * Wire messages of the websocket stream (docs/protocol.md): types, parsing with validation, and
  * serialization. Pure functions, no I/O, so they are tested directly and shared by server and client.
  */
+import { createHash } from 'node:crypto'
 import { configure } from 'safe-stable-stringify'
 import {
   AuthenticationError,
@@ -282,6 +283,17 @@ function isParametersKeyable(parameters: Record<string, unknown>): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * The fingerprint of an item's (inputs, parameters): SHA-256 (base64) of the parameters' stable
+ * key and the inputs' stable JSON (object keys sorted), so equal payloads match whatever their key
+ * order or spacing. Kept with a client-supplied id by the server: the same id with another
+ * fingerprint is a conflict (`ERR_ID_CONFLICT`). Throws `RangeError` on inputs nested too deeply
+ * to serialize.
+ */
+export function payloadFingerprint(inputs: unknown, parameters: Record<string, unknown> | undefined): string {
+  return createHash('sha256').update(parametersKey(parameters)).update('\n').update(stableStringify(inputs)).digest('base64')
 }
 
 /** A `results` message. */
