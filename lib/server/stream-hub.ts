@@ -13,6 +13,16 @@ import type { Tenant } from './tenants.js'
 // Results handed to streams per flush round; small enough to interleave with other work.
 const FLUSH_CHUNK = 256
 
+// Bytes of inputs as JSON, for the queued-bytes accounting of items that come without a frame.
+function jsonBytes(inputs: unknown): number {
+  if (typeof inputs === 'string') return inputs.length + 2
+  try {
+    return JSON.stringify(inputs)?.length ?? 0
+  } catch {
+    return 0
+  }
+}
+
 /** Receives the result of one `direct` item (a waiting classic HTTP request). */
 export type ResultSink = (outputs: unknown, info: ResultInfo) => void
 
@@ -180,12 +190,22 @@ export class StreamHub {
    * still run; its result is then forgotten). If the queue refuses the item the sink gets the error.
    * `origin` and `delivery` of the item are set here.
    */
-  submitDirect(item: WorkItem, sink: ResultSink, bytes = 0): () => void {
+  submitDirect(item: WorkItem, sink: ResultSink): () => void {
+    return this.queueDirect(item, sink, { bytes: jsonBytes(item.inputs) }) as () => void
+  }
+
+  /**
+   * {@link submitDirect} with the admission's details: `bytes` of the inputs (counted in the
+   * tenant's queued bytes until the item finishes) and, for requests that may be refused,
+   * `maxQueuedBytes`. Returns `overloaded` (nothing queued, the sink never called) when the
+   * store refused the item for the tenant's queued-bytes budget.
+   */
+  queueDirect(item: WorkItem, sink: ResultSink, admit: { bytes: number; maxQueuedBytes?: number }): (() => void) | 'overloaded' {
+    if (this.store.admit(item.owner, item.id, admit) === 'overloaded') return 'overloaded'
     const sinkId = this.nextSinkId++
     item.origin = sinkId
     item.delivery = 'direct'
     this.sinks.set(sinkId, sink)
-    this.store.admit(item.owner, item.id, { bytes })
     this.queue.push([item]).catch((err: unknown) => {
       this.store.forget(item.owner, item.id)
       this.answerSink(sinkId, toWireError(err), { failed: true, computeSeconds: 0 })
