@@ -183,7 +183,7 @@ export class MemoryResultStore implements ResultStore {
     const oversize = bytes > this.maxRetainedBytes
     if (oversize) {
       outputs = JSON.stringify(toWireError(new LimitExceededError(
-        `The result is ${bytes} bytes, over the server's retained-results budget of ${this.maxRetainedBytes} bytes: it was delivered at most once and is not kept`,
+        `Result of ${bytes} bytes is over the retained budget (${this.maxRetainedBytes} bytes): sent at most once, not kept`,
       )))
       bytes = Buffer.byteLength(outputs)
     }
