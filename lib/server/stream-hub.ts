@@ -259,7 +259,7 @@ export class StreamHub {
   flush(owner: string): void {
     for (;;) {
       const conn = this.pick(owner)
-      if (!conn) return
+      if (!conn) break
       const batch = this.store.takeUndelivered(owner, FLUSH_CHUNK)
       if (batch.length === 0) break
       for (const [id, outputs] of batch) conn.sendResultJson(id, outputs, true)
