@@ -98,8 +98,9 @@ export class StreamConnection {
       this.isOpen &&
       this.owner !== undefined &&
       this.ws.bufferedAmount < SEND_HIGH_WATER &&
-      this.unacked.size < this.hub.options.maxQueuedPerToken &&
-      this.unackedBytes < this.hub.options.maxUndeliveredBytesPerTenant
+      // No byte cap on unacked results: a paused socket would then never read the acks that
+      // release them. Their memory is the store's, bounded by the retained budget.
+      this.unacked.size < this.hub.options.maxQueuedPerToken
     )
   }
 
@@ -349,10 +350,23 @@ export class StreamConnection {
       if (!err) this.hub.onDrain(this)
     }
     if (this.v1) {
-      const max = this.hub.options.maxItemsPerFrame
-      for (let i = 0; i < out.length; i += max) {
-        const text = out.length === 1 ? out[0] : `[${out.slice(i, i + max).join(',')}]`
-        this.ws.send(text, i + max >= out.length ? done : undefined)
+      if (out.length === 1) {
+        this.ws.send(out[0], done)
+        return
+      }
+      // Array frames of at most maxItemsPerFrame messages and about maxFrameBytes (big results
+      // would otherwise make frames over what clients accept).
+      const { maxItemsPerFrame, maxFrameBytes } = this.hub.options
+      let start = 0
+      let bytes = 0
+      for (let i = 0; i < out.length; i++) {
+        bytes += out[i].length
+        const last = i === out.length - 1
+        if (last || i + 1 - start >= maxItemsPerFrame || bytes + out[i + 1].length > maxFrameBytes) {
+          this.ws.send(`[${out.slice(start, i + 1).join(',')}]`, last ? done : undefined)
+          start = i + 1
+          bytes = 0
+        }
       }
       return
     }

@@ -169,8 +169,10 @@ export class MemoryResultStore implements ResultStore {
       return false
     }
     this.notDelivered.delete(d)
-    s.tenant.undelivered -= d.bytes
-    s.undelivered.delete(d.id)
+    if (d.state === UNDELIVERED) {
+      s.tenant.undelivered -= d.bytes
+      s.undelivered.delete(d.id)
+    }
     return true
   }
 
@@ -239,7 +241,9 @@ export class MemoryResultStore implements ResultStore {
   claim(owner: string, id: string): boolean {
     const s = this.owners.get(owner)
     if (!s || !s.undelivered.delete(id)) return false
-    ;(s.done.get(id) as DoneEntry).state = IN_FLIGHT
+    const d = s.done.get(id) as DoneEntry
+    d.state = IN_FLIGHT
+    s.tenant.undelivered -= d.bytes
     return true
   }
 
@@ -253,6 +257,7 @@ export class MemoryResultStore implements ResultStore {
       const d = s.done.get(id)
       if (d) {
         d.state = IN_FLIGHT
+        s.tenant.undelivered -= d.bytes
         out.push([id, d.outputs])
       }
     }
@@ -268,8 +273,8 @@ export class MemoryResultStore implements ResultStore {
       if (d.state === DELIVERED) {
         this.delivered.delete(d)
         this.notDelivered.add(d)
-        s.tenant.undelivered += d.bytes
       }
+      s.tenant.undelivered += d.bytes
       d.state = UNDELIVERED
       s.undelivered.add(id)
     }
@@ -281,11 +286,13 @@ export class MemoryResultStore implements ResultStore {
     for (const id of ids) {
       const d = s.done.get(id)
       if (!d || d.state === DELIVERED) continue
-      if (d.state === UNDELIVERED) s.undelivered.delete(id)
+      if (d.state === UNDELIVERED) {
+        s.undelivered.delete(id)
+        s.tenant.undelivered -= d.bytes
+      }
       d.state = DELIVERED
       this.notDelivered.delete(d)
       this.delivered.add(d)
-      s.tenant.undelivered -= d.bytes
     }
   }
 

@@ -77,7 +77,11 @@ export interface CompleteResult {
 export interface TenantBytes {
   /** Inputs of items admitted and not finished (queued or running). */
   queued: number
-  /** Results finished and not yet delivered: waiting for a stream, or written and not acked. */
+  /**
+   * Results finished and waiting for a stream. Results handed to a stream and not yet acked are
+   * not counted: flow control must never stop reading the acks that release them (each stream
+   * bounds those itself).
+   */
   undelivered: number
 }
 
@@ -103,7 +107,8 @@ export interface OwnerCounts {
  * - exactly-once with the idempotency-key rule: `admit` compares the fingerprint of a known id;
  * - byte accounting: `admit` adds the inputs' bytes to the tenant's queued bytes, `complete`,
  *   `drop` and `forget` take them off; `complete` adds the result's bytes to the retained bytes and
- *   the tenant's undelivered bytes, `acknowledge` takes them off the undelivered bytes;
+ *   the tenant's undelivered bytes, handing it to a stream (`claim`, `takeUndelivered`) or
+ *   `acknowledge` takes them off, `returnUndelivered` adds them again;
  * - eviction: after `complete`, retained bytes are at most `maxRetainedBytes` (oldest delivered
  *   results first, then oldest undelivered ones, which count as lost); per owner at most
  *   `maxRetained` results (plus a small slack) and none older than the TTL (`sweep`).
