@@ -293,7 +293,10 @@ function isParametersKeyable(parameters: Record<string, unknown>): boolean {
  * to serialize.
  */
 export function payloadFingerprint(inputs: unknown, parameters: Record<string, unknown> | undefined): string {
-  return createHash('sha256').update(parametersKey(parameters)).update('\n').update(stableStringify(inputs)).digest('base64')
+  const text = `${parametersKey(parameters)}\n${typeof inputs === 'string' ? JSON.stringify(inputs) : stableStringify(inputs)}`
+  // A short payload is its own fingerprint (no bigger than a digest, and no hashing on the hot
+  // path of small items); it holds a newline, which a base64 digest never does.
+  return text.length <= 64 ? text : createHash('sha256').update(text).digest('base64')
 }
 
 /** A `results` message. */

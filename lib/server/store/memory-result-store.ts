@@ -181,13 +181,14 @@ export class MemoryResultStore implements ResultStore {
     const p = this.unpend(s, id)
     if (!p && s.done.has(id)) return { oversize: false, lost: 0 } // already finished: keep the first result
     let outputs = outputsJson
-    let bytes = Buffer.byteLength(outputsJson)
+    // UTF-16 length: what a one-byte V8 string holds; no pass over the text.
+    let bytes = outputsJson.length
     const oversize = bytes > this.maxRetainedBytes
     if (oversize) {
       outputs = JSON.stringify(toWireError(new LimitExceededError(
         `Result of ${bytes} bytes is over the retained budget (${this.maxRetainedBytes} bytes): sent at most once, not kept`,
       )))
-      bytes = Buffer.byteLength(outputs)
+      bytes = outputs.length
     }
     const d: DoneEntry = { owner: s, id, outputs, at: Date.now(), fingerprint: p?.fingerprint, bytes, state: UNDELIVERED }
     s.done.set(id, d)

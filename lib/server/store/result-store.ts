@@ -101,7 +101,7 @@ export interface OwnerCounts {
  * Contract of a result store (memory now; a shared one for scale-out keeps the same meaning).
  *
  * Results are kept as JSON text (the serialized `outputs`): they are serialized once, when stored,
- * and written to sockets as they are, and their size is the text's UTF-8 byte length.
+ * and written to sockets as they are, and their size is the text's length (UTF-16 code units: bytes for ASCII).
  *
  * The rules live in the transitions, so every backend applies them the same way:
  * - exactly-once with the idempotency-key rule: `admit` compares the fingerprint of a known id;
