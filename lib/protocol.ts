@@ -2,6 +2,7 @@
  * Wire messages of the websocket stream (docs/protocol.md): types, parsing with validation, and
  * serialization. Pure functions, no I/O, so they are tested directly and shared by server and client.
  */
+import { createHash } from 'node:crypto'
 import { configure } from 'safe-stable-stringify'
 import {
   AuthenticationError,
@@ -282,6 +283,20 @@ function isParametersKeyable(parameters: Record<string, unknown>): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * The fingerprint of an item's (inputs, parameters): SHA-256 (base64) of the parameters' stable
+ * key and the inputs' stable JSON (object keys sorted), so equal payloads match whatever their key
+ * order or spacing. Kept with a client-supplied id by the server: the same id with another
+ * fingerprint is a conflict (`ERR_ID_CONFLICT`). Throws `RangeError` on inputs nested too deeply
+ * to serialize.
+ */
+export function payloadFingerprint(inputs: unknown, parameters: Record<string, unknown> | undefined): string {
+  const text = `${parametersKey(parameters)}\n${typeof inputs === 'string' ? JSON.stringify(inputs) : stableStringify(inputs)}`
+  // A short payload is its own fingerprint (no bigger than a digest, and no hashing on the hot
+  // path of small items); it holds a newline, which a base64 digest never does.
+  return text.length <= 64 ? text : createHash('sha256').update(text).digest('base64')
 }
 
 /** A `results` message. */

@@ -7,7 +7,7 @@ import { InferenceStream } from '../client/inference-stream.js'
 import { AbortError, CheckpointError, InvalidOptionError } from '../errors.js'
 import { countRows } from '../io/count-rows.js'
 import { formatOf, type RecordFormat } from '../io/formats.js'
-import { inputFromColumn } from '../io/mapping.js'
+import { inputFromColumn, uniqueIdColumn } from '../io/mapping.js'
 import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
 import { intFlag, jsonObjectFlag } from './common.js'
@@ -52,7 +52,7 @@ export function runCommand(): Command {
     .option('-c, --column <name>', 'input column holding the model inputs', 'text')
     .addOption(new Option('--input-format <format>', 'input format (default: from the extension)').choices(['csv', 'tsv', 'jsonl', 'json', 'parquet']))
     .addOption(new Option('--output-format <format>', 'output format (default: from the extension)').choices(['csv', 'tsv', 'jsonl', 'parquet']))
-    .option('--id-column <name>', 'column with a unique id per row (default: run id + row number)')
+    .option('--id-column <name>', 'column with a unique id per row (default: run id + row number); a row repeating an earlier id fails with ERR_ID_CONFLICT')
     .option('--parameters <json>', 'parameters for every row, e.g. \'{"top_k": 1}\'', jsonObjectFlag('parameters'))
     .option('--parameters-column <name>', 'column with per-row parameters (JSON object)')
     .option('--max-in-flight <n>', 'rows sent and not yet written out', intFlag('max-in-flight', 1), 512)
@@ -77,6 +77,11 @@ Examples:
 Without --endpoint the built-in models run in this process (offline, no download).
 The output keeps the input columns and adds id, outputs (raw JSON), error, and flat columns
 for common tasks (label, score, ...). It appears only when complete (written via <output>.partial).
+
+--id-column: ids are idempotency keys. A row whose id an earlier row already used is not run:
+it fails with ERR_ID_CONFLICT (the output still has it; the summary counts them). A server that
+already knows an id with other inputs or parameters (e.g. from an earlier run) answers
+ERR_ID_CONFLICT too; with the same inputs it answers the stored result, not billed again.
 
 Exit codes: 0 all rows done; 3 done, some rows failed (see the error column); 1 the run failed
 (e.g. the server was lost: re-run with the same --checkpoint to resume); 2 bad flags or input;
@@ -134,12 +139,15 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
   process.once('SIGINT', onSigint)
   const total = await countRows(input, { format: o.inputFormat }).catch(() => undefined)
   const reader = readRecords(input, { format: o.inputFormat })
+  const mapInput = inputFromColumn(o.column, { parameters: o.parameters, parametersColumn: o.parametersColumn }) as (r: Record<string, unknown>) => { inputs: unknown }
+  // With --id-column, ids must be unique: a repeated one fails its row (ERR_ID_CONFLICT).
+  const unique = o.idColumn ? uniqueIdColumn(o.idColumn, mapInput) : undefined
   const stream = new InferenceStream<Record<string, unknown>>({
     url,
     model: o.model,
     compute: o.compute,
     token: token as string,
-    input: inputFromColumn(o.column, { parameters: o.parameters, parametersColumn: o.parametersColumn }) as (r: Record<string, unknown>) => { inputs: unknown },
+    input: unique ? unique.input : mapInput,
     id: o.idColumn ? (r) => String(r[o.idColumn as string] ?? '') : undefined,
     maxInFlight: o.maxInFlight,
     ordered: !o.unordered,
@@ -194,7 +202,7 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
   const l = stream.latency
   const lines = [
     `${written} rows -> ${output} in ${seconds.toFixed(2)} s (${(written / seconds).toFixed(0)} rows/s)`,
-    `failed: ${s.failed}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
+    `failed: ${s.failed}${unique?.duplicates ? ` (duplicate ids: ${unique.duplicates})` : ''}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
     `latency p50 ${l.percentile(50).toFixed(1)} ms, p95 ${l.percentile(95).toFixed(1)} ms`,
   ]
   process.stdout.write(`${lines.join('\n')}\n`)

@@ -1,4 +1,4 @@
-import { InvalidOptionError, InvalidPayloadError, MissingInputError } from '../errors.js'
+import { IdConflictError, InvalidOptionError, InvalidPayloadError, MissingInputError } from '../errors.js'
 import type { RecordPayload } from '../client/options.js'
 import { isPlainObject } from './options.js'
 
@@ -166,5 +166,43 @@ export function flattenOutputs(outputs: unknown, task?: string): Record<string, 
       return Array.isArray(outputs) ? { entities: outputs, entity_count: outputs.length } : {}
     default:
       return {}
+  }
+}
+
+/** An input mapping that also checks that an id column is unique; see {@link uniqueIdColumn}. */
+export interface UniqueIdInput<R> {
+  /** The input mapping to give `InferenceStream` (`input`). */
+  input: (record: R) => RecordPayload
+  /** Records failed so far because their id was already used by an earlier record. */
+  readonly duplicates: number
+}
+
+/**
+ * Wraps an input mapping so the ids of `idColumn` are unique as the records are read (the
+ * idempotency-key rule, client side): a record whose id an earlier record already had fails alone
+ * with `IdConflictError` (`ERR_ID_CONFLICT`) and is not sent — the server would otherwise answer it
+ * with the earlier record's result (same inputs) or a conflict. The stream calls `input` once per
+ * record, in input order. Keeps every id seen (memory grows with the number of distinct ids).
+ * Empty ids are not recorded (the stream fails those records itself).
+ */
+export function uniqueIdColumn<R>(idColumn: string, input: (record: R) => RecordPayload): UniqueIdInput<R> {
+  const seen = new Set<string>()
+  let duplicates = 0
+  return {
+    input(record: R): RecordPayload {
+      const v = isPlainObject(record) ? (record as Record<string, unknown>)[idColumn] : undefined
+      const id = String(v ?? '')
+      if (id !== '') {
+        if (seen.has(id)) {
+          duplicates++
+          throw new IdConflictError(`Id ${JSON.stringify(id)} of column ${JSON.stringify(idColumn)} was already used by an earlier row; this row was not run (ids must be unique)`)
+        }
+        seen.add(id)
+      }
+      return input(record)
+    },
+    get duplicates() {
+      return duplicates
+    },
   }
 }

@@ -181,10 +181,7 @@ export class HttpInference {
     if (req.socket.destroyed) return
     const owner = httpOwnerKey(tenant.id, model)
     const counts = hub.store.counts(owner)
-    if (counts.queued + counts.processing >= options.maxQueuedPerToken) {
-      res.setHeader('retry-after', '1')
-      return this.reject(res, new OverloadedError(`Too many requests of this token are waiting for ${model}; retry later`))
-    }
+    if (counts.queued + counts.processing >= options.maxQueuedPerToken) return this.overloaded(res, `Too many requests of this token are waiting for ${model}; retry later`)
     const item: WorkItem = {
       tenant: tenant.id,
       owner,
@@ -198,11 +195,22 @@ export class HttpInference {
     }
     // The client went away before its answer: drop the waiter; the item may still run, and its
     // result is then forgotten.
-    const onClose = (): void => cancel()
-    const cancel = hub.submitDirect(item, (outputs, info) => {
-      res.off('close', onClose)
-      this.answer(res, model, outputs, info, characters, cacheKey)
-    })
+    const onClose = (): void => {
+      if (typeof cancel === 'function') cancel()
+    }
+    // The body's length stands for the inputs' size (no second serialization); the store refuses
+    // the item when the tenant's queued inputs would go over their byte budget.
+    const cancel = hub.queueDirect(
+      item,
+      (outputs, info) => {
+        res.off('close', onClose)
+        this.answer(res, model, outputs, info, characters, cacheKey)
+      },
+      { bytes: body.length, maxQueuedBytes: options.maxQueuedBytesPerTenant },
+    )
+    if (cancel === 'overloaded') {
+      return this.overloaded(res, `This tenant's queued inputs are over their budget of ${options.maxQueuedBytesPerTenant} bytes; retry later`)
+    }
     res.once('close', onClose)
   }
 
@@ -237,6 +245,11 @@ export class HttpInference {
   /** The tenant a request is billed to, or why it is refused. */
   private authenticate(req: http.IncomingMessage): Tenant | AuthenticationError {
     return tenantOf(req, this.c.tenants)
+  }
+
+  private overloaded(res: http.ServerResponse, message: string): void {
+    res.setHeader('retry-after', '1')
+    this.reject(res, new OverloadedError(message))
   }
 
   private reject(res: http.ServerResponse, err: InferenceStreamError, status = httpStatusOf(err.code)): void {

@@ -80,7 +80,7 @@ export class InferenceServer {
     })
     this.registry = o.registry ?? createModelRegistry()
     this.queue = o.queue ?? new MemoryWorkQueue()
-    this.store = o.store ?? new MemoryResultStore({ maxRetained: o.maxRetained, retentionMs: o.retentionMs })
+    this.store = o.store ?? new MemoryResultStore({ maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes })
     this.metrics = new ServerMetrics(() => this.queue.stats())
     this.hub = new StreamHub(
       o,

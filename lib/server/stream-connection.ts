@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import {
   AuthenticationError,
+  IdConflictError,
   InferenceStreamError,
   LimitExceededError,
   ModelError,
@@ -13,7 +14,7 @@ import {
   frameText,
   parseBearer,
   parseClientFrame,
-  resultMessage,
+  payloadFingerprint,
   type ServerMessage,
   type StatusMessage,
 } from '../protocol.js'
@@ -29,29 +30,24 @@ const SEND_HIGH_WATER = 4 * 1024 * 1024
 
 let nextConnectionId = 1
 
-type Outgoing = ServerMessage | StatusMessage
-
 /**
- * JSON of one message or an array frame. Outputs JSON.stringify cannot write (nested too deeply
- * for its recursion; echo returns such inputs as they came) must not throw out of a send — in a
- * v1 flush that is a timer callback, and the process would end — so such a result becomes an
- * `ERR_MODEL` error result. The fallback only runs when the fast path threw.
+ * JSON text of a result's outputs. Outputs JSON.stringify cannot write (nested too deeply for its
+ * recursion; echo returns such inputs as they came) must not throw out of a send — in a v1 flush
+ * that is a timer callback, and the process would end — so such a result becomes an `ERR_MODEL`
+ * error result. Results are serialized once, here: the store keeps this text and sockets get it
+ * as it is.
  */
-function serialize(msg: Outgoing | Outgoing[]): string {
+export function outputsJson(outputs: unknown): string {
   try {
-    return JSON.stringify(msg)
+    return JSON.stringify(outputs) ?? 'null'
   } catch {
-    return Array.isArray(msg) ? `[${msg.map(serializeOne).join(',')}]` : serializeOne(msg)
+    return JSON.stringify(toWireError(new ModelError('Outputs cannot be serialized as JSON')))
   }
 }
 
-function serializeOne(msg: Outgoing): string {
-  try {
-    return JSON.stringify(msg)
-  } catch (err) {
-    if (msg.type !== 'results') throw err
-    return JSON.stringify(resultMessage(msg.id, toWireError(new ModelError('Outputs cannot be serialized as JSON'))))
-  }
+/** The text of a `results` message around outputs already serialized. */
+function resultText(id: string, outputs: string): string {
+  return `{"type":"results","id":${JSON.stringify(id)},"outputs":${outputs}}`
 }
 
 /**
@@ -66,9 +62,11 @@ export class StreamConnection {
   owner: string | undefined
   /** The model's pipeline, once authenticated (for loading status). */
   private pipeline: Pipeline | undefined
-  /** v1 results written and not yet acked; handed back to the store if the socket closes. */
-  readonly unacked = new Set<string>()
-  private outbox: ServerMessage[] = []
+  /** v1 results written and not yet acked (id → bytes); handed back to the store if the socket closes. */
+  readonly unacked = new Map<string, number>()
+  /** Bytes of the results in {@link unacked}. */
+  unackedBytes = 0
+  private outbox: string[] = []
   // Legacy: ids of store results in the outbox, handed back if they cannot be written.
   private legacyTracked: string[] = []
   private flushScheduled = false
@@ -100,6 +98,8 @@ export class StreamConnection {
       this.isOpen &&
       this.owner !== undefined &&
       this.ws.bufferedAmount < SEND_HIGH_WATER &&
+      // No byte cap on unacked results: a paused socket would then never read the acks that
+      // release them. Their memory is the store's, bounded by the retained budget.
       this.unacked.size < this.hub.options.maxQueuedPerToken
     )
   }
@@ -127,7 +127,7 @@ export class StreamConnection {
       this.send(errorStatus(err))
       return
     }
-    this.handleFrame(text)
+    this.handleFrame(text, bytes)
   }
 
   private authenticate(text: string): void {
@@ -193,13 +193,17 @@ export class StreamConnection {
     return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
   }
 
-  private handleFrame(text: string): void {
+  private handleFrame(text: string, frameBytes: number): void {
     const tenant = (this.tenant as Tenant).id
     const owner = this.owner as string
     const { store, metrics, options } = this.hub
     const entries = parseClientFrame(text, this.v1, options)
     const items: WorkItem[] = []
     const now = Date.now()
+    // Inputs are measured by their share of the frame: no second serialization on the hot path.
+    let payloads = 0
+    for (const e of entries) if (e.kind === 'payload') payloads++
+    const bytes = payloads > 0 ? Math.ceil(frameBytes / payloads) : 0
     for (const e of entries) {
       switch (e.kind) {
         case 'payload': {
@@ -208,9 +212,18 @@ export class StreamConnection {
             this.sendResult(id, toWireError(new ShuttingDownError()), false)
             break
           }
-          const state = store.admit(owner, id)
+          const parameters = e.payload.parameters
+          // Only a client's id can be reused; a server-generated one needs no fingerprint.
+          let fingerprint: string | undefined
+          if (e.payload.id !== undefined) {
+            try {
+              fingerprint = payloadFingerprint(e.payload.inputs, parameters)
+            } catch {
+              // Inputs nested too deeply to serialize: unchecked (the model's answer says why).
+            }
+          }
+          const state = store.admit(owner, id, { fingerprint, bytes })
           if (state === 'new') {
-            const parameters = e.payload.parameters
             items.push({
               tenant,
               owner,
@@ -223,15 +236,28 @@ export class StreamConnection {
               enqueuedAt: now,
               origin: this.id,
             })
+          } else if (state === 'conflict') {
+            // The idempotency-key rule: never the other item's result, and this one is not run.
+            const err = new IdConflictError(`Id ${JSON.stringify(id)} was already used with other inputs or parameters; this item was not run (ids must be unique per model)`)
+            metrics.duplicates.inc({ state })
+            metrics.rejected.inc({ code: err.code })
+            this.sendResult(id, toWireError(err), false)
           } else {
             metrics.duplicates.inc({ state })
             // A finished duplicate gets its stored result again; a pending one gets its result when it is done.
-            if (state === 'done') this.sendResult(id, store.lookup(owner, id).outputs, false)
+            if (state === 'done') this.sendResultJson(id, store.lookup(owner, id).outputs ?? 'null', false)
           }
           break
         }
         case 'ack':
-          for (const id of e.ids) this.unacked.delete(id)
+          for (const id of e.ids) {
+            const b = this.unacked.get(id)
+            if (b !== undefined) {
+              this.unacked.delete(id)
+              this.unackedBytes -= b
+            }
+          }
+          store.acknowledge(owner, e.ids)
           this.hub.flush(owner)
           break
         case 'resume': {
@@ -243,7 +269,7 @@ export class StreamConnection {
             // send it again even when this stream already has it unacked.
             else if (found.state === 'done') {
               this.hub.store.claim(owner, id)
-              this.sendResult(id, found.outputs, true)
+              this.sendResultJson(id, found.outputs ?? 'null', true)
             }
           }
           this.send({ type: 'resume', unknown })
@@ -259,20 +285,30 @@ export class StreamConnection {
     if (items.length > 0) this.hub.enqueue(this, items)
   }
 
-  /**
-   * Writes a result. `tracked`: the result is the store's, so on v1 it stays unacked until the
-   * client acks, and on legacy it goes back to the store if the socket closes before it is written.
-   */
+  /** Writes a result that is not the store's (an error body, a refused item): serialized here. */
   sendResult(id: string, outputs: unknown, tracked: boolean): void {
+    this.sendResultJson(id, outputsJson(outputs), tracked)
+  }
+
+  /**
+   * Writes a result whose outputs are JSON text already. `tracked`: the result is the store's, so
+   * on v1 it stays unacked until the client acks, and on legacy it goes back to the store if the
+   * socket closes before it is written (and is acknowledged to the store once written).
+   */
+  sendResultJson(id: string, outputs: string, tracked: boolean): void {
     if (!this.isOpen) {
       if (tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
       return
     }
     if (tracked) {
-      if (this.v1) this.unacked.add(id)
-      else this.legacyTracked.push(id)
+      if (this.v1) {
+        if (!this.unacked.has(id)) {
+          this.unacked.set(id, outputs.length)
+          this.unackedBytes += outputs.length
+        }
+      } else this.legacyTracked.push(id)
     }
-    this.send(resultMessage(id, outputs))
+    this.push(resultText(id, outputs))
   }
 
   /**
@@ -282,7 +318,11 @@ export class StreamConnection {
    */
   send(msg: ServerMessage | StatusMessage): void {
     if (!this.isOpen) return
-    this.outbox.push(msg)
+    this.push(JSON.stringify(msg))
+  }
+
+  private push(text: string): void {
+    this.outbox.push(text)
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(() => this.flushOutbox())
@@ -302,22 +342,38 @@ export class StreamConnection {
     }
     const done = (err?: Error): void => {
       // A failed legacy write: the socket is gone; those results wait for the next stream (the
-      // client ignores any it had already received).
-      if (err && tracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, tracked)
-      else this.hub.onDrain(this)
+      // client ignores any it had already received). A written one is delivered (legacy has no acks).
+      if (tracked.length > 0) {
+        if (err) this.hub.store.returnUndelivered(this.owner as string, tracked)
+        else this.hub.store.acknowledge(this.owner as string, tracked)
+      }
+      if (!err) this.hub.onDrain(this)
     }
     if (this.v1) {
-      const max = this.hub.options.maxItemsPerFrame
-      for (let i = 0; i < out.length; i += max) {
-        const chunk = out.length === 1 ? out[0] : out.slice(i, i + max)
-        this.ws.send(serialize(chunk), i + max >= out.length ? done : undefined)
+      if (out.length === 1) {
+        this.ws.send(out[0], done)
+        return
+      }
+      // Array frames of at most maxItemsPerFrame messages and about maxFrameBytes (big results
+      // would otherwise make frames over what clients accept).
+      const { maxItemsPerFrame, maxFrameBytes } = this.hub.options
+      let start = 0
+      let bytes = 0
+      for (let i = 0; i < out.length; i++) {
+        bytes += out[i].length
+        const last = i === out.length - 1
+        if (last || i + 1 - start >= maxItemsPerFrame || bytes + out[i + 1].length > maxFrameBytes) {
+          this.ws.send(`[${out.slice(start, i + 1).join(',')}]`, last ? done : undefined)
+          start = i + 1
+          bytes = 0
+        }
       }
       return
     }
     // ws exposes no cork; its socket is a net.Socket, corked here for the burst.
     const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
     socket?.cork()
-    for (let i = 0; i < out.length; i++) this.ws.send(serialize(out[i]), i === out.length - 1 ? done : undefined)
+    for (let i = 0; i < out.length; i++) this.ws.send(out[i], i === out.length - 1 ? done : undefined)
     socket?.uncork()
   }
 

@@ -6,11 +6,22 @@ import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import type { WorkItem, WorkQueue } from './queue/work-queue.js'
 import type { ResultStore } from './store/result-store.js'
-import type { StreamConnection } from './stream-connection.js'
+import { tenantOfOwner } from './store/result-store.js'
+import { outputsJson, type StreamConnection } from './stream-connection.js'
 import type { Tenant } from './tenants.js'
 
 // Results handed to streams per flush round; small enough to interleave with other work.
 const FLUSH_CHUNK = 256
+
+// Bytes of inputs as JSON, for the queued-bytes accounting of items that come without a frame.
+function jsonBytes(inputs: unknown): number {
+  if (typeof inputs === 'string') return inputs.length + 2
+  try {
+    return JSON.stringify(inputs)?.length ?? 0
+  } catch {
+    return 0
+  }
+}
 
 /** Receives the result of one `direct` item (a waiting classic HTTP request). */
 export type ResultSink = (outputs: unknown, info: ResultInfo) => void
@@ -26,7 +37,11 @@ export type ResultSink = (outputs: unknown, info: ResultInfo) => void
 export class StreamHub {
   private readonly streams = new Map<string, Set<StreamConnection>>()
   private readonly byId = new Map<number, StreamConnection>()
+  // Owners over the item-count bound, tenants over a byte budget: a stream is read only when
+  // neither its owner nor its tenant is paused.
   private readonly paused = new Set<string>()
+  private readonly pausedTenants = new Set<string>()
+  private readonly byTenant = new Map<string, Set<StreamConnection>>()
   // Round-robin cursor per owner, so several streams share results.
   private readonly cursor = new Map<string, number>()
   private readonly sinks = new Map<number, ResultSink>()
@@ -54,9 +69,16 @@ export class StreamHub {
       this.streams.set(owner, set)
     }
     set.add(conn)
+    const tenant = tenantOfOwner(owner)
+    let ts = this.byTenant.get(tenant)
+    if (!ts) {
+      ts = new Set()
+      this.byTenant.set(tenant, ts)
+    }
+    ts.add(conn)
     this.byId.set(conn.id, conn)
     this.metrics.connections.inc()
-    if (this.paused.has(owner)) conn.pause()
+    if (this.paused.has(owner) || this.pausedTenants.has(tenant)) conn.pause()
     this.flush(owner)
   }
 
@@ -68,8 +90,13 @@ export class StreamHub {
     const set = this.streams.get(owner)
     set?.delete(conn)
     if (set && set.size === 0) this.streams.delete(owner)
-    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked)
+    const tenant = tenantOfOwner(owner)
+    const ts = this.byTenant.get(tenant)
+    ts?.delete(conn)
+    if (ts && ts.size === 0) this.byTenant.delete(tenant)
+    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked.keys())
     conn.unacked.clear()
+    conn.unackedBytes = 0
     this.flush(owner)
   }
 
@@ -116,11 +143,19 @@ export class StreamHub {
     this.checkFlow(owner)
   }
 
-  /** Pauses the owner's sockets when it has too much queued or undelivered. */
+  /**
+   * Flow control, with hysteresis (paused at a bound, read again at half of it): stops reading the
+   * owner's sockets when it has too many items queued or undelivered (`maxQueuedPerToken`), and
+   * every socket of its tenant when the tenant's queued input bytes reach
+   * `maxQueuedBytesPerTenant` or its queued plus undelivered bytes reach
+   * `maxUndeliveredBytesPerTenant` (queued items become undelivered results, so counting them
+   * keeps undelivered bytes near the budget whatever finishes next).
+   */
   checkFlow(owner: string): void {
     const c = this.store.counts(owner)
     const load = c.queued + c.processing + c.undelivered
     const limit = this.options.maxQueuedPerToken
+    const tenant = tenantOfOwner(owner)
     if (!this.paused.has(owner)) {
       if (load >= limit) {
         this.paused.add(owner)
@@ -128,8 +163,25 @@ export class StreamHub {
       }
     } else if (load <= limit / 2) {
       this.paused.delete(owner)
-      for (const s of this.streamsOf(owner)) s.resume()
+      if (!this.pausedTenants.has(tenant)) for (const s of this.streamsOf(owner)) s.resume()
     }
+    const b = this.store.tenantBytes(tenant)
+    const q = this.options.maxQueuedBytesPerTenant
+    const u = this.options.maxUndeliveredBytesPerTenant
+    if (!this.pausedTenants.has(tenant)) {
+      if (b.queued >= q || b.queued + b.undelivered >= u) {
+        this.pausedTenants.add(tenant)
+        for (const s of this.byTenant.get(tenant) ?? []) s.pause()
+      }
+    } else if (b.queued <= q / 2 && b.queued + b.undelivered <= u / 2) {
+      this.pausedTenants.delete(tenant)
+      for (const s of this.byTenant.get(tenant) ?? []) if (!this.paused.has(s.owner as string)) s.resume()
+    }
+  }
+
+  /** Whether a tenant's sockets are not read for its byte budgets (for tests and metrics). */
+  tenantPaused(tenant: string): boolean {
+    return this.pausedTenants.has(tenant)
   }
 
   /**
@@ -139,11 +191,21 @@ export class StreamHub {
    * `origin` and `delivery` of the item are set here.
    */
   submitDirect(item: WorkItem, sink: ResultSink): () => void {
+    return this.queueDirect(item, sink, { bytes: jsonBytes(item.inputs) }) as () => void
+  }
+
+  /**
+   * {@link submitDirect} with the admission's details: `bytes` of the inputs (counted in the
+   * tenant's queued bytes until the item finishes) and, for requests that may be refused,
+   * `maxQueuedBytes`. Returns `overloaded` (nothing queued, the sink never called) when the
+   * store refused the item for the tenant's queued-bytes budget.
+   */
+  queueDirect(item: WorkItem, sink: ResultSink, admit: { bytes: number; maxQueuedBytes?: number }): (() => void) | 'overloaded' {
+    if (this.store.admit(item.owner, item.id, admit) === 'overloaded') return 'overloaded'
     const sinkId = this.nextSinkId++
     item.origin = sinkId
     item.delivery = 'direct'
     this.sinks.set(sinkId, sink)
-    this.store.admit(item.owner, item.id)
     this.queue.push([item]).catch((err: unknown) => {
       this.store.forget(item.owner, item.id)
       this.answerSink(sinkId, toWireError(err), { failed: true, computeSeconds: 0 })
@@ -178,21 +240,29 @@ export class StreamHub {
       if (item.origin !== undefined) this.answerSink(item.origin, outputs, info)
       return
     }
-    this.store.complete(owner, id, outputs)
+    const json = outputsJson(outputs)
+    const done = this.store.complete(owner, id, json)
+    if (done.lost > 0) this.metrics.lost.inc(done.lost)
     let conn = item.origin === undefined ? undefined : this.byId.get(item.origin)
     if (!conn || !conn.canTake()) conn = this.pick(owner)
     if (!conn) return
-    if (this.store.claim(owner, id)) conn.sendResult(id, outputs, true)
+    if (!this.store.claim(owner, id)) return
+    if (done.oversize) {
+      // Not retained (over the whole retained budget alone): written once, untracked; the store
+      // keeps an error body for the id, which a resend or resume gets.
+      this.store.acknowledge(owner, [id])
+      conn.sendResultJson(id, json, false)
+    } else conn.sendResultJson(id, json, true)
   }
 
   /** Hands waiting results of an owner to its open streams, while they can take them. */
   flush(owner: string): void {
     for (;;) {
       const conn = this.pick(owner)
-      if (!conn) return
+      if (!conn) break
       const batch = this.store.takeUndelivered(owner, FLUSH_CHUNK)
       if (batch.length === 0) break
-      for (const [id, outputs] of batch) conn.sendResult(id, outputs, true)
+      for (const [id, outputs] of batch) conn.sendResultJson(id, outputs, true)
       if (batch.length < FLUSH_CHUNK) break
     }
     this.checkFlow(owner)
@@ -201,7 +271,9 @@ export class StreamHub {
   /** A stream's socket made progress on writing: give it more if results wait. */
   onDrain(conn: StreamConnection): void {
     const owner = conn.owner
-    if (owner === undefined || !conn.canTake()) return
-    if (this.store.hasUndelivered(owner)) this.flush(owner)
+    if (owner === undefined) return
+    if (conn.canTake() && this.store.hasUndelivered(owner)) this.flush(owner)
+    // Written legacy results were acknowledged: the tenant may be under its budgets again.
+    else if (this.pausedTenants.size > 0) this.checkFlow(owner)
   }
 }
