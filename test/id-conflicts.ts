@@ -120,17 +120,12 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   // next stream of the token — the second run — as results belong to the token.
   const deadline = Date.now() + 5000
   while (server.counts('k', ECHO).undelivered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-  // Known issue (client, not the server): `run` can exit before its last v1 acks reach the server;
-  // those results then stay undelivered, belong to the token, and go to the next stream of it —
-  // the second run, which takes them for its own ids before its payloads conflict.
-  const leftover = server.counts('k', ECHO).undelivered
-  const todo = leftover > 0 ? { todo: `the first run exited with ${leftover} results unacked (client closes before flushing acks)` } : {}
-  t.equal(leftover, 0, 'the first run left nothing undelivered', todo)
+  t.equal(server.counts('k', ECHO).undelivered, 0, 'the first run acked every result before it closed')
   const r2 = cliProcess(['run', b, '-o', join(dir, 'b.jsonl'), ...base])
-  t.equal((await r2.exited).code, 3, r2.err() + r2.out(), todo)
+  t.equal((await r2.exited).code, 3, r2.err() + r2.out())
   const bl = readFileSync(join(dir, 'b.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
-  t.match(bl[0].error, /ERR_ID_CONFLICT|already used with other inputs/, todo)
-  t.not(bl[0].outputs, 'alpha', 'not the first file\'s result', todo)
+  t.match(bl[0].error, /ERR_ID_CONFLICT|already used with other inputs/)
+  t.not(bl[0].outputs, 'alpha', 'not the first file\'s result')
   t.same(bl[1].outputs, 'beta', 'same id and inputs: the stored result')
   t.equal(bl[1].error, null)
   t.equal(server.billed('k'), billed, 'nothing billed by the second run')

@@ -412,12 +412,20 @@ export class InferenceStream<R = unknown> extends Duplex {
     this.pendingAcks.push(id)
     if (this.ackScheduled) return
     this.ackScheduled = true
-    setImmediate(() => {
-      this.ackScheduled = false
-      const ids = this.pendingAcks
-      this.pendingAcks = []
-      if (ids.length > 0) this.socket.send({ type: 'ack', ids })
-    })
+    setImmediate(() => this.sendAcks())
+  }
+
+  private sendAcks(): void {
+    this.ackScheduled = false
+    const ids = this.pendingAcks
+    this.pendingAcks = []
+    if (ids.length > 0) this.socket.send({ type: 'ack', ids })
+  }
+
+  // Acks still waiting for their turn go out now, then the socket closes (flushing them first).
+  private closeSocket(): void {
+    this.sendAcks()
+    this.socket.close()
   }
 
   // Puts a finished slot in order (or straight out when unordered), then pushes what can go.
@@ -470,7 +478,7 @@ export class InferenceStream<R = unknown> extends Duplex {
         // The last acks (released by the final commit) go out before the socket closes.
         setImmediate(() => {
           this.push(null)
-          this.socket.close()
+          this.closeSocket()
           if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
           cb()
         })
@@ -491,7 +499,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.socket.close()
+    this.closeSocket()
     if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
     this.heldWrite = undefined
     this.finalCallback = undefined

@@ -228,6 +228,9 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.closedByUser = true
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined
+    // What this turn queued (the last acks) goes out before the close frame: an unsent ack leaves
+    // the result undelivered on the server, which would hand it to the token's next stream.
+    if (this.outbox.length > 0) this.flush()
     const ws = this.ws
     this.ws = undefined
     if (!ws) return
