@@ -6,6 +6,7 @@ import t from 'tap'
 import { CheckpointLockedError } from '../lib/errors.js'
 import { acquireCheckpointLock } from '../lib/client/checkpoint-lock.js'
 import { CheckpointJournal } from '../lib/client/checkpoint-journal.js'
+import { cliProcess } from './helpers/cli.js'
 
 const header = { model: '/bulk/stream/cpu/builtin/echo', parameters: '' }
 
@@ -45,4 +46,28 @@ t.test('CheckpointJournal holds the lock while open', async (t) => {
   // A refused open (another model) leaves no lock behind.
   await t.rejects(CheckpointJournal.open(cp, { ...header, model: 'other' }), { code: 'ERR_CHECKPOINT' })
   t.notOk(existsSync(`${cp}.lock`))
+})
+
+t.test('CLI: a second run on a checkpoint in use stops at once (exit 1); the first finishes whole', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'is-lock-cli-'))
+  const input = join(dir, 'in.csv')
+  writeFileSync(input, `text\n${Array.from({ length: 400 }, (_, i) => `row ${i}`).join('\n')}\n`)
+  const out = join(dir, 'out.jsonl')
+  const args = ['run', input, '-m', 'builtin/echo', '-c', 'text', '-o', out, '--checkpoint', '--parameters', '{"delay_ms":100}', '--max-in-flight', '4', '--no-progress']
+  const first = cliProcess(args)
+  t.teardown(() => first.child.kill('SIGKILL'))
+  const deadline = Date.now() + 30_000
+  while (!existsSync(`${out}.ckpt.lock`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  t.ok(existsSync(`${out}.ckpt.lock`), 'the first run holds the lock')
+  const started = Date.now()
+  const second = cliProcess(args)
+  const code = (await second.exited).code
+  t.equal(code, 1, second.err() + second.out())
+  t.match(second.err(), /Checkpoint .*out\.jsonl\.ckpt is in use by another run \(pid \d+.*\(ERR_CHECKPOINT_LOCKED\)/)
+  t.equal(first.child.exitCode, null, 'refused while the first run still runs')
+  t.ok(Date.now() - started < 15_000, 'refused at once')
+  t.equal((await first.exited).code, 0, first.err())
+  const rows = readFileSync(out, 'utf8').trim().split('\n')
+  t.equal(rows.length, 400, 'the first run wrote every row once')
+  t.notOk(existsSync(`${out}.ckpt.lock`), 'released at the end')
 })

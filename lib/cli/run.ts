@@ -4,7 +4,8 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Command, Option } from 'commander'
 import { InferenceStream } from '../client/inference-stream.js'
-import { AbortError, CheckpointError, InvalidOptionError } from '../errors.js'
+import { AbortError, CheckpointError, CheckpointLockedError, InvalidOptionError } from '../errors.js'
+import { acquireCheckpointLock } from '../client/checkpoint-lock.js'
 import { countRows } from '../io/count-rows.js'
 import { formatOf, type RecordFormat } from '../io/formats.js'
 import { inputFromColumn, uniqueIdColumn } from '../io/mapping.js'
@@ -84,7 +85,8 @@ already knows an id with other inputs or parameters (e.g. from an earlier run) a
 ERR_ID_CONFLICT too; with the same inputs it answers the stored result, not billed again.
 
 Exit codes: 0 all rows done; 3 done, some rows failed (see the error column); 1 the run failed
-(e.g. the server was lost: re-run with the same --checkpoint to resume); 2 bad flags or input;
+(e.g. the server was lost: re-run with the same --checkpoint to resume; or another run holds
+the checkpoint, ERR_CHECKPOINT_LOCKED); 2 bad flags or input;
 130 interrupted (Ctrl-C; resumable with --checkpoint).`,
     )
     .action(async (input: string, o) => {
@@ -123,6 +125,25 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
   let checkpoint: string | undefined
   if (o.checkpoint !== undefined || o.resume) checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : `${output}.ckpt`
   if (o.resume && !existsSync(checkpoint as string)) throw new InvalidOptionError(`Nothing to resume: checkpoint ${checkpoint} does not exist (start with --checkpoint)`)
+  if (!checkpoint) return runWith(input, output, undefined, o)
+  // Locked before anything is touched: a second run on the same checkpoint stops here, never
+  // racing the first on the journal or on <output>.partial.
+  let lock
+  try {
+    lock = await acquireCheckpointLock(checkpoint)
+  } catch (err) {
+    if (!(err instanceof CheckpointLockedError)) throw err
+    process.stderr.write(`inference-stream: ${err.message} (${err.code})\n`)
+    return EXIT.failed
+  }
+  try {
+    return await runWith(input, output, checkpoint, o)
+  } finally {
+    await lock.release()
+  }
+}
+
+async function runWith(input: string, output: string, checkpoint: string | undefined, o: RunFlags): Promise<number> {
 
   let embedded: EmbeddedServer | undefined
   let url = o.endpoint
@@ -153,7 +174,7 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
     ordered: !o.unordered,
     protocol: o.legacy ? 'legacy' : 'v1',
     signal: ac.signal,
-    checkpoint: checkpoint ? { path: checkpoint, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
+    checkpoint: checkpoint ? { path: checkpoint, lock: false, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
   })
   let written = 0
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
