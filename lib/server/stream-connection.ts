@@ -6,6 +6,7 @@ import {
   InferenceStreamError,
   LimitExceededError,
   ModelError,
+  OverloadedError,
   ShuttingDownError,
   toWireError,
 } from '../errors.js'
@@ -142,6 +143,10 @@ export class StreamConnection {
     const tenant = this.hub.authenticate(token)
     if (!tenant) {
       this.reject(new AuthenticationError('Invalid token'))
+      return
+    }
+    if (this.hub.streamCount(tenant.id) >= this.hub.options.maxStreamsPerTenant) {
+      this.reject(new OverloadedError(`This tenant already has ${this.hub.options.maxStreamsPerTenant} open streams (the limit); close one or reuse a stream`))
       return
     }
     const pipeline = this.hub.pipelineFor(this.model, this.compute)

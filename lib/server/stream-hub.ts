@@ -60,6 +60,11 @@ export class StreamHub {
     readonly pipelineFor: (model: string, compute: Compute) => Pipeline | InferenceStreamError,
   ) {}
 
+  /** Open streams of a tenant (any model). */
+  streamCount(tenant: string): number {
+    return this.byTenant.get(tenant)?.size ?? 0
+  }
+
   /** A stream authenticated: it may now receive the owner's waiting results. */
   register(conn: StreamConnection): void {
     const owner = conn.owner as string
