@@ -29,7 +29,15 @@ t.test('Tenants: one per token by default, named ones share, ids are keyed hashe
   t.throws(() => new Tenants({ tenants: { 'bad name': ['x'] } }), { code: 'ERR_INVALID_OPTION', message: /Tenant name "bad name"/ })
   const open = new Tenants()
   t.equal(open.open, true)
+  t.equal(open.several, false)
+  open.authenticate('p')
+  open.authenticate('p')
+  t.equal(open.several, false, 'one token seen: one tenant')
   t.not(open.authenticate('p')!.id, open.authenticate('q')!.id, 'open server: each token its own tenant')
+  t.equal(open.several, true, 'a second token makes it a server of several tenants')
+  t.equal(new Tenants({ tokens: ['x'] }).several, false)
+  t.equal(new Tenants({ tenants: { acme: ['x', 'y'] } }).several, false, 'one named tenant of two tokens is one tenant')
+  t.equal(new Tenants({ tokens: ['x', 'y'] }).several, true)
 })
 
 t.test('parseTokenFile names the bad line', async (t) => {

@@ -17,8 +17,8 @@ export interface BatchWorkersOptions {
    * and replaced) and the worker takes other work. Default 120000.
    */
   batchTimeoutMs?: number
-  /** Most batches one tenant may hold at once. Default `leaseCap(workers)` (one worker left free). */
-  maxLeasesPerTenant?: number
+  /** Most batches one tenant may hold at once, asked at each pull. Default `leaseCap(workers)` (one worker left free). */
+  maxLeasesPerTenant?: () => number
   queue: WorkQueue
   store: ResultStore
   registry: ModelRegistry
@@ -80,10 +80,10 @@ export class BatchWorkers {
     const { queue, maxBatch, maxWaitMs } = this.o
     const signal = this.pullAbort.signal
     // One worker is always left for another tenant: a tenant that came first cannot park them all.
-    const maxLeasesPerTenant = this.o.maxLeasesPerTenant ?? leaseCap(this.o.workers)
     while (!signal.aborted) {
       let lease: Lease | null
       try {
+        const maxLeasesPerTenant = this.o.maxLeasesPerTenant?.() ?? leaseCap(this.o.workers)
         lease = await queue.pull({ maxBatch, maxWaitMs, signal, accept: this.accept, maxLeasesPerTenant })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')

@@ -28,9 +28,10 @@ export interface ServerOptions {
    */
   batchTimeoutMs?: number
   /**
-   * Most workers (batches) one tenant may hold at once. Default: `workers` on a server of one
-   * configured tenant (the embedded default), else `max(1, workers - 1)`, so a tenant that comes
-   * next finds a free worker however long the first one's batches run.
+   * Most workers (batches) one tenant may hold at once. Default: `max(1, workers - 1)` on a server
+   * of several tenants — two or more configured, or an open server once a second token was seen —
+   * so a tenant that comes next finds a free worker however long the first one's batches run;
+   * `workers` on a server of one tenant (the embedded default).
    */
   maxWorkersPerTenant?: number
   /**

@@ -96,9 +96,10 @@ export class InferenceServer {
       maxBatch: o.maxBatch,
       maxWaitMs: o.maxWaitMs,
       batchTimeoutMs: o.batchTimeoutMs,
-      // A server of one tenant (the embedded default) keeps every worker busy; with several, one
-      // worker is always left for a tenant that comes next (queue/fair-share.ts).
-      maxLeasesPerTenant: o.maxWorkersPerTenant ?? (this.tenants.count === 1 ? o.workers : leaseCap(o.workers)),
+      // A server of one tenant (the embedded default, a local open server used by one client)
+      // keeps every worker busy; with several, one worker is always left for a tenant that comes
+      // next (queue/fair-share.ts).
+      maxLeasesPerTenant: () => o.maxWorkersPerTenant ?? (this.tenants.several ? leaseCap(o.workers) : o.workers),
       queue: this.queue,
       store: this.store,
       registry: this.registry,

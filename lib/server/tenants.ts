@@ -74,9 +74,20 @@ export class Tenants {
     if (found || !this.open) return found
     // Open server: every token is a tenant of its own (remembered within a bound, for names).
     const tenant = this.defaultTenant(token)
+    if (!this.sawSecond && this.names.size > 0 && !this.names.has(tenant.id)) this.sawSecond = true
     if (this.names.size >= MAX_OPEN_TENANTS) this.names.clear()
     this.names.set(tenant.id, tenant.name)
     return tenant
+  }
+
+  private sawSecond = false
+
+  /**
+   * Whether the server serves several tenants: two or more configured, or, on an open server, a
+   * second token seen since start (sticky).
+   */
+  get several(): boolean {
+    return this.sawSecond || this.count > 1
   }
 
   /** Tenants configured (0 on an open server, where any token is a tenant of its own). */
