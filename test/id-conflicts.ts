@@ -130,3 +130,60 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   t.equal(bl[1].error, null)
   t.equal(server.billed('k'), billed, 'nothing billed by the second run')
 })
+
+t.test('HTTP with Idempotency-Key: a retry replays the stored result unbilled; another body is 422 ERR_ID_CONFLICT', async (t) => {
+  const server = await startServer(t, { tokens: ['k1', 'k2'] })
+  const post = (token: string, body: unknown, key?: string) =>
+    fetch(`${server.url}/models/${ECHO}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+      body: JSON.stringify(body),
+    })
+  const first = await post('k1', { inputs: 'first', parameters: { x: 1 } }, 'req-1')
+  t.equal(first.status, 200)
+  t.same(await first.json(), 'first')
+  t.equal(server.billed('k1'), 1)
+  const again = await post('k1', { parameters: { x: 1 }, inputs: 'first' }, 'req-1')
+  t.equal(again.status, 200)
+  t.equal(again.headers.get('idempotent-replayed'), 'true')
+  t.same(await again.json(), 'first')
+  t.equal(server.billed('k1'), 1, 'a replay is not billed')
+  const other = await post('k1', { inputs: 'second', parameters: { x: 1 } }, 'req-1')
+  t.equal(other.status, 422)
+  t.match(await other.json(), { code: 'ERR_ID_CONFLICT', error: /Idempotency-Key "req-1" was already used with other inputs/ })
+  t.equal(server.billed('k1'), 1, 'a conflict is not run')
+  // use_cache does not bypass the key: the key decides.
+  const cached = await post('k1', { inputs: 'second', parameters: { x: 1 }, options: { use_cache: true } }, 'req-1')
+  t.equal(cached.status, 422)
+  // Keys are per tenant; a bad key is a 400.
+  const theirs = await post('k2', { inputs: 'theirs' }, 'req-1')
+  t.same(await theirs.json(), 'theirs')
+  t.equal(server.billed('k2'), 1)
+  const bad = await post('k1', { inputs: 'x' }, 'has space')
+  t.equal(bad.status, 400)
+  t.match(await bad.json(), { code: 'ERR_INVALID_PAYLOAD', error: /Idempotency-Key/ })
+  // A failed keyed request replays its failure, with its status.
+  const failing = await post('k1', { inputs: 'x', parameters: { delay_ms: 999_999 } }, 'req-fail')
+  t.equal(failing.status, 400)
+  const failingAgain = await post('k1', { inputs: 'x', parameters: { delay_ms: 999_999 } }, 'req-fail')
+  t.equal(failingAgain.status, 400)
+  t.equal(failingAgain.headers.get('idempotent-replayed'), 'true')
+  t.match(await failingAgain.json(), { code: 'ERR_MODEL_INPUT' })
+})
+
+t.test('HTTP with Idempotency-Key: a retry while the first still runs is 409 with retry-after', async (t) => {
+  const server = await startServer(t, { tokens: ['k1'] })
+  const post = (body: unknown) =>
+    fetch(`${server.url}/models/${ECHO}`, { method: 'POST', headers: { authorization: 'Bearer k1', 'idempotency-key': 'slow' }, body: JSON.stringify(body) })
+  const slow = post({ inputs: 'slow', parameters: { delay_ms: 1500 } })
+  await new Promise((r) => setTimeout(r, 300))
+  const during = await post({ inputs: 'slow', parameters: { delay_ms: 1500 } })
+  t.equal(during.status, 409)
+  t.equal(during.headers.get('retry-after'), '1')
+  t.match(await during.json(), { code: 'ERR_ID_CONFLICT', error: /still running/ })
+  t.same(await (await slow).json(), 'slow')
+  const after = await post({ inputs: 'slow', parameters: { delay_ms: 1500 } })
+  t.equal(after.status, 200)
+  t.same(await after.json(), 'slow')
+  t.equal(server.billed('k1'), 1)
+})

@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type http from 'node:http'
 import {
   AuthenticationError,
+  IdConflictError,
   InferenceStreamError,
   InvalidPayloadError,
   LimitExceededError,
@@ -20,7 +21,7 @@ import {
   type WireError,
 } from '../errors.js'
 import { resolvePipeline, type ModelRegistry } from '../models/pipeline.js'
-import { parametersKey, parseBearer, parseInferenceBody, stableStringify, type Payload } from '../protocol.js'
+import { parametersKey, parseBearer, parseInferenceBody, payloadFingerprint, stableStringify, type Payload } from '../protocol.js'
 import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
@@ -50,6 +51,8 @@ export function httpStatusOf(code: string | undefined): number {
       return 401
     case 'ERR_UNKNOWN_MODEL':
       return 404
+    case 'ERR_ID_CONFLICT':
+      return 422
     case 'ERR_OVERLOADED':
     case 'ERR_SHUTTING_DOWN':
     case 'ERR_MODEL_LOADING':
@@ -151,11 +154,16 @@ export class HttpInference {
       return this.reject(res, err as InferenceStreamError)
     }
 
+    // An `Idempotency-Key` makes the request an item with a client id: retried with the same body it
+    // gets the stored result (not run, not billed); with another body, ERR_ID_CONFLICT.
+    const key = idempotencyKeyOf(req)
+    if (key instanceof InferenceStreamError) return this.reject(res, key)
     // `options.use_cache` in the body wins; the original API also took an `x-use-cache` header.
-    const useCache = (payload.options?.use_cache as boolean | undefined) ?? req.headers['x-use-cache'] !== 'false'
+    // A keyed request is deduplicated by its key, not by the cache.
+    const useCache = key === undefined && ((payload.options?.use_cache as boolean | undefined) ?? req.headers['x-use-cache'] !== 'false')
     const paramsKey = parametersKey(payload.parameters)
     const characters = countCharacters(payload.inputs)
-    const cacheKey = this.cache.enabled ? cacheKeyOf(model, paramsKey, payload.inputs) : undefined
+    const cacheKey = this.cache.enabled ? cacheKeyOf(tenant.id, model, paramsKey, payload.inputs) : undefined
     if (useCache && cacheKey !== undefined) {
       const hit = this.cache.get(cacheKey)
       this.c.metrics.httpCache.inc({ result: hit ? 'hit' : 'miss' })
@@ -185,7 +193,8 @@ export class HttpInference {
     const item: WorkItem = {
       tenant: tenant.id,
       owner,
-      id: randomUUID(),
+      id: key ?? randomUUID(),
+      retain: key !== undefined,
       model,
       compute: COMPUTE,
       inputs: payload.inputs,
@@ -206,10 +215,27 @@ export class HttpInference {
         res.off('close', onClose)
         this.answer(res, model, outputs, info, characters, cacheKey)
       },
-      { bytes: body.length, maxQueuedBytes: options.maxQueuedBytesPerTenant },
+      {
+        bytes: body.length,
+        maxQueuedBytes: options.maxQueuedBytesPerTenant,
+        fingerprint: key === undefined ? undefined : payloadFingerprint(payload.inputs, payload.parameters),
+      },
     )
     if (cancel === 'overloaded') {
       return this.overloaded(res, `This tenant's queued inputs are over their budget of ${options.maxQueuedBytesPerTenant} bytes; retry later`)
+    }
+    if (cancel === 'conflict') {
+      return this.reject(res, new IdConflictError(`Idempotency-Key ${JSON.stringify(key)} was already used with other inputs or parameters; use a new key for another request`), 422)
+    }
+    if (cancel === 'pending') {
+      res.setHeader('retry-after', '1')
+      return this.reject(res, new IdConflictError(`A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry later to get its result`), 409)
+    }
+    if (cancel === 'done') {
+      // Replayed from the store: no model ran, nothing billed.
+      const stored = hub.store.lookup(owner, key as string).outputs ?? 'null'
+      const status = replayStatus(stored)
+      return sendBody(res, status, Buffer.from(stored), { 'idempotent-replayed': 'true' })
     }
     res.once('close', onClose)
   }
@@ -261,18 +287,42 @@ export class HttpInference {
 }
 
 /**
- * Key of a result in the cache: model, stable parameters and inputs (objects compared with sorted
- * keys), hashed so a key costs 44 bytes whatever the inputs. `undefined` when the inputs cannot be
- * serialized (nested too deeply): such a request is not cached.
+ * Key of a result in the cache: tenant, model, stable parameters and inputs (objects compared with
+ * sorted keys), hashed so a key costs 44 bytes whatever the inputs. Per tenant: a hit across
+ * tenants would tell one tenant (by its speed and `x-compute-type: cache`) what another sent.
+ * `undefined` when the inputs cannot be serialized (nested too deeply): such a request is not cached.
  */
-function cacheKeyOf(model: string, paramsKey: string, inputs: unknown): string | undefined {
+function cacheKeyOf(tenant: string, model: string, paramsKey: string, inputs: unknown): string | undefined {
   let text: string
   try {
     text = stableStringify(inputs)
   } catch {
     return undefined
   }
-  return createHash('sha256').update(model).update('\n').update(paramsKey).update('\n').update(text).digest('base64')
+  return createHash('sha256').update(tenant).update('\n').update(model).update('\n').update(paramsKey).update('\n').update(text).digest('base64')
+}
+
+/**
+ * The `Idempotency-Key` header: undefined when absent, the key (1 to 256 visible ASCII
+ * characters, as an item id), or why it is refused.
+ */
+function idempotencyKeyOf(req: http.IncomingMessage): string | undefined | InferenceStreamError {
+  const v = req.headers['idempotency-key']
+  if (v === undefined) return undefined
+  const key = Array.isArray(v) ? v[0] : v
+  if (!/^[\x21-\x7e]{1,256}$/.test(key)) return new InvalidPayloadError('Header Idempotency-Key must be 1 to 256 visible ASCII characters')
+  return key
+}
+
+// The status a stored result is replayed with: its error's, when it is an `{"error","code"}` body.
+function replayStatus(json: string): number {
+  if (!json.startsWith('{"error":')) return 200
+  try {
+    const body = JSON.parse(json) as { error?: unknown; code?: unknown }
+    return typeof body.error === 'string' && typeof body.code === 'string' && body.code.startsWith('ERR_') ? httpStatusOf(body.code) : 200
+  } catch {
+    return 200
+  }
 }
 
 /** `x-compute-*` headers as the original API sent them. */

@@ -5,7 +5,7 @@ import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import type { WorkItem, WorkQueue } from './queue/work-queue.js'
-import type { ResultStore } from './store/result-store.js'
+import type { AdmitResult, ResultStore } from './store/result-store.js'
 import { tenantOfOwner } from './store/result-store.js'
 import { outputsJson, type StreamConnection } from './stream-connection.js'
 import type { Tenant } from './tenants.js'
@@ -205,8 +205,13 @@ export class StreamHub {
    * `maxQueuedBytes`. Returns `overloaded` (nothing queued, the sink never called) when the
    * store refused the item for the tenant's queued-bytes budget.
    */
-  queueDirect(item: WorkItem, sink: ResultSink, admit: { bytes: number; maxQueuedBytes?: number }): (() => void) | 'overloaded' {
-    if (this.store.admit(item.owner, item.id, admit) === 'overloaded') return 'overloaded'
+  queueDirect(
+    item: WorkItem,
+    sink: ResultSink,
+    admit: { bytes: number; maxQueuedBytes?: number; fingerprint?: string },
+  ): (() => void) | Exclude<AdmitResult, 'new'> {
+    const admitted = this.store.admit(item.owner, item.id, admit)
+    if (admitted !== 'new') return admitted
     const sinkId = this.nextSinkId++
     item.origin = sinkId
     item.delivery = 'direct'
@@ -241,7 +246,12 @@ export class StreamHub {
   onResult(item: WorkItem, outputs: unknown, info: ResultInfo = { failed: false, computeSeconds: 0 }): void {
     const { owner, id } = item
     if (item.delivery === 'direct') {
-      this.store.forget(owner, id)
+      if (item.retain) {
+        // Kept as delivered under its key: a retry gets it; it never waits for a stream.
+        const done = this.store.complete(owner, id, outputsJson(outputs))
+        if (done.lost > 0) this.metrics.lost.inc(done.lost)
+        this.store.acknowledge(owner, [id])
+      } else this.store.forget(owner, id)
       if (item.origin !== undefined) this.answerSink(item.origin, outputs, info)
       return
     }

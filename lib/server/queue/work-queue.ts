@@ -36,6 +36,11 @@ export interface WorkItem {
    * node that queued the item, so a shared queue must route direct results back to that node.)
    */
   delivery?: 'stream' | 'direct'
+  /**
+   * A `direct` item whose result is also retained under its id, as delivered (a classic HTTP
+   * request with an `Idempotency-Key`): a retry with the same key gets it without running again.
+   */
+  retain?: boolean
 }
 
 /**
