@@ -136,3 +136,16 @@ t.test('maxStreamsPerTenant: one stream over a tenant\'s limit is refused; other
   await s4.waitFor(() => s4.results().has('y'), 'a freed slot is usable')
   await Promise.all([s2.close(), s4.close(), o.close()])
 })
+
+t.test('the HTTP result cache is per tenant: another tenant\'s identical request is not a hit', async (t) => {
+  const server = await startServer(t, { tokens: ['a', 'b'] })
+  const post = (token: string) =>
+    fetch(`${server.url}/models/builtin/echo`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ inputs: 'secret text' }) })
+  t.equal((await post('a')).headers.get('x-compute-type'), 'cpu')
+  t.equal((await post('a')).headers.get('x-compute-type'), 'cache', 'a hit for the same tenant')
+  const b = await post('b')
+  t.equal(b.headers.get('x-compute-type'), 'cpu', 'not a hit for another tenant')
+  t.same(await b.json(), 'secret text')
+  t.equal(server.billed('a'), 1)
+  t.equal(server.billed('b'), 1)
+})
