@@ -44,10 +44,12 @@ interface DoneEntry {
   state: typeof UNDELIVERED | typeof IN_FLIGHT | typeof DELIVERED
 }
 
-class TenantState implements TenantBytes {
+const NO_BYTES: TenantBytes = Object.freeze({ queued: 0, undelivered: 0 })
+
+class TenantState {
   constructor(readonly key: string) {}
-  queued = 0
-  undelivered = 0
+  // Handed out as they are by tenantBytes() (asked once per frame): no copy.
+  readonly bytes = { queued: 0, undelivered: 0 }
   owners = 0
 }
 
@@ -67,14 +69,14 @@ class OwnerState {
 /**
  * In-process {@link ResultStore}: bounded by count and TTL per owner and by bytes in all.
  *
- * Retained results sit in two global insertion-ordered sets, delivered and not (undelivered or in
- * flight), so the byte eviction takes the oldest delivered first and only then undelivered ones.
+ * Retained results sit in one global set in completion order; the byte eviction takes the oldest
+ * delivered ones first (a pass that skips the others) and only then undelivered ones. One set
+ * rather than two (delivered, not): an ack then changes a field, not two set memberships.
  */
 export class MemoryResultStore implements ResultStore {
   private readonly owners = new Map<string, OwnerState>()
   private readonly tenants = new Map<string, TenantState>()
-  private readonly delivered = new Set<DoneEntry>()
-  private readonly notDelivered = new Set<DoneEntry>()
+  private readonly order = new Set<DoneEntry>()
   private retained = 0
   /** Undelivered results dropped by the count or byte bound or the TTL since start. */
   lost = 0
@@ -122,9 +124,9 @@ export class MemoryResultStore implements ResultStore {
     if (d) return fp !== undefined && d.fingerprint !== undefined && d.fingerprint !== fp ? 'conflict' : 'done'
     const bytes = options.bytes ?? 0
     const max = options.maxQueuedBytes
-    if (max !== undefined && s.tenant.queued > 0 && s.tenant.queued + bytes > max) return 'overloaded'
+    if (max !== undefined && s.tenant.bytes.queued > 0 && s.tenant.bytes.queued + bytes > max) return 'overloaded'
     s.pending.set(id, { running: false, fingerprint: fp, bytes })
-    s.tenant.queued += bytes
+    s.tenant.bytes.queued += bytes
     return 'new'
   }
 
@@ -142,7 +144,7 @@ export class MemoryResultStore implements ResultStore {
     if (!p) return undefined
     if (p.running) s.processing--
     s.pending.delete(id)
-    s.tenant.queued -= p.bytes
+    s.tenant.bytes.queued -= p.bytes
     return p
   }
 
@@ -164,13 +166,10 @@ export class MemoryResultStore implements ResultStore {
     const s = d.owner
     s.done.delete(d.id)
     this.retained -= d.bytes
-    if (d.state === DELIVERED) {
-      this.delivered.delete(d)
-      return false
-    }
-    this.notDelivered.delete(d)
+    this.order.delete(d)
+    if (d.state === DELIVERED) return false
     if (d.state === UNDELIVERED) {
-      s.tenant.undelivered -= d.bytes
+      s.tenant.bytes.undelivered -= d.bytes
       s.undelivered.delete(d.id)
     }
     return true
@@ -193,9 +192,9 @@ export class MemoryResultStore implements ResultStore {
     const d: DoneEntry = { owner: s, id, outputs, at: Date.now(), fingerprint: p?.fingerprint, bytes, state: UNDELIVERED }
     s.done.set(id, d)
     s.undelivered.add(id)
-    this.notDelivered.add(d)
+    this.order.add(d)
     this.retained += bytes
-    s.tenant.undelivered += bytes
+    s.tenant.bytes.undelivered += bytes
     s.completed++
     const before = this.lost
     if (s.done.size > this.options.maxRetained + this.evictSlack) this.evictCount(s)
@@ -216,14 +215,13 @@ export class MemoryResultStore implements ResultStore {
 
   // Evicts the oldest delivered results, then the oldest undelivered ones, down to the low water.
   private evictBytes(): void {
-    for (const d of this.delivered) {
+    for (const d of this.order) {
       if (this.retained <= this.bytesLowWater) return
-      this.removeDone(d)
+      if (d.state === DELIVERED) this.removeDone(d)
     }
-    for (const d of this.notDelivered) {
+    for (const d of this.order) {
       if (this.retained <= this.bytesLowWater) return
-      this.removeDone(d)
-      this.lost++
+      if (this.removeDone(d)) this.lost++
     }
   }
 
@@ -244,7 +242,7 @@ export class MemoryResultStore implements ResultStore {
     if (!s || !s.undelivered.delete(id)) return false
     const d = s.done.get(id) as DoneEntry
     d.state = IN_FLIGHT
-    s.tenant.undelivered -= d.bytes
+    s.tenant.bytes.undelivered -= d.bytes
     return true
   }
 
@@ -258,7 +256,7 @@ export class MemoryResultStore implements ResultStore {
       const d = s.done.get(id)
       if (d) {
         d.state = IN_FLIGHT
-        s.tenant.undelivered -= d.bytes
+        s.tenant.bytes.undelivered -= d.bytes
         out.push([id, d.outputs])
       }
     }
@@ -271,11 +269,7 @@ export class MemoryResultStore implements ResultStore {
     for (const id of ids) {
       const d = s.done.get(id)
       if (!d || d.state === UNDELIVERED) continue
-      if (d.state === DELIVERED) {
-        this.delivered.delete(d)
-        this.notDelivered.add(d)
-      }
-      s.tenant.undelivered += d.bytes
+      s.tenant.bytes.undelivered += d.bytes
       d.state = UNDELIVERED
       s.undelivered.add(id)
     }
@@ -289,11 +283,9 @@ export class MemoryResultStore implements ResultStore {
       if (!d || d.state === DELIVERED) continue
       if (d.state === UNDELIVERED) {
         s.undelivered.delete(id)
-        s.tenant.undelivered -= d.bytes
+        s.tenant.bytes.undelivered -= d.bytes
       }
       d.state = DELIVERED
-      this.notDelivered.delete(d)
-      this.delivered.add(d)
     }
   }
 
@@ -309,8 +301,8 @@ export class MemoryResultStore implements ResultStore {
   }
 
   tenantBytes(tenant: string): TenantBytes {
-    const t = this.tenants.get(tenant)
-    return { queued: t?.queued ?? 0, undelivered: t?.undelivered ?? 0 }
+    // The live counters (read-only to callers), not a copy: asked once per frame.
+    return this.tenants.get(tenant)?.bytes ?? NO_BYTES
   }
 
   retainedBytes(): number {

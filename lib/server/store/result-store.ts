@@ -76,13 +76,13 @@ export interface CompleteResult {
 /** Bytes a tenant holds in the store. */
 export interface TenantBytes {
   /** Inputs of items admitted and not finished (queued or running). */
-  queued: number
+  readonly queued: number
   /**
    * Results finished and waiting for a stream. Results handed to a stream and not yet acked are
    * not counted: flow control must never stop reading the acks that release them (each stream
    * bounds those itself).
    */
-  undelivered: number
+  readonly undelivered: number
 }
 
 /** Per-owner counters reported in status messages and metrics. */
