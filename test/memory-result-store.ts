@@ -1,4 +1,5 @@
 import t from 'tap'
+import { prng } from './helpers/prng.js'
 import { MemoryResultStore } from '../lib/server/store/memory-result-store.js'
 
 t.test('admit, run, complete, duplicates', async (t) => {
@@ -90,17 +91,6 @@ t.test('forget drops an id wholly: pending, running, retained and undelivered', 
   t.equal(s.admit('t', 'r'), 'new', 'a forgotten id is unknown again')
 })
 
-// A small seeded PRNG (mulberry32), so a failing seed can be replayed.
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('byte budget: retained bytes after every complete are at most maxRetainedBytes; delivered evicted first', async (t) => {
   const s = new MemoryResultStore({ maxRetained: 1000, retentionMs: 60_000, maxRetainedBytes: 1000 })

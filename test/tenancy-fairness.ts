@@ -5,6 +5,7 @@
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import t from 'tap'
+import { prng } from './helpers/prng.js'
 import { MAX_ECHO_DELAY_MS } from '../lib/models/builtin-echo.js'
 import type { Pipeline } from '../lib/models/pipeline.js'
 import { PooledPipeline } from '../lib/models/pooled-pipeline.js'
@@ -17,16 +18,6 @@ import type { Lease, WorkItem } from '../lib/server/queue/work-queue.js'
 import { startServer } from './helpers/server.js'
 import { connect, countResults } from './helpers/ws-client.js'
 
-/** mulberry32: a small seeded PRNG, so a failing schedule can be replayed by its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('leaseCap leaves one worker for another tenant', async (t) => {
   t.same([1, 2, 3, 4, 8].map(leaseCap), [1, 1, 2, 3, 7])
