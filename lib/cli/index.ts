@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Entry of the `inference-stream` command. Each subcommand lives in its own file.
+import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { InferenceStreamError } from '../errors.js'
 import { benchCommand } from './bench.js'
@@ -10,20 +11,37 @@ import { serveCommand } from './serve.js'
 const program = new Command()
   .name('inference-stream')
   .description('Fast, safe batch inference over Node streams: server and tools')
+  .version(packageVersion(), '-V, --version', 'print the version')
   .showHelpAfterError()
   .exitOverride()
+
+// The package's version, from its package.json (dist/cli/ and lib/cli/ are both two levels down).
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+  } catch {
+    return 'unknown'
+  }
+}
 
 program.addCommand(runCommand())
 program.addCommand(serveCommand())
 program.addCommand(benchCommand())
 program.addCommand(bulkCommand())
+// Commands made apart from the program do not inherit its exit override: give it to every one
+// (and theirs), so a usage error anywhere exits 2 rather than commander's 1.
+const override = (c: Command): void => {
+  c.exitOverride()
+  for (const sub of c.commands) override(sub)
+}
+override(program)
 
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
   if (err instanceof CommanderError) {
-    // Help and version exit 0; usage errors were already printed by commander.
-    process.exit(err.exitCode)
+    // Help and version exit 0; usage errors (already printed by commander) exit 2, as the docs say.
+    process.exit(err.exitCode === 0 ? 0 : 2)
   }
   if (err instanceof InferenceStreamError) {
     process.stderr.write(`inference-stream: ${err.message} (${err.code})\n`)
