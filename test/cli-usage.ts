@@ -20,6 +20,7 @@ t.test('usage errors exit 2 with one clear line', async (t) => {
     [['bench'], /required option '-m, --model <id>' not specified/],
     [['bulk', 'nosuch'], /unknown command 'nosuch'/],
     [['serve', '--port', 'x'], /--port must be a non-negative integer, got "x"/],
+    [['serve', '--port', '0', '--datasets', '.'], /--datasets\) needs "dataDir" \(--data-dir\)/],
   ]
   await Promise.all(
     cases.map(async ([args, message]) => {

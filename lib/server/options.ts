@@ -191,6 +191,11 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   if (!Array.isArray(o.tokens) || !o.tokens.every((t) => typeof t === 'string' && /^\S+$/.test(t))) {
     throw new InvalidOptionError('Option "tokens" must be an array of non-empty strings without spaces')
   }
+  // Bulk jobs keep their state (jobs, uploads, outputs) in dataDir: a datasets folder alone would
+  // start a server whose documented /bulk routes answer 404.
+  if (o.datasetsDir !== undefined && o.dataDir === undefined) {
+    throw new InvalidOptionError('Option "datasetsDir" (--datasets) needs "dataDir" (--data-dir): the folder where bulk jobs, uploads and output datasets are kept')
+  }
   if (typeof o.tenants !== 'object' || o.tenants === null || Array.isArray(o.tenants)) {
     throw new InvalidOptionError('Option "tenants" must be an object: tenant name -> array of tokens')
   }
