@@ -199,6 +199,16 @@ t.test('server down longer than the reconnect budget: ERR_CONNECTION_LOST saying
   await t.rejects(done, { name: 'ConnectionLostError', code: 'ERR_CONNECTION_LOST', unanswered: 5, message: /after 3 attempts.*5 items sent and unanswered/ })
 })
 
+t.test('an endpoint that never answers fails at once, saying nothing was sent (backoff is for cuts)', async (t) => {
+  const started = Date.now()
+  const records = [...Array(500).keys()]
+  await t.rejects(
+    pipeline(Readable.from(records), new InferenceStream<number>({ url: 'http://127.0.0.1:9', model: 'builtin/echo', token: 't', input: (n) => ({ inputs: n }) }), sink([])),
+    { name: 'ConnectionLostError', code: 'ERR_CONNECTION_LOST', unanswered: 0, message: /^Cannot reach ws:\/\/127\.0\.0\.1:9\/bulk\/stream\/cpu\/builtin\/echo \(.*ECONNREFUSED.*\); nothing was sent$/ },
+  )
+  t.ok(Date.now() - started < 5000, `failed fast (${Date.now() - started} ms), not after the reconnect budget`)
+})
+
 t.test('errors propagate through pipeline() with their codes', async (t) => {
   const server = await startServer(t, { tokens: ['good'] })
   await t.rejects(

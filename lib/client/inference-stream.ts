@@ -127,7 +127,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     this.socket.on('unsent', (msgs) => this.onUnsent(msgs))
     this.socket.on('reconnecting', (attempt, delayMs, cause) => this.emit('reconnecting', attempt, delayMs, cause))
     this.socket.on('fatal', (err) => {
-      if (err instanceof ConnectionLostError) {
+      if (err instanceof ConnectionLostError && this.socket.everOpened) {
         const n = this.inflight.size
         err = new ConnectionLostError(`${err.message}; ${n} item${n === 1 ? '' : 's'} sent and unanswered`, n, { cause: err })
       }

@@ -74,6 +74,11 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     return this.ws?.readyState === WebSocket.OPEN
   }
 
+  /** Whether a websocket of this connection ever opened. */
+  get everOpened(): boolean {
+    return this.opened
+  }
+
   /** Opens the first connection. */
   start(): void {
     this.connect()
@@ -145,6 +150,13 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     const fatal = this.fatalError(code, reason, cause)
     if (fatal) {
       this.emit('fatal', fatal)
+      return
+    }
+    if (!this.opened) {
+      // Never connected: a wrong address or a server that is down. Backoff is for cuts of a stream
+      // that worked; here it would only make the user wait to hear the same thing.
+      const why = cause ? cause.message : `closed with ${code}${reason ? ` ${reason}` : ''}`
+      this.emit('fatal', new ConnectionLostError(`Cannot reach ${this.o.url} (${why}); nothing was sent`, 0, { cause }))
       return
     }
     if (this.o.reconnect === false) {
