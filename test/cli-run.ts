@@ -31,13 +31,16 @@ t.test('run: the example CSV through builtin/sentiment on the embedded server in
 })
 
 t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => {
+  writeFileSync(join(dir, 'notes.txt'), 'text\nhello\n')
   const cases: [string[], RegExp][] = [
     [['run', examples, '--column', 'nope', '-o', join(dir, 'x.jsonl')], /Input has no column "nope" \(columns: "id", "product", "rating", "text"\)/],
     [['run', join(dir, 'missing.csv')], /Input file .*missing\.csv does not exist/],
     [['run', examples, '-o', join(dir, 'out.xlsx')], /xlsx/],
     [['run', examples, '--parameters', '{bad'], /--parameters must be a JSON object/],
     [['run', examples, '--resume', '-o', join(dir, 'never.parquet')], /Nothing to resume: checkpoint .* does not exist/],
-    [['run', examples, '--endpoint', 'http://127.0.0.1:1'], /--token \(or INFERENCE_STREAM_TOKEN\) is required with --endpoint/],
+    [['run', examples, '--endpoint', '127.0.0.1:9'], /--endpoint must be a URL such as http:\/\/127\.0\.0\.1:8080, got "127\.0\.0\.1:9"/],
+    [['run', join(dir, 'notes.txt')], /Cannot tell the format of input .*notes\.txt from its extension "\.txt": name it .* or pass --input-format/],
+    [['run', examples, '-m', 'no/such-model', '-o', join(dir, 'm.jsonl')], /Model no\/such-model does not exist.*\(served here: .*builtin\/sentiment/],
   ]
   // Started together: each is a whole CLI start-up, and they do not depend on each other.
   const runs = cases.map(([args]) => cliProcess(args, { INFERENCE_STREAM_TOKEN: '' }))

@@ -31,3 +31,20 @@ t.test('usage errors exit 2 with one clear line', async (t) => {
     }),
   )
 })
+
+t.test('--endpoint without --token: fine on a server without tokens; one line saying a token is needed otherwise', async (t) => {
+  const { startServer } = await import('./helpers/server.js')
+  const { mkdtempSync, writeFileSync: write } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'is-usage-'))
+  const input = join(dir, 'in.csv')
+  write(input, 'text\nI love it\n')
+  const open = await startServer(t)
+  const ok = cliProcess(['run', input, '-m', 'builtin/echo', '-o', join(dir, 'a.jsonl'), '--endpoint', open.url, '--no-progress'], { INFERENCE_STREAM_TOKEN: '' })
+  t.equal((await ok.exited).code, 0, ok.err())
+  const closed = await startServer(t, { tokens: ['secret'] })
+  const refused = cliProcess(['run', input, '-m', 'builtin/echo', '-o', join(dir, 'b.jsonl'), '--endpoint', closed.url, '--no-progress'], { INFERENCE_STREAM_TOKEN: '' })
+  t.equal((await refused.exited).code, 2)
+  t.match(refused.err(), /this server needs a token: pass --token \(or set INFERENCE_STREAM_TOKEN\)/)
+})

@@ -91,7 +91,7 @@ t.test('unknown model: status with the reason, then close 1008', async (t) => {
   const c = await connect(server.streamUrl('org/not-a-model'))
   const { code } = await c.closed
   t.equal(code, 1008)
-  t.match(c.messages[0], { type: 'status', code: 'ERR_UNKNOWN_MODEL', message: 'Model org/not-a-model does not exist' })
+  t.match(c.messages[0], { type: 'status', code: 'ERR_UNKNOWN_MODEL', message: /^Model org\/not-a-model does not exist.*\(served here: builtin\/echo, / })
 })
 
 t.test('first frame not Bearer: status with the reason, then close 1008', async (t) => {

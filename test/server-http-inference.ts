@@ -131,7 +131,7 @@ t.test('404 for an unknown model (ids may contain "/"), 405 for other methods', 
   const server = await startServer(t)
   const res = await post(server, 'org/sub/missing-model', { inputs: 'x' })
   t.equal(res.status, 404)
-  t.same(await res.json(), { error: 'Model org/sub/missing-model does not exist', code: 'ERR_UNKNOWN_MODEL' })
+  t.match(await res.json(), { error: /^Model org\/sub\/missing-model does not exist \(served here: builtin\/echo/, code: 'ERR_UNKNOWN_MODEL' })
   const encoded = await post(server, 'builtin%2Fecho', { inputs: 'x' })
   t.equal(encoded.status, 200, 'an encoded "/" names the same model')
   for (const method of ['GET', 'PUT', 'DELETE']) {

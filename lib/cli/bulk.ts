@@ -16,7 +16,7 @@ import {
 } from '../errors.js'
 import { formatOf } from '../io/formats.js'
 import { writeRecords } from '../io/write-records.js'
-import { intFlag, jsonObjectFlag } from './common.js'
+import { endpointFlag, intFlag, jsonObjectFlag } from './common.js'
 
 /** Exit codes of `bulk` (also in its --help and docs/bulk.md, "Client"). */
 export const BULK_EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
@@ -67,7 +67,7 @@ function withServer(io: BulkIo, cmd: Command): Command {
   return usageExit(
     io,
     cmd
-      .option('--endpoint <url>', 'the server (started with --data-dir), e.g. http://127.0.0.1:8080; required')
+      .option('--endpoint <url>', 'the server (started with --data-dir), e.g. http://127.0.0.1:8080; required', endpointFlag)
       .option('--token <token>', 'bearer token (or INFERENCE_STREAM_TOKEN)'),
   )
 }

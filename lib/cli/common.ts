@@ -56,3 +56,17 @@ export function secondsFlag(name: string) {
     return Math.max(1, Math.round(s * 1000))
   }
 }
+
+/** Parses `--endpoint`: an http(s) or ws(s) URL, named in the message when it is not one. */
+export function endpointFlag(value: string): string {
+  let url: URL | undefined
+  try {
+    url = new URL(value)
+  } catch {
+    url = undefined
+  }
+  if (!url || !/^(https?|wss?):$/.test(url.protocol)) {
+    throw new InvalidOptionError(`--endpoint must be a URL such as http://127.0.0.1:8080, got "${value}"`)
+  }
+  return value
+}

@@ -4,14 +4,15 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Command, Option } from 'commander'
 import { InferenceStream } from '../client/inference-stream.js'
-import { AbortError, CheckpointError, CheckpointLockedError, InvalidOptionError } from '../errors.js'
+import { AbortError, CheckpointError, CheckpointLockedError, InvalidOptionError, UnknownFormatError } from '../errors.js'
 import { acquireCheckpointLock } from '../client/checkpoint-lock.js'
 import { countRows } from '../io/count-rows.js'
 import { formatOf, type RecordFormat } from '../io/formats.js'
 import { inputFromColumn, uniqueIdColumn } from '../io/mapping.js'
 import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
-import { intFlag, jsonObjectFlag } from './common.js'
+import { endpointFlag, intFlag, jsonObjectFlag } from './common.js'
+import { ANONYMOUS_TOKEN } from '../server/http-util.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
 import { addModelFlags, registryFromFlags, type ModelFlags } from './model-flags.js'
 import { Progress } from './progress.js'
@@ -60,8 +61,8 @@ export function runCommand(): Command {
     .option('--unordered', 'write results as they arrive instead of in input order')
     .option('--checkpoint [path]', 'journal progress to resume after a crash (default path: <output>.ckpt)')
     .option('--resume', 'resume from the checkpoint (it must exist)')
-    .option('--endpoint <url>', 'a running server (default: an embedded server in this process)')
-    .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN)')
+    .option('--endpoint <url>', 'a running server (default: an embedded server in this process)', endpointFlag)
+    .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN); not needed by a server without tokens')
     .addOption(new Option('--compute <kind>', 'compute of the stream URL').choices(['cpu', 'gpu']).default('cpu'))
     .option('--legacy', 'speak the original protocol (no acks, no resume queries)')
     .option('--threads <n>', 'worker threads of the embedded server\'s CPU models', intFlag('threads', 1), 1)
@@ -118,9 +119,9 @@ interface RunFlags extends ModelFlags {
 
 async function runAction(input: string, o: RunFlags): Promise<number> {
   if (!existsSync(input)) throw new InvalidOptionError(`Input file ${input} does not exist`)
-  formatOf(input, o.inputFormat) // unknown extension: one clear line now
+  flagFormat(input, o.inputFormat, 'input') // unknown extension: one clear line now, naming the flag
   const output = o.output ?? defaultOutput(input)
-  formatOf(output, o.outputFormat)
+  flagFormat(output, o.outputFormat, 'output')
   if (resolve(output) === resolve(input)) throw new InvalidOptionError('The output would overwrite the input; choose another --output')
   let checkpoint: string | undefined
   if (o.checkpoint !== undefined || o.resume) checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : `${output}.ckpt`
@@ -153,7 +154,10 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model, audioRoot: dirname(resolve(input)) }) })
     url = embedded.url
     token = embedded.token
-  } else if (!token) throw new InvalidOptionError('--token (or INFERENCE_STREAM_TOKEN) is required with --endpoint')
+  } else if (!token) {
+    // A server without tokens (loopback) takes any; one with tokens answers that one is needed.
+    token = ANONYMOUS_TOKEN
+  }
 
   const ac = new AbortController()
   const onSigint = (): void => ac.abort(new Error('interrupted'))
@@ -210,6 +214,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     const e = err as Error & { code?: string }
     process.stderr.write(`inference-stream: run failed after ${written} rows: ${e.message}${e.code ? ` (${e.code})` : ''}\n`)
     // A model the server does not have (or cannot run on gpu), a refused token: nothing ran; fix the flags.
+    if (e.code === 'ERR_AUTHENTICATION' && !(o.token ?? process.env.INFERENCE_STREAM_TOKEN) && o.endpoint) {
+      process.stderr.write('inference-stream: this server needs a token: pass --token (or set INFERENCE_STREAM_TOKEN)\n')
+    }
     if (e.code === 'ERR_UNKNOWN_MODEL' || e.code === 'ERR_DEVICE_UNAVAILABLE' || e.code === 'ERR_AUTHENTICATION') return EXIT.usage
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
@@ -231,3 +238,15 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   return code
 }
 
+// The format of a file from its extension, or one line naming the flag that sets it.
+function flagFormat(path: string, format: string | undefined, which: 'input' | 'output'): void {
+  try {
+    formatOf(path, format)
+  } catch (err) {
+    if (!(err instanceof UnknownFormatError)) throw err
+    const ext = extname(path)
+    throw new UnknownFormatError(
+      `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it .csv, .tsv, .jsonl, .json or .parquet, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
+    )
+  }
+}

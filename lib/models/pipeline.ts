@@ -69,6 +69,9 @@ export function resolvePipeline(registry: ModelRegistry, id: string, compute: Co
   const pipeline = registry.get(id, compute)
   if (pipeline !== undefined) return pipeline
   const why = registry.unavailable?.(id, compute)
-  if (why instanceof InferenceStreamError) return why
-  return new UnknownModelError(why?.message ?? `Model ${id} does not exist`)
+  if (why instanceof InferenceStreamError && !(why instanceof UnknownModelError)) return why
+  // Name what is served (a few), so a typo is seen at once.
+  const served = registry.list()
+  const listed = served.length > 12 ? `${served.slice(0, 12).join(', ')}, … ${served.length - 12} more` : served.join(', ')
+  return new UnknownModelError(`${why?.message ?? `Model ${id} does not exist`}${served.length > 0 ? ` (served here: ${listed})` : ''}`)
 }
