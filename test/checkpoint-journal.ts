@@ -61,7 +61,7 @@ t.test('damage before the last line, a foreign file, another model or parameters
   await j.close()
   await t.rejects(CheckpointJournal.open(path, { ...header, model: '/bulk/stream/cpu/builtin/sentiment' }), {
     code: 'ERR_CHECKPOINT',
-    message: /was written for model \/bulk\/stream\/cpu\/builtin\/echo, not \/bulk\/stream\/cpu\/builtin\/sentiment/,
+    message: /was written for model builtin\/echo, not builtin\/sentiment;/,
   })
   await t.rejects(CheckpointJournal.open(path, { ...header, parameters: '{"k":1}' }), { code: 'ERR_CHECKPOINT', message: /parameters/ })
   await t.rejects(CheckpointJournal.open(path, { ...header, fingerprint: { input: 'other.csv' } }), { code: 'ERR_CHECKPOINT', message: /another input/ })

@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -61,6 +62,7 @@ export function runCommand(): Command {
     .option('--unordered', 'write results as they arrive instead of in input order')
     .option('--checkpoint [path]', 'journal progress to resume after a crash (default path: <output>.ckpt)')
     .option('--resume', 'resume from the checkpoint (it must exist)')
+    .option('--keep-checkpoint', 'keep the checkpoint after a finished run (default: removed once the output is complete)')
     .option('--endpoint <url>', 'a running server (default: an embedded server in this process)', endpointFlag)
     .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN); not needed by a server without tokens')
     .addOption(new Option('--compute <kind>', 'compute of the stream URL').choices(['cpu', 'gpu']).default('cpu'))
@@ -108,6 +110,7 @@ interface RunFlags extends ModelFlags {
   unordered?: boolean
   checkpoint?: string | boolean
   resume?: boolean
+  keepCheckpoint?: boolean
   endpoint?: string
   token?: string
   compute: 'cpu' | 'gpu'
@@ -138,7 +141,11 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
     return EXIT.failed
   }
   try {
-    return await runWith(input, output, checkpoint, o)
+    const code = await runWith(input, output, checkpoint, o)
+    // The output is complete: a checkpoint left behind would only make the next run of this
+    // command replay everything instead of running the (possibly changed) input.
+    if ((code === EXIT.ok || code === EXIT.someRowsFailed) && !o.keepCheckpoint) await rm(checkpoint, { force: true })
+    return code
   } finally {
     await lock.release()
   }

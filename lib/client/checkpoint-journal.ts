@@ -47,6 +47,19 @@ async function openReadWrite(path: string): Promise<FileHandle> {
   }
 }
 
+// `/bulk/stream/cpu/org/name` as users name it: `org/name` (on `gpu`: `org/name (gpu)`).
+function modelName(path: string): string {
+  const m = /\/bulk\/stream\/(cpu|gpu)\/(.+)$/.exec(path)
+  if (!m) return path
+  let id = m[2]
+  try {
+    id = decodeURIComponent(id)
+  } catch {
+    // kept as it is
+  }
+  return m[1] === 'cpu' ? id : `${id} (${m[1]})`
+}
+
 /** Short hash of a payload's inputs: lets a resume check that an id still means the same input. */
 export function inputHash(inputs: unknown): string {
   return createHash('sha1').update(JSON.stringify(inputs) ?? 'undefined').digest('base64url').slice(0, 12)
@@ -190,7 +203,7 @@ export class CheckpointJournal {
   }
 
   private static compare(stored: StoredHeader, header: JournalHeader): string | undefined {
-    if (stored.model !== header.model) return `model ${stored.model}, not ${header.model}`
+    if (stored.model !== header.model) return `model ${modelName(stored.model)}, not ${modelName(header.model)}`
     if (stored.parameters !== header.parameters) return `parameters ${stored.parameters || '{}'}, not ${header.parameters || '{}'}`
     const a = JSON.stringify(stored.fingerprint ?? {})
     const b = JSON.stringify(header.fingerprint ?? {})
