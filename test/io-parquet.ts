@@ -286,11 +286,11 @@ t.test('readParquet: columns, a missing column, files it cannot read', async (t)
   await t.rejects(parquetColumns(join(dir, 'missing.parquet')), { code: 'ERR_INPUT_FILE', message: /no such file or directory \(ENOENT\)$/ })
 
   // A compression that cannot be decompressed here fails naming it, and what can be read.
-  const lz4 = hyparquetWriter(join(dir, 'lz4.parquet'), 'codec', 'LZ4_RAW')
-  t.equal(await countRows(lz4), 3, 'the footer is still read')
-  t.match((await drain(readParquet(lz4))).error, {
+  const lzo = hyparquetWriter(join(dir, 'lzo.parquet'), 'codec', 'LZO')
+  t.equal(await countRows(lzo), 3, 'the footer is still read')
+  t.match((await drain(readParquet(lzo))).error, {
     code: 'ERR_INPUT_FILE',
-    message: /^Cannot read Parquet file ".*lz4\.parquet" \(row group 1 of 1, rows 0-2\): it uses the LZ4_RAW compression, which cannot be decompressed here \(readable: UNCOMPRESSED, SNAPPY, GZIP, BROTLI/,
+    message: /^Cannot read Parquet file ".*lzo\.parquet" \(row group 1 of 1, rows 0-2\): it uses the LZO compression, which cannot be decompressed here \(readable: UNCOMPRESSED, SNAPPY, GZIP, BROTLI, ZSTD, LZ4, LZ4_RAW\)$/,
   })
 })
 
@@ -379,21 +379,18 @@ t.test('readParquet: several row groups of dictionary pages, types other writers
   t.strictSame(copy.slice(0, 12), expected.slice(0, 12).map(json))
 })
 
-t.test('readParquet decompresses GZIP and BROTLI pages (node:zlib), and ZSTD where node:zlib can', async (t) => {
+t.test('readParquet decompresses GZIP, BROTLI, ZSTD, LZ4 and LZ4_RAW pages (on Node 20 too)', async (t) => {
   const dir = t.testdir()
   const rows = [
     { text: 'great product', stars: 5 },
     { text: 'broke after a day', stars: 1 },
     { text: 'great product', stars: 5 },
   ]
-  for (const codec of ['GZIP', 'BROTLI']) {
+  for (const codec of ['GZIP', 'BROTLI', 'ZSTD', 'LZ4', 'LZ4_RAW']) {
     const path = hyparquetWriter(join(dir, `${codec}.parquet`), 'codec', codec)
     t.equal((await parquetMetadataAsync(await asyncBufferFromFile(path))).row_groups[0].columns[0].meta_data?.codec, codec)
     t.same(await collect(readParquet(path)), rows, codec)
   }
-  const zstd = hyparquetWriter(join(dir, 'ZSTD.parquet'), 'codec', 'ZSTD')
-  if ('zstdDecompressSync' in zlib) t.same(await collect(readParquet(zstd)), rows, 'ZSTD')
-  else t.match((await drain(readParquet(zstd))).error, { code: 'ERR_INPUT_FILE', message: /ZSTD compression.*; ZSTD needs Node\.js 22\.15 or later$/ })
 })
 
 t.test('readParquet streams row group by row group, only as the consumer reads', async (t) => {

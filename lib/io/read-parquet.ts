@@ -1,3 +1,4 @@
+import { decompressLz4, decompressLz4Raw, decompressZstd } from 'hyparquet-compressors'
 import { open, type FileHandle } from 'node:fs/promises'
 import * as zlib from 'node:zlib'
 import { parquetMetadataAsync, parquetRead, parquetSchema, type AsyncBuffer, type Compressors, type FileMetaData, type ParquetParsers } from 'hyparquet'
@@ -24,15 +25,19 @@ export interface ParquetRowGroupEvent {
   rows: number
 }
 
-// Decompressors hyparquet does not have itself (it has SNAPPY), from node:zlib. GZIP pages are
-// gzip streams (unzip also takes a bare zlib stream); ZSTD only where node:zlib has it (Node >= 22.15).
+// Decompressors hyparquet does not have itself (it has SNAPPY). GZIP and BROTLI from node:zlib
+// (native); ZSTD from node:zlib where it has it (Node >= 22.15), else hyparquet-compressors' pure
+// JS one (fzstd); LZ4 (Hadoop framing) and LZ4_RAW from hyparquet-compressors. Pyarrow and Spark
+// write ZSTD and LZ4 often, and Node 20 has neither.
 const zstdDecompressSync = (zlib as { zstdDecompressSync?: (b: Uint8Array) => Buffer }).zstdDecompressSync
 const COMPRESSORS: Compressors = {
   GZIP: (input) => zlib.unzipSync(input),
   BROTLI: (input) => zlib.brotliDecompressSync(input),
-  ...(zstdDecompressSync ? { ZSTD: (input: Uint8Array) => zstdDecompressSync(input) } : {}),
+  ZSTD: zstdDecompressSync ? (input: Uint8Array) => zstdDecompressSync(input) : (input: Uint8Array) => decompressZstd(input),
+  LZ4: (input: Uint8Array, outputLength: number) => decompressLz4(input, outputLength),
+  LZ4_RAW: (input: Uint8Array, outputLength: number) => decompressLz4Raw(input, outputLength),
 }
-const CODECS = ['UNCOMPRESSED', 'SNAPPY', 'GZIP', 'BROTLI', ...(zstdDecompressSync ? ['ZSTD'] : [])].join(', ')
+const CODECS = ['UNCOMPRESSED', 'SNAPPY', 'GZIP', 'BROTLI', 'ZSTD', 'LZ4', 'LZ4_RAW'].join(', ')
 
 // Dates and timestamps as ISO 8601 text (JSON has no date; a Date would be an object to the writers).
 // A value a JS Date cannot hold (beyond year 275760) is left as its number.
@@ -106,7 +111,6 @@ function describe(path: string, err: unknown, where = ''): Error {
     why = 'not a Parquet file'
   } else if ((m = /^parquet unsupported compression codec: (\S+)/.exec(message))) {
     why = `it uses the ${m[1]} compression, which cannot be decompressed here (readable: ${CODECS})`
-    if (m[1] === 'ZSTD') why += '; ZSTD needs Node.js 22.15 or later'
   } else if ((m = /^parquet unsupported encoding: (\S+)/.exec(message))) {
     why = `it uses the ${m[1]} encoding, which hyparquet cannot decode`
   } else if ((m = /^parquet (bson|interval) not supported/.exec(message))) {
