@@ -48,3 +48,24 @@ t.test('--endpoint without --token: fine on a server without tokens; one line sa
   t.equal((await refused.exited).code, 2)
   t.match(refused.err(), /this server needs a token: pass --token \(or set INFERENCE_STREAM_TOKEN\)/)
 })
+
+t.test('run stops early when the first rows all fail the same way; the summary counts failures by code', async (t) => {
+  const { mkdtempSync, writeFileSync: write, existsSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'is-failfast-'))
+  const input = join(dir, 'in.csv')
+  write(input, `text\n${Array.from({ length: 300 }, (_, i) => `row ${i}`).join('\n')}\n`)
+  const args = ['run', input, '-m', 'builtin/echo', '--parameters', '{"delay_ms":"x"}', '--no-progress']
+  const stopped = cliProcess([...args, '-o', join(dir, 'a.jsonl'), '--stop-after-failures', '50'])
+  t.equal((await stopped.exited).code, 1)
+  t.match(stopped.err(), /the first 50 rows all failed with ERR_MODEL_INPUT: parameters\.delay_ms must be .*\n.*stopped early.*--stop-after-failures 0/)
+  t.notOk(existsSync(join(dir, 'a.jsonl')) || existsSync(join(dir, 'a.jsonl.partial')), 'no output left behind')
+  const all = cliProcess([...args, '-o', join(dir, 'b.jsonl'), '--stop-after-failures', '0'])
+  t.equal((await all.exited).code, 3)
+  t.match(all.out(), /300 rows -> .*\nfailed: 300 \(ERR_MODEL_INPUT ×300, e\.g\. "parameters\.delay_ms must be/)
+  // Some rows fine: never stopped, whatever fails after.
+  write(input, `text\nok\n${Array.from({ length: 120 }, () => '""').join('\n')}\n`)
+  const mixed = cliProcess(['run', input, '-m', 'builtin/echo', '-o', join(dir, 'c.jsonl'), '--no-progress', '--stop-after-failures', '50'])
+  t.equal((await mixed.exited).code, 3, mixed.err())
+})

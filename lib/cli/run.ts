@@ -62,6 +62,7 @@ export function runCommand(): Command {
     .option('--unordered', 'write results as they arrive instead of in input order')
     .option('--checkpoint [path]', 'journal progress to resume after a crash (default path: <output>.ckpt)')
     .option('--resume', 'resume from the checkpoint (it must exist)')
+    .option('--stop-after-failures <n>', 'stop (exit 1) when the first N rows all fail with the same error; 0: never stop', intFlag('stop-after-failures'), 100)
     .option('--keep-checkpoint', 'keep the checkpoint after a finished run (default: removed once the output is complete)')
     .option('--endpoint <url>', 'a running server (default: an embedded server in this process)', endpointFlag)
     .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN); not needed by a server without tokens')
@@ -111,6 +112,7 @@ interface RunFlags extends ModelFlags {
   checkpoint?: string | boolean
   resume?: boolean
   keepCheckpoint?: boolean
+  stopAfterFailures: number
   endpoint?: string
   token?: string
   compute: 'cpu' | 'gpu'
@@ -191,10 +193,18 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
   mkdirSync(dirname(resolve(output)), { recursive: true })
   const writer = writeRecords(output, { format: o.outputFormat })
+  const failures = new FailureTally()
+  const stopAfter = o.stopAfterFailures
   const counter = new Transform({
     objectMode: true,
-    transform(r, _e, cb) {
+    transform(r: { error?: Error & { code?: string; remoteCode?: string } }, _e, cb) {
       written++
+      if (r.error) failures.add(r.error.remoteCode ?? r.error.code ?? 'ERR', r.error.message)
+      // Every row so far failed, all the same way: the rest would too (a missing parameter, a
+      // model that cannot load). Say so now rather than after the whole file.
+      if (stopAfter > 0 && written === stopAfter && failures.total === written && failures.codes === 1) {
+        return cb(new AllFailingError(failures.only(), written))
+      }
       cb(null, r)
     },
   })
@@ -212,6 +222,12 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     await pipeline(reader, checkFirstRecord(o.column), stream, counter, writer)
   } catch (err) {
     progress?.stop()
+    if (err instanceof AllFailingError) {
+      process.stderr.write(`inference-stream: ${err.message}\n`)
+      // Nothing worth keeping: no half-written output is left behind.
+      await rm(`${output}.partial`, { force: true })
+      return EXIT.failed
+    }
     if (err instanceof AbortError) {
       process.stderr.write(`inference-stream: interrupted after ${written} rows${checkpoint ? `; re-run the same command to resume from ${checkpoint}` : ''}\n`)
       return EXIT.interrupted
@@ -237,7 +253,7 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   const l = stream.latency
   const lines = [
     `${written} rows -> ${output} in ${seconds.toFixed(2)} s (${(written / seconds).toFixed(0)} rows/s)`,
-    `failed: ${s.failed}${unique?.duplicates ? ` (duplicate ids: ${unique.duplicates})` : ''}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
+    `failed: ${s.failed}${failures.total > 0 ? ` (${failures.summary()})` : ''}${unique?.duplicates ? ` (duplicate ids: ${unique.duplicates})` : ''}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
     `latency p50 ${l.percentile(50).toFixed(1)} ms, p95 ${l.percentile(95).toFixed(1)} ms`,
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
@@ -255,5 +271,42 @@ function flagFormat(path: string, format: string | undefined, which: 'input' | '
     throw new UnknownFormatError(
       `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it .csv, .tsv, .jsonl, .json or .parquet, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
     )
+  }
+}
+
+/** Failed rows by error code, with the first message of each (for the summary). */
+class FailureTally {
+  total = 0
+  private readonly byCode = new Map<string, { count: number; example: string }>()
+
+  add(code: string, message: string): void {
+    this.total++
+    const seen = this.byCode.get(code)
+    if (seen) seen.count++
+    else if (this.byCode.size < 20) this.byCode.set(code, { count: 1, example: message })
+  }
+
+  get codes(): number {
+    return this.byCode.size
+  }
+
+  only(): { code: string; example: string } {
+    const [code, { example }] = this.byCode.entries().next().value as [string, { count: number; example: string }]
+    return { code, example }
+  }
+
+  summary(): string {
+    return [...this.byCode].map(([code, { count, example }]) => `${code} ×${count}, e.g. ${JSON.stringify(example.length > 120 ? `${example.slice(0, 117)}...` : example)}`).join('; ')
+  }
+}
+
+/** The first rows of a run all failed with one error: the run stops (exit 1). */
+class AllFailingError extends Error {
+  constructor(failure: { code: string; example: string }, rows: number) {
+    super(
+      `the first ${rows} rows all failed with ${failure.code}: ${failure.example}\n` +
+        'inference-stream: stopped early, as the rest would fail the same way; fix the cause, or pass --stop-after-failures 0 to run every row anyway',
+    )
+    this.name = 'AllFailingError'
   }
 }
