@@ -38,7 +38,7 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     [['run', examples, '-o', join(dir, 'out.xlsx')], /xlsx/],
     [['run', examples, '--parameters', '{bad'], /--parameters must be a JSON object/],
     [['run', examples, '--resume', '-o', join(dir, 'never.parquet')], /Nothing to resume: checkpoint .* does not exist/],
-    [['run', examples, '--endpoint', '127.0.0.1:9'], /--endpoint must be a URL such as http:\/\/127\.0\.0\.1:8080, got "127\.0\.0\.1:9"/],
+    [['run', examples, '--endpoint', '127.0.0.1:9'], /--endpoint must be an http: or https: URL such as http:\/\/127\.0\.0\.1:8080, got "127\.0\.0\.1:9"/],
     [['run', join(dir, 'notes.txt')], /Cannot tell the format of input .*notes\.txt from its extension "\.txt": name it .* or pass --input-format/],
     [['run', examples, '-m', 'no/such-model', '-o', join(dir, 'm.jsonl')], /Model no\/such-model does not exist.*\(served here: .*builtin\/sentiment/],
   ]

@@ -97,7 +97,7 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   const p = cliProcess(['run', input, '-o', out, ...base])
   const { code } = await p.exited
   t.equal(code, 3, p.err())
-  t.match(p.out(), /failed: 1 \(duplicate ids: 1\)/)
+  t.match(p.out(), /failed: 1 \(ERR_ID_CONFLICT ×1, e\.g\. .*was already used by an earlier row.*\) \(duplicate ids: 1\)/)
   const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
   t.equal(lines.length, 3002, 'every row is in the output')
   t.same(lines[0].outputs, 'I love it')

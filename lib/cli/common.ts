@@ -57,7 +57,7 @@ export function secondsFlag(name: string) {
   }
 }
 
-/** Parses `--endpoint`: an http(s) or ws(s) URL, named in the message when it is not one. */
+/** Parses `--endpoint`: the server's http(s) base URL, named in the message when it is not one. */
 export function endpointFlag(value: string): string {
   let url: URL | undefined
   try {
@@ -65,8 +65,8 @@ export function endpointFlag(value: string): string {
   } catch {
     url = undefined
   }
-  if (!url || !/^(https?|wss?):$/.test(url.protocol)) {
-    throw new InvalidOptionError(`--endpoint must be a URL such as http://127.0.0.1:8080, got "${value}"`)
+  if (!url || !/^https?:$/.test(url.protocol)) {
+    throw new InvalidOptionError(`--endpoint must be an http: or https: URL such as http://127.0.0.1:8080, got "${value}"`)
   }
   return value
 }
