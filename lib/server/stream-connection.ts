@@ -63,10 +63,8 @@ export class StreamConnection {
   owner: string | undefined
   /** The model's pipeline, once authenticated (for loading status). */
   private pipeline: Pipeline | undefined
-  /** v1 results written and not yet acked (id → bytes); handed back to the store if the socket closes. */
-  readonly unacked = new Map<string, number>()
-  /** Bytes of the results in {@link unacked}. */
-  unackedBytes = 0
+  /** v1 results written and not yet acked; handed back to the store if the socket closes. */
+  readonly unacked = new Set<string>()
   private outbox: string[] = []
   // Legacy: ids of store results in the outbox, handed back if they cannot be written.
   private legacyTracked: string[] = []
@@ -255,13 +253,7 @@ export class StreamConnection {
           break
         }
         case 'ack':
-          for (const id of e.ids) {
-            const b = this.unacked.get(id)
-            if (b !== undefined) {
-              this.unacked.delete(id)
-              this.unackedBytes -= b
-            }
-          }
+          for (const id of e.ids) this.unacked.delete(id)
           store.acknowledge(owner, e.ids)
           this.hub.flush(owner)
           break
@@ -306,12 +298,8 @@ export class StreamConnection {
       return
     }
     if (tracked) {
-      if (this.v1) {
-        if (!this.unacked.has(id)) {
-          this.unacked.set(id, outputs.length)
-          this.unackedBytes += outputs.length
-        }
-      } else this.legacyTracked.push(id)
+      if (this.v1) this.unacked.add(id)
+      else this.legacyTracked.push(id)
     }
     this.push(resultText(id, outputs))
   }

@@ -99,9 +99,8 @@ export class StreamHub {
     const ts = this.byTenant.get(tenant)
     ts?.delete(conn)
     if (ts && ts.size === 0) this.byTenant.delete(tenant)
-    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked.keys())
+    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked)
     conn.unacked.clear()
-    conn.unackedBytes = 0
     this.flush(owner)
   }
 
