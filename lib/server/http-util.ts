@@ -1,10 +1,9 @@
 import type http from 'node:http'
 import { AuthenticationError } from '../errors.js'
 import { parseBearer } from '../protocol.js'
-import type { Tenant, Tenants } from './tenants.js'
+import { ANONYMOUS_TOKEN, type Tenant, type Tenants } from './tenants.js'
 
-/** Token billed for requests without one on a server with no tokens configured (loopback only). */
-export const ANONYMOUS_TOKEN = 'anonymous'
+export { ANONYMOUS_TOKEN }
 
 /**
  * The tenant of an HTTP request (`Authorization: Bearer <token>`). On an open server (no token
@@ -21,7 +20,7 @@ export function tenantOf(req: http.IncomingMessage, tenants: Tenants): Tenant | 
       bearer = undefined
     }
   }
-  if (tenants.open) return tenants.authenticate(bearer ?? ANONYMOUS_TOKEN) as Tenant
+  if (tenants.open) return tenants.ofRequest(bearer) as Tenant
   if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
   if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
   return tenants.authenticate(bearer) ?? new AuthenticationError('Invalid token')

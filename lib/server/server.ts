@@ -129,7 +129,7 @@ export class InferenceServer {
       const dataDir = o.dataDir
       // A v1 store names raw tokens; each becomes its tenant's id (then the tokens are wiped).
       const store = new JobStore(join(dataDir, 'jobs.sqlite'), {
-        tenantOfToken: (token) => (this.tenants.authenticate(token) ?? this.tenants.defaultTenant(token)).id,
+        tenantOfToken: (token) => this.tenantOfToken(token),
       })
       // The operator's folder: read-only input of every tenant, under each tenant's own uploads.
       const inputs = new InputDatasets(o.datasetsDir ?? join(dataDir, 'datasets'))

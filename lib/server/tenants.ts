@@ -30,6 +30,9 @@ export interface TenantsOptions {
   secret?: Buffer
 }
 
+/** The token of a request that sent none, on a server with no tokens configured (loopback only). */
+export const ANONYMOUS_TOKEN = 'anonymous'
+
 const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 // Bound on the tenants remembered for an open server (any token accepted, from loopback).
 const MAX_OPEN_TENANTS = 10_000
@@ -45,6 +48,8 @@ export class Tenants {
   private readonly names = new Map<string, string>()
   /** No token configured: any token is accepted (the server then lets only loopback clients in). */
   readonly open: boolean
+  /** Tenants configured (0 on an open server, where any token is a tenant of its own). */
+  readonly count: number
 
   constructor(options: TenantsOptions = {}) {
     this.secret = options.secret ?? randomBytes(32)
@@ -66,6 +71,16 @@ export class Tenants {
       }
     }
     this.open = this.byDigest.size === 0
+    this.count = new Set([...this.byDigest.values()].map((t) => t.id)).size
+  }
+
+  /**
+   * The tenant of a request that sent `token`, or none: on an open server any token, and no token
+   * at all ({@link ANONYMOUS_TOKEN}); else only an accepted token.
+   */
+  ofRequest(token: string | undefined): Tenant | undefined {
+    if (this.open) return this.authenticate(token ?? ANONYMOUS_TOKEN)
+    return token === undefined ? undefined : this.authenticate(token)
   }
 
   /** The tenant of a token, or undefined when the token is not accepted. */
@@ -88,11 +103,6 @@ export class Tenants {
    */
   get several(): boolean {
     return this.sawSecond || this.count > 1
-  }
-
-  /** Tenants configured (0 on an open server, where any token is a tenant of its own). */
-  get count(): number {
-    return this.open ? 0 : new Set([...this.byDigest.values()].map((t) => t.id)).size
   }
 
   /** The name of a tenant id, or the id's short form for one the server has not seen. */

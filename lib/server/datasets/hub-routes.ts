@@ -19,7 +19,6 @@ import {
   RevisionNotFoundError,
   toWireError,
 } from '../../errors.js'
-import { ANONYMOUS_TOKEN } from '../http-util.js'
 import type { Tenants } from '../tenants.js'
 import { DEFAULT_BRANCH, type OutputDatasets } from './output-datasets.js'
 
@@ -114,7 +113,8 @@ function matchRoute(path: string): Route | undefined {
 
 async function serve(req: http.IncomingMessage, res: http.ServerResponse, route: Route, ctx: HubRoutesContext): Promise<void> {
   const token = tokenOf(req.headers.authorization)
-  const tenant = ctx.tenants.open ? ctx.tenants.authenticate(token || ANONYMOUS_TOKEN) : token === undefined ? undefined : ctx.tenants.authenticate(token)
+  // A header of another scheme ('') is a token that matches nothing; on an open server, none.
+  const tenant = ctx.tenants.ofRequest(token || undefined)
   if (!tenant) {
     // Basic is what makes git retry with the credentials of its URL (`http://user:TOKEN@host/...`).
     res.setHeader('www-authenticate', ['Bearer realm="inference-stream"', 'Basic realm="inference-stream"'])
