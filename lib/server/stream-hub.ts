@@ -247,9 +247,8 @@ export class StreamHub {
     if (item.delivery === 'direct') {
       if (item.retain) {
         // Kept as delivered under its key: a retry gets it; it never waits for a stream.
-        const done = this.store.complete(owner, id, outputsJson(outputs))
+        const done = this.store.complete(owner, id, outputsJson(outputs), { delivered: true })
         if (done.lost > 0) this.metrics.lost.inc(done.lost)
-        this.store.acknowledge(owner, [id])
       } else this.store.forget(owner, id)
       if (item.origin !== undefined) this.answerSink(item.origin, outputs, info)
       return

@@ -175,7 +175,7 @@ export class MemoryResultStore implements ResultStore {
     return true
   }
 
-  complete(owner: string, id: string, outputsJson: string): CompleteResult {
+  complete(owner: string, id: string, outputsJson: string, options: { delivered?: boolean } = {}): CompleteResult {
     const s = this.state(owner)
     const p = this.unpend(s, id)
     if (!p && s.done.has(id)) return { oversize: false, lost: 0 } // already finished: keep the first result
@@ -189,12 +189,15 @@ export class MemoryResultStore implements ResultStore {
       )))
       bytes = outputs.length
     }
-    const d: DoneEntry = { owner: s, id, outputs, at: Date.now(), fingerprint: p?.fingerprint, bytes, state: UNDELIVERED }
+    const delivered = options.delivered === true
+    const d: DoneEntry = { owner: s, id, outputs, at: Date.now(), fingerprint: p?.fingerprint, bytes, state: delivered ? DELIVERED : UNDELIVERED }
     s.done.set(id, d)
-    s.undelivered.add(id)
     this.order.add(d)
     this.retained += bytes
-    s.tenant.bytes.undelivered += bytes
+    if (!delivered) {
+      s.undelivered.add(id)
+      s.tenant.bytes.undelivered += bytes
+    }
     s.completed++
     const before = this.lost
     if (s.done.size > this.options.maxRetained + this.evictSlack) this.evictCount(s)

@@ -131,8 +131,12 @@ export interface ResultStore {
    * done when it was pending (it finished).
    */
   forget(owner: string, id: string): void
-  /** Stores a finished result (`outputs` as JSON text) and marks it undelivered. */
-  complete(owner: string, id: string, outputsJson: string): CompleteResult
+  /**
+   * Stores a finished result (`outputs` as JSON text) and marks it undelivered — or, with
+   * `delivered`, delivered already (a result handed straight to its requester and kept for retries:
+   * one transition, never waiting for a stream).
+   */
+  complete(owner: string, id: string, outputsJson: string, options?: { delivered?: boolean }): CompleteResult
   /** State of an id, with the retained outputs (JSON text) when done. */
   lookup(owner: string, id: string): { state: IdState; outputs?: string }
   /** Whether results of the owner wait for a stream. */
