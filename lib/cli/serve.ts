@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
-import pino from 'pino'
 import { InvalidOptionError } from '../errors.js'
 import { join } from 'node:path'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { createServer } from '../server/server.js'
 import { parseTokenFile } from '../server/tenants.js'
 import { bytesFlag, secondsFlag } from './common.js'
+import { createLogger, type LogFormat } from './log.js'
 
 function int(name: string) {
   return (value: string): number => {
@@ -63,6 +63,7 @@ export function serveCommand(): Command {
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal, JSON otherwise (auto), or always one of them').choices(['auto', 'pretty', 'json']).default('auto'))
     .addHelpText(
       'after',
       `
@@ -78,7 +79,7 @@ Examples:
 Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
     )
     .action(async (o) => {
-      const logger = pino({ level: o.logLevel }, pino.destination(2))
+      const logger = createLogger(o.logLevel as string, o.logFormat as LogFormat)
       const { tokens, tenants } = collectTokens(o.token, o.tokenFile)
       const server = createServer({
         tokens,

@@ -21,9 +21,22 @@ export function tenantOf(req: http.IncomingMessage, tenants: Tenants): Tenant | 
     }
   }
   if (tenants.open) return tenants.ofRequest(bearer) as Tenant
-  if (header === undefined) return new AuthenticationError('Missing "Authorization: Bearer <token>" header')
-  if (bearer === undefined) return new AuthenticationError('Authorization header must be "Bearer <token>"')
-  return tenants.authenticate(bearer) ?? new AuthenticationError('Invalid token')
+  let err: AuthenticationError
+  if (header === undefined) err = new AuthenticationError('Missing "Authorization: Bearer <token>" header')
+  else if (bearer === undefined) err = new AuthenticationError('Authorization header must be "Bearer <token>"')
+  else {
+    const tenant = tenants.authenticate(bearer)
+    if (tenant) return tenant
+    err = new AuthenticationError('Invalid token')
+  }
+  tenants.refused(err.message, req.socket.remoteAddress, `${req.method ?? 'GET'} ${routeOf(req.url)}`)
+  return err
+}
+
+/** A request's path without its query, for logs (a query may hold anything). */
+export function routeOf(url: string | undefined): string {
+  const path = (url ?? '/').split('?')[0]
+  return path.length > 200 ? `${path.slice(0, 200)}...` : path
 }
 
 /** A request body: the bytes, or why there are none. */

@@ -77,6 +77,7 @@ export class InferenceServer {
       tokens: o.tokens,
       tenants: o.tenants,
       secret: o.tenantSecret ?? (o.dataDir ? dataDirSecret(o.dataDir) : undefined),
+      logger: o.logger,
     })
     this.registry = o.registry ?? createModelRegistry()
     this.queue = o.queue ?? new MemoryWorkQueue()
@@ -88,7 +89,11 @@ export class InferenceServer {
       this.queue,
       this.metrics,
       o.logger,
-      (token) => this.tenants.authenticate(token),
+      (token, remote, route) => {
+        const tenant = this.tenants.authenticate(token)
+        if (!tenant) this.tenants.refused('Invalid token', remote, route)
+        return tenant
+      },
       (model, compute) => resolvePipeline(this.registry, model, compute),
     )
     this.workers = new BatchWorkers({
@@ -339,7 +344,7 @@ export class InferenceServer {
     }
     const compute = m[1] as Compute
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1)
+      const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1, req.socket.remoteAddress)
       ;(ws as WebSocket & { isAlive?: boolean }).isAlive = true
       ws.on('pong', () => ((ws as WebSocket & { isAlive?: boolean }).isAlive = true))
       void conn

@@ -78,6 +78,8 @@ export class StreamConnection {
     readonly model: string,
     readonly compute: Compute,
     readonly v1: boolean,
+    /** The client's address, for logs. */
+    readonly remote?: string,
   ) {
     this.authTimer = setTimeout(() => {
       this.reject(new AuthenticationError('No "Bearer <token>" frame received in time'))
@@ -138,7 +140,7 @@ export class StreamConnection {
       this.reject(err as InferenceStreamError)
       return
     }
-    const tenant = this.hub.authenticate(token)
+    const tenant = this.hub.authenticate(token, this.remote, `stream ${this.compute}/${this.model}`)
     if (!tenant) {
       this.reject(new AuthenticationError('Invalid token'))
       return

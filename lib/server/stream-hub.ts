@@ -54,8 +54,8 @@ export class StreamHub {
     readonly queue: WorkQueue,
     readonly metrics: ServerMetrics,
     readonly logger: Logger | undefined,
-    /** The tenant of a bearer token, or undefined when it is refused. */
-    readonly authenticate: (token: string) => Tenant | undefined,
+    /** The tenant of a bearer token, or undefined when it is refused (then logged with `remote` and `route`). */
+    readonly authenticate: (token: string, remote: string | undefined, route: string) => Tenant | undefined,
     /** The pipeline serving `model` on `compute`, or why there is none (the error the client sees). */
     readonly pipelineFor: (model: string, compute: Compute) => Pipeline | InferenceStreamError,
   ) {}

@@ -7,6 +7,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { mkdirSync, openSync, readFileSync, writeSync, closeSync, renameSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Logger } from 'pino'
 import { InvalidOptionError } from '../errors.js'
 
 /** A tenant as the server knows it. */
@@ -28,7 +29,12 @@ export interface TenantsOptions {
   tenants?: Readonly<Record<string, readonly string[]>>
   /** Key of the tenant ids (at least 16 bytes). Default: random, for this process only. */
   secret?: Buffer
+  /** Where refused credentials are logged (info), see {@link Tenants.refused}. Default: nowhere. */
+  logger?: Logger
 }
+
+/** Refusal lines logged a minute at most; the rest are counted in the next line. */
+const REFUSALS_LOGGED_PER_MINUTE = 20
 
 /** The token of a request that sent none, on a server with no tokens configured (loopback only). */
 export const ANONYMOUS_TOKEN = 'anonymous'
@@ -51,7 +57,13 @@ export class Tenants {
   /** Tenants configured (0 on an open server, where any token is a tenant of its own). */
   readonly count: number
 
+  private readonly logger: Logger | undefined
+  private refusalWindow = 0
+  private refusalLines = 0
+  private refusalsUnlogged = 0
+
   constructor(options: TenantsOptions = {}) {
+    this.logger = options.logger
     this.secret = options.secret ?? randomBytes(32)
     if (!Buffer.isBuffer(this.secret) || this.secret.length < 16) throw new InvalidOptionError('Option "tenantSecret" must be a Buffer of at least 16 bytes')
     for (const token of options.tokens ?? []) {
@@ -81,6 +93,28 @@ export class Tenants {
   ofRequest(token: string | undefined): Tenant | undefined {
     if (this.open) return this.authenticate(token ?? ANONYMOUS_TOKEN)
     return token === undefined ? undefined : this.authenticate(token)
+  }
+
+  /**
+   * Logs a refused request (info): what was wrong, from where, on which route. The token itself is
+   * never logged. At most {@link REFUSALS_LOGGED_PER_MINUTE} lines a minute, so that guessing
+   * tokens cannot flood the log: the next line logged says how many were left out.
+   */
+  refused(reason: string, remote: string | undefined, route: string): void {
+    if (!this.logger) return
+    const now = Date.now()
+    if (now - this.refusalWindow >= 60_000) {
+      this.refusalWindow = now
+      this.refusalLines = 0
+    }
+    if (this.refusalLines >= REFUSALS_LOGGED_PER_MINUTE) {
+      this.refusalsUnlogged++
+      return
+    }
+    this.refusalLines++
+    const unlogged = this.refusalsUnlogged
+    this.refusalsUnlogged = 0
+    this.logger.info({ remote, route, ...(unlogged > 0 ? { notLogged: unlogged } : {}) }, `refused: ${reason}`)
   }
 
   /** The tenant of a token, or undefined when the token is not accepted. */

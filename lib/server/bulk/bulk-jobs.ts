@@ -151,6 +151,7 @@ export class BulkJobs {
     const current = store.get(job.id)
     if (signal.aborted || !current || (current.state !== 'queued' && current.state !== 'running')) return
     store.update(job.id, { state: 'running', total: total ?? null })
+    this.o.logger?.info({ job: job.id, model: job.model, rows: total ?? undefined, resumedAt: job.processed || undefined }, 'bulk job started')
     await this.runRows(job, resolved, signal)
     if (signal.aborted) return
     const stored = store.get(job.id) as JobRecord
@@ -158,6 +159,10 @@ export class BulkJobs {
     const revision = await this.publish(stored, resolved, signal)
     if (signal.aborted) return
     store.update(job.id, { state: 'completed', endTime: Date.now() / 1000, revision, total: stored.processed })
+    this.o.logger?.info(
+      { job: job.id, rows: stored.processed, failed: stored.failed || undefined, seconds: Math.round((Date.now() / 1000 - stored.createdAt) * 10) / 10, dataset: stored.bulkName, revision },
+      'bulk job completed',
+    )
     store.deleteResults(job.id)
   }
 

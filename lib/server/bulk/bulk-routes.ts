@@ -157,7 +157,8 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, path: 
       return fail(res, new InvalidDatasetNameError(`Dataset path is not valid URL encoding: ${JSON.stringify(`${m[1]}/${m[2]}/${m[3]}`)}`))
     }
     // Into the tenant's own uploads, never the operator's folder.
-    await c.inputs(tenant.id).upload(name, config, split, m[4], req, { maxBytes: c.maxUploadBytes })
+    const stored = await c.inputs(tenant.id).upload(name, config, split, m[4], req, { maxBytes: c.maxUploadBytes })
+    c.logger?.info({ tenant: tenant.name, dataset: `${name}/${config}/${split}.${m[4]}`, bytes: stored.bytes, format: stored.format }, 'dataset uploaded')
     // The dataset-relative path: the server's own folders are none of the client's business.
     return sendJson(res, 201, { dataset: name, config, split, path: `${name}/${config}/${split}.${m[4]}` })
   }
@@ -174,6 +175,7 @@ function decodeOr(raw: string): string | undefined {
 
 function cancel(res: http.ServerResponse, c: BulkRoutesContext, job: JobRecord): void {
   if (!c.jobs.cancel(job.id)) return fail(res, new JobStateError(`Job ${job.id} is already ${job.state}`))
+  c.logger?.info({ job: job.id }, 'bulk job cancelled')
   sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
 }
 
@@ -237,5 +239,6 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
     bulkName = b.bulk_name
   }
   const job = c.jobs.start({ tenant: tenant.id, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, bulkName })
+  c.logger?.info({ job: job.id, tenant: tenant.name, model, dataset: `${dataset.name}/${dataset.config}/${dataset.split}`, column: dataset.column, bulkName }, 'bulk job submitted')
   sendJson(res, 200, { jobid: job.id, bulk_name: job.bulkName })
 }

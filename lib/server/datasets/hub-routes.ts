@@ -20,6 +20,7 @@ import {
   toWireError,
 } from '../../errors.js'
 import type { Tenants } from '../tenants.js'
+import { routeOf } from '../http-util.js'
 import { DEFAULT_BRANCH, type OutputDatasets } from './output-datasets.js'
 
 /** What {@link handleHubRoutes} needs of its server. */
@@ -118,9 +119,10 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, route:
   if (!tenant) {
     // Basic is what makes git retry with the credentials of its URL (`http://user:TOKEN@host/...`).
     res.setHeader('www-authenticate', ['Bearer realm="inference-stream"', 'Basic realm="inference-stream"'])
-    throw new AuthenticationError(
-      token === undefined ? 'Missing "Authorization: Bearer <token>" header' : 'Invalid token',
-    )
+    const err = new AuthenticationError(token === undefined ? 'Missing "Authorization: Bearer <token>" header' : 'Invalid token')
+    // git asks without credentials first, then with them: its first 401 is not worth a line.
+    if (token !== undefined) ctx.tenants.refused(err.message, req.socket.remoteAddress, `${req.method ?? 'GET'} ${routeOf(req.url)}`)
+    throw err
   }
   const name = decode(route.name, (m) => new InvalidDatasetNameError(`Dataset name is not valid URL encoding: ${m}`))
   const outputs = await ctx.outputs(tenant.id, name)
