@@ -398,6 +398,17 @@ export class BatchTimeoutError extends InferenceStreamError {
   }
 }
 
+/**
+ * An item was leased to workers the server's delivery limit of times and never finished (each
+ * worker died or hung on it): it fails with this instead of running again forever.
+ */
+export class DeliveryLimitError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_DELIVERY_LIMIT')
+    this.name = 'DeliveryLimitError'
+  }
+}
+
 /** A checkpoint file is in use by another run (its lock is held by a live process). */
 export class CheckpointLockedError extends InferenceStreamError {
   constructor(message: string) {

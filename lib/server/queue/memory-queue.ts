@@ -268,21 +268,28 @@ export class MemoryWorkQueue implements WorkQueue {
   }
 
   async ack(lease: Lease): Promise<void> {
-    if (!this.end(lease)) return
-    this.maybeForget(lease.tenant)
-    this.wake()
+    this.settle(lease, [])
   }
 
   async release(lease: Lease): Promise<void> {
-    if (!this.end(lease)) return
+    this.settle(lease, lease.items)
+  }
+
+  /**
+   * Ends a lease at once (synchronously): `requeue` (some of its items, in lease order) go back to
+   * the front of their tenant's group, the rest are done. False when the lease had ended already.
+   */
+  settle(lease: Lease, requeue: readonly WorkItem[]): boolean {
+    if (!this.end(lease)) return false
     // Back to the front of each tenant's group, in their original order.
-    for (let i = lease.items.length - 1; i >= 0; i--) {
-      const item = lease.items[i]
+    for (let i = requeue.length - 1; i >= 0; i--) {
+      const item = requeue[i]
       this.deque(item).unshift(item)
     }
-    this.queued += lease.items.length
+    this.queued += requeue.length
     this.maybeForget(lease.tenant)
     this.wake()
+    return true
   }
 
   stats(): QueueStats {

@@ -138,6 +138,15 @@ export class MemoryResultStore implements ResultStore {
     }
   }
 
+  /** A running item went back to the queue (its lease was released or reclaimed). */
+  markQueued(owner: string, id: string): void {
+    const p = this.owners.get(owner)?.pending.get(id)
+    if (p?.running) {
+      p.running = false
+      ;(this.owners.get(owner) as OwnerState).processing--
+    }
+  }
+
   // Takes a pending entry off, releasing its queued bytes; returns it.
   private unpend(s: OwnerState, id: string): PendingEntry | undefined {
     const p = s.pending.get(id)
@@ -271,7 +280,8 @@ export class MemoryResultStore implements ResultStore {
     if (!s) return
     for (const id of ids) {
       const d = s.done.get(id)
-      if (!d || d.state === UNDELIVERED) continue
+      // Only in-flight ones: an acknowledged result stays delivered (another stream of the owner may have acked it).
+      if (!d || d.state !== IN_FLIGHT) continue
       s.tenant.bytes.undelivered += d.bytes
       d.state = UNDELIVERED
       s.undelivered.add(id)

@@ -1,0 +1,256 @@
+import { DeliveryLimitError, ShuttingDownError, toWireError } from '../../errors.js'
+import { MemoryWorkQueue } from '../queue/memory-queue.js'
+import type { Lease, WorkItem } from '../queue/work-queue.js'
+import { MemoryResultStore, type MemoryResultStoreOptions } from '../store/memory-result-store.js'
+import type {
+  FinishOutcome,
+  IdState,
+  ItemResult,
+  LeasedItem,
+  LeaseOptions,
+  LedgerEntry,
+  OwnerCounts,
+  ReclaimOutcome,
+  Routed,
+  StateBackend,
+  StateLease,
+  StateStats,
+  SubmitItem,
+  SubmitOptions,
+  SubmitOutcome,
+  TenantBytes,
+} from './state-backend.js'
+
+/** An item as the memory backend keeps it: the queue's work item and the leased item in one object. */
+type MemoryItem = WorkItem & LeasedItem & { deliveries: number }
+
+interface Held {
+  readonly lease: StateLease
+  readonly queueLease: Lease
+}
+
+/**
+ * The in-process {@link StateBackend} (the embedded default): the memory work queue and result
+ * store behind the state seam. Every transition runs synchronously inside one call, so each is
+ * atomic in this process; nothing survives it (durability is the SQLite and Redis backends' job).
+ */
+export class MemoryStateBackend implements StateBackend {
+  private readonly queue = new MemoryWorkQueue()
+  private readonly store: MemoryResultStore
+  private readonly held = new Map<string, Held>()
+  private readonly listeners = new Map<string, Set<(routed: Routed[]) => void>>()
+  private readonly ledgerByTenant = new Map<string, Map<string, number>>()
+  private readonly ledgerByOwner = new Map<string, number>()
+  private deadLettered = 0
+  private nextLease = 1
+  private closed = false
+
+  constructor(options: MemoryResultStoreOptions) {
+    this.store = new MemoryResultStore(options)
+  }
+
+  async submit(items: readonly SubmitItem[], options: SubmitOptions = {}): Promise<SubmitOutcome[]> {
+    if (this.closed) throw new ShuttingDownError('The server is shutting down')
+    const out: SubmitOutcome[] = []
+    const queued: MemoryItem[] = []
+    const now = Date.now()
+    for (const item of items) {
+      const admitted = this.store.admit(item.owner, item.id, { fingerprint: item.fingerprint, bytes: item.bytes, maxQueuedBytes: options.maxQueuedBytes })
+      if (admitted === 'new') {
+        queued.push({ ...item, parameters: item.parameters, enqueuedAt: now, deliveries: 0 })
+        out.push({ status: 'queued' })
+      } else if (admitted === 'done') {
+        out.push({ status: 'done', outputs: this.store.lookup(item.owner, item.id).outputs ?? 'null' })
+      } else out.push({ status: admitted })
+    }
+    // Synchronous under the async signature: admitted and queued in the same tick.
+    if (queued.length > 0) void this.queue.push(queued)
+    return out
+  }
+
+  async lease(consumer: string, options: LeaseOptions): Promise<StateLease | null> {
+    const { accept } = options
+    const queueLease = await this.queue.pull({
+      maxBatch: options.maxBatch,
+      maxWaitMs: options.maxWaitMs,
+      signal: options.signal,
+      maxLeasesPerTenant: options.maxLeasesPerTenant,
+      accept: accept ? (head) => accept(head as MemoryItem) : undefined,
+    })
+    if (!queueLease) return null
+    const items = queueLease.items as MemoryItem[]
+    for (const item of items) {
+      item.deliveries++
+      this.store.markRunning(item.owner, item.id)
+    }
+    const lease: StateLease = { id: `m${this.nextLease++}`, consumer, tenant: queueLease.tenant, items: items.map((i) => ({ ...i })), expiresAt: Date.now() + options.leaseMs }
+    this.held.set(lease.id, { lease, queueLease })
+    return lease
+  }
+
+  async extend(lease: StateLease, ms: number): Promise<boolean> {
+    const held = this.held.get(lease.id)
+    if (!held) return false
+    held.lease.expiresAt = lease.expiresAt = Date.now() + ms
+    return true
+  }
+
+  async finish(lease: StateLease, results: readonly ItemResult[]): Promise<FinishOutcome> {
+    const held = this.held.get(lease.id)
+    if (!held) return { finished: 0, billed: 0, lost: 0 }
+    this.held.delete(lease.id)
+    const items = held.queueLease.items as MemoryItem[]
+    const byIndex = new Map<number, ItemResult>()
+    for (const r of results) if (r.index >= 0 && r.index < items.length && !byIndex.has(r.index)) byIndex.set(r.index, r)
+    const requeue = items.filter((item, i) => {
+      if (byIndex.has(i)) return false
+      this.store.markQueued(item.owner, item.id)
+      return true
+    })
+    this.queue.settle(held.queueLease, requeue)
+    let billed = 0
+    let lost = 0
+    const routed = new Map<string, Routed[]>()
+    for (const [i, r] of byIndex) {
+      const item = items[i]
+      lost += this.store_(item, r.outputs, routed)
+      if (r.billable) {
+        this.bill(item)
+        billed++
+      }
+    }
+    this.route(routed)
+    return { finished: byIndex.size, billed, lost }
+  }
+
+  // Stores one finished item's result and adds it to the routing of its node; returns results lost.
+  private store_(item: LeasedItem, outputs: string, routed: Map<string, Routed[]>): number {
+    const { owner, id, route } = item
+    let list = routed.get(route.node)
+    if (!list) routed.set(route.node, (list = []))
+    if (route.sink === undefined) {
+      list.push({ owner, id })
+      return this.store.complete(owner, id, outputs).lost
+    }
+    list.push({ owner, id, sink: route.sink, outputs })
+    if (item.retain) return this.store.complete(owner, id, outputs, { delivered: true }).lost
+    this.store.forget(owner, id)
+    return 0
+  }
+
+  private bill(item: LeasedItem): void {
+    let models = this.ledgerByTenant.get(item.tenant)
+    if (!models) this.ledgerByTenant.set(item.tenant, (models = new Map()))
+    models.set(item.model, (models.get(item.model) ?? 0) + 1)
+    this.ledgerByOwner.set(item.owner, (this.ledgerByOwner.get(item.owner) ?? 0) + 1)
+  }
+
+  private route(routed: Map<string, Routed[]>): void {
+    for (const [node, list] of routed) {
+      if (list.length === 0) continue
+      for (const listener of this.listeners.get(node) ?? []) listener(list)
+    }
+  }
+
+  async release(lease: StateLease): Promise<void> {
+    const held = this.held.get(lease.id)
+    if (!held) return
+    this.held.delete(lease.id)
+    for (const item of held.queueLease.items) this.store.markQueued(item.owner, item.id)
+    this.queue.settle(held.queueLease, held.queueLease.items)
+  }
+
+  async reclaim(now: number, maxDeliveries: number): Promise<ReclaimOutcome> {
+    let requeued = 0
+    let dead = 0
+    const routed = new Map<string, Routed[]>()
+    for (const [id, held] of [...this.held]) {
+      if (held.lease.expiresAt > now) continue
+      this.held.delete(id)
+      const items = held.queueLease.items as MemoryItem[]
+      const again = items.filter((item) => item.deliveries < maxDeliveries)
+      for (const item of again) this.store.markQueued(item.owner, item.id)
+      this.queue.settle(held.queueLease, again)
+      requeued += again.length
+      for (const item of items) {
+        if (item.deliveries < maxDeliveries) continue
+        const error = new DeliveryLimitError(`Item ${JSON.stringify(item.id)} was leased ${item.deliveries} times and never finished (a worker died or hung on it each time); it is not run again`)
+        this.store_(item, JSON.stringify(toWireError(error)), routed)
+        dead++
+      }
+    }
+    this.deadLettered += dead
+    this.route(routed)
+    return { requeued, deadLettered: dead }
+  }
+
+  subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
+    let set = this.listeners.get(node)
+    if (!set) this.listeners.set(node, (set = new Set()))
+    set.add(listener)
+    return () => {
+      set.delete(listener)
+      if (set.size === 0) this.listeners.delete(node)
+    }
+  }
+
+  async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
+    return ids.map((id) => this.store.lookup(owner, id))
+  }
+
+  async claim(owner: string, id: string): Promise<string | undefined> {
+    return this.store.claim(owner, id) ? this.store.lookup(owner, id).outputs : undefined
+  }
+
+  async takeUndelivered(owner: string, max: number): Promise<Array<[string, string]>> {
+    return this.store.takeUndelivered(owner, max)
+  }
+
+  async returnUndelivered(owner: string, ids: readonly string[]): Promise<void> {
+    this.store.returnUndelivered(owner, ids)
+  }
+
+  async acknowledge(owner: string, ids: readonly string[]): Promise<void> {
+    this.store.acknowledge(owner, ids)
+  }
+
+  async forget(owner: string, id: string): Promise<void> {
+    this.store.forget(owner, id)
+  }
+
+  async counts(owner: string): Promise<OwnerCounts> {
+    return this.store.counts(owner)
+  }
+
+  async tenantBytes(tenant: string): Promise<TenantBytes> {
+    const b = this.store.tenantBytes(tenant)
+    return { queued: b.queued, undelivered: b.undelivered }
+  }
+
+  async stats(): Promise<StateStats> {
+    const q = this.queue.stats()
+    return { queued: q.queued, processing: q.processing, retainedBytes: this.store.retainedBytes(), deadLettered: this.deadLettered }
+  }
+
+  async ledger(tenant?: string): Promise<LedgerEntry[]> {
+    const out: LedgerEntry[] = []
+    for (const [t, models] of this.ledgerByTenant) {
+      if (tenant !== undefined && t !== tenant) continue
+      for (const [model, items] of models) out.push({ tenant: t, model, items })
+    }
+    return out
+  }
+
+  async billedTo(owner: string): Promise<number> {
+    return this.ledgerByOwner.get(owner) ?? 0
+  }
+
+  async sweep(now: number): Promise<number> {
+    return this.store.sweep(now)
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    await this.queue.close()
+  }
+}

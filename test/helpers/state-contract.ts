@@ -1,0 +1,353 @@
+/**
+ * The contract of a state backend (lib/server/state/state-backend.ts), run against every
+ * implementation: `stateContract(t, factory)` from one test file per backend (as undici tests its
+ * cache stores). Examples for each rule, then the invariants as properties over seeded random
+ * schedules of submit / lease / finish / release / reclaim / deliver / acknowledge.
+ */
+import type { Test } from 'tap'
+import type { LeasedItem, Routed, StateBackend, StateLease, SubmitItem } from '../../lib/server/state/state-backend.js'
+import { groupKey } from '../../lib/server/queue/work-queue.js'
+import { ownerKey } from '../../lib/server/store/result-store.js'
+import { prng } from './prng.js'
+
+/** Limits a factory must apply. */
+export interface ContractLimits {
+  maxRetained: number
+  retentionMs: number
+  maxRetainedBytes?: number
+}
+
+/** Makes a fresh, empty backend with these limits. */
+export type BackendFactory = (limits: ContractLimits) => Promise<StateBackend>
+
+const BIG: ContractLimits = { maxRetained: 1_000_000, retentionMs: 3_600_000 }
+const NODE = 'node-a'
+
+function item(tenant: string, id: string, over: Partial<SubmitItem> = {}): SubmitItem {
+  const model = over.model ?? 'builtin/echo'
+  const inputs = over.inputs ?? `in-${id}`
+  return {
+    tenant,
+    owner: ownerKey(tenant, model),
+    id,
+    model,
+    compute: 'cpu',
+    inputs,
+    group: groupKey(model, 'cpu', undefined),
+    fingerprint: JSON.stringify(inputs),
+    bytes: JSON.stringify(inputs).length,
+    route: { node: NODE },
+    ...over,
+  }
+}
+
+const quick = { maxBatch: 8, maxWaitMs: 0, leaseMs: 60_000 }
+
+async function leaseNow(b: StateBackend, consumer = 'w1', opts: Partial<typeof quick> & { maxLeasesPerTenant?: number } = {}): Promise<StateLease | null> {
+  if ((await b.stats()).queued === 0) return null
+  // An empty queue would wait: give up after a short while.
+  const ac = new AbortController()
+  const timer = setTimeout(() => ac.abort(), 50)
+  try {
+    return await b.lease(consumer, { ...quick, ...opts, signal: ac.signal })
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function all(lease: StateLease, billable = true) {
+  return lease.items.map((it, index) => ({ index, outputs: JSON.stringify(it.inputs), billable }))
+}
+
+async function billed(b: StateBackend, tenant?: string): Promise<number> {
+  return (await b.ledger(tenant)).reduce((n, e) => n + e.items, 0)
+}
+
+/** Runs the contract suite against backends made by `make`. */
+export function stateContract(t: Test, make: BackendFactory): void {
+  const fresh = async (t: Test, limits: ContractLimits = BIG): Promise<StateBackend> => {
+    const b = await make(limits)
+    t.teardown(() => b.close())
+    return b
+  }
+
+  t.test('an id submitted N times runs once and is billed once; a finished one answers its result', async (t) => {
+    const b = await fresh(t)
+    const outs = await b.submit([item('A', '1'), item('A', '1'), item('A', '2')])
+    t.same(outs.map((o) => o.status), ['queued', 'pending', 'queued'])
+    t.same((await b.submit([item('A', '1')]))[0], { status: 'pending' })
+    const lease = (await leaseNow(b)) as StateLease
+    t.same(lease.items.map((i) => i.id), ['1', '2'])
+    t.same((await b.counts(ownerKey('A', 'builtin/echo'))), { queued: 0, processing: 2, done: 0, undelivered: 0 })
+    t.match(await b.finish(lease, all(lease)), { finished: 2, billed: 2 })
+    t.same(await b.submit([item('A', '1')]), [{ status: 'done', outputs: '"in-1"' }])
+    t.equal(await leaseNow(b), null, 'nothing queued again')
+    t.equal(await billed(b, 'A'), 2)
+    t.same(await b.ledger(), [{ tenant: 'A', model: 'builtin/echo', items: 2 }])
+    t.equal(await b.billedTo(ownerKey('A', 'builtin/echo')), 2)
+  })
+
+  t.test('the same id with other inputs is a conflict, pending or done, and changes nothing', async (t) => {
+    const b = await fresh(t)
+    await b.submit([item('A', 'x')])
+    t.same(await b.submit([item('A', 'x', { inputs: 'other', fingerprint: '"other"' })]), [{ status: 'conflict' }])
+    const lease = (await leaseNow(b)) as StateLease
+    await b.finish(lease, all(lease))
+    t.same(await b.submit([item('A', 'x', { inputs: 'other', fingerprint: '"other"' })]), [{ status: 'conflict' }])
+    t.same(await b.lookup(ownerKey('A', 'builtin/echo'), ['x']), [{ state: 'done', outputs: '"in-x"' }])
+  })
+
+  t.test('ids are per owner: tenants and models do not see each other', async (t) => {
+    const b = await fresh(t)
+    await b.submit([item('A', '1'), item('B', '1'), item('A', '1', { model: 'builtin/other', owner: ownerKey('A', 'builtin/other'), group: groupKey('builtin/other', 'cpu', undefined) })])
+    let leased = 0
+    for (let lease = await leaseNow(b); lease; lease = await leaseNow(b)) {
+      leased += lease.items.length
+      await b.finish(lease, all(lease))
+    }
+    t.equal(leased, 3, 'three distinct items ran')
+    t.same(await b.lookup(ownerKey('B', 'builtin/echo'), ['1', '2']), [{ state: 'done', outputs: '"in-1"' }, { state: 'unknown' }])
+    const a = await b.takeUndelivered(ownerKey('A', 'builtin/echo'), 10)
+    t.same(a, [['1', '"in-1"']], "A's stream owner gets A's result only")
+    t.same(await b.takeUndelivered(ownerKey('C', 'builtin/echo'), 10), [], 'an unknown tenant gets nothing')
+    t.equal(await billed(b, 'A'), 2)
+    t.equal(await billed(b, 'B'), 1)
+  })
+
+  t.test('finish is idempotent; items left out of a finish go back to the queue', async (t) => {
+    const b = await fresh(t)
+    await b.submit([item('A', '1'), item('A', '2'), item('A', '3')])
+    const lease = (await leaseNow(b)) as StateLease
+    t.match(await b.finish(lease, [{ index: 0, outputs: '"r1"', billable: true }, { index: 2, outputs: '"r3"', billable: false }]), { finished: 2, billed: 1 })
+    t.match(await b.finish(lease, all(lease)), { finished: 0, billed: 0 }, 'a second finish changes nothing')
+    const again = (await leaseNow(b)) as StateLease
+    t.same(again.items.map((i) => [i.id, i.deliveries]), [['2', 2]], 'the left-out item is leased again')
+    await b.finish(again, all(again))
+    t.equal(await billed(b), 2)
+    t.same(await b.lookup(ownerKey('A', 'builtin/echo'), ['1', '3']), [{ state: 'done', outputs: '"r1"' }, { state: 'done', outputs: '"r3"' }])
+  })
+
+  t.test('release hands a batch back first in line and unbilled', async (t) => {
+    const b = await fresh(t)
+    await b.submit([item('A', '1'), item('A', '2')])
+    const lease = (await leaseNow(b, 'w1', { maxBatch: 1 })) as StateLease
+    await b.release(lease)
+    t.match(await b.finish(lease, all(lease)), { finished: 0 }, 'a released lease cannot finish')
+    const next = (await leaseNow(b)) as StateLease
+    t.same(next.items.map((i) => i.id), ['1', '2'], 'order kept')
+    t.equal(await billed(b), 0)
+    t.equal((await b.counts(ownerKey('A', 'builtin/echo'))).queued, 0)
+  })
+
+  t.test('an expired lease is reclaimed and finished once; past the delivery limit an item fails', async (t) => {
+    const b = await fresh(t)
+    const routed: Routed[] = []
+    b.subscribe(NODE, (r) => routed.push(...r))
+    await b.submit([item('A', '1')])
+    const first = (await leaseNow(b, 'w1', { leaseMs: 1000 })) as StateLease
+    t.ok(await b.extend(first, 1000), 'extend while held')
+    t.same(await b.reclaim(Date.now(), 3), { requeued: 0, deadLettered: 0 }, 'not expired yet')
+    t.same(await b.reclaim(Date.now() + 5000, 3), { requeued: 1, deadLettered: 0 })
+    t.notOk(await b.extend(first, 1000), 'a reclaimed lease cannot be extended')
+    const second = (await leaseNow(b, 'w2')) as StateLease
+    t.equal(second.items[0].deliveries, 2)
+    t.match(await b.finish(first, all(first)), { finished: 0 }, 'the late finish of the reclaimed lease changes nothing')
+    t.match(await b.finish(second, all(second)), { finished: 1, billed: 1 })
+    t.equal(routed.length, 1, 'routed once')
+    t.equal(await billed(b), 1)
+
+    await b.submit([item('A', 'poison')])
+    for (let i = 1; i <= 3; i++) {
+      const l = (await leaseNow(b, `w${i}`, { leaseMs: 1 })) as StateLease
+      t.equal(l.items[0].deliveries, i)
+      t.same(await b.reclaim(Date.now() + 10, 3), i < 3 ? { requeued: 1, deadLettered: 0 } : { requeued: 0, deadLettered: 1 })
+    }
+    t.equal(await leaseNow(b), null, 'not leased a fourth time')
+    const [state] = await b.lookup(ownerKey('A', 'builtin/echo'), ['poison'])
+    t.match(JSON.parse(state.outputs as string), { code: 'ERR_DELIVERY_LIMIT', error: /leased 3 times/ })
+    t.equal(await billed(b), 1, 'a dead letter is not billed')
+    t.equal((await b.stats()).deadLettered, 1)
+    t.equal(routed.length, 2, 'the dead letter is routed like a result')
+  })
+
+  t.test('a stream result is delivered until acknowledged', async (t) => {
+    const b = await fresh(t)
+    const owner = ownerKey('A', 'builtin/echo')
+    await b.submit([item('A', '1'), item('A', '2')])
+    const lease = (await leaseNow(b)) as StateLease
+    await b.finish(lease, all(lease))
+    t.equal((await b.counts(owner)).undelivered, 2)
+    t.equal(await b.claim(owner, '1'), '"in-1"')
+    t.equal(await b.claim(owner, '1'), undefined, 'claimed once')
+    t.same(await b.takeUndelivered(owner, 10), [['2', '"in-2"']])
+    await b.returnUndelivered(owner, ['1', '2'])
+    t.same((await b.takeUndelivered(owner, 10)).map(([id]) => id).sort(), ['1', '2'], 'returned results come again')
+    await b.acknowledge(owner, ['1', '2'])
+    await b.returnUndelivered(owner, ['1'])
+    t.same(await b.takeUndelivered(owner, 10), [], 'acknowledged ones never again')
+    t.same(await b.tenantBytes('A'), { queued: 0, undelivered: 0 })
+  })
+
+  t.test('sink routes: handed to their node once, forgotten unless retained', async (t) => {
+    const b = await fresh(t)
+    const a: Routed[] = []
+    const other: Routed[] = []
+    b.subscribe(NODE, (r) => a.push(...r))
+    b.subscribe('node-b', (r) => other.push(...r))
+    const owner = 'A http\nbuiltin/echo'
+    await b.submit([
+      item('A', 'h1', { owner, route: { node: NODE, sink: 'http:1' } }),
+      item('A', 'h2', { owner, route: { node: 'node-b', sink: 'http:7' }, retain: true }),
+    ])
+    const lease = (await leaseNow(b)) as StateLease
+    await b.finish(lease, all(lease))
+    t.same(a, [{ owner, id: 'h1', sink: 'http:1', outputs: '"in-h1"' }])
+    t.same(other, [{ owner, id: 'h2', sink: 'http:7', outputs: '"in-h2"' }])
+    t.same(await b.lookup(owner, ['h1', 'h2']), [{ state: 'unknown' }, { state: 'done', outputs: '"in-h2"' }])
+    t.same(await b.takeUndelivered(owner, 10), [], 'a sink result never waits for a stream')
+    t.equal(await billed(b), 2)
+  })
+
+  t.test('byte budget: a tenant over its queued bytes is refused, another is not', async (t) => {
+    const b = await fresh(t)
+    const big = 'x'.repeat(100)
+    t.same((await b.submit([item('A', '1', { inputs: big, bytes: 102 })], { maxQueuedBytes: 150 })).map((o) => o.status), ['queued'])
+    t.same((await b.submit([item('A', '2', { inputs: big, bytes: 102 })], { maxQueuedBytes: 150 })).map((o) => o.status), ['overloaded'])
+    t.same((await b.submit([item('B', '1', { inputs: big, bytes: 102 })], { maxQueuedBytes: 150 })).map((o) => o.status), ['queued'])
+    t.equal((await b.tenantBytes('A')).queued, 102)
+    t.same(await b.lookup(ownerKey('A', 'builtin/echo'), ['2']), [{ state: 'unknown' }], 'the refused item left nothing')
+  })
+
+  t.test('retained bytes stay within the budget, delivered results evicted first', async (t) => {
+    const b = await fresh(t, { ...BIG, maxRetainedBytes: 1000 })
+    const owner = ownerKey('A', 'builtin/echo')
+    for (let i = 0; i < 30; i++) {
+      await b.submit([item('A', `i${i}`)])
+      const lease = (await leaseNow(b)) as StateLease
+      await b.finish(lease, [{ index: 0, outputs: JSON.stringify('y'.repeat(98)), billable: true }])
+      if (i < 20) await b.acknowledge(owner, [`i${i}`])
+      t.ok((await b.stats()).retainedBytes <= 1000, 'within the budget')
+    }
+    const states = await b.lookup(owner, Array.from({ length: 30 }, (_, i) => `i${i}`))
+    t.ok(states.slice(20).every((s) => s.state === 'done'), 'the undelivered ones are kept')
+    t.ok(states.slice(0, 10).every((s) => s.state === 'unknown'), 'the oldest delivered ones went first')
+  })
+
+  t.test('fair share: tenants alternate, none above its lease cap', async (t) => {
+    const b = await fresh(t)
+    await b.submit(Array.from({ length: 40 }, (_, i) => item('A', `a${i}`)))
+    await b.submit(Array.from({ length: 4 }, (_, i) => item('B', `b${i}`)))
+    const first = (await leaseNow(b, 'w1', { maxBatch: 4, maxLeasesPerTenant: 1 })) as StateLease
+    const second = (await leaseNow(b, 'w2', { maxBatch: 4, maxLeasesPerTenant: 1 })) as StateLease
+    t.same([first.tenant, second.tenant], ['A', 'B'], 'B is served second, not after all of A')
+    t.equal(await leaseNow(b, 'w3', { maxBatch: 4, maxLeasesPerTenant: 1 }), null, 'A is at its cap, B has nothing left')
+    await b.finish(first, all(first))
+    t.equal(((await leaseNow(b, 'w3', { maxBatch: 4, maxLeasesPerTenant: 1 })) as StateLease).tenant, 'A')
+  })
+
+  t.test('properties over random schedules', async (t) => {
+    const seeds = Number(process.env.STATE_CONTRACT_SEEDS ?? 60)
+    for (let seed = 1; seed <= seeds; seed++) {
+      const rnd = prng(seed * 2654435761)
+      const b = await make(BIG)
+      const fail = (msg: string): never => {
+        throw new Error(`seed ${seed}: ${msg}`)
+      }
+      const tenants = ['A', 'B', 'C']
+      const routedCount = new Map<string, number>()
+      b.subscribe(NODE, (rs) => {
+        for (const r of rs) {
+          const key = `${r.owner}\0${r.id}`
+          routedCount.set(key, (routedCount.get(key) ?? 0) + 1)
+        }
+      })
+      const submitted = new Set<string>()
+      const held: StateLease[] = []
+      const stale: StateLease[] = []
+      let now = Date.now()
+      let billedExpected = 0
+      const finishedBillable = new Set<string>()
+      for (let step = 0; step < 150; step++) {
+        const r = rnd()
+        if (r < 0.35) {
+          const tenant = tenants[Math.floor(rnd() * tenants.length)]
+          const batch = Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => item(tenant, `i${Math.floor(rnd() * 25)}`))
+          const outs = await b.submit(batch)
+          outs.forEach((o, i) => {
+            const key = `${batch[i].owner}\0${batch[i].id}`
+            if (o.status === 'queued') {
+              if (submitted.has(key) && !finishedBillable.has(key) && routedCount.get(key) === undefined) fail(`${key} queued twice`)
+              submitted.add(key)
+            } else if (o.status === 'conflict' || o.status === 'overloaded') fail(`unexpected ${o.status}`)
+          })
+        } else if (r < 0.6) {
+          const lease = await leaseNow(b, `w${step}`, { maxBatch: 1 + Math.floor(rnd() * 6), leaseMs: 1 + Math.floor(rnd() * 100), maxLeasesPerTenant: 2 })
+          if (lease) {
+            const perTenant = held.filter((l) => l.tenant === lease.tenant).length
+            if (perTenant >= 2) fail(`tenant ${lease.tenant} holds ${perTenant + 1} leases over the cap of 2`)
+            held.push(lease)
+          }
+        } else if (r < 0.8 && held.length > 0) {
+          const lease = held.splice(Math.floor(rnd() * held.length), 1)[0]
+          const results = lease.items.map((it: LeasedItem, index) => ({ index, outputs: JSON.stringify(it.inputs), billable: true })).filter(() => rnd() < 0.8)
+          const out = await b.finish(lease, results)
+          if (out.finished !== results.length) fail(`finish of a held lease finished ${out.finished} of ${results.length}`)
+          for (const res of results) finishedBillable.add(`${lease.items[res.index].owner}\0${lease.items[res.index].id}`)
+          billedExpected += out.billed
+          stale.push(lease)
+        } else if (r < 0.85 && held.length > 0) {
+          const lease = held.splice(Math.floor(rnd() * held.length), 1)[0]
+          await b.release(lease)
+          stale.push(lease)
+        } else if (r < 0.9 && stale.length > 0) {
+          const lease = stale[Math.floor(rnd() * stale.length)]
+          const out = await b.finish(lease, all(lease))
+          if (out.finished !== 0 || out.billed !== 0) fail('a stale finish changed something')
+        } else if (r < 0.95) {
+          now += 50
+          await b.reclaim(now, 1000)
+          for (let i = held.length - 1; i >= 0; i--) if (held[i].expiresAt <= now) stale.push(...held.splice(i, 1))
+        } else {
+          const tenant = tenants[Math.floor(rnd() * tenants.length)]
+          const owner = ownerKey(tenant, 'builtin/echo')
+          const taken = await b.takeUndelivered(owner, 1 + Math.floor(rnd() * 4))
+          if (rnd() < 0.5) await b.acknowledge(owner, taken.map(([id]) => id))
+          else await b.returnUndelivered(owner, taken.map(([id]) => id))
+        }
+        for (const tenant of tenants) {
+          const c = await b.counts(ownerKey(tenant, 'builtin/echo'))
+          if (Object.values(c).some((v) => v < 0)) fail(`negative counts for ${tenant}: ${JSON.stringify(c)}`)
+          const bytes = await b.tenantBytes(tenant)
+          if (bytes.queued < 0 || bytes.undelivered < 0) fail(`negative bytes for ${tenant}`)
+        }
+      }
+      // Drain: every item submitted finishes exactly once.
+      for (const lease of held) await b.release(lease)
+      for (let lease = await leaseNow(b); lease; lease = await leaseNow(b)) {
+        const out = await b.finish(lease, all(lease))
+        billedExpected += out.billed
+      }
+      for (const key of submitted) if (routedCount.get(key) !== 1) fail(`${JSON.stringify(key)} routed ${routedCount.get(key) ?? 0} times`)
+      if (routedCount.size !== submitted.size) fail(`${routedCount.size} routed, ${submitted.size} submitted`)
+      const total = await billed(b)
+      if (total !== submitted.size || total !== billedExpected) fail(`billed ${total}, expected ${submitted.size} (finish said ${billedExpected})`)
+      for (const tenant of tenants) {
+        const c = await b.counts(ownerKey(tenant, 'builtin/echo'))
+        if (c.queued !== 0 || c.processing !== 0) fail(`${tenant} left ${JSON.stringify(c)}`)
+        if ((await b.tenantBytes(tenant)).queued !== 0) fail(`${tenant} left queued bytes`)
+      }
+      const stats = await b.stats()
+      if (stats.queued !== 0 || stats.processing !== 0) fail(`left ${JSON.stringify(stats)}`)
+      await b.close()
+    }
+    t.pass(`${seeds} seeds`)
+  })
+
+  t.test('close wakes a waiting lease with null and refuses submits', async (t) => {
+    const b = await make(BIG)
+    const waiting = b.lease('w1', quick)
+    await b.close()
+    t.equal(await waiting, null)
+    await t.rejects(b.submit([item('A', '1')]), { code: 'ERR_SHUTTING_DOWN' })
+  })
+}
