@@ -79,7 +79,7 @@ t.test('a list input and builtin/echo', async (t) => {
   t.same(await scalar.json(), 0)
 })
 
-t.test('400: bad JSON, missing inputs, bad parameters/options, inputs over maxInputsBytes, model input errors', async (t) => {
+t.test('400 (413 for inputs over maxInputsBytes): bad JSON, missing inputs, bad parameters/options, model input errors', async (t) => {
   const server = await startServer(t, { maxInputsBytes: 100 })
   const cases: Array<[string, string, unknown, RegExp]> = [
     ['builtin/echo', 'ERR_INVALID_JSON', '{"inputs": ', /^Body is not valid JSON/],
@@ -97,7 +97,7 @@ t.test('400: bad JSON, missing inputs, bad parameters/options, inputs over maxIn
   ]
   for (const [model, code, body, message] of cases) {
     const res = await post(server, model, body)
-    t.equal(res.status, 400, code)
+    t.equal(res.status, code === 'ERR_LIMIT_EXCEEDED' ? 413 : 400, code)
     t.equal(res.headers.get('content-type'), 'application/json')
     const json = (await res.json()) as { error: string; code: string }
     t.equal(json.code, code)
@@ -163,7 +163,7 @@ t.test('413 for a body over maxFrameBytes, declared or streamed; the server stay
   t.equal(streamed.status, 413)
   t.match(await streamed.json(), { code: 'ERR_LIMIT_EXCEEDED' })
   const inputsOver = await post(server, 'builtin/echo', { inputs: 'y'.repeat(600) })
-  t.equal(inputsOver.status, 400, 'within the body cap, inputs over maxInputsBytes is a 400')
+  t.equal(inputsOver.status, 413, 'within the body cap, inputs over maxInputsBytes: too large all the same (one status a code)')
   const fine = await post(server, 'builtin/echo', { inputs: 'ok' })
   t.equal(fine.status, 200)
   t.same(await fine.json(), 'ok')
@@ -367,7 +367,7 @@ t.test('options: httpCacheSize and httpCacheMaxBytes', async (t) => {
 t.test('httpStatusOf maps every server error code', async (t) => {
   t.same(
     ['ERR_INVALID_JSON', 'ERR_INVALID_PAYLOAD', 'ERR_LIMIT_EXCEEDED', 'ERR_MODEL_INPUT', 'ERR_AUTHENTICATION', 'ERR_UNKNOWN_MODEL', 'ERR_MODEL', 'ERR_OVERLOADED', 'ERR_SHUTTING_DOWN', undefined].map(httpStatusOf),
-    [400, 400, 400, 400, 401, 404, 500, 503, 503, 500],
+    [400, 400, 413, 400, 401, 404, 500, 503, 503, 500],
   )
 })
 

@@ -29,6 +29,7 @@ import { groupKey, type WorkItem } from './queue/work-queue.js'
 import { tenantOf, readBody, sendBody, sendJson, type BodyRead } from './http-util.js'
 import { ResultCache } from './result-cache.js'
 import { httpOwnerKey } from './store/result-store.js'
+import { httpStatusOf } from './http-status.js'
 import type { StreamHub } from './stream-hub.js'
 import type { Tenant, Tenants } from './tenants.js'
 
@@ -38,31 +39,7 @@ const MODELS_PATH = /^\/models\/(.+)$/
 const COMPUTE = 'cpu'
 
 
-/** The HTTP status of an error code on the classic endpoint (docs/errors.md). */
-export function httpStatusOf(code: string | undefined): number {
-  switch (code) {
-    case 'ERR_INVALID_JSON':
-    case 'ERR_INVALID_PAYLOAD':
-    case 'ERR_LIMIT_EXCEEDED':
-    case 'ERR_MODEL_INPUT':
-    case 'ERR_DEVICE_UNAVAILABLE':
-      return 400
-    case 'ERR_AUTHENTICATION':
-      return 401
-    case 'ERR_UNKNOWN_MODEL':
-      return 404
-    case 'ERR_ID_CONFLICT':
-      return 422
-    case 'ERR_OVERLOADED':
-    case 'ERR_SHUTTING_DOWN':
-    case 'ERR_MODEL_LOADING':
-      return 503
-    case 'ERR_BATCH_TIMEOUT':
-      return 504
-    default:
-      return 500
-  }
-}
+export { httpStatusOf }
 
 /**
  * Characters of the strings in `inputs` (at any depth; object keys not counted), in Unicode code
@@ -145,7 +122,7 @@ export class HttpInference {
     if (body === 'too-large') {
       // The rest of the body is not read: close the connection once the answer is out.
       res.setHeader('connection', 'close')
-      return this.reject(res, new LimitExceededError(`Body is over the limit of ${max} bytes`), 413)
+      return this.reject(res, new LimitExceededError(`Body is over the limit of ${max} bytes`))
     }
     let payload: Payload
     try {

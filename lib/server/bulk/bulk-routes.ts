@@ -12,6 +12,7 @@ import { resolvePipeline, type ModelRegistry } from '../../models/pipeline.js'
 import type { InputDatasets } from '../datasets/input-datasets.js'
 import { assertDatasetName } from '../datasets/output-datasets.js'
 import { tenantOf, readBody, sendJson } from '../http-util.js'
+import { httpStatusOf } from '../http-status.js'
 import type { Tenant, Tenants } from '../tenants.js'
 import type { JobRecord, JobStore } from '../store/job-store.js'
 import type { BulkJobs } from './bulk-jobs.js'
@@ -37,31 +38,10 @@ const STATUS = /^\/bulk\/status\/([A-Za-z0-9_-]+)$/
 const CANCEL = /^\/bulk\/cancel\/([A-Za-z0-9_-]+)$/
 const UPLOAD = /^\/bulk\/datasets\/(.+)\/([^/]+)\/([^/]+)\.(csv|tsv|jsonl|ndjson|json|parquet)$/
 
-// HTTP status of an error code on these routes.
-function statusOf(code: string): number {
-  switch (code) {
-    case 'ERR_AUTHENTICATION':
-      return 401
-    case 'ERR_UNKNOWN_MODEL':
-    case 'ERR_DATASET_NOT_FOUND':
-    case 'ERR_JOB_NOT_FOUND':
-      return 404
-    case 'ERR_LIMIT_EXCEEDED':
-      return 413
-    case 'ERR_JOB_STATE':
-      return 409
-    case 'ERR_DEVICE_UNAVAILABLE':
-      return 400
-    case 'ERR_SHUTTING_DOWN':
-      return 503
-    default:
-      return code.startsWith('ERR_INVALID') || code === 'ERR_MISSING_INPUT' ? 400 : 500
-  }
-}
 
 function fail(res: http.ServerResponse, err: unknown): void {
   const body = toWireError(err)
-  sendJson(res, err instanceof InferenceStreamError ? statusOf(err.code) : 500, body)
+  sendJson(res, err instanceof InferenceStreamError ? httpStatusOf(err.code) : 500, body)
 }
 
 /** A slug of a name part for a default output dataset name. */

@@ -21,6 +21,7 @@ import {
 } from '../../errors.js'
 import type { Tenants } from '../tenants.js'
 import { routeOf } from '../http-util.js'
+import { httpStatusOf } from '../http-status.js'
 import { DEFAULT_BRANCH, type OutputDatasets } from './output-datasets.js'
 
 /** What {@link handleHubRoutes} needs of its server. */
@@ -256,13 +257,16 @@ function decodeRevision(raw: string): string {
   return decode(raw, (m) => new RevisionNotFoundError(`Revision ${m} is not valid URL encoding`))
 }
 
+// The Hub's `X-Error-Code` of the not-found errors, which its clients read.
+const HUB_CODES: Readonly<Record<string, string>> = {
+  ERR_DATASET_NOT_FOUND: 'RepoNotFound',
+  ERR_REVISION_NOT_FOUND: 'RevisionNotFound',
+  ERR_ENTRY_NOT_FOUND: 'EntryNotFound',
+}
+
 function statusOf(err: unknown): { status: number; hubCode?: string } {
-  if (err instanceof InvalidDatasetNameError || err instanceof InvalidDatasetPathError) return { status: 400 }
-  if (err instanceof AuthenticationError) return { status: 401 }
-  if (err instanceof DatasetNotFoundError) return { status: 404, hubCode: 'RepoNotFound' }
-  if (err instanceof RevisionNotFoundError) return { status: 404, hubCode: 'RevisionNotFound' }
-  if (err instanceof EntryNotFoundError) return { status: 404, hubCode: 'EntryNotFound' }
-  return { status: 500 }
+  if (!(err instanceof InferenceStreamError)) return { status: 500 }
+  return { status: httpStatusOf(err.code), hubCode: HUB_CODES[err.code] }
 }
 
 function sendError(req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void {
