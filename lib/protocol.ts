@@ -79,6 +79,40 @@ export type ClientEntry =
   /** A rejected message; `id` is set when the message carried a usable id. */
   | { kind: 'error'; id?: string; error: InferenceStreamError }
 
+/** One entry of a parsed server frame (the client's side of the protocol). */
+export type ServerEntry =
+  | { kind: 'result'; id: string; outputs: unknown }
+  | { kind: 'status'; status: StatusMessage }
+  | { kind: 'resume'; unknown: string[] }
+  /** A message the client cannot use; `reason` says why (the rest of the frame still counts). */
+  | { kind: 'ignored'; reason: string }
+
+/**
+ * Parses one frame a server sent: a message, or (v1) an array of them. Never throws: a frame that
+ * is not JSON, or a message of no known shape, is one `ignored` entry.
+ */
+export function parseServerFrame(text: string): ServerEntry[] {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return [{ kind: 'ignored', reason: 'frame is not JSON' }]
+  }
+  const out: ServerEntry[] = []
+  for (const m of Array.isArray(value) ? value : [value]) {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) {
+      out.push({ kind: 'ignored', reason: 'message is not an object' })
+      continue
+    }
+    const msg = m as Record<string, unknown>
+    if (msg.type === 'results' && typeof msg.id === 'string') out.push({ kind: 'result', id: msg.id, outputs: msg.outputs })
+    else if (msg.type === 'status' && typeof msg.message === 'string') out.push({ kind: 'status', status: msg as StatusMessage })
+    else if (msg.type === 'resume' && Array.isArray(msg.unknown) && msg.unknown.every((id) => typeof id === 'string')) out.push({ kind: 'resume', unknown: msg.unknown as string[] })
+    else out.push({ kind: 'ignored', reason: `unknown message type ${JSON.stringify(msg.type)}` })
+  }
+  return out
+}
+
 /** Limits applied while parsing a frame. */
 export interface FrameLimits {
   /** Most messages in one v1 array frame. */

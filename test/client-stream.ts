@@ -263,3 +263,23 @@ t.test('for await over Readable.from(...).pipe(stream), and duplicate ids in fli
   t.equal(failed.length, 1)
   t.match(failed[0].error, { code: 'ERR_INVALID_PAYLOAD', message: /already in flight/ })
 })
+
+t.test('a refused handshake: the HTTP status and the server\'s words, read from ws\'s unexpected-response', async (t) => {
+  const { createServer } = await import('node:http')
+  const answers: Record<string, [number, string]> = {
+    '/a/bulk/stream/cpu/builtin/echo': [404, JSON.stringify({ error: 'No websocket endpoint here' })],
+    '/b/bulk/stream/cpu/builtin/echo': [401, 'go away'],
+    '/c/bulk/stream/cpu/builtin/echo': [503, JSON.stringify({ error: 'Server is shutting down' })],
+  }
+  const http = createServer((req, res) => {
+    const [status, body] = answers[req.url ?? ''] ?? [500, '']
+    res.writeHead(status, { 'content-type': 'text/plain' }).end(body)
+  })
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r))
+  t.teardown(() => http.close())
+  const base = `http://127.0.0.1:${(http.address() as { port: number }).port}`
+  const run = (path: string) => pipeline(Readable.from(['x']), new InferenceStream({ url: `${base}${path}`, model: 'builtin/echo', token: 't' }), sink([]))
+  await t.rejects(run('/a'), { name: 'ProtocolError', code: 'ERR_PROTOCOL', message: /\/a\/bulk\/stream\/cpu\/builtin\/echo is not a stream endpoint \(HTTP 404: No websocket endpoint here\)$/ })
+  await t.rejects(run('/b'), { name: 'AuthenticationError', message: /refused the connection \(HTTP 401: go away\)$/ })
+  await t.rejects(run('/c'), { name: 'ConnectionLostError', message: /Cannot reach .*\/c\/bulk\/stream\/cpu\/builtin\/echo \(HTTP 503: Server is shutting down\); nothing was sent$/ })
+})

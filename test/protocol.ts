@@ -1,6 +1,6 @@
 import t from 'tap'
 import { AuthenticationError, InvalidJsonError, InvalidPayloadError, LimitExceededError } from '../lib/errors.js'
-import { frameText, parametersKey, parseBearer, parseClientFrame, parseInferenceBody, stableStringify } from '../lib/protocol.js'
+import { frameText, parametersKey, parseBearer, parseClientFrame, parseInferenceBody, parseServerFrame, stableStringify } from '../lib/protocol.js'
 
 const limits = { maxItemsPerFrame: 3, maxInputsBytes: 20 }
 
@@ -97,4 +97,20 @@ t.test('parseInferenceBody: the classic HTTP body, checked as a payload', async 
 t.test('stableStringify sorts keys at every depth', async (t) => {
   t.equal(stableStringify({ b: [{ d: 1, c: 2 }], a: 'x' }), '{"a":"x","b":[{"c":2,"d":1}]}')
   t.equal(stableStringify('s'), '"s"')
+})
+
+t.test('parseServerFrame: messages and v1 arrays; what it cannot use is one ignored entry, never a throw', async (t) => {
+  t.same(parseServerFrame('{"type":"results","id":"1","outputs":[1]}'), [{ kind: 'result', id: '1', outputs: [1] }])
+  t.same(parseServerFrame('[{"type":"results","id":"a","outputs":null},{"type":"resume","unknown":["b"]},{"type":"status","message":"hi","queued":1}]'), [
+    { kind: 'result', id: 'a', outputs: null },
+    { kind: 'resume', unknown: ['b'] },
+    { kind: 'status', status: { type: 'status', message: 'hi', queued: 1 } },
+  ])
+  t.same(parseServerFrame('{"type":"results","id":1}'), [{ kind: 'ignored', reason: 'unknown message type "results"' }])
+  t.same(parseServerFrame('not json'), [{ kind: 'ignored', reason: 'frame is not JSON' }])
+  t.same(parseServerFrame('[1,{"type":"resume","unknown":[2]}]'), [
+    { kind: 'ignored', reason: 'message is not an object' },
+    { kind: 'ignored', reason: 'unknown message type "resume"' },
+  ])
+  t.same(parseServerFrame('{"type":"status"}'), [{ kind: 'ignored', reason: 'unknown message type "status"' }], 'a status without a message')
 })

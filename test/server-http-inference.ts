@@ -315,8 +315,11 @@ t.test('compute headers: x-compute-type cpu, x-compute-time of the batch, x-comp
   t.equal(res.headers.get('x-compute-characters'), '7', 'code points of the string inputs')
   const list = await post(server, 'test/recorder', { inputs: ['ab', 'cde'] })
   t.equal(list.headers.get('x-compute-characters'), '5')
-  const echo = await post(server, 'builtin/echo', { inputs: 'x' })
-  t.ok(Number(echo.headers.get('x-compute-time')) >= 0)
+  // A missing header would be Number(null) = 0: check its form, and that it is the batch's time.
+  const echo = await post(server, 'builtin/echo', { inputs: 'x', parameters: { delay_ms: 40 } })
+  const echoTime = echo.headers.get('x-compute-time')
+  t.match(echoTime, /^\d+(\.\d+)?$/, 'x-compute-time is a number of seconds')
+  t.ok(Number(echoTime) >= 0.04 && Number(echoTime) < 5, `x-compute-time ${echoTime} covers the 40 ms the model took`)
   t.equal(countCharacters({ question: 'abc', context: ['de', 1, { x: 'f' }] }), 6, 'keys are not counted')
 })
 

@@ -7,7 +7,8 @@ import {
   ProtocolError,
   UnknownModelError,
 } from '../errors.js'
-import { SUBPROTOCOL_V1, type StatusMessage } from '../protocol.js'
+import type http from 'node:http'
+import { parseServerFrame, SUBPROTOCOL_V1, type StatusMessage } from '../protocol.js'
 import { backoffDelay, type ResolvedReconnect } from './backoff.js'
 
 /** Options of {@link StreamSocket}. */
@@ -59,6 +60,10 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private timer: NodeJS.Timeout | undefined
   private lastCause: Error | undefined
   private fatalStatus: StatusMessage | undefined
+  /** The current connection's socket (from ws's 'upgrade' event), to cork bursts of frames. */
+  private socket: import('node:net').Socket | undefined
+  /** The HTTP answer of a refused handshake of the current attempt. */
+  private refused: { status: number; message: string } | undefined
   private frameLimit: number
   /** Whether the current connection speaks v1 (false after a downgrade). */
   v1: boolean
@@ -87,6 +92,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private connect(): void {
     this.timer = undefined
     this.fatalStatus = undefined
+    this.refused = undefined
+    this.socket = undefined
     const ws = new WebSocket(this.o.url, this.v1 ? [SUBPROTOCOL_V1] : [], { perMessageDeflate: false, ...this.o.wsOptions })
     this.ws = ws
     ws.on('open', () => {
@@ -101,6 +108,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
       this.emit('open', reconnected)
     })
     ws.on('message', (data) => this.onMessage(data as Buffer))
+    ws.on('upgrade', (res) => (this.socket = res.socket))
+    ws.on('unexpected-response', (_req, res) => this.onRefusedHandshake(ws, res))
     ws.on('error', (err) => {
       this.lastCause = err
     })
@@ -110,32 +119,45 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private onMessage(data: Buffer): void {
     // Any frame proves the connection works: the reconnect budget starts over.
     this.attempt = 0
-    let value: unknown
-    try {
-      value = JSON.parse(data.toString('utf8'))
-    } catch {
-      this.emit('ignored', 'frame is not JSON')
-      return
-    }
-    const msgs = Array.isArray(value) ? value : [value]
-    for (const m of msgs) {
-      if (typeof m !== 'object' || m === null) {
-        this.emit('ignored', 'message is not an object')
-        continue
-      }
-      const msg = m as Record<string, unknown>
-      if (msg.type === 'results' && typeof msg.id === 'string') this.emit('result', msg.id, msg.outputs)
-      else if (msg.type === 'status') {
-        const status = msg as unknown as StatusMessage
+    for (const e of parseServerFrame(data.toString('utf8'))) {
+      if (e.kind === 'result') this.emit('result', e.id, e.outputs)
+      else if (e.kind === 'status') {
+        const status = e.status
         if (status.code === 'ERR_AUTHENTICATION' || status.code === 'ERR_UNKNOWN_MODEL') this.fatalStatus = status
-        const limits = msg.limits as { maxItemsPerFrame?: number } | undefined
+        const limits = status.limits as { maxItemsPerFrame?: number } | undefined
         if (limits && typeof limits.maxItemsPerFrame === 'number') {
           this.frameLimit = Math.max(1, Math.min(this.o.maxItemsPerFrame, limits.maxItemsPerFrame))
         }
         this.emit('status', status)
-      } else if (msg.type === 'resume' && Array.isArray(msg.unknown)) this.emit('resume', msg.unknown as string[])
-      else this.emit('ignored', `unknown message type ${JSON.stringify(msg.type)}`)
+      } else if (e.kind === 'resume') this.emit('resume', e.unknown)
+      else this.emit('ignored', e.reason)
     }
+  }
+
+  // A handshake the server answered with an HTTP status rather than 101: keep the status and
+  // the start of its body (our server's `{"error"}`), then end the attempt.
+  private onRefusedHandshake(ws: WebSocket, res: http.IncomingMessage): void {
+    const chunks: Buffer[] = []
+    let size = 0
+    const end = (): void => {
+      clearTimeout(timer)
+      let message = Buffer.concat(chunks).toString('utf8').trim()
+      try {
+        const body = JSON.parse(message) as { error?: unknown }
+        if (typeof body.error === 'string') message = body.error
+      } catch {
+        // not JSON: the text as it is
+      }
+      this.refused = { status: res.statusCode ?? 0, message: message.slice(0, 300) }
+      ws.terminate()
+    }
+    const timer = setTimeout(end, 2000)
+    res.on('data', (d: Buffer) => {
+      if (size < 4096) chunks.push(d)
+      size += d.length
+    })
+    res.once('end', end)
+    res.once('error', end)
   }
 
   private onClose(ws: WebSocket, code: number, reason: string): void {
@@ -145,7 +167,9 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.outbox = []
     if (this.closedByUser) return
     if (unsent.length > 0) this.emit('unsent', unsent)
-    const cause = this.lastCause
+    const refused = this.refused
+    // A refused handshake's own words, not ws's "closed before the connection was established".
+    const cause = refused ? new Error(`HTTP ${refused.status}${refused.message ? `: ${refused.message}` : ''}`) : this.lastCause
     this.lastCause = undefined
     const fatal = this.fatalError(code, reason, cause)
     if (fatal) {
@@ -181,11 +205,11 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
       const message = status?.message ?? (reason || 'Connection refused by policy (1008)')
       return status?.code === 'ERR_UNKNOWN_MODEL' ? new UnknownModelError(message) : new AuthenticationError(message)
     }
-    const m = cause && /Unexpected server response: (\d+)/.exec(cause.message)
-    if (m) {
-      const http = Number(m[1])
-      if (http === 401 || http === 403) return new AuthenticationError(`${this.o.url} refused the connection (HTTP ${http})`)
-      if (http >= 400 && http < 500) return new ProtocolError(`${this.o.url} is not a stream endpoint (HTTP ${http})`)
+    if (this.refused) {
+      const { status, message } = this.refused
+      const why = message ? `HTTP ${status}: ${message}` : `HTTP ${status}`
+      if (status === 401 || status === 403) return new AuthenticationError(`${this.o.url} refused the connection (${why})`)
+      if (status >= 400 && status < 500) return new ProtocolError(`${this.o.url} is not a stream endpoint (${why})`)
     }
     return undefined
   }
@@ -218,8 +242,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
       return
     }
     // Legacy: one frame per message, as the original protocol has it, but the turn's frames go
-    // out in one corked socket write (ws exposes no cork; its socket is a net.Socket).
-    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    // out in one corked socket write (ws exposes no cork: the socket comes from its 'upgrade' event).
+    const socket = this.socket
     socket?.cork()
     for (const m of out) ws.send(JSON.stringify(m))
     socket?.uncork()

@@ -344,7 +344,7 @@ export class InferenceServer {
     }
     const compute = m[1] as Compute
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1, req.socket.remoteAddress)
+      const conn = new StreamConnection(ws, this.hub, model, compute, ws.protocol === SUBPROTOCOL_V1, socket as import('node:net').Socket)
       ;(ws as WebSocket & { isAlive?: boolean }).isAlive = true
       ws.on('pong', () => ((ws as WebSocket & { isAlive?: boolean }).isAlive = true))
       void conn

@@ -78,8 +78,11 @@ export class StreamConnection {
     readonly model: string,
     readonly compute: Compute,
     readonly v1: boolean,
-    /** The client's address, for logs. */
-    readonly remote?: string,
+    /**
+     * The connection's socket, as the upgrade handed it to ws (ws exposes no cork: bursts of
+     * legacy frames are corked on it) and for the client's address in logs.
+     */
+    private readonly socket?: import('node:net').Socket,
   ) {
     this.authTimer = setTimeout(() => {
       this.reject(new AuthenticationError('No "Bearer <token>" frame received in time'))
@@ -140,7 +143,7 @@ export class StreamConnection {
       this.reject(err as InferenceStreamError)
       return
     }
-    const tenant = this.hub.authenticate(token, this.remote, `stream ${this.compute}/${this.model}`)
+    const tenant = this.hub.authenticate(token, this.socket?.remoteAddress, `stream ${this.compute}/${this.model}`)
     if (!tenant) {
       this.reject(new AuthenticationError('Invalid token'))
       return
@@ -365,8 +368,8 @@ export class StreamConnection {
       }
       return
     }
-    // ws exposes no cork; its socket is a net.Socket, corked here for the burst.
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    // One socket write for the burst.
+    const socket = this.socket
     socket?.cork()
     for (let i = 0; i < out.length; i++) this.ws.send(out[i], i === out.length - 1 ? done : undefined)
     socket?.uncork()
