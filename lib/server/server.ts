@@ -299,6 +299,8 @@ export class InferenceServer {
         queued: q.queued,
         processing: q.processing,
         streams: [...this.hub.allStreams()].length,
+        workers: this.options.workers,
+        max_batch: this.options.maxBatch,
       })
     }
     if (req.method === 'GET' && path === '/metrics') {
