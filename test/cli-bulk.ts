@@ -72,6 +72,9 @@ mkdirSync(join(dataDir, 'datasets', 'reviews', 'default'), { recursive: true })
 writeFileSync(join(dataDir, 'datasets', 'reviews', 'default', 'train.csv'), csvOf(N))
 mkdirSync(join(dataDir, 'datasets', 'many', 'default'), { recursive: true })
 writeFileSync(join(dataDir, 'datasets', 'many', 'default', 'train.csv'), csvOf(5000))
+// Other columns to keep: `id` and `label` are result columns too (written as input_id, input_label).
+mkdirSync(join(dataDir, 'datasets', 'wide', 'default'), { recursive: true })
+writeFileSync(join(dataDir, 'datasets', 'wide', 'default', 'train.csv'), ['id,rating,text,label,input_label', 'a1,5,"great, I love it",pos,x', 'a2,1,"terrible, awful",neg,y', 'a3,3,"it is fine",,z', ''].join('\n'))
 const server = await startServer(t, { tokens: ['tok'], dataDir, maxBatch: 4, jobMaxInFlight: 8 })
 const server2 = ['--endpoint', server.url]
 const client = new BulkClient({ url: server.url, token: 'tok' })
@@ -213,6 +216,52 @@ t.test('bulk run without --wait; cancel; run --wait on a job that gets cancelled
 async function untilRunning(id: string): Promise<void> {
   while ((await client.status(id)).state === 'queued') await new Promise((r) => setTimeout(r, 10))
 }
+
+t.test('bulk run --keep-columns: other input columns in the outputs; a missing or clashing one refused', async (t) => {
+  const WIDE = ['--dataset', 'wide', '--split', 'train', '--column', 'text']
+  const run = await spawnCli(['bulk', 'run', '-m', 'builtin/sentiment', ...WIDE, '--keep-columns', 'id,rating', '--keep-columns', 'label', '--bulk-name', 'wide-kept', '--wait', '--json', '--no-progress', '--poll-interval', '20', ...server2, '--token', 'tok'])
+  t.equal(run.code, 0, run.err)
+  const final = JSON.parse(run.out) as BulkJobStatus
+  t.match(final, { state: 'completed', total: 3, processed: 3, failed: 0, keep_columns: ['id', 'rating', 'label'] })
+  const out = join(dir, 'wide.jsonl')
+  t.equal((await runCli(['bulk', 'download', final.jobid, '-o', out, ...server2, '--token', 'tok'])).code, 0)
+  const rows = readJsonl(out)
+  t.same(Object.keys(rows[0]), ['id', 'row', 'text', 'input_id', 'rating', 'input_label', 'label', 'score', 'outputs', 'error', 'error_code'], 'kept columns after the source column; result-named ones prefixed')
+  t.same(rows.map((r) => [r.row, r.input_id, r.rating, r.input_label, r.label]), [[0, 'a1', '5', 'pos', 'POSITIVE'], [1, 'a2', '1', 'neg', 'NEGATIVE'], [2, 'a3', '3', '', rows[2].label]])
+  t.type(rows[2].label, 'string')
+  const pq = join(dir, 'wide.parquet')
+  t.equal((await runCli(['bulk', 'download', final.jobid, '-o', pq, ...server2, '--token', 'tok'])).code, 0)
+  t.same((await readParquetFile(pq)).map((r) => r.input_id), ['a1', 'a2', 'a3'], 'in Parquet too')
+
+  // Every other column: input_label would be written twice (the kept label becomes input_label).
+  const all = await spawnCli(['bulk', 'run', '-m', 'builtin/sentiment', ...WIDE, '--keep-all-columns', ...server2, '--token', 'tok'])
+  t.equal(all.code, 2, all.err)
+  t.match(all.err, /Kept column "input_label" would be written as "input_label", as column "label" is: keep only one of them .*HTTP 400, ERR_INVALID_PAYLOAD/)
+  const cases: [string[], RegExp][] = [
+    [['--keep-columns', 'rating,nope'], /"keep_columns": dataset wide \(default\/train\) has no column "nope" \(columns: id, rating, text, label, input_label\)/],
+    [['--keep-columns', 'rating', '--keep-all-columns'], /--keep-columns and --keep-all-columns both say what to keep: pass one/],
+    [['--keep-columns', 'a,,b'], /--keep-columns takes column names separated by commas, got "a,,b"/],
+  ]
+  for (const [args, message] of cases) {
+    const r = await runCli(['bulk', 'run', '-m', 'builtin/sentiment', ...WIDE, ...args, ...server2, '--token', 'tok'])
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.err, message)
+  }
+  // The same rule on the HTTP route, for a client that is not ours.
+  const res = await fetch(`${server.url}/bulk/run/cpu/builtin/sentiment`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer tok', 'content-type': 'application/json' },
+    body: JSON.stringify({ dataset_name: 'wide', dataset_config: 'default', dataset_split: 'train', dataset_column: 'text', keep_columns: 'rating' }),
+  })
+  t.equal(res.status, 400)
+  t.match(await res.json(), { error: '"keep_columns" must be an array of column names, or "*" for every column', code: 'ERR_INVALID_PAYLOAD' })
+  const star = await client.start({ model: 'builtin/echo', dataset_name: 'reviews', dataset_config: 'default', dataset_split: 'train', dataset_column: 'text', keep_columns: '*', bulk_name: 'reviews-star' })
+  const done = await client.wait(star.jobid, { pollIntervalMs: 20 })
+  t.match(done, { state: 'completed', keep_columns: ['key'] }, '"*" keeps every other column')
+  const starRows: Record<string, unknown>[] = []
+  for await (const row of new DatasetBulk({ url: server.url, token: 'tok', jobId: star.jobid })) starRows.push(row as Record<string, unknown>)
+  t.same(starRows.slice(0, 2).map((r) => [r.row, r.text, r.key]), [[0, textOf(0), 'k0'], [1, textOf(1), 'k1']])
+})
 
 t.test('usage errors: one line, exit 2', async (t) => {
   const cases: [string[], RegExp][] = [

@@ -234,9 +234,18 @@ interface RunFlags extends ServerFlags, ProgressFlags {
   split: string
   column: string
   parameters?: Record<string, unknown>
+  keepColumns?: string[]
+  keepAllColumns?: boolean
   bulkName?: string
   wait?: boolean
   json?: boolean
+}
+
+// `--keep-columns a,b --keep-columns c`: the names in order.
+function collectColumns(value: string, previous: string[] = []): string[] {
+  const names = value.split(',').map((c) => c.trim())
+  if (names.some((c) => c === '')) throw new InvalidOptionError(`--keep-columns takes column names separated by commas, got "${value}"`)
+  return [...previous, ...names]
 }
 
 function runSub(io: BulkIo): Command {
@@ -251,6 +260,8 @@ function runSub(io: BulkIo): Command {
         .requiredOption('--split <name>', 'its split, e.g. train')
         .requiredOption('-c, --column <name>', 'the column holding the model inputs')
         .option('--parameters <json>', 'parameters for every row, e.g. \'{"top_k": 1}\'', jsonObjectFlag('parameters'))
+        .option('--keep-columns <names>', 'other columns of the dataset to copy into the outputs, separated by commas (repeatable)', collectColumns)
+        .option('--keep-all-columns', 'copy every other column of the dataset into the outputs')
         .option('--bulk-name <name>', 'output dataset (default: one per dataset, config, split, column and model)')
         .addOption(new Option('--compute <kind>', 'compute of the job').choices(['cpu', 'gpu']).default('cpu'))
         .option('-w, --wait', 'wait for the job to end, with progress, then print its status (exit 1 if it failed)')
@@ -263,6 +274,8 @@ function runSub(io: BulkIo): Command {
 Examples:
   $ inference-stream bulk run --endpoint http://127.0.0.1:8080 --token $TOKEN \\
       --model builtin/sentiment --dataset reviews --split train --column text --wait
+  $ inference-stream bulk run --endpoint $URL -m builtin/sentiment -d reviews --split train -c text \\
+      --keep-columns id,rating --wait
   $ inference-stream bulk run --endpoint $URL -m builtin/ner -d org/news --config en --split test \\
       -c body --bulk-name me/news-entities --json
 
@@ -274,6 +287,7 @@ ${EXIT_NOTE}`,
     )
     .action(
       act(io, async (signal, o: RunFlags) => {
+        if (o.keepColumns && o.keepAllColumns) throw new InvalidOptionError('--keep-columns and --keep-all-columns both say what to keep: pass one')
         const client = clientOf(o, io)
         const started = await client.start(
           {
@@ -284,6 +298,7 @@ ${EXIT_NOTE}`,
             dataset_split: o.split,
             dataset_column: o.column,
             parameters: o.parameters,
+            keep_columns: o.keepAllColumns ? '*' : o.keepColumns,
             bulk_name: o.bulkName,
           },
           { signal },

@@ -21,6 +21,8 @@ export interface BulkJobStatus {
   bulk_name: string
   model: string
   dataset: { name: string; config: string; split: string; column: string }
+  /** Source columns copied into the outputs (servers before the option: absent). */
+  keep_columns?: string[]
   /** Rows of the source split; null until known (a JSON array split has no cheap count). */
   total: number | null
   /** Rows done so far (failed ones included). */
@@ -51,6 +53,11 @@ export interface BulkJobRequest {
   dataset_column: string
   /** Parameters for every row. Default none. */
   parameters?: Record<string, unknown>
+  /**
+   * Other source columns copied into the outputs, or `'*'` for all of them. Default none. A column
+   * the dataset lacks, or two that would be written under one name, are refused (400).
+   */
+  keep_columns?: string[] | '*'
   /** Output dataset. Default: the server's name per (dataset, config, split, column, model). */
   bulk_name?: string
 }
@@ -378,6 +385,9 @@ export function checkJobRequest(job: unknown, prefix = 'job.'): asserts job is B
   if (j.compute !== undefined && j.compute !== 'cpu' && j.compute !== 'gpu') throw new InvalidOptionError(`Option "${prefix}compute" must be "cpu" or "gpu", got ${JSON.stringify(j.compute)}`)
   if (j.parameters !== undefined && (typeof j.parameters !== 'object' || j.parameters === null || Array.isArray(j.parameters))) {
     throw new InvalidOptionError(`Option "${prefix}parameters" must be an object`)
+  }
+  if (j.keep_columns !== undefined && j.keep_columns !== '*' && !(Array.isArray(j.keep_columns) && j.keep_columns.every((c) => typeof c === 'string' && c !== ''))) {
+    throw new InvalidOptionError(`Option "${prefix}keep_columns" must be an array of column names or "*", got ${JSON.stringify(j.keep_columns)}`)
   }
   if (j.bulk_name !== undefined && (typeof j.bulk_name !== 'string' || j.bulk_name.length === 0)) throw new InvalidOptionError(`Option "${prefix}bulk_name" must be a non-empty string`)
 }

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { BadRecordError, InferenceStreamError, InvalidPayloadError, LimitExceededError, toWireError } from '../../errors.js'
 import { readRecords } from '../../io/read-records.js'
+import { RESERVED_COLUMNS } from '../../io/result-row.js'
 import { writeParquet } from '../../io/write-parquet.js'
 import type { ModelRegistry } from '../../models/pipeline.js'
 import { scrubPaths, type InputDatasets, type ResolvedDataset } from '../datasets/input-datasets.js'
@@ -50,7 +51,32 @@ export interface JobRequest {
   compute: string
   dataset: { name: string; config: string; split: string; column: string }
   parameters?: Record<string, unknown>
+  /** Other source columns copied into the outputs (checked with {@link bulkRecordColumns}). */
+  keepColumns?: string[]
   bulkName: string
+}
+
+/**
+ * The input columns of a job's output rows: the row index (`row`, or `row_index` when a source
+ * column is named `row`), the model's input column, then the kept columns in order. A writer puts
+ * `input_` before a name that a result column has (`id`, `label`, ...); two columns that would end
+ * with one name are refused.
+ * @throws InvalidPayloadError naming the clash.
+ */
+export function bulkRecordColumns(column: string, keep: readonly string[]): { index: string; columns: string[] } {
+  const columns = [column, ...keep.filter((c) => c !== column)]
+  const index = columns.includes('row') ? 'row_index' : 'row'
+  const seen = new Map<string, string>()
+  for (const name of [index, ...columns]) {
+    const out = RESERVED_COLUMNS.has(name) ? `input_${name}` : name
+    const earlier = seen.get(out)
+    if (earlier !== undefined) {
+      const what = (n: string): string => (n === index ? `the row index "${n}"` : `column "${n}"`)
+      throw new InvalidPayloadError(`Kept ${what(name)} would be written as "${out}", as ${what(earlier)} is: keep only one of them`)
+    }
+    seen.set(out, name)
+  }
+  return { index, columns }
 }
 
 const DEFAULT_MAX_INPUTS_BYTES = 1024 * 1024
@@ -83,6 +109,7 @@ export class BulkJobs {
       compute: req.compute,
       dataset: req.dataset,
       parameters: req.parameters ?? null,
+      keepColumns: req.keepColumns ?? [],
     })
     this.startQueued()
     return job
@@ -291,7 +318,8 @@ export class BulkJobs {
       const names: string[] = []
       const results = this.o.store.iterateResults(job.id)[Symbol.iterator]()
       const column = job.dataset.column
-      const source = sourceValues(resolved, column, this.o.maxInputsBytes ?? DEFAULT_MAX_INPUTS_BYTES)[Symbol.asyncIterator]()
+      const layout = bulkRecordColumns(column, job.keepColumns)
+      const source = sourceValues(resolved, layout.columns, this.o.maxInputsBytes ?? DEFAULT_MAX_INPUTS_BYTES)[Symbol.asyncIterator]()
       let index = 0
       for (let s = 0; s < shardCount; s++) {
         const name = `data/${job.dataset.split}-${String(s).padStart(5, '0')}-of-${String(shardCount).padStart(5, '0')}.parquet`
@@ -303,20 +331,20 @@ export class BulkJobs {
             const r = results.next()
             if (r.done) return
             const { index: row, outputs, error } = r.value
-            // The source split, read again in step: its row `row` is the value the model saw.
-            let value: unknown
+            // The source split, read again in step: its row `row` holds the value the model saw.
+            let values: unknown[] | undefined
             for (;;) {
               const v = await source.next()
               if (v.done) break
               if (v.value.index === row) {
-                value = v.value.value
+                values = v.value.values
                 break
               }
             }
             index++
             const parsed = JSON.parse(outputs)
-            // The row index is `row`, unless the source column has that name.
-            const record = column === 'row' ? { row_index: row, row: value ?? null } : { row, [column]: value ?? null }
+            const record: Record<string, unknown> = { [layout.index]: row }
+            layout.columns.forEach((c, k) => (record[c] = values?.[k] ?? null))
             // A failed row keeps its own code (ERR_LIMIT_EXCEEDED for a row over the input limit).
             const code = typeof parsed?.code === 'string' ? (parsed.code as string) : 'ERR_ITEM_FAILED'
             yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, code) } : {}) }
@@ -331,6 +359,7 @@ export class BulkJobs {
         compute: job.compute,
         parameters: job.parameters ?? undefined,
         source: job.dataset,
+        keepColumns: job.keepColumns,
         rows: count,
         failed: job.failed,
         shards: names,
@@ -368,13 +397,19 @@ function errorText(outputs: unknown): string {
   return typeof e === 'string' ? e : 'failed'
 }
 
-// The source column again, row for row as runRows numbered them (a bad or over-limit row has no value).
-async function* sourceValues(resolved: ResolvedDataset, column: string, maxBytes: number): AsyncGenerator<{ index: number; value: unknown }> {
+// The source columns again, row for row as runRows numbered them (a bad row has no values, an
+// over-limit value is left out: null in the outputs).
+async function* sourceValues(resolved: ResolvedDataset, columns: string[], maxBytes: number): AsyncGenerator<{ index: number; values: unknown[] | undefined }> {
   let index = 0
   for (const file of resolved.files) {
     for await (const record of jobReader(file, resolved, maxBytes)) {
-      const value = record instanceof BadRecordError ? undefined : (record as Record<string, unknown>)[column]
-      yield { index: index++, value: value !== undefined && jsonBytes(value) > maxBytes ? undefined : value }
+      const values = record instanceof BadRecordError
+        ? undefined
+        : columns.map((c) => {
+            const value = (record as Record<string, unknown>)[c]
+            return value !== undefined && jsonBytes(value) > maxBytes ? undefined : value
+          })
+      yield { index: index++, values }
     }
   }
 }

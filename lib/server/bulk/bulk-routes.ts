@@ -15,7 +15,7 @@ import { tenantOf, readBody, sendJson } from '../http-util.js'
 import { httpStatusOf } from '../http-status.js'
 import type { Tenant, Tenants } from '../tenants.js'
 import type { JobRecord, JobStore } from '../store/job-store.js'
-import type { BulkJobs } from './bulk-jobs.js'
+import { bulkRecordColumns, type BulkJobs } from './bulk-jobs.js'
 
 /** What the bulk routes need from the server. */
 export interface BulkRoutesContext {
@@ -68,6 +68,7 @@ export function jobStatus(job: JobRecord): { status: Record<string, unknown> } {
       bulk_name: job.bulkName,
       model: job.model,
       dataset: job.dataset,
+      keep_columns: job.keepColumns,
       total: job.total,
       processed: job.processed,
       failed: job.failed,
@@ -208,6 +209,23 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
       code: 'ERR_INVALID_PAYLOAD',
     })
   }
+  let keepColumns: string[] = []
+  if (b.keep_columns !== undefined) {
+    const k = b.keep_columns
+    if (k === '*') keepColumns = columns.filter((c) => c !== dataset.column)
+    else if (Array.isArray(k) && k.every((c) => typeof c === 'string' && c !== '')) {
+      const missing = (k as string[]).filter((c) => !columns.includes(c))
+      if (missing.length > 0) {
+        return fail(res, new InvalidPayloadError(`"keep_columns": dataset ${dataset.name} (${dataset.config}/${dataset.split}) has no column ${missing.map((c) => JSON.stringify(c)).join(', ')} (columns: ${columns.join(', ')})`))
+      }
+      keepColumns = [...new Set(k as string[])].filter((c) => c !== dataset.column)
+    } else return fail(res, new InvalidPayloadError('"keep_columns" must be an array of column names, or "*" for every column'))
+    try {
+      bulkRecordColumns(dataset.column, keepColumns)
+    } catch (err) {
+      return fail(res, err)
+    }
+  }
   let bulkName = defaultBulkName(model, dataset)
   if (b.bulk_name !== undefined) {
     if (typeof b.bulk_name !== 'string') return fail(res, new InvalidPayloadError('"bulk_name" must be a string'))
@@ -218,7 +236,7 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
     }
     bulkName = b.bulk_name
   }
-  const job = c.jobs.start({ tenant: tenant.id, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, bulkName })
+  const job = c.jobs.start({ tenant: tenant.id, model, compute, dataset, parameters: b.parameters as Record<string, unknown> | undefined, keepColumns, bulkName })
   c.logger?.info({ job: job.id, tenant: tenant.name, model, dataset: `${dataset.name}/${dataset.config}/${dataset.split}`, column: dataset.column, bulkName }, 'bulk job submitted')
   sendJson(res, 200, { jobid: job.id, bulk_name: job.bulkName })
 }

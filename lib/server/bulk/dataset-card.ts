@@ -6,6 +6,8 @@ export interface CardFacts {
   compute: string
   parameters: Record<string, unknown> | undefined
   source: { name: string; config: string; split: string; column: string }
+  /** Other source columns copied into the outputs. */
+  keepColumns?: string[]
   rows: number
   failed: number
   shards: string[]
@@ -36,6 +38,7 @@ export function datasetCard(f: CardFacts): string {
     `  source_config: ${JSON.stringify(f.source.config)}`,
     `  source_split: ${JSON.stringify(f.source.split)}`,
     `  source_column: ${JSON.stringify(f.source.column)}`,
+    `  keep_columns: ${JSON.stringify(f.keepColumns ?? [])}`,
     `  rows: ${f.rows}`,
     `  failed: ${f.failed}`,
     `  start_time: ${f.startTime}`,
@@ -54,7 +57,7 @@ export function datasetCard(f: CardFacts): string {
     `- time: ${seconds.toFixed(1)} s, ${seconds > 0 ? (f.rows / seconds).toFixed(0) : '-'} rows/s`,
     `- files: ${f.shards.map((s) => `\`${s}\``).join(', ')}`,
     '',
-    'Columns: `row` (index in the source split), the source column, `outputs` (the model\'s outputs as JSON, exactly as the Inference API returns them), `error` and `error_code` (set for a failed row), and flat columns for common tasks (`label`, `score`, ...).',
+    `Columns: \`row\` (index in the source split), the source column${f.keepColumns?.length ? `, the kept source columns (${f.keepColumns.map((c) => `\`${c}\``).join(', ')}; one named like a result column gets an \`input_\` prefix)` : ''}, \`outputs\` (the model's outputs as JSON, exactly as the Inference API returns them), \`error\` and \`error_code\` (set for a failed row), and flat columns for common tasks (\`label\`, \`score\`, ...).`,
     '',
   ]
   return `${[...front, ...body].join('\n')}`

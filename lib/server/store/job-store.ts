@@ -38,6 +38,8 @@ export interface JobRecord {
   dataset: JobDataset
   /** The model's parameters, or null. */
   parameters: Record<string, unknown> | null
+  /** Other columns of the source rows copied into the outputs, in order (empty: none). */
+  keepColumns: string[]
   state: JobState
   /** Rows of the split, when known. */
   total: number | null
@@ -66,6 +68,8 @@ export interface NewJob {
   dataset: JobDataset
   /** Default null. */
   parameters?: Record<string, unknown> | null
+  /** Source columns copied into the outputs. Default none. */
+  keepColumns?: string[]
   /** Default a random 16-hex id. */
   id?: string
   /** Default `queued`. */
@@ -121,12 +125,13 @@ export interface ListOptions {
 }
 
 /** Version of the schema this code writes (SQLite `user_version`). */
-export const JOB_STORE_SCHEMA_VERSION = 2
+export const JOB_STORE_SCHEMA_VERSION = 3
 
-// Version 2 (version 1 had `token` for `tenant`, holding raw tokens, in jobs and bills). Results
+// Version 3 (version 2 had no `keep_columns`; version 1 had `token` for `tenant`, holding raw
+// tokens, in jobs and bills). Results
 // are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a
 // no-op, which is what makes saveResults idempotent.
-const SCHEMA_V2 = `
+const SCHEMA_V3 = `
 CREATE TABLE jobs (
   id TEXT PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -138,6 +143,7 @@ CREATE TABLE jobs (
   dataset_split TEXT NOT NULL,
   dataset_column TEXT NOT NULL,
   parameters TEXT NOT NULL,
+  keep_columns TEXT NOT NULL DEFAULT '[]',
   state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
   total INTEGER,
   processed INTEGER NOT NULL DEFAULT 0,
@@ -173,6 +179,7 @@ interface JobRow {
   dataset_split: string
   dataset_column: string
   parameters: string
+  keep_columns: string
   state: JobState
   total: number | null
   processed: number
@@ -196,6 +203,7 @@ function toRecord(row: JobRow): JobRecord {
     compute: row.compute,
     dataset: { name: row.dataset_name, config: row.dataset_config, split: row.dataset_split, column: row.dataset_column },
     parameters: JSON.parse(row.parameters) as Record<string, unknown> | null,
+    keepColumns: JSON.parse(row.keep_columns) as string[],
     state: row.state,
     total: row.total,
     processed: row.processed,
@@ -324,6 +332,10 @@ export class JobStore {
     const d = job.dataset
     if (typeof d !== 'object' || d === null) throw new InvalidOptionError('Job field "dataset" must be {name, config, split, column}')
     for (const k of ['name', 'config', 'split', 'column'] as const) checkString(`dataset.${k}`, d[k])
+    const keepColumns = job.keepColumns ?? []
+    if (!Array.isArray(keepColumns) || !keepColumns.every((c) => typeof c === 'string' && c !== '')) {
+      throw new InvalidOptionError(`Job field "keepColumns" must be an array of column names, got ${JSON.stringify(job.keepColumns)}`)
+    }
     const state = job.state ?? 'queued'
     checkState(state)
     const created = now()
@@ -335,6 +347,7 @@ export class JobStore {
       compute: job.compute,
       dataset: { name: d.name, config: d.config, split: d.split, column: d.column },
       parameters: job.parameters ?? null,
+      keepColumns: [...keepColumns],
       state,
       total: job.total ?? null,
       processed: 0,
@@ -357,6 +370,7 @@ export class JobStore {
       dataset_split: d.split,
       dataset_column: d.column,
       parameters: JSON.stringify(record.parameters),
+      keep_columns: JSON.stringify(record.keepColumns),
       state,
       total: record.total,
       start_time: record.startTime,
@@ -494,9 +508,13 @@ function migrate(db: Database.Database, path: string, tenantOfToken: ((token: st
   }
   if (version === 0) {
     db.transaction(() => {
-      db.exec(SCHEMA_V2)
+      db.exec(SCHEMA_V3)
       db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
     }).immediate()
+    return
+  }
+  if (version === 2) {
+    migrateV2(db)
     return
   }
   if (version !== 1 || !tenantOfToken) {
@@ -506,6 +524,15 @@ function migrate(db: Database.Database, path: string, tenantOfToken: ((token: st
     )
   }
   migrateV1(db, tenantOfToken)
+  migrateV2(db)
+}
+
+// v2 → v3: jobs keep other source columns (none for the jobs already there).
+function migrateV2(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec("ALTER TABLE jobs ADD COLUMN keep_columns TEXT NOT NULL DEFAULT '[]'")
+    db.pragma('user_version = 3')
+  }).immediate()
 }
 
 // v1 → v2: each raw token becomes its tenant id (bills of tokens of one tenant are summed), then
@@ -529,7 +556,7 @@ function migrateV1(db: Database.Database, tenantOfToken: (token: string) => stri
       DROP TABLE bills;
       ALTER TABLE bills_v2 RENAME TO bills;
     `)
-    db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
+    db.pragma('user_version = 2')
   }).immediate()
   db.exec('VACUUM')
   db.pragma('wal_checkpoint(TRUNCATE)')
@@ -539,9 +566,9 @@ function prepare(db: Database.Database) {
   return {
     insertJob: db.prepare(
       `INSERT INTO jobs (id, tenant, bulk_name, model, compute, dataset_name, dataset_config, dataset_split, dataset_column,
-         parameters, state, total, processed, failed, start_time, end_time, error, revision, created_at)
+         parameters, keep_columns, state, total, processed, failed, start_time, end_time, error, revision, created_at)
        VALUES (@id, @tenant, @bulk_name, @model, @compute, @dataset_name, @dataset_config, @dataset_split, @dataset_column,
-         @parameters, @state, @total, 0, 0, @start_time, NULL, NULL, NULL, @created_at)`,
+         @parameters, @keep_columns, @state, @total, 0, 0, @start_time, NULL, NULL, NULL, @created_at)`,
     ),
     getJob: db.prepare('SELECT * FROM jobs WHERE id = ?'),
     tenantOf: db.prepare('SELECT tenant FROM jobs WHERE id = ?').pluck(),
