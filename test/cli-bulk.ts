@@ -104,6 +104,7 @@ t.test('bulk run --wait: progress, then the final status; status shows it', asyn
   t.match(r.out, /state\s+completed/)
   t.match(r.out, new RegExp(`rows\\s+${N}/${N} processed, 0 failed`))
   t.match(r.err, new RegExp(`job ${jobId.slice(0, 8)}: completed, ${N}/${N} rows \\(100%\\)`), 'a progress line')
+  t.notMatch(r.err, /completed, .* 0\.0 rows\/s/, 'a finished job\'s rate is its own, not 0')
 
   const json = await runCli(['bulk', 'status', jobId, '--json', ...server2, '--token', 'tok'])
   t.equal(json.code, 0, json.err)

@@ -173,7 +173,9 @@ class JobProgress {
     const now = performance.now()
     if (s.state === 'running' && !this.first) this.first = { at: now, processed: s.processed }
     const secs = this.first ? (now - this.first.at) / 1000 : 0
-    const r = secs > 0 && this.first ? (s.processed - this.first.processed) / secs : 0
+    // A job that ended between two polls: its own start and end times tell its rate.
+    const ran = isFinal(s.state) && typeof s.end_time === 'number' ? s.end_time - s.start_time : 0
+    const r = ran > 0 ? s.processed / ran : secs > 0 && this.first ? (s.processed - this.first.processed) / secs : 0
     const label = `job ${s.jobid.slice(0, 8)}`
     if (this.opts.tty) {
       if (!this.bar) {
