@@ -429,3 +429,18 @@ export function toWireError(err: unknown): WireError {
   if (err instanceof Error) return { error: err.message, code: 'ERR_MODEL' }
   return { error: String(err), code: 'ERR_MODEL' }
 }
+
+/**
+ * A feature needs an optional package that is not installed (`@huggingface/transformers` for Hub
+ * models, `better-sqlite3` for bulk jobs). The message names the package and the command that
+ * adds it.
+ */
+export class MissingDependencyError extends InferenceStreamError {
+  /** The npm package to install. */
+  readonly packageName: string
+  constructor(message: string, packageName: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_MISSING_DEPENDENCY', options)
+    this.name = 'MissingDependencyError'
+    this.packageName = packageName
+  }
+}

@@ -1,5 +1,6 @@
 // Public exports only (DESIGN section 7). Each export is documented where it is defined.
 export * from './errors.js'
+export { OPTIONAL_DEPENDENCIES, hasDependency, type OptionalDependency } from './optional-deps.js'
 export {
   SUBPROTOCOL_V1,
   MAX_ID_LENGTH,

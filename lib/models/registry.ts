@@ -11,6 +11,7 @@ import { NER_MODEL_ID, NER_TASK } from './wink-entities.js'
 import { SENTIMENT_MODEL_ID, SENTIMENT_TASK } from './wink-sentiment.js'
 import { WINK_WORKER_FILE } from './wink-worker-file.js'
 import { WorkerPool } from './worker-pool.js'
+import { hasDependency, missingDependency } from '../optional-deps.js'
 
 /** Options of {@link createModelRegistry}. */
 export interface ModelRegistryOptions {
@@ -101,7 +102,7 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
   const hf = opts.transformers === false ? undefined : readTransformers(opts.transformers ?? {})
   const hfPipelines = new Map<string, TransformersPipeline>()
   const hfGet = (id: string, compute: Compute): TransformersPipeline | undefined => {
-    if (hf === undefined || !isHubModelId(id)) return undefined
+    if (hf === undefined || !isHubModelId(id) || !transformersInstalled()) return undefined
     if (compute === 'gpu' && !gpuAvailable()) {
       if (hf.gpuFallback !== 'cpu') return undefined
       compute = 'cpu'
@@ -141,6 +142,7 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
     unavailable(id: string, compute: Compute = 'cpu'): Error | undefined {
       if (this.get(id, compute) !== undefined) return undefined
       if (hf === undefined || !isHubModelId(id)) return new UnknownModelError(`Model ${id} does not exist`)
+      if (!transformersInstalled()) return missingDependency('@huggingface/transformers', `Model ${id} (a Hugging Face model id; built-in: ${[...builtins.keys()].join(', ')})`)
       if (compute === 'gpu' && !gpuAvailable() && hf.gpuFallback !== 'cpu') return gpuUnavailableError(id)
       const { looked } = resolveModelDir(id, hf.paths)
       return new UnknownModelError(
@@ -254,4 +256,12 @@ function readModels(models: ModelRegistryOptions['models']): Map<string, Pipelin
     byId.set(id, pipeline as Pipeline)
   }
   return byId
+}
+
+let transformersFound: boolean | undefined
+// Whether transformers.js is installed, looked up once (and again while it is not, so installing it
+// while a server runs is seen).
+function transformersInstalled(): boolean {
+  if (transformersFound !== true) transformersFound = hasDependency('@huggingface/transformers')
+  return transformersFound
 }

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DeviceUnavailableError, ModelError, ModelInputError, ModelLoadError, ShuttingDownError } from '../errors.js'
+import { importOptional } from '../optional-deps.js'
 import { readAudioInput } from './audio.js'
 import { gpuAvailable, gpuUnavailableError } from './gpu.js'
 import { detectDtype, detectTask, detectTaskFromConfig, normalizeTask, onnxBytes, TRANSFORMERS_TASKS, type TransformersTask } from './model-files.js'
@@ -67,12 +68,14 @@ interface Loaded {
 let transformers: Promise<LoadedTransformers> | undefined
 /** The library, imported once on first use (the client entry and servers without such models never load it). */
 async function importTransformers(): Promise<LoadedTransformers> {
-  transformers ??= import('@huggingface/transformers').then((t) => {
+  transformers ??= importOptional<LoadedTransformers>('@huggingface/transformers', 'A Hugging Face model').then((t) => {
     // Model files come from folders this server was given, or its own cache: never transformers.js's
     // default places inside node_modules.
     t.env.allowLocalModels = true
     return t
   })
+  // A missing package is not cached: installing it and retrying works without a restart.
+  transformers.catch(() => (transformers = undefined))
   return transformers
 }
 

@@ -25,6 +25,8 @@ const STATUS: Readonly<Record<string, number>> = {
   // Too large, whatever was: a body, one item's inputs, an upload.
   ERR_LIMIT_EXCEEDED: 413,
   ERR_ID_CONFLICT: 422,
+  // The server lacks an optional package the request needs (a Hub model without transformers.js).
+  ERR_MISSING_DEPENDENCY: 501,
   ERR_OVERLOADED: 503,
   ERR_SHUTTING_DOWN: 503,
   ERR_MODEL_LOADING: 503,

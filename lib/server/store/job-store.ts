@@ -6,8 +6,9 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
-import Database from 'better-sqlite3'
-import { InvalidOptionError, JobNotFoundError, JobStoreError } from '../../errors.js'
+import type Database from 'better-sqlite3'
+import { InvalidOptionError, JobNotFoundError, JobStoreError, MissingDependencyError } from '../../errors.js'
+import { requireOptional } from '../../optional-deps.js'
 
 /** States of a job. `queued` and `running` are unfinished: a restarted server resumes them. */
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
@@ -262,7 +263,8 @@ export class JobStore {
     let db: Database.Database | undefined
     try {
       if (path !== ':memory:') createPrivate(path)
-      db = new Database(path)
+      const Sqlite = requireOptional<typeof Database>('better-sqlite3', 'The job store')
+      db = new Sqlite(path)
       db.pragma(`busy_timeout = ${o.busyTimeoutMs}`)
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${o.synchronous}`)
@@ -272,7 +274,7 @@ export class JobStore {
       if (path !== ':memory:') for (const f of [`${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600)
     } catch (err) {
       db?.close()
-      if (err instanceof JobStoreError) throw err
+      if (err instanceof JobStoreError || err instanceof MissingDependencyError) throw err
       throw new JobStoreError(`Cannot open the job store ${JSON.stringify(path)}: ${(err as Error).message}`, { cause: err })
     }
     this.db = db
