@@ -6,16 +6,19 @@
 //   temporary project whose node_modules/inference-stream links to this checkout (so
 //   `import … from 'inference-stream'` gets dist/), and run with node in that folder: it must exit 0
 //   within 60 s (a program that leaves a server open never exits, and fails).
-// - ```ts / ```typescript: the same, after TypeScript's transpileModule strips the types (no
-//   type check; there is no tsx here).
+// - ```ts / ```typescript: type-checked first (strict, against dist/'s .d.ts, all TS blocks in one
+//   program), then run as above once TypeScript's transpileModule has stripped the types (there is
+//   no tsx here, and Node 20 cannot strip types itself).
 // - ```sh / ```bash / ```shell / ```console: the block runs as one bash script (`set -e`) in the
 //   same folder, which holds a copy of examples/ and links to dist/ and test/ (the commands are
-//   written for a checkout), with `inference-stream` on PATH (a wrapper of node dist/cli/index.js).
+//   written for a checkout), with `inference-stream` on PATH (a wrapper of node dist/cli/index.js),
+//   and `set -o pipefail`.
 //   In ```console only `$ ` lines (and their `> ` continuations) are commands; the rest is output.
 //   Exported variables and the working directory carry over to the doc's next block, as in one
 //   terminal. `npm run X [-- args]` runs package.json's script X there; `npm install`, `npm ci` and
 //   `npm test` are skipped (they are what runs this test); curl fails on an HTTP error status
-//   (--fail-with-body).
+//   (--fail-with-body). A comment line right under a command that shows JSON (`# {…}`, `# […]`)
+//   is that command's output: it must match, `…` standing for any text.
 // - Servers: a `serve` command (`inference-stream serve`, `node dist/cli/index.js serve`,
 //   `npm run serve`) runs in the background until its "listening on" line, serves the doc's later
 //   blocks, and is stopped when the doc is done (a later `serve` on the same port replaces it). A
@@ -32,7 +35,8 @@
 //   fails: give it a language. A block of any other language fails unless it is marked.
 //
 // Docs run two at a time (the blocks of one doc in order); every block is a subtest named
-// `file:line` (the line of its opening fence).
+// `file:line` (the line of its opening fence). DOCS_BLOCKS=README.md,docs/io.md runs only those
+// docs; DOCS_BLOCKS_VERBOSE=1 shows the output of passing blocks too.
 import { spawn } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs'
 import { createServer as createNetServer, type Server } from 'node:net'
@@ -197,8 +201,11 @@ function prelude(dir: string, fenceLine: number): string[] {
     `__serve() {`,
     `  __stop_port "$1"`,
     `  local log="$2.log" pid i`,
-    `  setsid bash "$2" > "$log" 2>&1 < /dev/null &`,
+    // In this shell (its variables, exported or not), as a job of its own process group (set -m).
+    `  set -m`,
+    `  eval "$(cat "$2")" > "$log" 2>&1 < /dev/null &`,
     `  pid=$!`,
+    `  set +m`,
     `  echo "$1 $pid" >> "$__T/servers"`,
     `  for i in $(seq 300); do`,
     `    if grep -q 'listening on' "$log"; then echo "docs-test: server $(grep -m1 'listening on' "$log")"; return 0; fi`,
@@ -207,17 +214,29 @@ function prelude(dir: string, fenceLine: number): string[] {
     `  done`,
     `  echo "docs-test: the server did not print 'listening on' within 30 s:" >&2; cat "$log" >&2; return 1`,
     `}`,
-    `set -e`,
+    `set -e -o pipefail`,
     // LINENO - (prelude lines) + fence line = the doc's line of the failed command.
     `trap 'echo "docs-test: exit status $? at line $((LINENO - __PRELUDE_LINES__ + ${fenceLine})): $BASH_COMMAND" >&2' ERR`,
   ]
 }
 
 /** The bash script of a block, one script line per body line (so errors name the doc's line). */
-function shellScript(b: Block, code: string, dir: string, id: string, servePort: number, problems: string[]): string {
+interface Expected { file: string; line: number; pattern: string }
+
+/**
+ * The bash script of a block, one script line per body line (so errors name the doc's line).
+ * `expected` gets the output a `# {…}` / `# […]` comment line right under a command shows.
+ */
+function shellScript(b: Block, code: string, dir: string, id: string, servePort: number, problems: string[], expected: Expected[]): string {
   const lines = shellLines(b, code)
   const cmds = commands(b, code)
   cmds.forEach((c, k) => {
+    const shown = /^#\s*([[{].*)$/.exec(lines[c.last + 1]?.trim() ?? '')
+    if (shown && !SERVE.test(c.text)) {
+      const file = join(dir, `${id}-out-${c.first}.txt`)
+      expected.push({ file, line: b.line + 2 + c.last, pattern: shown[1]! })
+      lines[c.last] = `${stripComment(lines[c.last]!)} > ${q(file)}; cat ${q(file)}`
+    }
     if (!SERVE.test(c.text)) return
     let cmd = stripComment(c.text)
     const background = cmd.endsWith('&')
@@ -240,6 +259,43 @@ function shellScript(b: Block, code: string, dir: string, id: string, servePort:
 }
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+
+// ---------------------------------------------------------------------------------------------
+// TypeScript blocks: one program for all of them, so the check costs one load of the .d.ts files.
+
+function typeCheck(blocks: Block[]): Map<Block, string[]> {
+  const errors = new Map<Block, string[]>()
+  if (blocks.length === 0) return errors
+  const dir = mkdtempSync(join(tmpdir(), 'docs-ts-'))
+  try {
+    writeFileSync(join(dir, 'package.json'), '{ "private": true, "type": "module" }\n')
+    mkdirSync(join(dir, 'node_modules'))
+    symlinkSync(root, join(dir, 'node_modules', 'inference-stream'), 'dir')
+    const files = new Map(blocks.map((b) => [join(dir, `${b.file.replace(/\W/g, '_')}-${b.line}.mts`), b]))
+    for (const [path, b] of files) writeFileSync(path, b.code)
+    const program = ts.createProgram([...files.keys()], {
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      target: ts.ScriptTarget.ES2022,
+      lib: ['lib.es2023.d.ts'],
+      types: ['node'],
+      typeRoots: [join(root, 'node_modules', '@types')],
+      strict: true,
+      skipLibCheck: true,
+      noEmit: true,
+    })
+    for (const d of ts.getPreEmitDiagnostics(program)) {
+      const b = d.file && files.get(d.file.fileName)
+      const text = ts.flattenDiagnosticMessageText(d.messageText, '\n')
+      if (!b) { for (const b of blocks) errors.set(b, [...(errors.get(b) ?? []), `TS${d.code}: ${text}`]); continue }
+      const line = d.start === undefined ? 0 : d.file!.getLineAndCharacterOfPosition(d.start).line
+      errors.set(b, [...(errors.get(b) ?? []), `line ${b.line + 1 + line}: TS${d.code}: ${text}`])
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+  return errors
+}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -315,7 +371,7 @@ function blockEnv(dir: string): NodeJS.ProcessEnv {
   return env
 }
 
-async function runDoc(file: string, blocks: Block[], ports: number[]): Promise<Outcome[]> {
+async function runDoc(file: string, blocks: Block[], ports: number[], typeErrors: Map<Block, string[]>): Promise<Outcome[]> {
   const outcomes: Outcome[] = []
   const portMap = new Map(docPorts(blocks).map((p, i) => [p, ports[i]!]))
   if (portMap.size > ports.length) throw new Error(`${file}: more ports than reserved`)
@@ -353,14 +409,19 @@ async function runDoc(file: string, blocks: Block[], ports: number[]): Promise<O
         // Run from the project folder, as `node script.mjs` would be: the .mjs sits in .docs-test/,
         // which resolves node_modules from the folder above.
         const r = await runProcess(process.execPath, [path], dir, env, JS_TIMEOUT_MS, false)
-        outcomes.push(judge(b, r, JS_TIMEOUT_MS, []))
+        outcomes.push(judge(b, r, JS_TIMEOUT_MS, typeErrors.get(b) ?? []))
       } else {
         const problems: string[] = []
-        const script = shellScript(b, code, state, id, portMap.get(8080)!, problems)
+        const expected: Expected[] = []
+        const script = shellScript(b, code, state, id, portMap.get(8080)!, problems, expected)
         const path = join(state, `${id}.sh`)
         writeFileSync(path, script)
         const r = await runProcess('bash', [path], dir, env, SH_TIMEOUT_MS, true)
         pgids.push(r.pid, ...readServers(state))
+        for (const e of expected) {
+          const got = existsSync(e.file) ? readFileSync(e.file, 'utf8').trim() : undefined
+          if (got !== undefined && !shownOutput(e.pattern).test(got)) problems.push(`line ${e.line} shows the output ${e.pattern} but the command printed ${got}`)
+        }
         outcomes.push(judge(b, r, SH_TIMEOUT_MS, problems))
       }
     }
@@ -377,6 +438,11 @@ function readServers(state: string): number[] {
   return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split(' ')[1]))
 }
 
+/** A shown output as a pattern: `…` stands for any text (the rest of a number, more items). */
+function shownOutput(shown: string): RegExp {
+  return new RegExp(`^${shown.split('…').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^]*?')}$`)
+}
+
 function judge(b: Block, r: Ran, timeoutMs: number, problems: string[]): Outcome {
   const base = { block: b, output: tail(r.output), ms: r.ms }
   if (r.timedOut) return { ...base, status: 'fail', message: `did not exit within ${timeoutMs / 1000} s (a server or a handle left open?)` }
@@ -387,13 +453,18 @@ function judge(b: Block, r: Ran, timeoutMs: number, problems: string[]): Outcome
 
 // ---------------------------------------------------------------------------------------------
 
+const only = process.env.DOCS_BLOCKS?.split(',').filter(Boolean)
 const docs = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)]
+  .filter((f) => !only || only.includes(f))
 const byDoc = docs.map((file) => ({ file, blocks: extractBlocks(file, readFileSync(join(root, file), 'utf8')) }))
 
 t.ok(existsSync(join(root, 'dist', 'index.js')), 'dist/ is built (npx tsc -p tsconfig.build.json)')
 
+const typeCheckStart = Date.now()
+const typeErrors = typeCheck(byDoc.flatMap((d) => d.blocks.filter((b) => b.kind === 'ts' && b.notRun === undefined)))
 const reserved = await freePorts(byDoc.reduce((n, d) => n + docPorts(d.blocks).length, 0))
 const started = Date.now()
+t.comment(`type check of the TypeScript blocks: ${((started - typeCheckStart) / 1000).toFixed(1)} s`)
 const results = new Map<string, Outcome[]>()
 {
   let next = 0
@@ -404,7 +475,7 @@ const results = new Map<string, Outcome[]>()
       const k = next++
       const d = byDoc[k]!
       try {
-        results.set(d.file, await runDoc(d.file, d.blocks, portsOf[k]!))
+        results.set(d.file, await runDoc(d.file, d.blocks, portsOf[k]!, typeErrors))
       } catch (err) {
         results.set(d.file, d.blocks.map((block) => ({ block, status: 'fail' as const, message: `the doc's run failed: ${(err as Error).stack}` })))
       }
@@ -418,7 +489,8 @@ for (const d of byDoc) {
     const name = `${o.block.file}:${o.block.line} (${o.block.lang || 'no language'})`
     if (o.status === 'skip') { t.test(name, { skip: `not-run: ${o.message}` }, async () => {}); continue }
     t.test(name, async (t) => {
-      if (o.status === 'fail') t.fail(o.message, { output: o.output, code: o.block.code })
+      if (o.status === 'fail') t.fail(o.message, { output: o.output, at: null, stack: '', source: '' })
+      else if (process.env.DOCS_BLOCKS_VERBOSE && o.output) t.pass(o.message, { diagnostic: true, output: o.output })
       else t.pass(o.message)
     })
   }
