@@ -103,6 +103,23 @@ export function extractBlocks(file: string, text: string): Block[] {
   return blocks
 }
 
+/** The outcome of a block that is not run (marked, data, or not runnable), else undefined. */
+export function classify(b: Block): Outcome | undefined {
+  if (b.notRun !== undefined) return { block: b, status: 'skip', message: b.notRun }
+  if (b.kind === 'unknown') {
+    return { block: b, status: 'fail', message: `language "${b.lang}" is neither run by this test nor data: mark it <!-- not-run: reason --> or teach the test` }
+  }
+  if (b.kind !== 'data') return undefined
+  const first = b.code.split('\n').find((l) => l.trim()) ?? ''
+  if (b.lang === '' && COMMAND_START.test(first)) {
+    return { block: b, status: 'fail', message: `a block without a language that starts like a command (${JSON.stringify(first.slice(0, 40))}): give it a language (sh, console) and make it run, or mark it <!-- not-run: reason -->` }
+  }
+  if (b.lang === 'json' && !/…|\.\.\./.test(b.code)) {
+    try { JSON.parse(b.code) } catch (err) { return { block: b, status: 'fail', message: `json block does not parse: ${(err as Error).message}` } }
+  }
+  return { block: b, status: 'data', message: `data (${b.lang || 'no language'}), not run` }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ports
 
@@ -122,7 +139,7 @@ async function freePorts(n: number): Promise<number[]> {
 }
 
 /** Ports a doc's servers use: 8080 (serve's default) and every `serve … --port N`. */
-function docPorts(blocks: Block[]): number[] {
+export function docPorts(blocks: Block[]): number[] {
   const ports = new Set<number>([8080])
   for (const b of blocks) {
     if (b.notRun || (b.kind !== 'sh' && b.kind !== 'console')) continue
@@ -134,7 +151,7 @@ function docPorts(blocks: Block[]): number[] {
   return [...ports]
 }
 
-function substitutePorts(code: string, map: Map<number, number>): string {
+export function substitutePorts(code: string, map: Map<number, number>): string {
   for (const [from, to] of map) code = code.replace(new RegExp(`(?<![\\w.])${from}(?!\\d)`, 'g'), String(to))
   return code
 }
@@ -145,7 +162,7 @@ function substitutePorts(code: string, map: Map<number, number>): string {
 interface Command { first: number; last: number; text: string } // body line indexes, 0-based
 
 /** The block's body as bash sees it (console output lines blanked) and its logical commands. */
-function shellLines(b: Block, code = b.code): string[] {
+export function shellLines(b: Block, code = b.code): string[] {
   const lines = code.split('\n')
   if (b.kind !== 'console') return lines
   let inCommand = false
@@ -157,7 +174,7 @@ function shellLines(b: Block, code = b.code): string[] {
   })
 }
 
-function commands(b: Block, code = b.code): Command[] {
+export function commands(b: Block, code = b.code): Command[] {
   const lines = shellLines(b, code)
   const out: Command[] = []
   for (let i = 0; i < lines.length; i++) {
@@ -191,10 +208,10 @@ function prelude(dir: string, fenceLine: number): string[] {
     `  [ -f "$__T/servers" ] || return 0`,
     `  local port pid i`,
     `  while read -r port pid; do`,
-    `    [ "$port" = "$1" ] && kill -0 "$pid" 2>/dev/null || continue`,
+    `    [ "$port" = "$1" ] && kill -0 -- "-$pid" 2>/dev/null || continue`,
     `    echo "docs-test: stopping the doc's earlier server on port $1" >&2`,
     `    kill -TERM -- "-$pid" 2>/dev/null || true`,
-    `    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done`,
+    `    for i in $(seq 100); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done`,
     `    kill -KILL -- "-$pid" 2>/dev/null || true`,
     `  done < "$__T/servers"`,
     `}`,
@@ -300,8 +317,12 @@ function typeCheck(blocks: Block[]): Map<Block, string[]> {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-const groups = new Set<number>() // process groups started here, killed at the end whatever happens
-process.on('exit', () => { for (const g of groups) try { process.kill(-g, 'SIGKILL') } catch {} })
+// Process groups started here and not yet known gone: killed when this process ends, however it
+// ends. A group leaves the set once it is dead, so a reused pid is never signalled.
+const groups = new Set<number>()
+const killAll = () => { for (const g of groups) killGroup(g, 'SIGKILL') }
+process.on('exit', killAll)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => { killAll(); process.kill(process.pid, sig) })
 
 interface Ran { pid: number; code: number | null; signal: string | null; output: string; timedOut: boolean; ms: number }
 
@@ -318,7 +339,7 @@ function runProcess(cmd: string, args: string[], cwd: string, env: NodeJS.Proces
     child.on('error', (err) => { output += String(err) })
     child.on('exit', (code, signal) => {
       clearTimeout(timer)
-      if (!keepGroup) killGroup(child.pid!, 'SIGKILL')
+      if (!keepGroup) { killGroup(child.pid!, 'SIGKILL'); groups.delete(child.pid!) }
       // Output still in the pipes; a background process of the block may hold them open.
       const done = () => resolve({ pid: child.pid!, code, signal, output, timedOut, ms: Date.now() - start })
       const late = setTimeout(done, 1000)
@@ -331,11 +352,13 @@ function killGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
   try { process.kill(-pgid, signal); return true } catch { return false }
 }
 
+/** SIGTERM (a server shuts down gracefully), SIGKILL after 10 s. */
 async function stopGroups(pgids: number[]): Promise<void> {
   const alive = pgids.filter((g) => killGroup(g, 'SIGTERM'))
   const deadline = Date.now() + 10_000
   while (alive.some((g) => killGroup(g, 0)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
-  for (const g of alive) { killGroup(g, 'SIGKILL'); groups.delete(g) }
+  for (const g of alive) killGroup(g, 'SIGKILL')
+  for (const g of pgids) groups.delete(g)
 }
 
 const tail = (s: string, n = 40) => s.trimEnd().split('\n').slice(-n).join('\n')
@@ -382,22 +405,8 @@ async function runDoc(file: string, blocks: Block[], ports: number[], typeErrors
   const pgids: number[] = []
   try {
     for (const b of blocks) {
-      if (b.notRun !== undefined) { outcomes.push({ block: b, status: 'skip', message: b.notRun }); continue }
-      if (b.kind === 'data') {
-        const first = b.code.split('\n').find((l) => l.trim()) ?? ''
-        if (b.lang === '' && COMMAND_START.test(first)) {
-          outcomes.push({ block: b, status: 'fail', message: `a block without a language that starts like a command (${JSON.stringify(first.slice(0, 40))}): give it a language (sh, console) and make it run, or mark it <!-- not-run: reason -->` })
-        } else if (b.lang === 'json' && !/…|\.\.\./.test(b.code)) {
-          try { JSON.parse(b.code); outcomes.push({ block: b, status: 'data', message: 'json data (parses)' }) } catch (err) {
-            outcomes.push({ block: b, status: 'fail', message: `json block does not parse: ${(err as Error).message}` })
-          }
-        } else outcomes.push({ block: b, status: 'data', message: `data (${b.lang || 'no language'}), not run` })
-        continue
-      }
-      if (b.kind === 'unknown') {
-        outcomes.push({ block: b, status: 'fail', message: `language "${b.lang}" is neither run by this test nor data: mark it <!-- not-run: reason --> or teach the test` })
-        continue
-      }
+      const settled = classify(b)
+      if (settled) { outcomes.push(settled); continue }
       const code = substitutePorts(b.code, portMap)
       const id = `line-${b.line}`
       if (b.kind === 'js' || b.kind === 'ts') {
@@ -435,11 +444,13 @@ async function runDoc(file: string, blocks: Block[], ports: number[], typeErrors
 function readServers(state: string): number[] {
   const file = join(state, 'servers')
   if (!existsSync(file)) return []
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split(' ')[1]))
+  const pgids = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split(' ')[1]))
+  for (const g of pgids) groups.add(g)
+  return pgids
 }
 
 /** A shown output as a pattern: `…` stands for any text (the rest of a number, more items). */
-function shownOutput(shown: string): RegExp {
+export function shownOutput(shown: string): RegExp {
   return new RegExp(`^${shown.split('…').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^]*?')}$`)
 }
 
@@ -452,6 +463,49 @@ function judge(b: Block, r: Ran, timeoutMs: number, problems: string[]): Outcome
 }
 
 // ---------------------------------------------------------------------------------------------
+
+t.test('the rules, on a sample doc', async (t) => {
+  const sample = [
+    '# Doc', // 1
+    '```js', // 2
+    "console.log('hi')",
+    '```',
+    '<!-- not-run: needs a GPU -->', // 5
+    '```sh',
+    'inference-stream serve --gpu',
+    '```',
+    '```', // 9
+    'plain output',
+    '```',
+    '```', // 12
+    '$ inference-stream serve &',
+    '```',
+    '```json', // 15
+    '{"a": 1,}',
+    '```',
+    '```python', // 18
+    'print(1)',
+    '```',
+    '- a list', // 21
+    '  ```console',
+    '  $ echo a \\',
+    '  > b',
+    '  a b',
+    '  ```',
+  ].join('\n')
+  const blocks = extractBlocks('x.md', sample)
+  t.same(blocks.map((b) => [b.line, b.lang, b.kind, b.notRun]), [
+    [2, 'js', 'js', undefined], [6, 'sh', 'sh', 'needs a GPU'], [9, '', 'data', undefined], [12, '', 'data', undefined],
+    [15, 'json', 'data', undefined], [18, 'python', 'unknown', undefined], [22, 'console', 'console', undefined],
+  ])
+  t.same(blocks.map((b) => classify(b)?.status), [undefined, 'skip', 'data', 'fail', 'fail', 'fail', undefined])
+  t.same(shellLines(blocks[6]!), ['echo a \\', 'b', ''], 'console: $ and > lines are commands, the rest output')
+  t.same(commands(blocks[6]!).map((c) => [c.first, c.last]), [[0, 1]])
+  t.ok(shownOutput('[[{"label":"POSITIVE","score":0.864…}]]').test('[[{"label":"POSITIVE","score":0.8641271}]]'))
+  t.notOk(shownOutput('{"a":1…}').test('{"b":1}'))
+  t.same(docPorts(extractBlocks('y.md', '```sh\ninference-stream serve --port 8765 &\ncurl localhost:8765\n```')), [8080, 8765])
+  t.equal(substitutePorts('curl localhost:8080/x --port 8080 18080 80801', new Map([[8080, 4000]])), 'curl localhost:4000/x --port 4000 18080 80801')
+})
 
 const only = process.env.DOCS_BLOCKS?.split(',').filter(Boolean)
 const docs = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)]
