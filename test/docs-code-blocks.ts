@@ -219,6 +219,7 @@ function prelude(dir: string, fenceLine: number): string[] {
     `  __stop_port "$1"`,
     `  local log="$2.log" pid i`,
     // In this shell (its variables, exported or not), as a job of its own process group (set -m).
+    `  : > "$log"`,
     `  set -m`,
     `  eval "$(cat "$2")" > "$log" 2>&1 < /dev/null &`,
     `  pid=$!`,
