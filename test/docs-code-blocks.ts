@@ -9,10 +9,10 @@
 // - ```ts / ```typescript: type-checked first (strict, against dist/'s .d.ts, all TS blocks in one
 //   program), then run as above once TypeScript's transpileModule has stripped the types (there is
 //   no tsx here, and Node 20 cannot strip types itself).
-// - ```sh / ```bash / ```shell / ```console: the block runs as one bash script (`set -e`) in the
-//   same folder, which holds a copy of examples/ and links to dist/ and test/ (the commands are
-//   written for a checkout), with `inference-stream` on PATH (a wrapper of node dist/cli/index.js),
-//   and `set -o pipefail`.
+// - ```sh / ```bash / ```shell / ```console: the block runs as one bash script (`set -e -o
+//   pipefail`) in the same folder, which holds a copy of examples/ and links to dist/ and test/
+//   (the commands are written for a checkout), with `inference-stream` on PATH (a wrapper of
+//   node dist/cli/index.js, as README says the installed command is).
 //   In ```console only `$ ` lines (and their `> ` continuations) are commands; the rest is output.
 //   Exported variables and the working directory carry over to the doc's next block, as in one
 //   terminal. `npm run X [-- args]` runs package.json's script X there; `npm install`, `npm ci` and
