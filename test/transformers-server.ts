@@ -239,6 +239,14 @@ t.test('gpu: refused with a clear error where CUDA is missing, or run on cpu wit
   const st = statuses(c.messages)[0]
   t.equal(st.code, 'ERR_DEVICE_UNAVAILABLE')
   t.match(st.message, /cannot run on gpu here.*CUDA/)
+  // Our client reports it with the server's code and whole message (not as a refused token).
+  const { infer } = await import('../lib/client/infer.js')
+  await t.rejects(
+    (async () => {
+      for await (const _ of infer(['x'], { url: server.url, model: 'tiny/sentiment', compute: 'gpu', token: 't' })) void _
+    })(),
+    { code: 'ERR_DEVICE_UNAVAILABLE', message: st.message },
+  )
   // A builtin model keeps taking gpu URLs (the word is a label for it).
   const echo = await connect(server.streamUrl('builtin/echo', 'gpu'), { token: 't' })
   echo.send({ id: 'a', inputs: 1 })

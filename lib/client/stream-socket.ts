@@ -60,6 +60,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private timer: NodeJS.Timeout | undefined
   private lastCause: Error | undefined
   private fatalStatus: StatusMessage | undefined
+  // The last status with an error code: what a close 1008 that follows it is about.
+  private errorStatus: StatusMessage | undefined
   /** The current connection's socket (from ws's 'upgrade' event), to cork bursts of frames. */
   private socket: import('node:net').Socket | undefined
   /** The HTTP answer of a refused handshake of the current attempt. */
@@ -92,6 +94,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private connect(): void {
     this.timer = undefined
     this.fatalStatus = undefined
+    this.errorStatus = undefined
     this.refused = undefined
     this.socket = undefined
     const ws = new WebSocket(this.o.url, this.v1 ? [SUBPROTOCOL_V1] : [], { perMessageDeflate: false, ...this.o.wsOptions })
@@ -124,6 +127,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
       else if (e.kind === 'status') {
         const status = e.status
         if (status.code === 'ERR_AUTHENTICATION' || status.code === 'ERR_UNKNOWN_MODEL') this.fatalStatus = status
+        if (typeof status.code === 'string') this.errorStatus = status
         const limits = status.limits as { maxItemsPerFrame?: number } | undefined
         if (limits && typeof limits.maxItemsPerFrame === 'number') {
           this.frameLimit = Math.max(1, Math.min(this.o.maxItemsPerFrame, limits.maxItemsPerFrame))
@@ -200,10 +204,13 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
 
   // Closes that retrying cannot fix: refused credentials, unknown model, endpoint not found.
   private fatalError(code: number, reason: string, cause: Error | undefined): InferenceStreamError | undefined {
-    const status = this.fatalStatus
+    const status = this.fatalStatus ?? (code === 1008 ? this.errorStatus : undefined)
     if (code === 1008 || status) {
       const message = status?.message ?? (reason || 'Connection refused by policy (1008)')
-      return status?.code === 'ERR_UNKNOWN_MODEL' ? new UnknownModelError(message) : new AuthenticationError(message)
+      if (status?.code === 'ERR_UNKNOWN_MODEL') return new UnknownModelError(message)
+      // A model this server cannot run (no GPU, a missing package): the server's own code and words.
+      if (status?.code !== undefined && status.code !== 'ERR_AUTHENTICATION') return new InferenceStreamError(message, status.code)
+      return new AuthenticationError(message)
     }
     if (this.refused) {
       const { status, message } = this.refused
