@@ -96,7 +96,7 @@ t.test('SIGKILL at several points, same command again: every row once, in order,
   t.equal(rows.length, N)
   t.same(rows.map((r) => r.key), [...Array(N).keys()].map((i) => `k${i}`), 'every row exactly once, in order')
   t.ok(rows.every((r, i) => r.outputs === JSON.stringify(`row ${i}, with a comma`)))
-  t.equal(server.billed('k'), N, 'no row billed twice')
+  t.equal(await server.billed('k'), N, 'no row billed twice')
 })
 
 t.test('SIGKILL with the embedded server (it dies too): the resumed output is whole and in order', async (t) => {

@@ -67,14 +67,14 @@ t.test('resume against a server that kept running: replay, no resend, every row 
   // Ids journaled (write-ahead) but never sent before the crash are unknown to the server: those,
   // and only those, are sent again.
   t.ok(second.stream.stats.resent <= 64, `resent ${second.stream.stats.resent}, at most the window`)
-  t.equal(server.billed('ckpt'), N, 'billed once per row')
+  t.equal(await server.billed('ckpt'), N, 'billed once per row')
   t.equal(await duplicates(server), 0, 'no id reached the server twice')
   // A third run over a finished checkpoint touches nothing.
   const third = await run(server.url, path, records)
   t.same(third.out, records)
   t.equal(third.stream.stats.replayed, N)
   t.equal(third.stream.stats.sent, 0)
-  t.equal(server.billed('ckpt'), N)
+  t.equal(await server.billed('ckpt'), N)
 })
 
 t.test('resume against a fresh server (the embedded one died): exactly the unknown ids are resent', async (t) => {
@@ -95,7 +95,7 @@ t.test('resume against a fresh server (the embedded one died): exactly the unkno
   t.ok(st.replayed >= 200)
   t.equal(st.replayed + st.sent, N, 'every row replayed or sent once')
   t.equal(st.resent, unanswered, `resent exactly the ${unanswered} ids journaled as sent without a result`)
-  t.equal(b.billed('ckpt'), N - st.replayed, 'the new server ran each row it did not have once')
+  t.equal(await b.billed('ckpt'), N - st.replayed, 'the new server ran each row it did not have once')
   t.equal(await duplicates(b), 0)
 })
 

@@ -51,7 +51,7 @@ t.test('pipeline(): every record in, one result out each, in order (v1 and legac
     t.same(out.map((r) => r.outputs), records.map((r) => r.inputs), `${protocol}: outputs in input order`)
     t.same(out[5], { id: 'run-5', outputs: 'r5', record: { inputs: 'r5' } })
     t.match(stream.stats, { written: N, sent: N, received: N, failed: 0, inFlight: 0, reconnects: 0, resent: 0, ignored: 0 })
-    t.equal(server.billed(`pipe-${protocol}`), N)
+    t.equal(await server.billed(`pipe-${protocol}`), N)
   }
 })
 
@@ -75,8 +75,7 @@ t.test('in-flight never exceeds maxInFlight and the source pauses (random latenc
     })(),
   )
   const sampler = setInterval(() => {
-    const k = server.counts('bound', 'test/jitter')
-    peakServer = Math.max(peakServer, k.queued + k.processing + k.undelivered)
+    void server.counts('bound', 'test/jitter').then((k) => (peakServer = Math.max(peakServer, k.queued + k.processing + k.undelivered)))
     t.ok(stream.inFlight <= maxInFlight || t.fail(`inFlight ${stream.inFlight}`))
   }, 1)
   const out: number[] = []
@@ -160,7 +159,7 @@ t.test('a stream cut by the server mid-run: reconnect, nothing resent on v1, eac
       const dups = (await server.metrics.duplicates.get()).values.reduce((a, v) => a + v.value, 0)
       // v1 asks before resending: it never sends an id the server already has.
       if (protocol === 'v1') t.equal(dups, 0, `v1 sent no id twice to the server (resent ${stream.stats.resent} the server did not know)`)
-      t.equal(server.billed(token), N, 'billed once per input')
+      t.equal(await server.billed(token), N, 'billed once per input')
     })
   }
 })
@@ -177,7 +176,7 @@ t.test('results for ids never sent are ignored and counted', async (t) => {
   const out = await collect(Readable.from(['a', 'b']).pipe(s))
   t.same(out.map((r) => (r as InferenceResult).outputs), ['a', 'b'])
   t.equal(s.stats.ignored, 5, 'the five foreign results were ignored')
-  t.equal(server.counts('shared', 'builtin/echo').undelivered, 0)
+  t.equal((await server.counts('shared', 'builtin/echo')).undelivered, 0)
 })
 
 t.test('server down longer than the reconnect budget: ERR_CONNECTION_LOST saying how many are unanswered', async (t) => {

@@ -18,7 +18,7 @@ t.test('legacy stream: same id same inputs → stored result, other inputs or pa
   const c = await connect(server.streamUrl(ECHO), { token: 'k1' })
   c.send({ id: 'a', inputs: 'first', parameters: { x: 1 } })
   await c.waitFor(() => countResults(c, 'a') === 1, 'a')
-  t.equal(server.billed('k1'), 1)
+  t.equal(await server.billed('k1'), 1)
   c.send({ parameters: { x: 1 }, inputs: 'first', id: 'a' }) // same payload, other key order
   await c.waitFor(() => countResults(c, 'a') === 2, 'a again')
   const resultsOf = (id: string) => c.messages.filter((m) => m.type === 'results' && m.id === id).map((m) => (m as { outputs: unknown }).outputs)
@@ -31,13 +31,13 @@ t.test('legacy stream: same id same inputs → stored result, other inputs or pa
   t.match(resultsOf('a')[3], conflict)
   c.send({ id: 'b', inputs: 'after' })
   await c.waitFor(() => countResults(c, 'b') === 1, 'b')
-  t.equal(server.billed('k1'), 2, 'only a (once) and b billed')
+  t.equal(await server.billed('k1'), 2, 'only a (once) and b billed')
   // Another tenant may use the same id for other inputs: ids are per tenant.
   const d = await connect(server.streamUrl(ECHO), { token: 'k2' })
   d.send({ id: 'a', inputs: 'theirs' })
   await d.waitFor(() => countResults(d, 'a') === 1, 'other tenant a')
   t.same(d.results().get('a'), 'theirs')
-  t.equal(server.billed('k2'), 1)
+  t.equal(await server.billed('k2'), 1)
   await c.close()
   await d.close()
 })
@@ -54,7 +54,7 @@ t.test('a pending id: the same inputs wait for the one result, other inputs conf
   t.same(c.results().get('p'), 'slow')
   await new Promise((r) => setTimeout(r, 50))
   t.equal(countResults(c, 'p'), 2, 'the pending duplicate got no second result')
-  t.equal(server.billed('k'), 1)
+  t.equal(await server.billed('k'), 1)
   await c.close()
 })
 
@@ -80,7 +80,7 @@ t.test('v1: after a cut and a resume query, a resent id with other inputs confli
   t.ok(r2.every((o) => o === 'two' || (o as { code?: string })?.code === 'ERR_ID_CONFLICT'), 'r2: its own result or the conflict, nothing else')
   t.ok(d.messages.filter((m) => m.type === 'results' && m.id === 'r1').every((m) => (m as { outputs: unknown }).outputs === 'one'), 'r1: only its own result')
   t.same(d.results().get('r3'), 'three')
-  t.equal(server.billed('k'), 3, 'r1, r2, r3 billed once each')
+  t.equal(await server.billed('k'), 3, 'r1, r2, r3 billed once each')
   await d.close()
 })
 
@@ -106,7 +106,7 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   t.equal(last.text, 'This is terrible and awful')
   t.match(last.error, /ERR_ID_CONFLICT|already used by an earlier row/)
   t.not(last.outputs, 'I love it', 'never the other row\'s result')
-  t.equal(server.billed('k'), 3001, 'the duplicate row was not run')
+  t.equal(await server.billed('k'), 3001, 'the duplicate row was not run')
 
   // Second run, other file, ids 1 and 2 reused: the server knows them with other inputs.
   const a = join(dir, 'a.csv')
@@ -115,12 +115,12 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   writeFileSync(b, 'id,text\n1,gamma\n2,beta\n')
   const r1 = cliProcess(['run', a, '-o', join(dir, 'a.jsonl'), ...base])
   t.equal((await r1.exited).code, 0, r1.err())
-  const billed = server.billed('k')
+  const billed = await server.billed('k')
   // The first run's results must be acked (delivered) first: an unacked one would be handed to the
   // next stream of the token — the second run — as results belong to the token.
   const deadline = Date.now() + 5000
-  while (server.counts('k', ECHO).undelivered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-  t.equal(server.counts('k', ECHO).undelivered, 0, 'the first run acked every result before it closed')
+  while ((await server.counts('k', ECHO)).undelivered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  t.equal((await server.counts('k', ECHO)).undelivered, 0, 'the first run acked every result before it closed')
   const r2 = cliProcess(['run', b, '-o', join(dir, 'b.jsonl'), ...base])
   t.equal((await r2.exited).code, 3, r2.err() + r2.out())
   const bl = readFileSync(join(dir, 'b.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
@@ -128,7 +128,7 @@ t.test('run --id-column: a repeated id fails its row with ERR_ID_CONFLICT (exit 
   t.not(bl[0].outputs, 'alpha', 'not the first file\'s result')
   t.same(bl[1].outputs, 'beta', 'same id and inputs: the stored result')
   t.equal(bl[1].error, null)
-  t.equal(server.billed('k'), billed, 'nothing billed by the second run')
+  t.equal(await server.billed('k'), billed, 'nothing billed by the second run')
 })
 
 t.test('HTTP with Idempotency-Key: a retry replays the stored result unbilled; another body is 422 ERR_ID_CONFLICT', async (t) => {
@@ -142,23 +142,23 @@ t.test('HTTP with Idempotency-Key: a retry replays the stored result unbilled; a
   const first = await post('k1', { inputs: 'first', parameters: { x: 1 } }, 'req-1')
   t.equal(first.status, 200)
   t.same(await first.json(), 'first')
-  t.equal(server.billed('k1'), 1)
+  t.equal(await server.billed('k1'), 1)
   const again = await post('k1', { parameters: { x: 1 }, inputs: 'first' }, 'req-1')
   t.equal(again.status, 200)
   t.equal(again.headers.get('idempotent-replayed'), 'true')
   t.same(await again.json(), 'first')
-  t.equal(server.billed('k1'), 1, 'a replay is not billed')
+  t.equal(await server.billed('k1'), 1, 'a replay is not billed')
   const other = await post('k1', { inputs: 'second', parameters: { x: 1 } }, 'req-1')
   t.equal(other.status, 422)
   t.match(await other.json(), { code: 'ERR_ID_CONFLICT', error: /Idempotency-Key "req-1" was already used with other inputs/ })
-  t.equal(server.billed('k1'), 1, 'a conflict is not run')
+  t.equal(await server.billed('k1'), 1, 'a conflict is not run')
   // use_cache does not bypass the key: the key decides.
   const cached = await post('k1', { inputs: 'second', parameters: { x: 1 }, options: { use_cache: true } }, 'req-1')
   t.equal(cached.status, 422)
   // Keys are per tenant; a bad key is a 400.
   const theirs = await post('k2', { inputs: 'theirs' }, 'req-1')
   t.same(await theirs.json(), 'theirs')
-  t.equal(server.billed('k2'), 1)
+  t.equal(await server.billed('k2'), 1)
   const bad = await post('k1', { inputs: 'x' }, 'has space')
   t.equal(bad.status, 400)
   t.match(await bad.json(), { code: 'ERR_INVALID_PAYLOAD', error: /Idempotency-Key/ })
@@ -185,5 +185,5 @@ t.test('HTTP with Idempotency-Key: a retry while the first still runs is 409 wit
   const after = await post({ inputs: 'slow', parameters: { delay_ms: 1500 } })
   t.equal(after.status, 200)
   t.same(await after.json(), 'slow')
-  t.equal(server.billed('k1'), 1)
+  t.equal(await server.billed('k1'), 1)
 })

@@ -32,7 +32,7 @@ t.test('pipeline(readCsv, InferenceStream, writeParquet) with builtin/sentiment'
   t.same(rows.map((r) => r.label), ['POSITIVE', null, 'NEGATIVE', 'POSITIVE'])
   t.ok(rows.every((r) => r.error !== null || (typeof r.score === 'number' && r.score > 0.5)))
   t.match(rows[1], { text: '', error: `The record's column "text" is empty`, error_code: 'ERR_MISSING_INPUT' }, 'an empty input fails alone')
-  t.equal(server.billed('test'), 3, 'the empty row never reached the model')
+  t.equal(await server.billed('test'), 3, 'the empty row never reached the model')
 })
 
 t.test('pipeline(readRecords, InferenceStream, writeRecords) with builtin/ner, JSONL to CSV', async (t) => {

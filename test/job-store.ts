@@ -189,10 +189,10 @@ t.test('durable: close and reopen the file, everything is there; unfinished() fo
   t.same(b.unfinished().map((j) => j.id), [queued.id, running.id], 'queued and running, oldest first')
   t.match(b.get(running.id), { state: 'running', total: 5, processed: 3, failed: 2, parameters: { top_k: 2 } })
   t.match(b.get(done.id), { state: 'completed', endTime: 99.5, revision: 'b'.repeat(40) })
-  t.equal(b.billed('tok-b'), 3)
+  t.equal(await b.billed('tok-b'), 3)
   t.same([...b.iterateResults(running.id)].map((r) => r.index), [0, 1, 2])
   t.equal(b.saveResults(running.id, rows([0, 1, 2, 3])), 1, 'a resumed job stores only the rows it did not have')
-  t.equal(b.billed('tok-b'), 4)
+  t.equal(await b.billed('tok-b'), 4)
 
   const version = new Database(path, { readonly: true })
   t.equal(version.pragma('user_version', { simple: true }), JOB_STORE_SCHEMA_VERSION, 'schema version recorded')
@@ -244,7 +244,7 @@ t.test('two stores on one file see each other (a server and its restarted self)'
   t.equal(b.saveResults(job.id, rows([0, 1])), 2)
   t.equal(a.saveResults(job.id, rows([1, 2])), 1)
   t.match(a.get(job.id), { processed: 3 })
-  t.equal(b.billed('tok-a'), 3)
+  t.equal(await b.billed('tok-a'), 3)
 })
 
 t.test('a file that is not a job store, or a newer one, is refused with JobStoreError', async (t) => {

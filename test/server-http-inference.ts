@@ -4,7 +4,7 @@ import type { Pipeline } from '../lib/models/pipeline.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import { countCharacters, httpStatusOf } from '../lib/server/http-inference.js'
 import { resolveServerOptions } from '../lib/server/options.js'
-import { MemoryResultStore } from '../lib/server/store/memory-result-store.js'
+import { MemoryStateBackend } from '../lib/server/state/memory-backend.js'
 import { httpOwnerKey, ownerKey } from '../lib/server/store/result-store.js'
 import type { StreamHub } from '../lib/server/stream-hub.js'
 import type { InferenceServer } from '../lib/server/server.js'
@@ -103,7 +103,7 @@ t.test('400 (413 for inputs over maxInputsBytes): bad JSON, missing inputs, bad 
     t.equal(json.code, code)
     t.match(json.error, message)
   }
-  t.equal(server.billed('anonymous'), 3, 'model input errors ran a model (billed); the others never reached the queue')
+  t.equal(await server.billed('anonymous'), 3, 'model input errors ran a model (billed); the others never reached the queue')
 })
 
 t.test('401 with tokens configured: missing, malformed and wrong Authorization', async (t) => {
@@ -124,7 +124,7 @@ t.test('401 with tokens configured: missing, malformed and wrong Authorization',
   const ok = await post(server, 'builtin/echo', { inputs: 1 }, { headers: { authorization: 'Bearer secret' } })
   t.equal(ok.status, 200)
   t.same(await ok.json(), 1)
-  t.equal(server.billed('secret'), 1)
+  t.equal(await server.billed('secret'), 1)
 })
 
 t.test('404 for an unknown model (ids may contain "/"), 405 for other methods', async (t) => {
@@ -202,25 +202,25 @@ t.test('use_cache: a hit answers at once and is not billed; use_cache false runs
   const first = await post(server, 'test/recorder', { inputs: 'same', parameters: { a: 1, b: 2 } }, { headers: auth })
   t.equal(first.headers.get('x-compute-type'), 'cpu')
   t.same(await first.json(), { echo: 'same' })
-  t.equal(server.billed('tok'), 1)
+  t.equal(await server.billed('tok'), 1)
   // Same parameters in another key order: the same cache entry.
   const hit = await post(server, 'test/recorder', { inputs: 'same', parameters: { b: 2, a: 1 } }, { headers: auth })
   t.equal(hit.status, 200)
   t.same(await hit.json(), { echo: 'same' })
   t.equal(hit.headers.get('x-compute-type'), 'cache')
   t.equal(hit.headers.get('x-compute-time'), '0')
-  t.equal(server.billed('tok'), 1, 'a cache hit is not billed')
+  t.equal(await server.billed('tok'), 1, 'a cache hit is not billed')
   t.equal(model.batches.length, 1, 'nor run')
   const other = await post(server, 'test/recorder', { inputs: 'same', parameters: { a: 2, b: 2 } }, { headers: auth })
   t.equal(other.headers.get('x-compute-type'), 'cpu', 'other parameters are another entry')
-  t.equal(server.billed('tok'), 2)
+  t.equal(await server.billed('tok'), 2)
   const fresh = await post(server, 'test/recorder', { inputs: 'same', parameters: { a: 1, b: 2 }, options: { use_cache: false } }, { headers: auth })
   t.equal(fresh.headers.get('x-compute-type'), 'cpu')
   t.same(await fresh.json(), { echo: 'same' })
-  t.equal(server.billed('tok'), 3, 'use_cache false runs the model again')
+  t.equal(await server.billed('tok'), 3, 'use_cache false runs the model again')
   const header = await post(server, 'test/recorder', { inputs: 'same', parameters: { a: 1, b: 2 } }, { headers: { ...auth, 'x-use-cache': 'false' } })
   t.equal(header.headers.get('x-compute-type'), 'cpu', 'the x-use-cache: false header of the original API works too')
-  t.equal(server.billed('tok'), 4)
+  t.equal(await server.billed('tok'), 4)
   const errors = [await post(server, 'test/recorder', { inputs: 'e' }, { headers: auth }), await post(server, 'builtin/echo', { inputs: 'e', parameters: { delay_ms: 'x' } }, { headers: auth })]
   t.same(errors.map((r) => r.status), [200, 400])
   const again = await post(server, 'builtin/echo', { inputs: 'e', parameters: { delay_ms: 'x' } }, { headers: auth })
@@ -232,7 +232,7 @@ t.test('use_cache: a hit answers at once and is not billed; use_cache false runs
     const r = await post(uncached, 'test/recorder', { inputs: 'same' })
     t.equal(r.headers.get('x-compute-type'), 'cpu')
   }
-  t.equal(uncached.billed('anonymous'), 3, 'httpCacheSize 0: every request runs')
+  t.equal(await uncached.billed('anonymous'), 3, 'httpCacheSize 0: every request runs')
 })
 
 t.test('the cache is bounded: least recently used entries go first', async (t) => {
@@ -251,8 +251,8 @@ t.test('billing without tokens: the bearer token given, else "anonymous"', async
   await (await post(server, 'builtin/echo', { inputs: 1 })).json()
   await (await post(server, 'builtin/echo', { inputs: 1 }, { headers: { authorization: 'Bearer alice' } })).json()
   await (await post(server, 'builtin/echo', { inputs: 1 }, { headers: { authorization: 'Bearer alice' } })).json()
-  t.equal(server.billed('anonymous'), 1)
-  t.equal(server.billed('alice'), 2)
+  t.equal(await server.billed('anonymous'), 1)
+  t.equal(await server.billed('alice'), 2)
   const metrics = await (await fetch(`${server.url}/metrics`)).text()
   t.notMatch(metrics, 'alice', 'tokens never appear in metrics')
 })
@@ -269,15 +269,15 @@ t.test('100 concurrent requests batch together (maxBatch 32), each gets its own 
   t.equal(sizes.reduce((a, b) => a + b, 0), N, 'every request run once')
   t.ok(Math.max(...sizes) > 1, `the model saw batches > 1 (largest ${Math.max(...sizes)})`)
   t.ok(sizes.every((s) => s <= 32), 'none over maxBatch')
-  t.equal(server.billed('anonymous'), N)
+  t.equal(await server.billed('anonymous'), N)
   t.equal(hubOf(server).waitingSinks, 0, 'no waiter left')
 })
 
 t.test('stream items and HTTP items of one token batch together but never see each other\'s results', async (t) => {
   const model = recorder(5)
   const registry = await withRegistry(t, [model])
-  const store = new MemoryResultStore({ maxRetained: 1000, retentionMs: 60_000 })
-  const server = await startServer(t, { registry, store, tokens: ['tok'], maxBatch: 32, workers: 1 })
+  const store = new MemoryStateBackend({ maxRetained: 1000, retentionMs: 60_000 })
+  const server = await startServer(t, { registry, state: store, tokens: ['tok'], maxBatch: 32, workers: 1 })
   const c = await connect(server.streamUrl('test/recorder'), { token: 'tok' })
   // Keep the only worker busy so both kinds queue up behind it.
   c.send({ id: 'block', inputs: 'block' })
@@ -296,11 +296,11 @@ t.test('stream items and HTTP items of one token batch together but never see ea
     model.batches.some((b) => b.some((x) => String(x).startsWith('h')) && b.some((x) => String(x).startsWith('s'))),
     'some batch mixed HTTP and stream items',
   )
-  t.equal(server.billed('tok'), 41, 'both billed to the token')
+  t.equal(await server.billed('tok'), 41, 'both billed to the token')
   await new Promise((r) => setTimeout(r, 50))
   t.equal(c.results().size, 21, 'nothing else arrived on the stream')
-  t.match(store.counts(ownerKey('tok', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 })
-  t.match(store.counts(httpOwnerKey('tok', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 }, 'HTTP results are not kept')
+  t.match(await store.counts(ownerKey('tok', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 })
+  t.match(await store.counts(httpOwnerKey('tok', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 }, 'HTTP results are not kept')
   await c.close()
 })
 
@@ -326,8 +326,8 @@ t.test('compute headers: x-compute-type cpu, x-compute-time of the batch, x-comp
 t.test('a client that goes away: its waiter is dropped, nothing leaks, the item still runs', async (t) => {
   const model = recorder(150)
   const registry = await withRegistry(t, [model])
-  const store = new MemoryResultStore({ maxRetained: 1000, retentionMs: 60_000 })
-  const server = await startServer(t, { registry, store })
+  const store = new MemoryStateBackend({ maxRetained: 1000, retentionMs: 60_000 })
+  const server = await startServer(t, { registry, state: store })
   const ac = new AbortController()
   const pending = post(server, 'test/recorder', { inputs: 'gone' }, { signal: ac.signal })
   await new Promise((r) => setTimeout(r, 50))
@@ -339,7 +339,7 @@ t.test('a client that goes away: its waiter is dropped, nothing leaks, the item 
   t.equal(hubOf(server).waitingSinks, 0, 'the waiter is dropped on close')
   await new Promise((r) => setTimeout(r, 200))
   t.equal(model.batches.length, 1, 'the item ran')
-  t.match(store.counts(httpOwnerKey('anonymous', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 })
+  t.match(await store.counts(httpOwnerKey('anonymous', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 })
   const next = await post(server, 'test/recorder', { inputs: 'next' })
   t.same(await next.json(), { echo: 'next' })
 })

@@ -2,6 +2,7 @@ import t from 'tap'
 import { isLoopback } from '../lib/server/server.js'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
+import { until } from './helpers/until.js'
 
 t.test('/health reports models and queue depth', async (t) => {
   const server = await startServer(t)
@@ -50,7 +51,10 @@ t.test('graceful shutdown: queued work finishes and is delivered, then 1001; new
   const base = server.url
   const c = await connect(url)
   for (let i = 0; i < 40; i++) c.send({ id: `g${i}`, inputs: i, parameters: { delay_ms: 20 } })
-  await c.waitFor(() => server.counts('test-token', 'builtin/echo').queued + server.counts('test-token', 'builtin/echo').processing === 40, 'queued')
+  await until(async () => {
+    const k = await server.counts('test-token', 'builtin/echo')
+    return k.queued + k.processing === 40
+  }, 'queued')
   const closing = server.close()
   const { code } = await c.closed
   await closing

@@ -68,7 +68,7 @@ t.test('a loading model holds one worker; other models are served meanwhile; sta
   const statuses = a.messages.filter((m) => m.type === 'status') as Array<{ loading?: boolean; estimated_time?: number }>
   t.ok(statuses.filter((s) => s.loading === true).length >= 2, 'loading status at connect and on the interval')
   t.ok(statuses.some((s) => s.loading === false), 'then loaded')
-  t.equal(server.billed('t'), 80)
+  t.equal(await server.billed('t'), 80)
 
   const waited = await fetch(`${server.url}/models/slow/model`, { method: 'POST', headers: { authorization: 'Bearer t' }, body: '{"inputs":5,"options":{"wait_for_model":true}}' })
   t.equal(waited.status, 200)
@@ -86,7 +86,7 @@ t.test('shutdown while a model loads: the waiting batch goes back to the queue, 
   const t0 = Date.now()
   await server.close()
   t.ok(Date.now() - t0 < 5000, 'close did not wait for the load')
-  t.equal(server.billed('t'), 0)
+  t.equal(await server.billed('t'), 0)
   t.equal(stuck.batches, 0)
   await c.closed
 })

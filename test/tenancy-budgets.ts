@@ -9,13 +9,13 @@ import { createModelRegistry } from '../lib/models/registry.js'
 import type { Pipeline } from '../lib/models/pipeline.js'
 import { SUBPROTOCOL_V1 } from '../lib/protocol.js'
 import type { InferenceServer } from '../lib/server/server.js'
-import type { ResultStore } from '../lib/server/store/result-store.js'
+import type { StateBackend } from '../lib/server/state/state-backend.js'
 import type { StreamHub } from '../lib/server/stream-hub.js'
 import { startServer } from './helpers/server.js'
 import { connect, countResults } from './helpers/ws-client.js'
 
 const MiB = 1024 * 1024
-const internals = (s: InferenceServer) => s as unknown as { store: ResultStore; hub: StreamHub }
+const internals = (s: InferenceServer) => s as unknown as { state: StateBackend; hub: StreamHub }
 const tenantId = (s: InferenceServer, token: string): string => (s.tenants.authenticate(token) as { id: string }).id
 
 // A model whose every output is a fresh string of `size` characters: big results from small inputs.
@@ -46,7 +46,7 @@ t.test('~1 GiB of 256 KiB results read and acked on v1: RSS stays near the retai
   let received = 0
   let maxRss = rss0
   let maxRetained = 0
-  const store = internals(server).store
+  const store = internals(server).state
   const done = new Promise<void>((resolve) => {
     ws.on('message', (data) => {
       const v = JSON.parse(data.toString())
@@ -55,7 +55,7 @@ t.test('~1 GiB of 256 KiB results read and acked on v1: RSS stays near the retai
       for (const m of msgs) if (m.type === 'results') ids.push(m.id)
       received += ids.length
       if (ids.length > 0) ws.send(JSON.stringify({ type: 'ack', ids }))
-      maxRetained = Math.max(maxRetained, store.retainedBytes())
+      void store.stats().then((st) => (maxRetained = Math.max(maxRetained, st.retainedBytes)))
       if (received >= N) resolve()
     })
   })
@@ -76,7 +76,7 @@ t.test('~1 GiB of 256 KiB results read and acked on v1: RSS stays near the retai
   ws.close()
   t.equal(received, N, 'every result arrived')
   t.ok(maxRetained <= maxRetainedBytes, `retained bytes peaked at ${(maxRetained / MiB).toFixed(1)} MiB <= 64 MiB`)
-  t.ok(store.retainedBytes() <= maxRetainedBytes)
+  t.ok((await store.stats()).retainedBytes <= maxRetainedBytes)
   gc?.()
   await new Promise((r) => setTimeout(r, 100))
   gc?.()
@@ -88,7 +88,7 @@ t.test('~1 GiB of 256 KiB results read and acked on v1: RSS stays near the retai
 t.test('a client that never reads stops being read at its byte budget; another tenant is still served', async (t) => {
   const budget = 1 * MiB
   const server = await startServer(t, { tokens: ['slow', 'other'], maxQueuedBytesPerTenant: budget, maxUndeliveredBytesPerTenant: budget })
-  const store = internals(server).store
+  const store = internals(server).state
   const hub = internals(server).hub
   const slowTenant = tenantId(server, 'slow')
   const slow = await connect(server.streamUrl('builtin/echo'), { token: 'slow' })
@@ -98,14 +98,13 @@ t.test('a client that never reads stops being read at its byte budget; another t
   const frameBytes = Buffer.byteLength(JSON.stringify({ id: 'i0000', inputs: text }))
   let peak = 0
   const sampler = setInterval(() => {
-    const b = store.tenantBytes(slowTenant)
-    peak = Math.max(peak, b.queued + b.undelivered)
+    void store.tenantBytes(slowTenant).then((b) => (peak = Math.max(peak, b.queued + b.undelivered)))
   }, 2)
   for (let i = 0; i < 200; i++) slow.send({ id: `i${String(i).padStart(4, '0')}`, inputs: text }) // 12.5 MiB
   await slow.waitFor(() => hub.tenantPaused(slowTenant), 'the slow tenant paused', 20_000)
   // Let everything that was read finish and pile up.
   await new Promise((r) => setTimeout(r, 500))
-  const b = store.tenantBytes(slowTenant)
+  const b = await store.tenantBytes(slowTenant)
   peak = Math.max(peak, b.queued + b.undelivered)
   t.ok(hub.tenantPaused(slowTenant), 'still paused')
   // Promise: queued + undelivered at most the budget plus what one socket read held when it paused
@@ -122,7 +121,7 @@ t.test('a client that never reads stops being read at its byte budget; another t
   await slow.waitFor(() => slow.results().size === 200, 'all 200 results', 30_000)
   clearInterval(sampler)
   t.ok([...Array(200).keys()].every((i) => countResults(slow, `i${String(i).padStart(4, '0')}`) === 1), 'each once')
-  t.equal(server.billed('slow'), 200)
+  t.equal(await server.billed('slow'), 200)
   await slow.close()
   await other.close()
 })
@@ -146,5 +145,5 @@ t.test('HTTP: a request over the tenant\'s queued-bytes budget gets 503 ERR_OVER
   t.equal((await first).status, 200)
   const after = await post('b'.repeat(400))
   t.equal(after.status, 200, 'accepted again once the queue drained')
-  t.equal(server.billed('k'), 3, 'the refused request was not billed')
+  t.equal(await server.billed('k'), 3, 'the refused request was not billed')
 })

@@ -273,11 +273,11 @@ t.test('a batch over batchTimeoutMs fails each item with ERR_BATCH_TIMEOUT, once
   for (const id of ['s1', 's2']) {
     t.match(b.results().get(id), { code: 'ERR_BATCH_TIMEOUT', error: /^Model test\/stuck ran longer than 400 ms on a batch of \d; the batch was stopped$/ }, id)
   }
-  t.equal(server.billed('B'), 2, 'billed once per item, as a failure')
+  t.equal(await server.billed('B'), 2, 'billed once per item, as a failure')
   const res = await post(server, 'test/stuck', 'A', { inputs: 'x' })
   t.equal(res.status, 504, 'HTTP answers 504')
   t.match(await res.json(), { code: 'ERR_BATCH_TIMEOUT' })
-  t.equal(server.billed('A'), 1)
+  t.equal(await server.billed('A'), 1)
   // The worker serves other work afterwards.
   const echo = await post(server, 'builtin/echo', 'A', { inputs: 'after' })
   t.equal(echo.status, 200)
@@ -291,7 +291,7 @@ t.test('a batch over batchTimeoutMs fails each item with ERR_BATCH_TIMEOUT, once
   t.equal(late.answered, 1, 'the model did answer, late')
   t.equal(countResults(c, 'l1'), 1, 'one result only')
   t.match(c.results().get('l1'), { code: 'ERR_BATCH_TIMEOUT' }, 'still the timeout')
-  t.equal(server.billed('B'), 3, 'billed once')
+  t.equal(await server.billed('B'), 3, 'billed once')
   await b.close()
   await c.close()
 })

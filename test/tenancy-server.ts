@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
+import { until } from './helpers/until.js'
 
 t.test('Tenants: one per token by default, named ones share, ids are keyed hashes', async (t) => {
   const secret = Buffer.alloc(32, 7)
@@ -60,7 +61,7 @@ t.test('results belong to the tenant: another token of it gets them, another ten
   const a1 = await connect(url, { token: 'a1', v1: true })
   // Sent and left before the results could be read: they wait in the store for the tenant.
   a1.send([{ id: 'x', inputs: 'acme data' }, { id: 'y', inputs: 'more' }])
-  await a1.waitFor(() => server.counts('a1', 'builtin/echo').done === 2, 'done')
+  await until(async () => (await server.counts('a1', 'builtin/echo')).done === 2, 'done')
   await a1.close()
   const other = await connect(url, { token: 'other', v1: true })
   other.send({ type: 'resume', ids: ['x', 'y'] })
@@ -71,9 +72,9 @@ t.test('results belong to the tenant: another token of it gets them, another ten
   a2.send({ type: 'resume', ids: ['x', 'y'] })
   await a2.waitFor(() => a2.results().has('x') && a2.results().has('y'), 'results')
   t.equal(a2.results().get('x'), 'acme data')
-  t.equal(server.billed('a1'), 2)
-  t.equal(server.billed('a2'), 2, 'one bill per tenant')
-  t.equal(server.billed('other'), 0)
+  t.equal(await server.billed('a1'), 2)
+  t.equal(await server.billed('a2'), 2, 'one bill per tenant')
+  t.equal(await server.billed('other'), 0)
   await Promise.all([a2.close(), other.close()])
 })
 
@@ -146,6 +147,6 @@ t.test('the HTTP result cache is per tenant: another tenant\'s identical request
   const b = await post('b')
   t.equal(b.headers.get('x-compute-type'), 'cpu', 'not a hit for another tenant')
   t.same(await b.json(), 'secret text')
-  t.equal(server.billed('a'), 1)
-  t.equal(server.billed('b'), 1)
+  t.equal(await server.billed('a'), 1)
+  t.equal(await server.billed('b'), 1)
 })

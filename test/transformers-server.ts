@@ -107,7 +107,7 @@ t.test('a stream: loading status with estimated_time, then "loaded", then batche
     if (out.labels[0] !== want[i % want.length] || out.sequence !== texts[i % texts.length]) t.fail(`z${i}: ${JSON.stringify(out)}`)
   }
   t.pass('every item ranked its label first')
-  t.equal(server.billed('t'), N, 'each item billed once')
+  t.equal(await server.billed('t'), N, 'each item billed once')
   const metrics = await (await fetch(`${server.url}/metrics`)).text()
   const count = Number(/inference_stream_batch_size_count\{model="tiny\/nli"\} (\d+)/.exec(metrics)?.[1])
   const sum = Number(/inference_stream_batch_size_sum\{model="tiny\/nli"\} (\d+)/.exec(metrics)?.[1])

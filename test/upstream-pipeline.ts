@@ -176,8 +176,8 @@ t.test('end to end: a second server serves remote/sentiment from the first, stre
     t.equal(r.error, undefined)
     outputs.push(r.outputs)
   }
-  t.equal(upstream.billed('up-token'), texts.length, 'the upstream ran each item once')
-  t.equal(server.billed('client'), texts.length)
+  t.equal(await upstream.billed('up-token'), texts.length, 'the upstream ran each item once')
+  t.equal(await server.billed('client'), texts.length)
 
   const expected: unknown[] = []
   for (const text of texts) expected.push(await (await post(upstreamUrl, { inputs: text }, 'direct')).json())
@@ -189,12 +189,12 @@ t.test('end to end: a second server serves remote/sentiment from the first, stre
   t.equal(res.status, 200)
   const direct = await post(upstreamUrl, { inputs: 'A fine and lovely day' }, 'direct')
   t.same(await res.json(), await direct.json(), 'HTTP outputs equal the upstream\'s')
-  t.equal(upstream.billed('up-token'), texts.length + 1)
+  t.equal(await upstream.billed('up-token'), texts.length + 1)
 
   // parameters travel: top_k 1 keeps one label.
   const top1 = await post(`${server.url}/models/remote/sentiment`, { inputs: 'lovely', parameters: { top_k: 1 } })
   t.match(await top1.json(), [[{ label: 'POSITIVE' }]])
-  t.equal(upstream.billed('up-token'), texts.length + 2)
+  t.equal(await upstream.billed('up-token'), texts.length + 2)
 
   // The upstream's 400 is the item's error (an input error here too: 400), and it is not retried.
   const bad = await post(`${server.url}/models/remote/sentiment`, { inputs: 5 })
@@ -203,7 +203,7 @@ t.test('end to end: a second server serves remote/sentiment from the first, stre
   t.equal(body.code, 'ERR_MODEL_INPUT')
   t.match(body.error, /^Upstream http:\/\/127\.0\.0\.1:\d+\/models\/builtin\/sentiment answered 400: .*expects inputs to be a string/)
   t.notMatch(body.error, /attempts/)
-  t.equal(upstream.billed('up-token'), texts.length + 3, 'one request for the bad item: no retry')
+  t.equal(await upstream.billed('up-token'), texts.length + 3, 'one request for the bad item: no retry')
 })
 
 t.test('concurrency: requests in flight upstream never exceed the bound, across batches', async (t) => {
@@ -219,7 +219,7 @@ t.test('concurrency: requests in flight upstream never exceed the bound, across 
   }
   t.same(outputs, inputs, 'every item echoed, in order')
   t.equal(proxy.stats.total, inputs.length, 'one request per item')
-  t.equal(upstream.billed('anonymous'), inputs.length)
+  t.equal(await upstream.billed('anonymous'), inputs.length)
   t.equal(proxy.stats.max, 3, `at most 3 in flight, and the bound is reached (max ${proxy.stats.max})`)
   t.equal(proxy.stats.inFlight, 0)
   t.equal(remote.inFlight, 0)
@@ -335,7 +335,7 @@ t.test('a final failure is that item\'s error; the other items of the batch succ
   t.same(results.get('1'), { echo: 'x' })
   t.same(results.get('3'), { echo: 'y' })
   t.same(results.get('2'), { error: `Upstream ${up.url} answered 503: Service overloaded (after 2 attempts)`, code: 'ERR_MODEL' })
-  t.equal(server.billed('test-token'), 3)
+  t.equal(await server.billed('test-token'), 3)
   await c.close()
 })
 
@@ -426,7 +426,7 @@ t.test('a server shutting down hands back a batch waiting on an upstream retry',
   const t0 = performance.now()
   await server.close()
   t.ok(performance.now() - t0 < 2000, `closed without waiting for the retry (${(performance.now() - t0).toFixed(0)} ms)`)
-  t.equal(server.billed('anonymous'), 0, 'handed back, not billed')
+  t.equal(await server.billed('anonymous'), 0, 'handed back, not billed')
   const answer = await res
   t.equal(answer.status, 503)
   t.match(await answer.json(), { code: 'ERR_SHUTTING_DOWN' })

@@ -3,8 +3,7 @@ import { BatchTimeoutError, InferenceStreamError, ModelError, UnknownModelError,
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import type { ServerMetrics } from './metrics.js'
 import { leaseCap } from './queue/fair-share.js'
-import type { Lease, WorkItem, WorkQueue } from './queue/work-queue.js'
-import type { ResultStore } from './store/result-store.js'
+import type { ItemResult, LeasedItem, StateBackend, StateLease } from './state/state-backend.js'
 
 /** Settings of {@link BatchWorkers}. */
 export interface BatchWorkersOptions {
@@ -19,30 +18,19 @@ export interface BatchWorkersOptions {
   batchTimeoutMs?: number
   /** Most batches one tenant may hold at once, asked at each pull. Default `leaseCap(workers)` (one worker left free). */
   maxLeasesPerTenant?: () => number
-  queue: WorkQueue
-  store: ResultStore
+  /** The state backend the workers lease batches from and finish them into. */
+  state: StateBackend
+  /** Name of these workers' consumer in leases (one per worker: `<consumer>/<n>`). */
+  consumer: string
   registry: ModelRegistry
   metrics: ServerMetrics
   logger?: Logger
-  /** The display name of a tenant id (metrics labels). */
-  tenantName: (id: string) => string
-  /** Called once per finished item with its outputs or `{"error"}` body. */
-  onResult: (item: WorkItem, outputs: unknown, info: ResultInfo) => void
-  /** Called after each batch with the owners it touched (flow control resumes here). */
-  onBatchDone: (owners: Set<string>) => void
-}
-
-/** How an item's result came about, for those that answer with more than the outputs (HTTP headers). */
-export interface ResultInfo {
-  /** The outputs are an `{"error", "code"}` body. */
-  failed: boolean
-  /** Seconds the model took for the whole batch the item was in; 0 when no model ran. */
-  computeSeconds: number
 }
 
 /**
- * The workers: `workers` loops that each pull a batch (one model and parameters), run the model
- * once for the whole batch, bill every item to its token, hand each result on, and ack the lease.
+ * The workers: `workers` loops that each lease a batch (one model and parameters) from the state
+ * backend, run the model once for the whole batch, and finish the lease with the results — one
+ * step that stores, bills and routes them.
  * No tenant holds more than `leaseCap(workers)` of them at once (see ../queue/fair-share.ts), and
  * no model call outlives `batchTimeoutMs`.
  */
@@ -50,11 +38,11 @@ export class BatchWorkers {
   private readonly pullAbort = new AbortController()
   private readonly runAbort = new AbortController()
   private readonly loops: Promise<void>[] = []
-  private readonly running = new Set<Lease>()
+  private readonly running = new Set<StateLease>()
   /** `model\ncompute` of models a worker has claimed to load: the others leave their items queued. */
   private readonly loadWaits = new Set<string>()
   /** The queue's `accept`: a model that is not ready is taken by one worker, which claims it. */
-  private readonly accept = (head: WorkItem): boolean => {
+  private readonly accept = (head: LeasedItem): boolean => {
     const pipeline = this.o.registry.get(head.model, head.compute)
     if (pipeline?.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') return true
     const key = `${head.model}\n${head.compute}`
@@ -62,13 +50,10 @@ export class BatchWorkers {
     this.loadWaits.add(key)
     return true
   }
-  /** Items run by a model per tenant id: the bill. Never reset while the server runs. */
-  readonly billed = new Map<string, number>()
-
   constructor(private readonly o: BatchWorkersOptions) {}
 
   start(): void {
-    for (let i = 0; i < this.o.workers; i++) this.loops.push(this.loop())
+    for (let i = 0; i < this.o.workers; i++) this.loops.push(this.loop(`${this.o.consumer}/${i}`))
   }
 
   /** Batches being run now. */
@@ -76,15 +61,20 @@ export class BatchWorkers {
     return this.running.size
   }
 
-  private async loop(): Promise<void> {
-    const { queue, maxBatch, maxWaitMs } = this.o
+  /** How long a lease lasts before another worker may take it back: the batch time limit and a margin; renewed while held. */
+  get leaseMs(): number {
+    return (this.o.batchTimeoutMs ?? 120_000) + 30_000
+  }
+
+  private async loop(consumer: string): Promise<void> {
+    const { state, maxBatch, maxWaitMs } = this.o
     const signal = this.pullAbort.signal
     // One worker is always left for another tenant: a tenant that came first cannot park them all.
     while (!signal.aborted) {
-      let lease: Lease | null
+      let lease: StateLease | null
       try {
         const maxLeasesPerTenant = this.o.maxLeasesPerTenant?.() ?? leaseCap(this.o.workers)
-        lease = await queue.pull({ maxBatch, maxWaitMs, signal, accept: this.accept, maxLeasesPerTenant })
+        lease = await state.lease(consumer, { maxBatch, maxWaitMs, leaseMs: this.leaseMs, signal, accept: this.accept, maxLeasesPerTenant })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')
         await new Promise((r) => setTimeout(r, 100))
@@ -92,25 +82,29 @@ export class BatchWorkers {
       }
       if (!lease) return
       this.running.add(lease)
+      // Renewed while held (a model that loads for minutes), so no other worker takes it back.
+      const held = lease
+      const renew = setInterval(() => void state.extend(held, this.leaseMs).catch(() => {}), this.leaseMs / 3)
+      renew.unref()
       try {
         await this.run(lease)
       } catch (err) {
         this.o.logger?.error({ err }, 'batch failed unexpectedly')
       } finally {
+        clearInterval(renew)
         this.running.delete(lease)
       }
     }
   }
 
-  private async run(lease: Lease): Promise<void> {
-    const { store, registry, metrics, queue } = this.o
+  private async run(lease: StateLease): Promise<void> {
+    const { state, registry, metrics } = this.o
     const items = lease.items
     const first = items[0]
-    for (const item of items) store.markRunning(item.owner, item.id)
     const pipeline = registry.get(first.model, first.compute)
     if (!(await this.awaitLoad(pipeline, first))) {
       // Shutdown ran out of time while the model loaded: hand the batch back, unbilled.
-      await queue.release(lease)
+      await state.release(lease)
       return
     }
     let outputs: unknown[]
@@ -149,7 +143,7 @@ export class BatchWorkers {
         if (call.signal.aborted && !(reason instanceof BatchTimeoutError)) {
           // Shutdown ran out of time: hand the batch back rather than answer with an error. It is
           // not billed: whoever runs it later bills it.
-          await queue.release(lease)
+          await state.release(lease)
           return
         }
         const e =
@@ -165,29 +159,33 @@ export class BatchWorkers {
         computeSeconds = (performance.now() - started) / 1000
         metrics.batchSeconds.observe({ model: first.model }, computeSeconds)
       }
-      // Billed once the model has run the batch (success, failure or time limit: the outcome is
-      // final), so a batch handed back at shutdown is never billed twice.
-      this.bill(items)
     }
-    const touched = new Set<string>()
+    // Billed once the model has run the batch (success, failure or time limit: the outcome is
+    // final), by the finish that stores the results: a batch handed back at shutdown is never
+    // billed, and an item finished twice (a lease taken back) is billed once.
+    const billable = pipeline !== undefined
+    const results: ItemResult[] = []
     let errors = 0
     for (let i = 0; i < items.length; i++) {
       const out = outputs[i]
       const failed = out instanceof Error
       if (failed) errors++
+      let json: string
+      let bad = failed
       try {
-        this.o.onResult(items[i], failed ? toWireError(out) : out, { failed, computeSeconds })
-      } catch (err) {
-        // One item's delivery failing (e.g. outputs JSON cannot serialize) must not strand the
-        // rest of the batch or leave the lease unacked.
-        this.o.logger?.error({ err, id: items[i].id }, 'delivering a result failed')
+        json = JSON.stringify(failed ? toWireError(out) : out) ?? 'null'
+      } catch {
+        // Outputs JSON cannot write (nested too deeply): an ERR_MODEL result; the rest of the batch goes on.
+        json = JSON.stringify(toWireError(new ModelError(`Model ${first.model} returned outputs that cannot be serialized as JSON`)))
+        bad = true
       }
-      touched.add(items[i].owner)
+      if (bad && !failed) errors++
+      results.push({ index: i, outputs: json, billable, failed: bad, computeSeconds })
     }
+    const outcome = await state.finish(lease, results)
+    if (outcome.lost > 0) metrics.lost.inc(outcome.lost)
     if (errors > 0) metrics.items.inc({ model: first.model, outcome: 'error' }, errors)
     if (errors < items.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, items.length - errors)
-    await queue.ack(lease)
-    this.o.onBatchDone(touched)
   }
 
   /**
@@ -196,11 +194,11 @@ export class BatchWorkers {
    * load never stalls every stream. A failed load is not an error here: `run` then reports it
    * per item.
    */
-  private async awaitLoad(pipeline: Pipeline | undefined, first: WorkItem): Promise<boolean> {
+  private async awaitLoad(pipeline: Pipeline | undefined, first: LeasedItem): Promise<boolean> {
     const key = `${first.model}\n${first.compute}`
     if (pipeline?.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') {
       // Claimed by accept() and ready since: let the others in.
-      if (this.loadWaits.delete(key)) this.o.queue.notify()
+      if (this.loadWaits.delete(key)) this.o.state.wake()
       return true
     }
     const signal = this.runAbort.signal
@@ -217,28 +215,8 @@ export class BatchWorkers {
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort)
       this.loadWaits.delete(key)
-      this.o.queue.notify()
+      this.o.state.wake()
     }
-  }
-
-  private bill(items: WorkItem[]): void {
-    let tenant = items[0].tenant
-    let n = 0
-    // Items of a batch usually share a tenant: count runs of it rather than hashing per item.
-    for (const item of items) {
-      if (item.tenant !== tenant) {
-        this.addBill(tenant, n)
-        tenant = item.tenant
-        n = 0
-      }
-      n++
-    }
-    this.addBill(tenant, n)
-  }
-
-  private addBill(tenant: string, n: number): void {
-    this.billed.set(tenant, (this.billed.get(tenant) ?? 0) + n)
-    this.o.metrics.billed.inc({ tenant: this.o.tenantName(tenant) }, n)
   }
 
   /** Stops pulling new batches (queued items stay queued). */

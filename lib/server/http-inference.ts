@@ -22,7 +22,6 @@ import {
 } from '../errors.js'
 import { resolvePipeline, type ModelRegistry } from '../models/pipeline.js'
 import { parametersKey, parseBearer, parseInferenceBody, payloadFingerprint, stableStringify, type Payload } from '../protocol.js'
-import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
 import { groupKey, type WorkItem } from './queue/work-queue.js'
@@ -30,7 +29,7 @@ import { tenantOf, readBody, sendBody, sendJson, type BodyRead } from './http-ut
 import { ResultCache } from './result-cache.js'
 import { httpOwnerKey } from './store/result-store.js'
 import { httpStatusOf } from './http-status.js'
-import type { StreamHub } from './stream-hub.js'
+import type { ResultInfo, StreamHub } from './stream-hub.js'
 import type { Tenant, Tenants } from './tenants.js'
 
 const MODELS_PATH = /^\/models\/(.+)$/
@@ -165,62 +164,58 @@ export class HttpInference {
     // Gone while its body was read or checked: nothing to run it for.
     if (req.socket.destroyed) return
     const owner = httpOwnerKey(tenant.id, model)
-    const counts = hub.store.counts(owner)
+    const counts = await hub.state.counts(owner)
     if (counts.queued + counts.processing >= options.maxQueuedPerToken) return this.overloaded(res, `Too many requests of this token are waiting for ${model}; retry later`)
-    const item: WorkItem = {
-      tenant: tenant.id,
-      owner,
-      id: key ?? randomUUID(),
-      retain: key !== undefined,
-      model,
-      compute: COMPUTE,
-      inputs: payload.inputs,
-      parameters: payload.parameters,
-      group: groupKey(model, COMPUTE, payload.parameters),
-      enqueuedAt: Date.now(),
-    }
     // The client went away before its answer: drop the waiter; the item may still run, and its
     // result is then forgotten.
-    const onClose = (): void => {
-      if (typeof cancel === 'function') cancel()
-    }
-    // The body's length stands for the inputs' size (no second serialization); the store refuses
+    const onClose = (): void => cancel()
+    // The body's length stands for the inputs' size (no second serialization); the backend refuses
     // the item when the tenant's queued inputs would go over their byte budget.
-    const cancel = hub.queueDirect(
-      item,
+    const cancel = hub.submitDirect(
+      {
+        tenant: tenant.id,
+        owner,
+        id: key ?? randomUUID(),
+        retain: key !== undefined,
+        model,
+        compute: COMPUTE,
+        inputs: payload.inputs,
+        parameters: payload.parameters,
+        group: groupKey(model, COMPUTE, payload.parameters),
+        bytes: body.length,
+        fingerprint: key === undefined ? undefined : payloadFingerprint(payload.inputs, payload.parameters),
+      },
       (outputs, info) => {
         res.off('close', onClose)
         this.answer(res, model, outputs, info, characters, cacheKey)
       },
       {
-        bytes: body.length,
         maxQueuedBytes: options.maxQueuedBytesPerTenant,
-        fingerprint: key === undefined ? undefined : payloadFingerprint(payload.inputs, payload.parameters),
+        onRefused: (outcome) => {
+          res.off('close', onClose)
+          if (outcome.status === 'overloaded') {
+            return this.overloaded(res, `This tenant's queued inputs are over their budget of ${options.maxQueuedBytesPerTenant} bytes; retry later`)
+          }
+          if (outcome.status === 'conflict') {
+            return this.reject(res, new IdConflictError(`Idempotency-Key ${JSON.stringify(key)} was already used with other inputs or parameters; use a new key for another request`), 422)
+          }
+          if (outcome.status === 'pending') {
+            res.setHeader('retry-after', '1')
+            return this.reject(res, new IdConflictError(`A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry later to get its result`), 409)
+          }
+          // Replayed from the store: no model ran, nothing billed.
+          const status = replayStatus(outcome.outputs)
+          sendBody(res, status, Buffer.from(outcome.outputs), { 'idempotent-replayed': 'true' })
+        },
       },
     )
-    if (cancel === 'overloaded') {
-      return this.overloaded(res, `This tenant's queued inputs are over their budget of ${options.maxQueuedBytesPerTenant} bytes; retry later`)
-    }
-    if (cancel === 'conflict') {
-      return this.reject(res, new IdConflictError(`Idempotency-Key ${JSON.stringify(key)} was already used with other inputs or parameters; use a new key for another request`), 422)
-    }
-    if (cancel === 'pending') {
-      res.setHeader('retry-after', '1')
-      return this.reject(res, new IdConflictError(`A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry later to get its result`), 409)
-    }
-    if (cancel === 'done') {
-      // Replayed from the store: no model ran, nothing billed.
-      const stored = hub.store.lookup(owner, key as string).outputs ?? 'null'
-      const status = replayStatus(stored)
-      return sendBody(res, status, Buffer.from(stored), { 'idempotent-replayed': 'true' })
-    }
     res.once('close', onClose)
   }
 
   private answer(
     res: http.ServerResponse,
     model: string,
-    outputs: unknown,
+    outputs: string,
     info: ResultInfo,
     characters: number,
     cacheKey: string | undefined,
@@ -228,18 +223,10 @@ export class HttpInference {
     if (res.writableEnded || res.destroyed) return
     const headers = info.computeSeconds > 0 ? computeHeaders(COMPUTE, info.computeSeconds, characters) : {}
     if (info.failed) {
-      const body = outputs as WireError
+      const body = JSON.parse(outputs) as WireError
       return sendJson(res, httpStatusOf(body.code), body, headers)
     }
-    let json: string
-    try {
-      json = JSON.stringify(outputs) ?? 'null'
-    } catch (err) {
-      // e.g. outputs nested too deeply to serialize: the model's fault, not the request's.
-      this.c.options.logger?.error({ err, model }, 'outputs cannot be serialized')
-      return sendJson(res, 500, toWireError(new ModelError(`Model ${model} returned outputs that cannot be serialized as JSON`)), headers)
-    }
-    const body = Buffer.from(json)
+    const body = Buffer.from(outputs)
     // Stored also when the request did not use the cache: its result is the freshest there is.
     if (cacheKey !== undefined) this.cache.set(cacheKey, body)
     sendBody(res, 200, body, headers)

@@ -3,12 +3,6 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 /** Prometheus metrics of one server (its own registry, so several servers can share a process). */
 export class ServerMetrics {
   readonly registry = new Registry()
-  readonly billed = new Counter({
-    name: 'inference_stream_billed_items_total',
-    help: 'Items run by a model, per tenant (the bill); a duplicate id is never billed twice',
-    labelNames: ['tenant'] as const,
-    registers: [this.registry],
-  })
   readonly items = new Counter({
     name: 'inference_stream_items_total',
     help: 'Items finished, by outcome',
@@ -58,17 +52,39 @@ export class ServerMetrics {
     registers: [this.registry],
   })
 
-  constructor(queueStats: () => { queued: number; processing: number }) {
+  /**
+   * `stats` and `ledger` are read at each scrape, from the state backend: the queue depth and the
+   * bill are the backend's own numbers (the same as `server.billed()` and a job's bill).
+   */
+  constructor(
+    stats: () => Promise<{ queued: number; processing: number; deadLettered: number }>,
+    ledger: () => Promise<Array<{ tenant: string; items: number }>>,
+    tenantName: (id: string) => string,
+  ) {
     const registry = this.registry
     new Gauge({
       name: 'inference_stream_queue_items',
-      help: 'Items in the work queue, by state',
+      help: 'Items in the work queue, by state (dead_lettered: failed by the delivery limit since start)',
       labelNames: ['state'] as const,
       registers: [registry],
-      collect() {
-        const s = queueStats()
+      async collect() {
+        const s = await stats()
         this.set({ state: 'queued' }, s.queued)
         this.set({ state: 'processing' }, s.processing)
+        this.set({ state: 'dead_lettered' }, s.deadLettered)
+      },
+    })
+    // A counter in Prometheus's sense (it only grows), read from the ledger at each scrape.
+    new Gauge({
+      name: 'inference_stream_billed_items_total',
+      help: 'Items run by a model, per tenant (the bill, from the state ledger); a duplicate id is never billed twice',
+      labelNames: ['tenant'] as const,
+      registers: [registry],
+      async collect() {
+        const byTenant = new Map<string, number>()
+        for (const e of await ledger()) byTenant.set(e.tenant, (byTenant.get(e.tenant) ?? 0) + e.items)
+        this.reset()
+        for (const [tenant, items] of byTenant) this.set({ tenant: tenantName(tenant) }, items)
       },
     })
   }

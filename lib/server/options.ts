@@ -2,8 +2,7 @@ import type { Logger } from 'pino'
 import { InvalidOptionError } from '../errors.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import type { OutputDatasets } from './datasets/output-datasets.js'
-import type { WorkQueue } from './queue/work-queue.js'
-import type { ResultStore } from './store/result-store.js'
+import type { StateBackend } from './state/state-backend.js'
 
 /** Options of {@link createServer}. Every field is optional; defaults are listed per field. */
 export interface ServerOptions {
@@ -96,10 +95,19 @@ export interface ServerOptions {
   httpCacheMaxBytes?: number
   /** Models served. Default: the built-in registry (`builtin/echo`, `builtin/sentiment`, `builtin/ner`). */
   registry?: ModelRegistry
-  /** Work queue. Default: in-process {@link MemoryWorkQueue}. */
-  queue?: WorkQueue
-  /** Result store. Default: in-process {@link MemoryResultStore}. */
-  store?: ResultStore
+  /**
+   * The state layer: queue, results, dedupe, ledger (state/state-backend.ts). Default: an
+   * in-process {@link MemoryStateBackend} with `maxRetained`, `retentionMs` and
+   * `maxRetainedBytes`, closed with the server (a given one is not closed).
+   */
+  state?: StateBackend
+  /** This server's name in result routes (several front-ends on one backend). Default: a random id. */
+  nodeId?: string
+  /**
+   * Times an item may be leased without being finished (its worker died or hung each time); past
+   * it the item fails with `ERR_DELIVERY_LIMIT` instead of running again. Default 3.
+   */
+  maxDeliveries?: number
   /** pino logger. Default: silent. */
   logger?: Logger
   /**
@@ -127,8 +135,8 @@ export interface ServerOptions {
 }
 
 /** Options after defaults and checks. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>> &
-  Pick<ServerOptions, 'registry' | 'queue' | 'store' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'state' | 'nodeId' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>> &
+  Pick<ServerOptions, 'registry' | 'state' | 'nodeId' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>
 
 const defaults = {
   tokens: [] as string[],
@@ -156,6 +164,7 @@ const defaults = {
   shardRows: 100_000,
   maxConcurrentJobs: 2,
   maxUploadBytes: 1024 * 1024 * 1024,
+  maxDeliveries: 3,
 }
 
 function positiveInt(opts: Record<string, unknown>, name: string, min = 1): void {
@@ -175,7 +184,7 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   const o = { ...defaults, ...given } as ResolvedServerOptions
   for (const k of ['workers', 'maxBatch', 'maxQueuedPerToken', 'maxRetained', 'retentionMs', 'maxFrameBytes',
     'maxItemsPerFrame', 'maxInputsBytes', 'statusIntervalMs', 'authTimeoutMs', 'batchTimeoutMs', 'maxQueuedBytesPerTenant',
-    'maxUndeliveredBytesPerTenant', 'maxRetainedBytes', 'maxConnections', 'maxStreamsPerTenant'] as const) {
+    'maxUndeliveredBytesPerTenant', 'maxRetainedBytes', 'maxConnections', 'maxStreamsPerTenant', 'maxDeliveries'] as const) {
     positiveInt(o as unknown as Record<string, unknown>, k)
   }
   positiveInt(o as unknown as Record<string, unknown>, 'maxWaitMs', 0)

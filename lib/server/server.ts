@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import http from 'node:http'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
@@ -19,10 +19,9 @@ import { JobStore } from './store/job-store.js'
 import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
-import { MemoryWorkQueue } from './queue/memory-queue.js'
-import type { WorkQueue } from './queue/work-queue.js'
-import { MemoryResultStore } from './store/memory-result-store.js'
-import { ownerKey, type OwnerCounts, type ResultStore } from './store/result-store.js'
+import { MemoryStateBackend } from './state/memory-backend.js'
+import type { StateBackend } from './state/state-backend.js'
+import { ownerKey, type OwnerCounts } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 import { leaseCap } from './queue/fair-share.js'
@@ -50,8 +49,10 @@ export class InferenceServer {
   readonly registry: ModelRegistry
   /** Prometheus metrics. */
   readonly metrics: ServerMetrics
-  private readonly queue: WorkQueue
-  private readonly store: ResultStore
+  /** The state layer: queue, results, dedupe, ledger. */
+  readonly state: StateBackend
+  /** This server's name in result routes. */
+  readonly node: string
   private readonly hub: StreamHub
   private readonly wss: WebSocketServer
   private readonly workers: BatchWorkers
@@ -80,13 +81,13 @@ export class InferenceServer {
       logger: o.logger,
     })
     this.registry = o.registry ?? createModelRegistry()
-    this.queue = o.queue ?? new MemoryWorkQueue()
-    this.store = o.store ?? new MemoryResultStore({ maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes })
-    this.metrics = new ServerMetrics(() => this.queue.stats())
+    this.state = options.state ?? new MemoryStateBackend({ maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes })
+    this.node = options.nodeId ?? randomUUID()
+    this.metrics = new ServerMetrics(() => this.state.stats(), () => this.state.ledger(), (id) => this.tenants.nameOf(id))
     this.hub = new StreamHub(
       o,
-      this.store,
-      this.queue,
+      this.state,
+      this.node,
       this.metrics,
       o.logger,
       (token, remote, route) => {
@@ -105,16 +106,11 @@ export class InferenceServer {
       // keeps every worker busy; with several, one worker is always left for a tenant that comes
       // next (queue/fair-share.ts).
       maxLeasesPerTenant: () => o.maxWorkersPerTenant ?? (this.tenants.several ? leaseCap(o.workers) : o.workers),
-      queue: this.queue,
-      store: this.store,
+      state: this.state,
+      consumer: this.node,
       registry: this.registry,
       metrics: this.metrics,
       logger: o.logger,
-      tenantName: (id) => this.tenants.nameOf(id),
-      onResult: (item, outputs, info) => this.hub.onResult(item, outputs, info),
-      onBatchDone: (owners) => {
-        for (const o of owners) this.hub.checkFlow(o)
-      },
     })
     this.httpInference = new HttpInference({
       options: o,
@@ -182,9 +178,17 @@ export class InferenceServer {
     this.timers.push(setInterval(() => this.sendStatus(), o.statusIntervalMs))
     this.timers.push(
       setInterval(() => {
-        const lost = this.store.sweep()
-        if (lost > 0) this.metrics.lost.inc(lost)
+        this.state.sweep(Date.now()).then(
+          (lost) => lost > 0 && this.metrics.lost.inc(lost),
+          (err: unknown) => o.logger?.error({ err }, 'sweeping results failed'),
+        )
       }, Math.min(60_000, o.retentionMs)),
+    )
+    // Leases of workers that died or hung past their lease go back to the queue (or fail, past the delivery limit).
+    this.timers.push(
+      setInterval(() => {
+        this.state.reclaim(Date.now(), o.maxDeliveries).catch((err: unknown) => o.logger?.error({ err }, 'reclaiming leases failed'))
+      }, 5000),
     )
     // Dead peers (no pong for a whole interval) are terminated so their results go back to the store.
     this.timers.push(setInterval(() => this.heartbeat(), 30_000))
@@ -232,14 +236,16 @@ export class InferenceServer {
     return (this.tenants.authenticate(token) ?? this.tenants.defaultTenant(token)).id
   }
 
-  /** Items billed to a token's tenant so far (one per item run by a model). */
-  billed(token: string): number {
-    return this.workers.billed.get(this.tenantOfToken(token)) ?? 0
+  /** Items billed to a token's tenant so far (one per item run by a model), from the state ledger. */
+  async billed(token: string): Promise<number> {
+    let n = 0
+    for (const e of await this.state.ledger(this.tenantOfToken(token))) n += e.items
+    return n
   }
 
   /** Counters of a token's tenant's items on one model: queued, processing, done, undelivered. */
-  counts(token: string, model: string): OwnerCounts {
-    return this.store.counts(ownerKey(this.tenantOfToken(token), model))
+  counts(token: string, model: string): Promise<OwnerCounts> {
+    return this.state.counts(ownerKey(this.tenantOfToken(token), model))
   }
 
   /**
@@ -292,16 +298,20 @@ export class InferenceServer {
     if (!this.allowed(req)) return json(403, { error: 'No token is configured: only loopback clients are accepted' })
     const path = (req.url ?? '/').split('?')[0]
     if (req.method === 'GET' && path === '/health') {
-      const q = this.queue.stats()
-      return json(this.closing ? 503 : 200, {
-        status: this.closing ? 'closing' : 'ok',
-        models: this.registry.list(),
-        queued: q.queued,
-        processing: q.processing,
-        streams: [...this.hub.allStreams()].length,
-        workers: this.options.workers,
-        max_batch: this.options.maxBatch,
-      })
+      this.state.stats().then(
+        (q) =>
+          json(this.closing ? 503 : 200, {
+            status: this.closing ? 'closing' : 'ok',
+            models: this.registry.list(),
+            queued: q.queued,
+            processing: q.processing,
+            streams: [...this.hub.allStreams()].length,
+            workers: this.options.workers,
+            max_batch: this.options.maxBatch,
+          }),
+        (err: Error) => json(500, { error: err.message }),
+      )
+      return
     }
     if (req.method === 'GET' && path === '/metrics') {
       if (!this.metricsAllowed(req)) {
@@ -370,12 +380,16 @@ export class InferenceServer {
       const status = s.loadingStatus()
       if (status) s.send(status)
     }
-    for (const owner of this.store.busyOwners()) {
-      const c = this.store.counts(owner)
-      if (c.queued + c.processing === 0) continue
-      for (const s of this.hub.streamsOf(owner)) {
-        s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done })
-      }
+    for (const owner of [...this.hub.owners()]) {
+      this.state.counts(owner).then(
+        (c) => {
+          if (c.queued + c.processing === 0) return
+          for (const s of this.hub.streamsOf(owner)) {
+            s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done })
+          }
+        },
+        () => {},
+      )
     }
   }
 
@@ -398,7 +412,7 @@ export class InferenceServer {
     for (const s of this.hub.allStreams()) s.send(status)
     const deadline = Date.now() + this.options.shutdownTimeoutMs
     while (Date.now() < deadline) {
-      const q = this.queue.stats()
+      const q = await this.state.stats()
       if (q.queued === 0 && q.processing === 0) break
       await new Promise((r) => setTimeout(r, 10))
     }
@@ -418,7 +432,9 @@ export class InferenceServer {
     await httpClosed
     await jobsClosed
     this.bulk?.store.close()
-    await this.queue.close()
+    this.hub.detach()
+    // A backend given by the caller may serve others (several front-ends): theirs to close.
+    if (!this.options.state) await this.state.close()
     if (!this.options.registry) await this.registry.close()
   }
 }

@@ -21,7 +21,8 @@ import {
 } from '../protocol.js'
 import type { Compute, Pipeline } from '../models/pipeline.js'
 import type { StreamHub } from './stream-hub.js'
-import { groupKey, type WorkItem } from './queue/work-queue.js'
+import { groupKey } from './queue/work-queue.js'
+import type { SubmitItem } from './state/state-backend.js'
 import { ownerKey } from './store/result-store.js'
 import type { Tenant } from './tenants.js'
 
@@ -71,6 +72,8 @@ export class StreamConnection {
   private flushScheduled = false
   private closed = false
   private readonly authTimer: NodeJS.Timeout
+  // Frames are handled one after another (each may wait for the state backend), in arrival order.
+  private chain: Promise<void> = Promise.resolve()
 
   constructor(
     readonly ws: WebSocket,
@@ -120,21 +123,28 @@ export class StreamConnection {
   private onMessage(data: Buffer | Buffer[], _isBinary: boolean): void {
     if (this.closed) return
     const text = frameText(data)
-    if (this.tenant === undefined) {
-      this.authenticate(text)
-      return
-    }
     const bytes = Buffer.isBuffer(data) ? data.length : Buffer.byteLength(text)
+    this.chain = this.chain
+      .then(() => this.handleMessage(text, bytes))
+      .catch((err: unknown) => {
+        this.hub.logger?.error({ err, conn: this.id }, 'stream frame failed')
+        this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
+      })
+  }
+
+  private async handleMessage(text: string, bytes: number): Promise<void> {
+    if (this.closed) return
+    if (this.tenant === undefined) return this.authenticate(text)
     if (bytes > this.hub.options.maxFrameBytes) {
       const err = new LimitExceededError(`Frame is ${bytes} bytes, over the limit of ${this.hub.options.maxFrameBytes}; it was skipped`)
       this.hub.metrics.rejected.inc({ code: err.code })
       this.send(errorStatus(err))
       return
     }
-    this.handleFrame(text, bytes)
+    await this.handleFrame(text, bytes)
   }
 
-  private authenticate(text: string): void {
+  private async authenticate(text: string): Promise<void> {
     clearTimeout(this.authTimer)
     let token: string
     try {
@@ -160,7 +170,8 @@ export class StreamConnection {
     this.tenant = tenant
     this.pipeline = pipeline
     this.owner = ownerKey(tenant.id, this.model)
-    const c = this.hub.store.counts(this.owner)
+    const c = await this.hub.state.counts(this.owner)
+    if (!this.isOpen) return
     const o = this.hub.options
     this.send({
       type: 'status',
@@ -201,17 +212,47 @@ export class StreamConnection {
     return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
   }
 
-  private handleFrame(text: string, frameBytes: number): void {
+  private async handleFrame(text: string, frameBytes: number): Promise<void> {
     const tenant = (this.tenant as Tenant).id
     const owner = this.owner as string
-    const { store, metrics, options } = this.hub
+    const { state, metrics, options } = this.hub
     const entries = parseClientFrame(text, this.v1, options)
-    const items: WorkItem[] = []
-    const now = Date.now()
     // Inputs are measured by their share of the frame: no second serialization on the hot path.
     let payloads = 0
     for (const e of entries) if (e.kind === 'payload') payloads++
     const bytes = payloads > 0 ? Math.ceil(frameBytes / payloads) : 0
+    let batch: SubmitItem[] = []
+    // Consecutive payloads are submitted together (one backend transition), before any ack or resume after them.
+    const submit = async (): Promise<void> => {
+      if (batch.length === 0) return
+      const items = batch
+      batch = []
+      let outcomes
+      try {
+        outcomes = await this.hub.submitStream(owner, items)
+      } catch (err) {
+        // The backend refused (closing): answer each item so nothing waits forever.
+        const body = toWireError(err)
+        for (const item of items) this.sendResult(item.id, body, false)
+        return
+      }
+      for (let i = 0; i < items.length; i++) {
+        const outcome = outcomes[i]
+        const id = items[i].id
+        if (outcome.status === 'queued') continue
+        if (outcome.status === 'conflict') {
+          // The idempotency-key rule: never the other item's result, and this one is not run.
+          const err = new IdConflictError(`Id ${JSON.stringify(id)} was already used with other inputs or parameters; this item was not run (ids must be unique per model)`)
+          metrics.duplicates.inc({ state: 'conflict' })
+          metrics.rejected.inc({ code: err.code })
+          this.sendResult(id, toWireError(err), false)
+        } else if (outcome.status === 'done' || outcome.status === 'pending') {
+          metrics.duplicates.inc({ state: outcome.status })
+          // A finished duplicate gets its stored result again; a pending one gets its result when it is done.
+          if (outcome.status === 'done') this.sendResultJson(id, outcome.outputs, false)
+        }
+      }
+    }
     for (const e of entries) {
       switch (e.kind) {
         case 'payload': {
@@ -230,48 +271,39 @@ export class StreamConnection {
               // Inputs nested too deeply to serialize: unchecked (the model's answer says why).
             }
           }
-          const state = store.admit(owner, id, { fingerprint, bytes })
-          if (state === 'new') {
-            items.push({
-              tenant,
-              owner,
-              id,
-              model: this.model,
-              compute: this.compute,
-              inputs: e.payload.inputs,
-              parameters,
-              group: groupKey(this.model, this.compute, parameters),
-              enqueuedAt: now,
-              origin: this.id,
-            })
-          } else if (state === 'conflict') {
-            // The idempotency-key rule: never the other item's result, and this one is not run.
-            const err = new IdConflictError(`Id ${JSON.stringify(id)} was already used with other inputs or parameters; this item was not run (ids must be unique per model)`)
-            metrics.duplicates.inc({ state })
-            metrics.rejected.inc({ code: err.code })
-            this.sendResult(id, toWireError(err), false)
-          } else {
-            metrics.duplicates.inc({ state })
-            // A finished duplicate gets its stored result again; a pending one gets its result when it is done.
-            if (state === 'done') this.sendResultJson(id, store.lookup(owner, id).outputs ?? 'null', false)
-          }
+          batch.push({
+            tenant,
+            owner,
+            id,
+            model: this.model,
+            compute: this.compute,
+            inputs: e.payload.inputs,
+            parameters,
+            group: groupKey(this.model, this.compute, parameters),
+            fingerprint,
+            bytes,
+            route: { node: this.hub.node },
+          })
           break
         }
         case 'ack':
+          await submit()
           for (const id of e.ids) this.unacked.delete(id)
-          store.acknowledge(owner, e.ids)
+          await state.acknowledge(owner, e.ids)
           this.hub.flush(owner)
           break
         case 'resume': {
+          await submit()
           const unknown: string[] = []
-          for (const id of e.ids) {
-            const found = store.lookup(owner, id)
-            if (found.state === 'unknown') unknown.push(id)
+          const found = await state.lookup(owner, e.ids)
+          for (let i = 0; i < e.ids.length; i++) {
+            const id = e.ids[i]
+            if (found[i].state === 'unknown') unknown.push(id)
             // The client asks because it lacks the result (it may have ignored an early copy):
             // send it again even when this stream already has it unacked.
-            else if (found.state === 'done') {
-              this.hub.store.claim(owner, id)
-              this.sendResultJson(id, found.outputs ?? 'null', true)
+            else if (found[i].state === 'done') {
+              await state.claim(owner, id)
+              this.sendResultJson(id, found[i].outputs ?? 'null', true)
             }
           }
           this.send({ type: 'resume', unknown })
@@ -284,7 +316,7 @@ export class StreamConnection {
           break
       }
     }
-    if (items.length > 0) this.hub.enqueue(this, items)
+    await submit()
   }
 
   /** Writes a result that is not the store's (an error body, a refused item): serialized here. */
@@ -299,7 +331,7 @@ export class StreamConnection {
    */
   sendResultJson(id: string, outputs: string, tracked: boolean): void {
     if (!this.isOpen) {
-      if (tracked) this.hub.store.returnUndelivered(this.owner as string, [id])
+      if (tracked) this.hub.returnUndelivered(this.owner as string, [id])
       return
     }
     if (tracked) {
@@ -335,15 +367,15 @@ export class StreamConnection {
     this.legacyTracked = []
     if (out.length === 0) return
     if (!this.isOpen) {
-      if (tracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, tracked)
+      if (tracked.length > 0) this.hub.returnUndelivered(this.owner as string, tracked)
       return
     }
     const done = (err?: Error): void => {
       // A failed legacy write: the socket is gone; those results wait for the next stream (the
       // client ignores any it had already received). A written one is delivered (legacy has no acks).
       if (tracked.length > 0) {
-        if (err) this.hub.store.returnUndelivered(this.owner as string, tracked)
-        else this.hub.store.acknowledge(this.owner as string, tracked)
+        if (err) this.hub.returnUndelivered(this.owner as string, tracked)
+        else this.hub.state.acknowledge(this.owner as string, tracked).catch((e: unknown) => this.hub.logger?.error({ err: e }, 'acknowledging results failed'))
       }
       if (!err) this.hub.onDrain(this)
     }
@@ -394,7 +426,7 @@ export class StreamConnection {
     clearTimeout(this.authTimer)
     this.closed = true
     this.outbox = []
-    if (this.legacyTracked.length > 0) this.hub.store.returnUndelivered(this.owner as string, this.legacyTracked)
+    if (this.legacyTracked.length > 0) this.hub.returnUndelivered(this.owner as string, this.legacyTracked)
     this.legacyTracked = []
     if (this.owner !== undefined) this.hub.unregister(this)
   }

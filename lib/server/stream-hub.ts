@@ -1,20 +1,18 @@
 import type { Logger } from 'pino'
-import { toWireError, type InferenceStreamError, type WireError } from '../errors.js'
+import { toWireError, type InferenceStreamError } from '../errors.js'
 import type { Compute, Pipeline } from '../models/pipeline.js'
-import type { ResultInfo } from './batch-workers.js'
 import type { ServerMetrics } from './metrics.js'
 import type { ResolvedServerOptions } from './options.js'
-import type { WorkItem, WorkQueue } from './queue/work-queue.js'
-import type { AdmitResult, ResultStore } from './store/result-store.js'
+import type { Routed, StateBackend, SubmitItem, SubmitOutcome } from './state/state-backend.js'
 import { tenantOfOwner } from './store/result-store.js'
-import { outputsJson, type StreamConnection } from './stream-connection.js'
+import type { StreamConnection } from './stream-connection.js'
 import type { Tenant } from './tenants.js'
 
 // Results handed to streams per flush round; small enough to interleave with other work.
 const FLUSH_CHUNK = 256
 
 // Bytes of inputs as JSON, for the queued-bytes accounting of items that come without a frame.
-function jsonBytes(inputs: unknown): number {
+export function jsonBytes(inputs: unknown): number {
   if (typeof inputs === 'string') return inputs.length + 2
   try {
     return JSON.stringify(inputs)?.length ?? 0
@@ -23,16 +21,26 @@ function jsonBytes(inputs: unknown): number {
   }
 }
 
-/** Receives the result of one `direct` item (a waiting classic HTTP request). */
-export type ResultSink = (outputs: unknown, info: ResultInfo) => void
+/** How an item's result came about, for those that answer with more than the outputs (HTTP headers). */
+export interface ResultInfo {
+  /** The outputs are an `{"error", "code"}` body. */
+  failed: boolean
+  /** Seconds the model took for the whole batch the item was in; 0 when no model ran. */
+  computeSeconds: number
+}
+
+/** Receives the result of one sink-routed item (a waiting classic HTTP request, a job's row): its outputs as JSON text. */
+export type ResultSink = (outputs: string, info: ResultInfo) => void
+
+/** An item for {@link StreamHub.submitDirect}: a submit item without its route (the hub sets it). */
+export type DirectItem = Omit<SubmitItem, 'route' | 'bytes'> & { bytes?: number }
 
 /**
- * The open streams of every owner (token and model), and the routing of results to them: a result
- * goes to the stream that sent the item when it is still open, else to any open stream of the
- * owner, else it waits in the store. Also applies per-owner flow control.
- *
- * Results of `direct` items (classic HTTP requests) go to their sink only — an id → waiter map —
- * and are then forgotten by the store: they never reach a stream nor stay retained.
+ * This node's side of the state layer: the open streams of every owner (tenant and model) on this
+ * node, the routing of results the state backend sends this node (to the owner's streams, or to a
+ * local sink: a waiting HTTP request, a job), and flow control. Every item goes through the
+ * backend's `submit`; results come back through its `subscribe`, so the same code serves a result
+ * that a worker in another process finished.
  */
 export class StreamHub {
   private readonly streams = new Map<string, Set<StreamConnection>>()
@@ -44,25 +52,42 @@ export class StreamHub {
   private readonly byTenant = new Map<string, Set<StreamConnection>>()
   // Round-robin cursor per owner, so several streams share results.
   private readonly cursor = new Map<string, number>()
-  private readonly sinks = new Map<number, ResultSink>()
+  private readonly sinks = new Map<string, ResultSink>()
+  // Flushes and flow checks run one at a time per owner; a request during one runs again after it.
+  private readonly flushing = new Map<string, boolean>()
+  private readonly checking = new Map<string, boolean>()
   private nextSinkId = 1
+  private readonly unsubscribe: () => void
   closing = false
 
   constructor(
     readonly options: ResolvedServerOptions,
-    readonly store: ResultStore,
-    readonly queue: WorkQueue,
+    readonly state: StateBackend,
+    /** This node's name in routes. */
+    readonly node: string,
     readonly metrics: ServerMetrics,
     readonly logger: Logger | undefined,
     /** The tenant of a bearer token, or undefined when it is refused (then logged with `remote` and `route`). */
     readonly authenticate: (token: string, remote: string | undefined, route: string) => Tenant | undefined,
     /** The pipeline serving `model` on `compute`, or why there is none (the error the client sees). */
     readonly pipelineFor: (model: string, compute: Compute) => Pipeline | InferenceStreamError,
-  ) {}
+  ) {
+    this.unsubscribe = state.subscribe(node, (routed) => this.onRouted(routed))
+  }
+
+  /** Stops receiving results (shutdown). */
+  detach(): void {
+    this.unsubscribe()
+  }
 
   /** Open streams of a tenant (any model). */
   streamCount(tenant: string): number {
     return this.byTenant.get(tenant)?.size ?? 0
+  }
+
+  /** Owners with an open stream on this node. */
+  owners(): Iterable<string> {
+    return this.streams.keys()
   }
 
   /** A stream authenticated: it may now receive the owner's waiting results. */
@@ -99,9 +124,18 @@ export class StreamHub {
     const ts = this.byTenant.get(tenant)
     ts?.delete(conn)
     if (ts && ts.size === 0) this.byTenant.delete(tenant)
-    if (conn.unacked.size > 0) this.store.returnUndelivered(owner, conn.unacked)
+    const unacked = [...conn.unacked]
     conn.unacked.clear()
-    this.flush(owner)
+    if (unacked.length > 0) this.returnUndelivered(owner, unacked)
+    else this.flush(owner)
+  }
+
+  /** Results that could not be written go back to the store (undelivered), then on to another stream. */
+  returnUndelivered(owner: string, ids: string[]): void {
+    this.state.returnUndelivered(owner, ids).then(
+      () => this.flush(owner),
+      (err: unknown) => this.logger?.error({ err }, 'returning results to the store failed'),
+    )
   }
 
   /** Open streams of an owner. */
@@ -133,18 +167,13 @@ export class StreamHub {
     return undefined
   }
 
-  /** Queues accepted items, then applies flow control to the owner. */
-  enqueue(conn: StreamConnection, items: WorkItem[]): void {
-    const owner = conn.owner as string
-    this.queue.push(items).catch((err: unknown) => {
-      // The queue refused (closing): answer each item so nothing waits forever.
-      const body = toWireError(err)
-      for (const item of items) {
-        this.store.drop(owner, item.id)
-        conn.sendResult(item.id, body, false)
-      }
-    })
-    this.checkFlow(owner)
+  /** Submits a stream's items (routed back to this node's streams of the owner), then applies flow control. */
+  async submitStream(owner: string, items: SubmitItem[]): Promise<SubmitOutcome[]> {
+    try {
+      return await this.state.submit(items)
+    } finally {
+      this.checkFlow(owner)
+    }
   }
 
   /**
@@ -153,13 +182,28 @@ export class StreamHub {
    * every socket of its tenant when the tenant's queued input bytes reach
    * `maxQueuedBytesPerTenant` or its queued plus undelivered bytes reach
    * `maxUndeliveredBytesPerTenant` (queued items become undelivered results, so counting them
-   * keeps undelivered bytes near the budget whatever finishes next).
+   * keeps undelivered bytes near the budget whatever finishes next). One check per owner at a time.
    */
   checkFlow(owner: string): void {
-    const c = this.store.counts(owner)
+    if (this.checking.has(owner)) {
+      this.checking.set(owner, true)
+      return
+    }
+    this.checking.set(owner, false)
+    this.runCheckFlow(owner)
+      .catch((err: unknown) => this.logger?.error({ err }, 'flow control failed'))
+      .finally(() => {
+        const again = this.checking.get(owner)
+        this.checking.delete(owner)
+        if (again) this.checkFlow(owner)
+      })
+  }
+
+  private async runCheckFlow(owner: string): Promise<void> {
+    const tenant = tenantOfOwner(owner)
+    const [c, b] = await Promise.all([this.state.counts(owner), this.state.tenantBytes(tenant)])
     const load = c.queued + c.processing + c.undelivered
     const limit = this.options.maxQueuedPerToken
-    const tenant = tenantOfOwner(owner)
     if (!this.paused.has(owner)) {
       if (load >= limit) {
         this.paused.add(owner)
@@ -169,7 +213,6 @@ export class StreamHub {
       this.paused.delete(owner)
       if (!this.pausedTenants.has(tenant)) for (const s of this.streamsOf(owner)) s.resume()
     }
-    const b = this.store.tenantBytes(tenant)
     const q = this.options.maxQueuedBytesPerTenant
     const u = this.options.maxUndeliveredBytesPerTenant
     if (!this.pausedTenants.has(tenant)) {
@@ -189,36 +232,24 @@ export class StreamHub {
   }
 
   /**
-   * Queues one item whose result goes only to `sink`, once: registers the (fresh) id in its owner,
-   * pushes it, and returns a function that drops the sink (the requester went away: the item may
-   * still run; its result is then forgotten). If the queue refuses the item the sink gets the error.
-   * `origin` and `delivery` of the item are set here.
+   * Submits one item whose result goes only to `sink`, once, on this node: returns a function that
+   * drops the sink (the requester went away: the item may still run; its result is then
+   * forgotten) at once; the sink gets the error if the backend refuses the item, or `onRefused`
+   * (when given) gets the outcome other than `queued` (a duplicate, a conflict, over budget).
    */
-  submitDirect(item: WorkItem, sink: ResultSink): () => void {
-    return this.queueDirect(item, sink, { bytes: jsonBytes(item.inputs) }) as () => void
-  }
-
-  /**
-   * {@link submitDirect} with the admission's details: `bytes` of the inputs (counted in the
-   * tenant's queued bytes until the item finishes) and, for requests that may be refused,
-   * `maxQueuedBytes`. Returns `overloaded` (nothing queued, the sink never called) when the
-   * store refused the item for the tenant's queued-bytes budget.
-   */
-  queueDirect(
-    item: WorkItem,
-    sink: ResultSink,
-    admit: { bytes: number; maxQueuedBytes?: number; fingerprint?: string },
-  ): (() => void) | Exclude<AdmitResult, 'new'> {
-    const admitted = this.store.admit(item.owner, item.id, admit)
-    if (admitted !== 'new') return admitted
-    const sinkId = this.nextSinkId++
-    item.origin = sinkId
-    item.delivery = 'direct'
+  submitDirect(item: DirectItem, sink: ResultSink, admit: { maxQueuedBytes?: number; onRefused?: (outcome: Exclude<SubmitOutcome, { status: 'queued' }>) => void } = {}): () => void {
+    const sinkId = `s${this.nextSinkId++}`
     this.sinks.set(sinkId, sink)
-    this.queue.push([item]).catch((err: unknown) => {
-      this.store.forget(item.owner, item.id)
-      this.answerSink(sinkId, toWireError(err), { failed: true, computeSeconds: 0 })
-    })
+    const full: SubmitItem = { ...item, bytes: item.bytes ?? jsonBytes(item.inputs), route: { node: this.node, sink: sinkId } }
+    this.state.submit([full], { maxQueuedBytes: admit.maxQueuedBytes }).then(
+      ([outcome]) => {
+        if (outcome.status === 'queued') return
+        this.sinks.delete(sinkId)
+        if (admit.onRefused) admit.onRefused(outcome)
+        else if (outcome.status === 'done') sink(outcome.outputs, { failed: isErrorJson(outcome.outputs), computeSeconds: 0 })
+      },
+      (err: unknown) => this.answerSink(sinkId, JSON.stringify(toWireError(err)), { failed: true, computeSeconds: 0 }),
+    )
     return () => {
       this.sinks.delete(sinkId)
     }
@@ -230,63 +261,102 @@ export class StreamHub {
   }
 
   /** Answers every waiting sink with an error (shutdown: what is still queued will not run here). */
-  failSinks(body: WireError): void {
-    for (const id of [...this.sinks.keys()]) this.answerSink(id, body, { failed: true, computeSeconds: 0 })
+  failSinks(body: unknown): void {
+    const json = JSON.stringify(body)
+    for (const id of [...this.sinks.keys()]) this.answerSink(id, json, { failed: true, computeSeconds: 0 })
   }
 
-  private answerSink(id: number, outputs: unknown, info: ResultInfo): void {
+  private answerSink(id: string, outputs: string, info: ResultInfo): void {
     const sink = this.sinks.get(id)
     if (!sink) return
     this.sinks.delete(id)
     sink(outputs, info)
   }
 
-  /** A worker finished an item: store it, then hand it to a stream if one can take it. */
-  onResult(item: WorkItem, outputs: unknown, info: ResultInfo = { failed: false, computeSeconds: 0 }): void {
-    const { owner, id } = item
-    if (item.delivery === 'direct') {
-      if (item.retain) {
-        // Kept as delivered under its key: a retry gets it; it never waits for a stream.
-        const done = this.store.complete(owner, id, outputsJson(outputs), { delivered: true })
-        if (done.lost > 0) this.metrics.lost.inc(done.lost)
-      } else this.store.forget(owner, id)
-      if (item.origin !== undefined) this.answerSink(item.origin, outputs, info)
-      return
+  // Results the backend routed to this node: sinks get theirs; owners with stream results are flushed.
+  private onRouted(routed: Routed[]): void {
+    const owners = new Set<string>()
+    for (const r of routed) {
+      if (r.sink !== undefined) {
+        this.answerSink(r.sink, r.outputs ?? 'null', { failed: r.failed ?? false, computeSeconds: r.computeSeconds ?? 0 })
+        continue
+      }
+      if (r.oversize && r.outputs !== undefined) {
+        // Over the whole retained budget alone: written once, untracked, by a stream that can take
+        // it now; the store keeps an error body for the id, which a resend or resume gets.
+        const conn = this.pick(r.owner)
+        if (conn) {
+          conn.sendResultJson(r.id, r.outputs, false)
+          void this.state.claim(r.owner, r.id).then(async (claimed) => {
+            if (claimed !== undefined) await this.state.acknowledge(r.owner, [r.id])
+          })
+          continue
+        }
+      }
+      owners.add(r.owner)
     }
-    const json = outputsJson(outputs)
-    const done = this.store.complete(owner, id, json)
-    if (done.lost > 0) this.metrics.lost.inc(done.lost)
-    let conn = item.origin === undefined ? undefined : this.byId.get(item.origin)
-    if (!conn || !conn.canTake()) conn = this.pick(owner)
-    if (!conn) return
-    if (!this.store.claim(owner, id)) return
-    if (done.oversize) {
-      // Not retained (over the whole retained budget alone): written once, untracked; the store
-      // keeps an error body for the id, which a resend or resume gets.
-      this.store.acknowledge(owner, [id])
-      conn.sendResultJson(id, json, false)
-    } else conn.sendResultJson(id, json, true)
+    for (const owner of owners) this.flush(owner)
   }
 
-  /** Hands waiting results of an owner to its open streams, while they can take them. */
+  /** Hands waiting results of an owner to its open streams, while they can take them; one flush per owner at a time. */
   flush(owner: string): void {
-    for (;;) {
-      const conn = this.pick(owner)
-      if (!conn) break
-      const batch = this.store.takeUndelivered(owner, FLUSH_CHUNK)
-      if (batch.length === 0) break
-      for (const [id, outputs] of batch) conn.sendResultJson(id, outputs, true)
-      if (batch.length < FLUSH_CHUNK) break
+    if (this.flushing.has(owner)) {
+      this.flushing.set(owner, true)
+      return
     }
-    this.checkFlow(owner)
+    this.flushing.set(owner, false)
+    this.runFlush(owner)
+      .catch((err: unknown) => this.logger?.error({ err }, 'handing results to streams failed'))
+      .finally(() => {
+        const again = this.flushing.get(owner)
+        this.flushing.delete(owner)
+        if (again) this.flush(owner)
+        else this.checkFlow(owner)
+      })
+  }
+
+  private async runFlush(owner: string): Promise<void> {
+    for (;;) {
+      if (!this.pick(owner)) return
+      const batch = await this.state.takeUndelivered(owner, FLUSH_CHUNK)
+      if (batch.length === 0) return
+      let i = 0
+      while (i < batch.length) {
+        const conn = this.pick(owner)
+        if (!conn) break
+        // A stream takes what it can; the rest goes to the next (or back to the store).
+        for (; i < batch.length; i++) {
+          conn.sendResultJson(batch[i][0], batch[i][1], true)
+          if (!conn.canTake()) {
+            i++
+            break
+          }
+        }
+      }
+      if (i < batch.length) {
+        await this.state.returnUndelivered(owner, batch.slice(i).map(([id]) => id))
+        return
+      }
+      if (batch.length < FLUSH_CHUNK) return
+    }
   }
 
   /** A stream's socket made progress on writing: give it more if results wait. */
   onDrain(conn: StreamConnection): void {
     const owner = conn.owner
     if (owner === undefined) return
-    if (conn.canTake() && this.store.hasUndelivered(owner)) this.flush(owner)
+    if (conn.canTake()) this.flush(owner)
     // Written legacy results were acknowledged: the tenant may be under its budgets again.
     else if (this.pausedTenants.size > 0) this.checkFlow(owner)
+  }
+}
+
+function isErrorJson(outputs: string): boolean {
+  if (!outputs.startsWith('{"error"')) return false
+  try {
+    const v = JSON.parse(outputs) as { error?: unknown; code?: unknown }
+    return typeof v.error === 'string' && typeof v.code === 'string'
+  } catch {
+    return false
   }
 }

@@ -219,8 +219,9 @@ export class BulkJobs {
         failure = err as Error
       }
     }
-    const add = (index: number, outputs: unknown, error: string | null, billed = true): void => {
-      pending.push({ index, outputs: JSON.stringify(outputs), error, billed })
+    // `outputs` as JSON text (a result from the state layer), or a value to serialize (an error body made here).
+    const add = (index: number, outputs: unknown, error: string | null, billed = true, json = false): void => {
+      pending.push({ index, outputs: json ? (outputs as string) : JSON.stringify(outputs), error, billed })
       if (pending.length >= SAVE_EVERY_ROWS) save()
       else timer ??= setTimeout(save, SAVE_EVERY_MS)
     }
@@ -273,25 +274,35 @@ export class BulkJobs {
             await waitRoom(this.o.maxInFlight)
             if (signal.aborted || failure) break
             inFlight++
-            const item: WorkItem = {
-              tenant: job.tenant,
-              owner,
-              id: String(i),
-              model: job.model,
-              compute: job.compute === 'gpu' ? 'gpu' : 'cpu',
-              inputs: value,
-              parameters: job.parameters ?? undefined,
-              group,
-              enqueuedAt: Date.now(),
-            }
             let cancel: () => void = () => {}
-            cancel = hub.submitDirect(item, (outputs, info) => {
-              cancels.delete(cancel)
-              settle()
-              // A shutdown answer is not a result: the row stays to do, for the next server.
-              if (isShutdown(outputs)) return
-              add(i, outputs, info.failed ? errorText(outputs) : null)
-            })
+            cancel = hub.submitDirect(
+              {
+                tenant: job.tenant,
+                owner,
+                id: String(i),
+                model: job.model,
+                compute: job.compute === 'gpu' ? 'gpu' : 'cpu',
+                inputs: value,
+                parameters: job.parameters ?? undefined,
+                group,
+              },
+              (outputs, info) => {
+                cancels.delete(cancel)
+                settle()
+                const body = info.failed ? (JSON.parse(outputs) as unknown) : undefined
+                // A shutdown answer is not a result: the row stays to do, for the next server.
+                if (isShutdown(body)) return
+                add(i, outputs, info.failed ? errorText(body) : null, true, true)
+              },
+              {
+                // A row already known (a resumed job's item still queued from before): its result comes once it is done.
+                onRefused: (outcome) => {
+                  cancels.delete(cancel)
+                  settle()
+                  if (outcome.status === 'done') add(i, outcome.outputs, null, false, true)
+                },
+              },
+            )
             cancels.add(cancel)
           }
         } finally {

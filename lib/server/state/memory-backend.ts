@@ -88,6 +88,10 @@ export class MemoryStateBackend implements StateBackend {
     return lease
   }
 
+  wake(): void {
+    this.queue.notify()
+  }
+
   async extend(lease: StateLease, ms: number): Promise<boolean> {
     const held = this.held.get(lease.id)
     if (!held) return false
@@ -113,7 +117,7 @@ export class MemoryStateBackend implements StateBackend {
     const routed = new Map<string, Routed[]>()
     for (const [i, r] of byIndex) {
       const item = items[i]
-      lost += this.store_(item, r.outputs, routed)
+      lost += this.store_(item, r, routed)
       if (r.billable) {
         this.bill(item)
         billed++
@@ -124,15 +128,17 @@ export class MemoryStateBackend implements StateBackend {
   }
 
   // Stores one finished item's result and adds it to the routing of its node; returns results lost.
-  private store_(item: LeasedItem, outputs: string, routed: Map<string, Routed[]>): number {
+  private store_(item: LeasedItem, r: Pick<ItemResult, 'outputs' | 'failed' | 'computeSeconds'>, routed: Map<string, Routed[]>): number {
     const { owner, id, route } = item
+    const { outputs } = r
     let list = routed.get(route.node)
     if (!list) routed.set(route.node, (list = []))
     if (route.sink === undefined) {
-      list.push({ owner, id })
-      return this.store.complete(owner, id, outputs).lost
+      const done = this.store.complete(owner, id, outputs)
+      list.push(done.oversize ? { owner, id, outputs, oversize: true } : { owner, id })
+      return done.lost
     }
-    list.push({ owner, id, sink: route.sink, outputs })
+    list.push({ owner, id, sink: route.sink, outputs, failed: r.failed, computeSeconds: r.computeSeconds })
     if (item.retain) return this.store.complete(owner, id, outputs, { delivered: true }).lost
     this.store.forget(owner, id)
     return 0
@@ -175,7 +181,7 @@ export class MemoryStateBackend implements StateBackend {
       for (const item of items) {
         if (item.deliveries < maxDeliveries) continue
         const error = new DeliveryLimitError(`Item ${JSON.stringify(item.id)} was leased ${item.deliveries} times and never finished (a worker died or hung on it each time); it is not run again`)
-        this.store_(item, JSON.stringify(toWireError(error)), routed)
+        this.store_(item, { outputs: JSON.stringify(toWireError(error)), failed: true }, routed)
         dead++
       }
     }

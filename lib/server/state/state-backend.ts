@@ -121,6 +121,10 @@ export interface ItemResult {
   readonly outputs: string
   /** Whether the item counts toward the bill (a model ran on it). */
   readonly billable: boolean
+  /** The outputs are an `{"error","code"}` body. Passed on to a sink. */
+  readonly failed?: boolean
+  /** Seconds the model took for the batch. Passed on to a sink (the HTTP `x-compute-time`). */
+  readonly computeSeconds?: number
 }
 
 /** What `finish` did. */
@@ -143,6 +147,16 @@ export interface Routed {
   readonly id: string
   readonly sink?: string
   readonly outputs?: string
+  /** From the item's {@link ItemResult}, for a sink. */
+  readonly failed?: boolean
+  /** From the item's {@link ItemResult}, for a sink. */
+  readonly computeSeconds?: number
+  /**
+   * A stream result over the whole retained budget: the store keeps an error body in its place
+   * (undelivered), and `outputs` holds the result, to be written once, untracked, by a stream that
+   * can take it now (which then acknowledges the id).
+   */
+  readonly oversize?: boolean
 }
 
 /** What the store knows of one (owner, id). */
@@ -200,6 +214,8 @@ export interface StateBackend {
    * backend closes or `signal` aborts.
    */
   lease(consumer: string, options: LeaseOptions): Promise<StateLease | null>
+  /** Makes waiting leases look again: a group that `accept` refused may be taken now. */
+  wake(): void
   /** Renews a lease for `ms` from now; false when it is no longer held (reclaimed or finished). */
   extend(lease: StateLease, ms: number): Promise<boolean>
   /**
