@@ -171,9 +171,9 @@ t.test('outputs JSON cannot write (echo of deeply nested inputs): an ERR_MODEL r
     c.sendRaw(`{"id":"deep-${v1}","inputs":${deep}}`)
     c.send({ id: `next-${v1}`, inputs: 1 })
     await c.waitFor(() => c.results().has(`deep-${v1}`) && c.results().has(`next-${v1}`), 'both answered')
-    t.same(c.results().get(`deep-${v1}`), { error: 'Outputs cannot be serialized as JSON', code: 'ERR_MODEL' })
+    t.same(c.results().get(`deep-${v1}`), { error: 'Model builtin/echo returned outputs that cannot be serialized as JSON', code: 'ERR_MODEL' })
     t.equal(c.results().get(`next-${v1}`), 1)
-    t.match(server.counts('test-token', 'builtin/echo'), { queued: 0, processing: 0 })
+    t.match(await server.counts('test-token', 'builtin/echo'), { queued: 0, processing: 0 })
     await c.close()
   }
 })

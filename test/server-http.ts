@@ -50,7 +50,7 @@ t.test('graceful shutdown: queued work finishes and is delivered, then 1001; new
   const url = server.streamUrl('builtin/echo')
   const base = server.url
   const c = await connect(url)
-  for (let i = 0; i < 40; i++) c.send({ id: `g${i}`, inputs: i, parameters: { delay_ms: 20 } })
+  for (let i = 0; i < 40; i++) c.send({ id: `g${i}`, inputs: i, parameters: { delay_ms: 200 } })
   await until(async () => {
     const k = await server.counts('test-token', 'builtin/echo')
     return k.queued + k.processing === 40

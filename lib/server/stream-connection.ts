@@ -229,7 +229,7 @@ export class StreamConnection {
       batch = []
       let outcomes
       try {
-        outcomes = await this.hub.submitStream(owner, items)
+        outcomes = await this.hub.submitStream(this, items)
       } catch (err) {
         // The backend refused (closing): answer each item so nothing waits forever.
         const body = toWireError(err)

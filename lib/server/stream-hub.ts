@@ -53,6 +53,8 @@ export class StreamHub {
   // Round-robin cursor per owner, so several streams share results.
   private readonly cursor = new Map<string, number>()
   private readonly sinks = new Map<string, ResultSink>()
+  // The stream (connection id) that sent each queued item of this node: its result goes there first.
+  private readonly origins = new Map<string, number>()
   // Flushes and flow checks run one at a time per owner; a request during one runs again after it.
   private readonly flushing = new Map<string, boolean>()
   private readonly checking = new Map<string, boolean>()
@@ -168,9 +170,12 @@ export class StreamHub {
   }
 
   /** Submits a stream's items (routed back to this node's streams of the owner), then applies flow control. */
-  async submitStream(owner: string, items: SubmitItem[]): Promise<SubmitOutcome[]> {
+  async submitStream(conn: StreamConnection, items: SubmitItem[]): Promise<SubmitOutcome[]> {
+    const owner = conn.owner as string
     try {
-      return await this.state.submit(items)
+      const outcomes = await this.state.submit(items)
+      for (let i = 0; i < items.length; i++) if (outcomes[i].status === 'queued') this.origins.set(`${owner}\n${items[i].id}`, conn.id)
+      return outcomes
     } finally {
       this.checkFlow(owner)
     }
@@ -321,17 +326,16 @@ export class StreamHub {
       const batch = await this.state.takeUndelivered(owner, FLUSH_CHUNK)
       if (batch.length === 0) return
       let i = 0
-      while (i < batch.length) {
-        const conn = this.pick(owner)
+      for (; i < batch.length; i++) {
+        const [id, outputs] = batch[i]
+        // The stream that sent the item first, while it can take it; else any stream of the owner.
+        const key = `${owner}\n${id}`
+        const from = this.origins.get(key)
+        let conn = from === undefined ? undefined : this.byId.get(from)
+        if (!conn || !conn.canTake()) conn = this.pick(owner)
         if (!conn) break
-        // A stream takes what it can; the rest goes to the next (or back to the store).
-        for (; i < batch.length; i++) {
-          conn.sendResultJson(batch[i][0], batch[i][1], true)
-          if (!conn.canTake()) {
-            i++
-            break
-          }
-        }
+        if (from !== undefined) this.origins.delete(key)
+        conn.sendResultJson(id, outputs, true)
       }
       if (i < batch.length) {
         await this.state.returnUndelivered(owner, batch.slice(i).map(([id]) => id))
