@@ -26,6 +26,8 @@ export { Tenants, parseTokenFile, dataDirSecret, type Tenant, type TenantsOption
 export { ANONYMOUS_TOKEN } from './server/http-util.js'
 export { groupKey, type WorkQueue, type WorkItem, type Lease, type PullOptions, type QueueStats } from './server/queue/work-queue.js'
 export { MemoryWorkQueue } from './server/queue/memory-queue.js'
+export { MemoryStateBackend } from './server/state/memory-backend.js'
+export type { StateBackend, SubmitItem, SubmitOutcome, StateLease, LeasedItem, ItemResult, Routed, Route, LedgerEntry, StateStats } from './server/state/state-backend.js'
 export { ownerKey, httpOwnerKey, type ResultStore, type OwnerCounts, type IdState } from './server/store/result-store.js'
 export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js'
 export { resolvePipeline, type Pipeline, type ModelRegistry, type Parameters, type ModelLoadState, type Compute } from './models/pipeline.js'
