@@ -60,7 +60,7 @@ export class ProgressMeter {
   private readonly windowMs: number
   private readonly stallAfterMs: number
   private readonly samples: Sample[] = []
-  private lastDone = -1
+  private lastDone = 0
   private lastChange: number
   private rateAtChange: number | undefined
   private finishingSince: number | undefined
@@ -134,9 +134,10 @@ export function fmtDuration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
 }
 
-function fmtRate(n: number | undefined): string {
-  if (n === undefined) return '… rows/s'
-  return `${n >= 100 ? n.toFixed(0) : n.toFixed(1)} rows/s`
+function fmtRate(n: number | undefined, compact = false): string {
+  const unit = compact ? '/s' : ' rows/s'
+  if (n === undefined) return `…${unit}`
+  return `${n >= 100 ? n.toFixed(0) : n.toFixed(1)}${unit}`
 }
 
 function eta(s: ProgressState): string {
@@ -147,16 +148,20 @@ function eta(s: ProgressState): string {
 }
 
 // What replaces rate and ETA outside the running phase; undefined while running.
-function phaseText(s: ProgressState): string | undefined {
+// `compact`: 1 shorter words, 2 also no reason.
+function phaseText(s: ProgressState, compact: 0 | 1 | 2 = 0): string | undefined {
+  const t = fmtDuration(s.phaseSeconds)
+  if (compact === 2 && (s.phase === 'waiting' || s.phase === 'stalled')) return `${s.phase} ${t}`
+  const what = compact ? s.waitingFor.replace(/ \(attempt (\d+)\)$/, ' $1') : `waiting for ${s.waitingFor}`
   switch (s.phase) {
     case 'finishing':
-      return `writing output… ${fmtDuration(s.phaseSeconds)}`
+      return compact ? `writing… ${t}` : `writing output… ${t}`
     case 'done':
       return 'done'
     case 'waiting':
-      return `no rows yet after ${fmtDuration(s.phaseSeconds)} (waiting for ${s.waitingFor})`
+      return compact ? `no rows yet ${t} (${what})` : `no rows yet after ${t} (${what})`
     case 'stalled':
-      return `stalled for ${fmtDuration(s.phaseSeconds)} (waiting for ${s.waitingFor})`
+      return compact ? `stalled ${t} (${what})` : `stalled for ${t} (${what})`
     case 'running':
       return undefined
   }
@@ -180,45 +185,59 @@ function width(text: string): number {
   return [...text].length
 }
 
+interface Layout {
+  label: string | undefined
+  bar: number
+  pct: boolean
+  skipped: boolean
+  reconnects: boolean
+  compact: 0 | 1 | 2
+  sep: string
+}
+
+// `probe`: with the widest values the running numbers can take (every row done, a five-digit
+// rate, an ETA in minutes), so the layout chosen by it does not change from frame to frame.
+function layout(s: ProgressState, l: Layout, probe = false): string {
+  const stage = phaseText(s, l.compact)
+  const most = s.total ?? s.done
+  const head = [
+    l.label,
+    l.bar > 0 && s.total !== undefined ? graphic(s, l.bar) : undefined,
+    probe ? `${most}/${s.total ?? (s.counting ? '…' : '?')}` : count(s),
+    l.pct && s.total ? (probe ? '100%' : percent(s)) : undefined,
+  ]
+  const tail = [
+    ...(stage ? [stage] : [fmtRate(probe ? 99999 : s.rate, l.compact > 0), probe ? 'eta 59m59s' : eta(s)]),
+    `${s.failed} failed`,
+    l.skipped && s.skipped > 0 ? `${s.skipped} malformed` : undefined,
+    l.reconnects && s.reconnects > 0 ? `${s.reconnects} reconnects` : undefined,
+  ]
+  return [head.filter((x) => x !== undefined).join(' '), ...tail.filter((x) => x !== undefined)].join(l.sep)
+}
+
 /**
  * The progress bar line for a terminal `columns` wide (it never reaches the last column, where
  * terminals wrap). As space runs out, the bar graphic shrinks and goes first, then the percentage,
- * reconnects, skipped rows, and the label (shortened, then dropped): counts, rate, ETA (or the
- * phase) and failures stay.
+ * reconnects, skipped rows, the label (shortened, then dropped), then words are shortened: counts,
+ * rate, ETA (or the phase) and failures stay. The layout is chosen for the widest numbers the run
+ * can show, so it holds still while the numbers change.
  */
 export function formatBar(s: ProgressState, columns: number): string {
   const max = Math.max(1, columns - 1)
-  const stage = phaseText(s)
-  const core = [`${count(s)}`, ...(stage ? [stage] : [fmtRate(s.rate), eta(s)]), `${s.failed} failed`]
-  const extras = { pct: percent(s), skipped: s.skipped > 0 ? `${s.skipped} malformed` : undefined, reconnects: s.reconnects > 0 ? `${s.reconnects} reconnects` : undefined }
-  const build = (label: string | undefined, bar: number, o: { pct: boolean; skipped: boolean; reconnects: boolean }): string => {
-    const head = [label, bar > 0 && s.total !== undefined ? graphic(s, bar) : undefined, core[0], o.pct ? extras.pct : undefined].filter((x) => x !== undefined).join(' ')
-    const tail = [...core.slice(1), o.skipped ? extras.skipped : undefined, o.reconnects ? extras.reconnects : undefined].filter((x) => x !== undefined)
-    return [head, ...tail].join(' | ')
-  }
-  const all = { pct: true, skipped: true, reconnects: true }
-  for (let bar = 30; bar >= 10; bar--) {
-    const line = build(s.label, bar, all)
-    if (width(line) <= max) return line
-  }
-  const steps: { pct: boolean; skipped: boolean; reconnects: boolean }[] = [
-    all,
-    { pct: false, skipped: true, reconnects: true },
-    { pct: false, skipped: true, reconnects: false },
-    { pct: false, skipped: false, reconnects: false },
-  ]
-  for (const o of steps) {
-    const line = build(s.label, 0, o)
-    if (width(line) <= max) return line
-  }
-  const none = steps[steps.length - 1]
-  const bare = build(undefined, 0, none)
-  const room = max - width(bare) - 1
-  if (room >= 6) {
-    const chars = [...s.label]
-    return build(chars.length <= room ? s.label : `${chars.slice(0, room - 1).join('')}…`, 0, none)
-  }
-  return width(bare) <= max ? bare : [...bare].slice(0, max).join('')
+  const full: Layout = { label: s.label, bar: 30, pct: true, skipped: true, reconnects: true, compact: 0, sep: ' | ' }
+  const lean: Layout = { ...full, bar: 0, pct: false, skipped: false, reconnects: false }
+  const candidates: Layout[] = []
+  for (let bar = 30; bar >= 10; bar--) candidates.push({ ...full, bar })
+  candidates.push({ ...full, bar: 0 }, { ...full, bar: 0, pct: false }, { ...full, bar: 0, pct: false, reconnects: false }, lean)
+  // The label, shortened to what is left.
+  const room = max - width(layout(s, { ...lean, label: undefined }, true)) - 1
+  const chars = [...s.label]
+  if (room >= 6 && room < chars.length) candidates.push({ ...lean, label: `${chars.slice(0, room - 1).join('')}…` })
+  candidates.push({ ...lean, label: undefined }, { ...lean, label: undefined, compact: 1 }, { ...lean, label: undefined, compact: 1, sep: ' ' })
+  const last: Layout = { ...lean, label: undefined, compact: 2, sep: ' ' }
+  const chosen = candidates.find((l) => width(layout(s, l, true)) <= max) ?? last
+  const line = layout(s, chosen)
+  return width(line) <= max ? line : [...line].slice(0, max).join('')
 }
 
 /** One plain progress line (logs, CI). */
