@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { formatBar, formatLine, ProgressMeter, type ProgressState } from '../lib/cli/progress.js'
+import { BarFitter, formatBar, formatLine, ProgressMeter, type ProgressState } from '../lib/cli/progress.js'
 import { CLI, cliProcess } from './helpers/cli.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'is-progress-'))
@@ -57,6 +57,15 @@ t.test('formatBar fits the terminal: the bar graphic goes first; counts, rate, E
   }
   t.match(formatBar(state({ phase: 'stalled', phaseSeconds: 102, rate: 0.2 }), 60), /stalled (for )?1m42s \((waiting for )?server\) \| 3 failed/)
   t.match(formatBar(state({ total: undefined, counting: true }), 80), /123456\/… \|/, 'the total while it is counted')
+})
+
+t.test('BarFitter keeps a layout while it fits: the bar does not jump as numbers change width', async (t) => {
+  const fitter = new BarFitter()
+  const frame = (rate: number): ProgressState => state({ label: 'reviews.csv', done: 1234, total: 5000, failed: 0, skipped: 0, reconnects: 0, rate })
+  const bars = [1234, 9.9, 1234, 9.9, 1234].map((rate) => fitter.fit(frame(rate), 80)).map((line) => t.ok(line.length <= 79) && /\[(.*)\]/.exec(line)![1].length)
+  t.same(bars, [17, 15, 15, 15, 15], 'stateless, the widths would be 17, 15, 17, 15, 17')
+  t.same([1234, 9.9].map((rate) => /\[(.*)\]/.exec(formatBar(frame(rate), 80))![1].length), [17, 15])
+  t.match(fitter.fit(frame(1234), 120), /\[.{30}\]/, 'a wider terminal: the richest layout again')
 })
 
 t.test('formatLine: rate and ETA while running, the phase instead when stalled or writing', async (t) => {

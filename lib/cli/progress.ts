@@ -195,19 +195,11 @@ interface Layout {
   sep: string
 }
 
-// `probe`: with the widest values the running numbers can take (every row done, a five-digit
-// rate, an ETA in minutes), so the layout chosen by it does not change from frame to frame.
-function layout(s: ProgressState, l: Layout, probe = false): string {
+function layout(s: ProgressState, l: Layout): string {
   const stage = phaseText(s, l.compact)
-  const most = s.total ?? s.done
-  const head = [
-    l.label,
-    l.bar > 0 && s.total !== undefined ? graphic(s, l.bar) : undefined,
-    probe ? `${most}/${s.total ?? (s.counting ? '…' : '?')}` : count(s),
-    l.pct && s.total ? (probe ? '100%' : percent(s)) : undefined,
-  ]
+  const head = [l.label, l.bar > 0 && s.total !== undefined ? graphic(s, l.bar) : undefined, count(s), l.pct ? percent(s) : undefined]
   const tail = [
-    ...(stage ? [stage] : [fmtRate(probe ? 99999 : s.rate, l.compact > 0), probe ? 'eta 59m59s' : eta(s)]),
+    ...(stage ? [stage] : [fmtRate(s.rate, l.compact > 0), eta(s)]),
     `${s.failed} failed`,
     l.skipped && s.skipped > 0 ? `${s.skipped} malformed` : undefined,
     l.reconnects && s.reconnects > 0 ? `${s.reconnects} reconnects` : undefined,
@@ -215,29 +207,61 @@ function layout(s: ProgressState, l: Layout, probe = false): string {
   return [head.filter((x) => x !== undefined).join(' '), ...tail.filter((x) => x !== undefined)].join(l.sep)
 }
 
+// Every layout, from the richest to the leanest (always as many).
+function layouts(s: ProgressState, max: number): Layout[] {
+  const full: Layout = { label: s.label, bar: 30, pct: true, skipped: true, reconnects: true, compact: 0, sep: ' | ' }
+  const lean: Layout = { ...full, bar: 0, pct: false, skipped: false, reconnects: false }
+  const out: Layout[] = []
+  for (let bar = 30; bar >= 10; bar--) out.push({ ...full, bar })
+  out.push({ ...full, bar: 0 }, { ...full, bar: 0, pct: false }, { ...full, bar: 0, pct: false, reconnects: false }, lean)
+  // The label, shortened to what is left.
+  const room = max - width(layout(s, { ...lean, label: undefined })) - 1
+  const chars = [...s.label]
+  out.push(room >= 6 && room < chars.length ? { ...lean, label: `${chars.slice(0, room - 1).join('')}…` } : lean)
+  out.push({ ...lean, label: undefined }, { ...lean, label: undefined, compact: 1 }, { ...lean, label: undefined, compact: 1, sep: ' ' }, { ...lean, label: undefined, compact: 2, sep: ' ' })
+  return out
+}
+
+/**
+ * Fits the bar line to a terminal `columns` wide; `previous` is the layout of the last frame (an
+ * index), kept while it fits unless a richer one fits with room to spare, so the layout does not
+ * flip from frame to frame as numbers change width.
+ */
+function fitBar(s: ProgressState, columns: number, previous?: number): { line: string; index: number } {
+  const max = Math.max(1, columns - 1)
+  const lines = layouts(s, max).map((l) => layout(s, l))
+  const fits = (margin: number): number => lines.findIndex((line) => width(line) <= max - margin)
+  let index = fits(0)
+  if (index === -1) index = lines.length - 1
+  else if (previous !== undefined && index < previous && previous < lines.length && width(lines[previous]) <= max) {
+    const roomy = fits(4)
+    index = roomy !== -1 && roomy < previous ? roomy : previous
+  }
+  const line = lines[index]
+  return { line: width(line) <= max ? line : [...line].slice(0, max).join(''), index }
+}
+
 /**
  * The progress bar line for a terminal `columns` wide (it never reaches the last column, where
  * terminals wrap). As space runs out, the bar graphic shrinks and goes first, then the percentage,
  * reconnects, skipped rows, the label (shortened, then dropped), then words are shortened: counts,
- * rate, ETA (or the phase) and failures stay. The layout is chosen for the widest numbers the run
- * can show, so it holds still while the numbers change.
+ * rate, ETA (or the phase) and failures stay.
  */
 export function formatBar(s: ProgressState, columns: number): string {
-  const max = Math.max(1, columns - 1)
-  const full: Layout = { label: s.label, bar: 30, pct: true, skipped: true, reconnects: true, compact: 0, sep: ' | ' }
-  const lean: Layout = { ...full, bar: 0, pct: false, skipped: false, reconnects: false }
-  const candidates: Layout[] = []
-  for (let bar = 30; bar >= 10; bar--) candidates.push({ ...full, bar })
-  candidates.push({ ...full, bar: 0 }, { ...full, bar: 0, pct: false }, { ...full, bar: 0, pct: false, reconnects: false }, lean)
-  // The label, shortened to what is left.
-  const room = max - width(layout(s, { ...lean, label: undefined }, true)) - 1
-  const chars = [...s.label]
-  if (room >= 6 && room < chars.length) candidates.push({ ...lean, label: `${chars.slice(0, room - 1).join('')}…` })
-  candidates.push({ ...lean, label: undefined }, { ...lean, label: undefined, compact: 1 }, { ...lean, label: undefined, compact: 1, sep: ' ' })
-  const last: Layout = { ...lean, label: undefined, compact: 2, sep: ' ' }
-  const chosen = candidates.find((l) => width(layout(s, l, true)) <= max) ?? last
-  const line = layout(s, chosen)
-  return width(line) <= max ? line : [...line].slice(0, max).join('')
+  return fitBar(s, columns).line
+}
+
+/** {@link formatBar} frame after frame: a layout is kept while it fits, so the bar does not jump about. */
+export class BarFitter {
+  private index: number | undefined
+  private columns = 0
+
+  fit(s: ProgressState, columns: number): string {
+    const r = fitBar(s, columns, columns === this.columns ? this.index : undefined)
+    this.index = r.index
+    this.columns = columns
+    return r.line
+  }
 }
 
 /** One plain progress line (logs, CI). */
@@ -263,6 +287,7 @@ export function formatLine(s: ProgressState): string {
 export class Progress {
   private timer: NodeJS.Timeout | undefined
   private readonly meter: ProgressMeter
+  private readonly fitter = new BarFitter()
   private total: number | undefined
   private counting = true
   private reconnecting = 0
@@ -344,7 +369,7 @@ export class Progress {
   }
 
   private draw(s: ProgressState): void {
-    this.write(`\r${formatBar(s, this.columns())}\x1b[K`)
+    this.write(`\r${this.fitter.fit(s, this.columns())}\x1b[K`)
     this.drawn = true
   }
 
