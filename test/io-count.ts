@@ -101,3 +101,14 @@ t.test('countRows: records, not lines, for CSV, TSV and JSONL; the header and bl
   t.equal(await countRows(join(dir, 'semi.txt'), { format: 'csv', delimiter: ';', quote: "'" }), 1, 'the dialect is followed')
   await t.rejects(countRows(join(dir, 'missing.csv')), { code: 'ERR_INPUT_FILE' })
 })
+
+t.test('countRows stops on its signal with AbortError', async (t) => {
+  const dir = t.testdir()
+  const path = join(dir, 'big.csv')
+  writeFileSync(path, `id,text\n${'1,"a\nb"\n'.repeat(400_000)}`)
+  const ac = new AbortController()
+  const counting = countRows(path, { signal: ac.signal })
+  ac.abort()
+  await t.rejects(counting, { name: 'AbortError', code: 'ABORT_ERR' })
+  t.equal(await countRows(path), 400_000, 'without a signal it counts them all')
+})

@@ -242,7 +242,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     say(`inference-stream: resuming from ${cp.path}: ${cp.results} rows already done (replayed from the checkpoint${asked}); continuing with the rest`)
   })
   // Counted beside the job (a large CSV takes a moment): the bar shows the total once known.
-  countRows(input, { format: o.inputFormat }).then(
+  // Stopped when the run ends, so a run that fails at once does not wait for it to exit.
+  const counting = new AbortController()
+  countRows(input, { format: o.inputFormat, signal: counting.signal }).then(
     (n) => progress?.setTotal(n),
     () => progress?.setTotal(undefined),
   )
@@ -277,6 +279,7 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
   } finally {
+    counting.abort()
     process.off('SIGINT', onSigint)
     await embedded?.close()
   }

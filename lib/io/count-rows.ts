@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
+import { AbortError } from '../errors.js'
 import { CsvRecordCounter } from './csv-count.js'
 import { inputFileError } from './fs-errors.js'
 import { formatOf, type RecordFormat } from './formats.js'
@@ -8,13 +9,18 @@ import { parquetRowCount } from './read-parquet.js'
 const CHUNK = 1024 * 1024
 
 // Reads `path` from `start` in 1 MiB chunks; `push` returns an offset to start again from, or undefined.
-async function scan(path: string, push: (buf: Buffer, base: number) => number | undefined, end: () => number | undefined): Promise<void> {
+async function scan(
+  path: string,
+  push: (buf: Buffer, base: number) => number | undefined,
+  end: () => number | undefined,
+  signal?: AbortSignal,
+): Promise<void> {
   let from: number | undefined = 0
   try {
     while (from !== undefined) {
       let base: number = from
       from = undefined
-      for await (const chunk of createReadStream(path, { start: base, highWaterMark: CHUNK })) {
+      for await (const chunk of createReadStream(path, { start: base, highWaterMark: CHUNK, signal })) {
         const buf = chunk as Buffer
         from = push(buf, base)
         base += buf.length
@@ -24,6 +30,7 @@ async function scan(path: string, push: (buf: Buffer, base: number) => number | 
       if (from === undefined) from = end()
     }
   } catch (err) {
+    if (signal?.aborted) throw new AbortError(undefined, { cause: signal.reason })
     throw inputFileError(path, err)
   }
 }
@@ -32,7 +39,7 @@ async function scan(path: string, push: (buf: Buffer, base: number) => number | 
  * Counts the lines of a file by a byte scan for `\n` (no parsing): the last line counts without a
  * line break; blank lines count too.
  */
-export async function countLines(path: string): Promise<number> {
+export async function countLines(path: string, signal?: AbortSignal): Promise<number> {
   let lines = 0
   let last = -1
   await scan(
@@ -43,6 +50,7 @@ export async function countLines(path: string): Promise<number> {
       return undefined
     },
     () => undefined,
+    signal,
   )
   return last !== -1 && last !== 10 ? lines + 1 : lines
 }
@@ -55,7 +63,7 @@ function isBlank(c: number): boolean {
  * Counts the non-blank lines of a file (the records of JSON Lines, as `readJsonl` reads them:
  * a line of only whitespace is skipped, a line that is not JSON is a bad record and counts).
  */
-export async function countNonBlankLines(path: string): Promise<number> {
+export async function countNonBlankLines(path: string, signal?: AbortSignal): Promise<number> {
   let lines = 0
   // The current line has a non-blank byte (it may have started in an earlier chunk).
   let content = false
@@ -79,6 +87,7 @@ export async function countNonBlankLines(path: string): Promise<number> {
       content = false
       return undefined
     },
+    signal,
   )
   return lines
 }
@@ -88,12 +97,13 @@ export async function countNonBlankLines(path: string): Promise<number> {
  * `CsvRecordCounter`): a quoted line break does not count, blank lines do not, a malformed row
  * counts once. The header row is included.
  */
-export async function countCsvRecords(path: string, dialect: { delimiter?: string; quote?: string; escape?: string } = {}): Promise<number> {
+export async function countCsvRecords(path: string, dialect: { delimiter?: string; quote?: string; escape?: string } = {}, signal?: AbortSignal): Promise<number> {
   const counter = new CsvRecordCounter(dialect)
   await scan(
     path,
     (buf, base) => counter.push(buf, base),
     () => counter.end(),
+    signal,
   )
   return counter.records
 }
@@ -111,6 +121,8 @@ export interface CountRowsOptions {
   escape?: string
   /** CSV/TSV: `true` (default) when the first row is a header (not counted); an array when the file has none. */
   headers?: true | string[]
+  /** Stops the count (it rejects with `AbortError`), e.g. when the run it was for has ended. */
+  signal?: AbortSignal
 }
 
 /**
@@ -130,11 +142,11 @@ export async function countRows(path: string, options: CountRowsOptions = {}): P
       const { delimiter = format === 'tsv' ? '\t' : ',', quote = '"', escape, headers = true } = options
       const ascii = [delimiter, quote, escape ?? quote].every((c) => c.length === 1 && c.charCodeAt(0) < 0x80)
       // A dialect of other characters: the newline count, an upper bound.
-      const records = ascii ? await countCsvRecords(path, { delimiter, quote, escape }) : await countLines(path)
+      const records = ascii ? await countCsvRecords(path, { delimiter, quote, escape }, options.signal) : await countLines(path, options.signal)
       return headers === true ? Math.max(0, records - 1) : records
     }
     case 'jsonl':
-      return countNonBlankLines(path)
+      return countNonBlankLines(path, options.signal)
     case 'json':
       // No count, but the same error as the reader would give for a missing file.
       await stat(path).catch((err: unknown) => {
