@@ -78,6 +78,16 @@ export class CsvRecordCounter {
   push(buf: Uint8Array, base: number): number | undefined {
     const { delimiter, quote, escape } = this
     const n = buf.length
+    // Where the next delimiter, \n and \r are (n: none left), found by the native indexOf and
+    // looked for again only once passed: a long unquoted field or line costs no loop in JS.
+    let nextDelimiter = -1
+    let nextLF = -1
+    let nextCR = -1
+    const lineEnd = (from: number): number => {
+      if (nextLF < from) nextLF = indexOr(buf, LF, from, n)
+      if (nextCR < from) nextCR = indexOr(buf, CR, from, n)
+      return nextLF < nextCR ? nextLF : nextCR
+    }
     let i = 0
     while (i < n) {
       if (this.afterCR) {
@@ -91,7 +101,7 @@ export class CsvRecordCounter {
       }
       switch (this.mode) {
         case Mode.SkipLine: {
-          const end = nextOf(buf, i, LF, CR, -1)
+          const end = lineEnd(i)
           if (end === n) return undefined
           this.lineBreak(buf[end], base + end + 1)
           i = end + 1
@@ -119,6 +129,8 @@ export class CsvRecordCounter {
             const back = this.malformed(base)
             if (back !== undefined) return back
             i = this.recordStart - base
+            // Back to the record's start: what was found ahead of it no longer holds.
+            nextDelimiter = nextLF = nextCR = -1
             continue
           }
           if (buf[q] === escape && escape !== quote) {
@@ -157,6 +169,8 @@ export class CsvRecordCounter {
             const back = this.malformed(base)
             if (back !== undefined) return back
             i = this.recordStart - base
+            // Back to the record's start: what was found ahead of it no longer holds.
+            nextDelimiter = nextLF = nextCR = -1
           }
           break
         }
@@ -180,7 +194,9 @@ export class CsvRecordCounter {
           } else {
             this.content = true
             this.fieldStart = false
-            i = nextOf(buf, i + 1, delimiter, LF, CR)
+            if (nextDelimiter < i + 1) nextDelimiter = indexOr(buf, delimiter, i + 1, n)
+            const end = lineEnd(i + 1)
+            i = nextDelimiter < end ? nextDelimiter : end
           }
           break
         }
@@ -243,6 +259,11 @@ export class CsvRecordCounter {
     this.content = false
     this.recordStart = at
   }
+}
+
+function indexOr(buf: Uint8Array, byte: number, from: number, none: number): number {
+  const i = buf.indexOf(byte, from)
+  return i === -1 ? none : i
 }
 
 // Index of the first of the bytes a, b, c (-1: none) from `from`, or buf.length.
