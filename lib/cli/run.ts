@@ -82,6 +82,8 @@ Examples:
 Without --endpoint the built-in models run in this process (offline, no download).
 The output keeps the input columns and adds id, outputs (raw JSON), error, and flat columns
 for common tasks (label, score, ...). It appears only when complete (written via <output>.partial).
+Malformed input rows (broken quoting, a wrong number of columns) are skipped: the first five are
+shown with their line and reason, all of them listed in <output>.errors.jsonl.
 
 --id-column: ids are idempotency keys. A row whose id an earlier row already used is not run:
 it fails with ERR_ID_CONFLICT (the output still has it; the summary counts them). A server that
