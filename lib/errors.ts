@@ -198,11 +198,14 @@ export class BadRecordError extends InferenceStreamError {
   readonly line: number | undefined
   /** The input file, when the input is a file. */
   readonly path: string | undefined
-  constructor(message: string, details: { line?: number; path?: string; cause?: unknown } = {}) {
+  /** What is wrong, without where (`unclosed quote: …`, `expected 3 columns, got 5`); default: the message. */
+  readonly reason: string
+  constructor(message: string, details: { line?: number; path?: string; reason?: string; cause?: unknown } = {}) {
     super(message, 'ERR_BAD_RECORD', { cause: details.cause })
     this.name = 'BadRecordError'
     this.line = details.line
     this.path = details.path
+    this.reason = details.reason ?? message
   }
 }
 

@@ -78,7 +78,9 @@ function isErrorBody(outputs: unknown): outputs is { error: string; code?: strin
  * ones (the server runs a known id only once either way). Errors surface through `destroy(err)`.
  *
  * Events besides the stream's own: `status` (a server status message), `reconnect` (attempt
- * number, after a cut), `downgrade` (the server does not speak v1).
+ * number, after a cut), `downgrade` (the server does not speak v1), `checkpoint` (once the
+ * checkpoint is open: `{path, results, unanswered}`, the results it holds from earlier runs and the
+ * ids they sent without an answer — how much a resumed run will replay and ask about).
  *
  * @example
  * await pipeline(source, new InferenceStream({ url, model: 'builtin/sentiment', token }), sink)
@@ -158,6 +160,7 @@ export class InferenceStream<R = unknown> extends Duplex {
         if (!this.o.customId) this.idOf = (_r, seq) => `${journal.runId}-${seq}`
         journal.onCommit = (sentIds, resultIds) => this.onJournalCommit(sentIds, resultIds)
         journal.onError = (err) => this.destroy(err)
+        this.emit('checkpoint', { path: cp.path, results: journal.resultCount, unanswered: journal.unansweredCount })
         callback()
       },
       (err: Error) => callback(err),
