@@ -176,6 +176,7 @@ function prefixOf(text: string, runs: number, chars: number): Prefix {
   let end = text.length
   let short = false
   let count = 0
+  let lastEnd = 0 // end of the last run taken
   let i = 0
   while (i < text.length) {
     if (isSeparator(text.charCodeAt(i))) {
@@ -185,10 +186,11 @@ function prefixOf(text: string, runs: number, chars: number): Prefix {
     const start = i
     while (i < text.length && !isSeparator(text.charCodeAt(i))) i++
     if (i > chars) {
-      end = start
+      end = lastEnd
       short = true
       break
     }
+    lastEnd = i
     if (i - start > MAX_WORD_LENGTH) {
       parts.push(text.slice(copied, start))
       readLength += start - copied
