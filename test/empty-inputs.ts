@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { parquetReadObjects } from 'hyparquet'
 import t, { type Test } from 'tap'
 import { infer } from '../lib/client/infer.js'
+import { InferenceStream } from '../lib/client/inference-stream.js'
 import { inputFromColumn } from '../lib/io/mapping.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import type { InferenceServer } from '../lib/server/server.js'
@@ -62,6 +63,10 @@ t.test('an empty or blank string gets the model\'s answer for empty text, the sa
     const legacy = await connect(s.streamUrl(model))
     const v1 = await connect(s.streamUrl(model), { v1: true })
     t.teardown(() => Promise.all([legacy.close(), v1.close()]))
+    // The connect status names the task (what `[]` means); a model loading on first use names it once loaded.
+    await legacy.waitFor(() => legacy.messages.length > 0, 'connect status')
+    const task = { 'builtin/sentiment': 'text-classification', 'builtin/ner': 'token-classification', 'builtin/echo': 'echo' }[model]
+    if (task) t.match(legacy.messages[0], { type: 'status', message: `Connected to ${model} (cpu)`, task })
     for (const [i, text] of EMPTY_TEXTS.entries()) {
       const res = await post(s, model, { inputs: text })
       t.equal(res.status, 200, `${model} ${JSON.stringify(text)} HTTP`)
@@ -81,6 +86,13 @@ t.test('an empty or blank string gets the model\'s answer for empty text, the sa
       t.same(r!.outputs, http, 'infer() = HTTP')
     }
   }
+  // InferenceStream knows the task from the connect status (writers take it: `task: () => stream.task`).
+  const stream = new InferenceStream({ url: s.streamUrl('builtin/ner'), token: 't' })
+  t.equal(stream.task, undefined, 'not before the server said')
+  stream.end('')
+  const [only] = await collect(stream)
+  t.same(only!.outputs, [])
+  t.equal(stream.task, 'token-classification')
   // A list holding an empty string: one answer per text, the empty one like any other.
   const res = await post(s, 'builtin/ner', { inputs: ['', 'on Monday', ' '] })
   t.same(await res.json(), [[], [{ entity_group: 'DATE', score: 1, word: 'Monday', start: 3, end: 9 }], []])
