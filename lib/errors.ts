@@ -30,7 +30,7 @@ export class InvalidJsonError extends InferenceStreamError {
   }
 }
 
-/** A payload is valid JSON but not a valid message: missing `inputs`, wrong field types, unknown `type`. */
+/** A payload is valid JSON but not a valid message: wrong field types, unknown `type` (no `inputs` at all is a `MissingInputError`). */
 export class InvalidPayloadError extends InferenceStreamError {
   constructor(message: string) {
     super(message, 'ERR_INVALID_PAYLOAD')
@@ -217,7 +217,10 @@ export class UnknownFormatError extends InferenceStreamError {
   }
 }
 
-/** A record has no value in the column chosen as the model's input; that record fails alone. */
+/**
+ * An item has no input: a payload without `inputs` or with `inputs: null`, a record without a value
+ * in the column chosen as the model's input. That item fails alone. An empty string is an input.
+ */
 export class MissingInputError extends InferenceStreamError {
   /** The input column. */
   readonly column: string | undefined

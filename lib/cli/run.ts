@@ -198,7 +198,8 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   let written = 0
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
   mkdirSync(dirname(resolve(output)), { recursive: true })
-  const writer = writeRecords(output, { format: o.outputFormat })
+  // The task the server names (on connect) fixes the flat columns: a first row without entities is `[]`, not missing.
+  const writer = writeRecords(output, { format: o.outputFormat, task: () => stream.task })
   const failures = new FailureTally()
   let progress: Progress | undefined
   const stopAfter = o.stopAfterFailures

@@ -6,6 +6,7 @@ import {
   InferenceItemError,
   InferenceStreamError,
   InvalidPayloadError,
+  MissingInputError,
 } from '../errors.js'
 import { MAX_ID_LENGTH, parametersKey, type StatusMessage } from '../protocol.js'
 import { CheckpointJournal, inputHash } from './checkpoint-journal.js'
@@ -107,6 +108,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   private requeryScheduled = false
   private compacting: Promise<void> | undefined
   private maxOutstanding = 0
+  private modelTask: string | undefined
 
   constructor(options: InferenceStreamOptions<R>) {
     super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
@@ -123,7 +125,10 @@ export class InferenceStream<R = unknown> extends Duplex {
     this.socket.on('open', (reconnected) => this.onOpen(reconnected))
     this.socket.on('result', (id, outputs) => this.onResult(id, outputs))
     this.socket.on('resume', (unknown) => this.onResume(unknown))
-    this.socket.on('status', (msg: StatusMessage) => this.emit('status', msg))
+    this.socket.on('status', (msg: StatusMessage) => {
+      if (typeof msg.task === 'string' && msg.task !== '') this.modelTask = msg.task
+      this.emit('status', msg)
+    })
     this.socket.on('downgrade', () => this.emit('downgrade'))
     this.socket.on('ignored', () => this.counters.ignored++)
     this.socket.on('unsent', (msgs) => this.onUnsent(msgs))
@@ -183,6 +188,15 @@ export class InferenceStream<R = unknown> extends Duplex {
   /** Largest number of records ever between the two sides; never above `maxInFlight`. */
   get peakInFlight(): number {
     return this.maxOutstanding
+  }
+
+  /**
+   * The model's task (`text-classification`, `token-classification`, …) as the server named it in a
+   * status message (when the stream connected, or when the model finished loading); undefined until
+   * then, or from a server that does not say. Writers take it as `task: () => stream.task`.
+   */
+  get task(): string | undefined {
+    return this.modelTask
   }
 
   /** The websocket URL in use. */
@@ -321,8 +335,12 @@ export class InferenceStream<R = unknown> extends Duplex {
     } catch (err) {
       return err instanceof InferenceStreamError ? err : new InvalidPayloadError(`Record ${seq} could not be mapped: ${(err as Error)?.message ?? err}`)
     }
-    if (typeof payload !== 'object' || payload === null || payload.inputs === undefined || payload.inputs === null) {
-      return new InvalidPayloadError(`Record ${seq} has no inputs (the input mapping returned ${payload === null || typeof payload !== 'object' ? String(payload) : 'no "inputs"'})`)
+    if (typeof payload !== 'object' || payload === null) {
+      return new InvalidPayloadError(`Record ${seq}: the input mapping returned ${String(payload)}, not a payload {inputs, parameters?}`)
+    }
+    // The same rule as the server's: no inputs (absent, null) is missing; '' is an input.
+    if (payload.inputs === undefined || payload.inputs === null) {
+      return new MissingInputError(`Record ${seq} has no inputs (the input mapping returned ${payload.inputs === null ? '"inputs": null' : 'no "inputs"'})`)
     }
     if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) {
       return new InvalidPayloadError(`Record ${seq}: the id must be a non-empty string of at most ${MAX_ID_LENGTH} characters, got ${JSON.stringify(id)}`)
