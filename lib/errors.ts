@@ -30,7 +30,7 @@ export class InvalidJsonError extends InferenceStreamError {
   }
 }
 
-/** A payload is valid JSON but not a valid message: missing `inputs`, wrong field types, unknown `type`. */
+/** A payload is valid JSON but not a valid message: wrong field types, unknown `type` (no `inputs` at all is a `MissingInputError`). */
 export class InvalidPayloadError extends InferenceStreamError {
   constructor(message: string) {
     super(message, 'ERR_INVALID_PAYLOAD')
@@ -198,11 +198,14 @@ export class BadRecordError extends InferenceStreamError {
   readonly line: number | undefined
   /** The input file, when the input is a file. */
   readonly path: string | undefined
-  constructor(message: string, details: { line?: number; path?: string; cause?: unknown } = {}) {
+  /** What is wrong, without where (`unclosed quote: …`, `expected 3 columns, got 5`); default: the message. */
+  readonly reason: string
+  constructor(message: string, details: { line?: number; path?: string; reason?: string; cause?: unknown } = {}) {
     super(message, 'ERR_BAD_RECORD', { cause: details.cause })
     this.name = 'BadRecordError'
     this.line = details.line
     this.path = details.path
+    this.reason = details.reason ?? message
   }
 }
 
@@ -214,7 +217,10 @@ export class UnknownFormatError extends InferenceStreamError {
   }
 }
 
-/** A record has no value in the column chosen as the model's input; that record fails alone. */
+/**
+ * An item has no input: a payload without `inputs` or with `inputs: null`, a record without a value
+ * in the column chosen as the model's input. That item fails alone. An empty string is an input.
+ */
 export class MissingInputError extends InferenceStreamError {
   /** The input column. */
   readonly column: string | undefined

@@ -10,6 +10,7 @@ import {
   InvalidJsonError,
   InvalidPayloadError,
   LimitExceededError,
+  MissingInputError,
   type WireError,
 } from './errors.js'
 
@@ -165,7 +166,9 @@ function readPayloadFields(
   limits: Pick<FrameLimits, 'maxInputsBytes'>,
   checkSize: boolean,
 ): Payload | InferenceStreamError {
-  if (msg.inputs === undefined || msg.inputs === null) return new InvalidPayloadError('Payload is missing "inputs"')
+  // No inputs at all is its own code, the same as a record without a value in its input column;
+  // an empty string is an input (the model answers as for empty text).
+  if (msg.inputs === undefined || msg.inputs === null) return new MissingInputError(`Payload has no "inputs" (${msg.inputs === null ? 'null' : 'missing'})`)
   const parameters = msg.parameters
   if (parameters !== undefined && parameters !== null && !isPlainObject(parameters)) {
     return new InvalidPayloadError('"parameters" must be a JSON object')
@@ -269,7 +272,8 @@ export function parseClientFrame(text: string, v1: boolean, limits: FrameLimits)
  * `options.use_cache` and `options.wait_for_model`, which must be booleans when present. An `id`
  * in the body is ignored: every HTTP request is an item of its own.
  * @throws {InvalidJsonError} when the body is not JSON.
- * @throws {InvalidPayloadError} when it is not a valid request.
+ * @throws {MissingInputError} when `inputs` is absent or null.
+ * @throws {InvalidPayloadError} when it is not a valid request otherwise.
  * @throws {LimitExceededError} when `inputs` is over `maxInputsBytes`.
  */
 export function parseInferenceBody(text: string, limits: Pick<FrameLimits, 'maxInputsBytes'>): Payload {

@@ -111,11 +111,28 @@ t.test('readCsv: bad rows are skipped with an event naming the line; the stream 
   t.same(bad.map((e) => e.line), [3, 4, 5, 8])
   t.ok(bad.every((e) => e instanceof BadRecordError && e.code === 'ERR_BAD_RECORD' && e.path === path))
   t.match(bad[0].message, `${path} line 3: text after a closing quote`)
-  t.match(bad[1].message, `${path} line 4: expected 2 fields, got 3`)
-  t.match(bad[2].message, 'line 5: expected 2 fields, got 1')
+  t.match(bad[1].message, `${path} line 4: expected 2 columns, got 3`)
+  t.match(bad[2].message, 'line 5: expected 2 columns, got 1')
   t.match(bad[3].message, 'line 8: unclosed quote')
   t.equal(reader.badRecords, 4)
   t.equal(reader.recordsRead, 3)
+  t.same(
+    bad.map((e) => e.reason),
+    ['text after a closing quote: expected "," or a line break, got "b"', 'expected 2 columns, got 3', 'expected 2 columns, got 1', 'unclosed quote: no closing " before the end of the input'],
+    'reason: what is wrong, without where',
+  )
+})
+
+t.test('CsvRows: a bad row after blank lines (a lone CR among them) is reported once, on its own line', async (t) => {
+  const text = 'a,b\n1,"multi\nline"\n\r\n\r"x"y,2\n3,4\n'
+  for (const chunks of [[text], text.split('')]) {
+    t.same(parseAll(chunks), [
+      { fields: ['a', 'b'], line: 1 },
+      { fields: ['1', 'multi\nline'], line: 2 },
+      { error: 'text after a closing quote: expected "," or a line break, got "y"', line: 6 },
+      { fields: ['3', '4'], line: 7 },
+    ])
+  }
 })
 
 t.test("readCsv onBadRecord: 'error' fails at the bad row, after every row before it", async (t) => {

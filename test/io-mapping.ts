@@ -18,12 +18,14 @@ t.test('inputFromColumn: inputs from a column, constant and per-row parameters',
   t.throws(() => perRow({ text: 'a', params: '[1]' }), { code: 'ERR_INVALID_PAYLOAD', message: /Column "params" must hold an object of parameters/ })
 })
 
-t.test('inputFromColumn: a missing or empty value throws MissingInputError naming the column', async (t) => {
+t.test('inputFromColumn: a missing value throws MissingInputError naming the column; an empty string is a value', async (t) => {
   const input = inputFromColumn('review')
+  t.same(input({ review: '' }), { inputs: '' }, 'an empty string (a CSV empty cell) is text')
+  t.same(input({ review: '  ' }), { inputs: '  ' }, 'a blank one too, unchanged')
   for (const [record, message] of [
     [{ title: 'x', stars: 5 }, 'The record has no column "review" (it has "title", "stars")'],
-    [{ review: '' }, `The record's column "review" is empty`],
-    [{ review: null }, `The record's column "review" is empty`],
+    [{ review: null }, `The record's column "review" has no value (null)`],
+    [{ review: undefined }, `The record's column "review" has no value (undefined)`],
     ['a string', 'Input column "review": the record is not an object with columns'],
   ] as const) {
     let err: unknown
@@ -99,6 +101,28 @@ t.test('ResultRows: one flat row per result; input columns renamed on collision;
   t.same(new ResultRows({ kind: 'records' }).toRow({ any: 1 }), { any: 1 })
   t.throws(() => rows.toRow({ text: 'not a result' }), { code: 'ERR_INVALID_OPTION', message: /pass kind: 'records'/ })
   t.same(rows.order(['error', 'score', 'text', 'outputs', 'label', 'id', 'zz']), ['id', 'text', 'zz', 'label', 'score', 'outputs', 'error'])
+})
+
+t.test('ResultRows: a task function is asked until it answers (the task a server names on connect)', async (t) => {
+  let told: string | undefined
+  let asked = 0
+  const rows = new ResultRows({
+    task: () => {
+      asked++
+      return told
+    },
+  })
+  t.same(rows.toRow({ id: 'a', outputs: [] }), { id: 'a', outputs: [], error: null, error_code: null }, 'not told yet: detected, and [] shows nothing')
+  told = 'token-classification'
+  t.match(rows.toRow({ id: 'b', outputs: [] }), { entities: [], entity_count: 0 }, 'told: [] is no entities')
+  t.equal(rows.task, 'token-classification')
+  told = 'text-classification'
+  t.match(rows.toRow({ id: 'c', outputs: [] }), { entities: [], entity_count: 0 }, 'fixed once told')
+  t.equal(asked, 2)
+  const echo = new ResultRows({ task: () => 'echo' })
+  t.same(echo.toRow({ id: 'e', outputs: [] }), { id: 'e', outputs: [], error: null, error_code: null }, 'a task without flat columns: none, even for outputs that look like entities')
+  t.same(echo.toRow({ id: 'f', outputs: [{ entity_group: 'X', word: 'w', start: 0, end: 1, score: 1 }] }).entities, undefined)
+  t.throws(() => new ResultRows({ task: 5 as never }), { code: 'ERR_INVALID_OPTION', message: 'Option "task" must be a string or a function returning one, got 5' })
 })
 
 t.test('column types: inferred from a sample, given, known; cells checked', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AuthenticationError, InvalidJsonError, InvalidPayloadError, LimitExceededError } from '../lib/errors.js'
+import { AuthenticationError, InvalidJsonError, InvalidPayloadError, LimitExceededError, MissingInputError } from '../lib/errors.js'
 import { frameText, parametersKey, parseBearer, parseClientFrame, parseInferenceBody, parseServerFrame, stableStringify } from '../lib/protocol.js'
 
 const limits = { maxItemsPerFrame: 3, maxInputsBytes: 20 }
@@ -31,8 +31,9 @@ t.test('parseClientFrame: payloads', async (t) => {
 t.test('parseClientFrame: every problem is an error entry, with the id when usable', async (t) => {
   const one = (text: string, v1 = false) => parseClientFrame(text, v1, limits)[0]
   t.match(one('{'), { kind: 'error', error: { code: 'ERR_INVALID_JSON' } })
-  t.match(one('{"id":"a"}'), { kind: 'error', id: 'a', error: { code: 'ERR_INVALID_PAYLOAD', message: 'Payload is missing "inputs"' } })
-  t.match(one('{"id":"a","inputs":null}'), { kind: 'error', id: 'a', error: { code: 'ERR_INVALID_PAYLOAD' } })
+  t.match(one('{"id":"a"}'), { kind: 'error', id: 'a', error: { code: 'ERR_MISSING_INPUT', message: 'Payload has no "inputs" (missing)' } })
+  t.match(one('{"id":"a","inputs":null}'), { kind: 'error', id: 'a', error: { code: 'ERR_MISSING_INPUT', message: 'Payload has no "inputs" (null)' } })
+  t.same(one('{"id":"a","inputs":""}'), { kind: 'payload', payload: { id: 'a', inputs: '' } }, 'an empty string is an input')
   t.match(one('{"id":7,"inputs":1}'), { kind: 'error', id: undefined, error: { message: /"id" must be/ } })
   t.match(one('{"id":"","inputs":1}'), { kind: 'error', error: { message: /"id" must be/ } })
   t.match(one(`{"id":"${'x'.repeat(257)}","inputs":1}`), { kind: 'error', error: { message: /at most 256/ } })
@@ -87,7 +88,9 @@ t.test('parseInferenceBody: the classic HTTP body, checked as a payload', async 
   t.throws(() => parseInferenceBody('{', limits), InvalidJsonError)
   t.throws(() => parseInferenceBody('{', limits), { message: /^Body is not valid JSON: / })
   t.throws(() => parseInferenceBody('"text"', limits), new InvalidPayloadError('Body must be a JSON object with "inputs"'))
-  t.throws(() => parseInferenceBody('{"inputs":null}', limits), new InvalidPayloadError('Payload is missing "inputs"'))
+  t.throws(() => parseInferenceBody('{"inputs":null}', limits), new MissingInputError('Payload has no "inputs" (null)'))
+  t.throws(() => parseInferenceBody('{}', limits), new MissingInputError('Payload has no "inputs" (missing)'))
+  t.same(parseInferenceBody('{"inputs":""}', limits), { inputs: '' }, 'an empty string is an input')
   t.throws(() => parseInferenceBody('{"inputs":1,"parameters":1}', limits), new InvalidPayloadError('"parameters" must be a JSON object'))
   t.throws(() => parseInferenceBody('{"inputs":1,"options":[]}', limits), new InvalidPayloadError('"options" must be a JSON object'))
   t.throws(() => parseInferenceBody('{"inputs":1,"options":{"use_cache":"yes"}}', limits), new InvalidPayloadError('"options.use_cache" must be a boolean'))

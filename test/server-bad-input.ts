@@ -29,7 +29,7 @@ t.test('each bad message gets a clear answer and the stream keeps working', asyn
 
     c.send({ id: `no-inputs-${v1}` })
     await c.waitFor(() => c.results().has(`no-inputs-${v1}`), 'missing inputs answer')
-    t.same(c.results().get(`no-inputs-${v1}`), { error: 'Payload is missing "inputs"', code: 'ERR_INVALID_PAYLOAD' })
+    t.same(c.results().get(`no-inputs-${v1}`), { error: 'Payload has no "inputs" (missing)', code: 'ERR_MISSING_INPUT' })
 
     c.send({ id: 42, inputs: 'x' })
     await c.waitFor(() => /"id" must be a non-empty string/.test(lastStatus(c).message), 'numeric id answer')
@@ -65,7 +65,7 @@ t.test('each bad message gets a clear answer and the stream keeps working', asyn
       c.send([{ id: 'mix-ok', inputs: 1 }, { id: 'mix-bad' }, { id: 'mix-ok2', inputs: 2 }])
       await c.waitFor(() => c.results().has('mix-ok2') && c.results().has('mix-bad') && c.results().has('mix-ok'), 'mixed frame')
       t.equal(c.results().get('mix-ok'), 1)
-      t.match(c.results().get('mix-bad'), { code: 'ERR_INVALID_PAYLOAD' })
+      t.match(c.results().get('mix-bad'), { code: 'ERR_MISSING_INPUT' })
     } else {
       c.send([{ id: 'arr', inputs: 1 }])
       await c.waitFor(() => /need websocket subprotocol inference-stream.v1/.test(lastStatus(c).message), 'array on legacy answer')

@@ -84,8 +84,8 @@ t.test('400 (413 for inputs over maxInputsBytes): bad JSON, missing inputs, bad 
   const cases: Array<[string, string, unknown, RegExp]> = [
     ['builtin/echo', 'ERR_INVALID_JSON', '{"inputs": ', /^Body is not valid JSON/],
     ['builtin/echo', 'ERR_INVALID_PAYLOAD', [1, 2], /Body must be a JSON object with "inputs"/],
-    ['builtin/echo', 'ERR_INVALID_PAYLOAD', { parameters: {} }, /missing "inputs"/],
-    ['builtin/echo', 'ERR_INVALID_PAYLOAD', { inputs: null }, /missing "inputs"/],
+    ['builtin/echo', 'ERR_MISSING_INPUT', { parameters: {} }, /^Payload has no "inputs" \(missing\)$/],
+    ['builtin/echo', 'ERR_MISSING_INPUT', { inputs: null }, /^Payload has no "inputs" \(null\)$/],
     ['builtin/echo', 'ERR_INVALID_PAYLOAD', { inputs: 'x', parameters: [1] }, /"parameters" must be a JSON object/],
     ['builtin/echo', 'ERR_INVALID_PAYLOAD', { inputs: 'x', options: 'no' }, /"options" must be a JSON object/],
     ['builtin/echo', 'ERR_INVALID_PAYLOAD', { inputs: 'x', options: { use_cache: 'no' } }, /"options.use_cache" must be a boolean/],

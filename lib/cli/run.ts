@@ -1,11 +1,11 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { createWriteStream, existsSync, mkdirSync, type WriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Command, Option } from 'commander'
 import { InferenceStream } from '../client/inference-stream.js'
-import { AbortError, CheckpointError, CheckpointLockedError, InvalidOptionError, UnknownFormatError } from '../errors.js'
+import { AbortError, BadRecordError, CheckpointError, CheckpointLockedError, InvalidOptionError, UnknownFormatError } from '../errors.js'
 import { acquireCheckpointLock } from '../client/checkpoint-lock.js'
 import { countRows } from '../io/count-rows.js'
 import { formatOf, type RecordFormat } from '../io/formats.js'
@@ -82,6 +82,8 @@ Examples:
 Without --endpoint the built-in models run in this process (offline, no download).
 The output keeps the input columns and adds id, outputs (raw JSON), error, and flat columns
 for common tasks (label, score, ...). It appears only when complete (written via <output>.partial).
+Malformed input rows (broken quoting, a wrong number of columns) are skipped: the first five are
+shown with their line and reason, all of them listed in <output>.errors.jsonl.
 
 --id-column: ids are idempotency keys. A row whose id an earlier row already used is not run:
 it fails with ERR_ID_CONFLICT (the output still has it; the summary counts them). A server that
@@ -171,8 +173,12 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   const ac = new AbortController()
   const onSigint = (): void => ac.abort(new Error('interrupted'))
   process.once('SIGINT', onSigint)
-  const total = await countRows(input, { format: o.inputFormat }).catch(() => undefined)
   const reader = readRecords(input, { format: o.inputFormat })
+  let readerEnded = false
+  reader.once('end', () => (readerEnded = true))
+  // Malformed rows: the first few in the summary, all of them in <output>.errors.jsonl.
+  const badRows = new BadRowLog(`${output}.errors.jsonl`)
+  reader.on('bad-record', (err: BadRecordError) => badRows.add(err))
   const mapInput = inputFromColumn(o.column, { parameters: o.parameters, parametersColumn: o.parametersColumn }) as (r: Record<string, unknown>) => { inputs: unknown }
   // With --id-column, ids must be unique: a repeated one fails its row (ERR_ID_CONFLICT).
   const unique = o.idColumn ? uniqueIdColumn(o.idColumn, mapInput) : undefined
@@ -192,8 +198,10 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   let written = 0
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
   mkdirSync(dirname(resolve(output)), { recursive: true })
-  const writer = writeRecords(output, { format: o.outputFormat })
+  // The task the server names (on connect) fixes the flat columns: a first row without entities is `[]`, not missing.
+  const writer = writeRecords(output, { format: o.outputFormat, task: () => stream.task })
   const failures = new FailureTally()
+  let progress: Progress | undefined
   const stopAfter = o.stopAfterFailures
   const counter = new Transform({
     objectMode: true,
@@ -205,16 +213,44 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       if (stopAfter > 0 && written === stopAfter && failures.total === written && failures.codes === 1) {
         return cb(new AllFailingError(failures.only(), written))
       }
+      // The last row: say "writing output…" now, not at the next tick.
+      if (readerEnded && written >= reader.recordsRead) progress?.refresh()
       cb(null, r)
     },
+    flush(cb) {
+      progress?.refresh()
+      cb()
+    },
   })
-  const progress = o.progress
-    ? new Progress({ done: () => written, stream: stream as InferenceStream<unknown> }, total, {
-        tty: process.stderr.isTTY === true,
-        intervalMs: o.progressInterval,
-        label: basename(input),
-      })
+  progress = o.progress
+    ? new Progress(
+        {
+          written: () => written,
+          skipped: () => reader.badRecords,
+          // Every row read is written: what is left is the output's footer, rename and the checkpoint's last commit.
+          finishing: () => readerEnded && written >= reader.recordsRead,
+          stream: stream as InferenceStream<unknown>,
+        },
+        { tty: process.stderr.isTTY === true, intervalMs: o.progressInterval, label: basename(input) },
+      )
     : undefined
+  // Said once the checkpoint is open (the progress display exists by then).
+  stream.once('checkpoint', (cp: { path: string; results: number; unanswered: number }) => {
+    const say = (text: string): void => (progress ? progress.message(text) : void process.stderr.write(`${text}\n`))
+    if (cp.results === 0 && cp.unanswered === 0) {
+      if (o.resume) say(`inference-stream: resuming from ${cp.path}: no rows done yet`)
+      return
+    }
+    const asked = cp.unanswered > 0 ? `; ${cp.unanswered} sent earlier without an answer are asked for, not sent again` : ''
+    say(`inference-stream: resuming from ${cp.path}: ${cp.results} rows already done (replayed from the checkpoint${asked}); continuing with the rest`)
+  })
+  // Counted beside the job (a large CSV takes a moment): the bar shows the total once known.
+  // Stopped when the run ends, so a run that fails at once does not wait for it to exit.
+  const counting = new AbortController()
+  countRows(input, { format: o.inputFormat, signal: counting.signal }).then(
+    (n) => progress?.setTotal(n),
+    () => progress?.setTotal(undefined),
+  )
   progress?.start()
   const started = performance.now()
   let code: number = EXIT.ok
@@ -222,6 +258,8 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     await pipeline(reader, checkFirstRecord(o.column), stream, counter, writer)
   } catch (err) {
     progress?.stop()
+    await badRows.close()
+    badRows.report()
     if (err instanceof AllFailingError) {
       process.stderr.write(`inference-stream: ${err.message}\n`)
       // Nothing worth keeping: no half-written output is left behind.
@@ -244,16 +282,19 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
   } finally {
+    counting.abort()
     process.off('SIGINT', onSigint)
     await embedded?.close()
   }
-  progress?.stop()
+  progress?.stop(true)
+  await badRows.close()
+  badRows.report()
   const seconds = (performance.now() - started) / 1000
   const s = stream.stats
   const l = stream.latency
   const lines = [
     `${written} rows -> ${output} in ${seconds.toFixed(2)} s (${(written / seconds).toFixed(0)} rows/s)`,
-    `failed: ${s.failed}${failures.total > 0 ? ` (${failures.summary()})` : ''}${unique?.duplicates ? ` (duplicate ids: ${unique.duplicates})` : ''}${reader.badRecords ? `, malformed input rows skipped: ${reader.badRecords}` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
+    `failed: ${s.failed}${failures.total > 0 ? ` (${failures.summary()})` : ''}${unique?.duplicates ? ` (duplicate ids: ${unique.duplicates})` : ''}${badRows.count ? `, malformed input rows skipped: ${badRows.count} (listed in ${badRows.path})` : ''}${s.reconnects ? `, reconnects: ${s.reconnects}` : ''}${s.replayed ? `, replayed from checkpoint: ${s.replayed}` : ''}`,
     `latency p50 ${l.percentile(50).toFixed(1)} ms, p95 ${l.percentile(95).toFixed(1)} ms`,
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
@@ -271,6 +312,57 @@ function flagFormat(path: string, format: string | undefined, which: 'input' | '
     throw new UnknownFormatError(
       `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it .csv, .tsv, .jsonl, .json or .parquet, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
     )
+  }
+}
+
+/**
+ * Malformed input rows of a run: every one as a JSON line in `path` (created at the first one,
+ * so a clean run leaves none; one left by an earlier run is removed), the first few kept for the
+ * summary on stderr.
+ */
+class BadRowLog {
+  count = 0
+  private readonly first: BadRecordError[] = []
+  private file: WriteStream | undefined
+  private failure: Error | undefined
+
+  constructor(readonly path: string) {}
+
+  add(err: BadRecordError): void {
+    this.count++
+    if (this.first.length < 5) this.first.push(err)
+    if (this.failure) return
+    if (!this.file) {
+      this.file = createWriteStream(this.path)
+      this.file.on('error', (e) => (this.failure ??= e))
+    }
+    // Same names as the error columns of failed rows in the output.
+    const entry = err.line === undefined ? { line: null, error: err.message, error_code: err.code } : { line: err.line, error: err.reason, error_code: err.code }
+    this.file.write(`${JSON.stringify(entry)}\n`)
+  }
+
+  /** Ends the file (or removes one an earlier run left when there was no malformed row). */
+  async close(): Promise<void> {
+    const file = this.file
+    if (!file) {
+      await rm(this.path, { force: true }).catch(() => {})
+      return
+    }
+    if (!file.closed) await new Promise<void>((resolve) => file.end(() => resolve()))
+  }
+
+  /** The first few on stderr, and where the rest are. */
+  report(): void {
+    if (this.count === 0) return
+    const lines = [`inference-stream: ${this.count} malformed input row${this.count === 1 ? '' : 's'} skipped (not run, not in the output):`]
+    for (const e of this.first) lines.push(`  ${e.line === undefined ? e.message : `line ${e.line}: ${e.reason}`}`)
+    if (this.count > this.first.length) lines.push(`  … and ${this.count - this.first.length} more`)
+    lines.push(
+      this.failure
+        ? `inference-stream: could not write ${this.path}: ${this.failure.message}`
+        : `inference-stream: ${this.count === 1 ? 'it is' : 'all of them are'} listed in ${this.path} (one JSON line each: line, error, error_code)`,
+    )
+    process.stderr.write(`${lines.join('\n')}\n`)
   }
 }
 

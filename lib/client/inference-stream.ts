@@ -6,6 +6,7 @@ import {
   InferenceItemError,
   InferenceStreamError,
   InvalidPayloadError,
+  MissingInputError,
 } from '../errors.js'
 import { MAX_ID_LENGTH, parametersKey, type StatusMessage } from '../protocol.js'
 import { CheckpointJournal, inputHash } from './checkpoint-journal.js'
@@ -78,7 +79,9 @@ function isErrorBody(outputs: unknown): outputs is { error: string; code?: strin
  * ones (the server runs a known id only once either way). Errors surface through `destroy(err)`.
  *
  * Events besides the stream's own: `status` (a server status message), `reconnect` (attempt
- * number, after a cut), `downgrade` (the server does not speak v1).
+ * number, after a cut), `downgrade` (the server does not speak v1), `checkpoint` (once the
+ * checkpoint is open: `{path, results, unanswered}`, the results it holds from earlier runs and the
+ * ids they sent without an answer — how much a resumed run will replay and ask about).
  *
  * @example
  * await pipeline(source, new InferenceStream({ url, model: 'builtin/sentiment', token }), sink)
@@ -105,6 +108,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   private requeryScheduled = false
   private compacting: Promise<void> | undefined
   private maxOutstanding = 0
+  private modelTask: string | undefined
 
   constructor(options: InferenceStreamOptions<R>) {
     super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
@@ -121,7 +125,10 @@ export class InferenceStream<R = unknown> extends Duplex {
     this.socket.on('open', (reconnected) => this.onOpen(reconnected))
     this.socket.on('result', (id, outputs) => this.onResult(id, outputs))
     this.socket.on('resume', (unknown) => this.onResume(unknown))
-    this.socket.on('status', (msg: StatusMessage) => this.emit('status', msg))
+    this.socket.on('status', (msg: StatusMessage) => {
+      if (typeof msg.task === 'string' && msg.task !== '') this.modelTask = msg.task
+      this.emit('status', msg)
+    })
     this.socket.on('downgrade', () => this.emit('downgrade'))
     this.socket.on('ignored', () => this.counters.ignored++)
     this.socket.on('unsent', (msgs) => this.onUnsent(msgs))
@@ -158,6 +165,7 @@ export class InferenceStream<R = unknown> extends Duplex {
         if (!this.o.customId) this.idOf = (_r, seq) => `${journal.runId}-${seq}`
         journal.onCommit = (sentIds, resultIds) => this.onJournalCommit(sentIds, resultIds)
         journal.onError = (err) => this.destroy(err)
+        this.emit('checkpoint', { path: cp.path, results: journal.resultCount, unanswered: journal.unansweredCount })
         callback()
       },
       (err: Error) => callback(err),
@@ -180,6 +188,15 @@ export class InferenceStream<R = unknown> extends Duplex {
   /** Largest number of records ever between the two sides; never above `maxInFlight`. */
   get peakInFlight(): number {
     return this.maxOutstanding
+  }
+
+  /**
+   * The model's task (`text-classification`, `token-classification`, …) as the server named it in a
+   * status message (when the stream connected, or when the model finished loading); undefined until
+   * then, or from a server that does not say. Writers take it as `task: () => stream.task`.
+   */
+  get task(): string | undefined {
+    return this.modelTask
   }
 
   /** The websocket URL in use. */
@@ -318,8 +335,12 @@ export class InferenceStream<R = unknown> extends Duplex {
     } catch (err) {
       return err instanceof InferenceStreamError ? err : new InvalidPayloadError(`Record ${seq} could not be mapped: ${(err as Error)?.message ?? err}`)
     }
-    if (typeof payload !== 'object' || payload === null || payload.inputs === undefined || payload.inputs === null) {
-      return new InvalidPayloadError(`Record ${seq} has no inputs (the input mapping returned ${payload === null || typeof payload !== 'object' ? String(payload) : 'no "inputs"'})`)
+    if (typeof payload !== 'object' || payload === null) {
+      return new InvalidPayloadError(`Record ${seq}: the input mapping returned ${String(payload)}, not a payload {inputs, parameters?}`)
+    }
+    // The same rule as the server's: no inputs (absent, null) is missing; '' is an input.
+    if (payload.inputs === undefined || payload.inputs === null) {
+      return new MissingInputError(`Record ${seq} has no inputs (the input mapping returned ${payload.inputs === null ? '"inputs": null' : 'no "inputs"'})`)
     }
     if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) {
       return new InvalidPayloadError(`Record ${seq}: the id must be a non-empty string of at most ${MAX_ID_LENGTH} characters, got ${JSON.stringify(id)}`)

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { ClientOptions } from 'ws'
-import { InvalidOptionError, InvalidPayloadError } from '../errors.js'
+import { InvalidOptionError, InvalidPayloadError, MissingInputError } from '../errors.js'
 import { RECONNECT_DEFAULTS, type ReconnectOptions, type ResolvedReconnect } from './backoff.js'
 
 /** What a record becomes on the wire (the `id` is added by the stream). */
@@ -23,8 +23,9 @@ export interface InferenceStreamOptions<R = unknown> {
   /** Bearer token. Required (any string on an open loopback server). */
   token: string
   /**
-   * Record → payload. Default: a string record is the inputs; an object with `inputs` is the
-   * payload (`inputs`, `parameters`). A throw or a result without `inputs` fails that record only.
+   * Record → payload. Default: a string record is the inputs (`''` too); an object with `inputs` is
+   * the payload (`inputs`, `parameters`). A throw fails that record only; so does a payload whose
+   * `inputs` is absent or null (`MissingInputError`, `ERR_MISSING_INPUT`).
    */
   input?: (record: R) => RecordPayload
   /** Parameters added to every payload (a payload's own `parameters` win per key). Default none. */
@@ -105,7 +106,9 @@ export interface ResolvedStreamOptions<R> {
 
 /** The default record → payload mapping (see {@link InferenceStreamOptions.input}). */
 export function defaultInput(record: unknown): RecordPayload {
+  // A string is the inputs, '' included (the model answers as for empty text); no value is missing.
   if (typeof record === 'string') return { inputs: record }
+  if (record === undefined || record === null) throw new MissingInputError(`Record has no input (${String(record)})`)
   if (typeof record === 'object' && record !== null && 'inputs' in record) {
     const r = record as { inputs: unknown; parameters?: Record<string, unknown> }
     return r.parameters === undefined ? { inputs: r.inputs } : { inputs: r.inputs, parameters: r.parameters }

@@ -71,6 +71,7 @@ export class CsvRows {
   private readonly parser: Parser
   private readonly maxRecordLength: number
   private readonly quote: string
+  private readonly delimiter: number
   private pending = ''
   // Length of `pending` when it was last parsed and found unfinished.
   private tried = 0
@@ -83,6 +84,7 @@ export class CsvRows {
     this.parser = new Parser(new ParserOptions({ delimiter, quote, headers: false, ...(escape === undefined ? {} : { escape }) }))
     this.maxRecordLength = maxRecordLength
     this.quote = quote
+    this.delimiter = delimiter.charCodeAt(0)
   }
 
   /**
@@ -144,6 +146,16 @@ export class CsvRows {
     }
   }
 
+  // Only blanks (not the delimiter) and a line break between `from` and `to`.
+  private blank(data: string, from: number, to: number): boolean {
+    for (let i = from; i < to; i++) {
+      const c = data.charCodeAt(i)
+      if (c === 10 || c === 13) return true
+      if ((c !== 32 && c !== 9) || c === this.delimiter) return false
+    }
+    return false
+  }
+
   private emit(rows: string[][], out: CsvRow[]): void {
     for (const fields of rows) {
       // fast-csv gives [] for a blank (or whitespace-only) line.
@@ -158,6 +170,16 @@ export class CsvRows {
   private recover(data: string, more: boolean, out: CsvRow[]): void {
     let start = 0
     while (start < data.length) {
+      // Blank lines before the row are not part of it: else a lone \r (fast-csv holds it back,
+      // waiting for a \n) would be reported as the bad row's line, and the row then again.
+      for (;;) {
+        const e = lineEnd(data, start)
+        if (e === start || !this.blank(data, start, e)) break
+        if (more && e === data.length && data.charCodeAt(e - 1) === 13) break // maybe half a \r\n
+        start = e
+        this.line++
+      }
+      if (start >= data.length) break
       let end = start
       for (;;) {
         end = lineEnd(data, end)

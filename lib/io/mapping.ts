@@ -21,8 +21,11 @@ function describeColumns(record: Record<string, unknown>): string {
 /**
  * An `input` function for `InferenceStream` taking the model's `inputs` from one column of each
  * record: `record → {inputs: record[column], parameters}`. A record without the column, or whose
- * value is `undefined`, `null` or `''`, throws `MissingInputError` naming the column; the stream
- * fails that record alone. A bad `parametersColumn` value throws `InvalidPayloadError`.
+ * value is `undefined` or `null` (a JSON null, a Parquet null), throws `MissingInputError` naming
+ * the column; the stream fails that record alone. An empty or blank string is a value like any
+ * other (a CSV cell is always a string, so an empty cell is `''`): the model gets it and answers
+ * as it does for empty text (docs/models.md, "Empty and missing inputs"). A bad `parametersColumn`
+ * value throws `InvalidPayloadError`.
  */
 export function inputFromColumn(column: string, options: InputFromColumnOptions = {}): (record: unknown) => RecordPayload {
   if (typeof column !== 'string' || column === '') throw new InvalidOptionError(`inputFromColumn: "column" must be a non-empty string, got ${JSON.stringify(column)}`)
@@ -52,7 +55,9 @@ export function inputFromColumn(column: string, options: InputFromColumnOptions 
     if (!isPlainObject(record)) throw new MissingInputError(`Input column ${JSON.stringify(column)}: the record is not an object with columns`, column)
     if (!Object.hasOwn(record, column)) throw new MissingInputError(`The record has no column ${JSON.stringify(column)} (${describeColumns(record)})`, column)
     const inputs = record[column]
-    if (inputs === undefined || inputs === null || inputs === '') throw new MissingInputError(`The record's column ${JSON.stringify(column)} is empty`, column)
+    // '' is text (the Inference API takes it, and a CSV cannot tell an empty cell from ""); only
+    // the absence of a value is missing.
+    if (inputs === undefined || inputs === null) throw new MissingInputError(`The record's column ${JSON.stringify(column)} has no value (${inputs === null ? 'null' : 'undefined'})`, column)
     const own = parametersColumn === undefined ? undefined : rowParameters(record)
     const merged = own && parameters ? { ...parameters, ...own } : (own ?? parameters)
     return merged === undefined ? { inputs } : { inputs, parameters: merged }

@@ -90,7 +90,7 @@ export function readCsv(input: string | Readable, options: CsvReadOptions = {}):
       const batch: RecordBatch<Record<string, string | number>> = []
       for (const row of parsed) {
         if ('error' in row) {
-          batch.push(new BadRecordError(`${where} ${row.line}: ${row.error}`, { line: row.line, path }))
+          batch.push(new BadRecordError(`${where} ${row.line}: ${row.error}`, { line: row.line, path, reason: row.error }))
           continue
         }
         if (!header) {
@@ -99,9 +99,8 @@ export function readCsv(input: string | Readable, options: CsvReadOptions = {}):
           continue
         }
         if (row.fields.length !== header.length) {
-          batch.push(
-            new BadRecordError(`${where} ${row.line}: expected ${header.length} fields, got ${row.fields.length}`, { line: row.line, path }),
-          )
+          const reason = `expected ${header.length} columns, got ${row.fields.length}`
+          batch.push(new BadRecordError(`${where} ${row.line}: ${reason}`, { line: row.line, path, reason }))
           continue
         }
         const record: Record<string, string | number> = {}

@@ -54,7 +54,7 @@ export function readJson(input: string | Readable, options: JsonReadOptions = {}
       for await (const item of elements) {
         const value = (item as { value: unknown }).value
         // A Node stream cannot carry null (it means the end), and null holds no input anyway.
-        batch.push(value === null ? new BadRecordError(`${path ?? 'JSON input'} element ${count}: null is not a record`, { path }) : pickColumns(value, o.columns))
+        batch.push(value === null ? new BadRecordError(`${path ?? 'JSON input'} element ${count}: null is not a record`, { path, reason: 'null is not a record' }) : pickColumns(value, o.columns))
         count++
         if (batch.length >= o.batchSize) {
           yield batch

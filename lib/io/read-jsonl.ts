@@ -41,7 +41,8 @@ export function readJsonl(input: string | Readable, options: JsonlReadOptions = 
       const batch: RecordBatch<unknown> = []
       for (const l of parsed) {
         if ('tooLong' in l) {
-          batch.push(new BadRecordError(`${where} ${l.line}: longer than ${o.maxRecordLength} characters`, { line: l.line, path }))
+          const reason = `longer than ${o.maxRecordLength} characters`
+          batch.push(new BadRecordError(`${where} ${l.line}: ${reason}`, { line: l.line, path, reason }))
           continue
         }
         if (l.text.trim() === '') continue
@@ -49,11 +50,12 @@ export function readJsonl(input: string | Readable, options: JsonlReadOptions = 
         try {
           value = JSON.parse(l.text)
         } catch (err) {
-          batch.push(new BadRecordError(`${where} ${l.line}: not valid JSON (${(err as Error).message})`, { line: l.line, path, cause: err }))
+          const reason = `not valid JSON (${(err as Error).message})`
+          batch.push(new BadRecordError(`${where} ${l.line}: ${reason}`, { line: l.line, path, reason, cause: err }))
           continue
         }
         // A Node stream cannot carry null (it means the end), and null holds no input anyway.
-        if (value === null) batch.push(new BadRecordError(`${where} ${l.line}: null is not a record`, { line: l.line, path }))
+        if (value === null) batch.push(new BadRecordError(`${where} ${l.line}: null is not a record`, { line: l.line, path, reason: 'null is not a record' }))
         else batch.push(pickColumns(value, o.columns))
       }
       return batch

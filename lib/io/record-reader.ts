@@ -40,7 +40,12 @@ export class RecordReader<T = Record<string, unknown>> extends Readable {
   readonly format: RecordFormat
   /** Records emitted so far. */
   recordsRead = 0
-  /** Malformed records skipped so far (`onBadRecord: 'skip'`). */
+  /**
+   * Malformed records skipped so far (`onBadRecord: 'skip'`). Each one is also emitted as
+   * `'bad-record'` with a `BadRecordError`: its `line` (1-based, where the record starts in the
+   * file, quoted line breaks of earlier records included), `reason` (`unclosed quote: …`,
+   * `expected 3 columns, got 5`, `not valid JSON (…)`) and `path`.
+   */
   badRecords = 0
 
   private readonly onBadRecord: 'skip' | 'error'

@@ -9,8 +9,12 @@ export type RowKind = 'results' | 'records'
 export interface ResultRowsOptions {
   /** `'results'` (default): InferenceStream results `{id, outputs, record?, error?}`. `'records'`: any objects, one column per key. */
   kind?: RowKind
-  /** Task of the outputs, for the flat columns (see `flattenOutputs`). Default: detected from the first outputs that show it. */
-  task?: string
+  /**
+   * Task of the outputs, for the flat columns (see `flattenOutputs`). Default: detected from the first
+   * outputs that show it. A function is asked at each row until it answers (e.g. the task a server
+   * names when the stream connects: `() => stream.task`); until then rows are detected as without.
+   */
+  task?: string | (() => string | undefined)
   /** Add the flat task columns (`label`, `score`, …). Default true; the raw `outputs` are kept either way. */
   flatten?: boolean
 }
@@ -41,17 +45,21 @@ export class ResultRows {
   readonly kind: RowKind
   private readonly flatten: boolean
   private taskValue: FlattenTask | undefined
-  private readonly taskGiven: boolean
+  private taskGiven: boolean
+  private taskSource: (() => string | undefined) | undefined
 
   constructor(options: ResultRowsOptions = {}) {
     const { kind = 'results', task, flatten = true } = options
     if (kind !== 'results' && kind !== 'records') throw new InvalidOptionError(`Option "kind" must be "results" or "records", got ${JSON.stringify(kind)}`)
-    if (task !== undefined && typeof task !== 'string') throw new InvalidOptionError(`Option "task" must be a string, got ${JSON.stringify(task)}`)
+    if (task !== undefined && typeof task !== 'string' && typeof task !== 'function') {
+      throw new InvalidOptionError(`Option "task" must be a string or a function returning one, got ${JSON.stringify(task)}`)
+    }
     if (typeof flatten !== 'boolean') throw new InvalidOptionError(`Option "flatten" must be a boolean, got ${JSON.stringify(flatten)}`)
     this.kind = kind
     this.flatten = flatten
-    this.taskValue = normalizeTask(task)
-    this.taskGiven = task !== undefined
+    this.taskSource = typeof task === 'function' ? task : undefined
+    this.taskValue = typeof task === 'string' ? normalizeTask(task) : undefined
+    this.taskGiven = typeof task === 'string'
   }
 
   /** The task the rows are flattened for: given, or detected so far. */
@@ -93,6 +101,14 @@ export class ResultRows {
     }
     const outputs = item.outputs
     if (this.flatten) {
+      if (this.taskSource !== undefined && this.taskValue === undefined && !this.taskGiven) {
+        const told = this.taskSource()
+        if (typeof told === 'string') {
+          this.taskValue = normalizeTask(told)
+          this.taskGiven = true
+          this.taskSource = undefined
+        }
+      }
       if (this.taskValue === undefined && !this.taskGiven) this.taskValue = detectTask(outputs)
       const flat = flattenOutputs(outputs, this.taskValue ?? (this.taskGiven ? '' : undefined))
       delete flat.error

@@ -4,11 +4,12 @@
  * with character offsets into the original text. Pure functions; the worker thread calls
  * {@link recognizeBatch}.
  */
-import type { Document, WinkMethods } from 'wink-nlp'
+import type { WinkMethods } from 'wink-nlp'
 import { ModelInputError } from '../errors.js'
 import { describeValue } from './describe-value.js'
 import type { Parameters } from './pipeline.js'
 import { readTextInputs } from './text-inputs.js'
+import { checkTextLength, DEFAULT_MAX_LENGTH, originalOffsets, readTruncation, readWink, type Truncation } from './wink-text.js'
 
 /** Model id of the entity pipeline. */
 export const NER_MODEL_ID = 'builtin/ner'
@@ -71,13 +72,21 @@ export function readAggregationStrategy(parameters: Parameters): AggregationStra
 
 /**
  * Entities of one text. Offsets are UTF-16 code-unit indices into `text` (JavaScript string
- * indices, like `String.prototype.slice`), and `word` is exactly `text.slice(start, end)`. An entity
- * whose tokens cannot be located in `text` (wink never alters token text, so this is a safeguard)
- * is left out rather than given wrong offsets.
+ * indices, like `String.prototype.slice`), and `word` is exactly `text.slice(start, end)`. With
+ * truncation (default: the first {@link DEFAULT_MAX_LENGTH} tokens), entities are those of the
+ * truncated prefix, at their offsets in `text`. An entity touching a run too long to read (an
+ * opaque token, see ./wink-text.ts) or whose tokens cannot be located in `text` (a safeguard: wink
+ * never alters token text) is left out rather than given wrong offsets. An empty text has none.
  */
-export function findEntities(nlp: WinkMethods, text: string, strategy: AggregationStrategy): EntityGroup[] | EntityToken[] {
-  const doc = nlp.readDoc(text)
-  const offsets = tokenOffsets(nlp, doc, text)
+export function findEntities(
+  nlp: WinkMethods,
+  text: string,
+  strategy: AggregationStrategy,
+  truncation: Truncation = { truncate: true, maxLength: DEFAULT_MAX_LENGTH },
+): EntityGroup[] | EntityToken[] {
+  const read = readWink(nlp, text, truncation)
+  const doc = read.doc
+  const offsets = originalOffsets(nlp, read)
   const details = doc.entities().out(nlp.its.detail) as unknown as Array<{ type: string }>
   const spans = doc.entities().out(nlp.its.span) as unknown as Array<[number, number]>
   const groups: EntityGroup[] = []
@@ -103,40 +112,24 @@ export function findEntities(nlp: WinkMethods, text: string, strategy: Aggregati
 
 /**
  * Recognizes entities in a batch. An item whose inputs is a string gets `[{entity_group, score,
- * word, start, end}, ...]`; an array of strings gets one such list per string. An item with bad
- * inputs, or every item when `parameters.aggregation_strategy` is bad, gets a `ModelInputError`.
+ * word, start, end}, ...]` (`[]` for a text without entities, an empty one included); an array of
+ * strings gets one such list per string. Long texts are truncated as `parameters.truncation` /
+ * `max_length` say (see ./wink-text.ts). An item with bad inputs (or a text over the limit with
+ * truncation off), or every item when a parameter is bad, gets a `ModelInputError`.
  */
 export function recognizeBatch(nlp: WinkMethods, inputs: unknown[], parameters: Parameters): unknown[] {
   const strategy = readAggregationStrategy(parameters)
   if (strategy instanceof Error) return inputs.map(() => strategy)
+  const truncation = readTruncation(parameters)
+  if (truncation instanceof Error) return inputs.map(() => truncation)
   return inputs.map((item) => {
     const read = readTextInputs(item, NER_TASK)
     if (read instanceof Error) return read
-    const lists = read.texts.map((text) => findEntities(nlp, text, strategy))
+    for (let i = 0; i < read.texts.length; i++) {
+      const tooLong = checkTextLength(read.texts[i]!, truncation, NER_MODEL_ID, read.single ? undefined : `inputs[${i}]`)
+      if (tooLong) return tooLong
+    }
+    const lists = read.texts.map((text) => findEntities(nlp, text, strategy, truncation))
     return read.single ? lists[0] : lists
   })
-}
-
-/**
- * [start, end) of every token in `text`. wink keeps each token's text and the whitespace before it,
- * so offsets are a running sum; where the whitespace count disagrees (unusual spaces), the token is
- * searched from the cursor instead, so an offset is never guessed. `undefined` = not found.
- */
-function tokenOffsets(nlp: WinkMethods, doc: Document, text: string): Array<[number, number] | undefined> {
-  const values = doc.tokens().out() as string[]
-  const spaces = doc.tokens().out(nlp.its.precedingSpaces) as string[]
-  const offsets: Array<[number, number] | undefined> = []
-  let cursor = 0
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!
-    let start = cursor + (spaces[i]?.length ?? 0)
-    if (!text.startsWith(value, start)) start = text.indexOf(value, cursor)
-    if (start === -1) {
-      offsets.push(undefined)
-      continue
-    }
-    offsets.push([start, start + value.length])
-    cursor = start + value.length
-  }
-  return offsets
 }

@@ -7,6 +7,7 @@ import { ModelInputError } from '../errors.js'
 import { describeValue } from './describe-value.js'
 import type { Parameters } from './pipeline.js'
 import { readTextInputs } from './text-inputs.js'
+import { checkTextLength, readTruncation, readWink, type Truncation } from './wink-text.js'
 
 /** Model id of the sentiment pipeline. */
 export const SENTIMENT_MODEL_ID = 'builtin/sentiment'
@@ -55,22 +56,31 @@ export function readTopK(parameters: Parameters): number | ModelInputError {
 
 /**
  * Classifies a batch. Each item's inputs is a string or an array of strings; its output is
- * `[[{label, score}, ...]]`, one inner list per string, labels by score descending. An item with
- * bad inputs, or every item when `parameters.top_k` is bad, gets a `ModelInputError` instead.
+ * `[[{label, score}, ...]]`, one inner list per string, labels by score descending. An empty or
+ * blank string is a text like any other: it has no sentiment words, so it is neutral (0.5 / 0.5).
+ * Long texts are truncated as `parameters.truncation` / `max_length` say (see ./wink-text.ts).
+ * An item with bad inputs (or a text over the limit with truncation off), or every item when a
+ * parameter is bad, gets a `ModelInputError` instead.
  */
 export function classifyBatch(nlp: WinkMethods, inputs: unknown[], parameters: Parameters): unknown[] {
   const topK = readTopK(parameters)
   if (topK instanceof Error) return inputs.map(() => topK)
+  const truncation = readTruncation(parameters)
+  if (truncation instanceof Error) return inputs.map(() => truncation)
   return inputs.map((item) => {
     const read = readTextInputs(item, SENTIMENT_TASK)
     if (read instanceof Error) return read
+    for (let i = 0; i < read.texts.length; i++) {
+      const tooLong = checkTextLength(read.texts[i]!, truncation, SENTIMENT_MODEL_ID, read.single ? undefined : `inputs[${i}]`)
+      if (tooLong) return tooLong
+    }
     // The Inference API answers a single string with a list of one list, so `single` does not matter here.
-    return read.texts.map((text) => sentimentToLabels(sentimentOf(nlp, text)).slice(0, topK))
+    return read.texts.map((text) => sentimentToLabels(sentimentOf(nlp, text, truncation)).slice(0, topK))
   })
 }
 
-/** wink's document-level sentiment of `text`, in [-1, 1]. */
-function sentimentOf(nlp: WinkMethods, text: string): number {
-  const value = nlp.readDoc(text).out(nlp.its.sentiment)
+/** wink's document-level sentiment of `text` (as truncated), in [-1, 1]. */
+function sentimentOf(nlp: WinkMethods, text: string, truncation: Truncation): number {
+  const value = readWink(nlp, text, truncation).doc.out(nlp.its.sentiment)
   return typeof value === 'number' ? value : Number(value)
 }

@@ -180,6 +180,8 @@ export class StreamConnection {
       processing: c.processing,
       done: c.done,
       limits: { maxFrameBytes: o.maxFrameBytes, maxItemsPerFrame: o.maxItemsPerFrame, maxInputsBytes: o.maxInputsBytes },
+      // The task tells a client what an output means where its shape does not (`[]`: no entities).
+      ...taskOf(pipeline),
     })
     this.hub.register(this)
     this.watchLoading(pipeline)
@@ -197,7 +199,7 @@ export class StreamConnection {
     const started = performance.now()
     pipeline.load().then(
       () => {
-        if (this.isOpen) this.send({ type: 'status', message: `Model ${this.model} is loaded`, loading: false, load_seconds: Math.round(performance.now() - started) / 1000 })
+        if (this.isOpen) this.send({ type: 'status', message: `Model ${this.model} is loaded`, loading: false, load_seconds: Math.round(performance.now() - started) / 1000, ...taskOf(pipeline) })
       },
       (err: unknown) => {
         if (this.isOpen) this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
@@ -430,4 +432,10 @@ export class StreamConnection {
     this.legacyTracked = []
     if (this.owner !== undefined) this.hub.unregister(this)
   }
+}
+
+/** `{task}` of a pipeline whose task is known (a transformers.js model downloaded on first use knows it once loaded). */
+function taskOf(pipeline: Pipeline): { task?: string } {
+  const task = pipeline.task
+  return typeof task === 'string' && task !== '' && task !== 'unknown' ? { task } : {}
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
-import { BadRecordError, InferenceStreamError, InvalidPayloadError, LimitExceededError, toWireError } from '../../errors.js'
+import { BadRecordError, InferenceStreamError, InvalidPayloadError, LimitExceededError, MissingInputError, toWireError } from '../../errors.js'
 import { readRecords } from '../../io/read-records.js'
 import { RESERVED_COLUMNS } from '../../io/result-row.js'
 import { writeParquet } from '../../io/write-parquet.js'
@@ -260,9 +260,10 @@ export class BulkJobs {
               continue
             }
             const value = (record as Record<string, unknown>)[column]
-            if (value === undefined || value === null || value === '') {
+            // No value (absent, null) is missing; '' is text, run like any other (docs/models.md).
+            if (value === undefined || value === null) {
               const message = `Row ${i} has no value in column "${column}"`
-              add(i, toWireError(new InvalidPayloadError(message)), message, false)
+              add(i, toWireError(new MissingInputError(message)), message, false)
               continue
             }
             // The same bound as a stream's or an HTTP request's inputs: a huge cell never reaches a model.
@@ -361,7 +362,9 @@ export class BulkJobs {
             yield { id: String(row), outputs: parsed, record, ...(error ? { error: new InferenceStreamError(error, code) } : {}) }
           }
         }
-        await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', ''))))
+        // The model's task fixes the flat columns: a first row without entities is `[]`, not missing.
+        const task = this.o.registry.get(job.model, job.compute === 'gpu' ? 'gpu' : 'cpu')?.task
+        await pipeline(Readable.from(rows()), writeParquet(join(dir, name.replace('data/', '')), { task: task === 'unknown' ? undefined : task }))
       }
       const card = datasetCard({
         bulkName: job.bulkName,

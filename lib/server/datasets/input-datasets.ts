@@ -284,8 +284,8 @@ export class InputDatasets {
 
   /**
    * Rows of a split, summed over its files, where that is cheap (`countRows` of lib/io): exact for
-   * Parquet (footers), a newline count for CSV/TSV/JSONL (an upper bound: blank, bad and quoted line
-   * breaks count); undefined for JSON arrays, which would have to be parsed.
+   * Parquet (footers), a quote-aware record count for CSV/TSV and non-blank lines for JSONL (bad
+   * records count); undefined for JSON arrays, which would have to be parsed.
    */
   async countRows(resolved: ResolvedDataset): Promise<number | undefined> {
     let total = 0
