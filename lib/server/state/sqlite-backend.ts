@@ -312,6 +312,10 @@ export class SqliteStateBackend implements StateBackend {
       db.pragma('locking_mode = EXCLUSIVE')
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${o.synchronous}`)
+      // A checkpoint (copying the WAL into the file, with fsyncs) every 10 000 pages (~40 MiB)
+      // instead of 1000: small transitions dirty the same few pages again and again, and a
+      // checkpoint writes each page once (measured: +30% items/s at one item per transition).
+      db.pragma('wal_autocheckpoint = 10000')
       migrate(db, o.path)
       this.s = prepare(db)
       if (o.path !== ':memory:') for (const f of [`${o.path}-wal`, `${o.path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600)
@@ -386,7 +390,11 @@ export class SqliteStateBackend implements StateBackend {
       try {
         return t.immediate(...args)
       } catch (err) {
-        if (this.db.open && !this.db.inTransaction) this.load()
+        try {
+          if (this.db.open && !this.db.inTransaction) this.load()
+        } catch {
+          // The file cannot be read either: the transition's own error says more.
+        }
         throw err
       }
     }
