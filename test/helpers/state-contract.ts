@@ -418,10 +418,12 @@ function durability(
     t.equal(await leaseNow(b), null, 'and does not run again')
     t.equal(await billed(b), 2, 'billed once')
 
-    await b.submit([item('A', '3')])
-    const held = (await leaseNow(b, 'w3', { leaseMs: 60_000 })) as StateLease
+    await b.submit([item('A', '3'), item('A', '4')])
+    const held = (await leaseNow(b, 'w3', { leaseMs: 60_000, maxBatch: 1 })) as StateLease
     b = await restart(t, b)
+    t.equal(await leaseNow(b, 'w4', { maxLeasesPerTenant: 1 }), null, 'a lease held across the restart still counts against its tenant\'s cap')
     t.match(await b.finish(held, all(held)), { finished: 1, billed: 1 }, 'a lease still held finishes after a restart')
+    t.same(((await leaseNow(b, 'w4', { maxLeasesPerTenant: 1 })) as StateLease).items.map((i) => i.id), ['4'])
     t.equal(await billed(b), 3)
   })
 
