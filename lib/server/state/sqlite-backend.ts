@@ -70,7 +70,10 @@ export interface SqliteStateBackendOptions {
    * commit, survives that too, slower.
    */
   synchronous?: 'NORMAL' | 'FULL'
-  /** How long a write waits for another connection's lock on the file, in ms. Default 5000. */
+  /**
+   * How long opening waits for the file's lock while another process holds it (a server stopping
+   * as this one starts), in ms, before refusing with `ERR_STATE_STORE`. Default 5000.
+   */
   busyTimeoutMs?: number
 }
 
