@@ -22,8 +22,9 @@
  * - `leases`: one row per lease (consumer, tenant, expiry, its item rows). A lease found at open is
  *   held until it is finished, released or — once expired — reclaimed; its items count that
  *   delivery (`deliveries` in the row counts ended leases, an open lease adds one).
- * - `ledger` (tenant, model) and `owner_bills` (owner): written by the same transaction that
- *   stores the billed results.
+ * - `ledger`: items billed per (owner, tenant, model) — summed per tenant and model for
+ *   `ledger()`, per owner for `billedTo()` — written by the same transaction that stores the
+ *   billed results. One table, so a finish dirties one page for its bill, not two.
  */
 import { randomBytes } from 'node:crypto'
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
@@ -125,14 +126,11 @@ CREATE TABLE leases (
   rows TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE ledger (
+  owner TEXT NOT NULL,
   tenant TEXT NOT NULL,
   model TEXT NOT NULL,
   items INTEGER NOT NULL,
-  PRIMARY KEY (tenant, model)
-) WITHOUT ROWID;
-CREATE TABLE owner_bills (
-  owner TEXT PRIMARY KEY,
-  items INTEGER NOT NULL
+  PRIMARY KEY (owner, tenant, model)
 ) WITHOUT ROWID;
 `
 
@@ -612,23 +610,20 @@ export class SqliteStateBackend implements StateBackend {
     const routed = new Map<string, Routed[]>()
     let billed = 0
     let lost = 0
-    // Bills of this step, summed per (tenant, model) and per owner: one upsert each.
-    const byModel = new Map<string, { tenant: string; model: string; n: number }>()
-    const byOwner = new Map<string, number>()
+    // Bills of this step, summed per (owner, tenant, model): one upsert each.
+    const bills = new Map<string, { owner: string; tenant: string; model: string; n: number }>()
     for (const [i, r] of byIndex) {
       const item = items[i]
       const stored = this.storeResult(item, r.outputs, routed, now)
       lost += stored.lost
       if (!r.billable || !stored.first) continue
       billed++
-      const key = `${item.tenant}\n${item.model}`
-      const m = byModel.get(key)
-      if (m) m.n++
-      else byModel.set(key, { tenant: item.tenant, model: item.model, n: 1 })
-      byOwner.set(item.owner, (byOwner.get(item.owner) ?? 0) + 1)
+      const key = `${item.owner}\0${item.tenant}\0${item.model}`
+      const bill = bills.get(key)
+      if (bill) bill.n++
+      else bills.set(key, { owner: item.owner, tenant: item.tenant, model: item.model, n: 1 })
     }
-    for (const m of byModel.values()) this.s.addLedger.run(m.tenant, m.model, m.n)
-    for (const [owner, n] of byOwner) this.s.addOwnerBill.run(owner, n)
+    for (const bill of bills.values()) this.s.addBill.run(bill.owner, bill.tenant, bill.model, bill.n)
     return { out: { finished: byIndex.size, billed, lost }, requeue, routed }
   }
 
@@ -1008,11 +1003,12 @@ function prepare(db: Database.Database) {
     extendLease: db.prepare('UPDATE leases SET expires_at = ? WHERE id = ?'),
     deleteLease: db.prepare('DELETE FROM leases WHERE id = ?'),
     allLeases: db.prepare('SELECT id, consumer, tenant, expires_at, rows FROM leases'),
-    addLedger: db.prepare('INSERT INTO ledger (tenant, model, items) VALUES (?, ?, ?) ON CONFLICT (tenant, model) DO UPDATE SET items = items + excluded.items'),
-    addOwnerBill: db.prepare('INSERT INTO owner_bills (owner, items) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET items = items + excluded.items'),
-    ledgerAll: db.prepare('SELECT tenant, model, items FROM ledger ORDER BY tenant, model'),
-    ledgerOf: db.prepare('SELECT tenant, model, items FROM ledger WHERE tenant = ? ORDER BY model'),
-    ownerBill: db.prepare('SELECT items FROM owner_bills WHERE owner = ?').pluck(),
+    addBill: db.prepare(
+      'INSERT INTO ledger (owner, tenant, model, items) VALUES (?, ?, ?, ?) ON CONFLICT (owner, tenant, model) DO UPDATE SET items = items + excluded.items',
+    ),
+    ledgerAll: db.prepare('SELECT tenant, model, sum(items) AS items FROM ledger GROUP BY tenant, model ORDER BY tenant, model'),
+    ledgerOf: db.prepare('SELECT tenant, model, sum(items) AS items FROM ledger WHERE tenant = ? GROUP BY model ORDER BY model'),
+    ownerBill: db.prepare('SELECT sum(items) FROM ledger WHERE owner = ?').pluck(),
     bounds: db.prepare(`SELECT max(pos) AS hi, min(pos) AS lo, max(done_seq) AS seq FROM items`),
     pendingRows: db.prepare(`SELECT * FROM items WHERE state = ${ROW_PENDING} ORDER BY pos`),
     doneRows: db.prepare(`SELECT row, owner, id, tenant, fingerprint, bytes, state, done_at FROM items WHERE state <> ${ROW_PENDING} ORDER BY done_seq`),
