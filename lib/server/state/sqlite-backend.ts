@@ -9,8 +9,9 @@
  * open): the fair-share queue (../queue/memory-queue.ts, so batches are chosen exactly as the memory
  * backend chooses them, and a waiting `lease` is woken in-process, never by polling the file), and
  * per owner which ids are pending or retained with their fingerprints, bytes and delivery state
- * (so dedupe, budgets and eviction cost no read). Retained outputs stay in the file only and are
- * read when handed out. This process is the only user of the file: it holds SQLite's exclusive
+ * (so dedupe, budgets and eviction cost no read). Queued items keep their inputs in memory too,
+ * as in the memory backend (bounded by the queued-bytes budgets), so a lease reads nothing;
+ * retained outputs stay in the file only and are read when handed out. This process is the only user of the file: it holds SQLite's exclusive
  * lock while open, so a second server on the same file is refused (several processes share state
  * through the Redis backend).
  *
