@@ -319,6 +319,18 @@ export class JobStoreError extends InferenceStreamError {
 }
 
 /**
+ * The state store's SQLite file (`SqliteStateBackend`, `serve --data-dir`) cannot be opened or used:
+ * not a SQLite database, another application's file, written by a newer schema version, its folder
+ * cannot be created.
+ */
+export class StateStoreError extends InferenceStreamError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_STATE_STORE', options)
+    this.name = 'StateStoreError'
+  }
+}
+
+/**
  * An HTTP request of a client (`BulkClient`, `DatasetBulk`) failed: the server answered with an
  * error status, or could not be reached (`status` undefined). The message carries the server's
  * `error` text; `remoteCode` is its `code` (e.g. `ERR_INVALID_PAYLOAD`, `ERR_JOB_NOT_FOUND`).

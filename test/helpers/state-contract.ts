@@ -20,6 +20,15 @@ export interface ContractLimits {
 /** Makes a fresh, empty backend with these limits. */
 export type BackendFactory = (limits: ContractLimits) => Promise<StateBackend>
 
+/** What a backend under test offers beyond the seam; each ability turns on a section of the suite. */
+export interface ContractOptions {
+  /**
+   * A durable backend: closes `backend` and opens a new one on the same storage with `limits`, as a
+   * restarted server would. Given, the durability section runs (what survives a restart).
+   */
+  reopen?: (backend: StateBackend, limits: ContractLimits) => Promise<StateBackend>
+}
+
 const BIG: ContractLimits = { maxRetained: 1_000_000, retentionMs: 3_600_000 }
 const NODE = 'node-a'
 
@@ -63,8 +72,8 @@ async function billed(b: StateBackend, tenant?: string): Promise<number> {
   return (await b.ledger(tenant)).reduce((n, e) => n + e.items, 0)
 }
 
-/** Runs the contract suite against backends made by `make`. */
-export function stateContract(t: Test, make: BackendFactory): void {
+/** Runs the contract suite against backends made by `make` (and its durability section when `options.reopen` is given). */
+export function stateContract(t: Test, make: BackendFactory, options: ContractOptions = {}): void {
   const fresh = async (t: Test, limits: ContractLimits = BIG): Promise<StateBackend> => {
     const b = await make(limits)
     t.teardown(() => b.close())
@@ -343,11 +352,117 @@ export function stateContract(t: Test, make: BackendFactory): void {
     t.pass(`${seeds} seeds`)
   })
 
+  if (options.reopen) durability(t, fresh, options.reopen)
+
   t.test('close wakes a waiting lease with null and refuses submits', async (t) => {
     const b = await make(BIG)
     const waiting = b.lease('w1', quick)
     await b.close()
     t.equal(await waiting, null)
     await t.rejects(b.submit([item('A', '1')]), { code: 'ERR_SHUTTING_DOWN' })
+  })
+}
+
+// What a restart must keep (durable backends): queued items and their order, dedupe, leases (an
+// expired one is reclaimed and runs again, finished and billed once), delivery counts, undelivered
+// results until acknowledged, and the ledger.
+function durability(
+  t: Test,
+  fresh: (t: Test, limits?: ContractLimits) => Promise<StateBackend>,
+  reopen: (backend: StateBackend, limits: ContractLimits) => Promise<StateBackend>,
+): void {
+  const restart = async (t: Test, b: StateBackend, limits: ContractLimits = BIG): Promise<StateBackend> => {
+    const next = await reopen(b, limits)
+    t.teardown(() => next.close())
+    return next
+  }
+  const owner = ownerKey('A', 'builtin/echo')
+
+  t.test('durable: queued items, their order, their bytes and dedupe survive a restart', async (t) => {
+    let b = await fresh(t)
+    const structured = { text: 'a', n: [1, 2] }
+    await b.submit([item('A', '1'), item('A', '2', { inputs: structured, fingerprint: JSON.stringify(structured), bytes: 22 }), item('A', '3')])
+    await b.submit([item('B', '1')])
+    // Handed back first in line before the restart: still first after it.
+    await b.release((await leaseNow(b, 'w1', { maxBatch: 1 })) as StateLease)
+    const bytesA = await b.tenantBytes('A')
+    b = await restart(t, b)
+    t.match(await b.stats(), { queued: 4, processing: 0 })
+    t.same(await b.counts(owner), { queued: 3, processing: 0, done: 0, undelivered: 0 })
+    t.same(await b.tenantBytes('A'), bytesA, 'queued bytes counted again')
+    t.same(await b.submit([item('A', '1')]), [{ status: 'pending' }], 'a queued id is still deduped')
+    t.same(await b.submit([item('A', '3', { inputs: 'other', fingerprint: '"other"' })]), [{ status: 'conflict' }], 'and still conflicts with other inputs')
+    const lease = (await leaseNow(b)) as StateLease
+    t.same(lease.items.map((i) => [i.tenant, i.id, i.inputs, i.deliveries]), [['A', '1', 'in-1', 2], ['A', '2', structured, 1], ['A', '3', 'in-3', 1], ['B', '1', 'in-1', 1]], 'in order, inputs intact')
+    t.match(await b.finish(lease, all(lease)), { finished: 4, billed: 4 })
+    t.equal(await leaseNow(b), null, 'nothing queued twice')
+    t.equal((await b.tenantBytes('A')).queued, 0)
+  })
+
+  t.test('durable: a lease survives a restart; once expired it is reclaimed and finished once', async (t) => {
+    let b = await fresh(t)
+    await b.submit([item('A', '1'), item('A', '2')])
+    const first = (await leaseNow(b, 'w1', { leaseMs: 1000 })) as StateLease
+    b = await restart(t, b)
+    t.match(await b.stats(), { queued: 0, processing: 2 }, 'still leased')
+    t.same(await b.counts(owner), { queued: 0, processing: 2, done: 0, undelivered: 0 })
+    t.same(await b.submit([item('A', '1')]), [{ status: 'pending' }], 'a leased id is still deduped')
+    t.same(await b.reclaim(Date.now(), 3), { requeued: 0, deadLettered: 0 }, 'not expired yet')
+    t.same(await b.reclaim(Date.now() + 5000, 3), { requeued: 2, deadLettered: 0 })
+    t.match(await b.finish(first, all(first)), { finished: 0, billed: 0 }, 'the lease of before the restart was reclaimed: its finish changes nothing')
+    const second = (await leaseNow(b, 'w2')) as StateLease
+    t.same(second.items.map((i) => [i.id, i.deliveries]), [['1', 2], ['2', 2]], 'the delivery before the restart counts')
+    t.match(await b.finish(second, all(second)), { finished: 2, billed: 2 })
+    b = await restart(t, b)
+    t.same(await b.submit([item('A', '1')]), [{ status: 'done', outputs: '"in-1"' }], 'a finished id answers its result after a restart')
+    t.equal(await leaseNow(b), null, 'and does not run again')
+    t.equal(await billed(b), 2, 'billed once')
+
+    await b.submit([item('A', '3'), item('A', '4')])
+    const held = (await leaseNow(b, 'w3', { leaseMs: 60_000, maxBatch: 1 })) as StateLease
+    b = await restart(t, b)
+    t.equal(await leaseNow(b, 'w4', { maxLeasesPerTenant: 1 }), null, 'a lease held across the restart still counts against its tenant\'s cap')
+    t.match(await b.finish(held, all(held)), { finished: 1, billed: 1 }, 'a lease still held finishes after a restart')
+    t.same(((await leaseNow(b, 'w4', { maxLeasesPerTenant: 1 })) as StateLease).items.map((i) => i.id), ['4'])
+    t.equal(await billed(b), 3)
+  })
+
+  t.test('durable: the delivery count survives restarts, so a crash loop ends in a dead letter', async (t) => {
+    let b = await fresh(t)
+    await b.submit([item('A', 'poison')])
+    for (let i = 1; i <= 3; i++) {
+      const l = (await leaseNow(b, `w${i}`, { leaseMs: 1 })) as StateLease
+      t.equal(l.items[0].deliveries, i)
+      b = await restart(t, b)
+      t.same(await b.reclaim(Date.now() + 10, 3), i < 3 ? { requeued: 1, deadLettered: 0 } : { requeued: 0, deadLettered: 1 })
+    }
+    t.equal(await leaseNow(b), null)
+    const [state] = await b.lookup(owner, ['poison'])
+    t.match(JSON.parse(state.outputs as string), { code: 'ERR_DELIVERY_LIMIT' })
+    t.equal(await billed(b), 0)
+  })
+
+  t.test('durable: undelivered results survive until acknowledged, and the ledger survives', async (t) => {
+    let b = await fresh(t)
+    await b.submit(['1', '2', '3', '4'].map((id) => item('A', id)))
+    const lease = (await leaseNow(b)) as StateLease
+    await b.finish(lease, lease.items.map((it, index) => ({ index, outputs: JSON.stringify(it.inputs), billable: it.id !== '4' })))
+    t.same((await b.takeUndelivered(owner, 2)).map(([id]) => id), ['1', '2'])
+    await b.acknowledge(owner, ['1'])
+    const before = { ledger: await b.ledger(), owner: await b.billedTo(owner), retained: (await b.stats()).retainedBytes }
+    b = await restart(t, b)
+    t.same(await b.ledger(), before.ledger, 'the ledger')
+    t.same(before.ledger, [{ tenant: 'A', model: 'builtin/echo', items: 3 }])
+    t.equal(await b.billedTo(owner), before.owner)
+    t.equal((await b.stats()).retainedBytes, before.retained, 'retained bytes')
+    t.same(await b.counts(owner), { queued: 0, processing: 0, done: 4, undelivered: 3 }, 'in flight before the restart is undelivered again')
+    t.ok((await b.tenantBytes('A')).undelivered > 0)
+    t.same((await b.takeUndelivered(owner, 10)).map(([id]) => id).sort(), ['2', '3', '4'], 'the acknowledged one is not delivered again')
+    t.same(await b.lookup(owner, ['1']), [{ state: 'done', outputs: '"in-1"' }], 'but still answers a duplicate')
+    await b.acknowledge(owner, ['2', '3', '4'])
+    b = await restart(t, b)
+    t.same(await b.takeUndelivered(owner, 10), [], 'acknowledged before the restart: never again')
+    t.same(await b.tenantBytes('A'), { queued: 0, undelivered: 0 })
+    t.equal(await billed(b), 3)
   })
 }

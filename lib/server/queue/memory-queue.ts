@@ -258,6 +258,23 @@ export class MemoryWorkQueue implements WorkQueue {
     }
   }
 
+  /**
+   * Registers a batch leased before this queue existed (a durable backend reopening its file finds
+   * leases it must honour until they end or expire): its items count as processing and `tenant`
+   * holds one more lease, as if `pull` had handed it out. End it with `ack`, `release` or `settle`.
+   */
+  adopt(tenant: string, items: WorkItem[]): Lease {
+    if (!this.tenants.has(tenant)) {
+      this.tenants.set(tenant, { groups: new Map(), queued: 0, leases: 0 })
+      this.fair.arrived(tenant)
+    }
+    ;(this.tenants.get(tenant) as TenantState).leases++
+    this.processing += items.length
+    const lease: Lease = { id: this.nextLease++, items, tenant }
+    this.leases.set(lease.id, lease)
+    return lease
+  }
+
   /** The lease is over: its tenant holds one batch fewer, and a pull it capped may go on. */
   private end(lease: Lease): boolean {
     if (!this.leases.delete(lease.id)) return false
