@@ -615,7 +615,7 @@ export class SqliteStateBackend implements StateBackend {
     const bills = new Map<string, { owner: string; tenant: string; model: string; n: number }>()
     for (const [i, r] of byIndex) {
       const item = items[i]
-      const stored = this.storeResult(item, r.outputs, routed, now)
+      const stored = this.storeResult(item, r, routed, now)
       lost += stored.lost
       if (!r.billable || !stored.first) continue
       billed++
@@ -633,16 +633,18 @@ export class SqliteStateBackend implements StateBackend {
    * the routing of its node. `first`: the id had no result yet (a finished id is never billed
    * twice); `lost`: undelivered results evicted to make room.
    */
-  private storeResult(item: QueueItem, outputs: string, routed: Map<string, Routed[]>, now: number): { first: boolean; lost: number } {
+  private storeResult(item: QueueItem, r: Pick<ItemResult, 'outputs' | 'failed' | 'computeSeconds'>, routed: Map<string, Routed[]>, now: number): { first: boolean; lost: number } {
     const { owner, id, route } = item
+    const { outputs } = r
     let list = routed.get(route.node)
     if (!list) routed.set(route.node, (list = []))
     const s = this.ownerState(owner, item.tenant)
     if (route.sink === undefined) {
-      list.push({ owner, id })
+      // Over the whole retained budget alone: the store keeps an error body; the node gets the result to write once.
+      list.push(outputs.length > this.maxRetainedBytes ? { owner, id, outputs, oversize: true } : { owner, id })
       return this.complete(s, item, outputs, false, now)
     }
-    list.push({ owner, id, sink: route.sink, outputs })
+    list.push({ owner, id, sink: route.sink, outputs, failed: r.failed, computeSeconds: r.computeSeconds })
     if (item.retain) return this.complete(s, item, outputs, true, now)
     const p = this.unpend(s, id)
     if (p) this.s.deleteRow.run(p.row)
@@ -731,7 +733,7 @@ export class SqliteStateBackend implements StateBackend {
       for (const item of items) {
         if (item.deliveries < maxDeliveries) continue
         const error = new DeliveryLimitError(`Item ${JSON.stringify(item.id)} was leased ${item.deliveries} times and never finished (a worker died or hung on it each time); it is not run again`)
-        this.storeResult(item, JSON.stringify(toWireError(error)), routed, at)
+        this.storeResult(item, { outputs: JSON.stringify(toWireError(error)), failed: true }, routed, at)
         dead++
       }
     }
@@ -789,6 +791,10 @@ export class SqliteStateBackend implements StateBackend {
       this.held.set(id, { lease, queueLease })
       return lease
     }
+  }
+
+  wake(): void {
+    this.queue.notify()
   }
 
   async extend(lease: StateLease, ms: number): Promise<boolean> {
