@@ -72,8 +72,10 @@ export class StreamConnection {
   private flushScheduled = false
   private closed = false
   private readonly authTimer: NodeJS.Timeout
-  // Frames are handled one after another (each may wait for the state backend), in arrival order.
-  private chain: Promise<void> = Promise.resolve()
+  // Frames not handled yet, in arrival order. The frames of one socket read are handled together
+  // (one submit to the state backend for all their payloads, as they batch in the workers).
+  private inbox: Array<{ text: string; bytes: number }> = []
+  private draining = false
 
   constructor(
     readonly ws: WebSocket,
@@ -124,24 +126,29 @@ export class StreamConnection {
     if (this.closed) return
     const text = frameText(data)
     const bytes = Buffer.isBuffer(data) ? data.length : Buffer.byteLength(text)
-    this.chain = this.chain
-      .then(() => this.handleMessage(text, bytes))
-      .catch((err: unknown) => {
-        this.hub.logger?.error({ err, conn: this.id }, 'stream frame failed')
-        this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
-      })
+    this.inbox.push({ text, bytes })
+    if (!this.draining) {
+      this.draining = true
+      setImmediate(() => void this.drain())
+    }
   }
 
-  private async handleMessage(text: string, bytes: number): Promise<void> {
-    if (this.closed) return
-    if (this.tenant === undefined) return this.authenticate(text)
-    if (bytes > this.hub.options.maxFrameBytes) {
-      const err = new LimitExceededError(`Frame is ${bytes} bytes, over the limit of ${this.hub.options.maxFrameBytes}; it was skipped`)
-      this.hub.metrics.rejected.inc({ code: err.code })
-      this.send(errorStatus(err))
-      return
+  // Handles what the inbox holds, then what came meanwhile, one group at a time.
+  private async drain(): Promise<void> {
+    try {
+      while (this.inbox.length > 0 && !this.closed) {
+        const frames = this.inbox
+        this.inbox = []
+        try {
+          await this.handleFrames(frames)
+        } catch (err) {
+          this.hub.logger?.error({ err, conn: this.id }, 'stream frame failed')
+          this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
+        }
+      }
+    } finally {
+      this.draining = false
     }
-    await this.handleFrame(text, bytes)
   }
 
   private async authenticate(text: string): Promise<void> {
@@ -214,16 +221,9 @@ export class StreamConnection {
     return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
   }
 
-  private async handleFrame(text: string, frameBytes: number): Promise<void> {
-    const tenant = (this.tenant as Tenant).id
-    const owner = this.owner as string
-    const { state, metrics, options } = this.hub
-    const entries = parseClientFrame(text, this.v1, options)
-    // Inputs are measured by their share of the frame: no second serialization on the hot path.
-    let payloads = 0
-    for (const e of entries) if (e.kind === 'payload') payloads++
-    const bytes = payloads > 0 ? Math.ceil(frameBytes / payloads) : 0
+  private async handleFrames(frames: Array<{ text: string; bytes: number }>): Promise<void> {
     let batch: SubmitItem[] = []
+    const metrics = this.hub.metrics
     // Consecutive payloads are submitted together (one backend transition), before any ack or resume after them.
     const submit = async (): Promise<void> => {
       if (batch.length === 0) return
@@ -255,6 +255,27 @@ export class StreamConnection {
         }
       }
     }
+    for (const frame of frames) {
+      if (this.closed) return
+      if (this.tenant === undefined) {
+        await submit()
+        await this.authenticate(frame.text)
+        continue
+      }
+      if (frame.bytes > this.hub.options.maxFrameBytes) {
+        const err = new LimitExceededError(`Frame is ${frame.bytes} bytes, over the limit of ${this.hub.options.maxFrameBytes}; it was skipped`)
+        this.hub.metrics.rejected.inc({ code: err.code })
+        this.send(errorStatus(err))
+        continue
+      }
+      const tenant = (this.tenant as Tenant).id
+      const owner = this.owner as string
+      const { state, metrics, options } = this.hub
+      const entries = parseClientFrame(frame.text, this.v1, options)
+      // Inputs are measured by their share of the frame: no second serialization on the hot path.
+      let payloads = 0
+      for (const e of entries) if (e.kind === 'payload') payloads++
+      const bytes = payloads > 0 ? Math.ceil(frame.bytes / payloads) : 0
     for (const e of entries) {
       switch (e.kind) {
         case 'payload': {
@@ -317,6 +338,7 @@ export class StreamConnection {
           else this.send(errorStatus(e.error))
           break
       }
+    }
     }
     await submit()
   }

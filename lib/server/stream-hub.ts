@@ -55,6 +55,9 @@ export class StreamHub {
   private readonly sinks = new Map<string, ResultSink>()
   // The stream (connection id) that sent each queued item of this node: its result goes there first.
   private readonly origins = new Map<string, number>()
+  // Owners that may have undelivered results in the store (routed here, returned, or not known):
+  // a drained socket asks the store only for these.
+  private readonly waiting = new Set<string>()
   // Flushes and flow checks run one at a time per owner; a request during one runs again after it.
   private readonly flushing = new Map<string, boolean>()
   private readonly checking = new Map<string, boolean>()
@@ -101,6 +104,8 @@ export class StreamHub {
       this.streams.set(owner, set)
     }
     set.add(conn)
+    // Results may wait from before (another stream, another node, a restart).
+    this.waiting.add(owner)
     const tenant = tenantOfOwner(owner)
     let ts = this.byTenant.get(tenant)
     if (!ts) {
@@ -134,6 +139,7 @@ export class StreamHub {
 
   /** Results that could not be written go back to the store (undelivered), then on to another stream. */
   returnUndelivered(owner: string, ids: string[]): void {
+    this.waiting.add(owner)
     this.state.returnUndelivered(owner, ids).then(
       () => this.flush(owner),
       (err: unknown) => this.logger?.error({ err }, 'returning results to the store failed'),
@@ -194,7 +200,12 @@ export class StreamHub {
       this.checking.set(owner, true)
       return
     }
+    // One check per owner per turn of the event loop, however many frames asked for it.
     this.checking.set(owner, false)
+    setImmediate(() => this.startCheckFlow(owner))
+  }
+
+  private startCheckFlow(owner: string): void {
     this.runCheckFlow(owner)
       .catch((err: unknown) => this.logger?.error({ err }, 'flow control failed'))
       .finally(() => {
@@ -300,7 +311,10 @@ export class StreamHub {
       }
       owners.add(r.owner)
     }
-    for (const owner of owners) this.flush(owner)
+    for (const owner of owners) {
+      this.waiting.add(owner)
+      this.flush(owner)
+    }
   }
 
   /** Hands waiting results of an owner to its open streams, while they can take them; one flush per owner at a time. */
@@ -322,8 +336,11 @@ export class StreamHub {
 
   private async runFlush(owner: string): Promise<void> {
     for (;;) {
-      if (!this.pick(owner)) return
+      if (!this.waiting.has(owner) || !this.pick(owner)) return
+      // Cleared before asking: a result routed meanwhile sets it again (and flushes again).
+      this.waiting.delete(owner)
       const batch = await this.state.takeUndelivered(owner, FLUSH_CHUNK)
+      if (batch.length === FLUSH_CHUNK) this.waiting.add(owner)
       if (batch.length === 0) return
       let i = 0
       for (; i < batch.length; i++) {
@@ -338,6 +355,7 @@ export class StreamHub {
         conn.sendResultJson(id, outputs, true)
       }
       if (i < batch.length) {
+        this.waiting.add(owner)
         await this.state.returnUndelivered(owner, batch.slice(i).map(([id]) => id))
         return
       }
@@ -349,7 +367,7 @@ export class StreamHub {
   onDrain(conn: StreamConnection): void {
     const owner = conn.owner
     if (owner === undefined) return
-    if (conn.canTake()) this.flush(owner)
+    if (conn.canTake() && this.waiting.has(owner)) this.flush(owner)
     // Written legacy results were acknowledged: the tenant may be under its budgets again.
     else if (this.pausedTenants.size > 0) this.checkFlow(owner)
   }

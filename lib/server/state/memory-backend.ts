@@ -21,6 +21,8 @@ import type {
   TenantBytes,
 } from './state-backend.js'
 
+const QUEUED: SubmitOutcome = Object.freeze({ status: 'queued' })
+
 /** An item as the memory backend keeps it: the queue's work item and the leased item in one object. */
 type MemoryItem = WorkItem & LeasedItem & { deliveries: number }
 
@@ -54,11 +56,30 @@ export class MemoryStateBackend implements StateBackend {
     const out: SubmitOutcome[] = []
     const queued: MemoryItem[] = []
     const now = Date.now()
+    const admit = { fingerprint: undefined as string | undefined, bytes: 0, maxQueuedBytes: options.maxQueuedBytes }
     for (const item of items) {
-      const admitted = this.store.admit(item.owner, item.id, { fingerprint: item.fingerprint, bytes: item.bytes, maxQueuedBytes: options.maxQueuedBytes })
+      admit.fingerprint = item.fingerprint
+      admit.bytes = item.bytes
+      const admitted = this.store.admit(item.owner, item.id, admit)
       if (admitted === 'new') {
-        queued.push({ ...item, parameters: item.parameters, enqueuedAt: now, deliveries: 0 })
-        out.push({ status: 'queued' })
+        // One fixed shape (a literal, not a spread: this is the hot path of every stream).
+        queued.push({
+          tenant: item.tenant,
+          owner: item.owner,
+          id: item.id,
+          model: item.model,
+          compute: item.compute,
+          inputs: item.inputs,
+          parameters: item.parameters,
+          group: item.group,
+          fingerprint: item.fingerprint,
+          bytes: item.bytes,
+          route: item.route,
+          retain: item.retain,
+          enqueuedAt: now,
+          deliveries: 0,
+        })
+        out.push(QUEUED)
       } else if (admitted === 'done') {
         out.push({ status: 'done', outputs: this.store.lookup(item.owner, item.id).outputs ?? 'null' })
       } else out.push({ status: admitted })
@@ -83,7 +104,7 @@ export class MemoryStateBackend implements StateBackend {
       item.deliveries++
       this.store.markRunning(item.owner, item.id)
     }
-    const lease: StateLease = { id: `m${this.nextLease++}`, consumer, tenant: queueLease.tenant, items: items.map((i) => ({ ...i })), expiresAt: Date.now() + options.leaseMs }
+    const lease: StateLease = { id: `m${this.nextLease++}`, consumer, tenant: queueLease.tenant, items: items.map(snapshot), expiresAt: Date.now() + options.leaseMs }
     this.held.set(lease.id, { lease, queueLease })
     return lease
   }
@@ -258,5 +279,25 @@ export class MemoryStateBackend implements StateBackend {
   async close(): Promise<void> {
     this.closed = true
     await this.queue.close()
+  }
+}
+
+// A leased item as the worker sees it: a copy, so later deliveries do not change this lease's view.
+function snapshot(i: MemoryItem): LeasedItem {
+  return {
+    tenant: i.tenant,
+    owner: i.owner,
+    id: i.id,
+    model: i.model,
+    compute: i.compute,
+    inputs: i.inputs,
+    parameters: i.parameters,
+    group: i.group,
+    fingerprint: i.fingerprint,
+    bytes: i.bytes,
+    route: i.route,
+    retain: i.retain,
+    enqueuedAt: i.enqueuedAt,
+    deliveries: i.deliveries,
   }
 }
