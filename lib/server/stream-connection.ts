@@ -32,6 +32,11 @@ const SEND_HIGH_WATER = 4 * 1024 * 1024
 
 let nextConnectionId = 1
 
+// Frames read and not yet handled, per stream, before its socket stops being read.
+const INBOX_FRAMES = 64
+// Bytes of frames handled as one group (one submit) at most, beyond the first frame.
+const GROUP_BYTES = 64 * 1024
+
 /**
  * JSON text of a result's outputs. Outputs JSON.stringify cannot write (nested too deeply for its
  * recursion; echo returns such inputs as they came) must not throw out of a send — in a v1 flush
@@ -75,7 +80,9 @@ export class StreamConnection {
   // Frames not handled yet, in arrival order. The frames of one socket read are handled together
   // (one submit to the state backend for all their payloads, as they batch in the workers).
   private inbox: Array<{ text: string; bytes: number }> = []
+  private inboxBytes = 0
   private draining = false
+  private flowPaused = false
 
   constructor(
     readonly ws: WebSocket,
@@ -127,6 +134,9 @@ export class StreamConnection {
     const text = frameText(data)
     const bytes = Buffer.isBuffer(data) ? data.length : Buffer.byteLength(text)
     this.inbox.push({ text, bytes })
+    this.inboxBytes += bytes
+    // Frames wait here while earlier ones are handled: past a bound the socket is not read.
+    if (this.inbox.length >= INBOX_FRAMES || this.inboxBytes >= this.hub.options.maxFrameBytes) this.applyPause()
     if (!this.draining) {
       this.draining = true
       setImmediate(() => void this.drain())
@@ -136,11 +146,18 @@ export class StreamConnection {
   // Handles what the inbox holds, then what came meanwhile, one group at a time.
   private async drain(): Promise<void> {
     try {
-      while (this.inbox.length > 0 && !this.closed) {
-        const frames = this.inbox
-        this.inbox = []
+      while (this.inbox.length > 0 && !this.closed && !this.flowPaused) {
+        // A group of frames (their payloads are one submit), small enough that flow control,
+        // checked after each group, stops a tenant within about one group of its bounds.
+        let n = 0
+        let groupBytes = 0
+        while (n < this.inbox.length && n < INBOX_FRAMES && groupBytes < GROUP_BYTES) groupBytes += this.inbox[n++].bytes
+        const frames = this.inbox.splice(0, n)
+        this.inboxBytes -= groupBytes
+        this.applyPause()
         try {
           await this.handleFrames(frames)
+          if (this.owner !== undefined) await this.hub.checkFlowNow(this.owner)
         } catch (err) {
           this.hub.logger?.error({ err, conn: this.id }, 'stream frame failed')
           this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
@@ -433,12 +450,27 @@ export class StreamConnection {
 
   /** Stops reading the socket (flow control). */
   pause(): void {
-    if (this.isOpen && !this.ws.isPaused) this.ws.pause()
+    this.flowPaused = true
+    this.applyPause()
   }
 
-  /** Resumes reading the socket. */
+  /** Resumes reading the socket (unless frames read already wait to be handled). */
   resume(): void {
-    if (this.isOpen && this.ws.isPaused) this.ws.resume()
+    this.flowPaused = false
+    this.applyPause()
+    // Frames read before the pause are handled now.
+    if (this.inbox.length > 0 && !this.draining) {
+      this.draining = true
+      setImmediate(() => void this.drain())
+    }
+  }
+
+  // The socket is read only when neither flow control nor a full inbox holds it.
+  private applyPause(): void {
+    if (!this.isOpen) return
+    const hold = this.flowPaused || this.inbox.length >= INBOX_FRAMES || this.inboxBytes >= this.hub.options.maxFrameBytes
+    if (hold && !this.ws.isPaused) this.ws.pause()
+    else if (!hold && this.ws.isPaused) this.ws.resume()
   }
 
   /** Ends the stream from the server side. */

@@ -215,6 +215,11 @@ export class StreamHub {
       })
   }
 
+  /** The flow check now, awaited (a stream's reader: no more frames of it are handled before it). */
+  checkFlowNow(owner: string): Promise<void> {
+    return this.runCheckFlow(owner)
+  }
+
   private async runCheckFlow(owner: string): Promise<void> {
     const tenant = tenantOfOwner(owner)
     const [c, b] = await Promise.all([this.state.counts(owner), this.state.tenantBytes(tenant)])
