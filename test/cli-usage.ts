@@ -65,7 +65,9 @@ t.test('run stops early when the first rows all fail the same way; the summary c
   t.equal((await all.exited).code, 3)
   t.match(all.out(), /300 rows -> .*\nfailed: 300 \(ERR_MODEL_INPUT ×300, e\.g\. "parameters\.delay_ms must be/)
   // Some rows fine: never stopped, whatever fails after.
-  write(input, `text\nok\n${Array.from({ length: 120 }, () => '""').join('\n')}\n`)
-  const mixed = cliProcess(['run', input, '-m', 'builtin/echo', '-o', join(dir, 'c.jsonl'), '--no-progress', '--stop-after-failures', '50'])
+  // (An empty string is an input; a null is ERR_MISSING_INPUT.)
+  const mixedInput = join(dir, 'mixed.jsonl')
+  write(mixedInput, `{"text":"ok"}\n${Array.from({ length: 120 }, () => '{"text":null}').join('\n')}\n`)
+  const mixed = cliProcess(['run', mixedInput, '-m', 'builtin/echo', '-o', join(dir, 'c.jsonl'), '--no-progress', '--stop-after-failures', '50'])
   t.equal((await mixed.exited).code, 3, mixed.err())
 })
