@@ -150,7 +150,7 @@ t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row 
     const child = spawn(process.execPath, [...process.execArgv, cli, 'serve', '--port', '0', '--token', 't', '--data-dir', dir, '--log-level', 'warn', '--shard-rows', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout!.on('data', (d) => (out += d))
-    const deadline = Date.now() + 30_000
+    const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine
     while (!/listening on (\S+)/.test(out)) {
       if (Date.now() > deadline) throw new Error('server did not start')
       await new Promise((r) => setTimeout(r, 20))

@@ -56,7 +56,7 @@ t.test('CLI: a second run on a checkpoint in use stops at once (exit 1); the fir
   const args = ['run', input, '-m', 'builtin/echo', '-c', 'text', '-o', out, '--checkpoint', '--parameters', '{"delay_ms":100}', '--max-in-flight', '4', '--no-progress']
   const first = cliProcess(args)
   t.teardown(() => first.child.kill('SIGKILL'))
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine
   while (!existsSync(`${out}.ckpt.lock`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
   t.ok(existsSync(`${out}.ckpt.lock`), 'the first run holds the lock')
   const started = Date.now()

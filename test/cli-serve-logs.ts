@@ -7,7 +7,7 @@ import { cliProcess } from './helpers/cli.js'
 import { connect } from './helpers/ws-client.js'
 
 async function started(p: ReturnType<typeof cliProcess>): Promise<string> {
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine
   while (!/listening on (\S+)/.test(p.out()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
   const base = /listening on (\S+)/.exec(p.out())?.[1]
   if (!base) throw new Error(`server did not start: ${p.err()}`)
@@ -22,7 +22,7 @@ function records(text: string): Record<string, unknown>[] {
 }
 
 async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 30_000
+  const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 50))
