@@ -59,6 +59,9 @@ t.test('bench: bad inputs are one clear line and exit 2', async (t) => {
     [['bench', '-m', 'builtin/echo', '--input', '/nonexistent/x.csv'], /Cannot read input file "\/nonexistent\/x\.csv": no such file/],
   ]
   const runs = cases.map(([args]) => cliProcess(args))
+  // A server nobody runs: the bench failed (1), not a usage error.
+  const down = await cliProcess(['bench', '-m', 'builtin/echo', '--endpoint', 'http://127.0.0.1:9', '-n', '5', '--in-flight', '1']).exited
+  t.equal(down.code, 1, 'an unreachable endpoint exits 1')
   for (let i = 0; i < cases.length; i++) {
     const { code } = await runs[i].exited
     t.equal(code, 2, cases[i][0].join(' '))

@@ -324,6 +324,13 @@ The embedded server's --workers, --max-batch and --max-wait-ms are those of serv
           if (rows.some((r) => r.meanBatch === null)) process.stdout.write('\nmean batch n/a: the server\'s /metrics could not be read (pass --metrics-token)\n')
           process.stdout.write(`\n${advice.join('\n')}\n`)
         }
+      } catch (err) {
+        // Wrong flags, model or token: a usage error (exit 2). Anything else (a server that cannot
+        // be reached or was lost): the bench failed, exit 1, as `run` does.
+        const code = (err as { code?: string }).code
+        if (err instanceof InvalidOptionError || code === 'ERR_UNKNOWN_MODEL' || code === 'ERR_AUTHENTICATION' || code === 'ERR_INPUT_FILE' || code === 'ERR_UNKNOWN_FORMAT') throw err
+        process.stderr.write(`${tty && o.progress ? '\n' : ''}inference-stream: bench failed: ${(err as Error).message}${code ? ` (${code})` : ''}\n`)
+        process.exitCode = 1
       } finally {
         await embedded?.close()
       }
