@@ -309,8 +309,9 @@ serveTasks({ 'test/hang': () => { for (;;); }, 'test/thread': (inputs) => inputs
   t.teardown(() => pool.close())
   const registry = createModelRegistry({ models: [new PooledPipeline('test/hang', 'echo', pool), new PooledPipeline('test/thread', 'echo', pool)] })
   t.teardown(() => registry.close())
-  // Long enough for a thread to start (it loads TypeScript under the test loader), short enough to wait out.
-  const server = await startServer(t, { tokens: ['A'], registry, workers: 1, batchTimeoutMs: 3000 })
+  // Long enough for a new thread to start (it loads TypeScript under the test loader: over 3 s on a
+  // loaded CI machine), short enough to wait out.
+  const server = await startServer(t, { tokens: ['A'], registry, workers: 1, batchTimeoutMs: 10_000 })
   const first = await post(server, 'test/thread', 'A', { inputs: 0 })
   const before = await first.json()
   const stuck = await post(server, 'test/hang', 'A', { inputs: 1 })
