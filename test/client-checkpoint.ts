@@ -85,6 +85,9 @@ t.test('resume against a fresh server (the embedded one died): exactly the unkno
   await a.listen(0)
   await run(a.url, path, records, { stopAfter: 200 })
   await a.close()
+  // The stopped stream lets go of the checkpoint's lock as it finishes closing.
+  const { existsSync } = await import('node:fs')
+  for (const deadline = Date.now() + 10_000; existsSync(`${path}.lock`) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10))
   const j = await CheckpointJournal.open(path, { model: '/bulk/stream/cpu/builtin/echo', parameters: '{"delay_ms":3}' })
   const unanswered = j.unansweredCount
   await j.close()
