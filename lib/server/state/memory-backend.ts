@@ -20,6 +20,7 @@ import type {
   SubmitOutcome,
   TenantBytes,
 } from './state-backend.js'
+import { RouteListeners } from './route-listeners.js'
 
 const QUEUED: SubmitOutcome = Object.freeze({ status: 'queued' })
 
@@ -40,7 +41,7 @@ export class MemoryStateBackend implements StateBackend {
   private readonly queue = new MemoryWorkQueue()
   private readonly store: MemoryResultStore
   private readonly held = new Map<string, Held>()
-  private readonly listeners = new Map<string, Set<(routed: Routed[]) => void>>()
+  private readonly listeners = new RouteListeners()
   private readonly ledgerByTenant = new Map<string, Map<string, number>>()
   private readonly ledgerByOwner = new Map<string, number>()
   private deadLettered = 0
@@ -173,10 +174,7 @@ export class MemoryStateBackend implements StateBackend {
   }
 
   private route(routed: Map<string, Routed[]>): void {
-    for (const [node, list] of routed) {
-      if (list.length === 0) continue
-      for (const listener of this.listeners.get(node) ?? []) listener(list)
-    }
+    this.listeners.route(routed)
   }
 
   async release(lease: StateLease): Promise<void> {
@@ -212,13 +210,7 @@ export class MemoryStateBackend implements StateBackend {
   }
 
   subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
-    let set = this.listeners.get(node)
-    if (!set) this.listeners.set(node, (set = new Set()))
-    set.add(listener)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0) this.listeners.delete(node)
-    }
+    return this.listeners.subscribe(node, listener)
   }
 
   async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {

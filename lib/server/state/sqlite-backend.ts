@@ -55,6 +55,7 @@ import type {
   SubmitOutcome,
   TenantBytes,
 } from './state-backend.js'
+import { RouteListeners } from './route-listeners.js'
 
 /** Options of a {@link SqliteStateBackend}. */
 export interface SqliteStateBackendOptions {
@@ -263,7 +264,7 @@ export class SqliteStateBackend implements StateBackend {
   private readonly tenants = new Map<string, TenantState>()
   private readonly order = new Set<Entry>()
   private readonly held = new Map<string, Held>()
-  private readonly listeners = new Map<string, Set<(routed: Routed[]) => void>>()
+  private readonly listeners = new RouteListeners()
   private retained = 0
   private deadLettered = 0
   // Queue positions: a submit appends after `hi`, a requeue goes in front of `lo`.
@@ -741,10 +742,7 @@ export class SqliteStateBackend implements StateBackend {
   }
 
   private route(routed: Map<string, Routed[]>): void {
-    for (const [node, list] of routed) {
-      if (list.length === 0) continue
-      for (const listener of this.listeners.get(node) ?? []) listener(list)
-    }
+    this.listeners.route(routed)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -839,13 +837,7 @@ export class SqliteStateBackend implements StateBackend {
   }
 
   subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
-    let set = this.listeners.get(node)
-    if (!set) this.listeners.set(node, (set = new Set()))
-    set.add(listener)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0) this.listeners.delete(node)
-    }
+    return this.listeners.subscribe(node, listener)
   }
 
   async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
