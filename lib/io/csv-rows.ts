@@ -72,6 +72,8 @@ export class CsvRows {
   private readonly maxRecordLength: number
   private readonly quote: string
   private readonly delimiter: number
+  private readonly quoteCode: number
+  private readonly escapeCode: number
   private pending = ''
   // Length of `pending` when it was last parsed and found unfinished.
   private tried = 0
@@ -85,6 +87,8 @@ export class CsvRows {
     this.maxRecordLength = maxRecordLength
     this.quote = quote
     this.delimiter = delimiter.charCodeAt(0)
+    this.quoteCode = quote.charCodeAt(0)
+    this.escapeCode = (escape ?? quote).charCodeAt(0)
   }
 
   /**
@@ -104,11 +108,17 @@ export class CsvRows {
     }
     const data = this.pending + text
     const due = this.pending === '' || data.length > this.maxRecordLength || (data.length >= 2 * this.tried && hasLineBreak(text))
-    if (!due) {
+    // fast-csv tokenizes ~10 MB/s: a long unfinished row is first checked by a plain scan (a
+    // hundred times faster) and handed to it only once a row is complete, so one huge cell never
+    // holds the event loop for a second.
+    if (!due || (data.length > 65_536 && this.recordEnd(data, this.maxRecordLength) < 0 && data.length <= this.maxRecordLength)) {
       this.pending = data
+      if (due) this.tried = data.length
       return out
     }
-    this.parse(data, true, out)
+    if (data.length > this.maxRecordLength && this.recordEnd(data, this.maxRecordLength) < 0) {
+      this.pending = data
+    } else this.parse(data, true, out)
     while (this.pending.length > this.maxRecordLength) {
       // An unfinished row this long is an unclosed quote or a cell over the limit, not data to
       // hold: drop its first line and go on, so one row cannot pull a large file into memory.
@@ -134,6 +144,41 @@ export class CsvRows {
     this.skipping = false
     if (rest) this.parse(rest, false, out)
     return out
+  }
+
+  /**
+   * Index just past the line break ending the first record of `data` (which starts at a record),
+   * or -1 when none comes within `limit` characters. Follows quoting as fast-csv does: a quote
+   * opens a quoted field only at the start of a field (after blanks); escape + quote inside it is
+   * a quote. Only a hint of when to parse: fast-csv still decides what the rows are.
+   */
+  private recordEnd(data: string, limit: number): number {
+    const n = Math.min(data.length, limit)
+    const q = this.quoteCode
+    const esc = this.escapeCode
+    let fieldStart = true
+    for (let i = 0; i < n; i++) {
+      const c = data.charCodeAt(i)
+      if (c === 10) return i + 1
+      if (c === 13) return data.charCodeAt(i + 1) === 10 ? i + 2 : i + 1
+      if (c === this.delimiter) {
+        fieldStart = true
+        continue
+      }
+      if (fieldStart && (c === 32 || c === 9)) continue
+      if (fieldStart && c === q) {
+        // A quoted field: on to its closing quote.
+        for (i++; ; i++) {
+          if (i >= n) return -1
+          const k = data.charCodeAt(i)
+          const next = data.charCodeAt(i + 1)
+          if (k === esc && (next === q || (esc !== q && next === esc))) i++
+          else if (k === q) break
+        }
+      }
+      fieldStart = false
+    }
+    return -1
   }
 
   private parse(data: string, more: boolean, out: CsvRow[]): void {
