@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import t from 'tap'
-import { InvalidOptionError, JobNotFoundError, JobStoreError } from '../lib/errors.js'
+import { InvalidOptionError, JobNotFoundError, JobStateError, JobStoreError } from '../lib/errors.js'
 import { JOB_STORE_SCHEMA_VERSION, JobStore, type NewJob, type ResultRow } from '../lib/server/store/job-store.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'is-job-store-'))
@@ -308,6 +308,143 @@ t.test('schema v2 (no keep_columns): migrated at open; old jobs keep no other co
   t.throws(() => store.create({ ...JOB, keepColumns: ['ok', ''] }), { constructor: InvalidOptionError, message: /Job field "keepColumns" must be an array of column names/ })
   store.close()
   const check = new Database(path, { readonly: true })
-  t.equal(check.pragma('user_version', { simple: true }), 3)
+  t.equal(check.pragma('user_version', { simple: true }), JOB_STORE_SCHEMA_VERSION, 'migrated through v3 to the current version')
   check.close()
+})
+
+t.test('schema v3 (no claims): migrated at open; unfinished jobs there are unclaimed, so the first node to look takes them', async (t) => {
+  const { V1_SQL } = await import('./helpers/v1-job-store.js')
+  const path = join(dir, 'v3.sqlite')
+  // v3 is v2 with keep_columns.
+  const db = new Database(path)
+  db.exec(
+    V1_SQL.replace('token TEXT NOT NULL, bulk_name', 'tenant TEXT NOT NULL, bulk_name')
+      .replace('parameters TEXT NOT NULL,', "parameters TEXT NOT NULL, keep_columns TEXT NOT NULL DEFAULT '[]',")
+      .replace('bills (token TEXT', 'bills (tenant TEXT')
+      .replace('user_version = 1', 'user_version = 3'),
+  )
+  const insert = db.prepare(`INSERT INTO jobs VALUES (?, 'ten', 'out', 'builtin/echo', 'cpu', 'reviews', 'default', 'train', 'text', 'null', '["id"]', ?, 2, 1, 0, 1, NULL, NULL, NULL, 1)`)
+  insert.run('run1', 'running')
+  insert.run('done1', 'completed')
+  db.prepare("INSERT INTO results VALUES ('run1', 0, '[]', NULL)").run()
+  db.close()
+  const store = new JobStore(path)
+  t.match(store.get('run1'), { tenant: 'ten', state: 'running', processed: 1, keepColumns: ['id'], claimedBy: null, claimUntil: null })
+  t.same(store.claimable(Date.now()).map((j) => j.id), ['run1'], 'the unfinished job is claimable at once')
+  t.equal(store.claim('run1', 'node-a', 1000), true)
+  t.equal(store.isDone('run1', 0), true, 'its stored rows are still there')
+  t.equal(store.claim('done1', 'node-a', 1000), false, 'an ended job is never claimed')
+  store.close()
+  const check = new Database(path, { readonly: true })
+  t.equal(check.pragma('user_version', { simple: true }), 4)
+  check.close()
+})
+
+t.test('claims: one node at a time; an expired claim goes to another; the loser can neither run, store nor finish the job', async (t) => {
+  const path = join(dir, 'claims.db')
+  // Two stores on one file: two nodes.
+  const a = new JobStore(path)
+  const b = new JobStore(path)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  const job = a.create(JOB)
+  const lease = 1000
+  t.same(b.claimable(1000).map((j) => j.id), [job.id], 'a new job is claimable by anyone')
+  t.equal(a.claim(job.id, 'A', lease, 1000), true)
+  t.match(b.get(job.id), { claimedBy: 'A', claimUntil: 2000 })
+  t.equal(b.claim(job.id, 'B', lease, 1500), false, 'a live claim is not taken')
+  t.same(b.claimable(1500, 'B'), [], 'nor listed to another node')
+  t.same(a.claimable(1500, 'A').map((j) => j.id), [job.id], 'but listed to its holder (a restarted node of the same name)')
+  t.equal(a.claim(job.id, 'A', lease, 1500), true, 'claiming again is renewing')
+  t.equal(a.setRunning(job.id, 'A', 5), true)
+  t.equal(a.saveResults(job.id, rows([0, 1]), { claimedBy: 'A' }), 2)
+  t.equal(a.renewClaim(job.id, 'A', lease, 1800), true)
+  t.equal(b.claim(job.id, 'B', lease, 2799), false, 'renewed until 2800')
+  t.equal(b.renewClaim(job.id, 'B', lease, 2799), false, 'a renewal is no claim')
+
+  // A stops renewing (it died, or hung): at expiry B takes the job over.
+  t.same(b.claimable(2800, 'B').map((j) => j.id), [job.id])
+  t.equal(b.claim(job.id, 'B', lease, 2800), true)
+  t.match(a.get(job.id), { state: 'running', claimedBy: 'B', claimUntil: 3800, processed: 2 })
+  // A, back to life, learns at its next renewal that the job is no longer its own...
+  t.equal(a.renewClaim(job.id, 'A', lease, 2900), false)
+  // ...and whatever it tries before that is refused in SQL.
+  t.throws(() => a.saveResults(job.id, rows([2, 3]), { claimedBy: 'A' }), { constructor: JobStateError, code: 'ERR_JOB_STATE', message: /claimed by node "B": node "A" may not store/ })
+  t.throws(() => a.saveResults(job.id, [], { claimedBy: 'A' }), JobStateError)
+  t.equal(a.setRunning(job.id, 'A', 5), false)
+  t.equal(a.finish(job.id, 'A', { state: 'completed', revision: 'c'.repeat(40) }), false)
+  t.equal(a.releaseClaim(job.id, 'A'), false, 'nor can it release what it does not hold')
+  t.match(b.get(job.id), { state: 'running', processed: 2, revision: null, claimedBy: 'B' }, 'nothing of A changed the job')
+  t.equal(b.billed('tok-a'), 2)
+
+  t.equal(b.saveResults(job.id, rows([1, 2, 3, 4]), { claimedBy: 'B' }), 3, 'B stores only the rows not stored yet')
+  t.equal(b.finish(job.id, 'B', { state: 'completed', revision: 'c'.repeat(40), total: 5, endTime: 77 }), true)
+  t.match(a.get(job.id), { state: 'completed', processed: 5, total: 5, revision: 'c'.repeat(40), endTime: 77, claimedBy: null, claimUntil: null })
+  t.throws(() => b.saveResults(job.id, rows([5]), { claimedBy: 'B' }), { constructor: JobStateError, message: /is completed, claimed by no node/ }, 'an ended job gains no rows')
+  t.equal(a.billed('tok-a'), 5, 'each row billed once')
+  t.equal(a.claim(job.id, 'A', lease, 10_000), false, 'an ended job is never claimed again')
+  t.same(a.claimable(10_000), [])
+  t.equal(a.finish(job.id, 'B', { state: 'failed', error: 'late' }), false, 'nor ended twice')
+
+  t.throws(() => a.saveResults('nope', rows([0]), { claimedBy: 'A' }), JobNotFoundError)
+  t.throws(() => a.claim(job.id, '', lease), InvalidOptionError)
+  t.throws(() => a.claim(job.id, 'A', 0), InvalidOptionError)
+  t.throws(() => a.finish(job.id, 'A', { state: 'cancelled' as never }), InvalidOptionError)
+})
+
+t.test('release and cancel: a released job is claimable at once; a cancel from any node ends it and its claim', async (t) => {
+  const store = new JobStore(':memory:')
+  t.teardown(() => store.close())
+  const first = store.create(JOB)
+  const second = store.create(JOB)
+  t.equal(store.claim(first.id, 'A', 60_000, 1000), true)
+  t.equal(store.claim(second.id, 'A', 60_000, 1000), true)
+  store.update(second.id, { state: 'running' })
+  t.same(store.claimable(2000, 'B'), [])
+  t.equal(store.releaseClaim(first.id, 'A'), true)
+  t.match(store.get(first.id), { state: 'queued', claimedBy: null, claimUntil: null })
+  t.same(store.claimable(2000, 'B').map((j) => j.id), [first.id], 'released: claimable without waiting for the lease')
+  store.releaseClaim(second.id, 'A')
+  t.same(store.claimable(2000, 'B').map((j) => j.id), [second.id, first.id], 'running (interrupted) jobs first, then oldest first')
+  store.claim(second.id, 'A', 60_000, 2000)
+
+  // The cancel comes to another node: it only changes the store.
+  t.equal(store.cancel(second.id, 55.5), true)
+  t.match(store.get(second.id), { state: 'cancelled', endTime: 55.5, error: 'Cancelled', claimedBy: null })
+  t.equal(store.renewClaim(second.id, 'A', 60_000, 3000), false, 'the runner sees it at its next renewal')
+  t.equal(store.finish(second.id, 'A', { state: 'completed' }), false, 'and cannot complete it')
+  t.equal(store.cancel(second.id), false, 'a job that ended is not cancelled again')
+  t.equal(store.cancel('nope'), false)
+  t.equal(store.claim(second.id, 'B', 60_000, 99_999), false)
+})
+
+t.test('claims across processes: nodes claiming the same jobs at once never both win one', async (t) => {
+  const path = join(dir, 'race.db')
+  const setup = new JobStore(path)
+  const ids = Array.from({ length: 300 }, () => setup.create(JOB).id)
+  setup.close()
+  const module = fileURLToPath(new URL('../lib/server/store/job-store.js', import.meta.url))
+  const node = (name: string): Promise<string[]> => {
+    const code = `
+      import { JobStore } from ${JSON.stringify(module)}
+      const store = new JobStore(${JSON.stringify(path)})
+      const won = []
+      for (const job of store.claimable(Date.now(), ${JSON.stringify(name)})) if (store.claim(job.id, ${JSON.stringify(name)}, 60000)) won.push(job.id)
+      store.close()
+      console.log(JSON.stringify(won))
+    `
+    const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d))
+    return new Promise((resolve, reject) => child.on('exit', (c) => (c === 0 ? resolve(JSON.parse(out) as string[]) : reject(new Error(`node ${name} exited with ${c}`)))))
+  }
+  const won = await Promise.all(['A', 'B', 'C'].map(node))
+  const all = won.flat()
+  t.equal(new Set(all).size, all.length, 'no job won by two nodes')
+  t.same([...all].sort(), [...ids].sort(), 'every job won by one')
+  const check = new JobStore(path)
+  t.teardown(() => check.close())
+  won.forEach((list, i) => t.ok(list.every((id) => check.get(id)?.claimedBy === 'ABC'[i]), `node ${'ABC'[i]} holds what it won`))
 })

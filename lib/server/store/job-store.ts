@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type Database from 'better-sqlite3'
-import { InvalidOptionError, JobNotFoundError, JobStoreError, MissingDependencyError } from '../../errors.js'
+import { InvalidOptionError, JobNotFoundError, JobStateError, JobStoreError, MissingDependencyError } from '../../errors.js'
 import { requireOptional } from '../../optional-deps.js'
 
 /** States of a job. `queued` and `running` are unfinished: a restarted server resumes them. */
@@ -58,6 +58,10 @@ export interface JobRecord {
   revision: string | null
   /** When the record was created. */
   createdAt: number
+  /** The node that holds the job's claim (runs it), or null: nobody does ({@link JobStore.claim}). */
+  claimedBy: string | null
+  /** When that claim expires unless renewed, epoch ms, or null. */
+  claimUntil: number | null
 }
 
 /** What {@link JobStore.create} takes: the job's fields; the rest get their defaults. */
@@ -125,14 +129,28 @@ export interface ListOptions {
   limit?: number
 }
 
-/** Version of the schema this code writes (SQLite `user_version`). */
-export const JOB_STORE_SCHEMA_VERSION = 3
+/** How a job ended, for {@link JobStore.finish}. */
+export interface JobOutcome {
+  state: 'completed' | 'failed'
+  /** Default: now. */
+  endTime?: number
+  /** Why it failed. Default null. */
+  error?: string | null
+  /** The output commit. Default: unchanged. */
+  revision?: string | null
+  /** Default: unchanged. */
+  total?: number | null
+}
 
-// Version 3 (version 2 had no `keep_columns`; version 1 had `token` for `tenant`, holding raw
-// tokens, in jobs and bills). Results
-// are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a
-// no-op, which is what makes saveResults idempotent.
-const SCHEMA_V3 = `
+/** Version of the schema this code writes (SQLite `user_version`). */
+export const JOB_STORE_SCHEMA_VERSION = 4
+
+// Version 4 (version 3 had no claims: `claimed_by`, `claim_until`; version 2 had no
+// `keep_columns`; version 1 had `token` for `tenant`, holding raw tokens, in jobs and bills).
+// Results are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a no-op, which
+// is what makes saveResults idempotent. A claim is the node running the job and when its lease
+// ends (epoch ms): every write of a running job's progress is guarded by it in SQL.
+const SCHEMA = `
 CREATE TABLE jobs (
   id TEXT PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -153,7 +171,9 @@ CREATE TABLE jobs (
   end_time REAL,
   error TEXT,
   revision TEXT,
-  created_at REAL NOT NULL
+  created_at REAL NOT NULL,
+  claimed_by TEXT,
+  claim_until INTEGER
 );
 CREATE INDEX jobs_state ON jobs (state);
 CREATE TABLE results (
@@ -190,6 +210,8 @@ interface JobRow {
   error: string | null
   revision: string | null
   created_at: number
+  claimed_by: string | null
+  claim_until: number | null
 }
 
 const PATCHABLE = new Set<string>(['state', 'total', 'processed', 'failed', 'startTime', 'endTime', 'error', 'revision'])
@@ -214,6 +236,8 @@ function toRecord(row: JobRow): JobRecord {
     error: row.error,
     revision: row.revision,
     createdAt: row.created_at,
+    claimedBy: row.claimed_by,
+    claimUntil: row.claim_until,
   }
 }
 
@@ -247,7 +271,7 @@ export class JobStore {
   readonly path: string
   private readonly db: Database.Database
   private readonly s: ReturnType<typeof prepare>
-  private readonly saveTx: (jobId: string, rows: readonly ResultRow[]) => number
+  private readonly saveTx: (jobId: string, rows: readonly ResultRow[], claimedBy: string | undefined) => number
   private readonly updateTx: (id: string, patch: JobPatch) => JobRecord
 
   constructor(path: string, options: JobStoreOptions = {}) {
@@ -282,9 +306,8 @@ export class JobStore {
     const s = this.s
     // IMMEDIATE: take the write lock at BEGIN, so two processes on one file wait (busy_timeout)
     // instead of failing on a lock upgrade.
-    const save = db.transaction((jobId: string, rows: readonly ResultRow[]): number => {
-      const tenant = s.tenantOf.get(jobId) as string | undefined
-      if (tenant === undefined) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+    const save = db.transaction((jobId: string, rows: readonly ResultRow[], claimedBy: string | undefined): number => {
+      const tenant = this.tenantFor(jobId, claimedBy)
       let added = 0
       let failed = 0
       let billed = 0
@@ -302,7 +325,7 @@ export class JobStore {
       if (billed > 0) s.addBill.run(tenant, billed)
       return added
     })
-    this.saveTx = (jobId, rows) => save.immediate(jobId, rows)
+    this.saveTx = (jobId, rows, claimedBy) => save.immediate(jobId, rows, claimedBy)
     const update = db.transaction((id: string, patch: JobPatch): JobRecord => {
       const row = s.getJob.get(id) as JobRow | undefined
       if (!row) throw new JobNotFoundError(`No job ${JSON.stringify(id)}`)
@@ -359,6 +382,8 @@ export class JobStore {
       error: null,
       revision: null,
       createdAt: created,
+      claimedBy: null,
+      claimUntil: null,
     }
     checkString('id', record.id)
     this.s.insertJob.run({
@@ -415,14 +440,103 @@ export class JobStore {
    * ignored (INSERT OR IGNORE), and only the new ones are added to the job's `processed` (and
    * `failed`, for rows with an error) and to the tenant's bill (rows with `billed: false` excepted).
    * Returns how many rows were new. Saving the same rows twice therefore counts and bills them once.
-   * @throws JobNotFoundError for an unknown job (nothing is stored).
+   *
+   * With `claimedBy` (the runner's node), the rows are stored only while that node holds the job's
+   * claim and the job is unfinished: a node whose claim was taken over, or whose job was cancelled,
+   * stores nothing (so a job another node completed never gains rows, counts or bill after it).
+   * @throws JobNotFoundError for an unknown job; JobStateError when `claimedBy` does not hold an
+   *   unfinished job's claim (nothing is stored either way).
    */
-  saveResults(jobId: string, rows: readonly ResultRow[]): number {
+  saveResults(jobId: string, rows: readonly ResultRow[], options: { claimedBy?: string } = {}): number {
     if (rows.length === 0) {
-      if (!this.s.tenantOf.get(jobId)) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+      this.tenantFor(jobId, options.claimedBy)
       return 0
     }
-    return this.saveTx(jobId, rows)
+    return this.saveTx(jobId, rows, options.claimedBy)
+  }
+
+  // The job's tenant; with `claimedBy`, only while that node holds the claim of the unfinished job.
+  private tenantFor(jobId: string, claimedBy: string | undefined): string {
+    const tenant = (claimedBy === undefined ? this.s.tenantOf.get(jobId) : this.s.claimedTenant.get(jobId, claimedBy)) as string | undefined
+    if (tenant !== undefined) return tenant
+    const job = this.get(jobId)
+    if (!job) throw new JobNotFoundError(`No job ${JSON.stringify(jobId)}`)
+    throw new JobStateError(`Job ${jobId} is ${job.state}${job.claimedBy === null ? ', claimed by no node' : `, claimed by node ${JSON.stringify(job.claimedBy)}`}: node ${JSON.stringify(claimedBy)} may not store its results`)
+  }
+
+  /**
+   * Claims a job for `node` for `leaseMs` from `now` (epoch ms), in one UPDATE: it succeeds when
+   * the job is unfinished and nobody holds it, or its claim has expired (a node that died or
+   * hung), or `node` holds it already (then it is renewed). Returns whether `node` holds it now.
+   * Two nodes claiming at once: one wins.
+   */
+  claim(jobId: string, node: string, leaseMs: number, now = Date.now()): boolean {
+    checkClaim(node, leaseMs, now)
+    return this.s.claim.run({ id: jobId, node, until: now + leaseMs, now }).changes === 1
+  }
+
+  /**
+   * Extends `node`'s claim of an unfinished job to `now + leaseMs`. False when `node` no longer
+   * holds it (another node took it over after the claim expired, or the job was cancelled or
+   * ended): the node must stop running it, without writing its state.
+   */
+  renewClaim(jobId: string, node: string, leaseMs: number, now = Date.now()): boolean {
+    checkClaim(node, leaseMs, now)
+    return this.s.renewClaim.run({ id: jobId, node, until: now + leaseMs }).changes === 1
+  }
+
+  /** Gives up `node`'s claim (a node shutting down), so another node claims the job at once. False when `node` did not hold it. */
+  releaseClaim(jobId: string, node: string): boolean {
+    return this.s.releaseClaim.run(jobId, node).changes === 1
+  }
+
+  /**
+   * Unfinished jobs a node may claim at `now` (epoch ms): unclaimed ones, those whose claim has
+   * expired, and with `node` those it holds already (a restarted node of the same name). Running
+   * ones first (they were interrupted), then oldest first.
+   */
+  claimable(now = Date.now(), node?: string): JobRecord[] {
+    return (this.s.claimable.all({ now, node: node ?? null }) as JobRow[]).map(toRecord)
+  }
+
+  /**
+   * Marks a job `running` with its `total`, if `node` holds its claim and it is unfinished.
+   * False otherwise (cancelled meanwhile, or claimed by another node): nothing changes.
+   */
+  setRunning(jobId: string, node: string, total: number | null): boolean {
+    return this.s.setRunning.run({ id: jobId, node, total }).changes === 1
+  }
+
+  /**
+   * Ends a job (`completed` or `failed`) and drops its claim, if `node` holds the claim and the
+   * job is unfinished: the check is in the UPDATE itself, so a node that lost its claim (or whose
+   * job was cancelled) cannot end it. Returns whether it did.
+   */
+  finish(jobId: string, node: string, outcome: JobOutcome): boolean {
+    if (outcome.state !== 'completed' && outcome.state !== 'failed') throw new InvalidOptionError(`A job finishes "completed" or "failed", got ${JSON.stringify(outcome.state)}`)
+    const has = (k: keyof JobOutcome): number => (outcome[k] === undefined ? 0 : 1)
+    return (
+      this.s.finish.run({
+        id: jobId,
+        node,
+        state: outcome.state,
+        end_time: outcome.endTime ?? now(),
+        error: outcome.error ?? null,
+        revision: outcome.revision ?? null,
+        set_revision: has('revision'),
+        total: outcome.total ?? null,
+        set_total: has('total'),
+      }).changes === 1
+    )
+  }
+
+  /**
+   * Cancels a queued or running job, whichever node runs it (one UPDATE; its claim is dropped, so
+   * the node running it sees at its next renewal that it no longer holds it). False when the
+   * job is unknown or already ended.
+   */
+  cancel(jobId: string, endTime = now()): boolean {
+    return this.s.cancel.run(endTime, jobId).changes === 1
   }
 
   /** Rows billed to a tenant (by id) over all its jobs, durably. 0 for a tenant never billed. */
@@ -499,7 +613,13 @@ function createPrivate(path: string): void {
   chmodSync(path, 0o600)
 }
 
-// Creates the schema on a new file; migrates a v1 file; refuses a file of a newer version.
+function checkClaim(node: string, leaseMs: number, now: number): void {
+  checkString('claimedBy', node)
+  if (!Number.isSafeInteger(leaseMs) || leaseMs < 1) throw new InvalidOptionError(`Claim lease must be an integer >= 1 (ms), got ${JSON.stringify(leaseMs)}`)
+  if (!Number.isFinite(now)) throw new InvalidOptionError(`Claim time must be epoch ms, got ${JSON.stringify(now)}`)
+}
+
+// Creates the schema on a new file; migrates an older file step by step; refuses a file of a newer version.
 function migrate(db: Database.Database, path: string, tenantOfToken: ((token: string) => string) | undefined): void {
   const version = db.pragma('user_version', { simple: true }) as number
   if (version === JOB_STORE_SCHEMA_VERSION) return
@@ -510,23 +630,29 @@ function migrate(db: Database.Database, path: string, tenantOfToken: ((token: st
   }
   if (version === 0) {
     db.transaction(() => {
-      db.exec(SCHEMA_V3)
+      db.exec(SCHEMA)
       db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
     }).immediate()
     return
   }
-  if (version === 2) {
-    migrateV2(db)
-    return
-  }
-  if (version !== 1 || !tenantOfToken) {
+  if (version < 1 || (version === 1 && !tenantOfToken)) {
     throw new JobStoreError(
       `The job store ${JSON.stringify(path)} has schema version ${version}, which stores raw tokens; start the server ` +
         '(with the same tokens) on its data folder once to migrate it to tenant ids, or move the file away to start afresh',
     )
   }
-  migrateV1(db, tenantOfToken)
-  migrateV2(db)
+  if (version === 1) migrateV1(db, tenantOfToken!)
+  if (version <= 2) migrateV2(db)
+  migrateV3(db)
+}
+
+// v3 → v4: jobs carry the claim of the node running them. Jobs already there are unclaimed: the
+// first node to look takes the unfinished ones.
+function migrateV3(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec('ALTER TABLE jobs ADD COLUMN claimed_by TEXT; ALTER TABLE jobs ADD COLUMN claim_until INTEGER')
+    db.pragma('user_version = 4')
+  }).immediate()
 }
 
 // v2 → v3: jobs keep other source columns (none for the jobs already there).
@@ -577,6 +703,28 @@ function prepare(db: Database.Database) {
     listAll: db.prepare('SELECT * FROM jobs ORDER BY rowid DESC LIMIT ?'),
     listByState: db.prepare('SELECT * FROM jobs WHERE state = ? ORDER BY rowid DESC LIMIT ?'),
     unfinished: db.prepare("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY rowid"),
+    claimedTenant: db.prepare("SELECT tenant FROM jobs WHERE id = ? AND claimed_by = ? AND state IN ('queued', 'running')").pluck(),
+    claim: db.prepare(
+      `UPDATE jobs SET claimed_by = @node, claim_until = @until
+       WHERE id = @id AND state IN ('queued', 'running') AND (claimed_by IS NULL OR claimed_by = @node OR claim_until <= @now)`,
+    ),
+    renewClaim: db.prepare("UPDATE jobs SET claim_until = @until WHERE id = @id AND claimed_by = @node AND state IN ('queued', 'running')"),
+    releaseClaim: db.prepare('UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = ? AND claimed_by = ?'),
+    claimable: db.prepare(
+      `SELECT * FROM jobs WHERE state IN ('queued', 'running') AND (claimed_by IS NULL OR claim_until <= @now OR claimed_by = @node)
+       ORDER BY state = 'running' DESC, rowid`,
+    ),
+    setRunning: db.prepare("UPDATE jobs SET state = 'running', total = @total WHERE id = @id AND claimed_by = @node AND state IN ('queued', 'running')"),
+    finish: db.prepare(
+      `UPDATE jobs SET state = @state, end_time = @end_time, error = @error,
+         revision = CASE WHEN @set_revision THEN @revision ELSE revision END, total = CASE WHEN @set_total THEN @total ELSE total END,
+         claimed_by = NULL, claim_until = NULL
+       WHERE id = @id AND claimed_by = @node AND state IN ('queued', 'running')`,
+    ),
+    cancel: db.prepare(
+      `UPDATE jobs SET state = 'cancelled', end_time = ?, error = 'Cancelled', claimed_by = NULL, claim_until = NULL
+       WHERE id = ? AND state IN ('queued', 'running')`,
+    ),
     updateJob: db.prepare(
       `UPDATE jobs SET state = @state, total = @total, processed = @processed, failed = @failed, start_time = @start_time,
          end_time = @end_time, error = @error, revision = @revision WHERE id = @id`,
