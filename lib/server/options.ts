@@ -101,7 +101,11 @@ export interface ServerOptions {
    * `maxRetainedBytes`, closed with the server (a given one is not closed).
    */
   state?: StateBackend
-  /** This server's name in result routes (several front-ends on one backend). Default: a random id. */
+  /**
+   * This server's name in result routes (several front-ends on one backend) and in bulk job claims
+   * (several servers on one `dataDir`: each needs its own; a server restarted under its old name
+   * takes its jobs back at once). Default: a random id.
+   */
   nodeId?: string
   /**
    * Times an item may be leased without being finished (its worker died or hung each time); past
@@ -130,6 +134,12 @@ export interface ServerOptions {
   maxConcurrentJobs?: number
   /** Items of one bulk job queued or running at once (the fairness bound). Default workers × maxBatch. */
   jobMaxInFlight?: number
+  /**
+   * How long the claim of the server running a bulk job lasts unless renewed, in ms (renewed every
+   * third of it). A server that dies loses its jobs to another after this; a cancel sent to another
+   * server stops a job within a third of it. Default 30000.
+   */
+  jobLeaseMs?: number
   /** Largest uploaded dataset file, in bytes. Default 1 GiB. */
   maxUploadBytes?: number
 }
@@ -163,6 +173,7 @@ const defaults = {
   httpCacheMaxBytes: 64 * 1024 * 1024,
   shardRows: 100_000,
   maxConcurrentJobs: 2,
+  jobLeaseMs: 30_000,
   maxUploadBytes: 1024 * 1024 * 1024,
   maxDeliveries: 3,
 }
@@ -194,6 +205,8 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   for (const k of ['shardRows', 'maxConcurrentJobs', 'maxUploadBytes'] as const) positiveInt(o as unknown as Record<string, unknown>, k)
   if (o.maxWorkersPerTenant !== undefined) positiveInt(o as unknown as Record<string, unknown>, 'maxWorkersPerTenant')
   if (o.jobMaxInFlight !== undefined) positiveInt(o as unknown as Record<string, unknown>, 'jobMaxInFlight')
+  positiveInt(o as unknown as Record<string, unknown>, 'jobLeaseMs', 100)
+  if (o.nodeId !== undefined && (typeof o.nodeId !== 'string' || o.nodeId === '')) throw new InvalidOptionError(`Option "nodeId" must be a non-empty string, got ${JSON.stringify(o.nodeId)}`)
   for (const k of ['dataDir', 'datasetsDir'] as const) {
     if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new InvalidOptionError(`Option "${k}" must be a folder path`)
   }

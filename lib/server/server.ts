@@ -145,6 +145,8 @@ export class InferenceServer {
         shardRows: o.shardRows,
         maxConcurrentJobs: o.maxConcurrentJobs,
         maxInputsBytes: o.maxInputsBytes,
+        node: this.node,
+        leaseMs: o.jobLeaseMs,
         logger: o.logger,
       })
       const routes: BulkRoutesContext = {

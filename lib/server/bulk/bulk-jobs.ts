@@ -4,10 +4,11 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
-import { BadRecordError, InferenceStreamError, InvalidPayloadError, LimitExceededError, MissingInputError, toWireError } from '../../errors.js'
+import { BadRecordError, InferenceStreamError, InvalidPayloadError, JobStateError, LimitExceededError, MissingInputError, toWireError } from '../../errors.js'
 import { readRecords } from '../../io/read-records.js'
 import { RESERVED_COLUMNS } from '../../io/result-row.js'
 import { writeParquet } from '../../io/write-parquet.js'
+import { Limiter } from '../../limiter.js'
 import type { ModelRegistry } from '../../models/pipeline.js'
 import { scrubPaths, type InputDatasets, type ResolvedDataset } from '../datasets/input-datasets.js'
 import type { OutputDatasets } from '../datasets/output-datasets.js'
@@ -40,6 +41,18 @@ export interface BulkJobsOptions {
    * with `ERR_LIMIT_EXCEEDED` and is not run. Default 1 MiB.
    */
   maxInputsBytes?: number
+  /**
+   * This node's name in job claims: a job runs on the one node that holds its claim. Nodes sharing
+   * a job store need distinct names; a node restarted under its old name takes its jobs back at
+   * once, one under a new name once their claims expire.
+   */
+  node: string
+  /**
+   * How long a claim lasts unless renewed, in ms; it is renewed every third of it. A node that
+   * dies loses its jobs after this, and a cancel sent to another node stops a job within a third
+   * of it. Default 30000.
+   */
+  leaseMs?: number
   logger?: Logger
 }
 
@@ -80,6 +93,7 @@ export function bulkRecordColumns(column: string, keep: readonly string[]): { in
 }
 
 const DEFAULT_MAX_INPUTS_BYTES = 1024 * 1024
+const DEFAULT_LEASE_MS = 30_000
 
 // Results wait this long (or for this many) before one SQLite transaction stores them.
 const SAVE_EVERY_MS = 100
@@ -90,17 +104,39 @@ const SAVE_EVERY_ROWS = 512
  * Each result is stored durably (SQLite) as it arrives, so a restarted server resumes a job
  * without running a stored row again; when every row is in, the outputs are written as Parquet
  * shards plus a dataset card and committed to the output dataset (a git repository).
+ *
+ * Several nodes may share one job store: a job runs on the node that claimed it
+ * ({@link JobStore.claim}), which renews the claim every third of `leaseMs`. A node that cannot
+ * renew (another node took the job over after its claim expired, or it was cancelled from another
+ * node) stops the job at once without writing its state, and every write of a job's progress is
+ * guarded in SQL by the claim, so a stale node can neither store rows nor end the job. The same
+ * timer picks up jobs nobody holds: queued ones and those of a node that died.
  */
 export class BulkJobs {
-  private readonly running = new Map<string, AbortController>()
+  // Jobs running here: their abort and when their claim was last renewed (epoch ms).
+  private readonly running = new Map<string, { ac: AbortController; renewed: number }>()
   private readonly done = new Map<string, Promise<void>>()
   // The split each running job reads, to take its paths out of error messages.
   private readonly resolved = new Map<string, ResolvedDataset>()
+  private readonly leaseMs: number
+  private readonly timer: NodeJS.Timeout
+  // Set by resumeUnfinished: from then on the timer also takes jobs nobody holds.
+  private resumed = false
   private closing = false
 
-  constructor(private readonly o: BulkJobsOptions) {}
+  constructor(private readonly o: BulkJobsOptions) {
+    this.leaseMs = o.leaseMs ?? DEFAULT_LEASE_MS
+    // One timer renews the claims of the jobs running here and looks for jobs to take.
+    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.leaseMs / 3)))
+    this.timer.unref()
+  }
 
-  /** Creates a job (state `queued`) and starts it. */
+  /** This node's name in job claims. */
+  get node(): string {
+    return this.o.node
+  }
+
+  /** Creates a job (state `queued`) and starts it here if a slot is free (else another node, or this one later, does). */
   start(req: JobRequest): JobRecord {
     const job = this.o.store.create({
       tenant: req.tenant,
@@ -115,50 +151,104 @@ export class BulkJobs {
     return job
   }
 
-  /** Restarts the jobs a previous server left queued or running. */
+  /**
+   * Starts the jobs a previous server left queued or running (those nobody holds, or this node
+   * held under the same name), and from then on picks up, at each renewal, jobs whose claim
+   * expired. Returns how many jobs are unfinished in the store.
+   */
   resumeUnfinished(): number {
+    this.resumed = true
     const jobs = this.o.store.unfinished()
     this.startQueued()
     return jobs.length
   }
 
-  // Starts queued jobs, oldest first (running ones from a previous server first of all), while
-  // fewer than maxConcurrentJobs run.
+  // Claims and starts jobs nobody holds (interrupted running ones first, then the oldest queued)
+  // while fewer than maxConcurrentJobs run here.
   private startQueued(): void {
     if (this.closing) return
-    const waiting = this.o.store.unfinished().sort((a, b) => (a.state === b.state ? a.createdAt - b.createdAt : a.state === 'running' ? -1 : 1))
-    for (const job of waiting) {
+    const { store, node } = this.o
+    const now = Date.now()
+    for (const job of store.claimable(now, node)) {
       if (this.running.size >= this.o.maxConcurrentJobs) return
-      this.launch(job)
+      if (this.running.has(job.id)) continue
+      // Another node may have claimed it since the listing: the claim is the one atomic step.
+      if (store.claim(job.id, node, this.leaseMs, now)) this.launch(job, now)
     }
   }
 
-  /** Cancels a queued or running job. False when it is not running here. */
-  cancel(id: string): boolean {
+  // Every third of a lease: renews the claims of the jobs running here (a job whose claim is gone
+  // stops), then takes jobs nobody holds.
+  private tick(): void {
+    if (this.closing) return
+    const { store, node } = this.o
+    const now = Date.now()
+    for (const [id, run] of this.running) {
+      if (run.ac.signal.aborted) continue
+      let held: boolean
+      try {
+        held = store.renewClaim(id, node, this.leaseMs, now)
+      } catch (err) {
+        // The store is busy or broken: keep going while the claim lasts, stop before another node may take it.
+        this.o.logger?.error({ err, job: id }, 'renewing a bulk job claim failed')
+        if (now - run.renewed >= this.leaseMs - this.leaseMs / 3) this.lose(id, 'its claim could not be renewed')
+        continue
+      }
+      if (held) run.renewed = now
+      else this.lose(id)
+    }
+    if (!this.resumed) return
+    try {
+      this.startQueued()
+    } catch (err) {
+      this.o.logger?.error({ err }, 'looking for bulk jobs to run failed')
+    }
+  }
+
+  // Stops a job running here that this node no longer holds, writing nothing to the store: it was
+  // cancelled (from another node), or another node runs it now.
+  private lose(id: string, why?: string): void {
+    const run = this.running.get(id)
+    if (!run || run.ac.signal.aborted) return
     const job = this.o.store.get(id)
-    if (!job || (job.state !== 'queued' && job.state !== 'running')) return false
-    this.running.get(id)?.abort()
-    this.o.store.update(id, { state: 'cancelled', endTime: Date.now() / 1000, error: 'Cancelled' })
+    if (job?.state === 'cancelled') this.o.logger?.info({ job: id }, 'bulk job cancelled')
+    else this.o.logger?.warn({ job: id, node: job?.claimedBy ?? undefined, state: job?.state }, `bulk job stopped here: ${why ?? (job?.claimedBy ? 'another node holds its claim' : 'this node no longer holds its claim')}`)
+    run.ac.abort()
+  }
+
+  /**
+   * Cancels a queued or running job, whichever node runs it: the store says `cancelled` at once;
+   * a run here stops at once, a run on another node at its next renewal. False when the job is
+   * unknown or already ended.
+   */
+  cancel(id: string): boolean {
+    if (!this.o.store.cancel(id)) return false
+    this.running.get(id)?.ac.abort()
     return true
   }
 
-  /** Resolves when a job's run ends (tests, shutdown). */
+  /** Resolves when a job's run here ends (tests, shutdown). */
   async settled(id: string): Promise<void> {
     await this.done.get(id)
   }
 
-  private launch(job: JobRecord): void {
+  /** Whether a job runs on this node now. */
+  runs(id: string): boolean {
+    return this.running.has(id)
+  }
+
+  private launch(job: JobRecord, claimed: number): void {
     if (this.closing || this.running.has(job.id)) return
     const ac = new AbortController()
-    this.running.set(job.id, ac)
+    this.running.set(job.id, { ac, renewed: claimed })
     const run = this.run(job, ac.signal)
       .catch((err: unknown) => {
-        if (ac.signal.aborted) return // cancelled, or the server is closing: state already set / kept
+        if (ac.signal.aborted) return // cancelled, the claim was lost, or the server is closing: state already set / kept
         const raw = err instanceof Error ? err.message : String(err)
         // The message goes to the client in the job's status: no server path in it.
         const message = this.resolved.has(job.id) ? scrubPaths(raw, this.resolved.get(job.id)!) : raw
         this.o.logger?.error({ err, job: job.id }, 'bulk job failed')
-        this.o.store.update(job.id, { state: 'failed', endTime: Date.now() / 1000, error: message })
+        if (!this.o.store.finish(job.id, this.o.node, { state: 'failed', error: message })) this.lose(job.id)
       })
       .finally(() => {
         this.running.delete(job.id)
@@ -168,24 +258,28 @@ export class BulkJobs {
     this.done.set(job.id, run)
   }
 
+  // Runs a job this node has claimed. Every write is guarded by the claim; losing it (lose())
+  // aborts `signal`.
   private async run(job: JobRecord, signal: AbortSignal): Promise<void> {
-    const { store } = this.o
+    const { store, node } = this.o
     const inputs = this.o.inputs(job.tenant)
     const resolved = await inputs.resolve(job.dataset.name, job.dataset.config, job.dataset.split)
     this.resolved.set(job.id, resolved)
     const total = job.total ?? (await inputs.countRows(resolved))
-    // Cancelled while the split was being looked at: stay cancelled.
-    const current = store.get(job.id)
-    if (signal.aborted || !current || (current.state !== 'queued' && current.state !== 'running')) return
-    store.update(job.id, { state: 'running', total: total ?? null })
-    this.o.logger?.info({ job: job.id, model: job.model, rows: total ?? undefined, resumedAt: job.processed || undefined }, 'bulk job started')
+    if (signal.aborted) return
+    // Cancelled (or taken over) while the split was being looked at: leave it.
+    if (!store.setRunning(job.id, node, total ?? null)) return this.lose(job.id)
+    this.o.logger?.info({ job: job.id, node, model: job.model, rows: total ?? undefined, resumedAt: job.processed || undefined }, 'bulk job started')
     await this.runRows(job, resolved, signal)
     if (signal.aborted) return
     const stored = store.get(job.id) as JobRecord
-    if (stored.state !== 'running') return
+    if (stored.state !== 'running' || stored.claimedBy !== node) return this.lose(job.id)
     const revision = await this.publish(stored, resolved, signal)
     if (signal.aborted) return
-    store.update(job.id, { state: 'completed', endTime: Date.now() / 1000, revision, total: stored.processed })
+    if (!store.finish(job.id, node, { state: 'completed', revision, total: stored.processed })) {
+      // Lost between the last check and here (a commit was made all the same; the node that holds the job makes its own).
+      return this.lose(job.id)
+    }
     this.o.logger?.info(
       { job: job.id, rows: stored.processed, failed: stored.failed || undefined, seconds: Math.round((Date.now() / 1000 - stored.createdAt) * 10) / 10, dataset: stored.bulkName, revision },
       'bulk job completed',
@@ -194,16 +288,17 @@ export class BulkJobs {
   }
 
   // Sends every row not stored yet through the queue, at most maxInFlight at a time, and stores
-  // results in batched transactions.
+  // results in batched transactions (while this node holds the job's claim).
   private async runRows(job: JobRecord, resolved: ResolvedDataset, signal: AbortSignal): Promise<void> {
-    const { store, hub } = this.o
+    const { store, hub, node } = this.o
     const column = job.dataset.column
     const owner = `job\n${job.id}`
     const group = groupKey(job.model, job.compute, job.parameters ?? undefined)
-    let inFlight = 0
+    const limiter = new Limiter(this.o.maxInFlight)
+    // Aborts on the job's signal, or when storing results failed: the reader loop stops either way.
+    const stop = new AbortController()
     let pending: { index: number; outputs: string; error: string | null; billed?: boolean }[] = []
     let timer: NodeJS.Timeout | undefined
-    let wake: (() => void) | undefined
     let failure: Error | undefined
     const cancels = new Set<() => void>()
 
@@ -214,9 +309,12 @@ export class BulkJobs {
       const rows = pending
       pending = []
       try {
-        store.saveResults(job.id, rows)
+        store.saveResults(job.id, rows, { claimedBy: node })
       } catch (err) {
-        failure = err as Error
+        // The job is no longer this node's (cancelled, or taken over): stop, writing nothing more.
+        if (err instanceof JobStateError) this.lose(job.id)
+        else failure = err as Error
+        stop.abort()
       }
     }
     // `outputs` as JSON text (a result from the state layer), or a value to serialize (an error body made here).
@@ -225,18 +323,9 @@ export class BulkJobs {
       if (pending.length >= SAVE_EVERY_ROWS) save()
       else timer ??= setTimeout(save, SAVE_EVERY_MS)
     }
-    const settle = (): void => {
-      inFlight--
-      const w = wake
-      wake = undefined
-      w?.()
-    }
-    const waitRoom = async (limit: number): Promise<void> => {
-      while (inFlight >= limit && !signal.aborted && !failure) await new Promise<void>((r) => (wake = r))
-    }
     const onAbort = (): void => {
       for (const c of cancels) c()
-      wake?.()
+      stop.abort()
     }
     signal.addEventListener('abort', onAbort, { once: true })
 
@@ -272,9 +361,15 @@ export class BulkJobs {
               add(i, toWireError(new LimitExceededError(message)), message, false)
               continue
             }
-            await waitRoom(this.o.maxInFlight)
-            if (signal.aborted || failure) break
-            inFlight++
+            try {
+              await limiter.acquire(stop.signal)
+            } catch {
+              break // aborted, or storing failed
+            }
+            if (stop.signal.aborted) {
+              limiter.release()
+              break
+            }
             let cancel: () => void = () => {}
             cancel = hub.submitDirect(
               {
@@ -289,7 +384,7 @@ export class BulkJobs {
               },
               (outputs, info) => {
                 cancels.delete(cancel)
-                settle()
+                limiter.release()
                 const body = info.failed ? (JSON.parse(outputs) as unknown) : undefined
                 // A shutdown answer is not a result: the row stays to do, for the next server.
                 if (isShutdown(body)) return
@@ -299,7 +394,7 @@ export class BulkJobs {
                 // A row already known (a resumed job's item still queued from before): its result comes once it is done.
                 onRefused: (outcome) => {
                   cancels.delete(cancel)
-                  settle()
+                  limiter.release()
                   if (outcome.status === 'done') add(i, outcome.outputs, null, false, true)
                 },
               },
@@ -311,7 +406,8 @@ export class BulkJobs {
         }
         if (signal.aborted || failure) break
       }
-      await waitRoom(1)
+      // The rows still in flight: their results come, or the run stops.
+      await limiter.idle(stop.signal).catch(() => {})
     } finally {
       signal.removeEventListener('abort', onAbort)
       save()
@@ -384,8 +480,13 @@ export class BulkJobs {
         ...names.map((n) => ({ path: n, source: join(dir, n.replace('data/', '')) })),
         { path: 'README.md', source: Buffer.from(card) },
       ]
-      // Cancelled while the shards were written: no commit.
+      // Cancelled, or the claim lost, while the shards were written: no commit. (Renewed here so a
+      // claim about to expire is not taken over while this node commits.)
       signal.throwIfAborted()
+      if (!this.o.store.renewClaim(job.id, this.o.node, this.leaseMs)) {
+        this.lose(job.id)
+        signal.throwIfAborted()
+      }
       return await this.o.outputs(job.tenant).commit(job.bulkName, files, `Bulk job ${job.id}: ${job.model} over ${job.dataset.name}/${job.dataset.config}/${job.dataset.split}:${column}`, {
         replace: ['data/'],
       })
@@ -394,11 +495,23 @@ export class BulkJobs {
     }
   }
 
-  /** Stops every running job (they stay `running` in the store and resume on the next start). */
+  /**
+   * Stops every job running here. They stay `running` in the store and their claims are released,
+   * so another node (or this one, started again) goes on with them at once.
+   */
   async close(): Promise<void> {
     this.closing = true
-    for (const ac of this.running.values()) ac.abort()
+    clearInterval(this.timer)
+    const ids = [...this.running.keys()]
+    for (const run of this.running.values()) run.ac.abort()
     await Promise.allSettled([...this.done.values()])
+    for (const id of ids) {
+      try {
+        this.o.store.releaseClaim(id, this.o.node)
+      } catch (err) {
+        this.o.logger?.error({ err, job: id }, 'releasing a bulk job claim failed (another node takes it once the claim expires)')
+      }
+    }
   }
 }
 

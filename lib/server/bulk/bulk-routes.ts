@@ -155,7 +155,7 @@ function decodeOr(raw: string): string | undefined {
 }
 
 function cancel(res: http.ServerResponse, c: BulkRoutesContext, job: JobRecord): void {
-  if (!c.jobs.cancel(job.id)) return fail(res, new JobStateError(`Job ${job.id} is already ${job.state}`))
+  if (!c.jobs.cancel(job.id)) return fail(res, new JobStateError(`Job ${job.id} is already ${c.store.get(job.id)?.state ?? job.state}`))
   c.logger?.info({ job: job.id }, 'bulk job cancelled')
   sendJson(res, 200, jobStatus(c.store.get(job.id) as JobRecord))
 }
