@@ -142,7 +142,7 @@ t.test('fairness: a running job does not starve a live stream of the same model'
   t.match(await status(base, r.body.jobid as string), { state: 'cancelled', active: 0 })
 })
 
-t.test('kill the server mid-job (SIGKILL), restart under its node name: it takes the job back at once, completes it, each row once, billed once', async (t) => {
+t.test('kill the server mid-job (SIGKILL), restart it under its node name (no wait for its claim to expire): the job completes, each row once, billed once', async (t) => {
   const N = 3000
   const dir = dataDir(N)
   const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
