@@ -166,7 +166,7 @@ export class BulkJobs {
   // Claims and starts jobs nobody holds (interrupted running ones first, then the oldest queued)
   // while fewer than maxConcurrentJobs run here.
   private startQueued(): void {
-    if (this.closing) return
+    if (this.closing || this.running.size >= this.o.maxConcurrentJobs) return
     const { store, node } = this.o
     const now = Date.now()
     for (const job of store.claimable(now, node)) {
@@ -206,12 +206,12 @@ export class BulkJobs {
   }
 
   // Stops a job running here that this node no longer holds, writing nothing to the store: it was
-  // cancelled (from another node), or another node runs it now.
+  // cancelled (from another node: a cancel sent here aborts the run itself), or another node runs it now.
   private lose(id: string, why?: string): void {
     const run = this.running.get(id)
     if (!run || run.ac.signal.aborted) return
     const job = this.o.store.get(id)
-    if (job?.state === 'cancelled') this.o.logger?.info({ job: id }, 'bulk job cancelled')
+    if (job?.state === 'cancelled') this.o.logger?.info({ job: id }, 'bulk job cancelled on another node: stopped here')
     else this.o.logger?.warn({ job: id, node: job?.claimedBy ?? undefined, state: job?.state }, `bulk job stopped here: ${why ?? (job?.claimedBy ? 'another node holds its claim' : 'this node no longer holds its claim')}`)
     run.ac.abort()
   }
