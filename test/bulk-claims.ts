@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { parquetReadObjects } from 'hyparquet'
 import t, { type Test } from 'tap'
 import { JobStore } from '../lib/server/store/job-store.js'
-import type { InferenceServer } from '../lib/server/server.js'
+import { createServer, type InferenceServer } from '../lib/server/server.js'
+import { InvalidOptionError } from '../lib/errors.js'
 import { auth, countingEcho, dataDir, job, post, rowText, serveProcess, status, waitState } from './helpers/bulk.js'
 import { startServer } from './helpers/server.js'
 import { until } from './helpers/until.js'
@@ -164,4 +165,11 @@ t.test('a node closed gracefully hands its job back at once: another node goes o
   const seen = await waitState(b.url, id, ['completed', 'failed', 'cancelled'], 30_000)
   t.match(seen[seen.length - 1], { state: 'completed', processed: N })
   t.equal(new Set(onB.ran).size, onB.ran.length, 'no row ran twice on B')
+})
+
+t.test('options: jobLeaseMs and nodeId are checked, naming the option', async (t) => {
+  for (const bad of [0, 99, 1.5, '30000']) {
+    t.throws(() => createServer({ jobLeaseMs: bad as number }), { constructor: InvalidOptionError, message: /Option "jobLeaseMs" must be an integer >= 100/ })
+  }
+  t.throws(() => createServer({ nodeId: '' }), { constructor: InvalidOptionError, message: /Option "nodeId" must be a non-empty string/ })
 })
