@@ -96,9 +96,11 @@ export interface ServerOptions {
   /** Models served. Default: the built-in registry (`builtin/echo`, `builtin/sentiment`, `builtin/ner`). */
   registry?: ModelRegistry
   /**
-   * The state layer: queue, results, dedupe, ledger (state/state-backend.ts). Default: an
-   * in-process {@link MemoryStateBackend} with `maxRetained`, `retentionMs` and
-   * `maxRetainedBytes`, closed with the server (a given one is not closed).
+   * The state layer: queue, results, dedupe, ledger (state/state-backend.ts). Default: with
+   * `dataDir`, a {@link SqliteStateBackend} in `<dataDir>/state.sqlite` (streams, HTTP dedupe and
+   * the ledger survive a crash; one server per folder), else an in-process
+   * {@link MemoryStateBackend}; either with `maxRetained`, `retentionMs` and `maxRetainedBytes`,
+   * closed with the server (a given one is not closed).
    */
   state?: StateBackend
   /** This server's name in result routes (several front-ends on one backend). Default: a random id. */
@@ -117,7 +119,8 @@ export interface ServerOptions {
    */
   outputs?: OutputDatasets
   /**
-   * Folder of the bulk-job data: `jobs.sqlite` (jobs and their stored results, durable),
+   * Folder of the server's durable data: `state.sqlite` (the state layer: queue, stream results,
+   * dedupe, ledger — unless `state` is given), `jobs.sqlite` (jobs and their stored results),
    * `datasets/` (input datasets, unless `datasetsDir`) and `outputs/` (output dataset git
    * repositories, unless `outputs`). Default none: the `/bulk/run` routes answer 404.
    */

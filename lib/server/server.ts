@@ -20,6 +20,7 @@ import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
 import { MemoryStateBackend } from './state/memory-backend.js'
+import { SqliteStateBackend } from './state/sqlite-backend.js'
 import type { StateBackend } from './state/state-backend.js'
 import { ownerKey, type OwnerCounts } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
@@ -81,7 +82,12 @@ export class InferenceServer {
       logger: o.logger,
     })
     this.registry = o.registry ?? createModelRegistry()
-    this.state = options.state ?? new MemoryStateBackend({ maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes })
+    const retention = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes }
+    // A data folder holds the state too: what a stream sent survives a crash of the server.
+    this.state = options.state ?? (o.dataDir ? new SqliteStateBackend({ path: join(o.dataDir, 'state.sqlite'), ...retention }) : new MemoryStateBackend(retention))
+    // Leases in a state file this server just opened (it holds the file's lock) are those of a
+    // previous server that died: its items go back to the queue now, not when the leases expire.
+    if (!options.state && o.dataDir) this.state.reclaim(Number.MAX_SAFE_INTEGER, o.maxDeliveries).catch((err: unknown) => o.logger?.error({ err }, 'reclaiming leases failed'))
     this.node = options.nodeId ?? randomUUID()
     this.metrics = new ServerMetrics(() => this.state.stats(), () => this.state.ledger(), (id) => this.tenants.nameOf(id))
     this.hub = new StreamHub(
