@@ -103,7 +103,7 @@ export interface ServerOptions {
    * closed with the server (a given one is not closed).
    */
   state?: StateBackend
-  /** This server's name in result routes (several front-ends on one backend). Default: a random id. */
+  /** This server's name in result routes (several front-ends on one backend). Default: a random id; with `dataDir` and no `state`, `data-dir` (one server per state file, the same name across restarts). */
   nodeId?: string
   /**
    * Times an item may be leased without being finished (its worker died or hung each time); past

@@ -88,7 +88,9 @@ export class InferenceServer {
     // Leases in a state file this server just opened (it holds the file's lock) are those of a
     // previous server that died: its items go back to the queue now, not when the leases expire.
     if (!options.state && o.dataDir) this.state.reclaim(Number.MAX_SAFE_INTEGER, o.maxDeliveries).catch((err: unknown) => o.logger?.error({ err }, 'reclaiming leases failed'))
-    this.node = options.nodeId ?? randomUUID()
+    // One server per state file (it holds the file's lock): its name in routes stays the same across
+    // restarts, so results of items a previous process took are delivered to this one's streams.
+    this.node = options.nodeId ?? (o.dataDir && !options.state ? 'data-dir' : randomUUID())
     this.metrics = new ServerMetrics(() => this.state.stats(), () => this.state.ledger(), (id) => this.tenants.nameOf(id))
     this.hub = new StreamHub(
       o,
@@ -311,7 +313,7 @@ export class InferenceServer {
             models: this.registry.list(),
             queued: q.queued,
             processing: q.processing,
-            streams: [...this.hub.allStreams()].length,
+            streams: [...this.hub.sockets.all()].length,
             workers: this.options.workers,
             max_batch: this.options.maxBatch,
           }),
@@ -382,15 +384,15 @@ export class InferenceServer {
 
   private sendStatus(): void {
     // Streams of a model that is still loading hear how long it should take.
-    for (const s of this.hub.allStreams()) {
+    for (const s of this.hub.sockets.all()) {
       const status = s.loadingStatus()
       if (status) s.send(status)
     }
-    for (const owner of [...this.hub.owners()]) {
+    for (const owner of [...this.hub.sockets.owners()]) {
       this.state.counts(owner).then(
         (c) => {
           if (c.queued + c.processing === 0) return
-          for (const s of this.hub.streamsOf(owner)) {
+          for (const s of this.hub.sockets.of(owner)) {
             s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done })
           }
         },
@@ -415,7 +417,7 @@ export class InferenceServer {
     const jobsClosed = this.bulk?.jobs.close()
     const httpClosed = new Promise<void>((r) => this.http.close(() => r()))
     const status = errorStatus(new ShuttingDownError())
-    for (const s of this.hub.allStreams()) s.send(status)
+    for (const s of this.hub.sockets.all()) s.send(status)
     const deadline = Date.now() + this.options.shutdownTimeoutMs
     while (Date.now() < deadline) {
       const q = await this.state.stats()
