@@ -83,7 +83,10 @@ export interface ServerOptions {
   statusIntervalMs?: number
   /** How long a connection may take to send its Bearer frame, in ms. Default 10000. */
   authTimeoutMs?: number
-  /** How long `close()` waits for running batches before handing them back, in ms. Default 10000. */
+  /**
+   * How long `close()` waits for running batches before handing them back (all but the items a model
+   * reported done: those are finished), in ms. Default 10000.
+   */
   shutdownTimeoutMs?: number
   /**
    * Most results kept by the classic HTTP endpoint's cache (`POST /models/{model}` with

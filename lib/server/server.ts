@@ -403,7 +403,8 @@ export class InferenceServer {
 
   /**
    * Graceful shutdown: refuses new streams and payloads, lets queued and running work finish
-   * (up to `shutdownTimeoutMs`, results go to open streams), hands back what is left, closes
+   * (up to `shutdownTimeoutMs`, results go to open streams), hands back what is left (but for
+   * the items of a stopped batch the model reported done: those are finished), closes
    * every socket with 1001 and releases the models. Safe to call twice.
    */
   close(): Promise<void> {
@@ -427,7 +428,8 @@ export class InferenceServer {
     this.workers.stopPulling()
     this.workers.abortRunning()
     await this.workers.done()
-    // HTTP requests whose items were handed back to the queue will not be answered here.
+    // HTTP requests whose items were handed back to the queue will not be answered here (those of
+    // items finished when their batch stopped were answered by that finish).
     this.hub.failSinks(toWireError(new ShuttingDownError()))
     // Let results written in the last tick reach their sockets before closing them.
     await new Promise((r) => setImmediate(r))
