@@ -10,7 +10,7 @@ import { MissingDependencyError } from './errors.js'
 /** Each optional package: the version range this release works with, and what needs it. */
 export const OPTIONAL_DEPENDENCIES = {
   '@huggingface/transformers': { range: '^4.3.2', neededFor: 'Hugging Face Hub models (run by transformers.js)' },
-  'better-sqlite3': { range: '^12.11.1', neededFor: 'bulk jobs and the job store (serve --data-dir)' },
+  'better-sqlite3': { range: '^12.11.1', neededFor: 'the durable state and bulk jobs (serve --data-dir)' },
 } as const
 
 /** Name of an optional package. */

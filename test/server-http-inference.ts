@@ -270,7 +270,7 @@ t.test('100 concurrent requests batch together (maxBatch 32), each gets its own 
   t.ok(Math.max(...sizes) > 1, `the model saw batches > 1 (largest ${Math.max(...sizes)})`)
   t.ok(sizes.every((s) => s <= 32), 'none over maxBatch')
   t.equal(await server.billed('anonymous'), N)
-  t.equal(hubOf(server).waitingSinks, 0, 'no waiter left')
+  t.equal(hubOf(server).sinks.size, 0, 'no waiter left')
 })
 
 t.test('stream items and HTTP items of one token batch together but never see each other\'s results', async (t) => {
@@ -331,12 +331,12 @@ t.test('a client that goes away: its waiter is dropped, nothing leaks, the item 
   const ac = new AbortController()
   const pending = post(server, 'test/recorder', { inputs: 'gone' }, { signal: ac.signal })
   await new Promise((r) => setTimeout(r, 50))
-  t.equal(hubOf(server).waitingSinks, 1)
+  t.equal(hubOf(server).sinks.size, 1)
   ac.abort()
   await t.rejects(pending)
   const deadline = Date.now() + 2000
-  while (hubOf(server).waitingSinks > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
-  t.equal(hubOf(server).waitingSinks, 0, 'the waiter is dropped on close')
+  while (hubOf(server).sinks.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+  t.equal(hubOf(server).sinks.size, 0, 'the waiter is dropped on close')
   await new Promise((r) => setTimeout(r, 200))
   t.equal(model.batches.length, 1, 'the item ran')
   t.match(await store.counts(httpOwnerKey('anonymous', 'test/recorder')), { queued: 0, processing: 0, undelivered: 0 })
@@ -350,7 +350,7 @@ t.test('shutdown: a request whose item cannot finish in time is answered 503', a
   await server.listen(0)
   const pending = post(server, 'builtin/echo', { inputs: 1, parameters: { delay_ms: 5000 } })
   const deadline = Date.now() + 2000
-  while (hubOf(server).waitingSinks === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+  while (hubOf(server).sinks.size === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
   await new Promise((r) => setTimeout(r, 20))
   await server.close()
   const res = await pending

@@ -101,12 +101,12 @@ t.test('a client that never reads stops being read at its byte budget; another t
     void store.tenantBytes(slowTenant).then((b) => (peak = Math.max(peak, b.queued + b.undelivered)))
   }, 2)
   for (let i = 0; i < 200; i++) slow.send({ id: `i${String(i).padStart(4, '0')}`, inputs: text }) // 12.5 MiB
-  await slow.waitFor(() => hub.tenantPaused(slowTenant), 'the slow tenant paused', 20_000)
+  await slow.waitFor(() => hub.sockets.tenantPaused(slowTenant), 'the slow tenant paused', 20_000)
   // Let everything that was read finish and pile up.
   await new Promise((r) => setTimeout(r, 500))
   const b = await store.tenantBytes(slowTenant)
   peak = Math.max(peak, b.queued + b.undelivered)
-  t.ok(hub.tenantPaused(slowTenant), 'still paused')
+  t.ok(hub.sockets.tenantPaused(slowTenant), 'still paused')
   // Promise: queued + undelivered at most the budget plus what one socket read held when it paused
   // (the frame that crossed it and frames in the same read): two frames here.
   t.ok(peak <= budget + 2 * frameBytes, `queued+undelivered peaked at ${peak} bytes (budget ${budget} + 2 frames of ${frameBytes})`)

@@ -2,14 +2,20 @@
 // first one (real servers on port 0); small real HTTP servers stand in for flaky upstreams.
 import http from 'node:http'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { InvalidOptionError, ModelError, ModelInputError, ShuttingDownError } from '../lib/errors.js'
 import { infer } from '../lib/client/infer.js'
 import type { Pipeline } from '../lib/models/pipeline.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import { parseRetryAfter, parseUpstreamSpec, UPSTREAM_DEFAULTS, UpstreamPipeline, type UpstreamPipelineOptions } from '../lib/models/upstream-pipeline.js'
-import type { InferenceServer } from '../lib/server/server.js'
+import { createServer, type InferenceServer } from '../lib/server/server.js'
+import { MemoryStateBackend } from '../lib/server/state/memory-backend.js'
+import { SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
+import type { StateBackend } from '../lib/server/state/state-backend.js'
 import { startServer } from './helpers/server.js'
 import { connect } from './helpers/ws-client.js'
 
@@ -418,7 +424,6 @@ t.test('a server shutting down hands back a batch waiting on an upstream retry',
   const remote = pipelineOf(t, { url: up.url })
   const registry = createModelRegistry({ models: { 'remote/flaky': remote } })
   t.teardown(() => registry.close())
-  const { createServer } = await import('../lib/server/server.js')
   const server = createServer({ registry, shutdownTimeoutMs: 50 })
   await server.listen(0)
   const res = post(`${server.url}/models/remote/flaky`, { inputs: 'a' })
@@ -431,4 +436,164 @@ t.test('a server shutting down hands back a batch waiting on an upstream retry',
   t.equal(answer.status, 503)
   t.match(await answer.json(), { code: 'ERR_SHUTTING_DOWN' })
   t.equal(up.seen.length, 1)
+})
+
+t.test('onItem reports each item once, as soon as it is final; an aborted item is not reported', async (t) => {
+  let release = (): void => {}
+  const held = new Promise<void>((r) => (release = r))
+  const up = await scripted(t, (req, res) => {
+    const input = req.body.inputs as string
+    if (input === 'bad') return reply(res, 400, { error: 'no' })
+    if (input.startsWith('held')) return void held.then(() => reply(res, 200, { echo: input }))
+    reply(res, 200, { echo: input })
+  })
+  const p = pipelineOf(t, { url: up.url })
+  const reported: Array<[number, unknown]> = []
+  const onItem = (i: number, out: unknown): void => void reported.push([i, out])
+  const run = p.run(['a', 'held-1', 'bad', 'held-2'], {}, undefined, { onItem })
+  while (up.seen.length < 4 || p.inFlight > 2) await new Promise((r) => setTimeout(r, 5))
+  t.same(reported.map(([i]) => i).sort(), [0, 2], 'the answered items, before the batch is done')
+  t.same(reported.find(([i]) => i === 0)?.[1], { echo: 'a' })
+  t.match(reported.find(([i]) => i === 2)?.[1], { code: 'ERR_MODEL_INPUT', message: /answered 400: no$/ })
+  release()
+  const outputs = await run
+  t.same(reported.map(([i]) => i).sort(), [0, 1, 2, 3], 'every item once')
+  for (const [i, out] of reported) t.equal(out, outputs[i], `item ${i}: the very entry run returns`)
+
+  // Aborted: the held item is never reported.
+  const stuck = await scripted(t, (req, res) => {
+    if (req.body.inputs === 'hang') return
+    reply(res, 200, req.body.inputs)
+  })
+  const q = pipelineOf(t, { url: stuck.url })
+  const ac = new AbortController()
+  const got: number[] = []
+  const aborted = q.run(['x', 'hang'], {}, ac.signal, { onItem: (i) => void got.push(i) })
+  while (stuck.seen.length < 2 || q.inFlight > 1) await new Promise((r) => setTimeout(r, 5))
+  ac.abort(new Error('stop'))
+  await t.rejects(aborted, { message: 'stop' })
+  await new Promise((r) => setTimeout(r, 20))
+  t.same(got, [0], 'only the answered item')
+})
+
+/**
+ * A server shutting down while an upstream holds some items of a batch and has answered the others:
+ * the answered ones are finished there (billed once, their results routed: a stream's written, an
+ * HTTP request answered 200), only the held ones are handed back, and a second server on the same
+ * state runs those alone. `next` gives the second server's state (the same object, or the file
+ * reopened).
+ */
+async function partialShutdown(t: Test, first: StateBackend, next: (state: StateBackend) => Promise<StateBackend>): Promise<void> {
+  let holding = true
+  const up = await scripted(t, (req, res) => {
+    const input = req.body.inputs as string
+    // Held: never answered (the downstream gives up at shutdown and the request is cut).
+    if (holding && input.startsWith('held')) return
+    reply(res, 200, { echo: input })
+  })
+  const remote = pipelineOf(t, { url: up.url })
+  const batches: unknown[][] = []
+  const spy: Pipeline = {
+    id: 'remote/flaky',
+    task: remote.task,
+    run(inputs, parameters, signal, options) {
+      batches.push(inputs)
+      return remote.run(inputs, parameters, signal, options)
+    },
+  }
+  const registry = createModelRegistry({ models: { 'remote/flaky': spy } })
+  t.teardown(() => registry.close())
+  // One worker and a batch of exactly five: the stream's four items and the HTTP request run as one
+  // batch. One tenant secret: the second server must know the first one's tenants.
+  const options = { registry, workers: 1, maxBatch: 5, maxWaitMs: 5000, shutdownTimeoutMs: 50, tenantSecret: Buffer.alloc(32, 7) }
+  const server = createServer({ ...options, state: first })
+  await server.listen(0)
+  t.teardown(() => server.close())
+
+  const c = await connect(server.streamUrl('remote/flaky'), { v1: true })
+  c.send([
+    { id: 'q1', inputs: 'quick-1' },
+    { id: 'h1', inputs: 'held-1' },
+    { id: 'q2', inputs: 'quick-2' },
+    { id: 'h2', inputs: 'held-2' },
+  ])
+  const waiting = post(`${server.url}/models/remote/flaky`, { inputs: 'quick-http' }, 'test-token')
+  // The three quick items answered, the two held ones waiting upstream.
+  await c.waitFor(() => up.seen.length === 5 && remote.inFlight === 2, 'the upstream to answer the quick items and hold the others')
+  t.same(batches.map((b) => b.length), [5], 'one batch of five')
+  t.same(await server.billed('test-token'), 0, 'nothing billed while the batch runs')
+
+  await server.close()
+  t.equal(await server.billed('test-token'), 3, 'the answered items are billed at shutdown')
+  t.equal((await first.ledger()).reduce((n, e) => n + e.items, 0), 3, 'the ledger counts them once')
+  t.match(await first.stats(), { queued: 2, processing: 0 }, 'the held items are queued again')
+  const answer = await waiting
+  t.equal(answer.status, 200, 'the waiting HTTP request got its result, not 503')
+  t.same(await answer.json(), { echo: 'quick-http' }, 'its answer is the upstream\'s')
+  await c.closed
+  t.same(
+    [...c.results()].sort(),
+    [
+      ['q1', { echo: 'quick-1' }],
+      ['q2', { echo: 'quick-2' }],
+    ],
+    'the stream got the answered items before it closed',
+  )
+
+  holding = false
+  const state = await next(first)
+  const again = createServer({ ...options, maxWaitMs: 10, state })
+  await again.listen(0)
+  t.teardown(() => again.close())
+  // The held items run on the second server (nobody connected: results belong to the token).
+  const deadline = Date.now() + 10_000
+  for (let st = await state.stats(); st.queued + st.processing > 0; st = await state.stats()) {
+    if (Date.now() > deadline) throw new Error(`the held items did not run: ${JSON.stringify(st)}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  // A stream opened now gets every result the client has not acknowledged. (One opened before
+  // would not be told of these: they are routed to the first server's node id.)
+  const d = await connect(again.streamUrl('remote/flaky'), { v1: true })
+  await d.waitFor(() => d.results().size === 4, 'every stream result on the second server')
+  t.same(
+    [...d.results()].sort(),
+    [
+      ['h1', { echo: 'held-1' }],
+      ['h2', { echo: 'held-2' }],
+      ['q1', { echo: 'quick-1' }],
+      ['q2', { echo: 'quick-2' }],
+    ],
+    'the unacknowledged results again, and the held ones run',
+  )
+  t.same(batches.slice(1), [['held-1', 'held-2']], 'only the held items ran again')
+  t.equal(await again.billed('test-token'), 5, 'all five billed, each once')
+  t.same(
+    ['quick-1', 'quick-2', 'quick-http', 'held-1', 'held-2'].map((input) => up.countOf(input)),
+    [1, 1, 1, 2, 2],
+    'the upstream got each answered item once (a held one again, after its cut request)',
+  )
+  t.match(await state.stats(), { queued: 0, processing: 0 }, 'nothing left')
+  await d.close()
+  await again.close()
+}
+
+t.test('shutdown mid-batch: items the upstream answered are finished and billed once, the rest run on the next server (one memory state)', async (t) => {
+  const state = new MemoryStateBackend({ maxRetained: 1000, retentionMs: 60_000 })
+  t.teardown(() => state.close())
+  await partialShutdown(t, state, async (s) => s)
+})
+
+t.test('shutdown mid-batch: the same across a restart on a SQLite state file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'is-upstream-partial-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const path = join(dir, 'state.sqlite')
+  const limits = { maxRetained: 1000, retentionMs: 60_000 }
+  const first = new SqliteStateBackend({ path, ...limits })
+  let last: StateBackend = first
+  t.teardown(() => last.close())
+  await partialShutdown(t, first, async (s) => {
+    await s.close()
+    last = new SqliteStateBackend({ path, ...limits })
+    return last
+  })
 })

@@ -59,7 +59,7 @@ export function serveCommand(): Command {
     .option('--max-workers-per-tenant <n>', 'most workers one tenant holds at once (default: workers-1 with several tenants)', int('max-workers-per-tenant'))
     .option('--max-connections <n>', 'open connections in all (default 1024)', int('max-connections'))
     .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
-    .option('--data-dir <dir>', 'bulk jobs: folder of jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
+    .option('--data-dir <dir>', 'durable state and bulk jobs: folder of state.sqlite (queue, stream results, ledger: they survive a crash), jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
     .option('--node-id <name>', 'this server\'s name in bulk job claims and result routes: unique among servers sharing a data folder; restarted under the same name, it takes its jobs back at once (default: random)')

@@ -18,8 +18,11 @@ export interface Pipeline {
   readonly id: string
   /** Inference API task name, e.g. `text-classification`. */
   readonly task: string
-  /** Runs a batch. `signal` aborts waiting (shutdown), where the model can. */
-  run(inputs: unknown[], parameters: Parameters, signal?: AbortSignal): Promise<unknown[]>
+  /**
+   * Runs a batch. `signal` aborts waiting (shutdown), where the model can. A model whose items
+   * finish one by one may report each through `options.onItem` as it does.
+   */
+  run(inputs: unknown[], parameters: Parameters, signal?: AbortSignal, options?: RunOptions): Promise<unknown[]>
   /** Releases threads and memory. */
   close?(): Promise<void>
   /**
@@ -29,6 +32,20 @@ export interface Pipeline {
   load?(): Promise<void>
   /** Where loading stands, for the server's status messages and 503 answers. Absent: always ready. */
   loadState?(): ModelLoadState
+}
+
+/** What the caller of {@link Pipeline.run} may ask for besides the batch. */
+export interface RunOptions {
+  /**
+   * Called with an item's index in the batch and its final entry (outputs, or an `Error` for that
+   * item alone) as soon as the item is done, before the rest of the batch is: at most once per
+   * item, and only with the entry `run` would return for it. When `run` is aborted (the server shuts
+   * down), the items reported so far are finished with these entries and billed; only the others
+   * are handed back to the queue, so a model whose items complete one at a time (an upstream
+   * endpoint that bills each request) never runs an item twice. A pipeline that does not call it
+   * has its whole batch handed back on abort.
+   */
+  onItem?(index: number, output: unknown): void
 }
 
 /** Where a pipeline's loading stands. */

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pLimit, { type LimitFunction } from 'p-limit'
 import { backoffDelay, type ResolvedReconnect } from '../client/backoff.js'
 import { InvalidOptionError, ModelError, ModelInputError, ShuttingDownError } from '../errors.js'
-import type { Parameters, Pipeline } from './pipeline.js'
+import type { Parameters, Pipeline, RunOptions } from './pipeline.js'
 
 /** Options of {@link UpstreamPipeline}. */
 export interface UpstreamPipelineOptions {
@@ -80,9 +80,11 @@ type Attempt =
  * without either, a 502, a 504, a network error or a timeout backs off exponentially with jitter.
  * Other statuses are final.
  *
- * Aborting `signal` stops requests and waits at once, and `run` rejects with `signal.reason` (the
- * server then hands the batch back). `close()` does the same to running batches, with
- * `ShuttingDownError`. Requests use the global `fetch`, whose connections are kept alive.
+ * Each item's final entry is reported through `options.onItem` as soon as it is known. Aborting
+ * `signal` stops requests and waits at once, and `run` rejects with `signal.reason`: the server then
+ * finishes the items already reported (the upstream answered them, and billed them) and hands the
+ * others back. `close()` stops running batches the same way (they reject with `ShuttingDownError`).
+ * Requests use the global `fetch`, whose connections are kept alive.
  */
 export class UpstreamPipeline implements Pipeline {
   readonly id: string
@@ -153,7 +155,7 @@ export class UpstreamPipeline implements Pipeline {
     return this.#limit.activeCount
   }
 
-  async run(inputs: unknown[], parameters: Parameters, signal?: AbortSignal): Promise<unknown[]> {
+  async run(inputs: unknown[], parameters: Parameters, signal?: AbortSignal, options?: RunOptions): Promise<unknown[]> {
     if (this.#closed) throw new ShuttingDownError(`Upstream pipeline ${this.id} is closed`)
     signal?.throwIfAborted()
     if (inputs.length === 0) return []
@@ -170,7 +172,17 @@ export class UpstreamPipeline implements Pipeline {
       ac.signal.addEventListener('abort', fail, { once: true })
       stopAbortWait = () => ac.signal.removeEventListener('abort', fail)
     })
-    const all = Promise.all(inputs.map((input) => this.#limit(() => this.#item(input, parameters, ac.signal))))
+    const onItem = options?.onItem
+    const all = Promise.all(
+      inputs.map((input, i) =>
+        this.#limit(async () => {
+          const output = await this.#item(input, parameters, ac.signal)
+          // Final (an answer or a final failure): the caller may finish it even if the batch is aborted later.
+          onItem?.(i, output)
+          return output
+        }),
+      ),
+    )
     const settled = all.then(noop, noop)
     this.#settled.add(settled)
     try {

@@ -108,14 +108,16 @@ export class BatchWorkers {
       return
     }
     let outputs: unknown[]
+    // Items of the batch to finish (all of them, unless shutdown stopped the batch part way).
+    let finishing: number[] | undefined
     let computeSeconds = 0
     if (!pipeline) {
       outputs = items.map(() => new UnknownModelError(`Model ${first.model} does not exist`))
     } else {
       metrics.batchSize.observe({ model: first.model }, items.length)
       const started = performance.now()
-      // The call's own signal: aborted by shutdown (the batch is handed back) or by the time limit
-      // (the batch fails). Racing the call against it frees this worker even from a model that
+      // The call's own signal: aborted by shutdown (the batch is handed back, but for the items the
+      // model reported done) or by the time limit (the batch fails). Racing the call against it frees this worker even from a model that
       // ignores its signal; whatever such a model answers later is dropped.
       const call = new AbortController()
       const onShutdown = (): void => call.abort(this.runAbort.signal.reason)
@@ -125,11 +127,20 @@ export class BatchWorkers {
       const timer = setTimeout(() => {
         call.abort(new BatchTimeoutError(`Model ${first.model} ran longer than ${limitMs} ms on a batch of ${items.length}; the batch was stopped`))
       }, limitMs)
+      // Items the model reported done before the whole batch (an upstream's answered requests): a
+      // batch stopped by shutdown finishes these and hands back only the others. Reports after the
+      // batch was settled here are dropped.
+      const early = new Map<number, unknown>()
+      let taking = true
+      const onItem = (index: number, output: unknown): void => {
+        if (taking && Number.isInteger(index) && index >= 0 && index < items.length && !early.has(index)) early.set(index, output)
+      }
       try {
         const running = pipeline.run(
           items.map((i) => i.inputs),
           first.parameters ?? {},
           call.signal,
+          { onItem },
         )
         running.catch(() => {}) // a late rejection after the race is settled is not unhandled
         outputs = await Promise.race([running, abortedWith(call.signal)])
@@ -139,21 +150,30 @@ export class BatchWorkers {
           )
         }
       } catch (err) {
+        taking = false
         const reason: unknown = call.signal.aborted ? call.signal.reason : undefined
         if (call.signal.aborted && !(reason instanceof BatchTimeoutError)) {
           // Shutdown ran out of time: hand the batch back rather than answer with an error. It is
-          // not billed: whoever runs it later bills it.
-          await state.release(lease)
-          return
+          // not billed: whoever runs it later bills it. Items the model had already done are
+          // finished (and billed) now instead: the finish below hands back only the others.
+          if (early.size === 0) {
+            await state.release(lease)
+            return
+          }
+          outputs = []
+          for (const [index, output] of early) outputs[index] = output
+          finishing = [...early.keys()].sort((a, b) => a - b)
+        } else {
+          const e =
+            reason instanceof BatchTimeoutError
+              ? reason
+              : err instanceof InferenceStreamError
+                ? err
+                : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
+          outputs = items.map(() => e)
         }
-        const e =
-          reason instanceof BatchTimeoutError
-            ? reason
-            : err instanceof InferenceStreamError
-              ? err
-              : new ModelError(`Model ${first.model} failed: ${(err as Error)?.message ?? err}`, { cause: err })
-        outputs = items.map(() => e)
       } finally {
+        taking = false
         clearTimeout(timer)
         this.runAbort.signal.removeEventListener('abort', onShutdown)
         computeSeconds = (performance.now() - started) / 1000
@@ -161,12 +181,13 @@ export class BatchWorkers {
       }
     }
     // Billed once the model has run the batch (success, failure or time limit: the outcome is
-    // final), by the finish that stores the results: a batch handed back at shutdown is never
-    // billed, and an item finished twice (a lease taken back) is billed once.
+    // final), by the finish that stores the results: items handed back at shutdown are not billed
+    // (`finish` requeues the items left out), and an item finished twice (a lease taken back) is
+    // billed once.
     const billable = pipeline !== undefined
     const results: ItemResult[] = []
     let errors = 0
-    for (let i = 0; i < items.length; i++) {
+    for (const i of finishing ?? items.keys()) {
       const out = outputs[i]
       const failed = out instanceof Error
       if (failed) errors++
@@ -185,7 +206,7 @@ export class BatchWorkers {
     const outcome = await state.finish(lease, results)
     if (outcome.lost > 0) metrics.lost.inc(outcome.lost)
     if (errors > 0) metrics.items.inc({ model: first.model, outcome: 'error' }, errors)
-    if (errors < items.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, items.length - errors)
+    if (errors < results.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, results.length - errors)
   }
 
   /**
@@ -224,7 +245,10 @@ export class BatchWorkers {
     this.pullAbort.abort()
   }
 
-  /** Aborts running batches (they are handed back to the queue). */
+  /**
+   * Aborts running batches: they are handed back to the queue, except the items a model already
+   * reported done (`RunOptions.onItem`), which are finished.
+   */
   abortRunning(): void {
     this.runAbort.abort()
   }

@@ -83,7 +83,10 @@ export interface ServerOptions {
   statusIntervalMs?: number
   /** How long a connection may take to send its Bearer frame, in ms. Default 10000. */
   authTimeoutMs?: number
-  /** How long `close()` waits for running batches before handing them back, in ms. Default 10000. */
+  /**
+   * How long `close()` waits for running batches before handing them back (all but the items a model
+   * reported done: those are finished), in ms. Default 10000.
+   */
   shutdownTimeoutMs?: number
   /**
    * Most results kept by the classic HTTP endpoint's cache (`POST /models/{model}` with
@@ -96,15 +99,18 @@ export interface ServerOptions {
   /** Models served. Default: the built-in registry (`builtin/echo`, `builtin/sentiment`, `builtin/ner`). */
   registry?: ModelRegistry
   /**
-   * The state layer: queue, results, dedupe, ledger (state/state-backend.ts). Default: an
-   * in-process {@link MemoryStateBackend} with `maxRetained`, `retentionMs` and
-   * `maxRetainedBytes`, closed with the server (a given one is not closed).
+   * The state layer: queue, results, dedupe, ledger (state/state-backend.ts). Default: with
+   * `dataDir`, a {@link SqliteStateBackend} in `<dataDir>/state.sqlite` (streams, HTTP dedupe and
+   * the ledger survive a crash; one server per folder), else an in-process
+   * {@link MemoryStateBackend}; either with `maxRetained`, `retentionMs` and `maxRetainedBytes`,
+   * closed with the server (a given one is not closed).
    */
   state?: StateBackend
   /**
    * This server's name in result routes (several front-ends on one backend) and in bulk job claims
-   * (several servers on one `dataDir`: each needs its own; a server restarted under its old name
-   * takes its jobs back at once). Default: a random id.
+   * (several servers sharing a `dataDir`'s jobs — each with its own `state` — need distinct names;
+   * a server restarted under its old name takes its jobs back at once). Default: a random id; with
+   * `dataDir` and no `state`, `data-dir` (one server per state file, the same name across restarts).
    */
   nodeId?: string
   /**
@@ -121,7 +127,8 @@ export interface ServerOptions {
    */
   outputs?: OutputDatasets
   /**
-   * Folder of the bulk-job data: `jobs.sqlite` (jobs and their stored results, durable),
+   * Folder of the server's durable data: `state.sqlite` (the state layer: queue, stream results,
+   * dedupe, ledger — unless `state` is given), `jobs.sqlite` (jobs and their stored results),
    * `datasets/` (input datasets, unless `datasetsDir`) and `outputs/` (output dataset git
    * repositories, unless `outputs`). Default none: the `/bulk/run` routes answer 404.
    */

@@ -20,6 +20,7 @@ import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.js'
 import { MemoryStateBackend } from './state/memory-backend.js'
+import { SqliteStateBackend } from './state/sqlite-backend.js'
 import type { StateBackend } from './state/state-backend.js'
 import { ownerKey, type OwnerCounts } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
@@ -81,8 +82,15 @@ export class InferenceServer {
       logger: o.logger,
     })
     this.registry = o.registry ?? createModelRegistry()
-    this.state = options.state ?? new MemoryStateBackend({ maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes })
-    this.node = options.nodeId ?? randomUUID()
+    const retention = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes }
+    // A data folder holds the state too: what a stream sent survives a crash of the server.
+    this.state = options.state ?? (o.dataDir ? new SqliteStateBackend({ path: join(o.dataDir, 'state.sqlite'), ...retention }) : new MemoryStateBackend(retention))
+    // Leases in a state file this server just opened (it holds the file's lock) are those of a
+    // previous server that died: its items go back to the queue now, not when the leases expire.
+    if (!options.state && o.dataDir) this.state.reclaim(Number.MAX_SAFE_INTEGER, o.maxDeliveries).catch((err: unknown) => o.logger?.error({ err }, 'reclaiming leases failed'))
+    // One server per state file (it holds the file's lock): its name in routes stays the same across
+    // restarts, so results of items a previous process took are delivered to this one's streams.
+    this.node = options.nodeId ?? (o.dataDir && !options.state ? 'data-dir' : randomUUID())
     this.metrics = new ServerMetrics(() => this.state.stats(), () => this.state.ledger(), (id) => this.tenants.nameOf(id))
     this.hub = new StreamHub(
       o,
@@ -307,7 +315,7 @@ export class InferenceServer {
             models: this.registry.list(),
             queued: q.queued,
             processing: q.processing,
-            streams: [...this.hub.allStreams()].length,
+            streams: [...this.hub.sockets.all()].length,
             workers: this.options.workers,
             max_batch: this.options.maxBatch,
           }),
@@ -378,15 +386,15 @@ export class InferenceServer {
 
   private sendStatus(): void {
     // Streams of a model that is still loading hear how long it should take.
-    for (const s of this.hub.allStreams()) {
+    for (const s of this.hub.sockets.all()) {
       const status = s.loadingStatus()
       if (status) s.send(status)
     }
-    for (const owner of [...this.hub.owners()]) {
+    for (const owner of [...this.hub.sockets.owners()]) {
       this.state.counts(owner).then(
         (c) => {
           if (c.queued + c.processing === 0) return
-          for (const s of this.hub.streamsOf(owner)) {
+          for (const s of this.hub.sockets.of(owner)) {
             s.send({ type: 'status', message: `${c.queued} queued, ${c.processing} processing`, queued: c.queued, processing: c.processing, done: c.done })
           }
         },
@@ -397,7 +405,8 @@ export class InferenceServer {
 
   /**
    * Graceful shutdown: refuses new streams and payloads, lets queued and running work finish
-   * (up to `shutdownTimeoutMs`, results go to open streams), hands back what is left, closes
+   * (up to `shutdownTimeoutMs`, results go to open streams), hands back what is left (but for
+   * the items of a stopped batch the model reported done: those are finished), closes
    * every socket with 1001 and releases the models. Safe to call twice.
    */
   close(): Promise<void> {
@@ -411,7 +420,7 @@ export class InferenceServer {
     const jobsClosed = this.bulk?.jobs.close()
     const httpClosed = new Promise<void>((r) => this.http.close(() => r()))
     const status = errorStatus(new ShuttingDownError())
-    for (const s of this.hub.allStreams()) s.send(status)
+    for (const s of this.hub.sockets.all()) s.send(status)
     const deadline = Date.now() + this.options.shutdownTimeoutMs
     while (Date.now() < deadline) {
       const q = await this.state.stats()
@@ -421,7 +430,8 @@ export class InferenceServer {
     this.workers.stopPulling()
     this.workers.abortRunning()
     await this.workers.done()
-    // HTTP requests whose items were handed back to the queue will not be answered here.
+    // HTTP requests whose items were handed back to the queue will not be answered here (those of
+    // items finished when their batch stopped were answered by that finish).
     this.hub.failSinks(toWireError(new ShuttingDownError()))
     // Let results written in the last tick reach their sockets before closing them.
     await new Promise((r) => setImmediate(r))

@@ -1,34 +1,12 @@
-import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
-import {
-  AuthenticationError,
-  IdConflictError,
-  InferenceStreamError,
-  LimitExceededError,
-  ModelError,
-  OverloadedError,
-  ShuttingDownError,
-  toWireError,
-} from '../errors.js'
-import {
-  errorStatus,
-  frameText,
-  parseBearer,
-  parseClientFrame,
-  payloadFingerprint,
-  type ServerMessage,
-  type StatusMessage,
-} from '../protocol.js'
-import type { Compute, Pipeline } from '../models/pipeline.js'
+import { AuthenticationError, InferenceStreamError, ModelError, OverloadedError } from '../errors.js'
+import { errorStatus, frameText, parseBearer, type ServerMessage, type StatusMessage } from '../protocol.js'
+import type { Compute } from '../models/pipeline.js'
 import type { StreamHub } from './stream-hub.js'
-import { groupKey } from './queue/work-queue.js'
-import type { SubmitItem } from './state/state-backend.js'
 import { ownerKey } from './store/result-store.js'
-import type { Tenant } from './tenants.js'
+import { StreamSession, taskOf, type ReadFrame } from './streams/stream-session.js'
 
-// A stream's socket is not handed more results while this much is still unsent (slow reader):
-// they stay undelivered in the store and count against the token's flow-control bound.
-const SEND_HIGH_WATER = 4 * 1024 * 1024
+export { outputsJson } from './streams/stream-session.js'
 
 let nextConnectionId = 1
 
@@ -38,39 +16,14 @@ const INBOX_FRAMES = 64
 const GROUP_BYTES = 64 * 1024
 
 /**
- * JSON text of a result's outputs. Outputs JSON.stringify cannot write (nested too deeply for its
- * recursion; echo returns such inputs as they came) must not throw out of a send — in a v1 flush
- * that is a timer callback, and the process would end — so such a result becomes an `ERR_MODEL`
- * error result. Results are serialized once, here: the store keeps this text and sockets get it
- * as it is.
- */
-export function outputsJson(outputs: unknown): string {
-  try {
-    return JSON.stringify(outputs) ?? 'null'
-  } catch {
-    return JSON.stringify(toWireError(new ModelError('Outputs cannot be serialized as JSON')))
-  }
-}
-
-/** The text of a `results` message around outputs already serialized. */
-function resultText(id: string, outputs: string): string {
-  return `{"type":"results","id":${JSON.stringify(id)},"outputs":${outputs}}`
-}
-
-/**
- * One websocket of `/bulk/stream/{compute}/{model}`: authenticates the first frame, turns payload
- * frames into queued work, and writes results (batched into array frames on v1).
+ * One websocket of `/bulk/stream/{compute}/{model}`: reads frames (bounded, in order, in groups),
+ * writes messages (batched into array frames on v1), and authenticates the first frame. Until then
+ * it has no tenant and nothing else is done with it; once authenticated, its {@link session}
+ * handles every later frame and joins this node's streams.
  */
 export class StreamConnection {
   readonly id = nextConnectionId++
-  /** The tenant, once authenticated. */
-  tenant: Tenant | undefined
-  /** Tenant and model this stream's ids and results belong to; set once authenticated. */
-  owner: string | undefined
-  /** The model's pipeline, once authenticated (for loading status). */
-  private pipeline: Pipeline | undefined
-  /** v1 results written and not yet acked; handed back to the store if the socket closes. */
-  readonly unacked = new Set<string>()
+  private sessionOf: StreamSession | undefined
   private outbox: string[] = []
   // Legacy: ids of store results in the outbox, handed back if they cannot be written.
   private legacyTracked: string[] = []
@@ -79,7 +32,7 @@ export class StreamConnection {
   private readonly authTimer: NodeJS.Timeout
   // Frames not handled yet, in arrival order. The frames of one socket read are handled together
   // (one submit to the state backend for all their payloads, as they batch in the workers).
-  private inbox: Array<{ text: string; bytes: number }> = []
+  private inbox: ReadFrame[] = []
   private inboxBytes = 0
   private draining = false
   private flowPaused = false
@@ -104,20 +57,23 @@ export class StreamConnection {
     ws.on('error', (err) => hub.logger?.debug({ err, conn: this.id }, 'stream socket error'))
   }
 
+  /** The authenticated stream, or undefined before (and without) authentication. */
+  get session(): StreamSession | undefined {
+    return this.sessionOf
+  }
+
+  /** The socket closed (frames read before still count: a client's last acks come just before its close). */
+  get ended(): boolean {
+    return this.closed
+  }
+
   get isOpen(): boolean {
     return !this.closed && this.ws.readyState === 1
   }
 
-  /** Whether this stream should be handed more results now. */
-  canTake(): boolean {
-    return (
-      this.isOpen &&
-      this.owner !== undefined &&
-      this.ws.bufferedAmount < SEND_HIGH_WATER &&
-      // No byte cap on unacked results: a paused socket would then never read the acks that
-      // release them. Their memory is the store's, bounded by the retained budget.
-      this.unacked.size < this.hub.options.maxQueuedPerToken
-    )
+  /** Bytes queued on the socket and not yet sent. */
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount
   }
 
   private reject(err: InferenceStreamError): void {
@@ -156,8 +112,11 @@ export class StreamConnection {
         this.inboxBytes -= groupBytes
         this.applyPause()
         try {
-          await this.handleFrames(frames)
-          if (this.owner !== undefined) await this.hub.checkFlowNow(this.owner)
+          if (!this.sessionOf) await this.authenticate(frames.shift()!.text)
+          const session = this.sessionOf
+          if (!session) continue
+          if (frames.length > 0) await session.handleFrames(frames)
+          await this.hub.sockets.checkFlowNow(session.owner)
         } catch (err) {
           this.hub.logger?.error({ err, conn: this.id }, 'stream frame failed')
           this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
@@ -177,26 +136,27 @@ export class StreamConnection {
       this.reject(err as InferenceStreamError)
       return
     }
-    const tenant = this.hub.authenticate(token, this.socket?.remoteAddress, `stream ${this.compute}/${this.model}`)
+    const hub = this.hub
+    const tenant = hub.authenticate(token, this.socket?.remoteAddress, `stream ${this.compute}/${this.model}`)
     if (!tenant) {
       this.reject(new AuthenticationError('Invalid token'))
       return
     }
-    if (this.hub.streamCount(tenant.id) >= this.hub.options.maxStreamsPerTenant) {
-      this.reject(new OverloadedError(`This tenant already has ${this.hub.options.maxStreamsPerTenant} open streams (the limit); close one or reuse a stream`))
+    if (hub.sockets.countOf(tenant.id) >= hub.options.maxStreamsPerTenant) {
+      this.reject(new OverloadedError(`This tenant already has ${hub.options.maxStreamsPerTenant} open streams (the limit); close one or reuse a stream`))
       return
     }
-    const pipeline = this.hub.pipelineFor(this.model, this.compute)
+    const pipeline = hub.pipelineFor(this.model, this.compute)
     if (pipeline instanceof Error) {
       this.reject(pipeline)
       return
     }
-    this.tenant = tenant
-    this.pipeline = pipeline
-    this.owner = ownerKey(tenant.id, this.model)
-    const c = await this.hub.state.counts(this.owner)
+    const owner = ownerKey(tenant.id, this.model)
+    const c = await hub.state.counts(owner)
     if (!this.isOpen) return
-    const o = this.hub.options
+    const session = new StreamSession(this, hub, tenant, owner, pipeline)
+    this.sessionOf = session
+    const o = hub.options
     this.send({
       type: 'status',
       message: `Connected to ${this.model} (${this.compute})`,
@@ -207,179 +167,8 @@ export class StreamConnection {
       // The task tells a client what an output means where its shape does not (`[]`: no entities).
       ...taskOf(pipeline),
     })
-    this.hub.register(this)
-    this.watchLoading(pipeline)
-  }
-
-  /**
-   * A model that is not loaded yet starts loading now (so items sent next wait less), and this
-   * stream is told: a `loading` status with `estimated_time` at once and every status interval
-   * (see the server's status timer), then one when it is ready, or why it failed to load.
-   */
-  private watchLoading(pipeline: Pipeline): void {
-    const state = pipeline.loadState?.()
-    if (state === undefined || state.state === 'ready' || pipeline.load === undefined) return
-    this.send(this.loadingStatus() ?? { type: 'status', message: `Loading model ${this.model}` })
-    const started = performance.now()
-    pipeline.load().then(
-      () => {
-        if (this.isOpen) this.send({ type: 'status', message: `Model ${this.model} is loaded`, loading: false, load_seconds: Math.round(performance.now() - started) / 1000, ...taskOf(pipeline) })
-      },
-      (err: unknown) => {
-        if (this.isOpen) this.send(errorStatus(err instanceof InferenceStreamError ? err : new ModelError(String((err as Error)?.message ?? err))))
-      },
-    )
-  }
-
-  /** The status message of this stream's model while it loads, or undefined when it does not. */
-  loadingStatus(): StatusMessage | undefined {
-    const state = this.pipeline?.loadState?.()
-    if (state === undefined || (state.state !== 'loading' && state.state !== 'unloaded')) return undefined
-    return { type: 'status', message: `Model ${this.model} is currently loading`, loading: true, estimated_time: state.estimatedTime ?? 20 }
-  }
-
-  private async handleFrames(frames: Array<{ text: string; bytes: number }>): Promise<void> {
-    let batch: SubmitItem[] = []
-    const metrics = this.hub.metrics
-    // Consecutive payloads are submitted together (one backend transition), before any ack or resume after them.
-    const submit = async (): Promise<void> => {
-      if (batch.length === 0) return
-      const items = batch
-      batch = []
-      let outcomes
-      try {
-        outcomes = await this.hub.submitStream(this, items)
-      } catch (err) {
-        // The backend refused (closing): answer each item so nothing waits forever.
-        const body = toWireError(err)
-        for (const item of items) this.sendResult(item.id, body, false)
-        return
-      }
-      for (let i = 0; i < items.length; i++) {
-        const outcome = outcomes[i]
-        const id = items[i].id
-        if (outcome.status === 'queued') continue
-        if (outcome.status === 'conflict') {
-          // The idempotency-key rule: never the other item's result, and this one is not run.
-          const err = new IdConflictError(`Id ${JSON.stringify(id)} was already used with other inputs or parameters; this item was not run (ids must be unique per model)`)
-          metrics.duplicates.inc({ state: 'conflict' })
-          metrics.rejected.inc({ code: err.code })
-          this.sendResult(id, toWireError(err), false)
-        } else if (outcome.status === 'done' || outcome.status === 'pending') {
-          metrics.duplicates.inc({ state: outcome.status })
-          // A finished duplicate gets its stored result again; a pending one gets its result when it is done.
-          if (outcome.status === 'done') this.sendResultJson(id, outcome.outputs, false)
-        }
-      }
-    }
-    for (const frame of frames) {
-      if (this.closed) return
-      if (this.tenant === undefined) {
-        await submit()
-        await this.authenticate(frame.text)
-        continue
-      }
-      if (frame.bytes > this.hub.options.maxFrameBytes) {
-        const err = new LimitExceededError(`Frame is ${frame.bytes} bytes, over the limit of ${this.hub.options.maxFrameBytes}; it was skipped`)
-        this.hub.metrics.rejected.inc({ code: err.code })
-        this.send(errorStatus(err))
-        continue
-      }
-      const tenant = (this.tenant as Tenant).id
-      const owner = this.owner as string
-      const { state, metrics, options } = this.hub
-      const entries = parseClientFrame(frame.text, this.v1, options)
-      // Inputs are measured by their share of the frame: no second serialization on the hot path.
-      let payloads = 0
-      for (const e of entries) if (e.kind === 'payload') payloads++
-      const bytes = payloads > 0 ? Math.ceil(frame.bytes / payloads) : 0
-    for (const e of entries) {
-      switch (e.kind) {
-        case 'payload': {
-          const id = e.payload.id ?? randomUUID()
-          if (this.hub.closing) {
-            this.sendResult(id, toWireError(new ShuttingDownError()), false)
-            break
-          }
-          const parameters = e.payload.parameters
-          // Only a client's id can be reused; a server-generated one needs no fingerprint.
-          let fingerprint: string | undefined
-          if (e.payload.id !== undefined) {
-            try {
-              fingerprint = payloadFingerprint(e.payload.inputs, parameters)
-            } catch {
-              // Inputs nested too deeply to serialize: unchecked (the model's answer says why).
-            }
-          }
-          batch.push({
-            tenant,
-            owner,
-            id,
-            model: this.model,
-            compute: this.compute,
-            inputs: e.payload.inputs,
-            parameters,
-            group: groupKey(this.model, this.compute, parameters),
-            fingerprint,
-            bytes,
-            route: { node: this.hub.node },
-          })
-          break
-        }
-        case 'ack':
-          await submit()
-          for (const id of e.ids) this.unacked.delete(id)
-          await state.acknowledge(owner, e.ids)
-          this.hub.flush(owner)
-          break
-        case 'resume': {
-          await submit()
-          const unknown: string[] = []
-          const found = await state.lookup(owner, e.ids)
-          for (let i = 0; i < e.ids.length; i++) {
-            const id = e.ids[i]
-            if (found[i].state === 'unknown') unknown.push(id)
-            // The client asks because it lacks the result (it may have ignored an early copy):
-            // send it again even when this stream already has it unacked.
-            else if (found[i].state === 'done') {
-              await state.claim(owner, id)
-              this.sendResultJson(id, found[i].outputs ?? 'null', true)
-            }
-          }
-          this.send({ type: 'resume', unknown })
-          break
-        }
-        case 'error':
-          metrics.rejected.inc({ code: e.error.code })
-          if (e.id !== undefined) this.sendResult(e.id, toWireError(e.error), false)
-          else this.send(errorStatus(e.error))
-          break
-      }
-    }
-    }
-    await submit()
-  }
-
-  /** Writes a result that is not the store's (an error body, a refused item): serialized here. */
-  sendResult(id: string, outputs: unknown, tracked: boolean): void {
-    this.sendResultJson(id, outputsJson(outputs), tracked)
-  }
-
-  /**
-   * Writes a result whose outputs are JSON text already. `tracked`: the result is the store's, so
-   * on v1 it stays unacked until the client acks, and on legacy it goes back to the store if the
-   * socket closes before it is written (and is acknowledged to the store once written).
-   */
-  sendResultJson(id: string, outputs: string, tracked: boolean): void {
-    if (!this.isOpen) {
-      if (tracked) this.hub.returnUndelivered(this.owner as string, [id])
-      return
-    }
-    if (tracked) {
-      if (this.v1) this.unacked.add(id)
-      else this.legacyTracked.push(id)
-    }
-    this.push(resultText(id, outputs))
+    hub.register(session)
+    session.watchLoading()
   }
 
   /**
@@ -392,8 +181,10 @@ export class StreamConnection {
     this.push(JSON.stringify(msg))
   }
 
-  private push(text: string): void {
+  /** Queues a message's text for this turn's write; `tracked`: the id of a legacy store result in it. */
+  push(text: string, tracked?: string): void {
     this.outbox.push(text)
+    if (tracked !== undefined) this.legacyTracked.push(tracked)
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(() => this.flushOutbox())
@@ -407,19 +198,12 @@ export class StreamConnection {
     const tracked = this.legacyTracked
     this.legacyTracked = []
     if (out.length === 0) return
+    const session = this.sessionOf
     if (!this.isOpen) {
-      if (tracked.length > 0) this.hub.returnUndelivered(this.owner as string, tracked)
+      if (tracked.length > 0) session?.written(tracked, new Error('closed'))
       return
     }
-    const done = (err?: Error): void => {
-      // A failed legacy write: the socket is gone; those results wait for the next stream (the
-      // client ignores any it had already received). A written one is delivered (legacy has no acks).
-      if (tracked.length > 0) {
-        if (err) this.hub.returnUndelivered(this.owner as string, tracked)
-        else this.hub.state.acknowledge(this.owner as string, tracked).catch((e: unknown) => this.hub.logger?.error({ err: e }, 'acknowledging results failed'))
-      }
-      if (!err) this.hub.onDrain(this)
-    }
+    const done = (err?: Error): void => session?.written(tracked, err)
     if (this.v1) {
       if (out.length === 1) {
         this.ws.send(out[0], done)
@@ -482,14 +266,8 @@ export class StreamConnection {
     clearTimeout(this.authTimer)
     this.closed = true
     this.outbox = []
-    if (this.legacyTracked.length > 0) this.hub.returnUndelivered(this.owner as string, this.legacyTracked)
+    const unwritten = this.legacyTracked
     this.legacyTracked = []
-    if (this.owner !== undefined) this.hub.unregister(this)
+    this.sessionOf?.closed(unwritten)
   }
-}
-
-/** `{task}` of a pipeline whose task is known (a transformers.js model downloaded on first use knows it once loaded). */
-function taskOf(pipeline: Pipeline): { task?: string } {
-  const task = pipeline.task
-  return typeof task === 'string' && task !== '' && task !== 'unknown' ? { task } : {}
 }

@@ -136,6 +136,44 @@ export function stateContract(t: Test, make: BackendFactory, options: ContractOp
     t.same(await b.lookup(ownerKey('A', 'builtin/echo'), ['1', '3']), [{ state: 'done', outputs: '"r1"' }, { state: 'done', outputs: '"r3"' }])
   })
 
+  t.test('a partial finish: the listed items finish and bill once, the others wait first in line, unbilled', async (t) => {
+    // What a worker does when a batch is stopped at shutdown with some items done (an upstream's
+    // answered requests): finish those; the rest run again later, once.
+    const b = await fresh(t)
+    const owner = ownerKey('A', 'builtin/echo')
+    const routed: Routed[] = []
+    b.subscribe(NODE, (r) => routed.push(...r))
+    await b.submit(['1', '2', '3', '4'].map((id) => item('A', id)))
+    await b.submit([item('A', '5')])
+    const lease = (await leaseNow(b, 'w1', { maxBatch: 4 })) as StateLease
+    t.same(lease.items.map((i) => [i.id, i.deliveries]), [['1', 1], ['2', 1], ['3', 1], ['4', 1]])
+    const queuedBytes = (await b.tenantBytes('A')).queued
+    t.same(
+      await b.finish(lease, [
+        { index: 1, outputs: '"r2"', billable: true },
+        { index: 3, outputs: '{"error":"bad","code":"ERR_MODEL"}', billable: true, failed: true },
+      ]),
+      { finished: 2, billed: 2, lost: 0 },
+    )
+    t.same(routed.map((r) => r.id), ['2', '4'], 'the finished items are routed, the others not')
+    t.equal(await billed(b), 2, 'billed: the finished items only')
+    t.same(await b.counts(owner), { queued: 3, processing: 0, done: 2, undelivered: 2 })
+    t.equal((await b.tenantBytes('A')).queued, queuedBytes - item('A', '2').bytes - item('A', '4').bytes, 'their queued bytes are released, the others\' kept')
+    t.same(await b.lookup(owner, ['1', '2', '3', '4']), [{ state: 'pending' }, { state: 'done', outputs: '"r2"' }, { state: 'pending' }, { state: 'done', outputs: '{"error":"bad","code":"ERR_MODEL"}' }])
+    t.same(await b.submit([item('A', '1'), item('A', '2')]), [{ status: 'pending' }, { status: 'done', outputs: '"r2"' }], 'dedupe: the handed-back one is still pending')
+    t.same(await b.reclaim(Date.now() + 120_000, 3), { requeued: 0, deadLettered: 0 }, 'the lease is over: nothing left to reclaim')
+    t.match(await b.finish(lease, all(lease)), { finished: 0, billed: 0 }, 'a second finish of the lease changes nothing')
+    const again = (await leaseNow(b, 'w2')) as StateLease
+    t.same(again.items.map((i) => [i.id, i.deliveries]), [['1', 2], ['3', 2], ['5', 1]], 'handed back first in line, in order, delivery count kept')
+    t.match(await b.finish(again, all(again)), { finished: 3, billed: 3 })
+    t.equal(await leaseNow(b), null, 'nothing runs a third time')
+    t.equal(await billed(b), 5, 'each item billed exactly once')
+    t.same(routed.map((r) => r.id).sort(), ['1', '2', '3', '4', '5'], 'each item routed exactly once')
+    t.same(await b.lookup(owner, ['1', '2', '3']), [{ state: 'done', outputs: '"in-1"' }, { state: 'done', outputs: '"r2"' }, { state: 'done', outputs: '"in-3"' }])
+    t.same(await b.counts(owner), { queued: 0, processing: 0, done: 5, undelivered: 5 })
+    t.equal((await b.tenantBytes('A')).queued, 0)
+  })
+
   t.test('release hands a batch back first in line and unbilled', async (t) => {
     const b = await fresh(t)
     await b.submit([item('A', '1'), item('A', '2')])
@@ -425,6 +463,25 @@ function durability(
     t.match(await b.finish(held, all(held)), { finished: 1, billed: 1 }, 'a lease still held finishes after a restart')
     t.same(((await leaseNow(b, 'w4', { maxLeasesPerTenant: 1 })) as StateLease).items.map((i) => i.id), ['4'])
     t.equal(await billed(b), 3)
+  })
+
+  t.test('durable: a partial finish survives a restart: finished items stay billed once, the others run once', async (t) => {
+    let b = await fresh(t)
+    await b.submit(['1', '2', '3'].map((id) => item('A', id)))
+    const lease = (await leaseNow(b)) as StateLease
+    t.match(await b.finish(lease, [{ index: 0, outputs: '"r1"', billable: true }]), { finished: 1, billed: 1 })
+    b = await restart(t, b)
+    t.same(await b.counts(owner), { queued: 2, processing: 0, done: 1, undelivered: 1 })
+    t.equal(await billed(b), 1)
+    t.same(await b.submit([item('A', '1'), item('A', '2')]), [{ status: 'done', outputs: '"r1"' }, { status: 'pending' }])
+    const again = (await leaseNow(b)) as StateLease
+    t.same(again.items.map((i) => [i.id, i.deliveries]), [['2', 2], ['3', 2]], 'the handed-back items, with their delivery count')
+    t.match(await b.finish(again, all(again)), { finished: 2, billed: 2 })
+    t.equal(await leaseNow(b), null)
+    b = await restart(t, b)
+    t.equal(await billed(b), 3, 'each billed once')
+    t.same((await b.takeUndelivered(owner, 10)).map(([id, out]) => [id, out]).sort(), [['1', '"r1"'], ['2', '"in-2"'], ['3', '"in-3"']])
+    t.equal((await b.tenantBytes('A')).queued, 0)
   })
 
   t.test('durable: the delivery count survives restarts, so a crash loop ends in a dead letter', async (t) => {

@@ -1,0 +1,149 @@
+import type { Logger } from 'pino'
+import type { Routed, StateBackend, SubmitItem, SubmitOutcome } from '../state/state-backend.js'
+import type { LocalSinks } from './local-sinks.js'
+import type { StreamSession } from './stream-session.js'
+import type { StreamSockets } from './stream-sockets.js'
+
+// Results handed to streams per flush round; small enough to interleave with other work.
+const FLUSH_CHUNK = 256
+
+/**
+ * Delivers what the state backend routes to this node: a sink's result to that sink, a stream
+ * result to a stream of its owner here (the one that sent the item first, while it can take it),
+ * taken from the store with `takeUndelivered` so that a result finished by a worker in another
+ * process, or before a restart, is delivered the same way. A result no stream can take stays
+ * undelivered in the store for the owner's next stream.
+ */
+export class ResultRouter {
+  // The stream (connection id) that sent each queued item of this node: its result goes there first.
+  private readonly origins = new Map<string, number>()
+  // Owners that may have undelivered results in the store (routed here, returned, or not known):
+  // a drained socket asks the store only for these.
+  private readonly waiting = new Set<string>()
+  // Flushes run one at a time per owner; a request during one runs again after it.
+  private readonly flushing = new Map<string, boolean>()
+  private readonly unsubscribe: () => void
+
+  constructor(
+    private readonly state: StateBackend,
+    node: string,
+    private readonly sockets: StreamSockets,
+    private readonly sinks: LocalSinks,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.unsubscribe = state.subscribe(node, (routed) => this.onRouted(routed))
+  }
+
+  /** Stops receiving results (shutdown). */
+  detach(): void {
+    this.unsubscribe()
+  }
+
+  /** Submits a stream's items (their results come back to this node's streams of the owner, that one first), then checks flow. */
+  async submitStream(session: StreamSession, items: SubmitItem[]): Promise<SubmitOutcome[]> {
+    const owner = session.owner
+    try {
+      const outcomes = await this.state.submit(items)
+      for (let i = 0; i < items.length; i++) if (outcomes[i].status === 'queued') this.origins.set(`${owner}\n${items[i].id}`, session.id)
+      return outcomes
+    } finally {
+      this.sockets.checkFlow(owner)
+    }
+  }
+
+  /** An owner's stream opened here: results may wait from before (another stream, another node, a restart). */
+  opened(owner: string): void {
+    this.waiting.add(owner)
+    this.flush(owner)
+  }
+
+  /** Results that could not be written go back to the store (undelivered), then on to another stream. */
+  returnUndelivered(owner: string, ids: string[]): void {
+    this.waiting.add(owner)
+    this.state.returnUndelivered(owner, ids).then(
+      () => this.flush(owner),
+      (err: unknown) => this.logger?.error({ err }, 'returning results to the store failed'),
+    )
+  }
+
+  /** A stream's socket made progress on writing: give it more if results wait. */
+  onDrain(session: StreamSession): void {
+    if (session.canTake() && this.waiting.has(session.owner)) this.flush(session.owner)
+    // Written legacy results were acknowledged: the tenant may be under its budgets again.
+    else if (this.sockets.anyTenantPaused) this.sockets.checkFlow(session.owner)
+  }
+
+  // Results the backend routed to this node: sinks get theirs; owners with stream results are flushed.
+  private onRouted(routed: Routed[]): void {
+    const owners = new Set<string>()
+    for (const r of routed) {
+      if (r.sink !== undefined) {
+        this.sinks.answer(r.sink, r.outputs ?? 'null', { failed: r.failed ?? false, computeSeconds: r.computeSeconds ?? 0 })
+        continue
+      }
+      if (r.oversize && r.outputs !== undefined) {
+        // Over the whole retained budget alone: written once, untracked, by a stream that can take
+        // it now; the store keeps an error body for the id, which a resend or resume gets.
+        const s = this.sockets.pick(r.owner)
+        if (s) {
+          s.sendResultJson(r.id, r.outputs, false)
+          void this.state.claim(r.owner, r.id).then(async (claimed) => {
+            if (claimed !== undefined) await this.state.acknowledge(r.owner, [r.id])
+          })
+          continue
+        }
+      }
+      owners.add(r.owner)
+    }
+    for (const owner of owners) {
+      this.waiting.add(owner)
+      this.flush(owner)
+    }
+  }
+
+  /** Hands waiting results of an owner to its open streams, while they can take them; one flush per owner at a time. */
+  flush(owner: string): void {
+    if (this.flushing.has(owner)) {
+      this.flushing.set(owner, true)
+      return
+    }
+    this.flushing.set(owner, false)
+    this.runFlush(owner)
+      .catch((err: unknown) => this.logger?.error({ err }, 'handing results to streams failed'))
+      .finally(() => {
+        const again = this.flushing.get(owner)
+        this.flushing.delete(owner)
+        if (again) this.flush(owner)
+        else this.sockets.checkFlow(owner)
+      })
+  }
+
+  private async runFlush(owner: string): Promise<void> {
+    for (;;) {
+      if (!this.waiting.has(owner) || !this.sockets.pick(owner)) return
+      // Cleared before asking: a result routed meanwhile sets it again (and flushes again).
+      this.waiting.delete(owner)
+      const batch = await this.state.takeUndelivered(owner, FLUSH_CHUNK)
+      if (batch.length === FLUSH_CHUNK) this.waiting.add(owner)
+      if (batch.length === 0) return
+      let i = 0
+      for (; i < batch.length; i++) {
+        const [id, outputs] = batch[i]
+        // The stream that sent the item first, while it can take it; else any stream of the owner.
+        const key = `${owner}\n${id}`
+        const from = this.origins.get(key)
+        let s = from === undefined ? undefined : this.sockets.get(from)
+        if (!s || !s.canTake()) s = this.sockets.pick(owner)
+        if (!s) break
+        if (from !== undefined) this.origins.delete(key)
+        s.sendResultJson(id, outputs, true)
+      }
+      if (i < batch.length) {
+        this.waiting.add(owner)
+        await this.state.returnUndelivered(owner, batch.slice(i).map(([id]) => id))
+        return
+      }
+      if (batch.length < FLUSH_CHUNK) return
+    }
+  }
+}
