@@ -1,16 +1,18 @@
-// Bulk jobs on several nodes sharing one data folder (one jobs.sqlite): a job runs on the node that
-// holds its claim; a node that dies loses it when the claim expires and another node goes on
-// without running a stored row again; a cancel sent to any node stops the job where it runs; a
-// stale node can neither store rows nor end the job.
+// Bulk jobs on several nodes sharing one data folder's jobs (one jobs.sqlite): a job runs on the
+// node that holds its claim; a node that dies loses it when the claim expires and another node
+// goes on without running a stored row again; a cancel sent to any node stops the job where it
+// runs; a stale node can neither store rows nor end the job. A server with `dataDir` holds the
+// folder's state file (state.sqlite, one server per file): the nodes here bring their own state.
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { parquetReadObjects } from 'hyparquet'
 import t, { type Test } from 'tap'
 import { JobStore } from '../lib/server/store/job-store.js'
 import { createServer, type InferenceServer } from '../lib/server/server.js'
+import type { ServerOptions } from '../lib/server/options.js'
+import { MemoryStateBackend } from '../lib/server/state/memory-backend.js'
 import { InvalidOptionError } from '../lib/errors.js'
-import { auth, countingEcho, dataDir, job, post, rowText, serveProcess, status, waitState } from './helpers/bulk.js'
-import { startServer } from './helpers/server.js'
+import { auth, countingEcho, dataDir, job, post, rowText, serverProcess, status, waitState } from './helpers/bulk.js'
 import { until } from './helpers/until.js'
 
 async function outputRows(base: string, name: string): Promise<Record<string, unknown>[]> {
@@ -40,16 +42,29 @@ function checkRanOnce(t: Test, ran: number[], stored: Set<number>, n: number): v
   t.equal(ran.length, n - stored.size, 'every row not stored ran there, once')
 }
 
+// A node on the data folder `dir` with a state of its own (closed after the server), on port 0.
+async function startNode(t: Test, dir: string, nodeId: string, options: ServerOptions = {}): Promise<InferenceServer> {
+  const state = new MemoryStateBackend({ maxRetained: 100_000, retentionMs: 60_000 })
+  const server = createServer({ tokens: ['t'], dataDir: dir, nodeId, state, ...options })
+  await server.listen(0)
+  t.teardown(async () => {
+    await server.close()
+    await state.close()
+  })
+  return server
+}
+
 const processed = async (base: string, id: string): Promise<number> => (await status(base, id)).processed as number
 
 t.test('a node dies mid-job (SIGKILL): another node takes the job over once its claim expires, running only the rows not stored', async (t) => {
   const N = 2000
   const dir = dataDir(N)
-  // Node A in a process of its own, to be killed; a lease of 1 s, renewed every 333 ms.
-  const a = await serveProcess(['--data-dir', dir, '--node-id', 'node-a', '--job-lease', '1', '--workers', '2', '--max-batch', '8'])
+  // Node A in a process of its own, to be killed (with the folder's state file, as `serve
+  // --data-dir`); a lease of 1 s, renewed every 333 ms.
+  const a = await serverProcess({ tokens: ['t'], dataDir: dir, nodeId: 'node-a', jobLeaseMs: 1000, workers: 2, maxBatch: 8 })
   t.teardown(() => a.child.kill('SIGKILL'))
   const counting = countingEcho()
-  const b = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-b', jobLeaseMs: 1000, registry: counting.registry })
+  const b = await startNode(t, dir, 'node-b', { jobLeaseMs: 1000, registry: counting.registry })
   const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 20 } })
   t.equal(r.status, 200)
   const id = r.body.jobid as string
@@ -81,8 +96,8 @@ t.test('a cancel sent to node B stops the job running on node A within one renew
   const lease = 1200
   const onA = countingEcho()
   const onB = countingEcho()
-  const a = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-a', jobLeaseMs: lease, registry: onA.registry, workers: 2, maxBatch: 8 })
-  const b = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-b', jobLeaseMs: lease, registry: onB.registry })
+  const a = await startNode(t, dir, 'node-a', { jobLeaseMs: lease, registry: onA.registry, workers: 2, maxBatch: 8 })
+  const b = await startNode(t, dir, 'node-b', { jobLeaseMs: lease, registry: onB.registry })
   // Batches of 3 s: no result comes (so nothing is stored, and no write can see the cancel) before
   // A's next renewal, which alone must stop the job.
   const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 3000 } })
@@ -110,7 +125,7 @@ t.test('a cancel sent to node B stops the job running on node A within one renew
 
 t.test('a cancel sent to the node running the job stops it there at once, not at a renewal', async (t) => {
   // Renewals every 20 s: a stop within the wait below is the cancel's own.
-  const a = await startServer(t, { tokens: ['t'], dataDir: dataDir(3000), nodeId: 'node-a', jobLeaseMs: 60_000, workers: 2, maxBatch: 8 })
+  const a = await startNode(t, dataDir(3000), 'node-a', { jobLeaseMs: 60_000, workers: 2, maxBatch: 8 })
   const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 20 } })
   const id = r.body.jobid as string
   await until(async () => (await processed(a.url, id)) >= 20, 'node A storing rows')
@@ -124,7 +139,7 @@ t.test('a stale node cannot go on: once another node holds the claim, it stores 
   const dir = dataDir(N)
   const onA = countingEcho()
   // A long lease: A renews every 20 s, so within this test only the guards in SQL can stop it.
-  const a = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-a', jobLeaseMs: 60_000, registry: onA.registry, workers: 2, maxBatch: 8 })
+  const a = await startNode(t, dir, 'node-a', { jobLeaseMs: 60_000, registry: onA.registry, workers: 2, maxBatch: 8 })
   const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 20 } })
   const id = r.body.jobid as string
   await until(async () => (await processed(a.url, id)) >= 100, 'node A storing rows')
@@ -139,7 +154,7 @@ t.test('a stale node cannot go on: once another node holds the claim, it stores 
   // Node B (started now under the name that holds the claim) goes on at once, and ends the job.
   const stored = new Set(store.doneIndexes(id))
   const onB = countingEcho()
-  const b: InferenceServer = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-b', jobLeaseMs: 60_000, registry: onB.registry })
+  const b = await startNode(t, dir, 'node-b', { jobLeaseMs: 60_000, registry: onB.registry })
   const seen = await waitState(b.url, id, ['completed', 'failed', 'cancelled'])
   t.match(seen[seen.length - 1], { state: 'completed', processed: N, failed: 0 })
   checkRanOnce(t, onB.ran, stored, N)
@@ -152,8 +167,8 @@ t.test('a node closed gracefully hands its job back at once: another node goes o
   const dir = dataDir(N)
   const onB = countingEcho()
   // A's claim would last a minute; B looks for jobs every 200 ms.
-  const a = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-a', jobLeaseMs: 60_000, workers: 2, maxBatch: 8 })
-  const b = await startServer(t, { tokens: ['t'], dataDir: dir, nodeId: 'node-b', jobLeaseMs: 600, registry: onB.registry })
+  const a = await startNode(t, dir, 'node-a', { jobLeaseMs: 60_000, workers: 2, maxBatch: 8 })
+  const b = await startNode(t, dir, 'node-b', { jobLeaseMs: 600, registry: onB.registry })
   const r = await post(a.url, '/bulk/run/cpu/builtin/echo', { ...job, parameters: { delay_ms: 20 } })
   const id = r.body.jobid as string
   await until(async () => (await processed(b.url, id)) >= 100, 'node A storing rows')

@@ -62,8 +62,6 @@ export function serveCommand(): Command {
     .option('--data-dir <dir>', 'durable state and bulk jobs: folder of state.sqlite (queue, stream results, ledger: they survive a crash), jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
-    .option('--node-id <name>', 'this server\'s name in bulk job claims and result routes: unique among servers sharing a data folder; restarted under the same name, it takes its jobs back at once (default: random)')
-    .option('--job-lease <seconds>', 'how long a bulk job stays claimed by a server that stopped renewing it (it died) before another takes it over (default 30)', secondsFlag('job-lease'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal, JSON otherwise (auto), or always one of them').choices(['auto', 'pretty', 'json']).default('auto'))
     .addHelpText(
@@ -102,8 +100,6 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         dataDir: o.dataDir,
         datasetsDir: o.datasets,
         shardRows: o.shardRows,
-        nodeId: o.nodeId,
-        jobLeaseMs: o.jobLease,
         logger,
       })
       const url = await server.listen(o.port, o.host)

@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createEchoPipeline } from '../../lib/models/builtin-echo.js'
 import type { ModelRegistry, Pipeline } from '../../lib/models/pipeline.js'
-import { CLI } from './cli.js'
 
 export const auth = { authorization: 'Bearer t' }
 export const job = { dataset_name: 'reviews', dataset_config: 'default', dataset_split: 'train', dataset_column: 'text' }
@@ -72,12 +72,21 @@ export function countingEcho(): { registry: ModelRegistry; ran: number[]; done: 
   return { registry: { get: (id) => (id === echo.id ? counted : undefined), list: () => [echo.id], close: async () => {} }, ran, done }
 }
 
-/** `inference-stream serve` from source as a child process; resolves with its url once it listens. */
-export async function serveProcess(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [...process.execArgv, CLI, 'serve', '--port', '0', '--token', 't', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+/**
+ * A server from source in a child process of its own (to be killed), `createServer(options)` on
+ * port 0; resolves with its url once it listens.
+ */
+export async function serverProcess(options: Record<string, unknown>): Promise<{ child: ChildProcess; url: string }> {
+  const module = fileURLToPath(new URL('../../lib/server/server.js', import.meta.url))
+  const code = `
+    import { createServer } from ${JSON.stringify(module)}
+    const server = createServer(${JSON.stringify(options)})
+    console.log('listening on ' + (await server.listen(0)))
+  `
+  const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
-  const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine
+  const deadline = Date.now() + 90_000 // not-stuck bound: TypeScript loaded under the test loader on a loaded machine
   while (!/listening on (\S+)/.test(out)) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`)
     if (Date.now() > deadline) throw new Error('server did not start')
