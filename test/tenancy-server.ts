@@ -7,6 +7,7 @@ import { mkdtempSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from './helpers/ws-client.js'
+import { STATE_BACKENDS } from './helpers/backends.js'
 import { startServer } from './helpers/server.js'
 import { until } from './helpers/until.js'
 
@@ -55,8 +56,13 @@ t.test('dataDirSecret: created once, 0600, stable', async (t) => {
   t.same(dataDirSecret(dir), a)
 })
 
-t.test('results belong to the tenant: another token of it gets them, another tenant never', async (t) => {
-  const server = await startServer(t, { tenants: { acme: ['a1', 'a2'] }, tokens: ['other'] })
+for (const backend of STATE_BACKENDS) t.test(`${backend.name}: results belong to the tenant: another token of it gets them, another tenant never`, async (t) => {
+  const state = backend.make()
+  const server = await startServer(t, { tenants: { acme: ['a1', 'a2'] }, tokens: ['other'], state })
+  t.teardown(async () => {
+    await server.close()
+    await state.close()
+  })
   const url = server.streamUrl('builtin/echo')
   const a1 = await connect(url, { token: 'a1', v1: true })
   // Sent and left before the results could be read: they wait in the store for the tenant.

@@ -1,0 +1,15 @@
+import { MemoryStateBackend } from '../../lib/server/state/memory-backend.js'
+import { SqliteStateBackend } from '../../lib/server/state/sqlite-backend.js'
+import type { StateBackend } from '../../lib/server/state/state-backend.js'
+
+/** Retention limits for servers built on a given backend in tests. */
+const LIMITS = { maxRetained: 10_000, retentionMs: 600_000 }
+
+/**
+ * Every state backend, for server-level tests that must hold on each (tenant isolation): a test
+ * loops over this list, and a new backend is one more line here.
+ */
+export const STATE_BACKENDS: ReadonlyArray<{ name: string; make: () => StateBackend }> = [
+  { name: 'memory', make: () => new MemoryStateBackend(LIMITS) },
+  { name: 'sqlite', make: () => new SqliteStateBackend({ path: ':memory:', ...LIMITS }) },
+]
