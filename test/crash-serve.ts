@@ -193,7 +193,7 @@ t.test('the CLI with --checkpoint: three SIGKILLs of the server, every row once,
   await server.stop()
 })
 
-t.test('a bulk job: three SIGKILLs of the server, every row once, billed once', { todo: 'a resumed job runs again rows the state finished but the job store had not saved yet' }, async (t) => {
+t.test('a bulk job: three SIGKILLs of the server, every row once, billed once', async (t) => {
   const rand = prng(SEED + 2)
   const dataDir = tempDir(t, 'is-crash-bulk-')
   const split = join(dataDir, 'datasets', 'crash', 'default')

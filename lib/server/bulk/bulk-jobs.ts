@@ -15,6 +15,7 @@ import type { OutputDatasets } from '../datasets/output-datasets.js'
 import { groupKey, type WorkItem } from '../queue/work-queue.js'
 import type { JobRecord, JobStore } from '../store/job-store.js'
 import type { StreamHub } from '../stream-hub.js'
+import { isErrorJson } from '../streams/local-sinks.js'
 import { datasetCard } from './dataset-card.js'
 
 /** Settings of {@link BulkJobs}. */
@@ -98,6 +99,8 @@ const DEFAULT_LEASE_MS = 30_000
 // Results wait this long (or for this many) before one SQLite transaction stores them.
 const SAVE_EVERY_MS = 100
 const SAVE_EVERY_ROWS = 512
+// How often the results of rows pending in the state layer (from before a restart) are looked up.
+const AWAIT_POLL_MS = 200
 
 /**
  * Runs bulk jobs: a model over a dataset column, through the same queue and workers as streams.
@@ -323,8 +326,82 @@ export class BulkJobs {
       if (pending.length >= SAVE_EVERY_ROWS) save()
       else timer ??= setTimeout(save, SAVE_EVERY_MS)
     }
+    // A row's result from the state layer (JSON text): `billed` false when this submit did not run it.
+    const addResult = (i: number, outputs: string, billed: boolean): void => {
+      const body = isErrorJson(outputs) ? (JSON.parse(outputs) as unknown) : undefined
+      // A shutdown answer is not a result: the row stays to do, for the next server.
+      if (isShutdown(body)) return
+      add(i, outputs, body === undefined ? null : errorText(body), billed, true)
+    }
+    // Rows the state layer holds as pending (queued or running since before a restart, or for a
+    // node that lost the job): not run again, their results looked up until they are done.
+    const awaiting = new Map<string, { index: number; value: unknown }>()
+    let poller: NodeJS.Timeout | undefined
+    const poll = async (): Promise<void> => {
+      poller = undefined
+      if (awaiting.size === 0 || stop.signal.aborted) return
+      const ids = [...awaiting.keys()]
+      try {
+        const found = await hub.state.lookup(owner, ids)
+        found.forEach((f, k) => {
+          if (f.state === 'pending') return
+          const row = awaiting.get(ids[k])!
+          awaiting.delete(ids[k])
+          limiter.release()
+          // Done: its retained result. Unknown (it finished before results were kept for jobs, or
+          // was evicted): it runs again.
+          if (f.state === 'done') addResult(row.index, f.outputs ?? 'null', false)
+          else if (!stop.signal.aborted) void limiter.acquire(stop.signal).then(() => submitRow(row.index, row.value), () => {})
+        })
+      } catch (err) {
+        this.o.logger?.warn({ err, job: job.id }, 'looking up rows of a job failed; trying again')
+      }
+      if (awaiting.size > 0 && !stop.signal.aborted) poller = setTimeout(() => void poll(), AWAIT_POLL_MS)
+    }
+    // Runs one row through the state layer (a limiter slot is held for it). Retained: a row whose
+    // result the job store has not saved yet (a crash between the two) gets it back, unbilled.
+    const submitRow = (i: number, value: unknown): void => {
+      let cancel: () => void = () => {}
+      cancel = hub.submitDirect(
+        {
+          tenant: job.tenant,
+          owner,
+          id: String(i),
+          model: job.model,
+          compute: job.compute === 'gpu' ? 'gpu' : 'cpu',
+          inputs: value,
+          parameters: job.parameters ?? undefined,
+          group,
+          retain: true,
+        },
+        (outputs) => {
+          cancels.delete(cancel)
+          limiter.release()
+          addResult(i, outputs, true)
+        },
+        {
+          onRefused: (outcome) => {
+            cancels.delete(cancel)
+            if (outcome.status === 'pending') {
+              awaiting.set(String(i), { index: i, value })
+              poller ??= setTimeout(() => void poll(), AWAIT_POLL_MS)
+              return
+            }
+            limiter.release()
+            if (outcome.status === 'done') addResult(i, outcome.outputs, false)
+            else if (outcome.status === 'conflict') {
+              // The job's own id with other inputs: the split changed under a resumed job.
+              const message = `Row ${i} changed since the job stored it (the dataset was modified while the job ran)`
+              add(i, toWireError(new InvalidPayloadError(message)), message, false)
+            }
+          },
+        },
+      )
+      cancels.add(cancel)
+    }
     const onAbort = (): void => {
       for (const c of cancels) c()
+      if (poller) clearTimeout(poller)
       stop.abort()
     }
     signal.addEventListener('abort', onAbort, { once: true })
@@ -370,36 +447,7 @@ export class BulkJobs {
               limiter.release()
               break
             }
-            let cancel: () => void = () => {}
-            cancel = hub.submitDirect(
-              {
-                tenant: job.tenant,
-                owner,
-                id: String(i),
-                model: job.model,
-                compute: job.compute === 'gpu' ? 'gpu' : 'cpu',
-                inputs: value,
-                parameters: job.parameters ?? undefined,
-                group,
-              },
-              (outputs, info) => {
-                cancels.delete(cancel)
-                limiter.release()
-                const body = info.failed ? (JSON.parse(outputs) as unknown) : undefined
-                // A shutdown answer is not a result: the row stays to do, for the next server.
-                if (isShutdown(body)) return
-                add(i, outputs, info.failed ? errorText(body) : null, true, true)
-              },
-              {
-                // A row already known (a resumed job's item still queued from before): its result comes once it is done.
-                onRefused: (outcome) => {
-                  cancels.delete(cancel)
-                  limiter.release()
-                  if (outcome.status === 'done') add(i, outcome.outputs, null, false, true)
-                },
-              },
-            )
-            cancels.add(cancel)
+            submitRow(i, value)
           }
         } finally {
           reader.destroy()
@@ -409,6 +457,7 @@ export class BulkJobs {
       // The rows still in flight: their results come, or the run stops.
       await limiter.idle(stop.signal).catch(() => {})
     } finally {
+      if (poller) clearTimeout(poller)
       signal.removeEventListener('abort', onAbort)
       save()
     }
