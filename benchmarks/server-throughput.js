@@ -25,6 +25,8 @@
  *                       NORMAL, the defaults) in a temp folder that is removed afterwards.
  *   The state peers take the server's default limits (maxRetained, retentionMs, maxRetainedBytes)
  *   and --workers / --max-batch / --max-wait-ms like `serve`; --backends picks them.
+ *     v1-baseline       with --baseline DIR: v1 on DIR/dist/cli/index.js (another commit, built), to
+ *                       measure "before" in the same run rather than only read it from a file.
  *   Every client pipelines with the same bounded window (default 2000 items sent and unanswered), so
  *   no ws buffer grows without bound. The client checks that every id was answered exactly once
  *   with its own inputs, reports a mismatch loudly and exits non-zero (then so does this script).
@@ -38,6 +40,7 @@
  *   node benchmarks/server-throughput.js --only v1 --profile          # + CPU profile of each server
  *   node benchmarks/server-throughput.js --items 100000 --runs 3 --backends memory,sqlite   # the state peers (default: both)
  *   node benchmarks/server-throughput.js --only ws-echo,v1-sqlite --backends sqlite --profile
+ *   node benchmarks/server-throughput.js --baseline /tmp/old --baseline-label d9c3d09   # + v1 of another build
  *   (`npm run bench:server` runs the default.) Results go to benchmarks/results/server-throughput.json
  *   and .md (`-quick` suffix with --quick); the Markdown table is also printed on stdout.
  *
@@ -97,6 +100,8 @@ const args = parseBenchArgs({
   'max-batch': { type: 'string' },
   'max-wait-ms': { type: 'string' },
   backends: { type: 'string', default: BACKENDS.join(',') },
+  baseline: { type: 'string' },
+  'baseline-label': { type: 'string' },
   // state-server
   backend: { type: 'string' },
   'sqlite-file': { type: 'string' },
@@ -427,6 +432,21 @@ async function orchestrate() {
     { name: 'legacy', what: 'ours, legacy, 1 msg/item', server: ours([]), ours: true, frame: 1, ceiling: 'ws-echo' },
     { name: 'v1', what: `ours, v1, ${F} items/frame + acks`, server: ours([]), ours: true, frame: F, protocol: SUBPROTOCOL_V1, acks: true, ceiling: 'ws-echo-batched' },
   ]
+  if (args.baseline !== undefined) {
+    const cli = path.resolve(args.baseline, 'dist', 'cli', 'index.js')
+    checkBuild([cli], `--baseline: ${cli} is missing: build that checkout first\n`)
+    const label = args['baseline-label'] ?? path.resolve(args.baseline)
+    peers.push({
+      name: 'v1-baseline',
+      what: `v1 of ${label}, ${F} items/frame + acks`,
+      server: [...prof, cli, 'serve', '--port', '0', '--log-level', 'warn', ...serveExtra],
+      ours: true,
+      frame: F,
+      protocol: SUBPROTOCOL_V1,
+      acks: true,
+      ceiling: 'ws-echo-batched',
+    })
+  }
   const BACKEND_WHAT = { memory: 'MemoryStateBackend', sqlite: 'SqliteStateBackend (WAL, synchronous NORMAL)' }
   for (const b of backends) {
     peers.push({
@@ -548,6 +568,7 @@ async function orchestrate() {
     runs,
     serveArgs: ['serve', '--port', '0', '--log-level', 'warn', ...serveExtra],
     backends,
+    baseline: args.baseline !== undefined ? { dir: path.resolve(args.baseline), label: args['baseline-label'] ?? null } : null,
     profile: args.profile,
   }
   const command = commandLine('server-throughput')
@@ -625,8 +646,8 @@ function readBefore() {
 }
 
 function stateSummary(selected, all, N) {
-  const names = ['v1', 'v1-memory', 'v1-sqlite'].filter((n) => selected.some((p) => p.name === n))
-  if (!names.some((n) => n !== 'v1')) return null
+  const names = ['v1-baseline', 'v1', 'v1-memory', 'v1-sqlite'].filter((n) => selected.some((p) => p.name === n))
+  if (!names.some((n) => n === 'v1-memory' || n === 'v1-sqlite')) return null
   const fmtX = (x) => (x == null ? 'n/a' : x.median.toFixed(2))
   const rows = names.map((name) => {
     const runs = all.get(name)
@@ -638,6 +659,7 @@ function stateSummary(selected, all, N) {
       vsWsEcho: perRound(all, name, 'ws-echo'),
       vsWsEchoBatched: perRound(all, name, 'ws-echo-batched'),
       vsMemory: name === 'v1-memory' ? null : perRound(all, name, 'v1-memory'),
+      vsBaseline: name === 'v1-baseline' ? null : perRound(all, name, 'v1-baseline'),
       sqliteFileBytes: files.length ? files[Math.floor((files.length - 1) / 2)] : null,
       runs: runs.map((x) => (x.ok ? Math.round(x.itemsPerSec) : null)),
     }
@@ -654,6 +676,10 @@ function stateSummary(selected, all, N) {
     // Not a goal: the same comparison against the peer that frames like v1.
     goals.memoryKeepsRatioVsSameFraming = { ratio: memory.vsWsEchoBatched.median, beforeRatio: before.v1.ratioVsSameFraming, kept: memory.vsWsEchoBatched.median / before.v1.ratioVsSameFraming }
   }
+  if (memory && row('v1-baseline')?.vsWsEcho && memory.vsBaseline) {
+    // The same goal in this run: (memory / ws-echo) / (baseline / ws-echo) = memory / baseline, per round.
+    goals.memoryKeepsRatioVsWsSameRun = { baselineRatioVsWs: row('v1-baseline').vsWsEcho.median, kept: memory.vsBaseline.median, goal: GOAL_MEMORY_KEEPS, met: memory.vsBaseline.median >= GOAL_MEMORY_KEEPS }
+  }
   const sqlite = row('v1-sqlite')
   if (sqlite?.vsMemory) goals.sqliteVsMemory = { ratio: sqlite.vsMemory.median, goal: GOAL_SQLITE_VS_MEMORY, met: sqlite.vsMemory.median >= GOAL_SQLITE_VS_MEMORY }
 
@@ -661,11 +687,12 @@ function stateSummary(selected, all, N) {
   let md =
     `## State backends\n\n` +
     `v1 with each state backend. Ratios are per round (each run over its peer's run of the same round), median over the rounds.\n\n` +
-    '| peer | items/s | × ws-echo | × ws-echo-batched | × v1-memory | SQLite file MiB | runs (items/s) |\n' +
-    '|---|--:|--:|--:|--:|--:|---|\n'
+    `| peer | items/s | × ws-echo | × ws-echo-batched | × v1-memory |${row('v1-baseline') ? ' × v1-baseline |' : ''} SQLite file MiB | runs (items/s) |\n` +
+    `|---|--:|--:|--:|--:|${row('v1-baseline') ? '--:|' : ''}--:|---|\n`
   for (const r of rows) {
     md +=
       `| ${r.name} | ${fmtInt(r.itemsPerSec)} | ${fmtX(r.vsWsEcho)} | ${fmtX(r.vsWsEchoBatched)} | ${r.name === 'v1-memory' ? '1.00' : fmtX(r.vsMemory)} | ` +
+      (row('v1-baseline') ? `${r.name === 'v1-baseline' ? '1.00' : fmtX(r.vsBaseline)} | ` : '') +
       `${r.sqliteFileBytes == null ? '—' : (r.sqliteFileBytes / 2 ** 20).toFixed(1)} | ${r.runs.map((x) => (x == null ? 'failed' : fmtInt(x))).join(', ')} |\n`
   }
   md += '\n'
@@ -678,6 +705,12 @@ function stateSummary(selected, all, N) {
       '\n'
   } else if (memory) {
     md += `- memory vs before: n/a (needs ws-echo in this run and ${path.relative(ROOT, BEFORE_FILE)})\n`
+  }
+  const gr = goals.memoryKeepsRatioVsWsSameRun
+  if (gr) {
+    md +=
+      `- memory against v1-baseline (${args['baseline-label'] ?? 'the --baseline build'}) in this run, which was ${gr.baselineRatioVsWs.toFixed(2)} × ws-echo: keeps ` +
+      `${gr.kept.toFixed(2)} of its ratio (goal ≥ ${gr.goal}): ${verdict(gr.met)}\n`
   }
   const gs = goals.memoryKeepsRatioVsSameFraming
   if (gs) md += `- memory against the same framing: ${gs.ratio.toFixed(2)} × ws-echo-batched (before: ${gs.beforeRatio.toFixed(2)}), keeps ${gs.kept.toFixed(2)}\n`
