@@ -575,7 +575,7 @@ async function orchestrate() {
   const md =
     `# server-throughput\n\n` +
     `How many items/s does our server move with builtin/echo, legacy one message per item vs v1 batched ` +
-    `frames, compared with a plain ws echo server in the same run?\n\n` +
+    `frames, compared with a plain ws echo server in the same run? And v1 on the memory vs the SQLite state backend?\n\n` +
     `${date} · \`${command}\` · node ${machine.node} · ${machine.cpus}× ${machine.cpuModel} · ws ${machine.ws}` +
     (commit ? ` · ${commit}` : '') +
     ` · load ${machine.loadAvgBefore} → ${machine.loadAvgAfter}` +
@@ -588,7 +588,7 @@ async function orchestrate() {
   if (!args['no-write']) {
     const json = {
       question:
-        'How many items/s does our server move with builtin/echo, one message per item (legacy) vs v1 batched frames, compared with a plain ws echo server (the transport ceiling) in the same run?',
+        'How many items/s does our server move with builtin/echo, one message per item (legacy) vs v1 batched frames, compared with a plain ws echo server (the transport ceiling) in the same run? And v1 on the memory vs the SQLite state backend?',
       date,
       command,
       machine,
