@@ -3,7 +3,9 @@
  * Question
  *   How many items/s does our server move with `builtin/echo`, one message per item (legacy
  *   protocol) vs v1 batched frames (100 payloads per frame, acked), compared with a plain `ws`
- *   echo server (the transport's ceiling) in the same run?
+ *   echo server (the transport's ceiling) in the same run? And what does the state backend cost
+ *   there: v1 on the memory backend vs on the SQLite backend (issue 13's bars: memory keeps at
+ *   least 0.9 of the ratio to ws-echo recorded before the state layer; SQLite at least 0.5 of memory)?
  *
  * Fixture
  *   N small items (default 200 000; `--quick`: 20 000), item i = {"id": "<i>", "inputs":
@@ -17,6 +19,14 @@
  *     legacy            our server (`node dist/cli/index.js serve`), no subprotocol, one message per item.
  *     v1                our server, subprotocol inference-stream.v1, 100 payloads per frame, one ack
  *                       per received frame.
+ *     v1-memory         v1 on createServer({ state: new MemoryStateBackend(...) }) (this file with
+ *                       `--role state-server`; the backend `serve` uses by default, given explicitly).
+ *     v1-sqlite         the same with SqliteStateBackend on a fresh file per run (WAL, synchronous
+ *                       NORMAL, the defaults) in a temp folder that is removed afterwards.
+ *   The state peers take the server's default limits (maxRetained, retentionMs, maxRetainedBytes)
+ *   and --workers / --max-batch / --max-wait-ms like `serve`; --backends picks them.
+ *     v1-baseline       with --baseline DIR: v1 on DIR/dist/cli/index.js (another commit, built), to
+ *                       measure "before" in the same run rather than only read it from a file.
  *   Every client pipelines with the same bounded window (default 2000 items sent and unanswered), so
  *   no ws buffer grows without bound. The client checks that every id was answered exactly once
  *   with its own inputs, reports a mismatch loudly and exits non-zero (then so does this script).
@@ -28,6 +38,9 @@
  *   node benchmarks/server-throughput.js --items 500000 --window 4000 --frame 100 --runs 3
  *   node benchmarks/server-throughput.js --workers 4 --max-batch 128  # passed to `serve`
  *   node benchmarks/server-throughput.js --only v1 --profile          # + CPU profile of each server
+ *   node benchmarks/server-throughput.js --items 100000 --runs 3 --backends memory,sqlite   # the state peers (default: both)
+ *   node benchmarks/server-throughput.js --only ws-echo,v1-sqlite --backends sqlite --profile
+ *   node benchmarks/server-throughput.js --baseline /tmp/old --baseline-label d9c3d09   # + v1 of another build
  *   (`npm run bench:server` runs the default.) Results go to benchmarks/results/server-throughput.json
  *   and .md (`-quick` suffix with --quick); the Markdown table is also printed on stdout.
  *
@@ -44,13 +57,18 @@
  *   machine the process whose CPU s is close to the wall time is the bottleneck, and both well
  *   below it means waiting (or other load on the machine: the load average is recorded). With
  *   --runs R > 1 each row is the peer's median run by items/s. Compare numbers within one run.
+ *   The state backends' table gives ratios per round (each run over its peer's run of the same
+ *   round: interleaved, so under the same load), median over the rounds: v1-memory × ws-echo,
+ *   v1-sqlite × v1-memory, and the goals against results/server-throughput.before-state-layer.json
+ *   (the results recorded before the state layer, kept as they were).
  */
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import WebSocket, { WebSocketServer } from 'ws'
 import {
-  CLI, PROFILE_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, exitIfFailed, fmtInt, fmtMiB,
+  CLI, LIB, PROFILE_DIR, RESULTS_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, exitIfFailed, fmtInt, fmtMiB,
   fmtPct as fmtRatio, fmtS, int, loadBeforeRuns, machineInfo, medianRun, parseBenchArgs, pkgVersion, procStats, profileFlags,
   profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
 } from './lib/harness.js'
@@ -60,6 +78,15 @@ const STREAM_PATH = '/bulk/stream/cpu/builtin/echo'
 const SUBPROTOCOL_V1 = 'inference-stream.v1'
 const DEFAULT_ITEMS = 200_000
 const QUICK_ITEMS = 20_000
+const SERVER_OPTIONS = path.join(ROOT, 'dist', 'server', 'options.js')
+// Not exported from the package entry (better-sqlite3 is an optional dependency): from dist/.
+const SQLITE_BACKEND = path.join(ROOT, 'dist', 'server', 'state', 'sqlite-backend.js')
+const BACKENDS = ['memory', 'sqlite']
+// The results recorded before the state layer (kept unchanged): the goals are relative to them.
+const BEFORE_FILE = path.join(RESULTS_DIR, 'server-throughput.before-state-layer.json')
+// Issue 13's bars.
+const GOAL_MEMORY_KEEPS = 0.9
+const GOAL_SQLITE_VS_MEMORY = 0.5
 
 const inputOf = (i) => `review text number ${i}`
 
@@ -72,6 +99,12 @@ const args = parseBenchArgs({
   workers: { type: 'string' },
   'max-batch': { type: 'string' },
   'max-wait-ms': { type: 'string' },
+  backends: { type: 'string', default: BACKENDS.join(',') },
+  baseline: { type: 'string' },
+  'baseline-label': { type: 'string' },
+  // state-server
+  backend: { type: 'string' },
+  'sqlite-file': { type: 'string' },
   // client
   url: { type: 'string' },
   protocol: { type: 'string' },
@@ -102,6 +135,56 @@ function runWsEchoServer() {
   })
   wss.on('listening', () => process.stdout.write(`listening on http://127.0.0.1:${wss.address().port}\n`))
   process.on('SIGTERM', () => process.exit(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role: our server through createServer with an explicit state backend (what `serve` does,
+// plus `state`). Prints `listening on URL` like `serve`; SIGTERM closes the server, then the
+// backend (a backend given by the caller is the caller's to close).
+// ---------------------------------------------------------------------------------------------
+async function runStateServer() {
+  const { createServer, MemoryStateBackend } = await import(LIB)
+  const { resolveServerOptions } = await import(SERVER_OPTIONS)
+  const given = {}
+  for (const [flag, key] of [['workers', 'workers'], ['max-batch', 'maxBatch'], ['max-wait-ms', 'maxWaitMs']]) {
+    if (args[flag] !== undefined) given[key] = int(flag, args[flag], 0)
+  }
+  // The limits the server would give its default backend.
+  const o = resolveServerOptions(given)
+  const limits = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes }
+  let state
+  if (args.backend === 'memory') {
+    state = new MemoryStateBackend(limits)
+  } else if (args.backend === 'sqlite') {
+    if (!args['sqlite-file']) {
+      process.stderr.write('--backend sqlite needs --sqlite-file\n')
+      process.exit(2)
+    }
+    const { SqliteStateBackend } = await import(SQLITE_BACKEND)
+    state = new SqliteStateBackend({ path: args['sqlite-file'], ...limits })
+  } else {
+    process.stderr.write(`--backend must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(args.backend)}\n`)
+    process.exit(2)
+  }
+  const server = createServer({ ...given, state })
+  const url = await server.listen(0, '127.0.0.1')
+  process.stdout.write(`listening on ${url}\n`)
+  let stopping = false
+  process.on('SIGTERM', () => {
+    if (stopping) return
+    stopping = true
+    server
+      .close()
+      .then(() => state.close())
+      .then(() => server.registry.close())
+      .then(
+        () => process.exit(0),
+        (err) => {
+          process.stderr.write(`shutdown failed: ${err?.stack ?? err}\n`)
+          process.exit(1)
+        },
+      )
+  })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +407,18 @@ async function orchestrate() {
     if (args[k] !== undefined) serveExtra.push(`--${k}`, String(int(k, args[k], 0)))
   }
 
-  checkBuild([CLI], `${path.relative(ROOT, CLI)} is missing: run \`npm run build\` first\n`)
+  const backends = args.backends === 'none' || args.backends === '' ? [] : args.backends.split(',')
+  for (const b of backends) {
+    if (!BACKENDS.includes(b)) {
+      process.stderr.write(`--backends: unknown backend ${JSON.stringify(b)}; backends: ${BACKENDS.join(', ')} (or none)\n`)
+      process.exit(2)
+    }
+  }
+
+  checkBuild(
+    [CLI, LIB, SERVER_OPTIONS, ...(backends.includes('sqlite') ? [SQLITE_BACKEND] : [])],
+    'dist/ is missing files the benchmark runs: run `npm run build` first\n',
+  )
 
   const prof = profileFlags(args.profile)
   const ours = (extra) => [
@@ -338,7 +432,39 @@ async function orchestrate() {
     { name: 'legacy', what: 'ours, legacy, 1 msg/item', server: ours([]), ours: true, frame: 1, ceiling: 'ws-echo' },
     { name: 'v1', what: `ours, v1, ${F} items/frame + acks`, server: ours([]), ours: true, frame: F, protocol: SUBPROTOCOL_V1, acks: true, ceiling: 'ws-echo-batched' },
   ]
+  if (args.baseline !== undefined) {
+    const cli = path.resolve(args.baseline, 'dist', 'cli', 'index.js')
+    checkBuild([cli], `--baseline: ${cli} is missing: build that checkout first\n`)
+    const label = args['baseline-label'] ?? path.resolve(args.baseline)
+    peers.push({
+      name: 'v1-baseline',
+      what: `v1 of ${label}, ${F} items/frame + acks`,
+      server: [...prof, cli, 'serve', '--port', '0', '--log-level', 'warn', ...serveExtra],
+      ours: true,
+      frame: F,
+      protocol: SUBPROTOCOL_V1,
+      acks: true,
+      ceiling: 'ws-echo-batched',
+    })
+  }
+  const BACKEND_WHAT = { memory: 'MemoryStateBackend', sqlite: 'SqliteStateBackend (WAL, synchronous NORMAL)' }
+  for (const b of backends) {
+    peers.push({
+      name: `v1-${b}`,
+      what: `ours, v1, ${F} items/frame + acks, ${BACKEND_WHAT[b]}`,
+      server: [...prof, THIS_FILE, '--role', 'state-server', '--backend', b, ...serveExtra],
+      ours: true,
+      frame: F,
+      protocol: SUBPROTOCOL_V1,
+      acks: true,
+      ceiling: 'ws-echo-batched',
+      backend: b,
+    })
+  }
   const only = args.only ? new Set(args.only.split(',')) : null
+  // The SQLite files: a fresh one per run, deleted after it; the folder at exit, whatever happens.
+  const sqliteDir = backends.includes('sqlite') ? mkdtempSync(path.join(os.tmpdir(), 'is-bench-throughput-')) : null
+  if (sqliteDir) process.on('exit', () => rmSync(sqliteDir, { recursive: true, force: true }))
   const selected = only ? peers.filter((p) => only.has(p.name)) : peers
   if (selected.length === 0) {
     process.stderr.write(`--only matches no peer; peers: ${peers.map((p) => p.name).join(', ')}\n`)
@@ -360,8 +486,10 @@ async function orchestrate() {
     for (const peer of selected) {
       const token = `bench-${peer.name}-${r}`
       let server
+      let sqliteFile = null
       try {
-        server = await startServer(peer.server, peer.name)
+        sqliteFile = peer.backend === 'sqlite' ? path.join(sqliteDir, `${peer.name}.run${r + 1}.sqlite`) : null
+        server = await startServer(sqliteFile ? [...peer.server, '--sqlite-file', sqliteFile] : peer.server, peer.name)
       } catch (err) {
         process.stderr.write(`${peer.name}: ${err.message}\n`)
         all.get(peer.name).push({ ok: false, error: err.message })
@@ -381,6 +509,11 @@ async function orchestrate() {
         await checkBill(result, server.base, N, peer.name, { duplicatesSeenByServer: 'inference_stream_duplicate_items_total' })
       }
       await stopServer(server.child)
+      if (sqliteFile) {
+        // After close (its WAL checkpointed into the file): the file's size, then it goes.
+        result.sqliteFileBytes = existsSync(sqliteFile) ? statSync(sqliteFile).size : null
+        for (const f of [sqliteFile, `${sqliteFile}-wal`, `${sqliteFile}-shm`]) rmSync(f, { force: true })
+      }
       if (args.profile) {
         for (const file of adoptProfiles(before, `server-throughput.${peer.name}.run${r + 1}`)) profiles.push({ peer: peer.name, run: r, file })
       }
@@ -424,8 +557,9 @@ async function orchestrate() {
       `${fmtRatio(r.vsWs)} | ${fmtRatio(r.vsSame)} | ${fmtMiB(m.serverPeakRssKiB)} | ${fmtMiB(m.peakRssKiB)} | ` +
       `${fmtS(m.serverCpuSec)} | ${fmtS(m.cpuSec)} | ${r.ok ? 'ok' : '**FAILED**'} |\n`
   }
+  const state = stateSummary(selected, all, N)
   const date = new Date().toISOString()
-  const machine = machineInfo(loadBefore, { ws: pkgVersion('ws') })
+  const machine = machineInfo(loadBefore, { ws: pkgVersion('ws'), ...(backends.includes('sqlite') ? { 'better-sqlite3': pkgVersion('better-sqlite3') } : {}) })
   const commit = machine.commit
   const config = {
     items: N,
@@ -433,25 +567,28 @@ async function orchestrate() {
     batchedFrame: F,
     runs,
     serveArgs: ['serve', '--port', '0', '--log-level', 'warn', ...serveExtra],
+    backends,
+    baseline: args.baseline !== undefined ? { dir: path.resolve(args.baseline), label: args['baseline-label'] ?? null } : null,
     profile: args.profile,
   }
   const command = commandLine('server-throughput')
   const md =
     `# server-throughput\n\n` +
     `How many items/s does our server move with builtin/echo, legacy one message per item vs v1 batched ` +
-    `frames, compared with a plain ws echo server in the same run?\n\n` +
+    `frames, compared with a plain ws echo server in the same run? And v1 on the memory vs the SQLite state backend?\n\n` +
     `${date} · \`${command}\` · node ${machine.node} · ${machine.cpus}× ${machine.cpuModel} · ws ${machine.ws}` +
     (commit ? ` · ${commit}` : '') +
     ` · load ${machine.loadAvgBefore} → ${machine.loadAvgAfter}` +
     `\n\n${N.toLocaleString('en-US')} items, window ${W} unanswered, batched frames of ${F}, ${runs} run(s) per peer` +
     (runs > 1 ? ' (median shown)' : '') +
-    `, \`${config.serveArgs.join(' ')}\`.\n\n${table}`
+    `, \`${config.serveArgs.join(' ')}\`.\n\n${table}` +
+    (state ? `\n${state.md}` : '')
 
-  process.stdout.write(`\n${table}`)
+  process.stdout.write(`\n${table}${state ? `\n${state.md}` : ''}`)
   if (!args['no-write']) {
     const json = {
       question:
-        'How many items/s does our server move with builtin/echo, one message per item (legacy) vs v1 batched frames, compared with a plain ws echo server (the transport ceiling) in the same run?',
+        'How many items/s does our server move with builtin/echo, one message per item (legacy) vs v1 batched frames, compared with a plain ws echo server (the transport ceiling) in the same run? And v1 on the memory vs the SQLite state backend?',
       date,
       command,
       machine,
@@ -470,9 +607,11 @@ async function orchestrate() {
         clientPeakRssKiB: r.med.peakRssKiB ?? null,
         serverCpuSec: r.med.serverCpuSec ?? null,
         clientCpuSec: r.med.cpuSec ?? null,
+        ...(r.peer.backend ? { backend: r.peer.backend } : {}),
         ok: r.ok,
         runs: r.runs,
       })),
+      ...(state ? { stateBackends: state.json } : {}),
     }
     writeResults('server-throughput', args.quick, json, md)
   }
@@ -480,5 +619,118 @@ async function orchestrate() {
   exitIfFailed(failed)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The state backends' summary: ratios per round, the goals against the results recorded before
+// the state layer. Null when no state peer ran.
+// ---------------------------------------------------------------------------------------------
+
+/** Each ok run of peer `a` over the ok run of peer `b` in the same round, and their median. */
+function perRound(all, a, b) {
+  const A = all.get(a)
+  const B = all.get(b)
+  if (!A || !B) return null
+  const ratios = []
+  for (let i = 0; i < Math.min(A.length, B.length); i++) {
+    if (A[i]?.ok && B[i]?.ok && B[i].itemsPerSec > 0) ratios.push(A[i].itemsPerSec / B[i].itemsPerSec)
+  }
+  if (ratios.length === 0) return null
+  const sorted = [...ratios].sort((x, y) => x - y)
+  return { median: sorted[Math.floor((sorted.length - 1) / 2)], runs: ratios }
+}
+
+function readBefore() {
+  if (!existsSync(BEFORE_FILE)) return null
+  const b = JSON.parse(readFileSync(BEFORE_FILE, 'utf8'))
+  const peer = (name) => b.peers.find((p) => p.name === name) ?? null
+  return { file: path.relative(ROOT, BEFORE_FILE), date: b.date, commit: b.machine?.commit ?? null, command: b.command, items: b.config?.items ?? null, peers: b.peers, v1: peer('v1') }
+}
+
+function stateSummary(selected, all, N) {
+  const names = ['v1-baseline', 'v1', 'v1-memory', 'v1-sqlite'].filter((n) => selected.some((p) => p.name === n))
+  if (!names.some((n) => n === 'v1-memory' || n === 'v1-sqlite')) return null
+  const fmtX = (x) => (x == null ? 'n/a' : x.median.toFixed(2))
+  const rows = names.map((name) => {
+    const runs = all.get(name)
+    const { med } = medianRun(runs, 'itemsPerSec')
+    const files = runs.map((x) => x.sqliteFileBytes).filter((x) => x != null).sort((x, y) => x - y)
+    return {
+      name,
+      itemsPerSec: med?.itemsPerSec ?? null,
+      vsWsEcho: perRound(all, name, 'ws-echo'),
+      vsWsEchoBatched: perRound(all, name, 'ws-echo-batched'),
+      vsMemory: name === 'v1-memory' ? null : perRound(all, name, 'v1-memory'),
+      vsBaseline: name === 'v1-baseline' ? null : perRound(all, name, 'v1-baseline'),
+      sqliteFileBytes: files.length ? files[Math.floor((files.length - 1) / 2)] : null,
+      runs: runs.map((x) => (x.ok ? Math.round(x.itemsPerSec) : null)),
+    }
+  })
+  const row = (n) => rows.find((r) => r.name === n)
+  const before = readBefore()
+  const goals = {}
+  const memory = row('v1-memory')
+  if (memory?.vsWsEcho && before?.v1?.ratioVsWs) {
+    const kept = memory.vsWsEcho.median / before.v1.ratioVsWs
+    goals.memoryKeepsRatioVsWs = { ratioVsWs: memory.vsWsEcho.median, beforeRatioVsWs: before.v1.ratioVsWs, kept, goal: GOAL_MEMORY_KEEPS, met: kept >= GOAL_MEMORY_KEEPS }
+  }
+  if (memory?.vsWsEchoBatched && before?.v1?.ratioVsSameFraming) {
+    // Not a goal: the same comparison against the peer that frames like v1.
+    goals.memoryKeepsRatioVsSameFraming = { ratio: memory.vsWsEchoBatched.median, beforeRatio: before.v1.ratioVsSameFraming, kept: memory.vsWsEchoBatched.median / before.v1.ratioVsSameFraming }
+  }
+  if (memory && row('v1-baseline')?.vsWsEcho && memory.vsBaseline) {
+    // The same goal in this run: (memory / ws-echo) / (baseline / ws-echo) = memory / baseline, per round.
+    goals.memoryKeepsRatioVsWsSameRun = { baselineRatioVsWs: row('v1-baseline').vsWsEcho.median, kept: memory.vsBaseline.median, goal: GOAL_MEMORY_KEEPS, met: memory.vsBaseline.median >= GOAL_MEMORY_KEEPS }
+  }
+  const sqlite = row('v1-sqlite')
+  if (sqlite?.vsMemory) goals.sqliteVsMemory = { ratio: sqlite.vsMemory.median, goal: GOAL_SQLITE_VS_MEMORY, met: sqlite.vsMemory.median >= GOAL_SQLITE_VS_MEMORY }
+
+  const verdict = (met) => (met ? 'met' : '**not met**')
+  let md =
+    `## State backends\n\n` +
+    `v1 with each state backend. Ratios are per round (each run over its peer's run of the same round), median over the rounds.\n\n` +
+    `| peer | items/s | × ws-echo | × ws-echo-batched | × v1-memory |${row('v1-baseline') ? ' × v1-baseline |' : ''} SQLite file MiB | runs (items/s) |\n` +
+    `|---|--:|--:|--:|--:|${row('v1-baseline') ? '--:|' : ''}--:|---|\n`
+  for (const r of rows) {
+    md +=
+      `| ${r.name} | ${fmtInt(r.itemsPerSec)} | ${fmtX(r.vsWsEcho)} | ${fmtX(r.vsWsEchoBatched)} | ${r.name === 'v1-memory' ? '1.00' : fmtX(r.vsMemory)} | ` +
+      (row('v1-baseline') ? `${r.name === 'v1-baseline' ? '1.00' : fmtX(r.vsBaseline)} | ` : '') +
+      `${r.sqliteFileBytes == null ? '—' : (r.sqliteFileBytes / 2 ** 20).toFixed(1)} | ${r.runs.map((x) => (x == null ? 'failed' : fmtInt(x))).join(', ')} |\n`
+  }
+  md += '\n'
+  const g = goals.memoryKeepsRatioVsWs
+  if (g) {
+    md +=
+      `- memory: ${g.ratioVsWs.toFixed(2)} × ws-echo; before the state layer v1 was ${g.beforeRatioVsWs.toFixed(2)} × ws-echo, so it keeps ` +
+      `${g.kept.toFixed(2)} of that ratio (goal ≥ ${g.goal}): ${verdict(g.met)}` +
+      (before.items !== N ? ` (before: ${before.items.toLocaleString('en-US')} items per peer; this run: ${N.toLocaleString('en-US')})` : '') +
+      '\n'
+  } else if (memory) {
+    md += `- memory vs before: n/a (needs ws-echo in this run and ${path.relative(ROOT, BEFORE_FILE)})\n`
+  }
+  const gr = goals.memoryKeepsRatioVsWsSameRun
+  if (gr) {
+    md +=
+      `- memory against v1-baseline (${args['baseline-label'] ?? 'the --baseline build'}) in this run, which was ${gr.baselineRatioVsWs.toFixed(2)} × ws-echo: keeps ` +
+      `${gr.kept.toFixed(2)} of its ratio (goal ≥ ${gr.goal}): ${verdict(gr.met)}\n`
+  }
+  const gs = goals.memoryKeepsRatioVsSameFraming
+  if (gs) md += `- memory against the same framing: ${gs.ratio.toFixed(2)} × ws-echo-batched (before: ${gs.beforeRatio.toFixed(2)}), keeps ${gs.kept.toFixed(2)}\n`
+  const gq = goals.sqliteVsMemory
+  if (gq) md += `- SQLite: ${gq.ratio.toFixed(2)} × memory (goal ≥ ${gq.goal}): ${verdict(gq.met)}\n`
+
+  if (before) {
+    md +=
+      `\n## Before the state layer\n\n` +
+      `From \`${before.file}\` (${before.date} · \`${before.command}\` · ${before.commit} · ${before.items?.toLocaleString('en-US')} items), kept as recorded:\n\n` +
+      '| peer | items/s | vs ws (1 msg/item) | vs same framing |\n|---|--:|--:|--:|\n' +
+      before.peers.map((p) => `| ${p.name} | ${fmtInt(p.itemsPerSec)} | ${fmtRatio(p.ratioVsWs)} | ${fmtRatio(p.ratioVsSameFraming)} |\n`).join('')
+  }
+  const json = {
+    rows,
+    goals,
+    before: before ? { file: before.file, date: before.date, commit: before.commit, command: before.command, items: before.items, peers: before.peers.map((p) => ({ name: p.name, itemsPerSec: p.itemsPerSec, ratioVsWs: p.ratioVsWs, ratioVsSameFraming: p.ratioVsSameFraming })) } : null,
+  }
+  return { md, json }
+}
+
 // `--role summarize-profile --file X.cpuprofile` summarises a profile taken by hand.
-await runRole(args, { 'ws-echo-server': runWsEchoServer, client: runClient, orchestrator: orchestrate })
+await runRole(args, { 'ws-echo-server': runWsEchoServer, 'state-server': runStateServer, client: runClient, orchestrator: orchestrate })
