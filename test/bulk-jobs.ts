@@ -8,7 +8,7 @@ import { parquetReadObjects } from 'hyparquet'
 import t from 'tap'
 import { Tenants, dataDirSecret } from '../lib/server/tenants.js'
 import { infer } from '../lib/client/infer.js'
-import { JobStore } from '../lib/server/store/job-store.js'
+import { SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
 
@@ -176,9 +176,11 @@ t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row 
   t.ok(rows.every((x, i) => x.outputs === JSON.stringify(`${['I love it, works great', 'Terrible, it broke', 'It arrived on Tuesday', 'Best purchase ever', 'Awful customer service'][i % 5]} (${i})`)))
   b.child.kill('SIGTERM')
   await new Promise((res) => b.child.once('exit', res))
-  const store = new JobStore(join(dir, 'jobs.sqlite'))
-  t.equal(store.billed(new Tenants({ secret: dataDirSecret(dir) }).defaultTenant('t').id), N, 'the durable bill equals the number of rows')
-  store.close()
+  // The ledger is the state store's (one for streams, HTTP and jobs).
+  const state = new SqliteStateBackend({ path: join(dir, 'state.sqlite'), maxRetained: 10, retentionMs: 60_000 })
+  const ledger = await state.ledger(new Tenants({ secret: dataDirSecret(dir) }).defaultTenant('t').id)
+  await state.close()
+  t.equal(ledger.reduce((n, e) => n + e.items, 0), N, 'the durable bill equals the number of rows')
 })
 
 t.test('upload a local file as a dataset split, then run a job on it', async (t) => {

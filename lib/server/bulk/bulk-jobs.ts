@@ -13,7 +13,7 @@ import type { ModelRegistry } from '../../models/pipeline.js'
 import { scrubPaths, type InputDatasets, type ResolvedDataset } from '../datasets/input-datasets.js'
 import type { OutputDatasets } from '../datasets/output-datasets.js'
 import { groupKey, type WorkItem } from '../queue/work-queue.js'
-import type { JobRecord, JobStore } from '../store/job-store.js'
+import type { JobRecord, JobStore, ResultRow } from '../store/job-store.js'
 import type { StreamHub } from '../stream-hub.js'
 import { isErrorJson } from '../streams/local-sinks.js'
 import { datasetCard } from './dataset-card.js'
@@ -300,7 +300,7 @@ export class BulkJobs {
     const limiter = new Limiter(this.o.maxInFlight)
     // Aborts on the job's signal, or when storing results failed: the reader loop stops either way.
     const stop = new AbortController()
-    let pending: { index: number; outputs: string; error: string | null; billed?: boolean }[] = []
+    let pending: ResultRow[] = []
     let timer: NodeJS.Timeout | undefined
     let failure: Error | undefined
     const cancels = new Set<() => void>()
@@ -320,18 +320,19 @@ export class BulkJobs {
         stop.abort()
       }
     }
-    // `outputs` as JSON text (a result from the state layer), or a value to serialize (an error body made here).
-    const add = (index: number, outputs: unknown, error: string | null, billed = true, json = false): void => {
-      pending.push({ index, outputs: json ? (outputs as string) : JSON.stringify(outputs), error, billed })
+    // `outputs` as JSON text (a result from the state layer), or a value to serialize (an error body
+    // made here). The bill is not the job store's: the state layer billed what a model ran.
+    const add = (index: number, outputs: unknown, error: string | null, json = false): void => {
+      pending.push({ index, outputs: json ? (outputs as string) : JSON.stringify(outputs), error })
       if (pending.length >= SAVE_EVERY_ROWS) save()
       else timer ??= setTimeout(save, SAVE_EVERY_MS)
     }
-    // A row's result from the state layer (JSON text): `billed` false when this submit did not run it.
-    const addResult = (i: number, outputs: string, billed: boolean): void => {
+    // A row's result from the state layer (JSON text).
+    const addResult = (i: number, outputs: string): void => {
       const body = isErrorJson(outputs) ? (JSON.parse(outputs) as unknown) : undefined
       // A shutdown answer is not a result: the row stays to do, for the next server.
       if (isShutdown(body)) return
-      add(i, outputs, body === undefined ? null : errorText(body), billed, true)
+      add(i, outputs, body === undefined ? null : errorText(body), true)
     }
     // Rows the state layer holds as pending (queued or running since before a restart, or for a
     // node that lost the job): not run again, their results looked up until they are done.
@@ -350,7 +351,7 @@ export class BulkJobs {
           limiter.release()
           // Done: its retained result. Unknown (it finished before results were kept for jobs, or
           // was evicted): it runs again.
-          if (f.state === 'done') addResult(row.index, f.outputs ?? 'null', false)
+          if (f.state === 'done') addResult(row.index, f.outputs ?? 'null')
           else if (!stop.signal.aborted) void limiter.acquire(stop.signal).then(() => submitRow(row.index, row.value), () => {})
         })
       } catch (err) {
@@ -377,7 +378,7 @@ export class BulkJobs {
         (outputs) => {
           cancels.delete(cancel)
           limiter.release()
-          addResult(i, outputs, true)
+          addResult(i, outputs)
         },
         {
           onRefused: (outcome) => {
@@ -388,11 +389,11 @@ export class BulkJobs {
               return
             }
             limiter.release()
-            if (outcome.status === 'done') addResult(i, outcome.outputs, false)
+            if (outcome.status === 'done') addResult(i, outcome.outputs)
             else if (outcome.status === 'conflict') {
               // The job's own id with other inputs: the split changed under a resumed job.
               const message = `Row ${i} changed since the job stored it (the dataset was modified while the job ran)`
-              add(i, toWireError(new InvalidPayloadError(message)), message, false)
+              add(i, toWireError(new InvalidPayloadError(message)), message)
             }
           },
         },
@@ -418,24 +419,24 @@ export class BulkJobs {
             const i = index++
             if (signal.aborted || failure) break
             if (resumed && store.isDone(job.id, i)) continue
-            // Each failed row below is recorded as failed and not billed: no model ran on it.
+            // Each failed row below is recorded as failed, and not billed: no model ran on it.
             if (record instanceof BadRecordError) {
               const err = tooLong(record) ? new LimitExceededError(`Row ${i} is over the input limit of ${maxBytes} bytes`) : record
               const message = err.message.split(file).join(resolved.shown[f])
-              add(i, { error: message, code: err.code }, message, false)
+              add(i, { error: message, code: err.code }, message)
               continue
             }
             const value = (record as Record<string, unknown>)[column]
             // No value (absent, null) is missing; '' is text, run like any other (docs/models.md).
             if (value === undefined || value === null) {
               const message = `Row ${i} has no value in column "${column}"`
-              add(i, toWireError(new MissingInputError(message)), message, false)
+              add(i, toWireError(new MissingInputError(message)), message)
               continue
             }
             // The same bound as a stream's or an HTTP request's inputs: a huge cell never reaches a model.
             if (jsonBytes(value) > maxBytes) {
               const message = `Row ${i} is over the input limit of ${maxBytes} bytes`
-              add(i, toWireError(new LimitExceededError(message)), message, false)
+              add(i, toWireError(new LimitExceededError(message)), message)
               continue
             }
             try {

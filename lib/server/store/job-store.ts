@@ -97,11 +97,8 @@ export interface StoredResult {
   error: string | null
 }
 
-/** A row for {@link JobStore.saveResults}. */
-export interface ResultRow extends StoredResult {
-  /** Whether the row counts toward the tenant's bill (the model ran on it). Default true; false for a row failed before the model (no input). */
-  billed?: boolean
-}
+/** A row for {@link JobStore.saveResults}. (The bill is the state layer's ledger, not the job store's.) */
+export type ResultRow = StoredResult
 
 /** Options of {@link JobStore}. */
 export interface JobStoreOptions {
@@ -145,8 +142,9 @@ export interface JobOutcome {
 /** Version of the schema this code writes (SQLite `user_version`). */
 export const JOB_STORE_SCHEMA_VERSION = 4
 
-// Version 4 (version 3 had no claims: `claimed_by`, `claim_until`; version 2 had no
-// `keep_columns`; version 1 had `token` for `tenant`, holding raw tokens, in jobs and bills).
+// Version 4 (version 3 had no claims: `claimed_by`, `claim_until`, and kept billed rows per tenant in
+// `bills`, which a migrated file keeps as it was: the bill is the state layer's ledger now; version 2
+// had no `keep_columns`; version 1 had `token` for `tenant`, holding raw tokens, in jobs and bills).
 // Results are keyed by (job, row index): INSERT OR IGNORE makes a re-run of a row a no-op, which
 // is what makes saveResults idempotent. A claim is the node running the job and when its lease
 // ends (epoch ms): every write of a running job's progress is guarded by it in SQL.
@@ -182,10 +180,6 @@ CREATE TABLE results (
   outputs TEXT NOT NULL,
   error TEXT,
   PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE bills (
-  tenant TEXT PRIMARY KEY,
-  rows INTEGER NOT NULL
 ) WITHOUT ROWID;
 `
 
@@ -260,8 +254,9 @@ function checkString(name: string, value: unknown): void {
  * and creates the schema on first open; `':memory:'` keeps everything in memory (tests).
  *
  * Results are kept per (job, row index) until {@link deleteResults}; {@link saveResults} stores a
- * batch and updates the job's counts and the tenant's bill in one transaction, ignoring rows already
- * stored, so a job resumed after a crash never counts or bills a row twice.
+ * batch and updates the job's counts in one transaction, ignoring rows already stored, so a job
+ * resumed after a crash never counts a row twice. The bill is not here: jobs bill through the
+ * state layer's ledger, as streams and HTTP requests do.
  *
  * @throws JobStoreError when the file cannot be opened or used: not a SQLite database, a schema
  *   newer than this code, a folder that cannot be created.
@@ -307,10 +302,9 @@ export class JobStore {
     // IMMEDIATE: take the write lock at BEGIN, so two processes on one file wait (busy_timeout)
     // instead of failing on a lock upgrade.
     const save = db.transaction((jobId: string, rows: readonly ResultRow[], claimedBy: string | undefined): number => {
-      const tenant = this.tenantFor(jobId, claimedBy)
+      this.tenantFor(jobId, claimedBy)
       let added = 0
       let failed = 0
-      let billed = 0
       for (const r of rows) {
         if (!Number.isSafeInteger(r.index) || r.index < 0) throw new InvalidOptionError(`Result index must be an integer >= 0, got ${JSON.stringify(r.index)}`)
         if (typeof r.outputs !== 'string') throw new InvalidOptionError(`Result outputs must be JSON text, got ${typeof r.outputs} (row ${r.index})`)
@@ -319,10 +313,8 @@ export class JobStore {
         if (s.insertResult.run(jobId, r.index, r.outputs, error).changes === 0) continue
         added++
         if (error !== null) failed++
-        if (r.billed !== false) billed++
       }
       if (added > 0) s.addCounts.run(added, failed, jobId)
-      if (billed > 0) s.addBill.run(tenant, billed)
       return added
     })
     this.saveTx = (jobId, rows, claimedBy) => save.immediate(jobId, rows, claimedBy)
@@ -438,12 +430,12 @@ export class JobStore {
   /**
    * Stores result rows of a job in ONE transaction: rows whose index is already stored are
    * ignored (INSERT OR IGNORE), and only the new ones are added to the job's `processed` (and
-   * `failed`, for rows with an error) and to the tenant's bill (rows with `billed: false` excepted).
-   * Returns how many rows were new. Saving the same rows twice therefore counts and bills them once.
+   * `failed`, for rows with an error). Returns how many rows were new. Saving the same rows twice
+   * therefore counts them once.
    *
    * With `claimedBy` (the runner's node), the rows are stored only while that node holds the job's
    * claim and the job is unfinished: a node whose claim was taken over, or whose job was cancelled,
-   * stores nothing (so a job another node completed never gains rows, counts or bill after it).
+   * stores nothing (so a job another node completed never gains rows or counts after it).
    * @throws JobNotFoundError for an unknown job; JobStateError when `claimedBy` does not hold an
    *   unfinished job's claim (nothing is stored either way).
    */
@@ -537,11 +529,6 @@ export class JobStore {
    */
   cancel(jobId: string, endTime = now()): boolean {
     return this.s.cancel.run(endTime, jobId).changes === 1
-  }
-
-  /** Rows billed to a tenant (by id) over all its jobs, durably. 0 for a tenant never billed. */
-  billed(tenant: string): number {
-    return (this.s.getBill.get(tenant) as number | undefined) ?? 0
   }
 
   /** Whether the row `index` of a job has a stored result. */
@@ -731,8 +718,6 @@ function prepare(db: Database.Database) {
     ),
     insertResult: db.prepare('INSERT OR IGNORE INTO results (job_id, idx, outputs, error) VALUES (?, ?, ?, ?)'),
     addCounts: db.prepare('UPDATE jobs SET processed = processed + ?, failed = failed + ? WHERE id = ?'),
-    addBill: db.prepare('INSERT INTO bills (tenant, rows) VALUES (?, ?) ON CONFLICT (tenant) DO UPDATE SET rows = rows + excluded.rows'),
-    getBill: db.prepare('SELECT rows FROM bills WHERE tenant = ?').pluck(),
     isDone: db.prepare('SELECT 1 FROM results WHERE job_id = ? AND idx = ?').pluck(),
     storedCount: db.prepare('SELECT count(*) FROM results WHERE job_id = ?').pluck(),
     indexPage: db.prepare('SELECT idx FROM results WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?').pluck(),
