@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,42 +11,9 @@ import { infer } from '../lib/client/infer.js'
 import { SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
+import { auth, dataDir, post, status, waitState } from './helpers/bulk.js'
 
 const exec = promisify(execFile)
-const auth = { authorization: 'Bearer t' }
-
-function dataDir(rows: number, name = 'reviews'): string {
-  const dir = mkdtempSync(join(tmpdir(), 'is-bulk-'))
-  const split = join(dir, 'datasets', name, 'default')
-  mkdirSync(split, { recursive: true })
-  const lines = ['id,text']
-  const moods = ['I love it, works great', 'Terrible, it broke', 'It arrived on Tuesday', 'Best purchase ever', 'Awful customer service']
-  for (let i = 0; i < rows; i++) lines.push(`r${i},"${moods[i % moods.length]} (${i})"`)
-  writeFileSync(join(split, 'train.csv'), `${lines.join('\n')}\n`)
-  return dir
-}
-
-async function post(base: string, path: string, body: unknown, headers: Record<string, string> = auth): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) })
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
-}
-
-async function status(base: string, id: string): Promise<Record<string, unknown>> {
-  const res = await fetch(`${base}/bulk/status/${id}`, { headers: auth })
-  return ((await res.json()) as { status: Record<string, unknown> }).status
-}
-
-async function waitState(base: string, id: string, states: string[], timeoutMs = 60_000): Promise<Record<string, unknown>[]> {
-  const seen: Record<string, unknown>[] = []
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const s = await status(base, id)
-    seen.push(s)
-    if (states.includes(s.state as string)) return seen
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${s.state}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 async function parquetRows(base: string, name: string, revision: string, path: string): Promise<Record<string, unknown>[]> {
   const res = await fetch(`${base}/datasets/${name}/resolve/${revision}/${path}`, { headers: auth })
