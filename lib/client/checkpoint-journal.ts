@@ -7,7 +7,11 @@ import { acquireCheckpointLock, type CheckpointLock } from './checkpoint-lock.js
 
 /** What a checkpoint belongs to; a resume with other values is refused. */
 export interface JournalHeader {
-  /** Stream URL path (compute and model) the run talks to. */
+  /**
+   * What the run streams to: `/bulk/stream/{compute}/{model}`. Never the server: a checkpoint may
+   * be resumed against other endpoints, several, in any order (the resume query asks the server
+   * which ids it knows; servers sharing their state know the same ones).
+   */
   model: string
   /** Stable key of the constant parameters. */
   parameters: string
@@ -58,6 +62,13 @@ function modelName(path: string): string {
     // kept as it is
   }
   return m[1] === 'cpu' ? id : `${id} (${m[1]})`
+}
+
+// The `/bulk/stream/...` part of a stream path: checkpoints written before the header dropped a
+// base URL's path prefix (`/prefix/bulk/stream/cpu/m`) still match.
+function streamPart(path: string): string {
+  const at = path.indexOf('/bulk/stream/')
+  return at < 0 ? path : path.slice(at)
 }
 
 /** Short hash of a payload's inputs: lets a resume check that an id still means the same input. */
@@ -203,7 +214,7 @@ export class CheckpointJournal {
   }
 
   private static compare(stored: StoredHeader, header: JournalHeader): string | undefined {
-    if (stored.model !== header.model) return `model ${modelName(stored.model)}, not ${modelName(header.model)}`
+    if (streamPart(stored.model) !== streamPart(header.model)) return `model ${modelName(stored.model)}, not ${modelName(header.model)}`
     if (stored.parameters !== header.parameters) return `parameters ${stored.parameters || '{}'}, not ${header.parameters || '{}'}`
     const a = JSON.stringify(stored.fingerprint ?? {})
     const b = JSON.stringify(header.fingerprint ?? {})

@@ -13,7 +13,7 @@ import { CheckpointJournal, inputHash } from './checkpoint-journal.js'
 import { LatencyStats } from './latency-stats.js'
 import { ReorderBuffer } from './reorder-buffer.js'
 import { StreamSocket } from './stream-socket.js'
-import { resolveStreamOptions, type InferenceStreamOptions, type ResolvedStreamOptions } from './options.js'
+import { resolveStreamOptions, streamPathOf, type InferenceStreamOptions, type ResolvedStreamOptions } from './options.js'
 
 /** What the readable side emits for each record written. */
 export interface InferenceResult<R = unknown> {
@@ -61,6 +61,14 @@ interface Entry<R> {
   durable: boolean
 }
 
+// Ids asked about after a reconnect (or from an earlier run) whose results do not come are asked
+// about again: first after this long without an answer to any of them, doubling up to the max.
+// A server that knows an id as pending delivers its result when it finishes, but one routed to
+// another front-end (the one that died, or the one an earlier run used) may wait in the shared
+// store until something asks for it; asking again gets it (lookup is cheap, nothing is rerun).
+const REASK_MIN_MS = 1000
+const REASK_MAX_MS = 16_000
+
 // Marks a skipped failure in the reorder buffer: it takes its place in the order, emits nothing.
 const SKIP = Symbol('skip')
 type Slot<R> = InferenceResult<R> | typeof SKIP
@@ -78,8 +86,14 @@ function isErrorBody(outputs: unknown): outputs is { error: string; code?: strin
  * server which ids it does not know and resends only those, on legacy it resends the unanswered
  * ones (the server runs a known id only once either way). Errors surface through `destroy(err)`.
  *
- * Events besides the stream's own: `status` (a server status message), `reconnect` (attempt
- * number, after a cut), `downgrade` (the server does not speak v1), `checkpoint` (once the
+ * Given several URLs it fails over: the first connection takes the first that answers, and after a
+ * cut it reconnects to the next one, round robin, and resumes there the same way (servers sharing
+ * their state know every id either was sent, so nothing runs or is billed twice).
+ *
+ * Events besides the stream's own: `status` (a server status message), `reconnecting` (attempt,
+ * delayMs, cause, url: the next attempt, after a cut), `reconnect` (count, once connected again),
+ * `unreachable` (url, cause: the first connection skips a URL that does not answer),
+ * `downgrade` (the server does not speak v1), `checkpoint` (once the
  * checkpoint is open: `{path, results, unanswered}`, the results it holds from earlier runs and the
  * ids they sent without an answer — how much a resumed run will replay and ask about).
  *
@@ -109,13 +123,18 @@ export class InferenceStream<R = unknown> extends Duplex {
   private compacting: Promise<void> | undefined
   private maxOutstanding = 0
   private modelTask: string | undefined
+  // Ids asked about (resume query, or resent on legacy) whose results have not come yet.
+  private readonly awaiting = new Set<string>()
+  private reaskTimer: NodeJS.Timeout | undefined
+  private reaskDelay = REASK_MIN_MS
+  private awaitedAnswered = false
 
   constructor(options: InferenceStreamOptions<R>) {
     super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
     this.o = resolveStreamOptions(options)
     this.idOf = this.o.id
     this.socket = new StreamSocket({
-      url: this.o.streamUrl,
+      urls: this.o.streamUrls,
       token: this.o.token,
       v1: this.o.v1,
       reconnect: this.o.reconnect,
@@ -132,7 +151,8 @@ export class InferenceStream<R = unknown> extends Duplex {
     this.socket.on('downgrade', () => this.emit('downgrade'))
     this.socket.on('ignored', () => this.counters.ignored++)
     this.socket.on('unsent', (msgs) => this.onUnsent(msgs))
-    this.socket.on('reconnecting', (attempt, delayMs, cause) => this.emit('reconnecting', attempt, delayMs, cause))
+    this.socket.on('reconnecting', (attempt, delayMs, cause, url) => this.emit('reconnecting', attempt, delayMs, cause, url))
+    this.socket.on('unreachable', (url, cause) => this.emit('unreachable', url, cause))
     this.socket.on('fatal', (err) => {
       if (err instanceof ConnectionLostError && this.socket.everOpened) {
         const n = this.inflight.size
@@ -154,7 +174,8 @@ export class InferenceStream<R = unknown> extends Duplex {
     const cp = this.o.checkpoint
     if (!cp) return callback()
     const header = {
-      model: new URL(this.o.streamUrl).pathname,
+      // What is run, not where: a resume may use other endpoints, in any order (see streamPathOf).
+      model: streamPathOf(this.o.streamUrls[0]),
       parameters: parametersKey(this.o.parameters),
       fingerprint: { ...cp.fingerprint, ...(this.o.runId ? { runId: this.o.runId } : {}) },
     }
@@ -199,9 +220,14 @@ export class InferenceStream<R = unknown> extends Duplex {
     return this.modelTask
   }
 
-  /** The websocket URL in use. */
+  /** The websocket URL in use (with several, the one connected or being tried). */
   get url(): string {
-    return this.o.streamUrl
+    return this.socket.url
+  }
+
+  /** Every websocket URL of the stream, in the order given (one unless it fails over). */
+  get urls(): readonly string[] {
+    return this.o.streamUrls
   }
 
   /** Cuts the current websocket as a network failure would; the stream reconnects. For drills and tests. */
@@ -283,9 +309,50 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.requery = []
       // Not connected: onOpen asks about every sent id anyway.
       if (ids.length === 0 || !this.socket.connected) return
-      if (this.socket.v1) this.socket.send({ type: 'resume', ids })
-      else for (const i of ids) this.resend(this.inflight.get(i) as Entry<R>)
+      this.ask(ids)
+      this.awaitAnswers(ids)
     })
+  }
+
+  // Asks the server about ids sent earlier: a resume query on v1; on legacy the payloads again
+  // (the server answers a known id from its store, or leaves it to the run under way).
+  private ask(ids: string[]): void {
+    if (this.socket.v1) this.socket.send({ type: 'resume', ids })
+    else for (const i of ids) this.resend(this.inflight.get(i) as Entry<R>)
+  }
+
+  // Watches asked-about ids: when none of them is answered for a while, asks about them again.
+  private awaitAnswers(ids: Iterable<string>): void {
+    for (const id of ids) this.awaiting.add(id)
+    this.reaskDelay = REASK_MIN_MS
+    this.armReask()
+  }
+
+  private armReask(): void {
+    if (this.reaskTimer || this.awaiting.size === 0 || this.destroyed) return
+    this.reaskTimer = setTimeout(() => this.onReaskTimer(), this.reaskDelay)
+  }
+
+  private onReaskTimer(): void {
+    this.reaskTimer = undefined
+    for (const id of this.awaiting) if (!this.inflight.has(id)) this.awaiting.delete(id)
+    if (this.awaiting.size === 0 || this.destroyed) return
+    if (this.awaitedAnswered) {
+      // Answers are coming: look again later.
+      this.awaitedAnswered = false
+      this.reaskDelay = REASK_MIN_MS
+    } else {
+      // Not connected: onOpen asks about them anyway.
+      if (this.socket.connected) this.ask([...this.awaiting])
+      this.reaskDelay = Math.min(REASK_MAX_MS, this.reaskDelay * 2)
+    }
+    this.armReask()
+  }
+
+  private stopReask(): void {
+    if (this.reaskTimer) clearTimeout(this.reaskTimer)
+    this.reaskTimer = undefined
+    this.awaiting.clear()
   }
 
   private resend(e: Entry<R>): void {
@@ -358,6 +425,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.emit('reconnect', this.counters.reconnects)
     }
     const known: string[] = []
+    const resent: string[] = []
     for (const e of this.inflight.values()) {
       if (e.sent && this.socket.v1) {
         known.push(e.id)
@@ -366,13 +434,16 @@ export class InferenceStream<R = unknown> extends Duplex {
       if (!e.durable) continue // sent when its journal entry is on disk
       // Never sent, or legacy (no resume query): send. The server runs a known id only once.
       if (this.socket.send(e.payload)) {
-        if (e.sent) this.counters.resent++
-        else this.counters.sent++
+        if (e.sent) {
+          this.counters.resent++
+          resent.push(e.id)
+        } else this.counters.sent++
         e.sent = true
         if (e.sentAt === 0) e.sentAt = performance.now()
       }
     }
     if (known.length > 0) this.socket.send({ type: 'resume', ids: known })
+    this.awaitAnswers(known.length > 0 ? known : resent)
   }
 
   // Payloads queued for a frame that never left because the socket closed: not sent after all.
@@ -390,6 +461,8 @@ export class InferenceStream<R = unknown> extends Duplex {
   private onResume(unknown: string[]): void {
     for (const id of unknown) {
       const e = this.inflight.get(id)
+      // Sent again here: its result comes back to this connection like any other.
+      this.awaiting.delete(id)
       if (e) this.resend(e)
     }
   }
@@ -403,6 +476,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       return
     }
     this.inflight.delete(id)
+    if (this.awaiting.delete(id)) this.awaitedAnswered = true
     this.counters.received++
     if (e.sentAt > 0) this.latency.add(performance.now() - e.sentAt)
     if (this.journal) this.journal.appendResult(id, outputs)
@@ -498,6 +572,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       () => {
         // The last acks (released by the final commit) go out before the socket closes.
         setImmediate(() => {
+          this.stopReask()
           this.push(null)
           this.closeSocket()
           if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
@@ -520,6 +595,7 @@ export class InferenceStream<R = unknown> extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.stopReask()
     this.closeSocket()
     if (this.onAbort) this.o.signal?.removeEventListener('abort', this.onAbort)
     this.heldWrite = undefined

@@ -14,8 +14,13 @@ export interface InferenceStreamOptions<R = unknown> {
   /**
    * Where to connect: the full stream URL (`ws://host:port/bulk/stream/cpu/org/model`), or a base URL
    * (`http://host:port`, `ws://…`) together with `model` (and `compute`). Required.
+   *
+   * Several URLs (`[a, b]`: front-ends of one deployment, sharing their state) make the stream fail
+   * over: the first connection tries them in order and fails only when none answers; after a cut it
+   * reconnects to the next one (round robin; `reconnect` counts attempts across the list) and resumes
+   * there with the v1 resume query. All of them must name the same compute and model.
    */
-  url: string
+  url: string | readonly string[]
   /** Model id, when `url` is a base URL. */
   model?: string
   /** `cpu` or `gpu`, when `url` is a base URL. Default `cpu`. */
@@ -83,7 +88,8 @@ export interface CheckpointOptions {
 
 /** Options after defaults and checks. */
 export interface ResolvedStreamOptions<R> {
-  streamUrl: string
+  /** Stream URLs, in the order given (one or more; the same compute and model path). */
+  streamUrls: string[]
   token: string
   input: (record: R) => RecordPayload
   parameters: Record<string, unknown> | undefined
@@ -139,6 +145,36 @@ export function streamUrlOf(url: string, model?: string, compute: 'cpu' | 'gpu' 
   return u.toString()
 }
 
+/**
+ * The part of a stream URL that names what is run, `/bulk/stream/{compute}/{model}`: the same on every
+ * endpoint of a deployment, whatever its host or path prefix (what a checkpoint is checked against).
+ */
+export function streamPathOf(streamUrl: string): string {
+  const path = new URL(streamUrl).pathname
+  const at = path.indexOf('/bulk/stream/')
+  return at < 0 ? path : path.slice(at)
+}
+
+/**
+ * The stream URLs of option `url`: one string, or a non-empty list of them (failover), each through
+ * {@link streamUrlOf}; every one must name the same `/bulk/stream/{compute}/{model}`.
+ */
+export function streamUrlsOf(url: unknown, model?: string, compute: 'cpu' | 'gpu' = 'cpu'): string[] {
+  const list = typeof url === 'string' ? [url] : Array.isArray(url) ? (url as unknown[]) : undefined
+  if (!list) throw new InvalidOptionError('Option "url" is required: the stream URL, or a base URL with "model" (or a list of them, to fail over)')
+  if (list.length === 0) throw new InvalidOptionError('Option "url" must name at least one server, got an empty list')
+  const urls = list.map((u, i) => {
+    if (typeof u !== 'string') throw new InvalidOptionError(`Option "url"${list.length > 1 || typeof url !== 'string' ? `[${i}]` : ''} must be a URL string, got ${JSON.stringify(u)}`)
+    return streamUrlOf(u, model, compute)
+  })
+  const path = streamPathOf(urls[0])
+  for (const u of urls) {
+    if (streamPathOf(u) !== path) throw new InvalidOptionError(`Option "url": every URL must stream the same compute and model, got ${path} and ${streamPathOf(u)}`)
+  }
+  if (new Set(urls).size !== urls.length) throw new InvalidOptionError(`Option "url" lists a URL twice: ${JSON.stringify(list)}`)
+  return urls
+}
+
 function fn(o: Record<string, unknown>, name: string): void {
   if (o[name] !== undefined && typeof o[name] !== 'function') {
     throw new InvalidOptionError(`Option "${name}" must be a function, got ${typeof o[name]}`)
@@ -149,8 +185,7 @@ function fn(o: Record<string, unknown>, name: string): void {
 export function resolveStreamOptions<R>(options: InferenceStreamOptions<R>): ResolvedStreamOptions<R> {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionError('InferenceStream options must be an object')
   const o = { maxInFlight: 1024, ordered: true, onError: 'record', protocol: 'v1', includeRecord: true, maxItemsPerFrame: 512, compute: 'cpu', ...options } as Required<InferenceStreamOptions<R>> & Record<string, unknown>
-  if (typeof o.url !== 'string') throw new InvalidOptionError('Option "url" is required: the stream URL, or a base URL with "model"')
-  const streamUrl = streamUrlOf(o.url, o.model, o.compute)
+  const streamUrls = streamUrlsOf(o.url, o.model, o.compute)
   if (typeof o.token !== 'string' || !/^\S+$/.test(o.token)) throw new InvalidOptionError('Option "token" must be a non-empty string without spaces')
   for (const name of ['input', 'id']) fn(o, name)
   for (const name of ['maxInFlight', 'maxItemsPerFrame'] as const) {
@@ -183,7 +218,7 @@ export function resolveStreamOptions<R>(options: InferenceStreamOptions<R>): Res
     }
   }
   return {
-    streamUrl,
+    streamUrls,
     token: o.token,
     input: (o.input as (r: R) => RecordPayload) ?? (defaultInput as (r: R) => RecordPayload),
     parameters: o.parameters as Record<string, unknown> | undefined,

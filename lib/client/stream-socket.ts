@@ -13,7 +13,8 @@ import { backoffDelay, type ResolvedReconnect } from './backoff.js'
 
 /** Options of {@link StreamSocket}. */
 export interface StreamSocketOptions {
-  url: string
+  /** Stream URLs: one, or several to fail over between (round robin). */
+  urls: readonly string[]
   token: string
   /** Ask for subprotocol `inference-stream.v1`. */
   v1: boolean
@@ -28,7 +29,9 @@ export interface StreamSocketOptions {
  * Events of a {@link StreamSocket}:
  * - `open` (reconnected: boolean): the Bearer frame is sent; payloads may follow.
  * - `result` (id, outputs), `status` (message), `resume` (unknown ids).
- * - `reconnecting` (attempt, delayMs, cause), `downgrade` (the server does not speak v1).
+ * - `reconnecting` (attempt, delayMs, cause, url): after a cut, attempt `attempt` goes to `url` (the
+ *   next one of the list) in `delayMs`; `downgrade` (the server does not speak v1).
+ * - `unreachable` (url, cause): the first connection could not reach `url` and tries the next one.
  * - `fatal` (error): the socket gave up; nothing more will be emitted.
  * - `unsent` (messages): messages queued for the turn's write when the socket closed; they never left.
  * - `ignored` (reason): a frame that could not be used.
@@ -38,7 +41,8 @@ export interface StreamSocketEvents {
   result: [id: string, outputs: unknown]
   status: [message: StatusMessage]
   resume: [unknown: string[]]
-  reconnecting: [attempt: number, delayMs: number, cause: Error | undefined]
+  reconnecting: [attempt: number, delayMs: number, cause: Error | undefined, url: string]
+  unreachable: [url: string, cause: Error | undefined]
   downgrade: []
   fatal: [error: InferenceStreamError]
   unsent: [messages: unknown[]]
@@ -49,12 +53,22 @@ export interface StreamSocketEvents {
  * One logical connection to a stream endpoint over successive websockets: authenticates, batches
  * outgoing v1 messages per event-loop turn, parses incoming frames, and reconnects with backoff
  * after a cut. What to resend after a reconnect is the owner's decision (InferenceStream).
+ *
+ * With several URLs: the first connection tries each in order (no backoff: a server that is down
+ * is skipped at once) and fails only when none answers; after a cut each attempt goes to the next
+ * URL (round robin from the one that was cut), with the one backoff policy counting attempts across
+ * the list. A refusal that retrying cannot fix (credentials, unknown model, not a stream endpoint)
+ * is fatal wherever it comes from: the servers of one deployment answer alike.
  */
 export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private ws: WebSocket | undefined
   private outbox: unknown[] = []
   private flushScheduled = false
   private attempt = 0
+  // Index in o.urls of the URL in use (or being tried).
+  private index = 0
+  // The first connection's failures, one per URL tried: `url (why)`.
+  private readonly unreached: string[] = []
   private opened = false
   private closedByUser = false
   private timer: NodeJS.Timeout | undefined
@@ -81,6 +95,11 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     return this.ws?.readyState === WebSocket.OPEN
   }
 
+  /** The URL in use, or being tried. */
+  get url(): string {
+    return this.o.urls[this.index]
+  }
+
   /** Whether a websocket of this connection ever opened. */
   get everOpened(): boolean {
     return this.opened
@@ -97,7 +116,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.errorStatus = undefined
     this.refused = undefined
     this.socket = undefined
-    const ws = new WebSocket(this.o.url, this.v1 ? [SUBPROTOCOL_V1] : [], { perMessageDeflate: false, ...this.o.wsOptions })
+    const ws = new WebSocket(this.url, this.v1 ? [SUBPROTOCOL_V1] : [], { perMessageDeflate: false, ...this.o.wsOptions })
     this.ws = ws
     ws.on('open', () => {
       if (this.v1 && ws.protocol !== SUBPROTOCOL_V1) {
@@ -182,23 +201,42 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     }
     if (!this.opened) {
       // Never connected: a wrong address or a server that is down. Backoff is for cuts of a stream
-      // that worked; here it would only make the user wait to hear the same thing.
+      // that worked; here it would only make the user wait to hear the same thing. The next URL of
+      // the list is tried at once; the stream fails when none answers, naming each.
       const why = cause ? cause.message : `closed with ${code}${reason ? ` ${reason}` : ''}`
-      this.emit('fatal', new ConnectionLostError(`Cannot reach ${this.o.url} (${why}); nothing was sent`, 0, { cause }))
+      const urls = this.o.urls
+      if (urls.length === 1) {
+        this.emit('fatal', new ConnectionLostError(`Cannot reach ${this.url} (${why}); nothing was sent`, 0, { cause }))
+        return
+      }
+      this.unreached.push(`${this.url} (${why})`)
+      if (this.index + 1 < urls.length) {
+        this.emit('unreachable', this.url, cause)
+        this.index++
+        this.timer = setTimeout(() => this.connect(), 0)
+        return
+      }
+      this.emit('fatal', new ConnectionLostError(`Cannot reach any of the ${urls.length} endpoints tried: ${this.unreached.join(', ')}; nothing was sent`, 0, { cause }))
       return
     }
     if (this.o.reconnect === false) {
-      this.emit('fatal', new ConnectionLostError(`Connection to ${this.o.url} closed (${code}${reason ? ` ${reason}` : ''})`, 0, { cause }))
+      this.emit('fatal', new ConnectionLostError(`Connection to ${this.url} closed (${code}${reason ? ` ${reason}` : ''})`, 0, { cause }))
       return
     }
     this.attempt++
     if (this.attempt > this.o.reconnect.maxAttempts) {
       const why = cause ? cause.message : `closed with ${code}`
-      this.emit('fatal', new ConnectionLostError(`Could not reconnect to ${this.o.url} after ${this.o.reconnect.maxAttempts} attempts (${why})`, 0, { cause }))
+      const message =
+        this.o.urls.length === 1
+          ? `Could not reconnect to ${this.url} after ${this.o.reconnect.maxAttempts} attempts (${why})`
+          : `Could not reconnect to any of ${this.o.urls.join(', ')} after ${this.o.reconnect.maxAttempts} attempts (the last, to ${this.url}: ${why})`
+      this.emit('fatal', new ConnectionLostError(message, 0, { cause }))
       return
     }
+    // Round robin: a cut server is likely down, the next one likely up (with one URL: the same one).
+    this.index = (this.index + 1) % this.o.urls.length
     const delay = backoffDelay(this.attempt, this.o.reconnect)
-    this.emit('reconnecting', this.attempt, delay, cause)
+    this.emit('reconnecting', this.attempt, delay, cause, this.url)
     this.timer = setTimeout(() => this.connect(), delay)
   }
 
@@ -215,8 +253,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     if (this.refused) {
       const { status, message } = this.refused
       const why = message ? `HTTP ${status}: ${message}` : `HTTP ${status}`
-      if (status === 401 || status === 403) return new AuthenticationError(`${this.o.url} refused the connection (${why})`)
-      if (status >= 400 && status < 500) return new ProtocolError(`${this.o.url} is not a stream endpoint (${why})`)
+      if (status === 401 || status === 403) return new AuthenticationError(`${this.url} refused the connection (${why})`)
+      if (status >= 400 && status < 500) return new ProtocolError(`${this.url} is not a stream endpoint (${why})`)
     }
     return undefined
   }
