@@ -130,8 +130,11 @@ export class InferenceStream<R = unknown> extends Duplex {
   private awaitedAnswered = false
 
   constructor(options: InferenceStreamOptions<R>) {
+    // Checked before the stream exists: a bad option throws here and leaves no half-built stream
+    // whose _construct would fail on the next tick.
+    const o = resolveStreamOptions(options)
     super({ objectMode: true, writableHighWaterMark: 16, readableHighWaterMark: 16 })
-    this.o = resolveStreamOptions(options)
+    this.o = o
     this.idOf = this.o.id
     this.socket = new StreamSocket({
       urls: this.o.streamUrls,
