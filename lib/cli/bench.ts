@@ -5,7 +5,7 @@ import { InferenceStream } from '../client/inference-stream.js'
 import { InvalidOptionError } from '../errors.js'
 import { formatOf } from '../io/formats.js'
 import { readRecords } from '../io/read-records.js'
-import { endpointFlag, intFlag, intListFlag, jsonObjectFlag } from './common.js'
+import { ENDPOINTS_HELP, endpointsFlag, intFlag, intListFlag, jsonObjectFlag } from './common.js'
 import { ANONYMOUS_TOKEN } from '../server/http-util.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
@@ -73,17 +73,22 @@ async function readBatchCounters(url: string, model: string, metricsToken: strin
   }
 }
 
-async function readServerInfo(url: string): Promise<BenchServerInfo> {
-  try {
-    const res = await fetch(new URL('/health', url))
-    const body = (await res.json()) as { workers?: unknown; max_batch?: unknown }
-    return {
-      workers: typeof body.workers === 'number' ? body.workers : undefined,
-      maxBatch: typeof body.max_batch === 'number' ? body.max_batch : undefined,
+// The server's /health, from the first of `urls` that answers (its url, for /metrics too).
+async function readServerInfo(urls: string[]): Promise<BenchServerInfo & { url?: string }> {
+  for (const url of urls) {
+    try {
+      const res = await fetch(new URL('/health', url))
+      const body = (await res.json()) as { workers?: unknown; max_batch?: unknown }
+      return {
+        url,
+        workers: typeof body.workers === 'number' ? body.workers : undefined,
+        maxBatch: typeof body.max_batch === 'number' ? body.max_batch : undefined,
+      }
+    } catch {
+      // down, or not ours: the next one
     }
-  } catch {
-    return {}
   }
+  return {}
 }
 
 /**
@@ -115,10 +120,12 @@ export async function loadBenchInputs(path: string, column: string, options: { f
 /**
  * Measures one model or endpoint: `items` records through an InferenceStream at each in-flight
  * level, items/s, round-trip latency percentiles (ms) and, where the server's `/metrics` can be
- * read, the mean batch the server reached. `onProgress` is called as items come back.
+ * read, the mean batch the server reached. `onProgress` is called as items come back. With several
+ * `url`s the stream fails over between them; `/metrics` is read from `metricsUrl` (default: the first).
  */
 export async function benchLevels(o: {
-  url: string
+  url: string | string[]
+  metricsUrl?: string
   token: string
   model: string
   items: number
@@ -131,8 +138,9 @@ export async function benchLevels(o: {
   onLevel?: (row: BenchRow) => void
 }): Promise<BenchRow[]> {
   const rows: BenchRow[] = []
+  const metricsUrl = o.metricsUrl ?? (typeof o.url === 'string' ? o.url : o.url[0])
   for (const inFlight of o.levels) {
-    const before = await readBatchCounters(o.url, o.model, o.metricsToken)
+    const before = await readBatchCounters(metricsUrl, o.model, o.metricsToken)
     const stream = new InferenceStream<number>({
       url: o.url,
       model: o.model,
@@ -158,7 +166,7 @@ export async function benchLevels(o: {
       }),
     )
     const seconds = (performance.now() - started) / 1000
-    const after = await readBatchCounters(o.url, o.model, o.metricsToken)
+    const after = await readBatchCounters(metricsUrl, o.model, o.metricsToken)
     const batches = before && after ? after.count - before.count : 0
     const l = stream.latency
     const row: BenchRow = {
@@ -226,7 +234,7 @@ export function benchCommand(): Command {
   return addModelFlags(new Command('bench'))
     .description('Measure a model or endpoint: items/s, latency percentiles and mean batch at several in-flight levels, and what to set')
     .requiredOption('-m, --model <id>', 'model id, e.g. builtin/sentiment')
-    .option('--endpoint <url>', 'server URL (default: an embedded server in this process)', endpointFlag)
+    .option('--endpoint <url>', `server URL (default: an embedded server in this process); ${ENDPOINTS_HELP} (/health and /metrics: the first that answers)`, endpointsFlag)
     .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN)')
     .option('--metrics-token <token>', 'bearer token for the endpoint\'s /metrics, to report the mean batch (not needed for a server on this machine)')
     .option('-n, --items <n>', 'items per level', intFlag('items', 1), 5000)
@@ -262,14 +270,14 @@ The embedded server's --workers, --max-batch and --max-wait-ms are those of serv
         ? await loadBenchInputs(o.input, o.column, { format: o.inputFormat, limit: o.items })
         : (o.text ?? SAMPLE_TEXTS)
       let embedded: EmbeddedServer | undefined
-      let url: string = o.endpoint
+      let urls: string[] = o.endpoint ?? []
       let token: string | undefined = o.token ?? process.env.INFERENCE_STREAM_TOKEN
-      if (!url) {
+      if (urls.length === 0) {
         embedded = await startEmbedded({
           registry: registryFromFlags(o, { defaultModel: o.model }),
           server: { workers: o.workers, maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs },
         })
-        url = embedded.url
+        urls = [embedded.url]
         token = embedded.token
       } else if (!token) {
         // A server without tokens (loopback) takes any; one with tokens answers that one is needed.
@@ -281,14 +289,15 @@ The embedded server's --workers, --max-batch and --max-wait-ms are those of serv
       }
       let lastLine = performance.now()
       try {
-        const server = await readServerInfo(url)
-        const where = embedded ? 'embedded server' : url
+        const server = await readServerInfo(urls)
+        const where = embedded ? 'embedded server' : urls.join(', ')
         const batching = server.workers !== undefined && server.maxBatch !== undefined ? `, ${server.workers} workers, max batch ${server.maxBatch}` : ''
         const source = o.input ? `${inputs.length} inputs from ${o.input}` : `${inputs.length} sample texts`
         const heading = `${o.model} @ ${where}${batching}; ${o.items} items per level, ${source}`
         if (o.progress) process.stderr.write(`${heading}\n`)
         const rows = await benchLevels({
-          url,
+          url: urls.length === 1 ? urls[0] : urls,
+          metricsUrl: server.url,
           token: token as string,
           model: o.model,
           items: o.items,
@@ -312,7 +321,7 @@ The embedded server's --workers, --max-batch and --max-wait-ms are those of serv
         })
         const advice = recommend(rows, server)
         if (o.json) {
-          const result = { model: o.model, endpoint: embedded ? null : url, workers: server.workers ?? null, maxBatch: server.maxBatch ?? null, items: o.items, levels: rows, recommendation: advice }
+          const result = { model: o.model, endpoint: embedded ? null : urls.length === 1 ? urls[0] : urls, workers: server.workers ?? null, maxBatch: server.maxBatch ?? null, items: o.items, levels: rows, recommendation: advice }
           process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
         } else {
           process.stdout.write(`${heading}\n\n`)

@@ -16,13 +16,18 @@ import {
 } from '../errors.js'
 import { formatOf } from '../io/formats.js'
 import { writeRecords } from '../io/write-records.js'
-import { endpointFlag, intFlag, jsonObjectFlag } from './common.js'
+import { ENDPOINTS_HELP, endpointsFlag, intFlag, jsonObjectFlag } from './common.js'
 
 /** Exit codes of `bulk` (also in its --help and docs/bulk.md, "Client"). */
 export const BULK_EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
 
 const SERVER_NOTE = `Bulk jobs run on a server started with --data-dir (\`inference-stream serve --data-dir DIR\`),
-so every bulk command needs --endpoint URL; --token (or INFERENCE_STREAM_TOKEN) when the server has tokens.`
+so every bulk command needs --endpoint URL; --token (or INFERENCE_STREAM_TOKEN) when the server has tokens.
+
+FAILOVER: --endpoint may be repeated (front-ends sharing the jobs and the data folder). Status polls,
+downloads, cancel and upload go to the next one when a server does not answer or answers 502/503/504;
+\`bulk run\` only when the request surely reached no server (connection refused): otherwise the job
+may have started, and the command fails rather than start a second one (look with \`bulk jobs\`).`
 
 const EXIT_NOTE = `Exit codes: 0 done; 1 the job failed or was cancelled, or the server failed or could not be
 reached; 2 bad flags, or a request the server refused (unknown dataset, column, model or job);
@@ -52,7 +57,7 @@ export function processIo(): BulkIo {
 }
 
 interface ServerFlags {
-  endpoint?: string
+  endpoint?: string[]
   token?: string
 }
 
@@ -67,13 +72,13 @@ function withServer(io: BulkIo, cmd: Command): Command {
   return usageExit(
     io,
     cmd
-      .option('--endpoint <url>', 'the server (started with --data-dir), e.g. http://127.0.0.1:8080; required', endpointFlag)
+      .option('--endpoint <url>', `the server (started with --data-dir), e.g. http://127.0.0.1:8080; required; ${ENDPOINTS_HELP} (see FAILOVER below)`, endpointsFlag)
       .option('--token <token>', 'bearer token (or INFERENCE_STREAM_TOKEN)'),
   )
 }
 
 function clientOf(o: ServerFlags, io: BulkIo): BulkClient {
-  if (!o.endpoint) {
+  if (!o.endpoint || o.endpoint.length === 0) {
     throw new InvalidOptionError('--endpoint URL is required: bulk jobs run on a server started with `inference-stream serve --data-dir DIR`')
   }
   const token = o.token ?? (io.env.INFERENCE_STREAM_TOKEN || undefined)
@@ -457,7 +462,7 @@ ${EXIT_NOTE}`,
         const client = clientOf(o, io)
         const progress = progressOf(o, io)
         const bulk = new DatasetBulk({
-          url: client.url,
+          url: client.urls,
           token: o.token ?? (io.env.INFERENCE_STREAM_TOKEN || undefined),
           ...(jobId !== undefined ? { jobId } : { dataset: o.dataset, revision: o.revision }),
           ...pollOf(o),

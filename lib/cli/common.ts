@@ -70,3 +70,17 @@ export function endpointFlag(value: string): string {
   }
   return value
 }
+
+/**
+ * Parses a repeatable `--endpoint`: each one checked as {@link endpointFlag}, collected in the order
+ * given (several: the command fails over between them). A URL given twice is one usage error.
+ */
+export function endpointsFlag(value: string, previous: string[] | undefined): string[] {
+  const url = endpointFlag(value)
+  const list = previous ?? []
+  if (list.includes(url)) throw new InvalidOptionError(`--endpoint ${url} is given twice`)
+  return [...list, url]
+}
+
+/** The help text of a repeatable `--endpoint`. */
+export const ENDPOINTS_HELP = 'repeat to fail over between front-ends of one deployment (sharing their state): the first that answers is used, a lost one is replaced by the next'

@@ -12,7 +12,7 @@ import { formatOf, type RecordFormat } from '../io/formats.js'
 import { inputFromColumn, uniqueIdColumn } from '../io/mapping.js'
 import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
-import { endpointFlag, intFlag, jsonObjectFlag } from './common.js'
+import { ENDPOINTS_HELP, endpointsFlag, intFlag, jsonObjectFlag } from './common.js'
 import { ANONYMOUS_TOKEN } from '../server/http-util.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
 import { addModelFlags, registryFromFlags, type ModelFlags } from './model-flags.js'
@@ -64,7 +64,7 @@ export function runCommand(): Command {
     .option('--resume', 'resume from the checkpoint (it must exist)')
     .option('--stop-after-failures <n>', 'stop (exit 1) when the first N rows all fail with the same error; 0: never stop', intFlag('stop-after-failures'), 100)
     .option('--keep-checkpoint', 'keep the checkpoint after a finished run (default: removed once the output is complete)')
-    .option('--endpoint <url>', 'a running server (default: an embedded server in this process)', endpointFlag)
+    .option('--endpoint <url>', `a running server (default: an embedded server in this process); ${ENDPOINTS_HELP}`, endpointsFlag)
     .option('--token <token>', 'bearer token for --endpoint (or INFERENCE_STREAM_TOKEN); not needed by a server without tokens')
     .addOption(new Option('--compute <kind>', 'compute of the stream URL').choices(['cpu', 'gpu']).default('cpu'))
     .option('--legacy', 'speak the original protocol (no acks, no resume queries)')
@@ -78,8 +78,13 @@ Examples:
   $ inference-stream run examples/reviews.csv --model builtin/sentiment --column text -o reviews.parquet
   $ inference-stream run data.jsonl -m builtin/ner -c sentence -o entities.jsonl --checkpoint
   $ inference-stream run big.parquet -o out.parquet --endpoint http://gpu-box:8080 --token $TOKEN --resume
+  $ inference-stream run big.parquet -o out.parquet --endpoint http://fe-a:8080 --endpoint http://fe-b:8080 --checkpoint
 
 Without --endpoint the built-in models run in this process (offline, no download).
+With several --endpoint (front-ends sharing one state, e.g. on Redis), the run starts on the first
+that answers (failing only when none does) and, when one is lost, goes on on the next: rows sent
+and unanswered are asked about there (v1 resume query) and only those it does not know are sent
+again, so nothing is billed twice.
 The output keeps the input columns and adds id, outputs (raw JSON), error, and flat columns
 for common tasks (label, score, ...). It appears only when complete (written via <output>.partial).
 Malformed input rows (broken quoting, a wrong number of columns) are skipped: the first five are
@@ -115,7 +120,7 @@ interface RunFlags extends ModelFlags {
   resume?: boolean
   keepCheckpoint?: boolean
   stopAfterFailures: number
-  endpoint?: string
+  endpoint?: string[]
   token?: string
   compute: 'cpu' | 'gpu'
   legacy?: boolean
@@ -158,9 +163,9 @@ async function runAction(input: string, o: RunFlags): Promise<number> {
 async function runWith(input: string, output: string, checkpoint: string | undefined, o: RunFlags): Promise<number> {
 
   let embedded: EmbeddedServer | undefined
-  let url = o.endpoint
+  let url: string | string[] | undefined = o.endpoint
   let token = o.token ?? process.env.INFERENCE_STREAM_TOKEN
-  if (!url) {
+  if (!url || url.length === 0) {
     // Audio paths in the input resolve next to it.
     embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model, audioRoot: dirname(resolve(input)) }) })
     url = embedded.url
@@ -234,9 +239,12 @@ async function runWith(input: string, output: string, checkpoint: string | undef
         { tty: process.stderr.isTTY === true, intervalMs: o.progressInterval, label: basename(input) },
       )
     : undefined
+  // A front-end skipped or lost: said once each, so a run that goes on elsewhere does not look stuck.
+  const say = (text: string): void => (progress ? progress.message(text) : void process.stderr.write(`${text}\n`))
+  stream.on('unreachable', (u: string, cause?: Error) => say(`inference-stream: cannot reach ${u}${cause ? ` (${cause.message})` : ''}; trying the next --endpoint`))
+  if (stream.urls.length > 1) stream.on('reconnect', () => say(`inference-stream: reconnected to ${stream.url}`))
   // Said once the checkpoint is open (the progress display exists by then).
   stream.once('checkpoint', (cp: { path: string; results: number; unanswered: number }) => {
-    const say = (text: string): void => (progress ? progress.message(text) : void process.stderr.write(`${text}\n`))
     if (cp.results === 0 && cp.unanswered === 0) {
       if (o.resume) say(`inference-stream: resuming from ${cp.path}: no rows done yet`)
       return

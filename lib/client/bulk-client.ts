@@ -80,8 +80,12 @@ export interface BulkDatasetInfo {
 
 /** Options of {@link BulkClient}. */
 export interface BulkClientOptions {
-  /** Server base URL, `http(s)://host:port` (a `ws(s)://` URL is taken as its http form). Required. */
-  url: string
+  /**
+   * Server base URL, `http(s)://host:port` (a `ws(s)://` URL is taken as its http form). Required.
+   * Several (front-ends of one deployment sharing their jobs, state and `--data-dir`) fail over:
+   * see {@link BulkClient} for which requests go to the next one.
+   */
+  url: string | readonly string[]
   /** Bearer token. Default none: only a server without tokens (loopback clients) accepts that. */
   token?: string
 }
@@ -113,6 +117,34 @@ export const WAIT_DEFAULTS = { pollIntervalMs: 250, maxPollIntervalMs: 5000, ret
 export function isTransient(err: unknown): boolean {
   if (!(err instanceof HttpError)) return false
   return err.status === undefined || err.status === 429 || err.status === 502 || err.status === 503 || err.status === 504
+}
+
+// Connection errors raised before a connection existed: the request surely reached no server.
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT'])
+
+/** Which failures of a request may be sent to the next endpoint. */
+type Failover = 'idempotent' | 'unsent'
+
+/** The code of a fetch failure's cause (`ECONNREFUSED`, …), when it has one. */
+function causeCode(err: unknown): string | undefined {
+  let e = err as { code?: unknown; cause?: unknown } | undefined
+  for (let depth = 0; e && depth < 4; depth++) {
+    if (typeof e.code === 'string' && e.code !== 'ERR_HTTP') return e.code
+    e = e.cause as typeof e
+  }
+  return undefined
+}
+
+/**
+ * Whether a failed request may go to the next endpoint: an idempotent one (GET, cancel, upload)
+ * when no answer came or the answer was 502 / 503 / 504; a job start only when it surely reached
+ * no server (connection refused, unknown host, no route): a second POST that reached one would
+ * start a second job.
+ */
+function canFailOver(err: unknown, policy: Failover): boolean {
+  if (!(err instanceof HttpError)) return false
+  if (policy === 'unsent') return err.status === undefined && NOT_SENT.has(causeCode(err) ?? '')
+  return err.status === undefined || err.status === 502 || err.status === 503 || err.status === 504
 }
 
 /** True when a job is in a final state. */
@@ -153,6 +185,18 @@ function abortError(signal: AbortSignal): AbortError {
  * inference-stream server (started with `--data-dir`). Every failure is an `HttpError` with the
  * server's message, `status` and `remoteCode`; an aborted call rejects with `AbortError`.
  *
+ * Given several URLs (front-ends sharing one deployment's jobs and data folder) a request that
+ * fails goes to the next one, each tried once per call, starting with the one that answered last:
+ * - `status`, `jobs`, `info`, `download`, `cancel` and `upload` (idempotent: reading, cancelling,
+ *   replacing a split) on no answer or 502 / 503 / 504. A download cut mid-body goes on on the
+ *   next server at the byte it reached when that server honours `Range`, else starts over
+ *   (the file is rewritten from its first byte). A cancel whose retry answers 409 because the first
+ *   server had cancelled the job before dying returns the job's (cancelled) status.
+ * - `start` (a POST that creates a job) only when the request surely reached no server (connection
+ *   refused, unknown host, no route to it): any other failure may have started the job, and a
+ *   second POST would start a second one. That error is thrown; look with `jobs()` before starting again.
+ * When every URL fails, the last failure is thrown, naming the others.
+ *
  * @example
  * const client = new BulkClient({ url: 'http://127.0.0.1:8080', token })
  * const { jobid } = await client.start({ model: 'builtin/sentiment', dataset_name: 'reviews',
@@ -160,24 +204,31 @@ function abortError(signal: AbortSignal): AbortError {
  * const final = await client.wait(jobid, { onStatus: (s) => console.log(s.processed, s.total) })
  */
 export class BulkClient {
-  /** The server's base URL. */
-  readonly url: string
+  /** Every base URL, in the order given (one unless it fails over). */
+  readonly urls: readonly string[]
   private readonly token: string | undefined
+  // Index in urls of the endpoint that answered last: the next request starts there.
+  private current = 0
 
   constructor(options: BulkClientOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidOptionError('BulkClient options must be an object')
-    this.url = baseUrlOf(options.url)
+    this.urls = baseUrlsOf(options.url)
     if (options.token !== undefined && (typeof options.token !== 'string' || !/^\S+$/.test(options.token))) {
       throw new InvalidOptionError('Option "token" must be a non-empty string without spaces')
     }
     this.token = options.token
   }
 
+  /** The base URL in use: the one that answered last (at first, the first one). */
+  get url(): string {
+    return this.urls[this.current]
+  }
+
   /** Starts a job: `{jobid, bulk_name}`. Never retried (a second POST would be a second job). */
   async start(job: BulkJobRequest, o: CallOptions = {}): Promise<{ jobid: string; bulk_name: string }> {
     checkJobRequest(job)
     const { model, compute = 'cpu', ...body } = job
-    const res = await this.json<{ jobid: string; bulk_name: string }>('POST', `/bulk/run/${compute}/${segments(model)}`, o, body)
+    const res = await this.json<{ jobid: string; bulk_name: string }>('POST', `/bulk/run/${compute}/${segments(model)}`, o, 'unsent', () => body)
     if (typeof res?.jobid !== 'string' || typeof res.bulk_name !== 'string') {
       throw new HttpError(`The server answered POST /bulk/run without {jobid, bulk_name}: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
     }
@@ -187,18 +238,29 @@ export class BulkClient {
   /** The status of a job (`ERR_HTTP` 404 with remoteCode `ERR_JOB_NOT_FOUND` for an unknown id). */
   async status(jobId: string, o: CallOptions = {}): Promise<BulkJobStatus> {
     checkJobId(jobId)
-    return statusOf(await this.json<{ status: BulkJobStatus }>('GET', `/bulk/status/${encodeURIComponent(jobId)}`, o))
+    return statusOf(await this.json<{ status: BulkJobStatus }>('GET', `/bulk/status/${encodeURIComponent(jobId)}`, o, 'idempotent'))
   }
 
   /** Cancels a queued or running job; its status after. A finished job answers 409 (`ERR_HTTP`, remoteCode `ERR_JOB_STATE`). */
   async cancel(jobId: string, o: CallOptions = {}): Promise<BulkJobStatus> {
     checkJobId(jobId)
-    return statusOf(await this.json<{ status: BulkJobStatus }>('POST', `/bulk/cancel/${encodeURIComponent(jobId)}`, o))
+    let failedOver = false
+    try {
+      return statusOf(await this.json<{ status: BulkJobStatus }>('POST', `/bulk/cancel/${encodeURIComponent(jobId)}`, o, 'idempotent', undefined, undefined, () => (failedOver = true)))
+    } catch (err) {
+      // The first server may have cancelled the job and died before answering: then the job is
+      // cancelled, which is what was asked.
+      if (failedOver && err instanceof HttpError && err.status === 409) {
+        const s = await this.status(jobId, o)
+        if (s.state === 'cancelled') return s
+      }
+      throw err
+    }
   }
 
   /** Every job of this token, as statuses. */
   async jobs(o: CallOptions = {}): Promise<BulkJobStatus[]> {
-    const res = await this.json<{ jobs: BulkJobStatus[] }>('GET', '/bulk/jobs', o)
+    const res = await this.json<{ jobs: BulkJobStatus[] }>('GET', '/bulk/jobs', o, 'idempotent')
     return Array.isArray(res?.jobs) ? res.jobs : []
   }
 
@@ -252,18 +314,25 @@ export class BulkClient {
       throw new InputFileError(`Cannot upload ${localFile}: ${(err as Error).message}`, localFile, { cause: err })
     }
     const path = `/bulk/datasets/${segments(name)}/${encodeURIComponent(config)}/${encodeURIComponent(split)}.${ext}`
-    const body = createReadStream(localFile)
+    // A PUT replaces the whole split: sent again to the next server (the file read afresh), it
+    // leaves the same split as one that succeeded at once.
+    const bodies: Readable[] = []
+    const body = (): Readable => {
+      const b = createReadStream(localFile)
+      bodies.push(b)
+      return b
+    }
     try {
-      await this.json('PUT', path, o, body, { 'content-type': 'application/octet-stream', 'content-length': String(size) })
+      await this.json('PUT', path, o, 'idempotent', body, { 'content-type': 'application/octet-stream', 'content-length': String(size) })
     } finally {
-      body.destroy()
+      for (const b of bodies) b.destroy()
     }
     return { dataset: name, config, split, bytes: size }
   }
 
   /** Hub-style info of output dataset `name` at `revision` (branch, tag or sha; default `main`). */
   async info(name: string, revision = 'main', o: CallOptions = {}): Promise<BulkDatasetInfo> {
-    const res = await this.json<BulkDatasetInfo>('GET', `/api/datasets/${segments(name)}/revision/${encodeURIComponent(revision)}`, o)
+    const res = await this.json<BulkDatasetInfo>('GET', `/api/datasets/${segments(name)}/revision/${encodeURIComponent(revision)}`, o, 'idempotent')
     if (typeof res?.sha !== 'string' || !Array.isArray(res.siblings)) {
       throw new HttpError(`The server's info of dataset ${name} has no sha and siblings: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
     }
@@ -273,31 +342,60 @@ export class BulkClient {
   /**
    * Streams file `path` of output dataset `name` at `revision` into local file `dest` (never held
    * in memory). Returns the bytes written; when `size` is given, a shorter or longer body fails.
+   * With several URLs, a download that fails (no answer, 502–504, or cut mid-body) goes on on the
+   * next server: from the byte reached when it answers a `Range` request with 206, else from the start.
    */
   async download(name: string, revision: string, path: string, dest: string, o: CallOptions & { size?: number } = {}): Promise<number> {
-    const res = await this.request('GET', `/datasets/${segments(name)}/resolve/${encodeURIComponent(revision)}/${segments(path)}`, o)
-    if (!res.body) throw new HttpError(`GET ${path} of dataset ${name}: the answer has no body`, { status: res.status })
-    let bytes = 0
-    const count = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        bytes += chunk.length
-        cb(null, chunk)
-      },
-    })
-    try {
-      await pipeline(Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>), count, createWriteStream(dest), { signal: o.signal })
-    } catch (err) {
-      if (o.signal?.aborted) throw abortError(o.signal)
-      throw new HttpError(`Download of ${path} (dataset ${name} at ${revision}) failed: ${(err as Error).message}`, { cause: err, status: res.status })
+    const route = `/datasets/${segments(name)}/resolve/${encodeURIComponent(revision)}/${segments(path)}`
+    const what = `${path} (dataset ${name} at ${revision})`
+    const n = this.urls.length
+    const failures: string[] = []
+    // Bytes of `dest` already written by an attempt that was cut: where the next one may resume.
+    let have = 0
+    for (let i = 0; ; i++) {
+      const index = (this.current + i) % n
+      let res: Response
+      try {
+        res = await this.requestAt(index, 'GET', route, o, undefined, have > 0 ? { range: `bytes=${have}-` } : {})
+      } catch (err) {
+        if (i + 1 >= n || !canFailOver(err, 'idempotent')) throw withOthers(err, failures)
+        failures.push(`${this.urls[index]} (${(err as Error).message})`)
+        continue
+      }
+      if (!res.body) throw new HttpError(`GET ${path} of dataset ${name}: the answer has no body`, { status: res.status })
+      // Appended only to a 206 that starts where the file ends; any other answer is the whole file.
+      const append = have > 0 && res.status === 206 && rangeStart(res.headers.get('content-range')) === have
+      const start = append ? have : 0
+      let bytes = start
+      const count = new Transform({
+        transform(chunk: Buffer, _e, cb) {
+          bytes += chunk.length
+          cb(null, chunk)
+        },
+      })
+      try {
+        await pipeline(Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>), count, createWriteStream(dest, { flags: append ? 'a' : 'w' }), { signal: o.signal })
+      } catch (err) {
+        if (o.signal?.aborted) throw abortError(o.signal)
+        // The local file failed (a full disk, no permission): no other server helps.
+        const local = typeof (err as NodeJS.ErrnoException).syscall === 'string'
+        const failure = new HttpError(`Download of ${what} failed: ${(err as Error).message}`, { cause: err, status: res.status, request: `GET ${this.urls[index]}${route}` })
+        if (local || i + 1 >= n) throw withOthers(failure, failures)
+        failures.push(`${this.urls[index]} (cut after ${bytes} bytes: ${(err as Error).message})`)
+        have = await fsp.stat(dest).then((st) => st.size, () => 0)
+        continue
+      }
+      this.current = index
+      if (o.size !== undefined && bytes !== o.size) {
+        throw new HttpError(`Download of ${what} got ${bytes} bytes, expected ${o.size}`, { status: res.status })
+      }
+      return bytes
     }
-    if (o.size !== undefined && bytes !== o.size) {
-      throw new HttpError(`Download of ${path} (dataset ${name} at ${revision}) got ${bytes} bytes, expected ${o.size}`, { status: res.status })
-    }
-    return bytes
   }
 
-  private async json<T>(method: string, path: string, o: CallOptions, body?: unknown, headers?: Record<string, string>): Promise<T> {
-    const res = await this.request(method, path, o, body, headers)
+  // One JSON request, failed over per `policy`; `body` makes the body of each attempt.
+  private async json<T>(method: string, path: string, o: CallOptions, policy: Failover, body?: () => unknown, headers?: Record<string, string>, onFailover?: () => void): Promise<T> {
+    const res = await this.request(method, path, o, policy, body, headers, onFailover)
     const text = await res.text()
     try {
       return JSON.parse(text) as T
@@ -306,10 +404,34 @@ export class BulkClient {
     }
   }
 
-  /** One request; an error status becomes an `HttpError` with the server's message and code. */
-  private async request(method: string, path: string, o: CallOptions, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  /**
+   * One request, on the endpoint that answered last and, when it fails in a way `policy` allows, on
+   * each next one (once each); the endpoint that answers becomes the current one.
+   */
+  private async request(method: string, path: string, o: CallOptions, policy: Failover, body?: () => unknown, headers: Record<string, string> = {}, onFailover?: () => void): Promise<Response> {
+    const n = this.urls.length
+    const failures: string[] = []
+    for (let i = 0; ; i++) {
+      const index = (this.current + i) % n
+      try {
+        const res = await this.requestAt(index, method, path, o, body?.(), headers)
+        this.current = index
+        return res
+      } catch (err) {
+        // An answer (a 4xx) says the server is up: asked first next time, as one that succeeded.
+        if (err instanceof HttpError && err.status !== undefined && !canFailOver(err, 'idempotent')) this.current = index
+        if (i + 1 >= n || o.signal?.aborted || !canFailOver(err, policy)) throw withOthers(err, failures)
+        failures.push(`${this.urls[index]} (${(err as Error).message})`)
+        onFailover?.()
+      }
+    }
+  }
+
+  /** One request to endpoint `index`; an error status becomes an `HttpError` with the server's message and code. */
+  private async requestAt(index: number, method: string, path: string, o: CallOptions, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
     if (o.signal?.aborted) throw abortError(o.signal)
-    const url = `${this.url}${path}`
+    const base = this.urls[index]
+    const url = `${base}${path}`
     const request = `${method} ${url}`
     const h: Record<string, string> = { accept: 'application/json', ...headers }
     if (this.token !== undefined) h.authorization = `Bearer ${this.token}`
@@ -326,7 +448,7 @@ export class BulkClient {
       if (o.signal?.aborted) throw abortError(o.signal)
       const cause = (err as { cause?: { code?: string; message?: string } }).cause
       const why = cause?.code ?? cause?.message ?? (err as Error).message
-      throw new HttpError(`Cannot reach ${this.url} (${request}): ${why}`, { request, cause: err })
+      throw new HttpError(`Cannot reach ${base} (${request}): ${why}`, { request, cause: err })
     }
     if (res.ok) return res
     const text = await res.text().catch(() => '')
@@ -351,7 +473,6 @@ export class BulkClient {
     }
     throw new HttpError(`${message}${hint} (${method} ${path}: HTTP ${res.status}${remoteCode ? `, ${remoteCode}` : ''})`, { status: res.status, remoteCode, request })
   }
-
   private async pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
     try {
       await sleep(ms, undefined, { signal })
@@ -360,6 +481,30 @@ export class BulkClient {
       throw err
     }
   }
+}
+
+// The first byte of a `Content-Range: bytes START-END/SIZE` answer.
+function rangeStart(header: string | null): number | undefined {
+  const m = header ? /^bytes (\d+)-/.exec(header) : null
+  return m ? Number(m[1]) : undefined
+}
+
+// The last failure of a request tried on several endpoints, naming the ones tried before it.
+function withOthers(err: unknown, failures: string[]): unknown {
+  if (failures.length === 0 || !(err instanceof HttpError)) return err
+  return new HttpError(`${err.message}; tried before: ${failures.join('; ')}`, { status: err.status, remoteCode: err.remoteCode, request: err.request, cause: err })
+}
+
+/**
+ * The base URLs of option `url`: one, or a non-empty list of distinct ones (failover), each
+ * through {@link baseUrlOf}.
+ */
+export function baseUrlsOf(url: unknown, option = 'url'): string[] {
+  if (!Array.isArray(url)) return [baseUrlOf(url, option)]
+  if (url.length === 0) throw new InvalidOptionError(`Option "${option}" must name at least one server, got an empty list`)
+  const urls = url.map((u, i) => baseUrlOf(u, `${option}[${i}]`))
+  if (new Set(urls).size !== urls.length) throw new InvalidOptionError(`Option "${option}" lists a server twice: ${JSON.stringify(url)}`)
+  return urls
 }
 
 function statusOf(res: { status: BulkJobStatus }): BulkJobStatus {

@@ -40,8 +40,13 @@ export interface BulkRow {
 
 /** Options of {@link DatasetBulk}. Give exactly one of `job`, `jobId` and `dataset`. */
 export interface DatasetBulkOptions {
-  /** Server base URL, `http(s)://host:port`, of a server started with `--data-dir`. Required. */
-  url: string
+  /**
+   * Server base URL, `http(s)://host:port`, of a server started with `--data-dir`. Required. Several
+   * (front-ends sharing the jobs and the data folder) fail over as {@link BulkClient} does: polls,
+   * shard downloads and `cancel()` go to the next on no answer or 502–504; starting the job only
+   * when it surely reached no server.
+   */
+  url: string | readonly string[]
   /** Bearer token. Default none (a server without tokens accepts loopback clients). */
   token?: string
   /** Start this job, wait for it, then read its outputs. */
