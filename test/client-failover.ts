@@ -245,3 +245,15 @@ t.test('checkpoint: a run on A stopped, A died; the resume with the list in anot
   t.ok(second.stream.stats.replayed >= 300, `replayed ${second.stream.stats.replayed} from the journal`)
   t.equal(await billed(state), N, 'billed once per row across both servers')
 })
+
+t.test('a checkpoint names what is run, not where: a base URL path prefix (old checkpoints kept it) does not refuse a resume', async (t) => {
+  const { CheckpointJournal } = await import('../lib/client/checkpoint-journal.js')
+  const path = join(mkdtempSync(join(tmpdir(), 'is-failover-')), 'prefix.ckpt')
+  const j = await CheckpointJournal.open(path, { model: '/proxy/bulk/stream/cpu/builtin/echo', parameters: '' })
+  j.appendSent('x-0', 'h')
+  await j.close()
+  const again = await CheckpointJournal.open(path, { model: '/bulk/stream/cpu/builtin/echo', parameters: '' })
+  t.equal(again.unansweredCount, 1, 'the same model, another prefix: resumed')
+  await again.close()
+  await t.rejects(CheckpointJournal.open(path, { model: '/bulk/stream/gpu/builtin/echo', parameters: '' }), { code: 'ERR_CHECKPOINT', message: /builtin\/echo, not builtin\/echo \(gpu\)/ })
+})
