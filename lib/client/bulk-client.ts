@@ -138,12 +138,12 @@ function causeCode(err: unknown): string | undefined {
 /**
  * Whether a failed request may go to the next endpoint: an idempotent one (GET, cancel, upload)
  * when no answer came or the answer was 502 / 503 / 504; a job start only when it surely reached
- * no server (connection refused, unknown host, no route): a second POST that reached one would
- * start a second job.
+ * no server (connection refused, unknown host, no route), or our server refused it before acting
+ * (503 `ERR_SHUTTING_DOWN`): a second POST that reached one would start a second job.
  */
 function canFailOver(err: unknown, policy: Failover): boolean {
   if (!(err instanceof HttpError)) return false
-  if (policy === 'unsent') return err.status === undefined && NOT_SENT.has(causeCode(err) ?? '')
+  if (policy === 'unsent') return (err.status === undefined && NOT_SENT.has(causeCode(err) ?? '')) || (err.status === 503 && err.remoteCode === 'ERR_SHUTTING_DOWN')
   return err.status === undefined || err.status === 502 || err.status === 503 || err.status === 504
 }
 
@@ -193,8 +193,9 @@ function abortError(signal: AbortSignal): AbortError {
  *   (the file is rewritten from its first byte). A cancel whose retry answers 409 because the first
  *   server had cancelled the job before dying returns the job's (cancelled) status.
  * - `start` (a POST that creates a job) only when the request surely reached no server (connection
- *   refused, unknown host, no route to it): any other failure may have started the job, and a
- *   second POST would start a second one. That error is thrown; look with `jobs()` before starting again.
+ *   refused, unknown host, no route to it) or our server refused it before acting (503
+ *   `ERR_SHUTTING_DOWN`): any other failure may have started the job, and a second POST would
+ *   start a second one. That error is thrown; look with `jobs()` before starting again.
  * When every URL fails, the last failure is thrown, naming the others.
  *
  * @example
@@ -228,7 +229,17 @@ export class BulkClient {
   async start(job: BulkJobRequest, o: CallOptions = {}): Promise<{ jobid: string; bulk_name: string }> {
     checkJobRequest(job)
     const { model, compute = 'cpu', ...body } = job
-    const res = await this.json<{ jobid: string; bulk_name: string }>('POST', `/bulk/run/${compute}/${segments(model)}`, o, 'unsent', () => body)
+    let res: { jobid: string; bulk_name: string }
+    try {
+      res = await this.json<{ jobid: string; bulk_name: string }>('POST', `/bulk/run/${compute}/${segments(model)}`, o, 'unsent', () => body)
+    } catch (err) {
+      // No answer, or a gateway's 5xx, after the request may have reached a server: say so, as a
+      // second start could be a second job.
+      if (err instanceof HttpError && (err.status === undefined || err.status >= 500) && !canFailOver(err, 'unsent')) {
+        throw new HttpError(`${err.message}; the job may have been started all the same: look with jobs() (\`inference-stream bulk jobs\`) before starting it again`, { status: err.status, remoteCode: err.remoteCode, request: err.request, cause: err })
+      }
+      throw err
+    }
     if (typeof res?.jobid !== 'string' || typeof res.bulk_name !== 'string') {
       throw new HttpError(`The server answered POST /bulk/run without {jobid, bulk_name}: ${JSON.stringify(res).slice(0, 200)}`, { status: 200 })
     }
@@ -363,8 +374,12 @@ export class BulkClient {
         continue
       }
       if (!res.body) throw new HttpError(`GET ${path} of dataset ${name}: the answer has no body`, { status: res.status })
-      // Appended only to a 206 that starts where the file ends; any other answer is the whole file.
+      // Appended only to a 206 that starts where the file ends; a 200 is the whole file.
       const append = have > 0 && res.status === 206 && rangeStart(res.headers.get('content-range')) === have
+      if (res.status === 206 && !append) {
+        await res.body.cancel().catch(() => {})
+        throw withOthers(new HttpError(`Download of ${what}: ${this.urls[index]} answered a part (${res.headers.get('content-range') ?? 'no Content-Range'}) that does not start at byte ${have}`, { status: 206 }), failures)
+      }
       const start = append ? have : 0
       let bytes = start
       const count = new Transform({
