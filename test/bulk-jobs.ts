@@ -12,6 +12,7 @@ import { SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
 import { connect } from './helpers/ws-client.js'
 import { startServer } from './helpers/server.js'
 import { auth, dataDir, post, status, waitState } from './helpers/bulk.js'
+import { CLI } from './helpers/cli.js'
 
 const exec = promisify(execFile)
 
@@ -112,9 +113,9 @@ t.test('fairness: a running job does not starve a live stream of the same model'
 t.test('kill the server mid-job (SIGKILL), restart: the job completes, each row once, billed once', async (t) => {
   const N = 3000
   const dir = dataDir(N)
-  const cli = fileURLToPath(new URL('../lib/cli/index.ts', import.meta.url))
+  const cli = CLI
   const start = async (): Promise<{ child: ReturnType<typeof spawn>; url: string }> => {
-    const child = spawn(process.execPath, [...process.execArgv, cli, 'serve', '--port', '0', '--token', 't', '--data-dir', dir, '--log-level', 'warn', '--shard-rows', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [cli, 'serve', '--port', '0', '--token', 't', '--data-dir', dir, '--log-level', 'warn', '--shard-rows', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout!.on('data', (d) => (out += d))
     const deadline = Date.now() + 90_000 // not-stuck bound: a CLI started from source under the TS loader on a loaded machine

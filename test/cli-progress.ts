@@ -192,7 +192,7 @@ t.test('run: a resumed run says so at start and does not count replayed rows as 
 // Runs the CLI on a pseudo-terminal `columns` wide (util-linux `script`); returns what it drew.
 function onTerminal(args: string[], columns: number): Promise<{ code: number | null; screen: string }> {
   const quote = (s: string): string => `'${s.replace(/'/g, "'\\''")}'`
-  const command = `stty cols ${columns} rows 24; exec ${[process.execPath, ...process.execArgv, CLI, ...args].map(quote).join(' ')}`
+  const command = `stty cols ${columns} rows 24; exec ${[process.execPath, CLI, ...args].map(quote).join(' ')}`
   const child = spawn('script', ['-qefc', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let screen = ''
   child.stdout.on('data', (d) => (screen += d))

@@ -1,15 +1,16 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
-/** The CLI entry, from source. */
-export const CLI = fileURLToPath(new URL('../../lib/cli/index.ts', import.meta.url))
-
 /**
- * Runs the CLI from source as a child process with this process's loader flags (tap's TypeScript
- * import hook), collecting its output.
+ * The CLI entry as users run it: the build (`npm test` builds before it runs tap; after editing
+ * lib/, run `npm run build` before running one CLI test alone). A CLI started from source under
+ * the test loader costs seconds of CPU per start, and the CLI tests start dozens.
  */
+export const CLI = fileURLToPath(new URL('../../dist/cli/index.js', import.meta.url))
+
+/** Runs the built CLI as a child process, collecting its output. */
 export function cliProcess(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [...process.execArgv, CLI, ...args], {
+  const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
