@@ -62,9 +62,20 @@ export class RedisTestSpace {
     }
   }
 
-  /** Deletes every key of this file's backends. */
-  async cleanup(): Promise<void> {
-    const keys = await this.keys()
+  /** A backend whose `close()` also deletes its keys (for tests that only close what they make). */
+  disposable(options: Omit<RedisStateBackendOptions, 'url'>): RedisStateBackend {
+    const b = this.backend(options)
+    const close = b.close.bind(b)
+    b.close = async () => {
+      await close()
+      await this.cleanup(b.prefix)
+    }
+    return b
+  }
+
+  /** Deletes every key of this file's backends (or of one prefix). */
+  async cleanup(prefix = this.root): Promise<void> {
+    const keys = await this.keys(prefix)
     if (keys.length === 0) return
     const c = new Redis(REDIS_URL)
     try {
