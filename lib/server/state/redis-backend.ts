@@ -205,11 +205,14 @@ export class RedisStateBackend implements StateBackend {
   // Subscribes to the wake channel (once): any process's submit or requeue wakes this one's leases.
   private listen(): Promise<void> {
     if (!this.listening) {
-      const sub = (this.sub ??= this.cmd.duplicate())
-      sub.on('error', noop)
-      sub.on('message', () => this.wakeLocal())
-      // Reconnected (ioredis subscribes again): a wake may have been missed meanwhile.
-      sub.on('ready', () => this.wakeLocal())
+      let sub = this.sub
+      if (!sub) {
+        sub = this.sub = this.cmd.duplicate()
+        sub.on('error', noop)
+        sub.on('message', () => this.wakeLocal())
+        // Reconnected (ioredis subscribes again): a wake may have been missed meanwhile.
+        sub.on('ready', () => this.wakeLocal())
+      }
       this.listening = sub.subscribe(this.keys.key('wake')).then(
         () => {},
         (err: unknown) => {
@@ -279,7 +282,10 @@ export class RedisStateBackend implements StateBackend {
   async lease(consumer: string, options: LeaseOptions): Promise<StateLease | null> {
     const { signal, accept } = options
     if (this.closed || signal?.aborted) return null
-    await this.listen()
+    // The first look does not wait for the wake channel's subscription; sleeping does (and looks
+    // again first: a wake sent before the subscription took effect was not heard).
+    let listening: Promise<void> | undefined = this.listen()
+    listening.catch(noop) // awaited below; a failure is thrown there
     // Groups `accept` refused in this look; asked again after the next wake (as the memory queue).
     let refused: string[] = []
     for (;;) {
@@ -306,6 +312,11 @@ export class RedisStateBackend implements StateBackend {
           continue
         }
         return { id, consumer, tenant, items, expiresAt: Number(expiresAt) }
+      }
+      if (listening) {
+        await listening
+        listening = undefined
+        continue
       }
       if (!woken) {
         const wait = Number(reply[1])
@@ -470,7 +481,7 @@ export class RedisStateBackend implements StateBackend {
             list.push(toRouted(f))
           }
           // Read: no longer needed in Redis.
-          void this.cmd.xtrim(key, 'MINID', nextId(reader.cursor)).catch(noop)
+          void this.call('isTrim', Date.now(), [reader.node, nextId(reader.cursor)]).catch(noop)
           if (list.length > 0) this.listeners.route(new Map([[reader.node, list]]))
         }
       } catch {

@@ -750,6 +750,18 @@ redis.call('ZREM', K.instances, INST)
 return 0
 `
 
+/**
+ * trim — ARGV: prefix, instance, now, node, the first entry id to keep. A node read its stream up to
+ * there: the entries before go, and an empty stream with them (one step: an entry appended
+ * meanwhile is kept).
+ */
+const TRIM = `
+local key = K.node(ARGV[4])
+redis.call('XTRIM', key, 'MINID', ARGV[5])
+if redis.call('XLEN', key) == 0 then redis.call('DEL', key) end
+return 0
+`
+
 /** The scripts by name, each with the helpers it needs. */
 export const SCRIPTS = {
   isSubmit: PRELUDE + SUBMIT,
@@ -767,6 +779,7 @@ export const SCRIPTS = {
   isSweep: PRELUDE + RESULTS + DELIVERY + SWEEP,
   isBeat: PRELUDE + BEAT,
   isLeave: PRELUDE + RESULTS + DELIVERY + LEAVE,
+  isTrim: PRELUDE + TRIM,
 } as const
 
 /** Name of a script of {@link SCRIPTS}. */
