@@ -155,6 +155,8 @@ export class RedisStateBackend implements StateBackend {
       throw new InvalidOptionError(`Option "maxRetainedBytes" must be a number >= 0, got ${JSON.stringify(o.maxRetainedBytes)}`)
     }
     if (o.prefix !== undefined && typeof o.prefix !== 'string') throw new InvalidOptionError(`Option "prefix" must be a string, got ${JSON.stringify(o.prefix)}`)
+    // ioredis would prefix the keys it sends, not those the scripts build: one prefix, ours.
+    if (o.redisOptions?.keyPrefix) throw new InvalidOptionError('RedisStateBackend: give the key prefix as option "prefix", not as redisOptions.keyPrefix')
     this.prefix = o.prefix ?? DEFAULT_REDIS_PREFIX
     this.keys = new RedisKeys(this.prefix)
     this.retentionMs = o.retentionMs
@@ -298,7 +300,7 @@ export class RedisStateBackend implements StateBackend {
       this.waiters.add(mark)
       let reply: LeaseReply
       try {
-        reply = await this.run<LeaseReply>('isLease', Date.now(), [options.maxBatch, options.maxWaitMs, options.maxLeasesPerTenant ?? -1, consumer, options.leaseMs, ...refused])
+        reply = await this.run<LeaseReply>('isLease', Date.now(), [options.maxBatch, finite(options.maxWaitMs, 2 ** 52), finite(options.maxLeasesPerTenant, -1), consumer, finite(options.leaseMs, 2 ** 52), ...refused])
       } finally {
         this.waiters.delete(mark)
       }
@@ -568,7 +570,7 @@ export class RedisStateBackend implements StateBackend {
   async sweep(now: number): Promise<number> {
     let lost = 0
     for (;;) {
-      const [l, dropped] = await this.run<[number, number]>('isSweep', now, [this.retentionMs, SWEEP_CHUNK, DEAD_AFTER_MS])
+      const [l, dropped] = await this.run<[number, number]>('isSweep', now, [finite(this.retentionMs, -1), SWEEP_CHUNK, DEAD_AFTER_MS])
       lost += l
       if (dropped < SWEEP_CHUNK) return lost
     }
@@ -613,6 +615,11 @@ async function shut(c: RedisClient): Promise<void> {
     }
   }
   c.disconnect()
+}
+
+// A number Lua reads as one: Infinity (no bound) becomes `none`.
+function finite(n: number | undefined, none: number): number {
+  return n === undefined || !Number.isFinite(n) ? none : n
 }
 
 function values(res: Array<[Error | null, unknown]> | null): unknown[] {

@@ -708,18 +708,18 @@ return out
 `
 
 /**
- * sweep — ARGV: prefix, instance, now, retentionMs, most results to drop, silence (ms) after
+ * sweep — ARGV: prefix, instance, now, retentionMs (-1: kept until evicted), most results to drop, silence (ms) after
  * which an instance is taken for dead. Drops results finished retentionMs or more before `now`;
  * the in-flight results of dead instances are undelivered again. Reply: `{lost, dropped}`.
  */
 const SWEEP = `
-local cutoff = NOW - tonumber(ARGV[4])
+local retention = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
-local below = '(' .. string.format('%d', (cutoff + 1) * 1024)
+local below = '(' .. string.format('%d', (NOW - retention + 1) * 1024)
 local lost, dropped = 0, 0
 for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
   local left = limit - dropped
-  if left > 0 then
+  if left > 0 and retention >= 0 then
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', below, 'LIMIT', 0, left)) do
       local o, i = dec2(m)
       if remove_done(o, i) then lost = lost + 1 end
