@@ -11,7 +11,7 @@ import { MissingDependencyError } from './errors.js'
 export const OPTIONAL_DEPENDENCIES = {
   '@huggingface/transformers': { range: '^4.3.2', neededFor: 'Hugging Face Hub models (run by transformers.js)' },
   'better-sqlite3': { range: '^12.11.1', neededFor: 'the durable state and bulk jobs (serve --data-dir)' },
-  ioredis: { range: '^6.0.0', neededFor: 'the shared state of several processes (the Redis state backend)' },
+  ioredis: { range: '^6.0.0', neededFor: 'state shared by several processes on Redis' },
 } as const
 
 /** Name of an optional package. */

@@ -1,4 +1,10 @@
+import { execFile } from 'node:child_process'
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { groupKey } from '../lib/server/queue/work-queue.js'
@@ -50,6 +56,25 @@ function deployment(t: Test, n: number, limits = LIMITS): RedisStateBackend[] {
   return out
 }
 
+
+// Without Redis too: the built backend, copied where no ioredis can be found, says what to install.
+t.test('without ioredis: the backend says what to install', async (t) => {
+  const dist = fileURLToPath(new URL('../dist', import.meta.url))
+  if (!existsSync(join(dist, 'server', 'state', 'redis-backend.js'))) {
+    t.fail('dist/ is not built: run `npx tsc -p tsconfig.build.json` first (npm test does)')
+    return
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'is-no-ioredis-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  cpSync(dist, join(dir, 'dist'), { recursive: true })
+  const script = `import { RedisStateBackend } from './dist/server/state/redis-backend.js'
+try { new RedisStateBackend({ url: 'redis://127.0.0.1:1', maxRetained: 1, retentionMs: 1 }) } catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message })) }`
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: dir })
+  t.same(JSON.parse(stdout), {
+    code: 'ERR_MISSING_DEPENDENCY',
+    message: 'The Redis state backend needs the optional package ioredis (state shared by several processes on Redis), which is not installed: run `npm install ioredis@^6.0.0`',
+  })
+})
 
 if (!(await redisReachable())) {
   t.comment(REDIS_SKIP)
