@@ -432,7 +432,7 @@ export class RedisStateBackend implements StateBackend {
       reader.seen.add(entry)
       let list = byNode.get(node)
       if (!list) byNode.set(node, (list = []))
-      list.push(toRouted(f))
+      list.push(...toRouted(f))
     }
     this.listeners.route(byNode)
   }
@@ -480,7 +480,7 @@ export class RedisStateBackend implements StateBackend {
             reader.cursor = entry
             if (reader.seen.delete(entry)) continue
             if (fieldOf(f, 'w') === this.instance) reader.seen.add(entry)
-            list.push(toRouted(f))
+            list.push(...toRouted(f))
           }
           // Read: no longer needed in Redis.
           void this.call('isTrim', Date.now(), [reader.node, nextId(reader.cursor)]).catch(noop)
@@ -641,8 +641,20 @@ function nextId(id: string): string {
   return `${id.slice(0, dash)}-${Number(id.slice(dash + 1)) + 1}`
 }
 
-// A routed-results stream entry → what the listener gets.
-function toRouted(f: string[]): Routed {
+// A routed-results stream entry (one or more results, each starting with its 'o' field) → what the listener gets.
+function toRouted(f: string[]): Routed[] {
+  const out: Routed[] = []
+  let start = -1
+  for (let j = 0; j < f.length; j += 2) {
+    if (f[j] !== 'o') continue
+    if (start >= 0) out.push(oneRouted(f, start, j))
+    start = j
+  }
+  if (start >= 0) out.push(oneRouted(f, start, f.length))
+  return out
+}
+
+function oneRouted(f: string[], from: number, to: number): Routed {
   let owner = ''
   let id = ''
   let sink: string | undefined
@@ -650,7 +662,7 @@ function toRouted(f: string[]): Routed {
   let failed = false
   let computeSeconds: number | undefined
   let oversize = false
-  for (let j = 0; j < f.length; j += 2) {
+  for (let j = from; j < to; j += 2) {
     const v = f[j + 1]
     switch (f[j]) {
       case 'o':

@@ -43,14 +43,32 @@ local P, INST, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
 ${luaKeys()}
 local G = '${CONSUMER_GROUP}'
 
--- HINCRBY that leaves no zero field behind (so idle tenants and owners leave no keys).
+-- Counters (HASH fields) change through hincr: the deltas of a script are summed and written once
+-- by flush() at its end (one HINCRBY per field, not one per item), and a field back at 0 is
+-- deleted (idle tenants and owners leave no keys). hnum reads a counter with the pending delta.
+local DELTA = {}
+local DC = nil
 local function hincr(key, field, d)
-  if d == 0 then return tonumber(redis.call('HGET', key, field)) or 0 end
-  local v = redis.call('HINCRBY', key, field, d)
-  if v == 0 then redis.call('HDEL', key, field) end
+  if d == 0 then return end
+  local k = DELTA[key]
+  if not k then k = {}; DELTA[key] = k end
+  k[field] = (k[field] or 0) + d
+end
+local function hnum(key, field)
+  local v = tonumber(redis.call('HGET', key, field)) or 0
+  local k = DELTA[key]
+  if k and k[field] then v = v + k[field] end
   return v
 end
-local function hnum(key, field) return tonumber(redis.call('HGET', key, field)) or 0 end
+local function flush()
+  for key, fs in pairs(DELTA) do
+    for field, d in pairs(fs) do
+      if d ~= 0 and redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
+    end
+  end
+  DELTA = {}
+  if DC then redis.call('HSET', K.stats, 'dc', string.format('%d', DC)) end
+end
 
 -- ../store/result-store.ts tenantOfOwner: byte budgets are per tenant of an owner.
 local function tenant_of(owner)
@@ -77,12 +95,10 @@ end
 -- A tenant with nothing queued and no lease leaves the round (memory-queue maybeForget); past
 -- 1024 tenants in the round, every idle one does.
 local function forget_idle(t)
-  local th = redis.call('HMGET', K.tenant(t), 'n', 'l')
-  if (tonumber(th[1]) or 0) == 0 and (tonumber(th[2]) or 0) == 0 then redis.call('ZREM', K.round, t) end
+  if hnum(K.tenant(t), 'n') == 0 and hnum(K.tenant(t), 'l') == 0 then redis.call('ZREM', K.round, t) end
   if redis.call('ZCARD', K.round) > 1024 then
     for _, u in ipairs(redis.call('ZRANGE', K.round, 0, -1)) do
-      local uh = redis.call('HMGET', K.tenant(u), 'n', 'l')
-      if (tonumber(uh[1]) or 0) == 0 and (tonumber(uh[2]) or 0) == 0 then redis.call('ZREM', K.round, u) end
+      if hnum(K.tenant(u), 'n') == 0 and hnum(K.tenant(u), 'l') == 0 then redis.call('ZREM', K.round, u) end
     end
   end
 end
@@ -180,9 +196,8 @@ end
 
 -- The done clock: completion order (ms × 1024, unique and increasing), the score of retained results.
 local function clock()
-  local c = math.max(NOW * 1024, hnum(K.stats, 'dc') + 1)
-  redis.call('HSET', K.stats, 'dc', string.format('%d', c))
-  return c
+  if DC then DC = DC + 1 else DC = math.max(NOW * 1024, hnum(K.stats, 'dc') + 1) end
+  return DC
 end
 
 local LIM_MAX, LIM_SLACK, LIM_BYTES, LIM_LOW = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -214,7 +229,7 @@ local function complete(owner, id, stored, len, delivered)
   redis.call('HSET', K.outputs(owner), id, stored)
   redis.call('ZADD', K.done(owner), c, id)
   redis.call('ZADD', delivered and K.retainedDelivered or K.retainedOther, c, enc2(owner, id))
-  redis.call('HINCRBY', K.stats, 'rb', len)
+  hincr(K.stats, 'rb', len)
   if not delivered then
     redis.call('ZADD', K.undelivered(owner), c, id)
     hincr(K.tenant(tenant_of(owner)), 'ub', len)
@@ -230,13 +245,30 @@ local function complete(owner, id, stored, len, delivered)
   return true, lost
 end
 
--- What this transition routed: node, its stream entry id, then the entry's fields (the reply).
+-- What this transition routes, per node: written by flush_routes() as one stream entry per node
+-- (up to 256 results an entry), each result's fields starting with 'o'. The reply lists the
+-- entries: node, entry id, fields.
+local ROUTES, NODES = {}, {}
 local routed = {}
 local function route(node, f)
-  local key = K.node(node)
-  local eid = redis.call('XADD', key, '*', 'w', INST, unpack(f))
-  redis.call('PEXPIRE', key, ${NODE_STREAM_TTL_MS})
-  table.insert(routed, {node, eid, f})
+  local list = ROUTES[node]
+  if not list then list = {}; ROUTES[node] = list; table.insert(NODES, node) end
+  table.insert(list, f)
+end
+local function flush_routes()
+  for _, node in ipairs(NODES) do
+    local key = K.node(node)
+    local list = ROUTES[node]
+    for start = 1, #list, 256 do
+      local f = {}
+      for j = start, math.min(start + 255, #list) do
+        for _, v in ipairs(list[j]) do table.insert(f, v) end
+      end
+      local eid = redis.call('XADD', key, '*', 'w', INST, unpack(f))
+      table.insert(routed, {node, eid, f})
+    end
+    redis.call('PEXPIRE', key, ${NODE_STREAM_TTL_MS})
+  end
 end
 
 -- Stores one finished item's result (or forgets it: a sink route without retain) and routes it.
@@ -259,12 +291,28 @@ local function store(it, r)
   return p ~= nil or d == nil, 0
 end
 
--- A finished (or dead) leased item leaves its queue stream and the processing counts.
+-- A finished (or dead) leased item leaves the processing counts and, at acked(), its queue stream
+-- (XACK and XDEL once per stream); then a stream left empty is deleted.
+local LEAVING, STREAMS = {}, {}
 local function leave(it)
-  local q = K.queue(it.g, it.t)
-  redis.call('XACK', q, G, it.e)
-  redis.call('XDEL', q, it.e)
+  local key = enc2(it.g, it.t)
+  local l = LEAVING[key]
+  if not l then l = {}; LEAVING[key] = l; table.insert(STREAMS, it) end
+  table.insert(l, it.e)
   hincr(K.owner(it.o), 'p', -1)
+end
+local function acked()
+  for _, it in ipairs(STREAMS) do
+    local q = K.queue(it.g, it.t)
+    local ids = LEAVING[enc2(it.g, it.t)]
+    for start = 1, #ids, 1000 do
+      local chunk = {unpack(ids, start, math.min(start + 999, #ids))}
+      redis.call('XACK', q, G, unpack(chunk))
+      redis.call('XDEL', q, unpack(chunk))
+    end
+    drop_if_empty(it.g, it.t)
+  end
+  LEAVING, STREAMS = {}, {}
 end
 `
 
@@ -328,6 +376,7 @@ if queued > 0 then
   hincr(K.stats, 'q', queued)
   redis.call('PUBLISH', K.wake, '1')
 end
+flush()
 reply[1] = table.concat(codes)
 return reply
 `
@@ -433,14 +482,14 @@ local function take(t, g)
   local x = NOW + leaseMs
   redis.call('HSET', K.lease(id), 'c', consumer, 't', t, 'x', string.format('%d', x), 'items', cjson.encode(recs))
   redis.call('ZADD', K.leases, x, id)
+  flush()
   return {'lease', id, t, x, before, out}
 end
 
 local wait = -1
 local filling = {}
 for _, t in ipairs(redis.call('ZRANGE', K.round, 0, -1)) do
-  local th = redis.call('HMGET', K.tenant(t), 'n', 'l')
-  if (tonumber(th[1]) or 0) > 0 and (cap < 0 or (tonumber(th[2]) or 0) < cap) then
+  if hnum(K.tenant(t), 'n') > 0 and (cap < 0 or hnum(K.tenant(t), 'l') < cap) then
     for _, g in ipairs(redis.call('ZRANGE', K.tenantGroups(t), 0, -1)) do
       if not refused[g] and not filling[g] then
         local ready = hnum(K.groupSize, g) >= maxBatch
@@ -495,18 +544,16 @@ for j = 9, #ARGV, 6 do
 end
 local again = {}
 local finished, billed, lost = 0, 0, 0
-local touched = {}
 for k, it in ipairs(items) do
   local r = res[k]
   if r then
     finished = finished + 1
     leave(it)
-    touched[enc2(it.g, it.t)] = it
     local first, l = store(it, r)
     lost = lost + l
     if r.billable and first then
-      redis.call('HINCRBY', K.ledger, enc2(it.t, it.m), 1)
-      redis.call('HINCRBY', K.billed, it.o, 1)
+      hincr(K.ledger, enc2(it.t, it.m), 1)
+      hincr(K.billed, it.o, 1)
       billed = billed + 1
     end
   else
@@ -515,9 +562,11 @@ for k, it in ipairs(items) do
 end
 hincr(K.stats, 'p', -finished)
 if #again > 0 then requeue(again) end
-for _, it in pairs(touched) do drop_if_empty(it.g, it.t) end
+acked()
 forget_idle(tenant)
 wake_if_queued()
+flush()
+flush_routes()
 return {finished, billed, lost, routed}
 `
 
@@ -540,6 +589,7 @@ end
 requeue(items)
 forget_idle(tenant)
 wake_if_queued()
+flush()
 return #items
 `
 
@@ -592,14 +642,16 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
         r.oversize = true
       end
       store(it, r)
-      drop_if_empty(it.g, it.t)
       dead = dead + 1
     end
     forget_idle(tenant)
   end
 end
-if dead > 0 then redis.call('HINCRBY', K.stats, 'dead', dead) end
+acked()
+if dead > 0 then hincr(K.stats, 'dead', dead) end
 if requeued > 0 then wake_if_queued() end
+flush()
+flush_routes()
 return {requeued, dead, routed}
 `
 
@@ -636,7 +688,11 @@ end
 `
 
 /** claim — ARGV: prefix, instance, now, owner, id. Reply: the outputs, or nil when not undelivered. */
-const CLAIM = `return claim1(ARGV[4], ARGV[5])`
+const CLAIM = `
+local o = claim1(ARGV[4], ARGV[5])
+flush()
+return o
+`
 
 /** take — ARGV: prefix, instance, now, owner, max. Reply: id, outputs, id, outputs… (oldest first). */
 const TAKE = `
@@ -646,6 +702,7 @@ for _, id in ipairs(redis.call('ZRANGE', K.undelivered(owner), 0, tonumber(ARGV[
   local o = claim1(owner, id)
   if o then table.insert(out, id); table.insert(out, o) end
 end
+flush()
 return out
 `
 
@@ -656,6 +713,7 @@ for j = 5, #ARGV do
   unclaim(owner, ARGV[j])
   redis.call('SREM', K.inFlight(INST), enc2(owner, ARGV[j]))
 end
+flush()
 return 0
 `
 
@@ -682,6 +740,7 @@ for j = 5, #ARGV do
     end
   end
 end
+flush()
 return 0
 `
 
@@ -689,6 +748,7 @@ return 0
 const FORGET = `
 unpend(ARGV[4], ARGV[5])
 remove_done(ARGV[4], ARGV[5])
+flush()
 return 0
 `
 
@@ -733,6 +793,7 @@ for _, inst in ipairs(redis.call('ZRANGEBYSCORE', K.instances, '-inf', ms - tonu
   return_all(inst)
   redis.call('ZREM', K.instances, inst)
 end
+flush()
 return {lost, dropped}
 `
 
@@ -747,6 +808,7 @@ return 0
 const LEAVE = `
 return_all(INST)
 redis.call('ZREM', K.instances, INST)
+flush()
 return 0
 `
 
