@@ -28,6 +28,12 @@ export { groupKey, type WorkQueue, type WorkItem, type Lease, type PullOptions, 
 export { MemoryWorkQueue } from './server/queue/memory-queue.js'
 export { MemoryStateBackend } from './server/state/memory-backend.js'
 export { SqliteStateBackend, type SqliteStateBackendOptions } from './server/state/sqlite-backend.js'
+/**
+ * The shared state of several processes on one Redis (ioredis, an optional peer dependency loaded
+ * on first use): `new RedisStateBackend({ url, prefix?, maxRetained, retentionMs, maxRetainedBytes? })`.
+ * One Lua script per transition; the queue on Redis Streams consumer groups; see docs/api.md.
+ */
+export { RedisStateBackend, DEFAULT_REDIS_PREFIX, type RedisStateBackendOptions } from './server/state/redis-backend.js'
 export type { StateBackend, SubmitItem, SubmitOutcome, StateLease, LeasedItem, ItemResult, Routed, Route, LedgerEntry, StateStats } from './server/state/state-backend.js'
 export { ownerKey, httpOwnerKey, type ResultStore, type OwnerCounts, type IdState } from './server/store/result-store.js'
 export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js'

@@ -11,6 +11,7 @@ import { MissingDependencyError } from './errors.js'
 export const OPTIONAL_DEPENDENCIES = {
   '@huggingface/transformers': { range: '^4.3.2', neededFor: 'Hugging Face Hub models (run by transformers.js)' },
   'better-sqlite3': { range: '^12.11.1', neededFor: 'the durable state and bulk jobs (serve --data-dir)' },
+  ioredis: { range: '^6.0.0', neededFor: 'state shared by several processes on Redis' },
 } as const
 
 /** Name of an optional package. */
@@ -44,7 +45,7 @@ function isNotFound(err: unknown, name: string): boolean {
   return (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') && typeof e.message === 'string' && e.message.includes(`'${name}'`)
 }
 
-/** Loads a CommonJS optional package synchronously (better-sqlite3), or throws MissingDependencyError. */
+/** Loads a CommonJS optional package synchronously (better-sqlite3, ioredis), or throws MissingDependencyError. */
 export function requireOptional<T>(name: OptionalDependency, what: string): T {
   try {
     return require(name) as T

@@ -13,7 +13,7 @@ t.test('the client entry loads no server dependency', async (t) => {
     import { createRequire } from 'node:module'
     const m = await import('inference-stream/client')
     const loaded = Object.keys(createRequire(import.meta.url).cache)
-    console.log(JSON.stringify({ exports: Object.keys(m), server: loaded.filter((k) => /prom-client|better-sqlite3|pino|isomorphic-git/.test(k)) }))`
+    console.log(JSON.stringify({ exports: Object.keys(m), server: loaded.filter((k) => /prom-client|better-sqlite3|ioredis|pino|isomorphic-git/.test(k)) }))`
   const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: root })
   const r = JSON.parse(stdout)
   t.same(r.server, [])

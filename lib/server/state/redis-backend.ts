@@ -1,0 +1,769 @@
+/**
+ * The shared {@link StateBackend} of several processes (`serve --redis`, workers): all state in one
+ * Redis, reached with ioredis, every transition one Lua script (./redis-scripts.ts, the data layout
+ * there and in ./redis-keys.ts). Any number of backends — in one process or on many machines — on
+ * the same Redis and prefix share one queue, one store and one ledger; the contract suite
+ * (test/helpers/state-contract.ts) checks the same rules as on memory and SQLite.
+ *
+ * What lives in this process only:
+ * - waiting leases: a lease that finds nothing ready waits for a wake — a `PUBLISH` on the
+ *   deployment's wake channel by any process's submit or requeue (one subscriber connection), this
+ *   process's own transitions, or the time its oldest filling group becomes ready — and looks again.
+ *   It also looks again every {@link RECHECK_MS} ms at the latest: pub/sub is at-most-once (a
+ *   message sent while the subscriber reconnects is lost), and this bounds what such a loss costs.
+ * - routing: a result routed to a node is appended to that node's stream by the transition itself
+ *   (nothing is lost when no one listens: a stream result stays in the store, a sink result in the
+ *   node's stream). `subscribe(node)` reads the stream with a blocking `XREAD` on a connection of its
+ *   own; a transition made in this process hands its results to this process's listeners at once
+ *   (as the other backends do), and the reader skips those.
+ * - in flight: results handed to this process's streams and not acknowledged are kept per instance
+ *   in Redis; `close()` makes them undelivered again, and so does `sweep` (any process) for an
+ *   instance silent for {@link DEAD_AFTER_MS} ms (a process that died).
+ */
+import { randomBytes } from 'node:crypto'
+import type { Redis as RedisClient, RedisOptions } from 'ioredis'
+import { DeliveryLimitError, InvalidOptionError, LimitExceededError, ShuttingDownError, toWireError } from '../../errors.js'
+import type { Compute, Parameters } from '../../models/pipeline.js'
+import { requireOptional } from '../../optional-deps.js'
+import { decodePair, RedisKeys } from './redis-keys.js'
+import { SCRIPTS, type ScriptName } from './redis-scripts.js'
+import { RouteListeners } from './route-listeners.js'
+import type {
+  FinishOutcome,
+  IdState,
+  ItemResult,
+  LeasedItem,
+  LeaseOptions,
+  LedgerEntry,
+  OwnerCounts,
+  ReclaimOutcome,
+  Routed,
+  StateBackend,
+  StateLease,
+  StateStats,
+  SubmitItem,
+  SubmitOptions,
+  SubmitOutcome,
+  TenantBytes,
+} from './state-backend.js'
+
+/** Options of a {@link RedisStateBackend}. */
+export interface RedisStateBackendOptions {
+  /** The Redis server: `redis://[[user]:password@]host[:port][/db]` (or `rediss://` for TLS). */
+  url: string
+  /**
+   * Prefix of every key (and of the wake channel): deployments that share one Redis use different
+   * prefixes. Default `inference-stream:`. On a Redis Cluster, put the prefix in a hash tag
+   * (`{inference-stream}:`): the scripts reach keys by name, so all must sit in one slot.
+   */
+  prefix?: string
+  /** Finished results kept per owner (for duplicates, resume and absent clients). */
+  maxRetained: number
+  /** How long a finished result is kept, in ms (see `sweep`). */
+  retentionMs: number
+  /** Bytes of retained results in all owners; oldest delivered ones are evicted first. Default: no bound. */
+  maxRetainedBytes?: number
+  /** Further ioredis options of the connections (TLS, timeouts, retry strategy). */
+  redisOptions?: RedisOptions
+}
+
+/** Default key prefix. */
+export const DEFAULT_REDIS_PREFIX = 'inference-stream:'
+
+/** A waiting lease looks again at least this often (a wake lost while the subscriber reconnected). */
+export const RECHECK_MS = 5000
+/** Longest blocking read of the routed-results streams; a change of subscriptions cuts it short. */
+const READ_BLOCK_MS = 5000
+/** How often an instance tells Redis it is alive. */
+const BEAT_MS = 10_000
+/** An instance silent this long is taken for dead: `sweep` makes its in-flight results undelivered again. */
+export const DEAD_AFTER_MS = 60_000
+/** Items per submit script (each item is one step; a long submit does not hold Redis for long). */
+const SUBMIT_CHUNK = 500
+/** Ids per delivery script. */
+const IDS_CHUNK = 1000
+/** Results dropped per sweep script. */
+const SWEEP_CHUNK = 5000
+
+const OUT_QUEUED: SubmitOutcome = Object.freeze({ status: 'queued' })
+const OUT_PENDING: SubmitOutcome = Object.freeze({ status: 'pending' })
+const OUT_CONFLICT: SubmitOutcome = Object.freeze({ status: 'conflict' })
+const OUT_OVERLOADED: SubmitOutcome = Object.freeze({ status: 'overloaded' })
+
+// The dead letter's body, with \u0001 for JSON.stringify(id) and \u0002 for the deliveries (filled in by the reclaim script).
+const DEAD_LETTER = JSON.stringify(
+  toWireError(new DeliveryLimitError('Item \u0001 was leased \u0002 times and never finished (a worker died or hung on it each time); it is not run again')),
+)
+
+type RoutedReply = Array<[node: string, entry: string, fields: string[]]>
+type ItemReply = [group: string, tenant: string, entry: string, deliveries: number, fields: string[]]
+type LeaseReply = ['lease', string, string, number, string, ItemReply[]] | ['wait', number]
+type Script = (...args: Array<string | number>) => Promise<unknown>
+
+interface NodeReader {
+  readonly node: string
+  readonly key: string
+  /** Last entry read (or skipped); set once `ready` resolves. */
+  cursor: string
+  readonly ready: Promise<void>
+  /** Entries this process handed to its listeners first (by a transition of its own), or read first. */
+  readonly seen: Set<string>
+  listeners: number
+}
+
+const noop = (): void => {}
+
+/**
+ * The Redis {@link StateBackend}: `new RedisStateBackend({ url, maxRetained, retentionMs })`.
+ * Connects lazily (commands wait for the connection); `close()` returns this instance's in-flight
+ * results to the store and closes its connections: calls after it reject with `ERR_SHUTTING_DOWN`.
+ *
+ * @throws MissingDependencyError without ioredis; InvalidOptionError.
+ */
+export class RedisStateBackend implements StateBackend {
+  /** The key prefix of this deployment. */
+  readonly prefix: string
+  /** This backend's id among all on the Redis (its in-flight results and heartbeat). */
+  readonly instance = randomBytes(9).toString('base64url')
+  private readonly keys: RedisKeys
+  private readonly cmd: RedisClient
+  private readonly scripts: Record<ScriptName, Script>
+  private sub?: RedisClient
+  private listening?: Promise<void>
+  private reader?: RedisClient
+  private readerId?: number
+  private reading?: Promise<void>
+  private blocked = false
+  private readonly nodes = new Map<string, NodeReader>()
+  private readonly nodeByKey = new Map<string, NodeReader>()
+  private readonly listeners = new RouteListeners()
+  private waiters = new Set<() => void>()
+  private readonly limits: Array<string | number>
+  private readonly maxRetainedBytes: number
+  private readonly retentionMs: number
+  private readonly overLimit: string
+  private readonly beat: NodeJS.Timeout
+  private closed = false
+  private closing?: Promise<void>
+
+  constructor(options: RedisStateBackendOptions) {
+    const o = options
+    if (typeof o.url !== 'string' || o.url === '') throw new InvalidOptionError('RedisStateBackend: option "url" must be a redis:// URL')
+    if (!Number.isInteger(o.maxRetained) || o.maxRetained < 0) throw new InvalidOptionError(`Option "maxRetained" must be an integer >= 0, got ${JSON.stringify(o.maxRetained)}`)
+    if (typeof o.retentionMs !== 'number' || !(o.retentionMs >= 0)) throw new InvalidOptionError(`Option "retentionMs" must be a number >= 0, got ${JSON.stringify(o.retentionMs)}`)
+    if (o.maxRetainedBytes !== undefined && (typeof o.maxRetainedBytes !== 'number' || !(o.maxRetainedBytes >= 0))) {
+      throw new InvalidOptionError(`Option "maxRetainedBytes" must be a number >= 0, got ${JSON.stringify(o.maxRetainedBytes)}`)
+    }
+    if (o.prefix !== undefined && typeof o.prefix !== 'string') throw new InvalidOptionError(`Option "prefix" must be a string, got ${JSON.stringify(o.prefix)}`)
+    // ioredis would prefix the keys it sends, not those the scripts build: one prefix, ours.
+    if (o.redisOptions?.keyPrefix) throw new InvalidOptionError('RedisStateBackend: give the key prefix as option "prefix", not as redisOptions.keyPrefix')
+    this.prefix = o.prefix ?? DEFAULT_REDIS_PREFIX
+    this.keys = new RedisKeys(this.prefix)
+    this.retentionMs = o.retentionMs
+    this.maxRetainedBytes = o.maxRetainedBytes ?? Infinity
+    const bytes = o.maxRetainedBytes ?? -1
+    // As the memory store: evict by count in chunks (slack), by bytes down to a low water.
+    this.limits = [o.maxRetained, Math.max(1, Math.floor(o.maxRetained / 64)), bytes, bytes < 0 ? -1 : bytes - bytes / 64]
+    this.overLimit = JSON.stringify(
+      toWireError(new LimitExceededError(`Result of \u0001 bytes is over the retained budget (${this.maxRetainedBytes} bytes): sent at most once, not kept`)),
+    )
+
+    const Redis = requireOptional<new (url: string, options?: RedisOptions) => RedisClient>('ioredis', 'The Redis state backend')
+    this.cmd = new Redis(o.url, { ...o.redisOptions })
+    // Errors reach the calls that fail; the events themselves (reconnects) are not ours to report.
+    this.cmd.on('error', noop)
+    const scripts = {} as Record<ScriptName, Script>
+    for (const [name, lua] of Object.entries(SCRIPTS) as Array<[ScriptName, string]>) {
+      this.cmd.defineCommand(name, { numberOfKeys: 0, lua })
+      scripts[name] = ((this.cmd as unknown as Record<string, Script>)[name] as Script).bind(this.cmd)
+    }
+    this.scripts = scripts
+    const beat = (): void => void this.call('isBeat', Date.now(), []).catch(noop)
+    beat()
+    this.beat = setInterval(beat, BEAT_MS)
+    this.beat.unref()
+  }
+
+  private call<T>(name: ScriptName, now: number, args: Array<string | number>): Promise<T> {
+    return this.scripts[name](this.prefix, this.instance, now, ...args) as Promise<T>
+  }
+
+  private run<T>(name: ScriptName, now: number, args: Array<string | number>): Promise<T> {
+    if (this.closed) return Promise.reject(new ShuttingDownError('The state store is closed'))
+    return this.call<T>(name, now, args)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Waiting leases
+  // ---------------------------------------------------------------------------------------------
+
+  private wakeLocal(): void {
+    if (this.waiters.size === 0) return
+    const ws = this.waiters
+    this.waiters = new Set()
+    for (const w of ws) w()
+  }
+
+  // Subscribes to the wake channel (once): any process's submit or requeue wakes this one's leases.
+  private listen(): Promise<void> {
+    if (!this.listening) {
+      let sub = this.sub
+      if (!sub) {
+        sub = this.sub = this.cmd.duplicate()
+        sub.on('error', noop)
+        sub.on('message', () => this.wakeLocal())
+        // Reconnected (ioredis subscribes again): a wake may have been missed meanwhile.
+        sub.on('ready', () => this.wakeLocal())
+      }
+      this.listening = sub.subscribe(this.keys.key('wake')).then(
+        () => {},
+        (err: unknown) => {
+          this.listening = undefined
+          throw err
+        },
+      )
+    }
+    return this.listening
+  }
+
+  private sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', done)
+        this.waiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, Math.max(0, ms))
+      this.waiters.add(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The seam
+  // ---------------------------------------------------------------------------------------------
+
+  async submit(items: readonly SubmitItem[], options: SubmitOptions = {}): Promise<SubmitOutcome[]> {
+    if (this.closed) throw new ShuttingDownError('The server is shutting down')
+    const out: SubmitOutcome[] = []
+    const maxq = options.maxQueuedBytes ?? -1
+    for (let start = 0; start < items.length; start += SUBMIT_CHUNK) {
+      const args: Array<string | number> = [maxq]
+      for (const item of items.slice(start, start + SUBMIT_CHUNK)) {
+        args.push(
+          item.owner,
+          item.id,
+          item.tenant,
+          item.model,
+          item.compute,
+          item.group,
+          item.parameters === undefined ? '' : JSON.stringify(item.parameters),
+          item.fingerprint === undefined ? '' : `=${item.fingerprint}`,
+          item.bytes ?? 0,
+          item.route.node,
+          item.route.sink ?? '',
+          item.retain ? '1' : '',
+          JSON.stringify(item.inputs) ?? '',
+        )
+      }
+      const [codes, ...done] = await this.run<string[]>('isSubmit', Date.now(), args)
+      let d = 0
+      for (const c of codes) {
+        if (c === 'q') out.push(OUT_QUEUED)
+        else if (c === 'p') out.push(OUT_PENDING)
+        else if (c === 'c') out.push(OUT_CONFLICT)
+        else if (c === 'o') out.push(OUT_OVERLOADED)
+        else out.push({ status: 'done', outputs: done[d++] })
+      }
+      if (codes.includes('q')) this.wakeLocal()
+    }
+    return out
+  }
+
+  async lease(consumer: string, options: LeaseOptions): Promise<StateLease | null> {
+    const { signal, accept } = options
+    if (this.closed || signal?.aborted) return null
+    // The first look does not wait for the wake channel's subscription; sleeping does (and looks
+    // again first: a wake sent before the subscription took effect was not heard).
+    let listening: Promise<void> | undefined = this.listen()
+    listening.catch(noop) // awaited below; a failure is thrown there
+    // Groups `accept` refused in this look; asked again after the next wake (as the memory queue).
+    let refused: string[] = []
+    for (;;) {
+      if (this.closed || signal?.aborted) return null
+      // A wake while the script runs means: look again at once.
+      let woken = false
+      const mark = (): void => {
+        woken = true
+      }
+      this.waiters.add(mark)
+      let reply: LeaseReply
+      try {
+        reply = await this.run<LeaseReply>('isLease', Date.now(), [options.maxBatch, finite(options.maxWaitMs, 2 ** 52), finite(options.maxLeasesPerTenant, -1), consumer, finite(options.leaseMs, 2 ** 52), ...refused])
+      } finally {
+        this.waiters.delete(mark)
+      }
+      if (reply[0] === 'lease') {
+        const [, id, tenant, expiresAt, before, rows] = reply
+        const items = rows.map(leasedItem)
+        if (accept && !accept(items[0])) {
+          // Refused: taken back as if never taken (no delivery counted, the tenant's turn kept).
+          await this.run('isRelease', Date.now(), [id, '1', before])
+          refused.push(items[0].group)
+          continue
+        }
+        return { id, consumer, tenant, items, expiresAt: Number(expiresAt) }
+      }
+      if (listening) {
+        await listening
+        listening = undefined
+        continue
+      }
+      if (!woken) {
+        const wait = Number(reply[1])
+        await this.sleep(wait < 0 ? RECHECK_MS : Math.min(wait, RECHECK_MS), signal)
+      }
+      refused = []
+    }
+  }
+
+  wake(): void {
+    this.wakeLocal()
+  }
+
+  async extend(lease: StateLease, ms: number): Promise<boolean> {
+    const now = Date.now()
+    const held = await this.run<number>('isExtend', now, [lease.id, ms])
+    if (held !== 1) return false
+    lease.expiresAt = now + ms
+    return true
+  }
+
+  async finish(lease: StateLease, results: readonly ItemResult[]): Promise<FinishOutcome> {
+    const args: Array<string | number> = [...this.limits, lease.id]
+    const seen = new Set<number>()
+    for (const r of results) {
+      if (!Number.isInteger(r.index) || r.index < 0 || r.index >= lease.items.length || seen.has(r.index)) continue
+      seen.add(r.index)
+      // UTF-16 length, as the other backends count.
+      const len = r.outputs.length
+      let flags = (r.billable ? 1 : 0) | (r.failed ? 2 : 0)
+      let stored = ''
+      let storedLen = len
+      if (len > this.maxRetainedBytes) {
+        // Over the whole retained budget alone: the store keeps an error body, the node gets the result to write once.
+        stored = this.overLimit.replace('\\u0001', String(len))
+        storedLen = stored.length
+        flags |= 4
+      }
+      args.push(r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen)
+    }
+    const [finished, billed, lost, routed] = await this.run<[number, number, number, RoutedReply]>('isFinish', Date.now(), args)
+    this.routeLocal(routed)
+    return { finished, billed, lost }
+  }
+
+  async release(lease: StateLease): Promise<void> {
+    await this.run('isRelease', Date.now(), [lease.id, '0', ''])
+    this.wakeLocal()
+  }
+
+  async reclaim(now: number, maxDeliveries: number): Promise<ReclaimOutcome> {
+    const [requeued, deadLettered, routed] = await this.run<[number, number, RoutedReply]>('isReclaim', Date.now(), [
+      ...this.limits,
+      maxDeliveries,
+      DEAD_LETTER,
+      this.overLimit,
+      now,
+    ])
+    this.routeLocal(routed)
+    if (requeued > 0) this.wakeLocal()
+    return { requeued, deadLettered }
+  }
+
+  subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
+    const off = this.listeners.subscribe(node, listener)
+    let r = this.nodes.get(node)
+    if (!r) {
+      const key = this.keys.key('node', node)
+      const reader: NodeReader = {
+        node,
+        key,
+        cursor: '0-0',
+        seen: new Set(),
+        listeners: 0,
+        // Results routed to the node before it listened went to an earlier process (its sinks are gone,
+        // its streams' results wait in the store): read from the stream's end.
+        ready: this.cmd.xrevrange(key, '+', '-', 'COUNT', 1).then(
+          (last) => {
+            if (last.length > 0) reader.cursor = last[0][0]
+          },
+          noop,
+        ),
+      }
+      r = reader
+      this.nodes.set(node, r)
+      this.nodeByKey.set(key, r)
+      this.kick()
+    }
+    const reader = r
+    reader.listeners++
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      off()
+      if (--reader.listeners === 0 && this.nodes.get(node) === reader) {
+        this.nodes.delete(node)
+        this.nodeByKey.delete(reader.key)
+        this.kick()
+      }
+    }
+  }
+
+  // Hands this process's listeners what a transition of its own routed to them, at once.
+  private routeLocal(routed: RoutedReply): void {
+    if (routed.length === 0 || this.nodes.size === 0) return
+    const byNode = new Map<string, Routed[]>()
+    for (const [node, entry, f] of routed) {
+      const reader = this.nodes.get(node)
+      if (!reader || reader.seen.delete(entry)) continue
+      reader.seen.add(entry)
+      let list = byNode.get(node)
+      if (!list) byNode.set(node, (list = []))
+      list.push(...toRouted(f))
+    }
+    this.listeners.route(byNode)
+  }
+
+  // Starts the reader, or cuts its blocking read short so it reads the new set of nodes.
+  private kick(): void {
+    if (this.closed) return
+    if (!this.reading) {
+      this.reading = this.readLoop().finally(() => {
+        this.reading = undefined
+        if (!this.closed && this.nodes.size > 0) this.kick()
+      })
+    } else if (this.blocked && this.readerId !== undefined) {
+      void this.cmd.call('CLIENT', 'UNBLOCK', this.readerId).catch(noop)
+    }
+  }
+
+  private async readLoop(): Promise<void> {
+    if (!this.reader) {
+      const reader = (this.reader = this.cmd.duplicate())
+      reader.on('error', noop)
+      // A new connection has a new id (for CLIENT UNBLOCK).
+      reader.on('ready', () => {
+        this.readerId = undefined
+      })
+    }
+    const conn = this.reader
+    while (!this.closed && this.nodes.size > 0) {
+      const readers = [...this.nodes.values()]
+      try {
+        await Promise.all(readers.map((r) => r.ready))
+        this.readerId ??= (await conn.call('CLIENT', 'ID')) as number
+        if (this.closed) return
+        this.blocked = true
+        const res = (await conn.xread('COUNT', 512, 'BLOCK', READ_BLOCK_MS, 'STREAMS', ...readers.map((r) => r.key), ...readers.map((r) => r.cursor))) as Array<
+          [string, Array<[string, string[]]>]
+        > | null
+        this.blocked = false
+        if (!res) continue
+        for (const [key, entries] of res) {
+          const reader = this.nodeByKey.get(key)
+          if (!reader || entries.length === 0) continue
+          const list: Routed[] = []
+          for (const [entry, f] of entries) {
+            reader.cursor = entry
+            if (reader.seen.delete(entry)) continue
+            if (fieldOf(f, 'w') === this.instance) reader.seen.add(entry)
+            list.push(...toRouted(f))
+          }
+          // Read: no longer needed in Redis.
+          void this.call('isTrim', Date.now(), [reader.node, nextId(reader.cursor)]).catch(noop)
+          if (list.length > 0) this.listeners.route(new Map([[reader.node, list]]))
+        }
+      } catch {
+        this.blocked = false
+        if (this.closed) return
+        await new Promise((r) => setTimeout(r, 200))
+      }
+    }
+  }
+
+  async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
+    const out: Array<{ state: IdState; outputs?: string }> = []
+    for (let start = 0; start < ids.length; start += IDS_CHUNK) {
+      const reply = await this.run<string[]>('isLookup', Date.now(), [owner, ...ids.slice(start, start + IDS_CHUNK)])
+      for (let j = 0; j < reply.length; j++) {
+        if (reply[j] === 'p') out.push({ state: 'pending' })
+        else if (reply[j] === 'd') out.push({ state: 'done', outputs: reply[++j] })
+        else out.push({ state: 'unknown' })
+      }
+    }
+    return out
+  }
+
+  async claim(owner: string, id: string): Promise<string | undefined> {
+    return (await this.run<string | null>('isClaim', Date.now(), [owner, id])) ?? undefined
+  }
+
+  async takeUndelivered(owner: string, max: number): Promise<Array<[string, string]>> {
+    if (max <= 0) return []
+    const reply = await this.run<string[]>('isTake', Date.now(), [owner, max])
+    const out: Array<[string, string]> = []
+    for (let j = 0; j < reply.length; j += 2) out.push([reply[j], reply[j + 1]])
+    return out
+  }
+
+  async returnUndelivered(owner: string, ids: readonly string[]): Promise<void> {
+    for (let start = 0; start < ids.length; start += IDS_CHUNK) await this.run('isReturn', Date.now(), [owner, ...ids.slice(start, start + IDS_CHUNK)])
+  }
+
+  async acknowledge(owner: string, ids: readonly string[]): Promise<void> {
+    for (let start = 0; start < ids.length; start += IDS_CHUNK) await this.run('isAcknowledge', Date.now(), [owner, ...ids.slice(start, start + IDS_CHUNK)])
+  }
+
+  async forget(owner: string, id: string): Promise<void> {
+    await this.run('isForget', Date.now(), [owner, id])
+  }
+
+  async counts(owner: string): Promise<OwnerCounts> {
+    this.check()
+    const k = this.keys
+    const res = await this.cmd.multi().hmget(k.key('owner', owner), 'q', 'p').zcard(k.key('done', owner)).zcard(k.key('undelivered', owner)).exec()
+    const [qp, done, undelivered] = values(res) as [Array<string | null>, number, number]
+    return { queued: Number(qp[0] ?? 0), processing: Number(qp[1] ?? 0), done, undelivered }
+  }
+
+  async tenantBytes(tenant: string): Promise<TenantBytes> {
+    this.check()
+    const [qb, ub] = await this.cmd.hmget(this.keys.key('tenant', tenant), 'qb', 'ub')
+    return { queued: Number(qb ?? 0), undelivered: Number(ub ?? 0) }
+  }
+
+  async stats(): Promise<StateStats> {
+    this.check()
+    const [q, p, rb, dead] = await this.cmd.hmget(this.keys.key('stats'), 'q', 'p', 'rb', 'dead')
+    return { queued: Number(q ?? 0), processing: Number(p ?? 0), retainedBytes: Number(rb ?? 0), deadLettered: Number(dead ?? 0) }
+  }
+
+  async ledger(tenant?: string): Promise<LedgerEntry[]> {
+    this.check()
+    const all = await this.cmd.hgetall(this.keys.key('ledger'))
+    const out: LedgerEntry[] = []
+    for (const [field, n] of Object.entries(all)) {
+      const [t, model] = decodePair(field)
+      if (tenant === undefined || t === tenant) out.push({ tenant: t, model, items: Number(n) })
+    }
+    return out.sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.model < b.model ? -1 : a.model > b.model ? 1 : 0))
+  }
+
+  async billedTo(owner: string): Promise<number> {
+    this.check()
+    return Number((await this.cmd.hget(this.keys.key('billed'), owner)) ?? 0)
+  }
+
+  async sweep(now: number): Promise<number> {
+    let lost = 0
+    for (;;) {
+      const [l, dropped] = await this.run<[number, number]>('isSweep', now, [finite(this.retentionMs, -1), SWEEP_CHUNK, DEAD_AFTER_MS])
+      lost += l
+      if (dropped < SWEEP_CHUNK) return lost
+    }
+  }
+
+  private check(): void {
+    if (this.closed) throw new ShuttingDownError('The state store is closed')
+  }
+
+  /**
+   * Wakes pending leases with `null`, makes this instance's in-flight results undelivered again and
+   * closes the connections; every later call rejects with `ERR_SHUTTING_DOWN`. Idempotent. Leases
+   * this process holds stay in Redis until they are reclaimed (another process may finish them).
+   */
+  async close(): Promise<void> {
+    if (this.closing) return this.closing
+    this.closed = true
+    clearInterval(this.beat)
+    this.wakeLocal()
+    this.closing = (async () => {
+      try {
+        await this.call('isLeave', Date.now(), [])
+      } catch {
+        // Redis is gone: the in-flight results return when another process sweeps this silent instance.
+      }
+      if (this.reader && this.readerId !== undefined && this.blocked) await this.cmd.call('CLIENT', 'UNBLOCK', this.readerId).catch(noop)
+      await Promise.all([this.cmd, this.sub, this.reader].map((c) => (c ? shut(c) : undefined)))
+      await this.reading
+    })()
+    return this.closing
+  }
+}
+
+// Ends a connection: QUIT when it is up (replies still due arrive first), else drops it.
+async function shut(c: RedisClient): Promise<void> {
+  if (c.status === 'ready') {
+    try {
+      await c.quit()
+      return
+    } catch {
+      // fall through
+    }
+  }
+  c.disconnect()
+}
+
+// A number Lua reads as one: Infinity (no bound) becomes `none`.
+function finite(n: number | undefined, none: number): number {
+  return n === undefined || !Number.isFinite(n) ? none : n
+}
+
+function values(res: Array<[Error | null, unknown]> | null): unknown[] {
+  if (!res) throw new ShuttingDownError('The state store is closed')
+  return res.map(([err, v]) => {
+    if (err) throw err
+    return v
+  })
+}
+
+function fieldOf(f: string[], name: string): string | undefined {
+  for (let j = 0; j < f.length; j += 2) if (f[j] === name) return f[j + 1]
+  return undefined
+}
+
+// The id right after a stream entry id (for XTRIM MINID: everything up to `id` goes).
+function nextId(id: string): string {
+  const dash = id.indexOf('-')
+  return `${id.slice(0, dash)}-${Number(id.slice(dash + 1)) + 1}`
+}
+
+// A routed-results stream entry (one or more results, each starting with its 'o' field) → what the listener gets.
+function toRouted(f: string[]): Routed[] {
+  const out: Routed[] = []
+  let start = -1
+  for (let j = 0; j < f.length; j += 2) {
+    if (f[j] !== 'o') continue
+    if (start >= 0) out.push(oneRouted(f, start, j))
+    start = j
+  }
+  if (start >= 0) out.push(oneRouted(f, start, f.length))
+  return out
+}
+
+function oneRouted(f: string[], from: number, to: number): Routed {
+  let owner = ''
+  let id = ''
+  let sink: string | undefined
+  let outputs: string | undefined
+  let failed = false
+  let computeSeconds: number | undefined
+  let oversize = false
+  for (let j = from; j < to; j += 2) {
+    const v = f[j + 1]
+    switch (f[j]) {
+      case 'o':
+        owner = v
+        break
+      case 'i':
+        id = v
+        break
+      case 's':
+        sink = v
+        break
+      case 'x':
+        outputs = v
+        break
+      case 'f':
+        failed = true
+        break
+      case 'c':
+        computeSeconds = Number(v)
+        break
+      case 'v':
+        oversize = true
+        break
+    }
+  }
+  if (sink !== undefined) {
+    return { owner, id, sink, outputs: outputs ?? 'null', ...(failed ? { failed } : {}), ...(computeSeconds !== undefined ? { computeSeconds } : {}) }
+  }
+  return oversize ? { owner, id, outputs, oversize } : { owner, id }
+}
+
+// A leased queue entry → the item a worker gets.
+function leasedItem([group, tenant, , deliveries, f]: ItemReply): LeasedItem {
+  let owner = ''
+  let id = ''
+  let model = ''
+  let compute = 'cpu'
+  let parameters: Parameters | undefined
+  let fingerprint: string | undefined
+  let bytes = 0
+  let node = ''
+  let sink: string | undefined
+  let retain = false
+  let enqueuedAt = 0
+  let inputs: unknown
+  for (let j = 0; j < f.length; j += 2) {
+    const v = f[j + 1]
+    switch (f[j]) {
+      case 'o':
+        owner = v
+        break
+      case 'i':
+        id = v
+        break
+      case 'm':
+        model = v
+        break
+      case 'c':
+        compute = v
+        break
+      case 'p':
+        parameters = JSON.parse(v) as Parameters
+        break
+      case 'f':
+        fingerprint = v
+        break
+      case 'b':
+        bytes = Number(v)
+        break
+      case 'n':
+        node = v
+        break
+      case 's':
+        sink = v
+        break
+      case 'r':
+        retain = true
+        break
+      case 'e':
+        enqueuedAt = Number(v)
+        break
+      case 'x':
+        inputs = JSON.parse(v)
+        break
+    }
+  }
+  const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
+    tenant,
+    owner,
+    id,
+    model,
+    compute: compute as Compute,
+    inputs,
+    parameters,
+    group,
+    fingerprint,
+    bytes,
+    route: sink === undefined ? { node } : { node, sink },
+    enqueuedAt,
+    deliveries: Number(deliveries),
+  }
+  if (retain) item.retain = true
+  return item
+}

@@ -1,0 +1,848 @@
+/**
+ * The Lua scripts of the Redis state backend: one script per transition (as BullMQ does), so each
+ * transition is atomic in Redis whatever the number of items it moves — a process that dies can
+ * only fall between two transitions, and two processes never see half of one.
+ *
+ * Every script is called with no KEYS and `ARGV = [prefix, instance, now, ...]`: the keys are built
+ * inside from the prefix with the names of ./redis-keys.ts (so a script reaches per-tenant and
+ * per-owner keys it only learns while it runs; a single Redis, or a Redis Cluster with the whole
+ * prefix in one hash slot, e.g. `{inference-stream}:`). `now` is the caller's `Date.now()`, as every
+ * backend takes its clock from the caller (the contract passes `now` to `reclaim` and `sweep`).
+ *
+ * The data (key names and their layout: ./redis-keys.ts):
+ * - the queue: one stream per (group, tenant), consumer group `w`. Submit is `XADD`; a lease reads
+ *   new entries with `XREADGROUP COUNT`, so a leased entry sits in the group's PEL with its delivery
+ *   count until `finish` acks and deletes it (`XACK`, `XDEL`). An entry handed back (release, left
+ *   out of a finish, an expired lease) stays in the PEL and its id goes to the front of the
+ *   (group, tenant)'s `returned` list; the next lease takes it over with `XCLAIM`, which counts the
+ *   delivery (the `XAUTOCLAIM` takeover, but driven by our own lease expiry: a lease has its own
+ *   length and is renewed by `extend`, and `reclaim(now)` is asked about a given time).
+ * - fair share: `round` (tenants, least recently served first), per tenant its groups by the age of
+ *   their oldest item and `n` / `l` (items queued, leases held), per group its tenants by age and
+ *   its size: what ../queue/memory-queue.ts keeps in memory, kept here so that every process applies
+ *   the same rule to the same queue.
+ * - results: per owner the pending ids (dedupe), the retained results with their delivery state and
+ *   outputs, the undelivered ones in order; in all, retained results by done clock (delivered ones
+ *   apart: evicted first) and the ledger.
+ * - routing: each transition that finishes items appends what goes to a node to that node's stream
+ *   (`XADD`): the node reads it (../state/redis-backend.ts), so a notification cannot be lost while
+ *   the node lives; a stream route carries `(owner, id)` only, the result stays in the store until
+ *   taken.
+ */
+import { luaKeys } from './redis-keys.js'
+
+/** Consumer group of every queue stream. */
+export const CONSUMER_GROUP = 'w'
+
+/** How long a node's stream of routed results lives after its last entry (a node gone for good). */
+export const NODE_STREAM_TTL_MS = 24 * 3600 * 1000
+
+// Helpers shared by the scripts. `P`, `INST`, `NOW` are the first three arguments.
+const PRELUDE = `
+local P, INST, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
+${luaKeys()}
+local G = '${CONSUMER_GROUP}'
+
+-- Counters (HASH fields) change through hincr: the deltas of a script are summed and written once
+-- by flush() at its end (one HINCRBY per field, not one per item), and a field back at 0 is
+-- deleted (idle tenants and owners leave no keys). hnum reads a counter with the pending delta.
+local DELTA = {}
+local DC = nil
+local function hincr(key, field, d)
+  if d == 0 then return end
+  local k = DELTA[key]
+  if not k then k = {}; DELTA[key] = k end
+  k[field] = (k[field] or 0) + d
+end
+local function hnum(key, field)
+  local v = tonumber(redis.call('HGET', key, field)) or 0
+  local k = DELTA[key]
+  if k and k[field] then v = v + k[field] end
+  return v
+end
+local function flush()
+  for key, fs in pairs(DELTA) do
+    for field, d in pairs(fs) do
+      if d ~= 0 and redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
+    end
+  end
+  DELTA = {}
+  if DC then redis.call('HSET', K.stats, 'dc', string.format('%d', DC)) end
+end
+
+-- ../store/result-store.ts tenantOfOwner: byte budgets are per tenant of an owner.
+local function tenant_of(owner)
+  local nl = string.find(owner, '\\n', 1, true)
+  local head = nl and string.sub(owner, 1, nl - 1) or owner
+  if string.sub(head, -5) == ' http' then head = string.sub(head, 1, -6) end
+  return head
+end
+
+-- Flat field list of a stream entry → table.
+local function fields(f)
+  local t = {}
+  for j = 1, #f, 2 do t[f[j]] = f[j + 1] end
+  return t
+end
+
+-- A tenant joins the round at the back when it is not in it (../queue/fair-share.ts arrived).
+local function arrive(t)
+  if not redis.call('ZSCORE', K.round, t) then
+    redis.call('ZADD', K.round, redis.call('HINCRBY', K.stats, 'rs', 1), t)
+  end
+end
+
+-- A tenant with nothing queued and no lease leaves the round (memory-queue maybeForget); past
+-- 1024 tenants in the round, every idle one does.
+local function forget_idle(t)
+  if hnum(K.tenant(t), 'n') == 0 and hnum(K.tenant(t), 'l') == 0 then redis.call('ZREM', K.round, t) end
+  if redis.call('ZCARD', K.round) > 1024 then
+    for _, u in ipairs(redis.call('ZRANGE', K.round, 0, -1)) do
+      if hnum(K.tenant(u), 'n') == 0 and hnum(K.tenant(u), 'l') == 0 then redis.call('ZREM', K.round, u) end
+    end
+  end
+end
+
+-- A (group, tenant) stream with no entry left (none queued, none leased) is deleted with its
+-- consumer group; the next submit makes it again.
+local function drop_if_empty(g, t)
+  local q = K.queue(g, t)
+  if redis.call('XLEN', q) == 0 and redis.call('LLEN', K.returned(g, t)) == 0 then redis.call('DEL', q) end
+end
+
+-- Puts leased items back at the front of their (group, tenant), in lease order, still in the PEL
+-- (their delivery count kept): queued again.
+local function requeue(recs)
+  local fronts = {}
+  for j = #recs, 1, -1 do
+    local r = recs[j]
+    redis.call('LPUSH', K.returned(r.g, r.t), string.format('%d', r.a) .. ':' .. r.e)
+    fronts[enc2(r.g, r.t)] = r
+  end
+  for _, r in pairs(fronts) do
+    redis.call('ZADD', K.tenantGroups(r.t), r.a, r.g)
+    redis.call('ZADD', K.groupHeads(r.g), r.a, r.t)
+  end
+  for _, r in ipairs(recs) do
+    arrive(r.t)
+    hincr(K.tenant(r.t), 'n', 1)
+    hincr(K.owner(r.o), 'q', 1)
+    hincr(K.owner(r.o), 'p', -1)
+    hincr(K.groupSize, r.g, 1)
+  end
+  hincr(K.stats, 'q', #recs)
+  hincr(K.stats, 'p', -#recs)
+end
+
+-- A lease record (HASH) → its tenant and items; nil when the lease is no longer held.
+local function load_lease(id)
+  local h = redis.call('HMGET', K.lease(id), 't', 'items')
+  if not h[2] then return nil end
+  return h[1], cjson.decode(h[2])
+end
+
+local function end_lease(id, tenant)
+  redis.call('DEL', K.lease(id))
+  redis.call('ZREM', K.leases, id)
+  hincr(K.tenant(tenant), 'l', -1)
+end
+
+local function wake_if_queued()
+  if hnum(K.stats, 'q') > 0 then redis.call('PUBLISH', K.wake, '1') end
+end
+`
+
+// Results: retention, delivery states, routing. Used by finish, reclaim and the delivery scripts.
+// Limits (for the scripts that store results) are ARGV[4..7]: maxRetained, its slack, maxRetainedBytes
+// (-1: none), the low water of the byte eviction.
+const RESULTS = `
+local function meta_parse(m)
+  local bar = string.find(m, '|', 3, true)
+  return string.sub(m, 1, 1), tonumber(string.sub(m, 3, bar - 1)), string.sub(m, bar + 1)
+end
+
+-- Takes a pending id off (its queued bytes released); its fingerprint field, or nil.
+local function unpend(owner, id)
+  local v = redis.call('HGET', K.pending(owner), id)
+  if not v then return nil end
+  redis.call('HDEL', K.pending(owner), id)
+  local bar = string.find(v, '|', 1, true)
+  hincr(K.tenant(tenant_of(owner)), 'qb', -tonumber(string.sub(v, 1, bar - 1)))
+  return string.sub(v, bar + 1)
+end
+
+-- Deletes a retained result: nil when there is none, true when it had not been delivered (lost).
+local function remove_done(owner, id)
+  local m = redis.call('HGET', K.results(owner), id)
+  if not m then return nil end
+  local st, b = meta_parse(m)
+  redis.call('HDEL', K.results(owner), id)
+  redis.call('HDEL', K.outputs(owner), id)
+  redis.call('ZREM', K.done(owner), id)
+  hincr(K.stats, 'rb', -b)
+  local member = enc2(owner, id)
+  if st == '2' then
+    redis.call('ZREM', K.retainedDelivered, member)
+    return false
+  end
+  redis.call('ZREM', K.retainedOther, member)
+  if st == '0' then
+    redis.call('ZREM', K.undelivered(owner), id)
+    hincr(K.tenant(tenant_of(owner)), 'ub', -b)
+  end
+  -- In flight: the instance's set keeps a stale member, skipped when it is looked at.
+  return true
+end
+
+-- The done clock: completion order (ms × 1024, unique and increasing), the score of retained results.
+local function clock()
+  if DC then DC = DC + 1 else DC = math.max(NOW * 1024, hnum(K.stats, 'dc') + 1) end
+  return DC
+end
+
+local LIM_MAX, LIM_SLACK, LIM_BYTES, LIM_LOW = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- The oldest delivered results, then the oldest undelivered ones, down to the low water.
+local function evict_bytes()
+  local lost = 0
+  for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
+    while hnum(K.stats, 'rb') > LIM_LOW do
+      local m = redis.call('ZRANGE', set, 0, 0)[1]
+      if not m then break end
+      local o, i = dec2(m)
+      if remove_done(o, i) then lost = lost + 1 end
+    end
+  end
+  return lost
+end
+
+-- The memory store's complete: the pending id becomes a retained result (the first one kept).
+-- Returns first (no result before), lost (undelivered results evicted for room).
+local function complete(owner, id, stored, len, delivered)
+  local fpf = unpend(owner, id)
+  if not fpf then
+    if redis.call('HEXISTS', K.results(owner), id) == 1 then return false, 0 end
+    fpf = ''
+  end
+  local c = clock()
+  redis.call('HSET', K.results(owner), id, (delivered and '2' or '0') .. '|' .. len .. '|' .. fpf)
+  redis.call('HSET', K.outputs(owner), id, stored)
+  redis.call('ZADD', K.done(owner), c, id)
+  redis.call('ZADD', delivered and K.retainedDelivered or K.retainedOther, c, enc2(owner, id))
+  hincr(K.stats, 'rb', len)
+  if not delivered then
+    redis.call('ZADD', K.undelivered(owner), c, id)
+    hincr(K.tenant(tenant_of(owner)), 'ub', len)
+  end
+  local lost = 0
+  local n = redis.call('ZCARD', K.done(owner))
+  if n > LIM_MAX + LIM_SLACK then
+    for _, old in ipairs(redis.call('ZRANGE', K.done(owner), 0, n - LIM_MAX - 1)) do
+      if remove_done(owner, old) then lost = lost + 1 end
+    end
+  end
+  if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
+  return true, lost
+end
+
+-- What this transition routes, per node: written by flush_routes() as one stream entry per node
+-- (up to 256 results an entry), each result's fields starting with 'o'. The reply lists the
+-- entries: node, entry id, fields.
+local ROUTES, NODES = {}, {}
+local routed = {}
+local function route(node, f)
+  local list = ROUTES[node]
+  if not list then list = {}; ROUTES[node] = list; table.insert(NODES, node) end
+  table.insert(list, f)
+end
+local function flush_routes()
+  for _, node in ipairs(NODES) do
+    local key = K.node(node)
+    local list = ROUTES[node]
+    for start = 1, #list, 256 do
+      local f = {}
+      for j = start, math.min(start + 255, #list) do
+        for _, v in ipairs(list[j]) do table.insert(f, v) end
+      end
+      local eid = redis.call('XADD', key, '*', 'w', INST, unpack(f))
+      table.insert(routed, {node, eid, f})
+    end
+    redis.call('PEXPIRE', key, ${NODE_STREAM_TTL_MS})
+  end
+end
+
+-- Stores one finished item's result (or forgets it: a sink route without retain) and routes it.
+-- r: stored (text kept), len (its UTF-16 length), outputs (the result itself), oversize, failed, cs.
+local function store(it, r)
+  if not it.s then
+    local f = {'o', it.o, 'i', it.i}
+    if r.oversize then table.insert(f, 'v'); table.insert(f, '1'); table.insert(f, 'x'); table.insert(f, r.outputs) end
+    local first, lost = complete(it.o, it.i, r.stored, r.len, false)
+    route(it.n, f)
+    return first, lost
+  end
+  local f = {'o', it.o, 'i', it.i, 's', it.s, 'x', r.outputs}
+  if r.failed then table.insert(f, 'f'); table.insert(f, '1') end
+  if r.cs and r.cs ~= '' then table.insert(f, 'c'); table.insert(f, r.cs) end
+  route(it.n, f)
+  if it.r then return complete(it.o, it.i, r.stored, r.len, true) end
+  local p = unpend(it.o, it.i)
+  local d = remove_done(it.o, it.i)
+  return p ~= nil or d == nil, 0
+end
+
+-- A finished (or dead) leased item leaves the processing counts and, at acked(), its queue stream
+-- (XACK and XDEL once per stream); then a stream left empty is deleted.
+local LEAVING, STREAMS = {}, {}
+local function leave(it)
+  local key = enc2(it.g, it.t)
+  local l = LEAVING[key]
+  if not l then l = {}; LEAVING[key] = l; table.insert(STREAMS, it) end
+  table.insert(l, it.e)
+  hincr(K.owner(it.o), 'p', -1)
+end
+local function acked()
+  for _, it in ipairs(STREAMS) do
+    local q = K.queue(it.g, it.t)
+    local ids = LEAVING[enc2(it.g, it.t)]
+    for start = 1, #ids, 1000 do
+      local chunk = {unpack(ids, start, math.min(start + 999, #ids))}
+      redis.call('XACK', q, G, unpack(chunk))
+      redis.call('XDEL', q, unpack(chunk))
+    end
+    drop_if_empty(it.g, it.t)
+  end
+  LEAVING, STREAMS = {}, {}
+end
+`
+
+/**
+ * submit — ARGV: prefix, instance, now, maxQueuedBytes (-1: none), then 13 per item: owner, id,
+ * tenant, model, compute, group, parameters JSON (or ''), fingerprint field ('' or '=' + it),
+ * bytes, node, sink (or ''), retain ('1' or ''), inputs JSON (or '' for undefined).
+ * Reply: a string of one letter per item (q queued, p pending, c conflict, o overloaded, d done)
+ * then the outputs of each `d`, in order. Each item is deduped and queued in the same step.
+ */
+const SUBMIT = `
+local maxq = tonumber(ARGV[4])
+local codes = {}
+local reply = {''}
+local queued = 0
+for j = 5, #ARGV, 13 do
+  local owner, id, tenant, model, compute, group, params, fpf, bytes, node, sink, retain, inputs =
+    ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], tonumber(ARGV[j + 8]), ARGV[j + 9], ARGV[j + 10], ARGV[j + 11], ARGV[j + 12]
+  local pv = redis.call('HGET', K.pending(owner), id)
+  if pv then
+    local have = string.sub(pv, string.find(pv, '|', 1, true) + 1)
+    table.insert(codes, (fpf ~= '' and have ~= '' and have ~= fpf) and 'c' or 'p')
+  else
+    local m = redis.call('HGET', K.results(owner), id)
+    if m then
+      local have = string.sub(m, string.find(m, '|', 3, true) + 1)
+      if fpf ~= '' and have ~= '' and have ~= fpf then table.insert(codes, 'c')
+      else
+        table.insert(codes, 'd')
+        table.insert(reply, redis.call('HGET', K.outputs(owner), id) or 'null')
+      end
+    else
+      local qt = tenant_of(owner)
+      local qb = hnum(K.tenant(qt), 'qb')
+      if maxq >= 0 and qb > 0 and qb + bytes > maxq then table.insert(codes, 'o')
+      else
+        redis.call('HSET', K.pending(owner), id, bytes .. '|' .. fpf)
+        hincr(K.tenant(qt), 'qb', bytes)
+        local q = K.queue(group, tenant)
+        if redis.call('EXISTS', q) == 0 then redis.call('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM') end
+        local f = {'o', owner, 'i', id, 'm', model, 'c', compute, 'b', bytes, 'n', node, 'e', ARGV[3]}
+        if params ~= '' then table.insert(f, 'p'); table.insert(f, params) end
+        if fpf ~= '' then table.insert(f, 'f'); table.insert(f, string.sub(fpf, 2)) end
+        if sink ~= '' then table.insert(f, 's'); table.insert(f, sink) end
+        if retain ~= '' then table.insert(f, 'r'); table.insert(f, '1') end
+        if inputs ~= '' then table.insert(f, 'x'); table.insert(f, inputs) end
+        redis.call('XADD', q, '*', unpack(f))
+        redis.call('ZADD', K.tenantGroups(tenant), 'NX', NOW, group)
+        redis.call('ZADD', K.groupHeads(group), 'NX', NOW, tenant)
+        arrive(tenant)
+        hincr(K.tenant(tenant), 'n', 1)
+        hincr(K.owner(owner), 'q', 1)
+        hincr(K.groupSize, group, 1)
+        queued = queued + 1
+        table.insert(codes, 'q')
+      end
+    end
+  end
+end
+if queued > 0 then
+  hincr(K.stats, 'q', queued)
+  redis.call('PUBLISH', K.wake, '1')
+end
+flush()
+reply[1] = table.concat(codes)
+return reply
+`
+
+/**
+ * lease — ARGV: prefix, instance, now, maxBatch, maxWaitMs, maxLeasesPerTenant (-1: none),
+ * consumer, leaseMs, then groups to skip (refused by `accept` in this look).
+ * Applies ../queue/fair-share.ts as ../queue/memory-queue.ts does: tenants in round order, none at
+ * its cap; the chosen tenant's oldest ready group (full, or its oldest item waited maxWaitMs); its
+ * items of the group first (handed-back ones first), then other tenants' items of the group, oldest
+ * first. Reply: `{'wait', ms}` (ms -1: nothing will be ready without a new transition) or
+ * `{'lease', id, tenant, expiresAt, tenant's round score before, items}` with each item
+ * `{group, tenant, entry id, deliveries, fields}`.
+ */
+const LEASE = `
+local maxBatch, maxWait, cap, consumer, leaseMs = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local refused = {}
+for j = 9, #ARGV do refused[ARGV[j]] = true end
+
+-- The id after which the consumer group delivers next.
+local function last_delivered(q)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', q)) do
+    local t = fields(g)
+    if t['name'] == G then return t['last-delivered-id'] end
+  end
+  return '0-0'
+end
+
+local out = {}
+local recs = {}
+local function add(g, u, eid, d, f)
+  local t = fields(f)
+  table.insert(out, {g, u, eid, d, f})
+  table.insert(recs, {g = g, t = u, e = eid, a = tonumber(t.e), o = t.o, i = t.i, m = t.m, n = t.n, s = t.s, r = t.r and 1 or nil, d = d})
+end
+
+-- Takes up to max items of (group g, tenant u): handed-back ones (XCLAIM: one more delivery), then
+-- new ones (XREADGROUP); then records the new age of the (g, u) head, or that it is empty.
+local function take_from(g, u, max)
+  local q, rq = K.queue(g, u), K.returned(g, u)
+  local n = 0
+  while n < max do
+    local v = redis.call('LPOP', rq)
+    if not v then break end
+    local eid = string.sub(v, string.find(v, ':', 1, true) + 1)
+    local c = redis.call('XCLAIM', q, G, consumer, 0, eid)
+    if c[1] and c[1][2] then
+      local p = redis.call('XPENDING', q, G, eid, eid, 1)
+      add(g, u, eid, p[1][4], c[1][2])
+      n = n + 1
+    end
+  end
+  local last, drained = nil, false
+  if n < max then
+    local r = redis.call('XREADGROUP', 'GROUP', G, consumer, 'COUNT', max - n, 'STREAMS', q, '>')
+    local got = 0
+    if r then
+      for _, e in ipairs(r[1][2]) do
+        add(g, u, e[1], 1, e[2])
+        last = e[1]
+        got = got + 1
+      end
+    end
+    n = n + got
+    drained = n < max
+  end
+  local at
+  local front = redis.call('LINDEX', rq, 0)
+  if front then at = tonumber(string.sub(front, 1, string.find(front, ':', 1, true) - 1))
+  elseif not drained then
+    local nx = redis.call('XRANGE', q, '(' .. (last or last_delivered(q)), '+', 'COUNT', 1)[1]
+    if nx then at = tonumber(fields(nx[2]).e) end
+  end
+  if at then
+    redis.call('ZADD', K.tenantGroups(u), at, g)
+    redis.call('ZADD', K.groupHeads(g), at, u)
+  else
+    redis.call('ZREM', K.tenantGroups(u), g)
+    redis.call('ZREM', K.groupHeads(g), u)
+  end
+  return n
+end
+
+local function take(t, g)
+  take_from(g, t, maxBatch)
+  while #out < maxBatch do
+    local h = redis.call('ZRANGE', K.groupHeads(g), 0, 0)[1]
+    if not h or take_from(g, h, 1) == 0 then break end
+  end
+  local n = #out
+  for _, r in ipairs(recs) do
+    hincr(K.tenant(r.t), 'n', -1)
+    hincr(K.owner(r.o), 'q', -1)
+    hincr(K.owner(r.o), 'p', 1)
+  end
+  hincr(K.groupSize, g, -n)
+  hincr(K.stats, 'q', -n)
+  hincr(K.stats, 'p', n)
+  hincr(K.tenant(t), 'l', 1)
+  local before = redis.call('ZSCORE', K.round, t) or '0'
+  redis.call('ZADD', K.round, redis.call('HINCRBY', K.stats, 'rs', 1), t)
+  local id = 'L' .. redis.call('HINCRBY', K.stats, 'ls', 1)
+  local x = NOW + leaseMs
+  redis.call('HSET', K.lease(id), 'c', consumer, 't', t, 'x', string.format('%d', x), 'items', cjson.encode(recs))
+  redis.call('ZADD', K.leases, x, id)
+  flush()
+  return {'lease', id, t, x, before, out}
+end
+
+local wait = -1
+local filling = {}
+for _, t in ipairs(redis.call('ZRANGE', K.round, 0, -1)) do
+  if hnum(K.tenant(t), 'n') > 0 and (cap < 0 or hnum(K.tenant(t), 'l') < cap) then
+    for _, g in ipairs(redis.call('ZRANGE', K.tenantGroups(t), 0, -1)) do
+      if not refused[g] and not filling[g] then
+        local ready = hnum(K.groupSize, g) >= maxBatch
+        if not ready then
+          local h = redis.call('ZRANGE', K.groupHeads(g), 0, 0, 'WITHSCORES')
+          local age = NOW - tonumber(h[2])
+          if age >= maxWait then ready = true
+          else
+            filling[g] = true
+            if wait < 0 or maxWait - age < wait then wait = maxWait - age end
+          end
+        end
+        if ready then return take(t, g) end
+      end
+    end
+  end
+end
+return {'wait', wait}
+`
+
+/** extend — ARGV: prefix, instance, now, lease id, ms. Reply 1 when held (renewed), 0 when not. */
+const EXTEND = `
+local id = ARGV[4]
+if not redis.call('ZSCORE', K.leases, id) then return 0 end
+local x = NOW + tonumber(ARGV[5])
+redis.call('ZADD', K.leases, x, id)
+redis.call('HSET', K.lease(id), 'x', string.format('%d', x))
+return 1
+`
+
+/**
+ * finish — ARGV: prefix, instance, now, 4 limits, lease id, then 6 per result: index, flags
+ * (1 billable, 2 failed, 4 oversize), compute seconds (or ''), outputs, the text to store (or '':
+ * the outputs), its UTF-16 length. One step: results stored, each (owner, id) billed at most once,
+ * routed, the lease ended; items without a result go back to the front of the queue.
+ * Reply: `{finished, billed, lost, routed}`; all zero when the lease is no longer held.
+ */
+const FINISH = `
+local id = ARGV[8]
+local tenant, items = load_lease(id)
+if not tenant then return {0, 0, 0, {}} end
+end_lease(id, tenant)
+local res = {}
+for j = 9, #ARGV, 6 do
+  local k = tonumber(ARGV[j]) + 1
+  if items[k] and not res[k] then
+    local flags = tonumber(ARGV[j + 1])
+    local stored = ARGV[j + 4]
+    res[k] = { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
+      cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) }
+  end
+end
+local again = {}
+local finished, billed, lost = 0, 0, 0
+for k, it in ipairs(items) do
+  local r = res[k]
+  if r then
+    finished = finished + 1
+    leave(it)
+    local first, l = store(it, r)
+    lost = lost + l
+    if r.billable and first then
+      hincr(K.ledger, enc2(it.t, it.m), 1)
+      hincr(K.billed, it.o, 1)
+      billed = billed + 1
+    end
+  else
+    table.insert(again, it)
+  end
+end
+hincr(K.stats, 'p', -finished)
+if #again > 0 then requeue(again) end
+acked()
+forget_idle(tenant)
+wake_if_queued()
+flush()
+flush_routes()
+return {finished, billed, lost, routed}
+`
+
+/**
+ * release — ARGV: prefix, instance, now, lease id, undo ('1': the lease is taken back because
+ * `accept` refused its group: its deliveries are not counted and its tenant gets its turn back), the
+ * tenant's round score before the lease. Items go back to the front of the queue, unbilled.
+ */
+const RELEASE = `
+local id = ARGV[4]
+local tenant, items = load_lease(id)
+if not tenant then return 0 end
+end_lease(id, tenant)
+if ARGV[5] == '1' then
+  for _, it in ipairs(items) do
+    redis.call('XCLAIM', K.queue(it.g, it.t), G, 'returned', 0, it.e, 'RETRYCOUNT', it.d - 1, 'JUSTID')
+  end
+  if redis.call('ZSCORE', K.round, tenant) then redis.call('ZADD', K.round, ARGV[6], tenant) end
+end
+requeue(items)
+forget_idle(tenant)
+wake_if_queued()
+flush()
+return #items
+`
+
+/**
+ * reclaim — ARGV: prefix, instance, now, 4 limits, maxDeliveries, the dead letter's error body
+ * (JSON with \\u0001 for the id and \\u0002 for the count), the oversize error body (JSON with \\u0001
+ * for the bytes), the time to reclaim at (`reclaim(now)`; ARGV[3] is the clock of the results it
+ * stores). Leases expired by then end: their items go back to the queue, or — leased
+ * maxDeliveries times already — finish with that error (routed, not billed: dead letters).
+ * Reply: `{requeued, dead, routed}`.
+ */
+const RECLAIM = `
+local maxD = tonumber(ARGV[8])
+local DEAD, OVER = ARGV[9], ARGV[10]
+
+local ESC = { ['"'] = '\\\\"', ['\\\\'] = '\\\\\\\\', ['\\b'] = '\\\\b', ['\\f'] = '\\\\f', ['\\n'] = '\\\\n', ['\\r'] = '\\\\r', ['\\t'] = '\\\\t' }
+-- JSON.stringify of a string, without the quotes.
+local function json_inner(s)
+  return (string.gsub(s, '[%z\\1-\\31"\\\\]', function(c) return ESC[c] or string.format('\\\\u%04x', string.byte(c)) end))
+end
+-- UTF-16 length of UTF-8 text (what JavaScript's .length counts).
+local function utf16len(s)
+  local _, cont = string.gsub(s, '[\\128-\\191]', '')
+  local _, four = string.gsub(s, '[\\240-\\247]', '')
+  return #s - cont + four
+end
+
+local requeued, dead = 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
+  local tenant, items = load_lease(id)
+  if tenant then
+    end_lease(id, tenant)
+    local again, gone = {}, {}
+    for _, it in ipairs(items) do
+      if it.d < maxD then table.insert(again, it) else table.insert(gone, it) end
+    end
+    if #again > 0 then requeue(again) end
+    requeued = requeued + #again
+    for _, it in ipairs(gone) do
+      leave(it)
+      hincr(K.stats, 'p', -1)
+      local quoted = json_inner('"' .. json_inner(it.i) .. '"')
+      local body = string.gsub(DEAD, '\\\\u0001', function() return quoted end)
+      body = string.gsub(body, '\\\\u0002', function() return tostring(it.d) end)
+      local len = utf16len(body)
+      local r = { outputs = body, stored = body, len = len, failed = true }
+      if LIM_BYTES >= 0 and len > LIM_BYTES then
+        r.stored = string.gsub(OVER, '\\\\u0001', function() return tostring(len) end)
+        r.len = utf16len(r.stored)
+        r.oversize = true
+      end
+      store(it, r)
+      dead = dead + 1
+    end
+    forget_idle(tenant)
+  end
+end
+acked()
+if dead > 0 then hincr(K.stats, 'dead', dead) end
+if requeued > 0 then wake_if_queued() end
+flush()
+flush_routes()
+return {requeued, dead, routed}
+`
+
+// Delivery: results of an owner between undelivered, in flight (this instance) and delivered.
+const DELIVERY = `
+local function claim1(owner, id)
+  local m = redis.call('HGET', K.results(owner), id)
+  if not m or string.sub(m, 1, 1) ~= '0' then return nil end
+  local _, b = meta_parse(m)
+  redis.call('HSET', K.results(owner), id, '1' .. string.sub(m, 2))
+  redis.call('ZREM', K.undelivered(owner), id)
+  hincr(K.tenant(tenant_of(owner)), 'ub', -b)
+  redis.call('SADD', K.inFlight(INST), enc2(owner, id))
+  return redis.call('HGET', K.outputs(owner), id)
+end
+
+local function unclaim(owner, id)
+  local m = redis.call('HGET', K.results(owner), id)
+  if not m or string.sub(m, 1, 1) ~= '1' then return end
+  local _, b = meta_parse(m)
+  redis.call('HSET', K.results(owner), id, '0' .. string.sub(m, 2))
+  redis.call('ZADD', K.undelivered(owner), redis.call('ZSCORE', K.done(owner), id), id)
+  hincr(K.tenant(tenant_of(owner)), 'ub', b)
+end
+
+-- Everything an instance has in flight is undelivered again (it closed, or went silent).
+local function return_all(inst)
+  for _, member in ipairs(redis.call('SMEMBERS', K.inFlight(inst))) do
+    local o, i = dec2(member)
+    unclaim(o, i)
+  end
+  redis.call('DEL', K.inFlight(inst))
+end
+`
+
+/** claim — ARGV: prefix, instance, now, owner, id. Reply: the outputs, or nil when not undelivered. */
+const CLAIM = `
+local o = claim1(ARGV[4], ARGV[5])
+flush()
+return o
+`
+
+/** take — ARGV: prefix, instance, now, owner, max. Reply: id, outputs, id, outputs… (oldest first). */
+const TAKE = `
+local owner = ARGV[4]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', K.undelivered(owner), 0, tonumber(ARGV[5]) - 1)) do
+  local o = claim1(owner, id)
+  if o then table.insert(out, id); table.insert(out, o) end
+end
+flush()
+return out
+`
+
+/** return — ARGV: prefix, instance, now, owner, ids… In-flight ones are undelivered again. */
+const RETURN = `
+local owner = ARGV[4]
+for j = 5, #ARGV do
+  unclaim(owner, ARGV[j])
+  redis.call('SREM', K.inFlight(INST), enc2(owner, ARGV[j]))
+end
+flush()
+return 0
+`
+
+/** acknowledge — ARGV: prefix, instance, now, owner, ids… Delivered: evicted first, never sent again. */
+const ACKNOWLEDGE = `
+local owner = ARGV[4]
+for j = 5, #ARGV do
+  local id = ARGV[j]
+  local m = redis.call('HGET', K.results(owner), id)
+  if m and string.sub(m, 1, 1) ~= '2' then
+    local st, b = meta_parse(m)
+    local member = enc2(owner, id)
+    if st == '0' then
+      redis.call('ZREM', K.undelivered(owner), id)
+      hincr(K.tenant(tenant_of(owner)), 'ub', -b)
+    else
+      redis.call('SREM', K.inFlight(INST), member)
+    end
+    redis.call('HSET', K.results(owner), id, '2' .. string.sub(m, 2))
+    local score = redis.call('ZSCORE', K.retainedOther, member)
+    if score then
+      redis.call('ZREM', K.retainedOther, member)
+      redis.call('ZADD', K.retainedDelivered, score, member)
+    end
+  end
+end
+flush()
+return 0
+`
+
+/** forget — ARGV: prefix, instance, now, owner, id. The id is no longer pending nor retained. */
+const FORGET = `
+unpend(ARGV[4], ARGV[5])
+remove_done(ARGV[4], ARGV[5])
+flush()
+return 0
+`
+
+/** lookup — ARGV: prefix, instance, now, owner, ids… Reply per id: 'p', 'u', or 'd' then its outputs. */
+const LOOKUP = `
+local owner = ARGV[4]
+local out = {}
+for j = 5, #ARGV do
+  local id = ARGV[j]
+  if redis.call('HEXISTS', K.pending(owner), id) == 1 then table.insert(out, 'p')
+  else
+    local o = redis.call('HGET', K.outputs(owner), id)
+    if o then table.insert(out, 'd'); table.insert(out, o) else table.insert(out, 'u') end
+  end
+end
+return out
+`
+
+/**
+ * sweep — ARGV: prefix, instance, now, retentionMs (-1: kept until evicted), most results to drop, silence (ms) after
+ * which an instance is taken for dead. Drops results finished retentionMs or more before `now`;
+ * the in-flight results of dead instances are undelivered again. Reply: `{lost, dropped}`.
+ */
+const SWEEP = `
+local retention = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])
+local below = '(' .. string.format('%d', (NOW - retention + 1) * 1024)
+local lost, dropped = 0, 0
+for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
+  local left = limit - dropped
+  if left > 0 and retention >= 0 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', below, 'LIMIT', 0, left)) do
+      local o, i = dec2(m)
+      if remove_done(o, i) then lost = lost + 1 end
+      dropped = dropped + 1
+    end
+  end
+end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, inst in ipairs(redis.call('ZRANGEBYSCORE', K.instances, '-inf', ms - tonumber(ARGV[6]))) do
+  return_all(inst)
+  redis.call('ZREM', K.instances, inst)
+end
+flush()
+return {lost, dropped}
+`
+
+/** beat — ARGV: prefix, instance, now. This instance is alive (Redis time). */
+const BEAT = `
+local t = redis.call('TIME')
+redis.call('ZADD', K.instances, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), INST)
+return 0
+`
+
+/** leave — ARGV: prefix, instance, now. This instance closes: its in-flight results are undelivered again. */
+const LEAVE = `
+return_all(INST)
+redis.call('ZREM', K.instances, INST)
+flush()
+return 0
+`
+
+/**
+ * trim — ARGV: prefix, instance, now, node, the first entry id to keep. A node read its stream up to
+ * there: the entries before go, and an empty stream with them (one step: an entry appended
+ * meanwhile is kept).
+ */
+const TRIM = `
+local key = K.node(ARGV[4])
+redis.call('XTRIM', key, 'MINID', ARGV[5])
+if redis.call('XLEN', key) == 0 then redis.call('DEL', key) end
+return 0
+`
+
+/** The scripts by name, each with the helpers it needs. */
+export const SCRIPTS = {
+  isSubmit: PRELUDE + SUBMIT,
+  isLease: PRELUDE + LEASE,
+  isExtend: PRELUDE + EXTEND,
+  isFinish: PRELUDE + RESULTS + FINISH,
+  isRelease: PRELUDE + RELEASE,
+  isReclaim: PRELUDE + RESULTS + RECLAIM,
+  isClaim: PRELUDE + RESULTS + DELIVERY + CLAIM,
+  isTake: PRELUDE + RESULTS + DELIVERY + TAKE,
+  isReturn: PRELUDE + RESULTS + DELIVERY + RETURN,
+  isAcknowledge: PRELUDE + RESULTS + ACKNOWLEDGE,
+  isForget: PRELUDE + RESULTS + FORGET,
+  isLookup: PRELUDE + LOOKUP,
+  isSweep: PRELUDE + RESULTS + DELIVERY + SWEEP,
+  isBeat: PRELUDE + BEAT,
+  isLeave: PRELUDE + RESULTS + DELIVERY + LEAVE,
+  isTrim: PRELUDE + TRIM,
+} as const
+
+/** Name of a script of {@link SCRIPTS}. */
+export type ScriptName = keyof typeof SCRIPTS
