@@ -54,6 +54,15 @@ export class BatchWorkers {
 
   start(): void {
     for (let i = 0; i < this.o.workers; i++) this.loops.push(this.loop(`${this.o.consumer}/${i}`))
+    // Held leases are renewed every third of their length (a model that loads for minutes), so no
+    // other worker takes one back: one timer for all of them rather than one per batch. A lease is
+    // renewed within a third of its length after it starts, and every third after that.
+    const { state } = this.o
+    const renew = setInterval(() => {
+      for (const lease of this.running) void state.extend(lease, this.leaseMs).catch(() => {})
+    }, this.leaseMs / 3)
+    renew.unref()
+    void Promise.all(this.loops).finally(() => clearInterval(renew))
   }
 
   /** Batches being run now. */
@@ -81,17 +90,13 @@ export class BatchWorkers {
         continue
       }
       if (!lease) return
+      // Renewed while held, by the timer of start().
       this.running.add(lease)
-      // Renewed while held (a model that loads for minutes), so no other worker takes it back.
-      const held = lease
-      const renew = setInterval(() => void state.extend(held, this.leaseMs).catch(() => {}), this.leaseMs / 3)
-      renew.unref()
       try {
         await this.run(lease)
       } catch (err) {
         this.o.logger?.error({ err }, 'batch failed unexpectedly')
       } finally {
-        clearInterval(renew)
         this.running.delete(lease)
       }
     }
@@ -187,7 +192,9 @@ export class BatchWorkers {
     const billable = pipeline !== undefined
     const results: ItemResult[] = []
     let errors = 0
-    for (const i of finishing ?? items.keys()) {
+    const n = finishing ? finishing.length : items.length
+    for (let k = 0; k < n; k++) {
+      const i = finishing ? finishing[k] : k
       const out = outputs[i]
       const failed = out instanceof Error
       if (failed) errors++

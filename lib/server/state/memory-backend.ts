@@ -58,7 +58,8 @@ export class MemoryStateBackend implements StateBackend {
     const queued: MemoryItem[] = []
     const now = Date.now()
     const admit = { fingerprint: undefined as string | undefined, bytes: 0, maxQueuedBytes: options.maxQueuedBytes }
-    for (const item of items) {
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]
       admit.fingerprint = item.fingerprint
       admit.bytes = item.bytes
       const admitted = this.store.admit(item.owner, item.id, admit)
@@ -101,11 +102,14 @@ export class MemoryStateBackend implements StateBackend {
     })
     if (!queueLease) return null
     const items = queueLease.items as MemoryItem[]
-    for (const item of items) {
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]
       item.deliveries++
       this.store.markRunning(item.owner, item.id)
     }
-    const lease: StateLease = { id: `m${this.nextLease++}`, consumer, tenant: queueLease.tenant, items: items.map(snapshot), expiresAt: Date.now() + options.leaseMs }
+    // The queue's own items, not copies: an item goes back to the queue only as a copy (see
+    // `requeue`), so a later delivery never changes what this lease holds.
+    const lease: StateLease = { id: `m${this.nextLease++}`, consumer, tenant: queueLease.tenant, items: items.slice(), expiresAt: Date.now() + options.leaseMs }
     this.held.set(lease.id, { lease, queueLease })
     return lease
   }
@@ -126,35 +130,43 @@ export class MemoryStateBackend implements StateBackend {
     if (!held) return { finished: 0, billed: 0, lost: 0 }
     this.held.delete(lease.id)
     const items = held.queueLease.items as MemoryItem[]
-    const byIndex = new Map<number, ItemResult>()
-    for (const r of results) if (r.index >= 0 && r.index < items.length && !byIndex.has(r.index)) byIndex.set(r.index, r)
-    const requeue = items.filter((item, i) => {
-      if (byIndex.has(i)) return false
-      this.store.markQueued(item.owner, item.id)
-      return true
-    })
-    this.queue.settle(held.queueLease, requeue)
-    let billed = 0
-    let lost = 0
-    const routed = new Map<string, Routed[]>()
-    for (const [i, r] of byIndex) {
-      const item = items[i]
-      lost += this.store_(item, r, routed)
-      if (r.billable) {
-        this.bill(item)
-        billed++
+    // The usual finish has one result per item, in order: no map, nothing handed back.
+    let inOrder = results.length === items.length
+    for (let i = 0; inOrder && i < results.length; i++) inOrder = results[i].index === i
+    let finishing: readonly ItemResult[] = results
+    if (inOrder) {
+      this.queue.settle(held.queueLease, [])
+    } else {
+      const byIndex = new Map<number, ItemResult>()
+      for (const r of results) if (r.index >= 0 && r.index < items.length && !byIndex.has(r.index)) byIndex.set(r.index, r)
+      const back: MemoryItem[] = []
+      for (let i = 0; i < items.length; i++) {
+        if (byIndex.has(i)) continue
+        this.store.markQueued(items[i].owner, items[i].id)
+        back.push(items[i])
       }
+      this.queue.settle(held.queueLease, requeue(back))
+      finishing = [...byIndex.values()]
     }
+    let lost = 0
+    const routed = new Routing()
+    const bills = new Bills(this.bill)
+    for (let i = 0; i < finishing.length; i++) {
+      const r = finishing[i]
+      const item = items[r.index]
+      lost += this.store_(item, r, routed)
+      if (r.billable) bills.add(item)
+    }
+    bills.flush()
     this.route(routed)
-    return { finished: byIndex.size, billed, lost }
+    return { finished: finishing.length, billed: bills.total, lost }
   }
 
   // Stores one finished item's result and adds it to the routing of its node; returns results lost.
-  private store_(item: LeasedItem, r: Pick<ItemResult, 'outputs' | 'failed' | 'computeSeconds'>, routed: Map<string, Routed[]>): number {
+  private store_(item: LeasedItem, r: Pick<ItemResult, 'outputs' | 'failed' | 'computeSeconds'>, routed: Routing): number {
     const { owner, id, route } = item
     const { outputs } = r
-    let list = routed.get(route.node)
-    if (!list) routed.set(route.node, (list = []))
+    const list = routed.of(route.node)
     if (route.sink === undefined) {
       const done = this.store.complete(owner, id, outputs)
       list.push(done.oversize ? { owner, id, outputs, oversize: true } : { owner, id })
@@ -166,15 +178,16 @@ export class MemoryStateBackend implements StateBackend {
     return 0
   }
 
-  private bill(item: LeasedItem): void {
-    let models = this.ledgerByTenant.get(item.tenant)
-    if (!models) this.ledgerByTenant.set(item.tenant, (models = new Map()))
-    models.set(item.model, (models.get(item.model) ?? 0) + 1)
-    this.ledgerByOwner.set(item.owner, (this.ledgerByOwner.get(item.owner) ?? 0) + 1)
+  /** Bills `items` items of one (tenant, model, owner). */
+  private readonly bill = (tenant: string, model: string, owner: string, items: number): void => {
+    let models = this.ledgerByTenant.get(tenant)
+    if (!models) this.ledgerByTenant.set(tenant, (models = new Map()))
+    models.set(model, (models.get(model) ?? 0) + items)
+    this.ledgerByOwner.set(owner, (this.ledgerByOwner.get(owner) ?? 0) + items)
   }
 
-  private route(routed: Map<string, Routed[]>): void {
-    this.listeners.route(routed)
+  private route(routed: Routing): void {
+    this.listeners.route(routed.byNode)
   }
 
   async release(lease: StateLease): Promise<void> {
@@ -182,20 +195,20 @@ export class MemoryStateBackend implements StateBackend {
     if (!held) return
     this.held.delete(lease.id)
     for (const item of held.queueLease.items) this.store.markQueued(item.owner, item.id)
-    this.queue.settle(held.queueLease, held.queueLease.items)
+    this.queue.settle(held.queueLease, requeue(held.queueLease.items as MemoryItem[]))
   }
 
   async reclaim(now: number, maxDeliveries: number): Promise<ReclaimOutcome> {
     let requeued = 0
     let dead = 0
-    const routed = new Map<string, Routed[]>()
+    const routed = new Routing()
     for (const [id, held] of [...this.held]) {
       if (held.lease.expiresAt > now) continue
       this.held.delete(id)
       const items = held.queueLease.items as MemoryItem[]
       const again = items.filter((item) => item.deliveries < maxDeliveries)
       for (const item of again) this.store.markQueued(item.owner, item.id)
-      this.queue.settle(held.queueLease, again)
+      this.queue.settle(held.queueLease, requeue(again))
       requeued += again.length
       for (const item of items) {
         if (item.deliveries < maxDeliveries) continue
@@ -274,8 +287,13 @@ export class MemoryStateBackend implements StateBackend {
   }
 }
 
-// A leased item as the worker sees it: a copy, so later deliveries do not change this lease's view.
-function snapshot(i: MemoryItem): LeasedItem {
+// Items going back to the queue, as copies: the lease that held them keeps its own objects, so
+// the next delivery (which counts in `deliveries`) does not change that lease's view.
+function requeue(items: readonly MemoryItem[]): MemoryItem[] {
+  return items.map(copy)
+}
+
+function copy(i: MemoryItem): MemoryItem {
   return {
     tenant: i.tenant,
     owner: i.owner,
@@ -291,5 +309,50 @@ function snapshot(i: MemoryItem): LeasedItem {
     retain: i.retain,
     enqueuedAt: i.enqueuedAt,
     deliveries: i.deliveries,
+  }
+}
+
+/** What one transition routes, per node (finished items of one lease mostly share one node: the last list is kept at hand). */
+class Routing {
+  readonly byNode = new Map<string, Routed[]>()
+  private lastNode: string | undefined
+  private lastList: Routed[] = []
+
+  of(node: string): Routed[] {
+    if (node === this.lastNode) return this.lastList
+    let list = this.byNode.get(node)
+    if (!list) this.byNode.set(node, (list = []))
+    this.lastNode = node
+    this.lastList = list
+    return list
+  }
+}
+
+/** The billing of one finish: runs of items of one (tenant, model, owner) are added to the ledger at once. */
+class Bills {
+  total = 0
+  private tenant = ''
+  private model = ''
+  private owner = ''
+  private run = 0
+
+  constructor(private readonly bill: (tenant: string, model: string, owner: string, items: number) => void) {}
+
+  add(item: LeasedItem): void {
+    this.total++
+    if (this.run > 0 && item.owner === this.owner && item.tenant === this.tenant && item.model === this.model) {
+      this.run++
+      return
+    }
+    this.flush()
+    this.tenant = item.tenant
+    this.model = item.model
+    this.owner = item.owner
+    this.run = 1
+  }
+
+  flush(): void {
+    if (this.run > 0) this.bill(this.tenant, this.model, this.owner, this.run)
+    this.run = 0
   }
 }

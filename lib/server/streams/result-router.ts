@@ -15,8 +15,10 @@ const FLUSH_CHUNK = 256
  * undelivered in the store for the owner's next stream.
  */
 export class ResultRouter {
-  // The stream (connection id) that sent each queued item of this node: its result goes there first.
-  private readonly origins = new Map<string, number>()
+  // The stream (connection id) that sent each queued item of this node, per owner and id: its
+  // result goes there first. Maps per owner rather than one map under `owner\nid` keys: no key
+  // string is built (and hashed) twice per item.
+  private readonly origins = new Map<string, Map<string, number>>()
   // Owners that may have undelivered results in the store (routed here, returned, or not known):
   // a drained socket asks the store only for these.
   private readonly waiting = new Set<string>()
@@ -44,7 +46,13 @@ export class ResultRouter {
     const owner = session.owner
     try {
       const outcomes = await this.state.submit(items)
-      for (let i = 0; i < items.length; i++) if (outcomes[i].status === 'queued') this.origins.set(`${owner}\n${items[i].id}`, session.id)
+      let origins = this.origins.get(owner)
+      const from = session.id
+      for (let i = 0; i < items.length; i++) {
+        if (outcomes[i].status !== 'queued') continue
+        if (!origins) this.origins.set(owner, (origins = new Map()))
+        origins.set(items[i].id, from)
+      }
       return outcomes
     } finally {
       this.sockets.checkFlow(owner)
@@ -76,7 +84,8 @@ export class ResultRouter {
   // Results the backend routed to this node: sinks get theirs; owners with stream results are flushed.
   private onRouted(routed: Routed[]): void {
     const owners = new Set<string>()
-    for (const r of routed) {
+    for (let i = 0; i < routed.length; i++) {
+      const r = routed[i]
       if (r.sink !== undefined) {
         this.sinks.answer(r.sink, r.outputs ?? 'null', { failed: r.failed ?? false, computeSeconds: r.computeSeconds ?? 0 })
         continue
@@ -126,18 +135,31 @@ export class ResultRouter {
       const batch = await this.state.takeUndelivered(owner, FLUSH_CHUNK)
       if (batch.length === FLUSH_CHUNK) this.waiting.add(owner)
       if (batch.length === 0) return
+      const origins = this.origins.get(owner)
+      // The last origin looked up (results of one stream come in runs): one map lookup fewer per result.
+      let lastFrom: number | undefined
+      let lastStream: StreamSession | undefined
       let i = 0
       for (; i < batch.length; i++) {
-        const [id, outputs] = batch[i]
+        // Not `const [id, outputs] = …`: array destructuring runs the iterator protocol.
+        const id = batch[i][0]
+        const outputs = batch[i][1]
         // The stream that sent the item first, while it can take it; else any stream of the owner.
-        const key = `${owner}\n${id}`
-        const from = this.origins.get(key)
-        let s = from === undefined ? undefined : this.sockets.get(from)
+        const from = origins?.get(id)
+        let s: StreamSession | undefined
+        if (from !== undefined) {
+          if (from !== lastFrom) {
+            lastFrom = from
+            lastStream = this.sockets.get(from)
+          }
+          s = lastStream
+        }
         if (!s || !s.canTake()) s = this.sockets.pick(owner)
         if (!s) break
-        if (from !== undefined) this.origins.delete(key)
+        if (from !== undefined) origins!.delete(id)
         s.sendResultJson(id, outputs, true)
       }
+      if (origins && origins.size === 0 && this.origins.get(owner) === origins) this.origins.delete(owner)
       if (i < batch.length) {
         this.waiting.add(owner)
         await this.state.returnUndelivered(owner, batch.slice(i).map(([id]) => id))

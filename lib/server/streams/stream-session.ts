@@ -3,7 +3,7 @@ import { IdConflictError, InferenceStreamError, LimitExceededError, ModelError, 
 import type { Pipeline } from '../../models/pipeline.js'
 import { errorStatus, parseClientFrame, payloadFingerprint, type ServerMessage, type StatusMessage } from '../../protocol.js'
 import { groupKey } from '../queue/work-queue.js'
-import type { SubmitItem } from '../state/state-backend.js'
+import type { Route, SubmitItem } from '../state/state-backend.js'
 import type { StreamHub } from '../stream-hub.js'
 import type { StreamConnection } from '../stream-connection.js'
 import type { Tenant } from '../tenants.js'
@@ -48,6 +48,10 @@ export interface ReadFrame {
 export class StreamSession {
   /** v1 results written and not yet acked; handed back to the store if the socket closes. */
   readonly unacked = new Set<string>()
+  // The route and the group of this stream's items without parameters: one object and one string
+  // for all of them (a group key built per item would be hashed anew by every queue lookup).
+  private readonly route: Route
+  private readonly plainGroup: string
 
   constructor(
     private readonly conn: StreamConnection,
@@ -56,7 +60,10 @@ export class StreamSession {
     /** Tenant and model: the scope of this stream's ids and results. */
     readonly owner: string,
     readonly pipeline: Pipeline,
-  ) {}
+  ) {
+    this.route = Object.freeze({ node: hub.node })
+    this.plainGroup = groupKey(conn.model, conn.compute, undefined)
+  }
 
   /** The connection's id (unique in this process). */
   get id(): number {
@@ -203,7 +210,9 @@ export class StreamSession {
         }
       }
     }
-    for (const frame of frames) {
+    // Indexed loops on this path, here and below: no iterator objects per frame, entry or id.
+    for (let f = 0; f < frames.length; f++) {
+      const frame = frames[f]
       if (this.conn.ended) return
       if (frame.bytes > options.maxFrameBytes) {
         const err = new LimitExceededError(`Frame is ${frame.bytes} bytes, over the limit of ${options.maxFrameBytes}; it was skipped`)
@@ -214,9 +223,10 @@ export class StreamSession {
       const entries = parseClientFrame(frame.text, this.conn.v1, options)
       // Inputs are measured by their share of the frame: no second serialization on the hot path.
       let payloads = 0
-      for (const e of entries) if (e.kind === 'payload') payloads++
+      for (let k = 0; k < entries.length; k++) if (entries[k].kind === 'payload') payloads++
       const bytes = payloads > 0 ? Math.ceil(frame.bytes / payloads) : 0
-      for (const e of entries) {
+      for (let k = 0; k < entries.length; k++) {
+        const e = entries[k]
         switch (e.kind) {
           case 'payload': {
             const id = e.payload.id ?? randomUUID()
@@ -242,16 +252,16 @@ export class StreamSession {
               compute: this.conn.compute,
               inputs: e.payload.inputs,
               parameters,
-              group: groupKey(this.model, this.conn.compute, parameters),
+              group: parameters === undefined ? this.plainGroup : groupKey(this.model, this.conn.compute, parameters),
               fingerprint,
               bytes,
-              route: { node: this.hub.node },
+              route: this.route,
             })
             break
           }
           case 'ack':
             await submit()
-            for (const id of e.ids) this.unacked.delete(id)
+            for (let j = 0; j < e.ids.length; j++) this.unacked.delete(e.ids[j])
             await state.acknowledge(owner, e.ids)
             this.hub.router.flush(owner)
             break
