@@ -84,7 +84,8 @@ t.test('--log-format pretty gives readable lines', async (t) => {
   const p = cliProcess(['serve', '--port', '0', '--log-format', 'pretty'])
   t.teardown(() => p.child.kill('SIGKILL'))
   await started(p)
-  await until(() => /server started/.test(p.err()), 'the start line')
+  // Each log line is its own write: wait for both (the warning may come in a later chunk).
+  await until(() => /server started/.test(p.err()) && /No token configured/.test(p.err()), 'the start line and the warning')
   t.match(p.err(), /^\d\d:\d\d:\d\d\.\d{3} INFO  server started url=http:\/\/127\.0\.0\.1:\d+ models=\[/m)
   t.match(p.err(), /^\d\d:\d\d:\d\d\.\d{3} WARN  No token configured/m)
   t.notMatch(p.err(), /^\{/m, 'no JSON lines')
