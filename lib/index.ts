@@ -21,6 +21,7 @@ export {
   type FrameLimits,
 } from './protocol.js'
 export { createServer, InferenceServer, isLoopback } from './server/server.js'
+export { createWorker, InferenceWorker, type WorkerOptions } from './server/worker.js'
 export type { ServerOptions, ResolvedServerOptions } from './server/options.js'
 export { Tenants, parseTokenFile, dataDirSecret, type Tenant, type TenantsOptions } from './server/tenants.js'
 export { ANONYMOUS_TOKEN } from './server/http-util.js'
@@ -38,7 +39,7 @@ export type { StateBackend, SubmitItem, SubmitOutcome, StateLease, LeasedItem, I
 export { ownerKey, httpOwnerKey, type ResultStore, type OwnerCounts, type IdState } from './server/store/result-store.js'
 export { MemoryResultStore, type MemoryResultStoreOptions } from './server/store/memory-result-store.js'
 export { resolvePipeline, type Pipeline, type RunOptions, type ModelRegistry, type Parameters, type ModelLoadState, type Compute } from './models/pipeline.js'
-export { createModelRegistry, BUILTIN_MODEL_IDS, type ModelRegistryOptions, type TransformersOptions } from './models/registry.js'
+export { createModelRegistry, catalogueOf, BUILTIN_MODEL_IDS, type ModelRegistryOptions, type TransformersOptions } from './models/registry.js'
 export { TransformersPipeline, gpuAvailable, type TransformersPipelineOptions } from './models/transformers-pipeline.js'
 export { TRANSFORMERS_TASKS, type TransformersTask } from './models/model-files.js'
 export { UpstreamPipeline, parseUpstreamSpec, type UpstreamPipelineOptions, type UpstreamSpec } from './models/upstream-pipeline.js'

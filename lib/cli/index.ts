@@ -7,6 +7,7 @@ import { benchCommand } from './bench.js'
 import { bulkCommand } from './bulk.js'
 import { runCommand } from './run.js'
 import { serveCommand } from './serve.js'
+import { workerCommand } from './worker.js'
 
 const program = new Command()
   .name('inference-stream')
@@ -26,6 +27,7 @@ function packageVersion(): string {
 
 program.addCommand(runCommand())
 program.addCommand(serveCommand())
+program.addCommand(workerCommand())
 program.addCommand(benchCommand())
 program.addCommand(bulkCommand())
 // Commands made apart from the program do not inherit its exit override: give it to every one

@@ -7,6 +7,7 @@ import { createServer } from '../server/server.js'
 import { parseTokenFile } from '../server/tenants.js'
 import { bytesFlag, secondsFlag } from './common.js'
 import { createLogger, type LogFormat } from './log.js'
+import { addRedisFlags, readSecretFile, redisState, redisUrl } from './redis-flags.js'
 
 function int(name: string) {
   return (value: string): number => {
@@ -40,14 +41,16 @@ export function collectTokens(flags: string[], file: string | undefined, env = p
 
 /** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
 export function serveCommand(): Command {
-  return addModelFlags(new Command('serve'))
+  return addRedisFlags(addModelFlags(new Command('serve')), false)
     .description('Run the inference server (websocket streams, /health, /metrics)')
     .option('-p, --port <port>', 'port to listen on (0: any free port)', int('port'), 8080)
     .option('-H, --host <host>', 'address to bind', '127.0.0.1')
     .option('-t, --token <token...>', 'accepted bearer token (repeatable); also INFERENCE_STREAM_TOKENS', [])
     .option('--token-file <path>', 'file of accepted tokens: one a line, "TOKEN" (a tenant of its own) or "TENANT: TOKEN" (tokens sharing a tenant)')
     .option('--metrics-token <token>', 'bearer token that may read /metrics (default: /metrics answers loopback clients only)')
-    .option('--workers <n>', 'batch workers pulling from the queue', int('workers'), 4)
+    .option('--workers <n>', 'batch workers pulling from the queue (0 with --redis: a front-end that runs no model; worker processes do)', int('workers'), 4)
+    .option('--tenant-secret-file <path>', 'file of the secret tenant ids are made with (16+ bytes): the same on every front-end of a cluster (default: <data-dir>/secret.key, else with --redis one kept in Redis)')
+    .option('--max-deliveries <n>', 'times an item is leased before it fails with ERR_DELIVERY_LIMIT (a worker died on it each time)', int('max-deliveries'))
     .option('--max-batch <n>', 'most items per model call', int('max-batch'), 32)
     .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 0)
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
@@ -61,6 +64,7 @@ export function serveCommand(): Command {
     .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
     .option('--data-dir <dir>', 'durable state and bulk jobs: folder of state.sqlite (queue, stream results, ledger: they survive a crash), jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')
     .option('--datasets <dir>', 'input datasets folder (default <data-dir>/datasets)')
+    .option('--job-lease <seconds>', 'how long a bulk job stays claimed by a front-end that stopped renewing it (died) before another takes it over (default 30)', secondsFlag('job-lease'))
     .option('--shard-rows <n>', 'rows per output Parquet shard of a bulk job', int('shard-rows'), 100000)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal, JSON otherwise (auto), or always one of them').choices(['auto', 'pretty', 'json']).default('auto'))
@@ -75,13 +79,28 @@ Examples:
   $ inference-stream serve --models ./models     # also serves ./models/{org}/{name} (transformers.js, offline)
   $ inference-stream serve --allow-download      # any Hub model, downloaded on first use
   $ inference-stream serve --upstream my/model=https://host/models/my/model --upstream-token $HF_TOKEN
+  $ inference-stream serve --redis redis://127.0.0.1:6379 --workers 0 --token s3cret   # a cluster's front-end (docs/deploy.md)
 
 Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
     )
     .action(async (o) => {
       const logger = createLogger(o.logLevel as string, o.logFormat as LogFormat)
       const { tokens, tenants } = collectTokens(o.token, o.tokenFile)
+      const redis = redisUrl(o, false)
+      if (o.workers === 0 && redis === undefined) throw new InvalidOptionError('--workers 0 runs no model: it is for a front-end of a cluster, with --redis URL (worker processes run the items)')
+      const state = redis === undefined ? undefined : redisState(redis, o.redisPrefix, o.maxRetainedBytes)
+      // Front-ends of one cluster make the same tenant ids: a secret file, the shared data folder's, or the one kept in Redis.
+      let tenantSecret: Buffer | undefined = o.tenantSecretFile ? readSecretFile(o.tenantSecretFile) : undefined
+      if (state && !tenantSecret && !o.dataDir) {
+        tenantSecret = await state.sharedSecret().catch((err: Error) => {
+          throw new InvalidOptionError(`Cannot reach Redis at ${redis}: ${err.message}`)
+        })
+        logger.info('tenant ids are made with the secret kept in Redis (give --tenant-secret-file to keep it out)')
+      }
       const server = createServer({
+        state,
+        tenantSecret,
+        maxDeliveries: o.maxDeliveries,
         tokens,
         tenants,
         metricsToken: o.metricsToken,
@@ -100,12 +119,13 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         dataDir: o.dataDir,
         datasetsDir: o.datasets,
         shardRows: o.shardRows,
+        jobLeaseMs: o.jobLease,
         logger,
       })
       const url = await server.listen(o.port, o.host)
       // One line on stdout, so scripts can read the address (with --port 0 especially).
       process.stdout.write(`listening on ${url}\n`)
-      logger.info({ url, models: server.registry.list(), auth: server.open ? 'none' : `${tokens.length + Object.values(tenants).flat().length} token(s), ${Object.keys(tenants).length} named tenant(s)` }, 'server started')
+      logger.info({ url, models: server.registry.list(), state: redis ? `redis (${o.workers} workers here)` : o.dataDir ? 'sqlite' : 'memory', auth: server.open ? 'none' : `${tokens.length + Object.values(tenants).flat().length} token(s), ${Object.keys(tenants).length} named tenant(s)` }, 'server started')
       if (server.open) logger.warn('No token configured: any token is accepted, from loopback clients only')
       let stopping = false
       const stop = (signal: string): void => {
@@ -115,6 +135,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         server.close().then(
           async () => {
             await server.registry.close()
+            await state?.close()
             process.exit(0)
           },
           (err) => {

@@ -1,7 +1,7 @@
 /** The default ModelRegistry: builtin models plus the pipelines a user passes in. */
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { InvalidOptionError, ShuttingDownError, UnknownModelError } from '../errors.js'
+import { InvalidOptionError, ModelError, ShuttingDownError, UnknownModelError } from '../errors.js'
 import { ECHO_MODEL_ID, EchoPipeline } from './builtin-echo.js'
 import { defaultCacheDir, defaultHubCacheDir, isHubModelId, normalizeTask, resolveModelDir, TRANSFORMERS_TASKS, type ModelSearchPaths } from './model-files.js'
 import type { Compute, ModelRegistry, Pipeline } from './pipeline.js'
@@ -264,4 +264,33 @@ let transformersFound: boolean | undefined
 function transformersInstalled(): boolean {
   if (transformersFound !== true) transformersFound = hasDependency('@huggingface/transformers')
   return transformersFound
+}
+
+/**
+ * The catalogue of a registry for a process that runs no model (a front-end with `workers: 0`
+ * over a shared state backend): the same ids, tasks and errors, so streams and requests are
+ * checked as usual, but its pipelines never load (no loading status, no memory) and refuse to run
+ * (the workers of the cluster run the items).
+ */
+export function catalogueOf(registry: ModelRegistry): ModelRegistry {
+  const views = new WeakMap<Pipeline, Pipeline>()
+  return {
+    get(id, compute) {
+      const p = registry.get(id, compute)
+      if (p === undefined) return undefined
+      let view = views.get(p)
+      if (!view) {
+        view = {
+          id: p.id,
+          task: p.task,
+          run: () => Promise.reject(new ModelError(`Model ${p.id} runs in the worker processes, not in this front-end (workers: 0)`)),
+        }
+        views.set(p, view)
+      }
+      return view
+    },
+    unavailable: registry.unavailable ? (id, compute) => registry.unavailable!(id, compute) : undefined,
+    list: () => registry.list(),
+    close: () => registry.close(),
+  }
 }

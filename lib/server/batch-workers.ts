@@ -16,6 +16,8 @@ export interface BatchWorkersOptions {
    * and replaced) and the worker takes other work. Default 120000.
    */
   batchTimeoutMs?: number
+  /** How long a lease lasts before another worker may take it back, in ms (renewed while held). Default: the batch time limit + 30 s. */
+  leaseMs?: number
   /** Most batches one tenant may hold at once, asked at each pull. Default `leaseCap(workers)` (one worker left free). */
   maxLeasesPerTenant?: () => number
   /** The state backend the workers lease batches from and finish them into. */
@@ -25,6 +27,11 @@ export interface BatchWorkersOptions {
   registry: ModelRegistry
   metrics: ServerMetrics
   logger?: Logger
+  /**
+   * Items of models `registry` does not serve stay queued for other processes (a worker of a
+   * cluster serving some models) instead of failing with `ERR_UNKNOWN_MODEL`. Default false.
+   */
+  leaveUnserved?: boolean
 }
 
 /**
@@ -44,7 +51,8 @@ export class BatchWorkers {
   /** The queue's `accept`: a model that is not ready is taken by one worker, which claims it. */
   private readonly accept = (head: LeasedItem): boolean => {
     const pipeline = this.o.registry.get(head.model, head.compute)
-    if (pipeline?.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') return true
+    if (pipeline === undefined) return !this.o.leaveUnserved
+    if (pipeline.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') return true
     const key = `${head.model}\n${head.compute}`
     if (this.loadWaits.has(key)) return false
     this.loadWaits.add(key)
@@ -72,7 +80,7 @@ export class BatchWorkers {
 
   /** How long a lease lasts before another worker may take it back: the batch time limit and a margin; renewed while held. */
   get leaseMs(): number {
-    return (this.o.batchTimeoutMs ?? 120_000) + 30_000
+    return this.o.leaseMs ?? (this.o.batchTimeoutMs ?? 120_000) + 30_000
   }
 
   private async loop(consumer: string): Promise<void> {

@@ -1,4 +1,6 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type http from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { AuthenticationError } from '../errors.js'
 import { parseBearer } from '../protocol.js'
 import { ANONYMOUS_TOKEN, type Tenant, type Tenants } from './tenants.js'
@@ -87,4 +89,22 @@ export function readBody(req: http.IncomingMessage, max: number): Promise<BodyRe
     req.on('error', onAbort)
     req.on('close', onAbort)
   })
+}
+
+/** Whether a socket address is on this machine (127.0.0.0/8, ::1, IPv4-mapped loopback). */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
+}
+
+/**
+ * `/metrics` shows every tenant's bill: the operator's metrics token, or a loopback client when
+ * none is set. Compared as digests in constant time.
+ */
+export function metricsAllowed(req: IncomingMessage, expected: string | undefined): boolean {
+  if (expected === undefined) return isLoopback(req.socket.remoteAddress)
+  const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(req.headers.authorization ?? '')
+  if (!m) return false
+  const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+  return timingSafeEqual(digest(m[1]), digest(expected))
 }

@@ -57,7 +57,11 @@ export interface ServerOptions {
   maxConnections?: number
   /** Open websocket streams of one tenant; more are refused (status then close 1008). Default 64. */
   maxStreamsPerTenant?: number
-  /** Batch workers pulling from the queue concurrently. Default 4. */
+  /**
+   * Batch workers pulling from the queue concurrently. Default 4. 0 (only with a shared `state`):
+   * a front-end that runs no model — its registry is the catalogue (ids and tasks), worker
+   * processes (`createWorker`, `inference-stream worker`) run the items.
+   */
   workers?: number
   /** Most items per model call. Default 32. */
   maxBatch?: number
@@ -155,7 +159,8 @@ export interface ServerOptions {
 export type ResolvedServerOptions = Required<Omit<ServerOptions, 'registry' | 'state' | 'nodeId' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>> &
   Pick<ServerOptions, 'registry' | 'state' | 'nodeId' | 'logger' | 'outputs' | 'dataDir' | 'datasetsDir' | 'jobMaxInFlight' | 'tenantSecret' | 'metricsToken' | 'maxWorkersPerTenant'>
 
-const defaults = {
+/** Defaults of {@link ServerOptions}. */
+export const SERVER_DEFAULTS = {
   tokens: [] as string[],
   tenants: {} as Record<string, string[]>,
   batchTimeoutMs: 120_000,
@@ -199,8 +204,12 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
   }
   // An option given as undefined takes its default (the CLI passes unset flags that way).
   const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined))
-  const o = { ...defaults, ...given } as ResolvedServerOptions
-  for (const k of ['workers', 'maxBatch', 'maxQueuedPerToken', 'maxRetained', 'retentionMs', 'maxFrameBytes',
+  const o = { ...SERVER_DEFAULTS, ...given } as ResolvedServerOptions
+  positiveInt(o as unknown as Record<string, unknown>, 'workers', 0)
+  if (o.workers === 0 && options.state === undefined) {
+    throw new InvalidOptionError('Option "workers" is 0: this server would run no model. A front-end without workers needs a shared "state" (a RedisStateBackend, as serve --redis) that worker processes serve')
+  }
+  for (const k of ['maxBatch', 'maxQueuedPerToken', 'maxRetained', 'retentionMs', 'maxFrameBytes',
     'maxItemsPerFrame', 'maxInputsBytes', 'statusIntervalMs', 'authTimeoutMs', 'batchTimeoutMs', 'maxQueuedBytesPerTenant',
     'maxUndeliveredBytesPerTenant', 'maxRetainedBytes', 'maxConnections', 'maxStreamsPerTenant', 'maxDeliveries'] as const) {
     positiveInt(o as unknown as Record<string, unknown>, k)

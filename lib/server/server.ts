@@ -1,4 +1,4 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import http from 'node:http'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js'
 import { ShuttingDownError, toWireError } from '../errors.js'
-import { createModelRegistry } from '../models/registry.js'
+import { catalogueOf, createModelRegistry } from '../models/registry.js'
 import { resolvePipeline, type Compute, type ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { BulkJobs } from './bulk/bulk-jobs.js'
@@ -27,14 +27,11 @@ import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 import { leaseCap } from './queue/fair-share.js'
 import { Tenants, dataDirSecret } from './tenants.js'
+import { isLoopback, metricsAllowed } from './http-util.js'
 
 const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/
 
-/** Whether a socket address is on this machine (127.0.0.0/8, ::1, IPv4-mapped loopback). */
-export function isLoopback(address: string | undefined): boolean {
-  if (!address) return false
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
-}
+export { isLoopback }
 
 /**
  * The inference server: websocket streams at `/bulk/stream/{cpu|gpu}/{model}`, the classic HTTP
@@ -81,7 +78,12 @@ export class InferenceServer {
       secret: o.tenantSecret ?? (o.dataDir ? dataDirSecret(o.dataDir) : undefined),
       logger: o.logger,
     })
-    this.registry = o.registry ?? createModelRegistry()
+    if (options.state && !(options.state instanceof MemoryStateBackend) && !o.tenantSecret && !o.dataDir) {
+      o.logger?.warn('A shared state without "tenantSecret": tenant ids are made with this process\'s own random secret, so front-ends sharing the state do not see each other\'s tenants (pass the same tenantSecret to every one)')
+    }
+    // A front-end without workers knows the models (ids, tasks, errors) but never loads one.
+    const registry = o.registry ?? createModelRegistry()
+    this.registry = o.workers === 0 ? catalogueOf(registry) : registry
     const retention = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes }
     // A data folder holds the state too: what a stream sent survives a crash of the server.
     this.state = options.state ?? (o.dataDir ? new SqliteStateBackend({ path: join(o.dataDir, 'state.sqlite'), ...retention }) : new MemoryStateBackend(retention))
@@ -149,7 +151,8 @@ export class InferenceServer {
         outputs: (tenant) => spaces.outputs(tenant),
         hub: this.hub,
         registry: this.registry,
-        maxInFlight: o.jobMaxInFlight ?? o.workers * o.maxBatch,
+        // A front-end without workers: as many as a default server's workers would take.
+        maxInFlight: o.jobMaxInFlight ?? (o.workers || 4) * o.maxBatch,
         shardRows: o.shardRows,
         maxConcurrentJobs: o.maxConcurrentJobs,
         maxInputsBytes: o.maxInputsBytes,
@@ -285,17 +288,6 @@ export class InferenceServer {
     }
   }
 
-  // `/metrics` shows every tenant's bill: the operator's metrics token, or a loopback client when
-  // none is set. Compared as digests in constant time.
-  private metricsAllowed(req: http.IncomingMessage): boolean {
-    const expected = this.options.metricsToken
-    if (expected === undefined) return isLoopback(req.socket.remoteAddress)
-    const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(req.headers.authorization ?? '')
-    if (!m) return false
-    const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
-    return timingSafeEqual(digest(m[1]), digest(expected))
-  }
-
   private allowed(req: http.IncomingMessage): boolean {
     return !this.open || isLoopback(req.socket.remoteAddress)
   }
@@ -324,7 +316,7 @@ export class InferenceServer {
       return
     }
     if (req.method === 'GET' && path === '/metrics') {
-      if (!this.metricsAllowed(req)) {
+      if (!metricsAllowed(req, this.options.metricsToken)) {
         res.setHeader('www-authenticate', 'Bearer')
         return json(401, { error: 'The metrics are for the operator: send "Authorization: Bearer <metrics token>" (serve --metrics-token), or scrape from this machine', code: 'ERR_AUTHENTICATION' })
       }
@@ -422,7 +414,13 @@ export class InferenceServer {
     const status = errorStatus(new ShuttingDownError())
     for (const s of this.hub.sockets.all()) s.send(status)
     const deadline = Date.now() + this.options.shutdownTimeoutMs
-    while (Date.now() < deadline) {
+    if (this.options.state) {
+      // A shared state: its queue is the cluster's, other processes go on with it. Batches running
+      // here finish (up to the timeout), nothing new is taken.
+      this.workers.stopPulling()
+      while (this.workers.busy > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    }
+    while (!this.options.state && Date.now() < deadline) {
       const q = await this.state.stats()
       if (q.queued === 0 && q.processing === 0) break
       await new Promise((r) => setTimeout(r, 10))

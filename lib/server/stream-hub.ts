@@ -49,13 +49,15 @@ export class StreamHub {
 
   /** A stream authenticated: it may now receive the owner's waiting results. */
   register(s: StreamSession): void {
+    const first = !this.sockets.has(s.owner)
     this.sockets.add(s)
-    this.router.opened(s.owner)
+    this.router.opened(s.owner, first)
   }
 
   /** A stream closed: its unacked v1 results go back to the store and on to other streams. */
   unregister(s: StreamSession): void {
     if (!this.sockets.delete(s)) return
+    if (!this.sockets.has(s.owner)) this.router.closed(s.owner)
     const unacked = [...s.unacked]
     s.unacked.clear()
     if (unacked.length > 0) this.router.returnUndelivered(s.owner, unacked)

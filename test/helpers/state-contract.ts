@@ -255,6 +255,29 @@ export function stateContract(t: Test, make: BackendFactory, options: ContractOp
     t.equal(await billed(b), 2)
   })
 
+  t.test('stream results also reach the nodes attached to their owner; sink results only their node', async (t) => {
+    const b = await fresh(t)
+    const got = new Map<string, string[]>([[NODE, []], ['node-b', []]])
+    for (const node of got.keys()) b.subscribe(node, (rs) => got.get(node)!.push(...rs.map((r) => `${r.owner.split(/[ \n]/)[0]}/${r.id}${r.sink ? '@' + r.sink : ''}`)))
+    const ownerA = ownerKey('A', 'builtin/echo')
+    const run = async (items: SubmitItem[]): Promise<void> => {
+      await b.submit(items)
+      const lease = (await leaseNow(b)) as StateLease
+      await b.finish(lease, all(lease))
+      // A backend that notifies through a store of its own (Redis) may call listeners later: let it.
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    await b.attach('node-b', ownerA, true)
+    await run([item('A', '1'), item('B', '2'), item('A', 'h', { owner: 'A http\nbuiltin/echo', route: { node: NODE, sink: 'http:1' } })])
+    t.same(got.get(NODE)!.sort(), ['A/1', 'A/h@http:1', 'B/2'], 'the submitting node hears of all')
+    t.same(got.get('node-b'), ['A/1'], 'the attached node hears of its owner\'s stream results only, once')
+    t.same((await b.takeUndelivered(ownerA, 10)).map(([id]) => id), ['1'], 'the result itself waits in the store for whichever node takes it')
+    await b.attach('node-b', ownerA, false)
+    await run([item('A', '3')])
+    t.same(got.get('node-b'), ['A/1'], 'a detached node hears of nothing more')
+    t.same(got.get(NODE)!.filter((x) => x === 'A/3'), ['A/3'])
+  })
+
   t.test('byte budget: a tenant over its queued bytes is refused, another is not', async (t) => {
     const b = await fresh(t)
     const big = 'x'.repeat(100)

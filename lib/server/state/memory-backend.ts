@@ -226,6 +226,11 @@ export class MemoryStateBackend implements StateBackend {
     return this.listeners.subscribe(node, listener)
   }
 
+  async attach(node: string, owner: string, open: boolean): Promise<void> {
+    this.listeners.attach(node, owner, open)
+  }
+
+
   async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
     return ids.map((id) => this.store.lookup(owner, id))
   }

@@ -28,6 +28,7 @@ import { requireOptional } from '../../optional-deps.js'
 import { decodePair, RedisKeys } from './redis-keys.js'
 import { SCRIPTS, type ScriptName } from './redis-scripts.js'
 import { RouteListeners } from './route-listeners.js'
+import { PRESENCE_TTL_MS } from './state-backend.js'
 import type {
   FinishOutcome,
   IdState,
@@ -135,6 +136,8 @@ export class RedisStateBackend implements StateBackend {
   private reading?: Promise<void>
   private blocked = false
   private readonly nodes = new Map<string, NodeReader>()
+  /** Owner → nodes of this process with a stream of it open (`attach`), renewed in Redis with the heartbeat. */
+  private readonly attached = new Map<string, Set<string>>()
   private readonly nodeByKey = new Map<string, NodeReader>()
   private readonly listeners = new RouteListeners()
   private waiters = new Set<() => void>()
@@ -178,7 +181,10 @@ export class RedisStateBackend implements StateBackend {
       scripts[name] = ((this.cmd as unknown as Record<string, Script>)[name] as Script).bind(this.cmd)
     }
     this.scripts = scripts
-    const beat = (): void => void this.call('isBeat', Date.now(), []).catch(noop)
+    const beat = (): void => {
+      void this.call('isBeat', Date.now(), []).catch(noop)
+      void this.renewPresence().catch(noop)
+    }
     beat()
     this.beat = setInterval(beat, BEAT_MS)
     this.beat.unref()
@@ -422,6 +428,48 @@ export class RedisStateBackend implements StateBackend {
     }
   }
 
+  /**
+   * The deployment's tenant secret, shared by every front-end on this Redis and prefix: 32 random
+   * bytes made by the first to ask, kept in Redis. Front-ends need one secret (tenant ids key every
+   * stored thing); give them one of your own (`tenantSecret`, `serve --tenant-secret-file`) to keep
+   * it out of Redis, where a reader of the data could then also tell which tenant is which.
+   */
+  async sharedSecret(): Promise<Buffer> {
+    const key = this.keys.key('secret')
+    await this.cmd.set(key, randomBytes(32).toString('hex'), 'NX')
+    const hex = await this.cmd.get(key)
+    if (!hex || !/^[0-9a-f]{32,}$/.test(hex)) throw new InvalidOptionError(`The tenant secret in Redis (${key}) is not hex of 16 bytes or more`)
+    return Buffer.from(hex, 'hex')
+  }
+
+  async attach(node: string, owner: string, open: boolean): Promise<void> {
+    let nodes = this.attached.get(owner)
+    const key = this.keys.key('present', owner)
+    if (open) {
+      if (!nodes) this.attached.set(owner, (nodes = new Set()))
+      nodes.add(node)
+      await this.cmd.multi().hset(key, node, Date.now() + PRESENCE_TTL_MS).pexpire(key, PRESENCE_TTL_MS).exec()
+      return
+    }
+    if (!nodes?.delete(node)) return
+    if (nodes.size === 0) this.attached.delete(owner)
+    await this.cmd.hdel(key, node)
+  }
+
+  // This process's nodes still hold their owners' streams: their words in Redis are renewed (with
+  // the heartbeat, a third of their time), so only those of a process that died run out.
+  private async renewPresence(): Promise<void> {
+    if (this.attached.size === 0 || this.closed) return
+    const until = Date.now() + PRESENCE_TTL_MS
+    const p = this.cmd.pipeline()
+    for (const [owner, nodes] of this.attached) {
+      const key = this.keys.key('present', owner)
+      for (const node of nodes) p.hset(key, node, until)
+      p.pexpire(key, PRESENCE_TTL_MS)
+    }
+    await p.exec()
+  }
+
   // Hands this process's listeners what a transition of its own routed to them, at once.
   private routeLocal(routed: RoutedReply): void {
     if (routed.length === 0 || this.nodes.size === 0) return
@@ -592,6 +640,10 @@ export class RedisStateBackend implements StateBackend {
     this.wakeLocal()
     this.closing = (async () => {
       try {
+        const p = this.cmd.pipeline()
+        for (const [owner, nodes] of this.attached) p.hdel(this.keys.key('present', owner), ...nodes)
+        this.attached.clear()
+        await p.exec()
         await this.call('isLeave', Date.now(), [])
       } catch {
         // Redis is gone: the in-flight results return when another process sweeps this silent instance.

@@ -56,8 +56,12 @@ export const KEY_NAMES = {
   ledger: [],
   /** HASH owner → items billed (a job's bill). */
   billed: [],
+  /** HASH of one owner: node → until when (ms) it holds a stream of the owner (`attach`, renewed while it does): its stream results are routed there too. */
+  present: ['owner'],
   /** STREAM of one node (front-end process): the results routed to it (`subscribe`). */
   node: ['node'],
+  /** STRING: the deployment's tenant secret (hex), when the front-ends were given none (`sharedSecret`). */
+  secret: [],
   /** Pub/sub channel: a transition queued items (waiting leases of every process look again). */
   wake: [],
 } as const satisfies Record<string, readonly string[]>

@@ -271,6 +271,22 @@ local function flush_routes()
   end
 end
 
+-- The nodes where an owner has a stream open (attach), read once per script; an entry past its
+-- time (a node that died without detaching) is dropped.
+local PRESENT = {}
+local function present(owner)
+  local list = PRESENT[owner]
+  if list then return list end
+  list = {}
+  local key = K.present(owner)
+  local kv = redis.call('HGETALL', key)
+  for j = 1, #kv, 2 do
+    if tonumber(kv[j + 1]) > NOW then table.insert(list, kv[j]) else redis.call('HDEL', key, kv[j]) end
+  end
+  PRESENT[owner] = list
+  return list
+end
+
 -- Stores one finished item's result (or forgets it: a sink route without retain) and routes it.
 -- r: stored (text kept), len (its UTF-16 length), outputs (the result itself), oversize, failed, cs.
 local function store(it, r)
@@ -279,6 +295,9 @@ local function store(it, r)
     if r.oversize then table.insert(f, 'v'); table.insert(f, '1'); table.insert(f, 'x'); table.insert(f, r.outputs) end
     local first, lost = complete(it.o, it.i, r.stored, r.len, false)
     route(it.n, f)
+    for _, n in ipairs(present(it.o)) do
+      if n ~= it.n then route(n, {'o', it.o, 'i', it.i}) end
+    end
     return first, lost
   end
   local f = {'o', it.o, 'i', it.i, 's', it.s, 'x', r.outputs}

@@ -900,6 +900,11 @@ export class SqliteStateBackend implements StateBackend {
     return this.listeners.subscribe(node, listener)
   }
 
+  async attach(node: string, owner: string, open: boolean): Promise<void> {
+    this.listeners.attach(node, owner, open)
+  }
+
+
   async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
     this.check()
     const s = this.owners.get(owner)

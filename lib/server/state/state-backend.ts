@@ -21,6 +21,9 @@
  */
 import type { Compute, Parameters } from '../../models/pipeline.js'
 
+/** How long a node's word that it holds a stream of an owner lasts unless renewed (a node that died). */
+export const PRESENCE_TTL_MS = 30_000
+
 /** Where a finished result goes. */
 export interface Route {
   /** The node (front-end process) that submitted the item: it holds the socket or the request. */
@@ -231,8 +234,18 @@ export interface StateBackend {
    * `maxDeliveries` times already — finish with `ERR_DELIVERY_LIMIT` (routed, not billed).
    */
   reclaim(now: number, maxDeliveries: number): Promise<ReclaimOutcome>
-  /** Results routed to `node`, handed to `listener` after each transition that routes some. */
+  /**
+   * Results routed to `node`, handed to `listener` after each transition that routes some: its sinks'
+   * results, and stream results of the items it submitted and of every owner attached to it.
+   */
   subscribe(node: string, listener: (routed: Routed[]) => void): () => void
+  /**
+   * `node` has a stream of `owner` open (`open` true) or no longer (false): stream results of the
+   * owner finished from now on are routed to it too, whichever node submitted the items (a client
+   * that reconnected to another front-end hears of them there). A node that dies without saying so
+   * is forgotten after a while (Redis: {@link PRESENCE_TTL_MS}); the results stay in the store.
+   */
+  attach(node: string, owner: string, open: boolean): Promise<void>
   /** State of ids, with the retained outputs of finished ones. */
   lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>>
   /** Moves one undelivered result to in flight; its outputs, or undefined when it was not undelivered. */

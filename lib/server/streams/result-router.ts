@@ -28,7 +28,7 @@ export class ResultRouter {
 
   constructor(
     private readonly state: StateBackend,
-    node: string,
+    private readonly node: string,
     private readonly sockets: StreamSockets,
     private readonly sinks: LocalSinks,
     private readonly logger: Logger | undefined,
@@ -59,10 +59,27 @@ export class ResultRouter {
     }
   }
 
-  /** An owner's stream opened here: results may wait from before (another stream, another node, a restart). */
-  opened(owner: string): void {
+  /**
+   * An owner's stream opened here: results may wait from before (another stream, another node, a
+   * restart). The owner's first stream here attaches this node to the owner first, so that results
+   * of its items submitted through other nodes are routed here from then on; the flush after it
+   * takes those finished before.
+   */
+  opened(owner: string, first: boolean): void {
     this.waiting.add(owner)
-    this.flush(owner)
+    if (!first) return this.flush(owner)
+    this.state.attach(this.node, owner, true).then(
+      () => this.flush(owner),
+      (err: unknown) => {
+        this.logger?.error({ err }, 'attaching to the owner\'s results failed')
+        this.flush(owner)
+      },
+    )
+  }
+
+  /** The owner's last stream here closed: its results need not be routed here any more. */
+  closed(owner: string): void {
+    this.state.attach(this.node, owner, false).catch((err: unknown) => this.logger?.error({ err }, 'detaching from the owner\'s results failed'))
   }
 
   /** Results that could not be written go back to the store (undelivered), then on to another stream. */

@@ -74,6 +74,11 @@ export class StreamSockets {
     return this.byOwner.keys()
   }
 
+  /** Whether an owner has an open stream here. */
+  has(owner: string): boolean {
+    return this.byOwner.has(owner)
+  }
+
   /** Open streams of an owner. */
   of(owner: string): Iterable<StreamSession> {
     return this.byOwner.get(owner) ?? []
