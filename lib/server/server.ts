@@ -300,8 +300,8 @@ export class InferenceServer {
     if (!this.allowed(req)) return json(403, { error: 'No token is configured: only loopback clients are accepted' })
     const path = (req.url ?? '/').split('?')[0]
     if (req.method === 'GET' && path === '/health') {
-      this.state.stats().then(
-        (q) =>
+      Promise.all([this.state.stats(), this.state.workersOnline?.()]).then(
+        ([q, online]) =>
           json(this.closing ? 503 : 200, {
             status: this.closing ? 'closing' : 'ok',
             models: this.registry.list(),
@@ -310,6 +310,8 @@ export class InferenceServer {
             streams: [...this.hub.sockets.all()].length,
             workers: this.options.workers,
             max_batch: this.options.maxBatch,
+            // A cluster's worker processes (a shared state that knows them).
+            ...(online ? { workers_online: online.map((w) => ({ node: w.node, models: w.models, workers: w.workers })) } : {}),
           }),
         (err: Error) => json(500, { error: err.message }),
       )

@@ -169,6 +169,7 @@ export class StreamConnection {
     })
     hub.register(session)
     session.watchLoading()
+    session.watchWorkers()
   }
 
   /**

@@ -8,7 +8,10 @@ import { BatchWorkers } from './batch-workers.js'
 import { ServerMetrics } from './metrics.js'
 import { SERVER_DEFAULTS } from './options.js'
 import { metricsAllowed } from './http-util.js'
-import type { StateBackend } from './state/state-backend.js'
+import type { StateBackend, WorkerInfo } from './state/state-backend.js'
+
+/** How long a worker's announcement lasts unless renewed (every third of it). */
+const ANNOUNCE_TTL_MS = 30_000
 
 /** Settings of {@link InferenceWorker}. */
 export interface WorkerOptions {
@@ -62,6 +65,8 @@ export class InferenceWorker {
   readonly metrics: ServerMetrics
   private readonly workers: BatchWorkers
   private readonly timer: NodeJS.Timeout
+  private readonly announcer: NodeJS.Timeout
+  private readonly info: WorkerInfo
   private readonly options: Required<Pick<WorkerOptions, 'workers' | 'maxBatch' | 'shutdownTimeoutMs' | 'maxDeliveries'>> & WorkerOptions
   private httpServer: http.Server | undefined
   private closing: Promise<void> | undefined
@@ -106,6 +111,12 @@ export class InferenceWorker {
       o.state.reclaim(Date.now(), o.maxDeliveries).catch((err: unknown) => o.logger?.error({ err }, 'reclaiming leases failed'))
     }, o.reclaimIntervalMs ?? 5000)
     this.timer.unref()
+    // The front-ends tell a stream whose model no worker serves (StateBackend.workersOnline).
+    this.info = { node: this.node, models: registry.list(), workers: o.workers }
+    const announce = (): void => void o.state.announceWorker?.(this.info, ANNOUNCE_TTL_MS).catch((err: unknown) => o.logger?.warn({ err }, 'announcing the worker failed'))
+    announce()
+    this.announcer = setInterval(announce, ANNOUNCE_TTL_MS / 3)
+    this.announcer.unref()
   }
 
   /** Batches being run now. */
@@ -178,6 +189,8 @@ export class InferenceWorker {
 
   private async doClose(): Promise<void> {
     clearInterval(this.timer)
+    clearInterval(this.announcer)
+    await this.options.state.announceWorker?.(this.info, 0).catch(() => {})
     this.workers.stopPulling()
     const deadline = Date.now() + this.options.shutdownTimeoutMs
     while (this.workers.busy > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))

@@ -19,7 +19,9 @@ import type {
   SubmitOptions,
   SubmitOutcome,
   TenantBytes,
+  WorkerInfo,
 } from './state-backend.js'
+import { LocalWorkers } from './local-workers.js'
 import { RouteListeners } from './route-listeners.js'
 
 const QUEUED: SubmitOutcome = Object.freeze({ status: 'queued' })
@@ -42,6 +44,7 @@ export class MemoryStateBackend implements StateBackend {
   private readonly store: MemoryResultStore
   private readonly held = new Map<string, Held>()
   private readonly listeners = new RouteListeners()
+  private readonly workers = new LocalWorkers()
   private readonly ledgerByTenant = new Map<string, Map<string, number>>()
   private readonly ledgerByOwner = new Map<string, number>()
   private deadLettered = 0
@@ -224,6 +227,14 @@ export class MemoryStateBackend implements StateBackend {
 
   subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
     return this.listeners.subscribe(node, listener)
+  }
+
+  async announceWorker(info: WorkerInfo, ttlMs: number): Promise<void> {
+    this.workers.announce(info, ttlMs)
+  }
+
+  async workersOnline(): Promise<WorkerInfo[]> {
+    return this.workers.online()
   }
 
   async attach(node: string, owner: string, open: boolean): Promise<void> {

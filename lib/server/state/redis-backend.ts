@@ -46,6 +46,7 @@ import type {
   SubmitOptions,
   SubmitOutcome,
   TenantBytes,
+  WorkerInfo,
 } from './state-backend.js'
 
 /** Options of a {@link RedisStateBackend}. */
@@ -440,6 +441,37 @@ export class RedisStateBackend implements StateBackend {
     const hex = await this.cmd.get(key)
     if (!hex || !/^[0-9a-f]{32,}$/.test(hex)) throw new InvalidOptionError(`The tenant secret in Redis (${key}) is not hex of 16 bytes or more`)
     return Buffer.from(hex, 'hex')
+  }
+
+  async announceWorker(info: WorkerInfo, ttlMs: number): Promise<void> {
+    const key = this.keys.key('workers')
+    if (ttlMs <= 0) {
+      await this.cmd.hdel(key, info.node)
+      return
+    }
+    await this.cmd.hset(key, info.node, JSON.stringify({ models: info.models, workers: info.workers, until: Date.now() + ttlMs }))
+  }
+
+  async workersOnline(): Promise<WorkerInfo[]> {
+    const key = this.keys.key('workers')
+    const all = await this.cmd.hgetall(key)
+    const now = Date.now()
+    const out: WorkerInfo[] = []
+    for (const [node, json] of Object.entries(all)) {
+      let v: { models?: unknown; workers?: unknown; until?: unknown } | undefined
+      try {
+        v = JSON.parse(json) as typeof v
+      } catch {
+        v = undefined
+      }
+      // Gone (its word ran out: it died) or not ours to read: dropped.
+      if (!v || typeof v.until !== 'number' || v.until < now || !Array.isArray(v.models)) {
+        await this.cmd.hdel(key, node)
+        continue
+      }
+      out.push({ node, models: v.models.map(String), workers: Number(v.workers) || 0 })
+    }
+    return out
   }
 
   async attach(node: string, owner: string, open: boolean): Promise<void> {

@@ -60,6 +60,8 @@ export const KEY_NAMES = {
   present: ['owner'],
   /** STREAM of one node (front-end process): the results routed to it (`subscribe`). */
   node: ['node'],
+  /** HASH worker node → JSON `{models, workers, until}`: the worker processes online (`announceWorker`). */
+  workers: [],
   /** STRING: the deployment's tenant secret (hex), when the front-ends were given none (`sharedSecret`). */
   secret: [],
   /** Pub/sub channel: a transition queued items (waiting leases of every process look again). */

@@ -54,7 +54,9 @@ import type {
   SubmitOptions,
   SubmitOutcome,
   TenantBytes,
+  WorkerInfo,
 } from './state-backend.js'
+import { LocalWorkers } from './local-workers.js'
 import { RouteListeners } from './route-listeners.js'
 
 /** Options of a {@link SqliteStateBackend}. */
@@ -274,6 +276,7 @@ export class SqliteStateBackend implements StateBackend {
   private readonly order = new Set<Entry>()
   private readonly held = new Map<string, Held>()
   private readonly listeners = new RouteListeners()
+  private readonly workers = new LocalWorkers()
   private retained = 0
   private deadLettered = 0
   // Queue positions: a submit appends after `hi`, a requeue goes in front of `lo`.
@@ -898,6 +901,14 @@ export class SqliteStateBackend implements StateBackend {
 
   subscribe(node: string, listener: (routed: Routed[]) => void): () => void {
     return this.listeners.subscribe(node, listener)
+  }
+
+  async announceWorker(info: WorkerInfo, ttlMs: number): Promise<void> {
+    this.workers.announce(info, ttlMs)
+  }
+
+  async workersOnline(): Promise<WorkerInfo[]> {
+    return this.workers.online()
   }
 
   async attach(node: string, owner: string, open: boolean): Promise<void> {

@@ -199,6 +199,15 @@ export interface LedgerEntry {
   readonly items: number
 }
 
+/** A worker process of a cluster, as it announces itself (`StateBackend.announceWorker`). */
+export interface WorkerInfo {
+  readonly node: string
+  /** Model ids it serves. */
+  readonly models: readonly string[]
+  /** Batches it runs at once. */
+  readonly workers: number
+}
+
 /** What `reclaim` did. */
 export interface ReclaimOutcome {
   /** Items put back in the queue (their lease expired). */
@@ -267,6 +276,14 @@ export interface StateBackend {
   billedTo(owner: string): Promise<number>
   /** Drops results past their retention; returns how many undelivered ones were lost. */
   sweep(now: number): Promise<number>
+  /**
+   * Optional (a backend shared by processes): a worker process says it serves `info.models` for
+   * the next `ttlMs` (renewed while it runs; `ttlMs` 0 withdraws it). Front-ends read
+   * {@link StateBackend.workersOnline} to tell a stream whose model no worker serves.
+   */
+  announceWorker?(info: WorkerInfo, ttlMs: number): Promise<void>
+  /** Optional: the worker processes whose announcement has not run out. */
+  workersOnline?(): Promise<WorkerInfo[]>
   /** Wakes pending leases with `null`; further submits fail with `ERR_SHUTTING_DOWN`. */
   close(): Promise<void>
 }

@@ -166,6 +166,26 @@ export class StreamSession {
     )
   }
 
+  /**
+   * On a front-end that runs no model (`workers: 0`): when no worker process online serves this
+   * stream's model, the stream is told so at once (its items wait in the queue until one does).
+   */
+  watchWorkers(): void {
+    const { state, options } = this.hub
+    if (options.workers !== 0 || !state.workersOnline) return
+    state.workersOnline().then(
+      (online) => {
+        if (!this.isOpen || online.some((w) => w.models.includes(this.model))) return
+        this.send({
+          type: 'status',
+          message: `No worker process serves ${this.model} now (${online.length} online): items wait in the queue until one does`,
+          workers: 0,
+        })
+      },
+      (err: unknown) => this.hub.logger?.warn({ err }, 'reading the workers online failed'),
+    )
+  }
+
   /** The status message of this stream's model while it loads, or undefined when it does not. */
   loadingStatus(): StatusMessage | undefined {
     const state = this.pipeline.loadState?.()
