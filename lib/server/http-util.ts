@@ -108,3 +108,25 @@ export function metricsAllowed(req: IncomingMessage, expected: string | undefine
   const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
   return timingSafeEqual(digest(m[1]), digest(expected))
 }
+
+/**
+ * Answers `GET /metrics`: the registry's text for the operator (see {@link metricsAllowed}), else
+ * 401 naming how to get in.
+ */
+export function serveMetrics(req: IncomingMessage, res: http.ServerResponse, registry: { metrics(): Promise<string>; contentType: string }, token: string | undefined): void {
+  const json = (status: number, body: unknown): void => {
+    res.writeHead(status, { 'content-type': 'application/json' })
+    res.end(JSON.stringify(body))
+  }
+  if (!metricsAllowed(req, token)) {
+    res.setHeader('www-authenticate', 'Bearer')
+    return json(401, { error: 'The metrics are for the operator: send "Authorization: Bearer <metrics token>" (--metrics-token), or scrape from this machine', code: 'ERR_AUTHENTICATION' })
+  }
+  registry.metrics().then(
+    (text) => {
+      res.writeHead(200, { 'content-type': registry.contentType })
+      res.end(text)
+    },
+    (err: Error) => json(500, { error: err.message }),
+  )
+}

@@ -27,7 +27,7 @@ import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 import { leaseCap } from './queue/fair-share.js'
 import { Tenants, dataDirSecret } from './tenants.js'
-import { isLoopback, metricsAllowed } from './http-util.js'
+import { isLoopback, serveMetrics } from './http-util.js'
 
 const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/
 
@@ -317,20 +317,7 @@ export class InferenceServer {
       )
       return
     }
-    if (req.method === 'GET' && path === '/metrics') {
-      if (!metricsAllowed(req, this.options.metricsToken)) {
-        res.setHeader('www-authenticate', 'Bearer')
-        return json(401, { error: 'The metrics are for the operator: send "Authorization: Bearer <metrics token>" (serve --metrics-token), or scrape from this machine', code: 'ERR_AUTHENTICATION' })
-      }
-      this.metrics.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': this.metrics.registry.contentType })
-          res.end(text)
-        },
-        (err: Error) => json(500, { error: err.message }),
-      )
-      return
-    }
+    if (req.method === 'GET' && path === '/metrics') return serveMetrics(req, res, this.metrics.registry, this.options.metricsToken)
     if (this.httpInference.handle(req, res, path)) return
     if (this.bulk && handleBulkRoutes(req, res, path, this.bulk.routes)) return
     // A tenant reads its own output datasets (over the operator's `outputs`), or only the operator's without dataDir.

@@ -7,7 +7,7 @@ import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { ServerMetrics } from './metrics.js'
 import { SERVER_DEFAULTS } from './options.js'
-import { metricsAllowed } from './http-util.js'
+import { serveMetrics } from './http-util.js'
 import type { StateBackend, WorkerInfo } from './state/state-backend.js'
 
 /** How long a worker's announcement lasts unless renewed (every third of it). */
@@ -160,20 +160,7 @@ export class InferenceWorker {
         max_batch: this.options.maxBatch,
       })
     }
-    if (req.method === 'GET' && path === '/metrics') {
-      if (!metricsAllowed(req, this.options.metricsToken)) {
-        res.setHeader('www-authenticate', 'Bearer')
-        return json(401, { error: 'The metrics are for the operator: send "Authorization: Bearer <metrics token>" (--metrics-token), or scrape from this machine', code: 'ERR_AUTHENTICATION' })
-      }
-      this.metrics.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': this.metrics.registry.contentType })
-          res.end(text)
-        },
-        (err: Error) => json(500, { error: err.message }),
-      )
-      return
-    }
+    if (req.method === 'GET' && path === '/metrics') return serveMetrics(req, res, this.metrics.registry, this.options.metricsToken)
     json(404, { error: `Not found: ${req.method} ${path} (a worker serves /health and /metrics only)` })
   }
 
