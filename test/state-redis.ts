@@ -38,7 +38,7 @@ function item(tenant: string, id: string, over: Partial<SubmitItem> = {}): Submi
 
 const all = (lease: StateLease) => lease.items.map((it, index) => ({ index, outputs: JSON.stringify(it.inputs), billable: true }))
 
-async function leaseNow(b: StateBackend, consumer = 'w1', over: { maxBatch?: number; maxWaitMs?: number; leaseMs?: number; accept?: (head: StateLease['items'][number]) => boolean } = {}): Promise<StateLease | null> {
+async function leaseNow(b: StateBackend, consumer = 'w1', over: { maxBatch?: number; maxWaitMs?: number; leaseMs?: number; accept?: (head: StateLease['items'][number]) => boolean; models?: readonly string[] } = {}): Promise<StateLease | null> {
   const ac = new AbortController()
   const timer = setTimeout(() => ac.abort(), 100)
   try {
@@ -178,6 +178,19 @@ if (!(await redisReachable())) {
     t.same(lease.items.map((i) => i.id), ['e1'], 'the other group is served')
     const next = (await leaseNow(b, 'w2')) as StateLease
     t.same(next.items.map((i) => [i.id, i.deliveries]), [['s1', 1], ['s2', 1]], 'the refused group: in order, its refusal not counted as a delivery')
+  })
+
+  t.test('models: groups of models the consumer does not serve are skipped without being taken', async (t) => {
+    const [b] = deployment(t, 1)
+    const slow = groupKey('org/slow', 'cpu', undefined)
+    await b.submit([item('A', 's1', { model: 'org/slow', owner: ownerKey('A', 'org/slow'), group: slow })])
+    await b.submit([item('B', 'e1')])
+    const asked: string[] = []
+    const lease = (await leaseNow(b, 'w1', { models: ['builtin/echo'], accept: (head) => (asked.push(head.id), true) })) as StateLease
+    t.same(asked, ['e1'], 'the other model\'s group was never offered')
+    t.same(lease.items.map((i) => i.id), ['e1'])
+    t.equal(await leaseNow(b, 'w1', { models: ['builtin/echo'] }), null, 'nothing for it')
+    t.same(((await leaseNow(b, 'w2', { models: ['org/slow', 'x'] })) as StateLease).items.map((i) => [i.id, i.deliveries]), [['s1', 1]], 'a consumer that serves it gets it, first delivery')
   })
 
   t.test('maxWaitMs: a group short of maxBatch waits for it, a full group goes at once', async (t) => {

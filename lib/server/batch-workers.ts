@@ -32,6 +32,8 @@ export interface BatchWorkersOptions {
    * cluster serving some models) instead of failing with `ERR_UNKNOWN_MODEL`. Default false.
    */
   leaveUnserved?: boolean
+  /** The only models these workers serve, when a list says so (the backend may then skip others' groups: `LeaseOptions.models`). */
+  models?: readonly string[]
 }
 
 /**
@@ -91,7 +93,7 @@ export class BatchWorkers {
       let lease: StateLease | null
       try {
         const maxLeasesPerTenant = this.o.maxLeasesPerTenant?.() ?? leaseCap(this.o.workers)
-        lease = await state.lease(consumer, { maxBatch, maxWaitMs, leaseMs: this.leaseMs, signal, accept: this.accept, maxLeasesPerTenant })
+        lease = await state.lease(consumer, { maxBatch, maxWaitMs, leaseMs: this.leaseMs, signal, accept: this.accept, maxLeasesPerTenant, models: this.o.models })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')
         await new Promise((r) => setTimeout(r, 100))

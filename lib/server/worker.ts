@@ -103,6 +103,7 @@ export class InferenceWorker {
       metrics: this.metrics,
       logger: o.logger,
       leaveUnserved: true,
+      models: o.models,
     })
     this.workers.start()
     // Any process may take back leases that ran out (a worker that died or hangs): each does, so

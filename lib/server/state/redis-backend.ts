@@ -307,7 +307,7 @@ export class RedisStateBackend implements StateBackend {
       this.waiters.add(mark)
       let reply: LeaseReply
       try {
-        reply = await this.run<LeaseReply>('isLease', Date.now(), [options.maxBatch, finite(options.maxWaitMs, 2 ** 52), finite(options.maxLeasesPerTenant, -1), consumer, finite(options.leaseMs, 2 ** 52), ...refused])
+        reply = await this.run<LeaseReply>('isLease', Date.now(), [options.maxBatch, finite(options.maxWaitMs, 2 ** 52), finite(options.maxLeasesPerTenant, -1), consumer, finite(options.leaseMs, 2 ** 52), options.models?.join('\n') ?? '', ...refused])
       } finally {
         this.waiters.delete(mark)
       }

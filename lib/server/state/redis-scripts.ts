@@ -402,7 +402,8 @@ return reply
 
 /**
  * lease — ARGV: prefix, instance, now, maxBatch, maxWaitMs, maxLeasesPerTenant (-1: none),
- * consumer, leaseMs, then groups to skip (refused by `accept` in this look).
+ * consumer, leaseMs, the models served ('\n'-separated; '' for all: a group of another model is
+ * skipped), then groups to skip (refused by `accept` in this look).
  * Applies ../queue/fair-share.ts as ../queue/memory-queue.ts does: tenants in round order, none at
  * its cap; the chosen tenant's oldest ready group (full, or its oldest item waited maxWaitMs); its
  * items of the group first (handed-back ones first), then other tenants' items of the group, oldest
@@ -413,7 +414,16 @@ return reply
 const LEASE = `
 local maxBatch, maxWait, cap, consumer, leaseMs = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local refused = {}
-for j = 9, #ARGV do refused[ARGV[j]] = true end
+for j = 10, #ARGV do refused[ARGV[j]] = true end
+-- The models served, when not all: a group key starts with its model and a newline.
+local served = nil
+if ARGV[9] ~= '' then
+  served = {}
+  for m in string.gmatch(ARGV[9], '[^\\n]+') do served[m] = true end
+end
+local function unserved(g)
+  return served ~= nil and not served[string.sub(g, 1, (string.find(g, '\\n', 1, true) or (#g + 1)) - 1)]
+end
 
 -- The id after which the consumer group delivers next.
 local function last_delivered(q)
@@ -510,7 +520,7 @@ local filling = {}
 for _, t in ipairs(redis.call('ZRANGE', K.round, 0, -1)) do
   if hnum(K.tenant(t), 'n') > 0 and (cap < 0 or hnum(K.tenant(t), 'l') < cap) then
     for _, g in ipairs(redis.call('ZRANGE', K.tenantGroups(t), 0, -1)) do
-      if not refused[g] and not filling[g] then
+      if not refused[g] and not filling[g] and not unserved(g) then
         local ready = hnum(K.groupSize, g) >= maxBatch
         if not ready then
           local h = redis.call('ZRANGE', K.groupHeads(g), 0, 0, 'WITHSCORES')

@@ -112,6 +112,12 @@ export interface LeaseOptions {
   readonly signal?: AbortSignal
   /** Asked about a group's oldest item before it is taken; `false` leaves the group queued. */
   readonly accept?: (head: LeasedItem) => boolean
+  /**
+   * The models the consumer serves, when not all (a worker of a cluster): groups of other models
+   * are not offered to it. A hint a backend may use to skip them without taking them (Redis does);
+   * `accept` must refuse them all the same. Default: every model.
+   */
+  readonly models?: readonly string[]
   /** Most leases one tenant may hold at once. Default: no cap. */
   readonly maxLeasesPerTenant?: number
 }
