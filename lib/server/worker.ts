@@ -38,7 +38,11 @@ export interface WorkerOptions {
   leaseMs?: number
   /** How often this process takes back leases that ran out, in ms. Default 5000. */
   reclaimIntervalMs?: number
-  /** Most batches one tenant holds in this process at once. Default: `workers` (fair share still picks tenants in turn). */
+  /**
+   * Most batches one tenant holds at once in the whole cluster: the shared state counts the leases
+   * of every process. Default: no cap (this process runs at most `workers` batches anyway, and
+   * fair share still picks tenants in turn).
+   */
   maxLeasesPerTenant?: number
   /** How long `close()` lets running batches finish before handing them back, in ms. Default 30000. */
   shutdownTimeoutMs?: number
@@ -90,7 +94,9 @@ export class InferenceWorker {
       maxWaitMs: o.maxWaitMs ?? 0,
       batchTimeoutMs: o.batchTimeoutMs,
       leaseMs: o.leaseMs,
-      maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? o.workers,
+      // Not `workers`: the state counts a tenant's leases over every process, so a cap made of this
+      // process's workers would hold the whole cluster to one process's batches for a tenant.
+      maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? Infinity,
       state: o.state,
       consumer: this.node,
       registry,
