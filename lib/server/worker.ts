@@ -7,6 +7,7 @@ import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { ServerMetrics } from './metrics.js'
 import { metricsAllowed } from './http-util.js'
+import { SERVER_DEFAULTS } from './options.js'
 import type { StateBackend } from './state/state-backend.js'
 
 /** Settings of {@link InferenceWorker}. */
@@ -28,7 +29,11 @@ export interface WorkerOptions {
   maxWaitMs?: number
   /** Longest one model call may run, in ms (its items then fail with `ERR_BATCH_TIMEOUT`). Default 120000. */
   batchTimeoutMs?: number
-  /** Times an item is leased before it fails with `ERR_DELIVERY_LIMIT` (a poison item). Default 5. */
+  /**
+   * Times an item is leased before it fails with `ERR_DELIVERY_LIMIT` (a poison item). Default 3,
+   * as the front-ends' (`maxDeliveries` of the server): every process takes back expired leases
+   * with its own limit, so all of a cluster's should have the same.
+   */
   maxDeliveries?: number
   /**
    * How long a lease lasts, in ms, before other workers may take its items back: renewed while
@@ -70,7 +75,7 @@ export class InferenceWorker {
   private closing: Promise<void> | undefined
 
   constructor(options: WorkerOptions) {
-    const o = { workers: 4, maxBatch: 32, shutdownTimeoutMs: 30_000, maxDeliveries: 5, ...stripUndefined(options) }
+    const o = { workers: 4, maxBatch: 32, shutdownTimeoutMs: 30_000, maxDeliveries: SERVER_DEFAULTS.maxDeliveries, ...stripUndefined(options) }
     for (const k of ['workers', 'maxBatch', 'maxDeliveries'] as const) {
       if (!Number.isInteger(o[k]) || o[k] < 1) throw new InvalidOptionError(`Option "${k}" must be an integer >= 1, got ${JSON.stringify(o[k])}`)
     }
