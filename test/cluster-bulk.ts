@@ -47,7 +47,7 @@ function starts(p: FrontEnd, id: string): Array<{ node: string; resumedAt?: numb
   return out
 }
 
-t.test('the front-end running a bulk job is SIGKILLed: the other takes it over and completes it, every row once, billed once', { skip }, async (t) => {
+t.test('the front-end running a bulk job is SIGKILLed: the other takes it over and completes it, every row once, billed once', { skip, timeout: 180_000 }, async (t) => {
   const rand = prng(SEED)
   const cluster = new Cluster(t, space)
   t.teardown(() => {

@@ -28,7 +28,7 @@ const space = new RedisTestSpace()
 if (!skip) t.teardown(() => space.cleanup())
 const SEED = clusterSeed(t)
 
-t.test('a worker and then front-end A SIGKILLed mid-stream: every result once, in order, billed once', { skip }, async (t) => {
+t.test('a worker and then front-end A SIGKILLed mid-stream: every result once, in order, billed once', { skip, timeout: 180_000 }, async (t) => {
   const rand = prng(SEED)
   const cluster = new Cluster(t, space)
   t.teardown(() => {

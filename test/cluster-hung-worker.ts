@@ -30,7 +30,7 @@ async function ran(w: Worker): Promise<number> {
   return n
 }
 
-t.test('a worker stopped past its lease: its batches are run by others, its late finish changes nothing', { skip }, async (t) => {
+t.test('a worker stopped past its lease: its batches are run by others, its late finish changes nothing', { skip, timeout: 180_000 }, async (t) => {
   const rand = prng(SEED)
   const t0 = Date.now()
   const phases: string[] = []

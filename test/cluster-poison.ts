@@ -26,7 +26,7 @@ const space = new RedisTestSpace()
 if (!skip) t.teardown(() => space.cleanup())
 const SEED = clusterSeed(t)
 
-t.test(`a poison item kills its worker on each delivery: it fails with ERR_DELIVERY_LIMIT after ${MAX_DELIVERIES}, the rest completes`, { skip }, async (t) => {
+t.test(`a poison item kills its worker on each delivery: it fails with ERR_DELIVERY_LIMIT after ${MAX_DELIVERIES}, the rest completes`, { skip, timeout: 180_000 }, async (t) => {
   const rand = prng(SEED)
   const cluster = new Cluster(t, space)
   t.teardown(() => {
