@@ -3,7 +3,10 @@
 import net from 'node:net'
 import t from 'tap'
 import { Tenants, parseTokenFile, dataDirSecret } from '../lib/server/tenants.js'
-import { mkdtempSync, statSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from './helpers/ws-client.js'
@@ -54,6 +57,44 @@ t.test('dataDirSecret: created once, 0600, stable', async (t) => {
   t.equal(a.length, 32)
   t.equal(statSync(join(dir, 'secret.key')).mode & 0o777, 0o600)
   t.same(dataDirSecret(dir), a)
+})
+
+t.test('dataDirSecret: two processes creating it at once on a fresh folder read one secret', async (t) => {
+  // Front-ends of a cluster started together on one data folder: each must make the same tenant
+  // ids. Two processes, 30 fresh folders, each folder's secret asked by both at the same instant.
+  const dirs = Array.from({ length: 30 }, () => mkdtempSync(join(tmpdir(), 'is-secret-race-')))
+  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
+  const module = fileURLToPath(new URL('../lib/server/tenants.js', import.meta.url))
+  const code = `
+    import { dataDirSecret } from ${JSON.stringify(module)}
+    const dirs = ${JSON.stringify(dirs)}
+    process.stdout.write('ready\\n')
+    let line = ''
+    for await (const chunk of process.stdin) { line += chunk; if (line.includes('\\n')) break }
+    const start = Number(line)
+    const out = []
+    for (let k = 0; k < dirs.length; k++) {
+      while (Date.now() < start + k * 20) {}
+      out.push(dataDirSecret(dirs[k]).toString('hex'))
+    }
+    process.stdout.write(JSON.stringify(out) + '\\n')
+    process.exit(0)
+  `
+  const children = [0, 1].map(() => {
+    const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { stdio: ['pipe', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    t.teardown(() => void child.kill('SIGKILL'))
+    return { child, out: () => out }
+  })
+  await until(() => children.every((c) => c.out().startsWith('ready\n')), 'both processes loaded', 120_000)
+  const start = Date.now() + 200
+  for (const c of children) c.child.stdin.end(`${start}\n`)
+  await Promise.all(children.map((c) => once(c.child, 'exit')))
+  const [a, b] = children.map((c) => JSON.parse(c.out().split('\n')[1]) as string[])
+  t.equal(a.length, dirs.length)
+  t.same(a.filter((s, k) => s !== b[k]), [], 'the same secret in both, for every folder')
+  t.same(dirs.map((d) => readFileSync(join(d, 'secret.key')).toString('hex')), a, 'the one on disk')
 })
 
 for (const backend of STATE_BACKENDS) t.test(`${backend.name}: results belong to the tenant: another token of it gets them, another tenant never`, async (t) => {

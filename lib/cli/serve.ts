@@ -59,7 +59,7 @@ export function serveCommand(): Command {
     .option('--max-undelivered-bytes <size>', 'bytes of results a tenant may have waiting for its streams', bytesFlag('max-undelivered-bytes'))
     .option('--max-retained-bytes <size>', 'bytes of finished results kept in all, for duplicates and reconnects', bytesFlag('max-retained-bytes'))
     .option('--batch-timeout <seconds>', 'longest a batch may run; its items then fail with ERR_BATCH_TIMEOUT (default 120)', secondsFlag('batch-timeout'))
-    .option('--max-workers-per-tenant <n>', 'most workers one tenant holds at once (default: workers-1 with several tenants)', int('max-workers-per-tenant'))
+    .option('--max-workers-per-tenant <n>', 'most workers one tenant holds at once (default: workers-1 with several tenants; with --redis no default, a cap given counts the whole cluster\'s batches)', int('max-workers-per-tenant'))
     .option('--max-connections <n>', 'open connections in all (default 1024)', int('max-connections'))
     .option('--max-streams-per-tenant <n>', 'open websocket streams per tenant (default 64)', int('max-streams-per-tenant'))
     .option('--data-dir <dir>', 'durable state and bulk jobs: folder of state.sqlite (queue, stream results, ledger: they survive a crash), jobs.sqlite, secret.key, datasets/ (the operator\'s inputs, read-only) and tenants/ (each tenant\'s uploads and outputs); enables /bulk/run')

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander'
-import { join } from 'node:path'
+import { writeSync } from 'node:fs'
+import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { createWorker } from '../server/worker.js'
 import { intFlag, secondsFlag } from './common.js'
 import { createLogger, type LogFormat } from './log.js'
@@ -37,7 +38,7 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
     .action(async (o) => {
       const logger = createLogger(o.logLevel as string, o.logFormat as LogFormat)
       const url = redisUrl(o, true) as string
-      const registry = registryFromFlags(o, { audioRoot: o.datasets ?? undefined })
+      const registry = drillRegistry(registryFromFlags(o, { audioRoot: o.datasets ?? undefined }), process.env[DRILL_EXIT_ON] || undefined)
       const state = redisState(url, o.redisPrefix)
       const worker = createWorker({
         state,
@@ -57,6 +58,7 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
       // One line on stdout, so scripts know it runs (and where its /health is).
       process.stdout.write(`worker ${worker.node} on ${url.replace(/\/\/[^@/]*@/, '//')}${listening ? `, health on ${listening}` : ''}\n`)
       logger.info({ node: worker.node, models: o.model ?? registry.list(), workers: o.workers, health: listening }, 'worker started')
+      if (process.env[DRILL_EXIT_ON]) logger.warn({ drill: DRILL_EXIT_ON }, 'drill: this worker kills itself (SIGKILL) on a batch holding the poison input')
       let stopping = false
       const stop = (signal: string): void => {
         if (stopping) process.exit(1)
@@ -77,4 +79,51 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
       process.on('SIGINT', () => stop('SIGINT'))
       process.on('SIGTERM', () => stop('SIGTERM'))
     })
+}
+
+/**
+ * The poison-item drill of the worker command (an environment variable, never a flag, and nothing
+ * a front-end or a client can turn on): `INFERENCE_STREAM_DRILL_EXIT_ON=<text>` makes the worker
+ * process kill itself with SIGKILL as soon as a batch it runs holds an item whose inputs are
+ * exactly `<text>` — as a model that crashes its process on one input would. The operator watches
+ * the cluster take the dead worker's leases back and, after `--max-deliveries` deliveries, fail the
+ * item with `ERR_DELIVERY_LIMIT` (restart the worker each time it dies). test/cluster-*.ts uses it.
+ */
+export const DRILL_EXIT_ON = 'INFERENCE_STREAM_DRILL_EXIT_ON'
+
+/** `registry` with every pipeline wrapped by the {@link DRILL_EXIT_ON} drill; `registry` itself when `exitOn` is undefined. */
+export function drillRegistry(registry: ModelRegistry, exitOn: string | undefined): ModelRegistry {
+  if (exitOn === undefined) return registry
+  const wrapped = new WeakMap<Pipeline, Pipeline>()
+  const wrap = (p: Pipeline): Pipeline => {
+    let w = wrapped.get(p)
+    if (!w) {
+      w = {
+        id: p.id,
+        task: p.task,
+        run: (inputs, parameters, signal, options) => {
+          if (inputs.some((x) => x === exitOn)) {
+            // Synchronous, so the line is out before the process is.
+            writeSync(2, `${DRILL_EXIT_ON}: a batch of ${p.id} holds the poison input; killing this worker (SIGKILL)\n`)
+            process.kill(process.pid, 'SIGKILL')
+          }
+          return p.run(inputs, parameters, signal, options)
+        },
+        close: p.close ? () => p.close!() : undefined,
+        load: p.load ? () => p.load!() : undefined,
+        loadState: p.loadState ? () => p.loadState!() : undefined,
+      }
+      wrapped.set(p, w)
+    }
+    return w
+  }
+  return {
+    get: (id, compute) => {
+      const p = registry.get(id, compute)
+      return p === undefined ? undefined : wrap(p)
+    },
+    unavailable: registry.unavailable ? (id, compute) => registry.unavailable!(id, compute) : undefined,
+    list: () => registry.list(),
+    close: () => registry.close(),
+  }
 }

@@ -30,7 +30,9 @@ export interface ServerOptions {
    * Most workers (batches) one tenant may hold at once. Default: `max(1, workers - 1)` on a server
    * of several tenants — two or more configured, or an open server once a second token was seen —
    * so a tenant that comes next finds a free worker however long the first one's batches run;
-   * `workers` on a server of one tenant (the embedded default).
+   * `workers` on a server of one tenant (the embedded default). On a `state` given by the caller
+   * (shared with other servers or worker processes) the state counts the tenant's batches in all
+   * of them, so there is no default cap: only one given here applies, to the whole cluster.
    */
   maxWorkersPerTenant?: number
   /**

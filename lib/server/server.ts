@@ -114,8 +114,10 @@ export class InferenceServer {
       batchTimeoutMs: o.batchTimeoutMs,
       // A server of one tenant (the embedded default, a local open server used by one client)
       // keeps every worker busy; with several, one worker is always left for a tenant that comes
-      // next (queue/fair-share.ts).
-      maxLeasesPerTenant: () => o.maxWorkersPerTenant ?? (this.tenants.several ? leaseCap(o.workers) : o.workers),
+      // next (queue/fair-share.ts). A state given by the caller may be shared (a cluster): it
+      // counts a tenant's leases over every process, so a cap made of this server's workers would
+      // hold the tenant to one process's batches in the whole cluster; no default cap there.
+      maxLeasesPerTenant: () => o.maxWorkersPerTenant ?? (options.state ? Infinity : this.tenants.several ? leaseCap(o.workers) : o.workers),
       state: this.state,
       consumer: this.node,
       registry: this.registry,

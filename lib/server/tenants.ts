@@ -5,7 +5,7 @@
  * server's secret), never by a raw token: a stolen database or Redis dump names no token.
  */
 import { createHmac, randomBytes } from 'node:crypto'
-import { mkdirSync, openSync, readFileSync, writeSync, closeSync, renameSync, unlinkSync } from 'node:fs'
+import { mkdirSync, openSync, readFileSync, writeSync, closeSync, linkSync, renameSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { InvalidOptionError } from '../errors.js'
@@ -190,12 +190,29 @@ export function dataDirSecret(dir: string): Buffer {
     closeSync(fd)
   }
   try {
-    // Two servers starting at once on one folder: the first rename wins, both read the winner's.
-    renameSync(tmp, file)
+    // Two servers starting at once on one folder (front-ends of a cluster): the first link wins
+    // and both read the winner's. A link never replaces a file, where a rename would: the second
+    // rename replaced the secret the first server had already read, and the two made different
+    // tenant ids for one token.
+    linkSync(tmp, file)
   } catch (err) {
-    unlinkSync(tmp)
-    throw err
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'EEXIST') {
+      // A file system without hard links: the rename, as before.
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') {
+        unlinkSync(tmp)
+        throw err
+      }
+      try {
+        renameSync(tmp, file)
+      } catch (e) {
+        unlinkSync(tmp)
+        throw e
+      }
+      return readFileSync(file)
+    }
   }
+  unlinkSync(tmp)
   return readFileSync(file)
 }
 

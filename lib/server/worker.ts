@@ -32,7 +32,11 @@ export interface WorkerOptions {
   maxWaitMs?: number
   /** Longest one model call may run, in ms (its items then fail with `ERR_BATCH_TIMEOUT`). Default 120000. */
   batchTimeoutMs?: number
-  /** Times an item is leased before it fails with `ERR_DELIVERY_LIMIT` (a poison item). Default 3, as the server. */
+  /**
+   * Times an item is leased before it fails with `ERR_DELIVERY_LIMIT` (a poison item). Default 3,
+   * as the front-ends' (`maxDeliveries` of the server): every process takes back expired leases
+   * with its own limit, so all of a cluster's should have the same.
+   */
   maxDeliveries?: number
   /**
    * How long a lease lasts, in ms, before other workers may take its items back: renewed while
@@ -42,7 +46,11 @@ export interface WorkerOptions {
   leaseMs?: number
   /** How often this process takes back leases that ran out, in ms. Default 5000. */
   reclaimIntervalMs?: number
-  /** Most batches one tenant holds in this process at once. Default: `workers` (fair share still picks tenants in turn). */
+  /**
+   * Most batches one tenant holds at once in the whole cluster: the shared state counts the leases
+   * of every process. Default: no cap (this process runs at most `workers` batches anyway, and
+   * fair share still picks tenants in turn).
+   */
   maxLeasesPerTenant?: number
   /** How long `close()` lets running batches finish before handing them back, in ms. Default 30000. */
   shutdownTimeoutMs?: number
@@ -96,7 +104,9 @@ export class InferenceWorker {
       maxWaitMs: o.maxWaitMs ?? 0,
       batchTimeoutMs: o.batchTimeoutMs,
       leaseMs: o.leaseMs,
-      maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? o.workers,
+      // Not `workers`: the state counts a tenant's leases over every process, so a cap made of this
+      // process's workers would hold the whole cluster to one process's batches for a tenant.
+      maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? Infinity,
       state: o.state,
       consumer: this.node,
       registry,
