@@ -4,11 +4,12 @@
 // lease is taken back after each death until it was leased --max-deliveries (2) times; then it ends
 // as a failed result, ERR_DELIVERY_LIMIT, unbilled, and the rest of the stream completes.
 //
-// The workers run one batch of one item at a time (--workers 1 --max-batch 1): a death takes back
-// every lease of the process, and an item leased by a process that died counts one delivery
-// whatever killed it, so an item that shared a batch (or a process) with the poison item on each of
-// its deliveries would be dead-lettered with it. Real processes of the built CLI on one Redis;
-// CLUSTER_SEED replays where the poison item is. Needs Redis (see cluster-failover.ts).
+// Each worker process runs one batch at a time (--workers 1) of up to 16 items: the batch-mates of
+// the poison item die with it once, then run alone (an item whose lease ran out is leased alone) and
+// complete; only the poison item reaches the limit. (Items that share a *process* with it — other
+// batches of a worker with --workers > 1 — each die with it once too, so a limit of 2 could catch one
+// that was unlucky twice: operators keep --max-deliveries at 3 or more.) Real processes of the built
+// CLI on one Redis; CLUSTER_SEED replays where the poison item is. Needs Redis (see cluster-failover.ts).
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
@@ -34,7 +35,7 @@ t.test(`a poison item kills its worker on each delivery: it fails with ERR_DELIV
   })
   const deliveries = ['--max-deliveries', String(MAX_DELIVERIES)]
   const front = await cluster.frontEnd(deliveries)
-  const args = ['--lease', '2', '--workers', '1', '--max-batch', '1', ...deliveries]
+  const args = ['--lease', '2', '--workers', '1', '--max-batch', '16', ...deliveries]
   const env = { INFERENCE_STREAM_DRILL_EXIT_ON: POISON }
 
   // Two worker slots, each restarted when its worker dies.

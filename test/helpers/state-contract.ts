@@ -217,6 +217,31 @@ export function stateContract(t: Test, make: BackendFactory, options: ContractOp
     t.equal(routed.length, 2, 'the dead letter is routed like a result')
   })
 
+  t.test('items whose lease ran out run alone: a poison item fails by itself, its batch-mates complete', async (t) => {
+    const b = await fresh(t)
+    await b.submit(['1', '2', '3', 'p', '4'].map((id) => item('A', id)))
+    const first = (await leaseNow(b, 'w1', { maxBatch: 4, leaseMs: 1000 })) as StateLease
+    t.same(first.items.map((i) => i.id), ['1', '2', '3', 'p'], 'a batch of four')
+    // Its worker died on it: the lease runs out.
+    t.same(await b.reclaim(Date.now() + 5000, 2), { requeued: 4, deadLettered: 0 })
+    const batches: string[][] = []
+    for (;;) {
+      const lease = await leaseNow(b, 'w2', { maxBatch: 4, leaseMs: 1000 })
+      if (!lease) break
+      batches.push(lease.items.map((i) => i.id))
+      // The poison item kills its worker again; the others finish.
+      if (lease.items.some((i) => i.id === 'p')) t.same(await b.reclaim(Date.now() + 5000, 2), { requeued: 0, deadLettered: 1 })
+      else await b.finish(lease, all(lease))
+    }
+    t.same(batches, [['1'], ['2'], ['3'], ['p'], ['4']], 'each suspect alone, in order; the item never leased rides with none of them')
+    const owner = ownerKey('A', 'builtin/echo')
+    const states = await b.lookup(owner, ['1', '2', '3', '4', 'p'])
+    t.same(states.slice(0, 4), ['1', '2', '3', '4'].map((id) => ({ state: 'done', outputs: `"in-${id}"` })), 'batch-mates complete')
+    t.match(states[4], { state: 'done', outputs: /ERR_DELIVERY_LIMIT/ }, 'the poison item fails by itself')
+    t.equal(await billed(b), 4)
+    t.equal((await b.stats()).deadLettered, 1)
+  })
+
   t.test('a stream result is delivered until acknowledged', async (t) => {
     const b = await fresh(t)
     const owner = ownerKey('A', 'builtin/echo')
@@ -475,9 +500,12 @@ function durability(
     t.same(await b.reclaim(Date.now(), 3), { requeued: 0, deadLettered: 0 }, 'not expired yet')
     t.same(await b.reclaim(Date.now() + 5000, 3), { requeued: 2, deadLettered: 0 })
     t.match(await b.finish(first, all(first)), { finished: 0, billed: 0 }, 'the lease of before the restart was reclaimed: its finish changes nothing')
-    const second = (await leaseNow(b, 'w2')) as StateLease
-    t.same(second.items.map((i) => [i.id, i.deliveries]), [['1', 2], ['2', 2]], 'the delivery before the restart counts')
-    t.match(await b.finish(second, all(second)), { finished: 2, billed: 2 })
+    // Reclaimed: each runs alone (a worker died on their batch).
+    for (const id of ['1', '2']) {
+      const second = (await leaseNow(b, 'w2')) as StateLease
+      t.same(second.items.map((i) => [i.id, i.deliveries]), [[id, 2]], 'the delivery before the restart counts')
+      t.match(await b.finish(second, all(second)), { finished: 1, billed: 1 })
+    }
     b = await restart(t, b)
     t.same(await b.submit([item('A', '1')]), [{ status: 'done', outputs: '"in-1"' }], 'a finished id answers its result after a restart')
     t.equal(await leaseNow(b), null, 'and does not run again')

@@ -130,7 +130,7 @@ export class MemoryWorkQueue implements WorkQueue {
    * One look: the lease to hand out now, or how long until a group becomes ready (`Infinity`:
    * nothing will be ready without a push, an ack or a notify).
    */
-  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity }: PullOptions): Lease | number {
+  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity, alone }: PullOptions): Lease | number {
     const now = Date.now()
     let waitMs = Infinity
     // Groups `accept` refused in this look; asked again after the next wake.
@@ -162,24 +162,28 @@ export class MemoryWorkQueue implements WorkQueue {
           refused.add(best)
           continue
         }
-        return this.take(name, best, maxBatch)
+        return this.take(name, best, maxBatch, alone)
       }
     }
     return waitMs
   }
 
-  /** Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first). */
-  private take(tenant: string, group: string, maxBatch: number): Lease {
+  /**
+   * Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first). An
+   * item `alone` is a batch of its own when it comes first, else it is left for the next batch.
+   */
+  private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean): Lease {
     const byTenant = this.groups.get(group) as Map<string, Deque<WorkItem>>
     const items: WorkItem[] = []
     const own = byTenant.get(tenant) as Deque<WorkItem>
-    while (items.length < maxBatch && own.length > 0) items.push(own.shift() as WorkItem)
-    while (items.length < maxBatch) {
+    const max = alone?.(own.peek() as WorkItem) ? 1 : maxBatch
+    while (items.length < max && own.length > 0 && !(items.length > 0 && alone?.(own.peek() as WorkItem))) items.push(own.shift() as WorkItem)
+    while (items.length < max) {
       let from: Deque<WorkItem> | undefined
       let fromAt = Infinity
       for (const d of byTenant.values()) {
         const h = d.peek()
-        if (h && h.enqueuedAt < fromAt) {
+        if (h && h.enqueuedAt < fromAt && !alone?.(h)) {
           from = d
           fromAt = h.enqueuedAt
         }

@@ -83,6 +83,12 @@ export interface PullOptions {
    * tenant can hold every worker. Default: no cap.
    */
   maxLeasesPerTenant?: number
+  /**
+   * An item for which this is true is leased in a batch of its own, and never joins another's:
+   * the state backends pass "its lease ran out before", so after a worker died or hung on a batch
+   * each of its items runs alone, and an item that kills its worker fails by itself. Default: none.
+   */
+  alone?: (item: WorkItem) => boolean
 }
 
 /** Queue depth. */

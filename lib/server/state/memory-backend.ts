@@ -27,7 +27,7 @@ import { RouteListeners } from './route-listeners.js'
 const QUEUED: SubmitOutcome = Object.freeze({ status: 'queued' })
 
 /** An item as the memory backend keeps it: the queue's work item and the leased item in one object. */
-type MemoryItem = WorkItem & LeasedItem & { deliveries: number }
+type MemoryItem = WorkItem & LeasedItem & { deliveries: number; suspect?: boolean }
 
 interface Held {
   readonly lease: StateLease
@@ -102,6 +102,8 @@ export class MemoryStateBackend implements StateBackend {
       signal: options.signal,
       maxLeasesPerTenant: options.maxLeasesPerTenant,
       accept: accept ? (head) => accept(head as MemoryItem) : undefined,
+      // Its lease ran out before (its worker died or hung): run alone, so a poison item fails by itself.
+      alone: (item) => (item as MemoryItem).suspect === true,
     })
     if (!queueLease) return null
     const items = queueLease.items as MemoryItem[]
@@ -211,7 +213,10 @@ export class MemoryStateBackend implements StateBackend {
       const items = held.queueLease.items as MemoryItem[]
       const again = items.filter((item) => item.deliveries < maxDeliveries)
       for (const item of again) this.store.markQueued(item.owner, item.id)
-      this.queue.settle(held.queueLease, requeue(again))
+      // A worker died or hung on these: each runs alone from now on (PullOptions.alone).
+      const back = requeue(again)
+      for (const item of back) item.suspect = true
+      this.queue.settle(held.queueLease, back)
       requeued += again.length
       for (const item of items) {
         if (item.deliveries < maxDeliveries) continue
@@ -325,6 +330,7 @@ function copy(i: MemoryItem): MemoryItem {
     retain: i.retain,
     enqueuedAt: i.enqueuedAt,
     deliveries: i.deliveries,
+    suspect: i.suspect,
   }
 }
 

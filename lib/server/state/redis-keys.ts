@@ -32,6 +32,8 @@ export const KEY_NAMES = {
   queue: ['group', 'tenant'],
   /** LIST of one (group, tenant): `<enqueuedAt>:<entry id>` of entries handed back (released, left out of a finish, reclaimed), served before new ones. */
   returned: ['group', 'tenant'],
+  /** SET of one (group, tenant): entry ids whose lease ran out (reclaimed): each is leased alone. */
+  suspects: ['group', 'tenant'],
   /** HASH of one owner: `q` items queued, `p` items leased. */
   owner: ['owner'],
   /** HASH of one owner: id → `<bytes>|<fingerprint>` of its submitted, unfinished items (dedupe). */

@@ -107,7 +107,7 @@ end
 -- consumer group; the next submit makes it again.
 local function drop_if_empty(g, t)
   local q = K.queue(g, t)
-  if redis.call('XLEN', q) == 0 and redis.call('LLEN', K.returned(g, t)) == 0 then redis.call('DEL', q) end
+  if redis.call('XLEN', q) == 0 and redis.call('LLEN', K.returned(g, t)) == 0 then redis.call('DEL', q, K.suspects(g, t)) end
 end
 
 -- Puts leased items back at the front of their (group, tenant), in lease order, still in the PEL
@@ -324,10 +324,13 @@ local function acked()
   for _, it in ipairs(STREAMS) do
     local q = K.queue(it.g, it.t)
     local ids = LEAVING[enc2(it.g, it.t)]
+    local sk = K.suspects(it.g, it.t)
+    local suspects = redis.call('EXISTS', sk) == 1
     for start = 1, #ids, 1000 do
       local chunk = {unpack(ids, start, math.min(start + 999, #ids))}
       redis.call('XACK', q, G, unpack(chunk))
       redis.call('XDEL', q, unpack(chunk))
+      if suspects then redis.call('SREM', sk, unpack(chunk)) end
     end
     drop_if_empty(it.g, it.t)
   end
@@ -444,13 +447,21 @@ end
 
 -- Takes up to max items of (group g, tenant u): handed-back ones (XCLAIM: one more delivery), then
 -- new ones (XREADGROUP); then records the new age of the (g, u) head, or that it is empty.
+-- A handed-back entry whose lease ran out before (in the (group, tenant)'s suspects until it
+-- leaves the queue: its worker died or hung) is a batch of its own: it comes first and alone, or waits for the next batch
+-- (ALONE then ends this one), so that an item that kills its worker fails by itself.
+local ALONE = false
 local function take_from(g, u, max)
-  local q, rq = K.queue(g, u), K.returned(g, u)
+  local q, rq, sk = K.queue(g, u), K.returned(g, u), K.suspects(g, u)
   local n = 0
-  while n < max do
-    local v = redis.call('LPOP', rq)
+  while n < max and not ALONE do
+    local v = redis.call('LINDEX', rq, 0)
     if not v then break end
     local eid = string.sub(v, string.find(v, ':', 1, true) + 1)
+    local suspect = redis.call('SISMEMBER', sk, eid) == 1
+    if suspect and #out > 0 then ALONE = true; break end
+    redis.call('LPOP', rq)
+    if suspect then ALONE = true end
     local c = redis.call('XCLAIM', q, G, consumer, 0, eid)
     if c[1] and c[1][2] then
       local p = redis.call('XPENDING', q, G, eid, eid, 1)
@@ -459,7 +470,7 @@ local function take_from(g, u, max)
     end
   end
   local last, drained = nil, false
-  if n < max then
+  if n < max and not ALONE then
     local r = redis.call('XREADGROUP', 'GROUP', G, consumer, 'COUNT', max - n, 'STREAMS', q, '>')
     local got = 0
     if r then
@@ -491,7 +502,7 @@ end
 
 local function take(t, g)
   take_from(g, t, maxBatch)
-  while #out < maxBatch do
+  while #out < maxBatch and not ALONE do
     local h = redis.call('ZRANGE', K.groupHeads(g), 0, 0)[1]
     if not h or take_from(g, h, 1) == 0 then break end
   end
@@ -655,7 +666,11 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
     for _, it in ipairs(items) do
       if it.d < maxD then table.insert(again, it) else table.insert(gone, it) end
     end
-    if #again > 0 then requeue(again) end
+    if #again > 0 then
+      requeue(again)
+      -- A worker died or hung on these: each is leased alone from now on (take_from).
+      for _, it in ipairs(again) do redis.call('SADD', K.suspects(it.g, it.t), it.e) end
+    end
     requeued = requeued + #again
     for _, it in ipairs(gone) do
       leave(it)

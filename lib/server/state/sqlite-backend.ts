@@ -186,7 +186,7 @@ class OwnerState {
 }
 
 /** A queued item as the in-memory queue holds it. */
-type QueueItem = WorkItem & LeasedItem & { deliveries: number; readonly row: number }
+type QueueItem = WorkItem & LeasedItem & { deliveries: number; readonly row: number; suspect?: boolean }
 
 interface Held {
   readonly lease: StateLease
@@ -792,6 +792,8 @@ export class SqliteStateBackend implements StateBackend {
       const items = held.queueLease.items as QueueItem[]
       const again = items.filter((item) => item.deliveries < maxDeliveries)
       this.requeue(again)
+      // A worker died or hung on these: each runs alone from now on (PullOptions.alone).
+      for (const item of again) item.suspect = true
       settled.push([held.queueLease, again])
       requeued += again.length
       for (const item of items) {
@@ -831,6 +833,8 @@ export class SqliteStateBackend implements StateBackend {
         signal,
         maxLeasesPerTenant: options.maxLeasesPerTenant,
         accept: accept ? (head) => accept(head as QueueItem) : undefined,
+      // Its lease ran out before (its worker died or hung): run alone, so a poison item fails by itself.
+      alone: (item) => (item as QueueItem).suspect === true,
       })
       if (this.closed) return null
       // The index was rebuilt while this pull waited (a failed transaction): wait on the new queue.
