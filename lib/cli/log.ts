@@ -53,3 +53,25 @@ export function createLogger(level: string, format: LogFormat = 'auto', out: Nod
   const color = out.isTTY === true && !process.env.NO_COLOR
   return pino({ level }, { write: (line: string) => out.write(prettyLine(line, color)) })
 }
+
+/**
+ * Stops a long-running command gracefully on SIGINT or SIGTERM: `close` (then exit 0, or 1 when it
+ * fails); a second signal exits 1 at once (gives up waiting).
+ */
+export function stopOnSignals(logger: Logger, close: () => Promise<void>): void {
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) process.exit(1)
+    stopping = true
+    logger.info({ signal }, 'shutting down')
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+}

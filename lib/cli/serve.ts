@@ -6,7 +6,7 @@ import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { createServer } from '../server/server.js'
 import { parseTokenFile } from '../server/tenants.js'
 import { bytesFlag, secondsFlag } from './common.js'
-import { createLogger, type LogFormat } from './log.js'
+import { createLogger, stopOnSignals, type LogFormat } from './log.js'
 import { addRedisFlags, readSecretFile, redisState, redisUrl } from './redis-flags.js'
 
 function int(name: string) {
@@ -127,24 +127,10 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       process.stdout.write(`listening on ${url}\n`)
       logger.info({ url, models: server.registry.list(), state: redis ? `redis (${o.workers} workers here)` : o.dataDir ? 'sqlite' : 'memory', auth: server.open ? 'none' : `${tokens.length + Object.values(tenants).flat().length} token(s), ${Object.keys(tenants).length} named tenant(s)` }, 'server started')
       if (server.open) logger.warn('No token configured: any token is accepted, from loopback clients only')
-      let stopping = false
-      const stop = (signal: string): void => {
-        if (stopping) process.exit(1) // a second signal: give up waiting
-        stopping = true
-        logger.info({ signal }, 'shutting down')
-        server.close().then(
-          async () => {
-            await server.registry.close()
-            await state?.close()
-            process.exit(0)
-          },
-          (err) => {
-            logger.error({ err }, 'shutdown failed')
-            process.exit(1)
-          },
-        )
-      }
-      process.on('SIGINT', () => stop('SIGINT'))
-      process.on('SIGTERM', () => stop('SIGTERM'))
+      stopOnSignals(logger, async () => {
+        await server.close()
+        await server.registry.close()
+        await state?.close()
+      })
     })
 }

@@ -3,7 +3,7 @@ import { writeSync } from 'node:fs'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { createWorker } from '../server/worker.js'
 import { intFlag, secondsFlag } from './common.js'
-import { createLogger, type LogFormat } from './log.js'
+import { createLogger, stopOnSignals, type LogFormat } from './log.js'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { addRedisFlags, redisState, redisUrl } from './redis-flags.js'
 
@@ -59,25 +59,11 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
       process.stdout.write(`worker ${worker.node} on ${url.replace(/\/\/[^@/]*@/, '//')}${listening ? `, health on ${listening}` : ''}\n`)
       logger.info({ node: worker.node, models: o.model ?? registry.list(), workers: o.workers, health: listening }, 'worker started')
       if (process.env[DRILL_EXIT_ON]) logger.warn({ drill: DRILL_EXIT_ON }, 'drill: this worker kills itself (SIGKILL) on a batch holding the poison input')
-      let stopping = false
-      const stop = (signal: string): void => {
-        if (stopping) process.exit(1)
-        stopping = true
-        logger.info({ signal }, 'shutting down')
-        worker.close().then(
-          async () => {
-            await registry.close()
-            await state.close()
-            process.exit(0)
-          },
-          (err) => {
-            logger.error({ err }, 'shutdown failed')
-            process.exit(1)
-          },
-        )
-      }
-      process.on('SIGINT', () => stop('SIGINT'))
-      process.on('SIGTERM', () => stop('SIGTERM'))
+      stopOnSignals(logger, async () => {
+        await worker.close()
+        await registry.close()
+        await state.close()
+      })
     })
 }
 
