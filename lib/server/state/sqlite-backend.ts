@@ -402,7 +402,6 @@ export class SqliteStateBackend implements StateBackend {
         }
         d.phase = DELIVERED
         rows.push(d.row)
-        if (rows.length === ROWS_PER_STATEMENT) this.setDelivered(rows)
       }
       if (rows.length > 0) this.setDelivered(rows)
     })
@@ -606,8 +605,28 @@ export class SqliteStateBackend implements StateBackend {
     this.finished.length = 0
   }
 
-  // Marks the rows delivered; empties `rows`.
+  // Marks the rows delivered; empties `rows`. Rows are numbered in submit order, so the results a stream acknowledges are mostly runs of
+  // consecutive rows: one range update a run (it writes exactly those rows, every number of the
+  // range being one of them), the rows of no run ROWS_PER_STATEMENT a statement.
   private setDelivered(rows: number[]): void {
+    rows.sort((a, b) => a - b)
+    const single: number[] = []
+    for (let i = 0; i < rows.length; ) {
+      let j = i
+      while (j + 1 < rows.length && rows[j + 1] <= rows[j] + 1) j++
+      if (j > i) this.s.deliveredRange.run(rows[i], rows[j])
+      else {
+        single.push(rows[i])
+        if (single.length === ROWS_PER_STATEMENT) this.setDeliveredRows(single)
+      }
+      i = j + 1
+    }
+    if (single.length > 0) this.setDeliveredRows(single)
+    rows.length = 0
+  }
+
+  // Marks the rows delivered (at most ROWS_PER_STATEMENT); empties `rows`.
+  private setDeliveredRows(rows: number[]): void {
     const n = rows.length
     this.many('delivered', n, () => `UPDATE items SET state = ${ROW_DELIVERED} WHERE row IN (${Array(n).fill('?').join(', ')})`).run(rows)
     rows.length = 0
@@ -1117,6 +1136,7 @@ function prepare(db: Database.Database) {
     ),
     requeueRow: db.prepare('UPDATE items SET deliveries = ?, pos = ? WHERE row = ?'),
     deleteRow: db.prepare('DELETE FROM items WHERE row = ?'),
+    deliveredRange: db.prepare(`UPDATE items SET state = ${ROW_DELIVERED} WHERE row >= ? AND row <= ?`),
     outputs: db.prepare('SELECT outputs FROM items WHERE row = ?').pluck(),
     insertLease: db.prepare('INSERT INTO leases (id, consumer, tenant, expires_at, rows) VALUES (?, ?, ?, ?, ?)'),
     extendLease: db.prepare('UPDATE leases SET expires_at = ? WHERE id = ?'),
