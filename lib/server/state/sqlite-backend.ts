@@ -173,6 +173,14 @@ const FINISHED_UPDATE = (n: number): string =>
   'UPDATE items SET state = v.column2, outputs = v.column3, bytes = v.column4, done_at = v.column5, done_seq = v.column6, inputs = NULL, parameters = NULL ' +
   `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}) AS v WHERE items.row = v.column1`
 
+// Outputs of results finished and not handed out yet are also kept in memory, up to this many
+// bytes (UTF-16 code units, as `bytes` counts) in all owners: a stream takes its results right
+// after their finish, and reading them back from the file cost as much as writing them. The file
+// stays the truth (a result is stored before it is handed out, and a restart reads it from there);
+// the copy is the string stored, dropped once handed out, acknowledged or removed. Past the bound
+// (results waiting for an absent client) outputs are read from the file, as before.
+const OUTPUTS_KEPT_BYTES = 4 * 1024 * 1024
+
 // In-memory phases of an entry.
 const QUEUED = 0
 const RUNNING = 1
@@ -191,6 +199,11 @@ interface Entry {
   phase: number
   /** `Date.now()` when it finished (done entries). */
   readonly at: number
+  /**
+   * A done entry's stored outputs, kept in memory from its finish until it is handed out (see
+   * OUTPUTS_KEPT_BYTES); undefined otherwise (then read from the file).
+   */
+  outputs: string | undefined
 }
 
 class TenantState {
@@ -254,6 +267,9 @@ const OUT_PENDING: SubmitOutcome = Object.freeze({ status: 'pending' })
 const OUT_CONFLICT: SubmitOutcome = Object.freeze({ status: 'conflict' })
 const OUT_OVERLOADED: SubmitOutcome = Object.freeze({ status: 'overloaded' })
 
+// String.prototype.isWellFormed (Node 20; ES2024, past the TypeScript lib this package compiles with).
+const isWellFormed = (text: string): boolean => (text as unknown as { isWellFormed(): boolean }).isWellFormed()
+
 function leasedCopy(q: QueueItem): LeasedItem {
   const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
     tenant: q.tenant,
@@ -303,6 +319,8 @@ export class SqliteStateBackend implements StateBackend {
   private readonly held = new Map<string, Held>()
   private readonly listeners = new RouteListeners()
   private retained = 0
+  // Bytes of the outputs entries keep in memory (see OUTPUTS_KEPT_BYTES).
+  private keptBytes = 0
   private deadLettered = 0
   // Queue positions: a submit appends after `hi`, a requeue goes in front of `lo`.
   private hi = 0
@@ -399,6 +417,7 @@ export class SqliteStateBackend implements StateBackend {
         if (d.phase === UNDELIVERED) {
           s.undelivered.delete(id)
           s.tenant.bytes.undelivered -= d.bytes
+          this.unkeep(d)
         }
         d.phase = DELIVERED
         rows.push(d.row)
@@ -472,6 +491,7 @@ export class SqliteStateBackend implements StateBackend {
     this.order.clear()
     this.held.clear()
     this.retained = 0
+    this.keptBytes = 0
     const bounds = this.s.bounds.get() as { hi: number | null; lo: number | null; seq: number | null; row: number | null }
     this.nextRow = Math.max(this.nextRow, (bounds.row ?? 0) + 1)
     this.hi = Math.max(this.hi, bounds.hi ?? 0)
@@ -488,7 +508,7 @@ export class SqliteStateBackend implements StateBackend {
     const byRow = new Map<number, QueueItem>()
     for (const r of this.s.pendingRows.iterate() as IterableIterator<ItemRow>) {
       const s = this.ownerState(r.owner, r.tenant)
-      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: QUEUED, at: 0 }
+      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: QUEUED, at: 0, outputs: undefined }
       s.pending.set(r.id, e)
       s.tenant.bytes.queued += r.bytes
       const route: Route = r.sink === null ? { node: r.node } : { node: r.node, sink: r.sink }
@@ -533,7 +553,7 @@ export class SqliteStateBackend implements StateBackend {
     for (const r of this.s.doneRows.iterate() as IterableIterator<{ row: number; owner: string; id: string; tenant: string; fingerprint: string | null; bytes: number; state: number; done_at: number }>) {
       const s = this.ownerState(r.owner, r.tenant)
       const undelivered = r.state === ROW_UNDELIVERED
-      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: undelivered ? UNDELIVERED : DELIVERED, at: r.done_at }
+      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: undelivered ? UNDELIVERED : DELIVERED, at: r.done_at, outputs: undefined }
       s.done.set(r.id, e)
       this.order.add(e)
       this.retained += r.bytes
@@ -581,20 +601,29 @@ export class SqliteStateBackend implements StateBackend {
     params.length = 0
   }
 
-  // The stored outputs of `entries`, in their order.
+  // The stored outputs of done `entries`, in their order: those kept in memory, the others read
+  // from the file, one range query a run of consecutive rows (exactly those rows), one read a row
+  // of no run.
   private outputsOf(entries: readonly Entry[]): string[] {
-    const byRow = new Map<number, string>()
-    const rows: number[] = []
+    const out = new Array<string>(entries.length)
+    let rows: number[] | undefined
     for (let i = 0; i < entries.length; i++) {
-      rows.push(entries[i].row)
-      if (rows.length === ROWS_PER_STATEMENT || i === entries.length - 1) {
-        const n = rows.length
-        const st = this.many('outputs', n, () => `SELECT row, outputs FROM items WHERE row IN (${Array(n).fill('?').join(', ')})`, true)
-        for (const [row, outputs] of st.all(rows) as Array<[number, string]>) byRow.set(row, outputs)
-        rows.length = 0
-      }
+      const kept = entries[i].outputs
+      if (kept !== undefined) out[i] = kept
+      else (rows ??= []).push(entries[i].row)
     }
-    return entries.map((d) => byRow.get(d.row) as string)
+    if (rows === undefined) return out
+    const byRow = new Map<number, string>()
+    rows.sort((a, b) => a - b)
+    for (let i = 0; i < rows.length; ) {
+      let j = i
+      while (j + 1 < rows.length && rows[j + 1] <= rows[j] + 1) j++
+      if (j > i) for (const [row, outputs] of this.s.outputsRange.all(rows[i], rows[j]) as Array<[number, string]>) byRow.set(row, outputs)
+      else byRow.set(rows[i], this.s.outputs.get(rows[i]) as string)
+      i = j + 1
+    }
+    for (let i = 0; i < entries.length; i++) if (out[i] === undefined) out[i] = byRow.get(entries[i].row) as string
+    return out
   }
 
   // Writes the finished rows of `this.finished`; empties it. A row deleted since (evicted in the same
@@ -632,6 +661,18 @@ export class SqliteStateBackend implements StateBackend {
     rows.length = 0
   }
 
+  // Drops the outputs an entry keeps in memory.
+  private unkeep(d: Entry): void {
+    if (d.outputs === undefined) return
+    d.outputs = undefined
+    this.keptBytes -= d.bytes
+  }
+
+  // The stored outputs of a done entry.
+  private outputsOfEntry(d: Entry): string {
+    return d.outputs ?? (this.s.outputs.get(d.row) as string)
+  }
+
   // Takes a pending entry off the index, releasing its queued bytes (the row is the caller's).
   private unpend(s: OwnerState, id: string): Entry | undefined {
     const p = s.pending.get(id)
@@ -645,6 +686,7 @@ export class SqliteStateBackend implements StateBackend {
   // Deletes a retained result; true when it had not been delivered (lost).
   private removeDone(d: Entry): boolean {
     const s = d.owner
+    this.unkeep(d)
     s.done.delete(d.id)
     this.order.delete(d)
     this.retained -= d.bytes
@@ -694,7 +736,7 @@ export class SqliteStateBackend implements StateBackend {
       const d = s.done.get(item.id)
       if (d) {
         if (fp !== undefined && d.fingerprint !== undefined && d.fingerprint !== fp) out.push(OUT_CONFLICT)
-        else out.push({ status: 'done', outputs: (this.s.outputs.get(d.row) as string | undefined) ?? 'null' })
+        else out.push({ status: 'done', outputs: (this.outputsOfEntry(d) as string | undefined) ?? 'null' })
         continue
       }
       const bytes = item.bytes ?? 0
@@ -711,7 +753,7 @@ export class SqliteStateBackend implements StateBackend {
         params.push(item.owner, item.tenant, item.model, item.compute, item.group, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, now)
       }
       params.push(row, item.id, item.parameters === undefined ? null : JSON.stringify(item.parameters), fp ?? null, bytes, pos, JSON.stringify(item.inputs) ?? null)
-      s.pending.set(item.id, { row, id: item.id, owner: s, fingerprint: fp, bytes, phase: QUEUED, at: 0 })
+      s.pending.set(item.id, { row, id: item.id, owner: s, fingerprint: fp, bytes, phase: QUEUED, at: 0, outputs: undefined })
       s.tenant.bytes.queued += bytes
       // One fixed shape, as the memory backend (a literal, not a spread: the spread copies made
       // submits, leases and the GC measurably slower on a stream's hot path).
@@ -815,13 +857,18 @@ export class SqliteStateBackend implements StateBackend {
       row = this.nextRow++
       this.s.insertDone.run(row, item.owner, item.id, item.tenant, item.model, item.compute, item.group, bytes, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, item.enqueuedAt, state, outputs, now, seq)
     }
-    const d: Entry = { row, id: item.id, owner: s, fingerprint: p?.fingerprint, bytes, phase: delivered ? DELIVERED : UNDELIVERED, at: now }
+    const d: Entry = { row, id: item.id, owner: s, fingerprint: p?.fingerprint, bytes, phase: delivered ? DELIVERED : UNDELIVERED, at: now, outputs: undefined }
     s.done.set(item.id, d)
     this.order.add(d)
     this.retained += bytes
     if (!delivered) {
       s.undelivered.add(item.id)
       s.tenant.bytes.undelivered += bytes
+      // Only a well-formed string: the file holds UTF-8, and reads a lone surrogate back as U+FFFD.
+      if (this.keptBytes + bytes <= OUTPUTS_KEPT_BYTES && isWellFormed(outputs)) {
+        d.outputs = outputs
+        this.keptBytes += bytes
+      }
     }
     let lost = 0
     if (s.done.size > this.maxRetained + this.evictSlack) lost += this.evictCount(s)
@@ -984,7 +1031,7 @@ export class SqliteStateBackend implements StateBackend {
       if (!s) return { state: 'unknown' }
       if (s.pending.has(id)) return { state: 'pending' }
       const d = s.done.get(id)
-      return d ? { state: 'done', outputs: this.s.outputs.get(d.row) as string } : { state: 'unknown' }
+      return d ? { state: 'done', outputs: this.outputsOfEntry(d) } : { state: 'unknown' }
     })
   }
 
@@ -995,7 +1042,9 @@ export class SqliteStateBackend implements StateBackend {
     const d = s.done.get(id) as Entry
     d.phase = IN_FLIGHT
     s.tenant.bytes.undelivered -= d.bytes
-    return this.s.outputs.get(d.row) as string
+    const outputs = this.outputsOfEntry(d)
+    this.unkeep(d)
+    return outputs
   }
 
   async takeUndelivered(owner: string, max: number): Promise<Array<[string, string]>> {
@@ -1016,6 +1065,7 @@ export class SqliteStateBackend implements StateBackend {
     const outputs = this.outputsOf(taken)
     for (let i = 0; i < taken.length; i++) {
       const d = taken[i]
+      this.unkeep(d)
       s.undelivered.delete(d.id)
       d.phase = IN_FLIGHT
       s.tenant.bytes.undelivered -= d.bytes
@@ -1138,6 +1188,7 @@ function prepare(db: Database.Database) {
     deleteRow: db.prepare('DELETE FROM items WHERE row = ?'),
     deliveredRange: db.prepare(`UPDATE items SET state = ${ROW_DELIVERED} WHERE row >= ? AND row <= ?`),
     outputs: db.prepare('SELECT outputs FROM items WHERE row = ?').pluck(),
+    outputsRange: db.prepare('SELECT row, outputs FROM items WHERE row >= ? AND row <= ?').raw(),
     insertLease: db.prepare('INSERT INTO leases (id, consumer, tenant, expires_at, rows) VALUES (?, ?, ?, ?, ?)'),
     extendLease: db.prepare('UPDATE leases SET expires_at = ? WHERE id = ?'),
     deleteLease: db.prepare('DELETE FROM leases WHERE id = ?'),
