@@ -136,6 +136,9 @@ CREATE TABLE ledger (
 ) WITHOUT ROWID;
 `
 
+// The parameters of a multi-row statement go as arguments (`run(...params)`), not as one array:
+// better-sqlite3 reads an array's elements one by one through the V8 API, about twice the cost.
+//
 // Rows a multi-row statement writes or reads at most (a submit's inserts, a finish's and an
 // acknowledgement's updates, the outputs handed to streams): one statement per chunk instead of one
 // per row saves the per-statement cost (binding, step, reset, the call into better-sqlite3). The
@@ -143,16 +146,17 @@ CREATE TABLE ledger (
 // limit of 32 766.
 const ROWS_PER_STATEMENT = 64
 // Pending rows: the columns a submit's items share (their owner, tenant, model, compute, group,
-// route, retain, and the time) are bound once per statement, the rest once per row: binding a
-// string costs a conversion to UTF-8 and a copy, a quarter of a microsecond each, and most of an
-// item's columns are the same strings as its neighbours'.
-const PENDING_SHARED = 9
-const PENDING_PARAMS = 7
+// route, retain, the time, and the offset of queue positions to row numbers, both given in
+// order) are bound once per statement, the rest once per row: binding a value costs a call
+// through the V8 API, and a string a conversion to UTF-8 and a copy, and most of an item's columns
+// are the same as its neighbours'. Parameters are numbered in the order they appear, so the
+// shared ones (in the SELECT list) come before the rows' (in VALUES).
+const PENDING_SHARED = 10
+const PENDING_PARAMS = 6
 const PENDING_INSERT = (n: number): string =>
   'INSERT INTO items (row, owner, id, tenant, model, compute, grp, parameters, fingerprint, bytes, node, sink, retain, enqueued_at, pos, deliveries, state, inputs) ' +
-  `SELECT v.column1, c.owner, v.column2, c.tenant, c.model, c.compute, c.grp, v.column3, v.column4, v.column5, c.node, c.sink, c.retain, c.at, v.column6, 0, ${ROW_PENDING}, v.column7 ` +
-  'FROM (SELECT ? AS owner, ? AS tenant, ? AS model, ? AS compute, ? AS grp, ? AS node, ? AS sink, ? AS retain, ? AS at) AS c, ' +
-  `(VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}) AS v`
+  `SELECT v.column1, ?, v.column2, ?, ?, ?, ?, v.column3, v.column4, v.column5, ?, ?, ?, ?, v.column1 + ?, 0, ${ROW_PENDING}, v.column6 ` +
+  `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}) AS v`
 
 // Whether two items of a submit write the same shared columns (see PENDING_SHARED).
 function sameShared(a: SubmitItem, b: SubmitItem): boolean {
@@ -167,11 +171,13 @@ function sameShared(a: SubmitItem, b: SubmitItem): boolean {
     !a.retain === !b.retain
   )
 }
-// A finished pending row: (row, state, outputs, bytes, done_at, done_seq) a row, joined on rowid.
-const FINISHED_PARAMS = 6
+// Finished pending rows: (state, done_at) once per statement, then (row, outputs, bytes, done_seq)
+// a row, joined on rowid.
+const FINISHED_SHARED = 2
+const FINISHED_PARAMS = 4
 const FINISHED_UPDATE = (n: number): string =>
-  'UPDATE items SET state = v.column2, outputs = v.column3, bytes = v.column4, done_at = v.column5, done_seq = v.column6, inputs = NULL, parameters = NULL ' +
-  `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}) AS v WHERE items.row = v.column1`
+  'UPDATE items SET state = ?, done_at = ?, outputs = v.column2, bytes = v.column3, done_seq = v.column4, inputs = NULL, parameters = NULL ' +
+  `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?)').join(', ')}) AS v WHERE items.row = v.column1`
 
 // Outputs of results finished and not handed out yet are also kept in memory, up to this many
 // bytes (UTF-16 code units, as `bytes` counts) in all owners: a stream takes its results right
@@ -331,8 +337,9 @@ export class SqliteStateBackend implements StateBackend {
   private nextRow = 1
   // Multi-row statements by kind and row count, prepared on first use.
   private readonly manyRows = new Map<string, Database.Statement>()
-  // Pending rows finished by the running transaction and not written yet (FINISHED_PARAMS values a
-  // row): written ROWS_PER_STATEMENT a statement, the rest before the transaction commits.
+  // Pending rows finished by the running transaction and not written yet (FINISHED_SHARED values,
+  // then FINISHED_PARAMS a row): written ROWS_PER_STATEMENT a statement, or when the shared values
+  // change, the rest before the transaction commits.
   private readonly finished: unknown[] = []
   // Lease ids: unique per open (a stale lease object of an earlier open never matches a new lease).
   private readonly nonce = randomBytes(6).toString('base64url')
@@ -597,7 +604,7 @@ export class SqliteStateBackend implements StateBackend {
   // row); empties it.
   private insertPending(params: unknown[]): void {
     const n = (params.length - PENDING_SHARED) / PENDING_PARAMS
-    this.many('insert', n, () => PENDING_INSERT(n)).run(params)
+    this.many('insert', n, () => PENDING_INSERT(n)).run(...params)
     params.length = 0
   }
 
@@ -629,8 +636,8 @@ export class SqliteStateBackend implements StateBackend {
   // Writes the finished rows of `this.finished`; empties it. A row deleted since (evicted in the same
   // step) is no longer there and is not written: the delete stands, as if it came after.
   private writeFinished(): void {
-    const n = this.finished.length / FINISHED_PARAMS
-    this.many('finished', n, () => FINISHED_UPDATE(n)).run(this.finished)
+    const n = (this.finished.length - FINISHED_SHARED) / FINISHED_PARAMS
+    this.many('finished', n, () => FINISHED_UPDATE(n)).run(...this.finished)
     this.finished.length = 0
   }
 
@@ -657,7 +664,7 @@ export class SqliteStateBackend implements StateBackend {
   // Marks the rows delivered (at most ROWS_PER_STATEMENT); empties `rows`.
   private setDeliveredRows(rows: number[]): void {
     const n = rows.length
-    this.many('delivered', n, () => `UPDATE items SET state = ${ROW_DELIVERED} WHERE row IN (${Array(n).fill('?').join(', ')})`).run(rows)
+    this.many('delivered', n, () => `UPDATE items SET state = ${ROW_DELIVERED} WHERE row IN (${Array(n).fill('?').join(', ')})`).run(...rows)
     rows.length = 0
   }
 
@@ -747,12 +754,14 @@ export class SqliteStateBackend implements StateBackend {
       }
       const pos = ++this.hi
       const row = this.nextRow++
-      if (head !== undefined && (params.length === PENDING_SHARED + ROWS_PER_STATEMENT * PENDING_PARAMS || !sameShared(head, item))) this.insertPending(params)
+      if (head !== undefined && (params.length === PENDING_SHARED + ROWS_PER_STATEMENT * PENDING_PARAMS || !sameShared(head, item) || pos - row !== params[PENDING_SHARED - 1])) {
+        this.insertPending(params)
+      }
       if (params.length === 0) {
         head = item
-        params.push(item.owner, item.tenant, item.model, item.compute, item.group, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, now)
+        params.push(item.owner, item.tenant, item.model, item.compute, item.group, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, now, pos - row)
       }
-      params.push(row, item.id, item.parameters === undefined ? null : JSON.stringify(item.parameters), fp ?? null, bytes, pos, JSON.stringify(item.inputs) ?? null)
+      params.push(row, item.id, item.parameters === undefined ? null : JSON.stringify(item.parameters), fp ?? null, bytes, JSON.stringify(item.inputs) ?? null)
       s.pending.set(item.id, { row, id: item.id, owner: s, fingerprint: fp, bytes, phase: QUEUED, at: 0, outputs: undefined })
       s.tenant.bytes.queued += bytes
       // One fixed shape, as the memory backend (a literal, not a spread: the spread copies made
@@ -850,8 +859,10 @@ export class SqliteStateBackend implements StateBackend {
     let row: number
     if (p) {
       row = p.row
-      this.finished.push(row, state, outputs, bytes, now, seq)
-      if (this.finished.length === ROWS_PER_STATEMENT * FINISHED_PARAMS) this.writeFinished()
+      const f = this.finished
+      if (f.length > 0 && (f.length === FINISHED_SHARED + ROWS_PER_STATEMENT * FINISHED_PARAMS || f[0] !== state || f[1] !== now)) this.writeFinished()
+      if (f.length === 0) f.push(state, now)
+      f.push(row, outputs, bytes, seq)
     } else {
       // Forgotten while it ran: a row of its own again.
       row = this.nextRow++
