@@ -11,9 +11,12 @@
  * per owner which ids are pending or retained with their fingerprints, bytes and delivery state
  * (so dedupe, budgets and eviction cost no read). Queued items keep their inputs in memory too,
  * as in the memory backend (bounded by the queued-bytes budgets), so a lease reads nothing;
- * retained outputs stay in the file only and are read when handed out. This process is the only user of the file: it holds SQLite's exclusive
- * lock while open, so a second server on the same file is refused (several processes share state
- * through the Redis backend).
+ * retained outputs stay in the file only and are read when handed out — except the outputs of
+ * results finished and not handed out yet, which are also kept in memory up to a bound (4 MiB in
+ * all owners, see OUTPUTS_KEPT_BYTES): a stream takes its results right after their finish.
+ * This process is the only user of the file: it holds SQLite's exclusive lock while open, so a
+ * second server on the same file is refused (several processes share state through the Redis
+ * backend).
  *
  * What is in the file, and what a reopen finds:
  * - `items`: one row per submitted (owner, id) from submit until it is evicted, swept or
