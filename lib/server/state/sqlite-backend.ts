@@ -145,7 +145,7 @@ CREATE TABLE ledger (
 // Rows a multi-row statement writes or reads at most (a submit's inserts, a finish's and an
 // acknowledgement's updates, the outputs handed to streams): one statement per chunk instead of one
 // per row saves the per-statement cost (binding, step, reset, the call into better-sqlite3). The
-// rows written and the transaction are the same. 64 rows × 7 parameters is far below SQLite's
+// rows written and the transaction are the same. 64 rows × 6 parameters is far below SQLite's
 // limit of 32 766.
 const ROWS_PER_STATEMENT = 64
 // Pending rows: the columns a submit's items share (their owner, tenant, model, compute, group,
@@ -174,6 +174,7 @@ function sameShared(a: SubmitItem, b: SubmitItem): boolean {
     !a.retain === !b.retain
   )
 }
+
 // Finished pending rows: (state, done_at) once per statement, then (row, outputs, bytes, done_seq)
 // a row, joined on rowid.
 const FINISHED_SHARED = 2
