@@ -11,9 +11,12 @@
  * per owner which ids are pending or retained with their fingerprints, bytes and delivery state
  * (so dedupe, budgets and eviction cost no read). Queued items keep their inputs in memory too,
  * as in the memory backend (bounded by the queued-bytes budgets), so a lease reads nothing;
- * retained outputs stay in the file only and are read when handed out. This process is the only user of the file: it holds SQLite's exclusive
- * lock while open, so a second server on the same file is refused (several processes share state
- * through the Redis backend).
+ * retained outputs stay in the file only and are read when handed out — except the outputs of
+ * results finished and not handed out yet, which are also kept in memory up to a bound (4 MiB in
+ * all owners, see OUTPUTS_KEPT_BYTES): a stream takes its results right after their finish.
+ * This process is the only user of the file: it holds SQLite's exclusive lock while open, so a
+ * second server on the same file is refused (several processes share state through the Redis
+ * backend).
  *
  * What is in the file, and what a reopen finds:
  * - `items`: one row per submitted (owner, id) from submit until it is evicted, swept or
@@ -138,14 +141,57 @@ CREATE TABLE ledger (
 ) WITHOUT ROWID;
 `
 
-// Rows a multi-row statement writes at most (a submit's inserts, an acknowledgement's updates):
-// one statement per chunk instead of one per row saves the per-statement cost (binding, step,
-// reset, the call into better-sqlite3). The rows written and the transaction are the same.
-// 64 rows × 16 parameters is far below SQLite's limit of 32 766.
+// The parameters of a multi-row statement go as arguments (`run(...params)`), not as one array:
+// better-sqlite3 reads an array's elements one by one through the V8 API, about twice the cost.
+//
+// Rows a multi-row statement writes or reads at most (a submit's inserts, a finish's and an
+// acknowledgement's updates, the outputs handed to streams): one statement per chunk instead of one
+// per row saves the per-statement cost (binding, step, reset, the call into better-sqlite3). The
+// rows written and the transaction are the same. 64 rows × 6 parameters is far below SQLite's
+// limit of 32 766.
 const ROWS_PER_STATEMENT = 64
-const PENDING_PARAMS = 16
-const PENDING_INSERT = 'INSERT INTO items (row, owner, id, tenant, model, compute, grp, parameters, fingerprint, bytes, node, sink, retain, enqueued_at, pos, deliveries, state, inputs) VALUES '
-const PENDING_VALUES = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ${ROW_PENDING}, ?)`
+// Pending rows: the columns a submit's items share (their owner, tenant, model, compute, group,
+// route, retain, the time, and the offset of queue positions to row numbers, both given in
+// order) are bound once per statement, the rest once per row: binding a value costs a call
+// through the V8 API, and a string a conversion to UTF-8 and a copy, and most of an item's columns
+// are the same as its neighbours'. Parameters are numbered in the order they appear, so the
+// shared ones (in the SELECT list) come before the rows' (in VALUES).
+const PENDING_SHARED = 10
+const PENDING_PARAMS = 6
+const PENDING_INSERT = (n: number): string =>
+  'INSERT INTO items (row, owner, id, tenant, model, compute, grp, parameters, fingerprint, bytes, node, sink, retain, enqueued_at, pos, deliveries, state, inputs) ' +
+  `SELECT v.column1, ?, v.column2, ?, ?, ?, ?, v.column3, v.column4, v.column5, ?, ?, ?, ?, v.column1 + ?, 0, ${ROW_PENDING}, v.column6 ` +
+  `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ')}) AS v`
+
+// Whether two items of a submit write the same shared columns (see PENDING_SHARED).
+function sameShared(a: SubmitItem, b: SubmitItem): boolean {
+  return (
+    a.owner === b.owner &&
+    a.tenant === b.tenant &&
+    a.model === b.model &&
+    a.compute === b.compute &&
+    a.group === b.group &&
+    a.route.node === b.route.node &&
+    a.route.sink === b.route.sink &&
+    !a.retain === !b.retain
+  )
+}
+
+// Finished pending rows: (state, done_at) once per statement, then (row, outputs, bytes, done_seq)
+// a row, joined on rowid.
+const FINISHED_SHARED = 2
+const FINISHED_PARAMS = 4
+const FINISHED_UPDATE = (n: number): string =>
+  'UPDATE items SET state = ?, done_at = ?, outputs = v.column2, bytes = v.column3, done_seq = v.column4, inputs = NULL, parameters = NULL ' +
+  `FROM (VALUES ${Array(n).fill('(?, ?, ?, ?)').join(', ')}) AS v WHERE items.row = v.column1`
+
+// Outputs of results finished and not handed out yet are also kept in memory, up to this many
+// bytes (UTF-16 code units, as `bytes` counts) in all owners: a stream takes its results right
+// after their finish, and reading them back from the file cost as much as writing them. The file
+// stays the truth (a result is stored before it is handed out, and a restart reads it from there);
+// the copy is the string stored, dropped once handed out, acknowledged or removed. Past the bound
+// (results waiting for an absent client) outputs are read from the file, as before.
+const OUTPUTS_KEPT_BYTES = 4 * 1024 * 1024
 
 // In-memory phases of an entry.
 const QUEUED = 0
@@ -165,6 +211,11 @@ interface Entry {
   phase: number
   /** `Date.now()` when it finished (done entries). */
   readonly at: number
+  /**
+   * A done entry's stored outputs, kept in memory from its finish until it is handed out (see
+   * OUTPUTS_KEPT_BYTES); undefined otherwise (then read from the file).
+   */
+  outputs: string | undefined
 }
 
 class TenantState {
@@ -228,6 +279,9 @@ const OUT_PENDING: SubmitOutcome = Object.freeze({ status: 'pending' })
 const OUT_CONFLICT: SubmitOutcome = Object.freeze({ status: 'conflict' })
 const OUT_OVERLOADED: SubmitOutcome = Object.freeze({ status: 'overloaded' })
 
+// String.prototype.isWellFormed (Node 20; ES2024, past the TypeScript lib this package compiles with).
+const isWellFormed = (text: string): boolean => (text as unknown as { isWellFormed(): boolean }).isWellFormed()
+
 function leasedCopy(q: QueueItem): LeasedItem {
   const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
     tenant: q.tenant,
@@ -278,6 +332,8 @@ export class SqliteStateBackend implements StateBackend {
   private readonly listeners = new RouteListeners()
   private readonly workers = new LocalWorkers()
   private retained = 0
+  // Bytes of the outputs entries keep in memory (see OUTPUTS_KEPT_BYTES).
+  private keptBytes = 0
   private deadLettered = 0
   // Queue positions: a submit appends after `hi`, a requeue goes in front of `lo`.
   private hi = 0
@@ -288,6 +344,10 @@ export class SqliteStateBackend implements StateBackend {
   private nextRow = 1
   // Multi-row statements by kind and row count, prepared on first use.
   private readonly manyRows = new Map<string, Database.Statement>()
+  // Pending rows finished by the running transaction and not written yet (FINISHED_SHARED values,
+  // then FINISHED_PARAMS a row): written ROWS_PER_STATEMENT a statement, or when the shared values
+  // change, the rest before the transaction commits.
+  private readonly finished: unknown[] = []
   // Lease ids: unique per open (a stale lease object of an earlier open never matches a new lease).
   private readonly nonce = randomBytes(6).toString('base64url')
   private nextLease = 1
@@ -371,10 +431,10 @@ export class SqliteStateBackend implements StateBackend {
         if (d.phase === UNDELIVERED) {
           s.undelivered.delete(id)
           s.tenant.bytes.undelivered -= d.bytes
+          this.unkeep(d)
         }
         d.phase = DELIVERED
         rows.push(d.row)
-        if (rows.length === ROWS_PER_STATEMENT) this.setDelivered(rows)
       }
       if (rows.length > 0) this.setDelivered(rows)
     })
@@ -407,9 +467,16 @@ export class SqliteStateBackend implements StateBackend {
    * rollback left as it was before.
    */
   private tx<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
-    const t = this.db.transaction(fn)
+    const t = this.db.transaction((...args: A): R => {
+      const r = fn(...args)
+      // The rows `complete` left to write, before the commit (nothing in a step reads them back).
+      if (this.finished.length > 0) this.writeFinished()
+      return r
+    })
     return (...args: A): R => {
       this.check()
+      // Left by a transaction that failed (rolled back): not written.
+      if (!this.db.inTransaction) this.finished.length = 0
       try {
         return t.immediate(...args)
       } catch (err) {
@@ -438,6 +505,7 @@ export class SqliteStateBackend implements StateBackend {
     this.order.clear()
     this.held.clear()
     this.retained = 0
+    this.keptBytes = 0
     const bounds = this.s.bounds.get() as { hi: number | null; lo: number | null; seq: number | null; row: number | null }
     this.nextRow = Math.max(this.nextRow, (bounds.row ?? 0) + 1)
     this.hi = Math.max(this.hi, bounds.hi ?? 0)
@@ -454,7 +522,7 @@ export class SqliteStateBackend implements StateBackend {
     const byRow = new Map<number, QueueItem>()
     for (const r of this.s.pendingRows.iterate() as IterableIterator<ItemRow>) {
       const s = this.ownerState(r.owner, r.tenant)
-      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: QUEUED, at: 0 }
+      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: QUEUED, at: 0, outputs: undefined }
       s.pending.set(r.id, e)
       s.tenant.bytes.queued += r.bytes
       const route: Route = r.sink === null ? { node: r.node } : { node: r.node, sink: r.sink }
@@ -499,7 +567,7 @@ export class SqliteStateBackend implements StateBackend {
     for (const r of this.s.doneRows.iterate() as IterableIterator<{ row: number; owner: string; id: string; tenant: string; fingerprint: string | null; bytes: number; state: number; done_at: number }>) {
       const s = this.ownerState(r.owner, r.tenant)
       const undelivered = r.state === ROW_UNDELIVERED
-      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: undelivered ? UNDELIVERED : DELIVERED, at: r.done_at }
+      const e: Entry = { row: r.row, id: r.id, owner: s, fingerprint: r.fingerprint ?? undefined, bytes: r.bytes, phase: undelivered ? UNDELIVERED : DELIVERED, at: r.done_at, outputs: undefined }
       s.done.set(r.id, e)
       this.order.add(e)
       this.retained += r.bytes
@@ -527,26 +595,96 @@ export class SqliteStateBackend implements StateBackend {
     if (--s.tenant.owners === 0) this.tenants.delete(s.tenant.key)
   }
 
-  // The statement writing `n` rows of `kind`, prepared on first use.
-  private many(kind: string, n: number, sql: () => string): Database.Statement {
+  // The statement for `n` rows of `kind`, prepared on first use (`raw`: rows read as arrays).
+  private many(kind: string, n: number, sql: () => string, raw = false): Database.Statement {
     const key = `${kind}${n}`
     let st = this.manyRows.get(key)
-    if (!st) this.manyRows.set(key, (st = this.db.prepare(sql())))
+    if (!st) {
+      st = this.db.prepare(sql())
+      if (raw) st.raw(true)
+      this.manyRows.set(key, st)
+    }
     return st
   }
 
-  // Inserts the pending rows whose parameters `params` holds (PENDING_PARAMS a row), in order; empties it.
+  // Inserts the pending rows whose parameters `params` holds (PENDING_SHARED, then PENDING_PARAMS a
+  // row); empties it.
   private insertPending(params: unknown[]): void {
-    const n = params.length / PENDING_PARAMS
-    this.many('insert', n, () => PENDING_INSERT + Array(n).fill(PENDING_VALUES).join(', ')).run(params)
+    const n = (params.length - PENDING_SHARED) / PENDING_PARAMS
+    this.many('insert', n, () => PENDING_INSERT(n)).run(...params)
     params.length = 0
   }
 
-  // Marks the rows delivered; empties `rows`.
+  // The stored outputs of done `entries`, in their order: those kept in memory, the others read
+  // from the file, one range query a run of consecutive rows (exactly those rows), one read a row
+  // of no run.
+  private outputsOf(entries: readonly Entry[]): string[] {
+    const out = new Array<string>(entries.length)
+    let rows: number[] | undefined
+    for (let i = 0; i < entries.length; i++) {
+      const kept = entries[i].outputs
+      if (kept !== undefined) out[i] = kept
+      else (rows ??= []).push(entries[i].row)
+    }
+    if (rows === undefined) return out
+    const byRow = new Map<number, string>()
+    rows.sort((a, b) => a - b)
+    for (let i = 0; i < rows.length; ) {
+      let j = i
+      while (j + 1 < rows.length && rows[j + 1] <= rows[j] + 1) j++
+      if (j > i) for (const [row, outputs] of this.s.outputsRange.all(rows[i], rows[j]) as Array<[number, string]>) byRow.set(row, outputs)
+      else byRow.set(rows[i], this.s.outputs.get(rows[i]) as string)
+      i = j + 1
+    }
+    for (let i = 0; i < entries.length; i++) if (out[i] === undefined) out[i] = byRow.get(entries[i].row) as string
+    return out
+  }
+
+  // Writes the finished rows of `this.finished`; empties it. A row deleted since (evicted in the same
+  // step) is no longer there and is not written: the delete stands, as if it came after.
+  private writeFinished(): void {
+    const n = (this.finished.length - FINISHED_SHARED) / FINISHED_PARAMS
+    this.many('finished', n, () => FINISHED_UPDATE(n)).run(...this.finished)
+    this.finished.length = 0
+  }
+
+  // Marks the rows delivered; empties `rows`. Rows are numbered in submit order, so the results a stream acknowledges are mostly runs of
+  // consecutive rows: one range update a run (it writes exactly those rows, every number of the
+  // range being one of them), the rows of no run ROWS_PER_STATEMENT a statement.
   private setDelivered(rows: number[]): void {
-    const n = rows.length
-    this.many('delivered', n, () => `UPDATE items SET state = ${ROW_DELIVERED} WHERE row IN (${Array(n).fill('?').join(', ')})`).run(rows)
+    rows.sort((a, b) => a - b)
+    const single: number[] = []
+    for (let i = 0; i < rows.length; ) {
+      let j = i
+      while (j + 1 < rows.length && rows[j + 1] <= rows[j] + 1) j++
+      if (j > i) this.s.deliveredRange.run(rows[i], rows[j])
+      else {
+        single.push(rows[i])
+        if (single.length === ROWS_PER_STATEMENT) this.setDeliveredRows(single)
+      }
+      i = j + 1
+    }
+    if (single.length > 0) this.setDeliveredRows(single)
     rows.length = 0
+  }
+
+  // Marks the rows delivered (at most ROWS_PER_STATEMENT); empties `rows`.
+  private setDeliveredRows(rows: number[]): void {
+    const n = rows.length
+    this.many('delivered', n, () => `UPDATE items SET state = ${ROW_DELIVERED} WHERE row IN (${Array(n).fill('?').join(', ')})`).run(...rows)
+    rows.length = 0
+  }
+
+  // Drops the outputs an entry keeps in memory.
+  private unkeep(d: Entry): void {
+    if (d.outputs === undefined) return
+    d.outputs = undefined
+    this.keptBytes -= d.bytes
+  }
+
+  // The stored outputs of a done entry.
+  private outputsOfEntry(d: Entry): string {
+    return d.outputs ?? (this.s.outputs.get(d.row) as string)
   }
 
   // Takes a pending entry off the index, releasing its queued bytes (the row is the caller's).
@@ -562,6 +700,7 @@ export class SqliteStateBackend implements StateBackend {
   // Deletes a retained result; true when it had not been delivered (lost).
   private removeDone(d: Entry): boolean {
     const s = d.owner
+    this.unkeep(d)
     s.done.delete(d.id)
     this.order.delete(d)
     this.retained -= d.bytes
@@ -595,8 +734,11 @@ export class SqliteStateBackend implements StateBackend {
   private submitStep(items: readonly SubmitItem[], maxQueuedBytes: number | undefined, now: number): { out: SubmitOutcome[]; queued: QueueItem[] } {
     const out: SubmitOutcome[] = []
     const queued: QueueItem[] = []
-    // The inserts, ROWS_PER_STATEMENT rows a statement (the loop reads no row it inserts).
+    // The inserts, ROWS_PER_STATEMENT rows a statement, consecutive items with the same shared
+    // columns together (the loop reads no row it inserts). `head`: the item whose shared columns
+    // `params` holds.
     const params: unknown[] = []
+    let head: SubmitItem | undefined
     for (const item of items) {
       const s = this.ownerState(item.owner, item.tenant)
       const fp = item.fingerprint
@@ -608,7 +750,7 @@ export class SqliteStateBackend implements StateBackend {
       const d = s.done.get(item.id)
       if (d) {
         if (fp !== undefined && d.fingerprint !== undefined && d.fingerprint !== fp) out.push(OUT_CONFLICT)
-        else out.push({ status: 'done', outputs: (this.s.outputs.get(d.row) as string | undefined) ?? 'null' })
+        else out.push({ status: 'done', outputs: (this.outputsOfEntry(d) as string | undefined) ?? 'null' })
         continue
       }
       const bytes = item.bytes ?? 0
@@ -619,26 +761,15 @@ export class SqliteStateBackend implements StateBackend {
       }
       const pos = ++this.hi
       const row = this.nextRow++
-      params.push(
-        row,
-        item.owner,
-        item.id,
-        item.tenant,
-        item.model,
-        item.compute,
-        item.group,
-        item.parameters === undefined ? null : JSON.stringify(item.parameters),
-        fp ?? null,
-        bytes,
-        item.route.node,
-        item.route.sink ?? null,
-        item.retain ? 1 : 0,
-        now,
-        pos,
-        JSON.stringify(item.inputs) ?? null,
-      )
-      if (params.length === ROWS_PER_STATEMENT * PENDING_PARAMS) this.insertPending(params)
-      s.pending.set(item.id, { row, id: item.id, owner: s, fingerprint: fp, bytes, phase: QUEUED, at: 0 })
+      if (head !== undefined && (params.length === PENDING_SHARED + ROWS_PER_STATEMENT * PENDING_PARAMS || !sameShared(head, item) || pos - row !== params[PENDING_SHARED - 1])) {
+        this.insertPending(params)
+      }
+      if (params.length === 0) {
+        head = item
+        params.push(item.owner, item.tenant, item.model, item.compute, item.group, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, now, pos - row)
+      }
+      params.push(row, item.id, item.parameters === undefined ? null : JSON.stringify(item.parameters), fp ?? null, bytes, JSON.stringify(item.inputs) ?? null)
+      s.pending.set(item.id, { row, id: item.id, owner: s, fingerprint: fp, bytes, phase: QUEUED, at: 0, outputs: undefined })
       s.tenant.bytes.queued += bytes
       // One fixed shape, as the memory backend (a literal, not a spread: the spread copies made
       // submits, leases and the GC measurably slower on a stream's hot path).
@@ -735,19 +866,27 @@ export class SqliteStateBackend implements StateBackend {
     let row: number
     if (p) {
       row = p.row
-      this.s.finishRow.run(state, outputs, bytes, now, seq, row)
+      const f = this.finished
+      if (f.length > 0 && (f.length === FINISHED_SHARED + ROWS_PER_STATEMENT * FINISHED_PARAMS || f[0] !== state || f[1] !== now)) this.writeFinished()
+      if (f.length === 0) f.push(state, now)
+      f.push(row, outputs, bytes, seq)
     } else {
       // Forgotten while it ran: a row of its own again.
       row = this.nextRow++
       this.s.insertDone.run(row, item.owner, item.id, item.tenant, item.model, item.compute, item.group, bytes, item.route.node, item.route.sink ?? null, item.retain ? 1 : 0, item.enqueuedAt, state, outputs, now, seq)
     }
-    const d: Entry = { row, id: item.id, owner: s, fingerprint: p?.fingerprint, bytes, phase: delivered ? DELIVERED : UNDELIVERED, at: now }
+    const d: Entry = { row, id: item.id, owner: s, fingerprint: p?.fingerprint, bytes, phase: delivered ? DELIVERED : UNDELIVERED, at: now, outputs: undefined }
     s.done.set(item.id, d)
     this.order.add(d)
     this.retained += bytes
     if (!delivered) {
       s.undelivered.add(item.id)
       s.tenant.bytes.undelivered += bytes
+      // Only a well-formed string: the file holds UTF-8, and reads a lone surrogate back as U+FFFD.
+      if (this.keptBytes + bytes <= OUTPUTS_KEPT_BYTES && isWellFormed(outputs)) {
+        d.outputs = outputs
+        this.keptBytes += bytes
+      }
     }
     let lost = 0
     if (s.done.size > this.maxRetained + this.evictSlack) lost += this.evictCount(s)
@@ -927,7 +1066,7 @@ export class SqliteStateBackend implements StateBackend {
       if (!s) return { state: 'unknown' }
       if (s.pending.has(id)) return { state: 'pending' }
       const d = s.done.get(id)
-      return d ? { state: 'done', outputs: this.s.outputs.get(d.row) as string } : { state: 'unknown' }
+      return d ? { state: 'done', outputs: this.outputsOfEntry(d) } : { state: 'unknown' }
     })
   }
 
@@ -938,7 +1077,9 @@ export class SqliteStateBackend implements StateBackend {
     const d = s.done.get(id) as Entry
     d.phase = IN_FLIGHT
     s.tenant.bytes.undelivered -= d.bytes
-    return this.s.outputs.get(d.row) as string
+    const outputs = this.outputsOfEntry(d)
+    this.unkeep(d)
+    return outputs
   }
 
   async takeUndelivered(owner: string, max: number): Promise<Array<[string, string]>> {
@@ -946,15 +1087,24 @@ export class SqliteStateBackend implements StateBackend {
     const s = this.owners.get(owner)
     const out: Array<[string, string]> = []
     if (!s) return out
+    const taken: Entry[] = []
     for (const id of s.undelivered) {
-      if (out.length >= max) break
-      s.undelivered.delete(id)
+      if (taken.length >= max) break
       const d = s.done.get(id)
-      if (d) {
-        d.phase = IN_FLIGHT
-        s.tenant.bytes.undelivered -= d.bytes
-        out.push([id, this.s.outputs.get(d.row) as string])
-      }
+      if (d) taken.push(d)
+      else s.undelivered.delete(id)
+    }
+    if (taken.length === 0) return out
+    // The outputs first, ROWS_PER_STATEMENT rows a query (one call instead of one per row); the
+    // index changes only once they are read.
+    const outputs = this.outputsOf(taken)
+    for (let i = 0; i < taken.length; i++) {
+      const d = taken[i]
+      this.unkeep(d)
+      s.undelivered.delete(d.id)
+      d.phase = IN_FLIGHT
+      s.tenant.bytes.undelivered -= d.bytes
+      out.push([d.id, outputs[i]])
     }
     return out
   }
@@ -1069,10 +1219,11 @@ function prepare(db: Database.Database) {
       `INSERT INTO items (row, owner, id, tenant, model, compute, grp, bytes, node, sink, retain, enqueued_at, pos, deliveries, state, outputs, done_at, done_seq)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)`,
     ),
-    finishRow: db.prepare('UPDATE items SET state = ?, outputs = ?, bytes = ?, done_at = ?, done_seq = ?, inputs = NULL, parameters = NULL WHERE row = ?'),
     requeueRow: db.prepare('UPDATE items SET deliveries = ?, pos = ? WHERE row = ?'),
     deleteRow: db.prepare('DELETE FROM items WHERE row = ?'),
+    deliveredRange: db.prepare(`UPDATE items SET state = ${ROW_DELIVERED} WHERE row >= ? AND row <= ?`),
     outputs: db.prepare('SELECT outputs FROM items WHERE row = ?').pluck(),
+    outputsRange: db.prepare('SELECT row, outputs FROM items WHERE row >= ? AND row <= ?').raw(),
     insertLease: db.prepare('INSERT INTO leases (id, consumer, tenant, expires_at, rows) VALUES (?, ?, ?, ?, ?)'),
     extendLease: db.prepare('UPDATE leases SET expires_at = ? WHERE id = ?'),
     deleteLease: db.prepare('DELETE FROM leases WHERE id = ?'),
