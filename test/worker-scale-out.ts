@@ -13,7 +13,7 @@ import { until } from './helpers/until.js'
 
 const space = new RedisTestSpace()
 const reachable = await redisReachable()
-t.teardown(() => space.cleanup())
+if (reachable) t.teardown(() => space.cleanup())
 
 function item(tenant: string, id: string): SubmitItem {
   const model = 'test/gate'
