@@ -30,14 +30,16 @@
  *     zero-cluster-K  one front-end and K workers `--workers ZW --max-batch ZB`, no delay, for each K
  *                     of --zero-procs (default 1).
  *   The model's capacity at delay D is K·W·B/D items/s (one sleep per batch of B, W batches at
- *   once per process). The defaults, W = 1 and B = 16 at D = 20 ms: 800 items/s per worker
- *   process, 3 200/s for four — chosen so that four processes still leave the client, the
- *   front-end and Redis far from a full core each (every item costs Redis a few Lua scripts: the
- *   zero peers and the Redis table measure how much): the model must be the bound, and each run
- *   says whether it was (below). With W = 4 and B = 32 one process would hold 6 400/s and four
- *   25 600/s, more than one Redis moves on this 2-core machine: that would measure Redis, not
- *   scale-out. Each worker slot also waits for its lease and finish round trips between batches,
- *   so a model-bound run stays under K·W·B/D: the "cycle" column shows by how much.
+ *   once per process). The defaults, W = 1 and B = 8 at D = 20 ms: 400 items/s per worker
+ *   process, 1 600/s for four — chosen so that four processes leave the client, the front-end,
+ *   Redis and the machine room to spare: an item costs the Redis path several hundred µs of CPU
+ *   over all its processes (the "CPU µs/item" column), and this machine has 2 cores shared with
+ *   other work. At B = 16 four workers drove the machine to ~97% busy and the measure became one
+ *   of CPU contention; with W = 4 and B = 32 one process would hold 6 400/s and four 25 600/s,
+ *   more than one Redis moves here. The model must be the bound, and each run says whether the
+ *   feed kept up and what the workers' batches waited for (below). Each worker slot also waits for
+ *   its lease and finish round trips between batches, so a run stays under K·W·B/D even when the
+ *   model bounds it: the "cycle" column shows by how much.
  *   Checks, each a loud `!!!` and exit 1: every item answered exactly once with its own inputs, no
  *   error result, the bill in the (front-end's) /metrics equal to N, every key of the run's prefix
  *   deleted afterwards.
@@ -110,7 +112,7 @@ const args = parseBenchArgs({
   'zero-items': { type: 'string' },
   'delay-ms': { type: 'string', default: '20' },
   workers: { type: 'string', default: '1' },
-  'max-batch': { type: 'string', default: '16' },
+  'max-batch': { type: 'string', default: '8' },
   procs: { type: 'string', default: '1,2,4' },
   'zero-workers': { type: 'string', default: '4' },
   'zero-max-batch': { type: 'string', default: '32' },
@@ -444,6 +446,9 @@ async function orchestrate() {
       result.redisCommandsPerItem = peer.kind === 'embedded' ? null : (redis1.commandsProcessed - redis0.commandsProcessed) / peer.items
       result.redisCommands = peer.kind === 'embedded' ? null : commandDelta(redis0.commands, redis1.commands, peer.items)
       result.machineBusy = machine0 && machine1 ? (machine1.busy - machine0.busy) / (machine1.total - machine0.total) : null
+      // CPU of every process of the run (client, server or front-end and workers, Redis) per item.
+      const cpuAll = result.cpuSec + result.processes.reduce((a, p) => a + (p.cpuSec ?? 0), 0) + (peer.kind === 'embedded' ? 0 : redis1.cpuSec - redis0.cpuSec)
+      result.cpuUsPerItem = (cpuAll * 1e6) / peer.items
       if (batches0.every(Boolean) && batches1.every(Boolean)) {
         const d = (k) => batches1.reduce((a, b, i) => a + b[k] - batches0[i][k], 0)
         result.batches = d('batches')
@@ -559,25 +564,36 @@ function report(o) {
   const base = latency.find((r) => r.peer.name === 'cluster-1') ? 'cluster-1' : null
 
   const table = (list, withCapacity) => {
+    // Latency-bound rows: × cluster-1 and × embedded; no-delay rows: × zero-embedded.
+    const refs = withCapacity ? [base, 'embedded'].filter(Boolean) : ['zero-embedded']
     let t =
-      `| peer | what | items/s |${withCapacity ? ' capacity items/s | of capacity |' : ''} × ${withCapacity ? (base ?? 'cluster-1') : 'zero-embedded'} | × ${withCapacity ? 'embedded' : 'zero-embedded'} | mean batch | model ms/batch | cycle ms/batch | queue ≥ 1 batch (median queued) | client CPU | server / front-end CPU | workers CPU (busiest) | Redis CPU | machine busy | Redis cmds/item | bound | runs (items/s) | checks |\n` +
-      `|---|---|--:|${withCapacity ? '--:|--:|' : ''}--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|\n`
+      `| peer | what | items/s |${withCapacity ? ' capacity items/s | of capacity |' : ''}${refs.map((x) => ` × ${x} |`).join('')} mean batch | model ms/batch | cycle ms/batch | queue ≥ 1 batch (median queued) | client CPU | server / front-end CPU | workers CPU (busiest) | Redis CPU | machine busy | CPU µs/item (all) | Redis cmds/item | bound | runs (items/s) | checks |\n` +
+      `|---|---|--:|${withCapacity ? '--:|--:|' : ''}${refs.map(() => '--:|').join('')}--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|\n`
     for (const r of list) {
       const m = r.med
-      const ref = withCapacity ? base : 'zero-embedded'
-      const vsRef = ref && r.peer.name !== ref ? fmtX(perRound(all, r.peer.name, ref)) + fmtRange(perRound(all, r.peer.name, ref)) : ref ? '1.00' : 'n/a'
-      const emb = withCapacity ? 'embedded' : 'zero-embedded'
-      const vsEmb = r.peer.name === emb ? '1.00' : fmtX(perRound(all, r.peer.name, emb)) + fmtRange(perRound(all, r.peer.name, emb))
+      const vs = refs.map((ref) => (r.peer.name === ref ? '1.00' : fmtX(perRound(all, r.peer.name, ref)) + fmtRange(perRound(all, r.peer.name, ref))))
       t +=
         `| ${r.peer.name} | ${r.peer.what} | ${fmtInt(m.itemsPerSec)} |` +
         (withCapacity ? ` ${fmtInt(r.peer.capacity)} | ${fmtPct(m.ofCapacity)} |` : '') +
-        ` ${vsRef} | ${vsEmb} | ${m.meanBatch != null ? m.meanBatch.toFixed(1) : 'n/a'} | ${m.meanBatchMs != null ? m.meanBatchMs.toFixed(1) : 'n/a'} | ${m.cycleMs != null ? m.cycleMs.toFixed(1) : 'n/a'} | ` +
+        `${vs.map((x) => ` ${x} |`).join('')} ${m.meanBatch != null ? m.meanBatch.toFixed(1) : 'n/a'} | ${m.meanBatchMs != null ? m.meanBatchMs.toFixed(1) : 'n/a'} | ${m.cycleMs != null ? m.cycleMs.toFixed(1) : 'n/a'} | ` +
         `${m.queueFullShare != null ? `${fmtPct(m.queueFullShare)} (${fmtInt(m.medianQueued)})` : 'n/a'} | ` +
         `${fmtShare(m.clientCpuShare)} | ${fmtShare(m.frontCpuShare)} | ${m.workersCpuShare != null ? `${fmtPct(m.workersCpuShare)} (${fmtPct(m.busiestWorkerCpuShare)})` : '—'} | ` +
-        `${fmtShare(m.redisCpuShare)} | ${fmtShare(m.machineBusy)} | ${m.redisCommandsPerItem != null ? m.redisCommandsPerItem.toFixed(2) : '—'} | ${m.bound ?? 'n/a'} | ` +
+        `${fmtShare(m.redisCpuShare)} | ${fmtShare(m.machineBusy)} | ${m.cpuUsPerItem != null ? fmtInt(m.cpuUsPerItem) : 'n/a'} | ${m.redisCommandsPerItem != null ? m.redisCommandsPerItem.toFixed(2) : '—'} | ${m.bound ?? 'n/a'} | ` +
         `${r.runs.map((x) => (x.ok ? fmtInt(x.itemsPerSec) : 'failed')).join(', ')} | ${r.ok ? 'once, billed, keys deleted' : '**FAILED**'} |\n`
     }
     return t
+  }
+  /** How a peer's runs were bound, counted by kind (the labels of boundOf carry numbers). */
+  const boundSummary = (r) => {
+    const kinds = new Map()
+    let busy = 0
+    for (const x of r.runs) {
+      const b = x.bound ?? 'failed'
+      const kind = /^model/.test(b) ? 'the model (≥ 80% of capacity)' : /^workers/.test(b) ? "the workers' batch cycle (model + lease/finish round trips)" : /^machine/.test(b) ? 'the machine' : /^feed/.test(b) ? 'the feed (queue short)' : b === 'failed' ? 'failed' : b.replace(/ \(.*$/, '')
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1)
+      if (/machine \d+% busy|^machine/.test(b)) busy++
+    }
+    return `- ${r.peer.name}, bound in its ${r.runs.length} run(s) by: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}; the machine ≥ ${fmtPct(BUSY_MACHINE)} busy in ${busy}\n`
   }
 
   const goals = {}
@@ -599,10 +615,7 @@ function report(o) {
       `capacity K·W·B/D = K·${W}·${B}/${D / 1000} s = ${fmtInt((W * B * 1000) / D)} items/s per worker process. ` +
       `Client InferenceStream v1, unordered, maxInFlight ${C}.\n\n` +
       table(latency, true) + '\n'
-    for (const r of latency) {
-      const model = r.runs.filter((x) => x.bound === 'model').length
-      md += `- ${r.peer.name}: bound by the model in ${model} of ${r.runs.length} run(s)${model < r.runs.length ? ` (others: ${r.runs.filter((x) => x.bound !== 'model').map((x) => x.bound ?? x.error ?? 'failed').join('; ')})` : ''}\n`
-    }
+    for (const r of latency) md += boundSummary(r)
     if (goals.fourVsOne) {
       md += `- 4 worker processes: **${goals.fourVsOne.ratio.toFixed(2)}×** 1 (per round ${goals.fourVsOne.perRound.map((x) => x.toFixed(2)).join(', ')}; goal ≥ ${GOAL_SCALE_4}): ${verdict(goals.fourVsOne.met)}\n`
     }
@@ -619,6 +632,12 @@ function report(o) {
       md += `- Redis-backed cluster (${g.peer}): **${g.ratio.toFixed(2)}×** the memory backend's items/s (per round ${g.perRound.map((x) => x.toFixed(2)).join(', ')}; goal ≥ ${GOAL_ZERO_VS_MEMORY}): ${verdict(g.met)}\n`
     }
     if (goals.zeroRedisServeVsMemory) md += `- one process on Redis state (\`serve --redis\`, no worker hop): ${goals.zeroRedisServeVsMemory.ratio.toFixed(2)}× memory\n`
+    const cpu = (name) => zero.find((r) => r.peer.name === name)?.med.cpuUsPerItem
+    if (cpu('zero-embedded') && zero.some((r) => r.peer.kind === 'cluster')) {
+      for (const r of zero.filter((x) => x.peer.kind !== 'embedded')) {
+        md += `- ${r.peer.name} used ${fmtInt(r.med.cpuUsPerItem)} µs of CPU per item over all its processes and Redis, ${(r.med.cpuUsPerItem / cpu('zero-embedded')).toFixed(1)}× the embedded server's ${fmtInt(cpu('zero-embedded'))} (client included in both)\n`
+      }
+    }
     md += '\n'
   }
   const redisRows = rows.filter((r) => r.med.redisCommands?.length)
