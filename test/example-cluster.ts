@@ -54,7 +54,7 @@ t.test('examples/cluster/start.js: 2 front-ends, 3 workers, a run through both, 
   t.equal(urls.length, 2, 'two front-ends')
   t.equal(workers.length, 3, 'three workers')
   pids.push(...urls.map((m) => Number(m[2])), ...workers.map((m) => Number(m[2])))
-  for (const m of workers) t.equal((await (await fetch(m[1]!)).json()).role, 'worker')
+  for (const m of workers) t.equal(((await (await fetch(m[1]!)).json()) as { role: string }).role, 'worker')
   const tryLine = /^try: inference-stream run examples\/reviews\.csv --model builtin\/sentiment --endpoint (\S+) --endpoint (\S+) -o reviews\.jsonl$/m.exec(out)
   t.ok(tryLine, 'prints the run command')
   t.same([tryLine?.[1], tryLine?.[2]], urls.map((m) => m[1]))
