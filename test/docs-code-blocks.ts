@@ -428,7 +428,7 @@ async function runDoc(file: string, blocks: Block[], ports: number[], typeErrors
     for (const b of blocks) {
       const settled = classify(b)
       if (settled) { outcomes.push(settled); continue }
-      if (b.needs === 'redis' && !(await redisOk())) { outcomes.push({ block: b, status: 'skip', message: REDIS_SKIP }); continue }
+      if (b.needs === 'redis' && !(await redisOk())) { outcomes.push({ block: b, status: 'skip', message: `needs redis: ${REDIS_SKIP}` }); continue }
       const code = substitutePorts(b.code, portMap)
       const id = `line-${b.line}`
       if (b.kind === 'js' || b.kind === 'ts') {
@@ -570,7 +570,7 @@ t.comment(`docs ran in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 for (const d of byDoc) {
   for (const o of results.get(d.file)!) {
     const name = `${o.block.file}:${o.block.line} (${o.block.lang || 'no language'})`
-    if (o.status === 'skip') { t.test(name, { skip: `not-run: ${o.message}` }, async () => {}); continue }
+    if (o.status === 'skip') { t.test(name, { skip: o.block.notRun !== undefined ? `not-run: ${o.message}` : o.message }, async () => {}); continue }
     t.test(name, async (t) => {
       if (o.status === 'fail') t.fail(o.message, { output: o.output, at: null, stack: '', source: '' })
       else if (process.env.DOCS_BLOCKS_VERBOSE && o.output) t.pass(o.message, { diagnostic: true, output: o.output })
