@@ -25,10 +25,17 @@
 //   foreground `serve` with commands after it in its block fails the block: a user's terminal would
 //   hang there; write `&`. Ports are made free ones: every port a doc's `serve --port N` names, and
 //   8080 (serve's default), is replaced by a free port throughout that doc's code, and a `serve`
-//   without `--port` gets `--port` with the free port for 8080.
+//   without `--port` gets `--port` with the free port for 8080. The ports of `inference-stream
+//   serve|worker --port N` anywhere in a command (e.g. after `nohup`, which the test does not run
+//   in the background for you: the block does, and may stop it itself with its pid) are made free
+//   ones too.
 // - Not runnable here (output, frames, protocol transcripts, data, or a need this machine lacks:
 //   the Hub, a GPU, a Python package): an HTML comment on the line just before the fence,
 //   `<!-- not-run: reason -->`. Such a block is reported as skipped with its reason.
+// - Needs Redis: `<!-- needs: redis -->` on the line just before the fence. The block runs when the
+//   tests' Redis answers (REDIS_URL, else redis://127.0.0.1:6379; always with CI=true, as the other
+//   Redis tests: test/helpers/redis.ts) and is skipped otherwise; REDIS_URL reaches the block's
+//   shell. Mark every block of a walk-through that needs it.
 // - Blocks without a language, and ```json / ```text / ```txt / ```http / ```yaml / ```csv / ```tsv,
 //   are data and are not run (```json must parse unless it has an ellipsis). A block without a
 //   language that starts like a command (`$ `, `inference-stream`, `node`, `npm`, `curl`, `git`)
@@ -45,6 +52,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import ts from 'typescript'
+import { REDIS_SKIP, redisReachable } from './helpers/redis.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const JS_TIMEOUT_MS = 60_000
@@ -60,6 +68,12 @@ const LANGS: Record<string, 'js' | 'ts' | 'sh' | 'console' | 'data'> = {
 }
 const COMMAND_START = /^(\$ |inference-stream\b|node |npm |npx |curl |git )/
 const SERVE = /^\s*(?:inference-stream|npx\s+inference-stream|node\s+\S*dist\/cli\/index\.js|npm\s+run\s+cli\s+--)\s+serve\b|^\s*npm\s+run\s+serve\b/
+// A command naming a server's or a worker's port anywhere in it (`nohup inference-stream worker --port N &`).
+const PORTED = /(?:^|[\s;&|(])(?:inference-stream|node\s+\S*dist\/cli\/index\.js)\s+(?:serve|worker)\b/
+const NEEDS = ['redis'] as const
+let redisAnswer: Promise<boolean> | undefined
+/** Whether the tests' Redis answers (asked once, when a block first needs it). */
+const redisOk = (): Promise<boolean> => (redisAnswer ??= redisReachable())
 
 interface Block {
   file: string
@@ -68,6 +82,8 @@ interface Block {
   kind: (typeof LANGS)[string] | 'unknown'
   code: string
   notRun?: string
+  /** `<!-- needs: redis -->`: run only where that answers. */
+  needs?: string
 }
 
 interface Outcome {
@@ -97,7 +113,8 @@ export function extractBlocks(file: string, text: string): Block[] {
     }
     const lang = info!.toLowerCase()
     const marker = i > 0 ? /^\s*<!--\s*not-run:\s*(.*?)\s*-->\s*$/.exec(lines[i - 1]!) : null
-    blocks.push({ file, line: i + 1, lang, kind: LANGS[lang] ?? 'unknown', code: body.join('\n'), notRun: marker ? marker[1] || '(no reason given)' : undefined })
+    const needs = i > 0 ? /^\s*<!--\s*needs:\s*(.*?)\s*-->\s*$/.exec(lines[i - 1]!) : null
+    blocks.push({ file, line: i + 1, lang, kind: LANGS[lang] ?? 'unknown', code: body.join('\n'), notRun: marker ? marker[1] || '(no reason given)' : undefined, needs: needs ? needs[1] : undefined })
     i = j
   }
   return blocks
@@ -106,6 +123,9 @@ export function extractBlocks(file: string, text: string): Block[] {
 /** The outcome of a block that is not run (marked, data, or not runnable), else undefined. */
 export function classify(b: Block): Outcome | undefined {
   if (b.notRun !== undefined) return { block: b, status: 'skip', message: b.notRun }
+  if (b.needs !== undefined && !(NEEDS as readonly string[]).includes(b.needs)) {
+    return { block: b, status: 'fail', message: `<!-- needs: ${b.needs} --> names nothing this test knows (${NEEDS.join(', ')})` }
+  }
   if (b.kind === 'unknown') {
     return { block: b, status: 'fail', message: `language "${b.lang}" is neither run by this test nor data: mark it <!-- not-run: reason --> or teach the test` }
   }
@@ -144,7 +164,7 @@ export function docPorts(blocks: Block[]): number[] {
   for (const b of blocks) {
     if (b.notRun || (b.kind !== 'sh' && b.kind !== 'console')) continue
     for (const cmd of commands(b)) {
-      const m = SERVE.test(cmd.text) && /--port[= ](\d+)/.exec(cmd.text)
+      const m = (SERVE.test(cmd.text) || PORTED.test(cmd.text)) && /--port[= ](\d+)/.exec(cmd.text)
       if (m && Number(m[1]) !== 0) ports.add(Number(m[1]))
     }
   }
@@ -408,6 +428,7 @@ async function runDoc(file: string, blocks: Block[], ports: number[], typeErrors
     for (const b of blocks) {
       const settled = classify(b)
       if (settled) { outcomes.push(settled); continue }
+      if (b.needs === 'redis' && !(await redisOk())) { outcomes.push({ block: b, status: 'skip', message: `needs redis: ${REDIS_SKIP}` }); continue }
       const code = substitutePorts(b.code, portMap)
       const id = `line-${b.line}`
       if (b.kind === 'js' || b.kind === 'ts') {
@@ -505,6 +526,13 @@ t.test('the rules, on a sample doc', async (t) => {
   t.ok(shownOutput('[[{"label":"POSITIVE","score":0.864…}]]').test('[[{"label":"POSITIVE","score":0.8641271}]]'))
   t.notOk(shownOutput('{"a":1…}').test('{"b":1}'))
   t.same(docPorts(extractBlocks('y.md', '```sh\ninference-stream serve --port 8765 &\ncurl localhost:8765\n```')), [8080, 8765])
+  t.same(
+    docPorts(extractBlocks('z.md', '```sh\nnohup inference-stream serve --redis $R --port 8081 > a.log 2>&1 &\nnohup inference-stream worker --port 9101 > w.log &\necho --port 7000\n```')),
+    [8080, 8081, 9101],
+    'the ports of serve and worker anywhere in a command, not of other commands',
+  )
+  const needs = extractBlocks('n.md', '<!-- needs: redis -->\n```sh\necho hi\n```\n<!-- needs: a GPU -->\n```sh\necho hi\n```')
+  t.same(needs.map((b) => [b.needs, classify(b)?.status]), [['redis', undefined], ['a GPU', 'fail']], 'needs: redis runs where Redis answers; other needs are unknown')
   t.equal(substitutePorts('curl localhost:8080/x --port 8080 18080 80801', new Map([[8080, 4000]])), 'curl localhost:4000/x --port 4000 18080 80801')
 })
 
@@ -542,7 +570,7 @@ t.comment(`docs ran in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 for (const d of byDoc) {
   for (const o of results.get(d.file)!) {
     const name = `${o.block.file}:${o.block.line} (${o.block.lang || 'no language'})`
-    if (o.status === 'skip') { t.test(name, { skip: `not-run: ${o.message}` }, async () => {}); continue }
+    if (o.status === 'skip') { t.test(name, { skip: o.block.notRun !== undefined ? `not-run: ${o.message}` : o.message }, async () => {}); continue }
     t.test(name, async (t) => {
       if (o.status === 'fail') t.fail(o.message, { output: o.output, at: null, stack: '', source: '' })
       else if (process.env.DOCS_BLOCKS_VERBOSE && o.output) t.pass(o.message, { diagnostic: true, output: o.output })

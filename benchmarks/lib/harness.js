@@ -100,13 +100,17 @@ export function checkBuild(required, missingMessage) {
 // Processes: the server, the script's own children, /proc
 // ---------------------------------------------------------------------------------------------
 
-/** `node <nodeArgs>` of our server (or any server printing `listening on URL`); resolves {child, base, stderr()}. */
-export function startServer(nodeArgs, label) {
+/**
+ * `node <nodeArgs>` of our server (or any server printing `listening on URL`); resolves {child,
+ * base, stderr()}. `ready`: the stdout line that says it runs, its first group the base URL
+ * (default `listening on URL`; e.g. `health on URL` for `inference-stream worker --port 0`).
+ */
+export function startServer(nodeArgs, label, { ready = /listening on (http:\/\/\S+)/ } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, nodeArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
-    const timer = setTimeout(() => fail(new Error(`${label}: no "listening on" line within 20 s`)), 20_000)
+    const timer = setTimeout(() => fail(new Error(`${label}: no line matching ${ready} within 20 s`)), 20_000)
     const fail = (e) => {
       clearTimeout(timer)
       child.kill('SIGKILL')
@@ -114,7 +118,7 @@ export function startServer(nodeArgs, label) {
     }
     child.stdout.on('data', (d) => {
       out += d
-      const m = /listening on (http:\/\/\S+)/.exec(out)
+      const m = ready.exec(out)
       if (m) {
         clearTimeout(timer)
         resolve({ child, base: m[1], stderr: () => err })

@@ -47,9 +47,11 @@ export interface WorkerOptions {
   /** How often this process takes back leases that ran out, in ms. Default 5000. */
   reclaimIntervalMs?: number
   /**
-   * Most batches one tenant holds at once in the whole cluster: the shared state counts the leases
-   * of every process. Default: no cap (this process runs at most `workers` batches anyway, and
-   * fair share still picks tenants in turn).
+   * Most batches one tenant holds at once in the whole cluster: the count is the shared state's
+   * (every process's leases of the tenant), not this process's. Default: no cap — fair share still
+   * serves the tenants in turn (least recently served first), so another tenant's items get the
+   * next batch a worker takes. A cap of this process's `workers` would hold a tenant to that many
+   * batches however many worker processes run.
    */
   maxLeasesPerTenant?: number
   /** How long `close()` lets running batches finish before handing them back, in ms. Default 30000. */
@@ -104,8 +106,7 @@ export class InferenceWorker {
       maxWaitMs: o.maxWaitMs ?? 0,
       batchTimeoutMs: o.batchTimeoutMs,
       leaseMs: o.leaseMs,
-      // Not `workers`: the state counts a tenant's leases over every process, so a cap made of this
-      // process's workers would hold the whole cluster to one process's batches for a tenant.
+      // Infinity: no cap (the backends take a non-finite cap as none).
       maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? Infinity,
       state: o.state,
       consumer: this.node,
