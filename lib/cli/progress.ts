@@ -341,7 +341,11 @@ export class Progress {
     })
   }
 
+  private stopped = false
+
   start(): void {
+    // Started late (once a checkpoint opened) after the run already ended: nothing to show.
+    if (this.stopped) return
     this.src.stream.on('reconnecting', this.onReconnecting)
     this.src.stream.on('reconnect', this.onReconnect)
     const tick = this.opts.tty ? 200 : Math.min(1000, this.opts.intervalMs)
@@ -387,6 +391,7 @@ export class Progress {
 
   /** Stops the display; on a TTY the bar's last state stays on its line. `done`: the run is complete, so the total is what was done. */
   stop(done = false): void {
+    this.stopped = true
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     this.src.stream.off('reconnecting', this.onReconnecting)

@@ -259,7 +259,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     (n) => progress?.setTotal(n),
     () => progress?.setTotal(undefined),
   )
-  progress?.start()
+  // With a checkpoint, the bar starts once it is open: what the run resumes from is said first.
+  if (checkpoint && progress) stream.once('checkpoint', () => progress?.start())
+  else progress?.start()
   const started = performance.now()
   let code: number = EXIT.ok
   try {
