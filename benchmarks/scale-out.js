@@ -85,6 +85,7 @@ import {
   CLI, LIB, PROFILE_DIR, checkBuild, commandLine, countingWritable, exitIfFailed, fmtInt, fmtMiB, fmtPct, int, loadBeforeRuns,
   machineInfo, medianRun, metricSum, parseBenchArgs, pkgVersion, procStats, runChild, runRole, runsArg, startServer, stopServer,
   writeProfileSummaries, writeResults,
+  perRound,
 } from './lib/harness.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
@@ -535,20 +536,6 @@ function boundOf(r, peer) {
   }
   if (machineBusy) return `machine (${fmtPct(r.machineBusy)} busy)`
   return `feed (queue ≥ 1 batch in ${fmtPct(r.queueFullShare)} of samples; busiest: ${busiest} ${fmtPct(share)})`
-}
-
-/** Each ok run of `a` over the ok run of `b` in the same round, and their median. */
-function perRound(all, a, b) {
-  const A = all.get(a)
-  const Bs = all.get(b)
-  if (!A || !Bs) return null
-  const ratios = []
-  for (let i = 0; i < Math.min(A.length, Bs.length); i++) {
-    if (A[i]?.ok && Bs[i]?.ok && Bs[i].itemsPerSec > 0) ratios.push(A[i].itemsPerSec / Bs[i].itemsPerSec)
-  }
-  if (ratios.length === 0) return null
-  const sorted = [...ratios].sort((x, y) => x - y)
-  return { median: sorted[Math.floor((sorted.length - 1) / 2)], min: sorted[0], max: sorted[sorted.length - 1], runs: ratios }
 }
 
 function report(o) {

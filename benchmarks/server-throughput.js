@@ -71,6 +71,7 @@ import {
   CLI, LIB, PROFILE_DIR, RESULTS_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, exitIfFailed, fmtInt, fmtMiB,
   fmtPct as fmtRatio, fmtS, int, loadBeforeRuns, machineInfo, medianRun, parseBenchArgs, pkgVersion, procStats, profileFlags,
   profilesBefore, runChild, runRole, runsArg, startServer, stopServer, writeProfileSummaries, writeResults,
+  perRound,
 } from './lib/harness.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
@@ -623,20 +624,6 @@ async function orchestrate() {
 // The state backends' summary: ratios per round, the goals against the results recorded before
 // the state layer. Null when no state peer ran.
 // ---------------------------------------------------------------------------------------------
-
-/** Each ok run of peer `a` over the ok run of peer `b` in the same round, and their median. */
-function perRound(all, a, b) {
-  const A = all.get(a)
-  const B = all.get(b)
-  if (!A || !B) return null
-  const ratios = []
-  for (let i = 0; i < Math.min(A.length, B.length); i++) {
-    if (A[i]?.ok && B[i]?.ok && B[i].itemsPerSec > 0) ratios.push(A[i].itemsPerSec / B[i].itemsPerSec)
-  }
-  if (ratios.length === 0) return null
-  const sorted = [...ratios].sort((x, y) => x - y)
-  return { median: sorted[Math.floor((sorted.length - 1) / 2)], runs: ratios }
-}
 
 function readBefore() {
   if (!existsSync(BEFORE_FILE)) return null

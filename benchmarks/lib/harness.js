@@ -402,3 +402,20 @@ export function exitIfFailed(failed) {
     process.exit(1)
   }
 }
+
+/**
+ * Ratios of peer `a` over peer `b` per round (each run over its peer's run of the same round),
+ * from `all` (peer → runs, each `{ok, itemsPerSec}`): their median, min, max and list, or null.
+ */
+export function perRound(all, a, b) {
+  const A = all.get(a)
+  const B = all.get(b)
+  if (!A || !B) return null
+  const ratios = []
+  for (let i = 0; i < Math.min(A.length, B.length); i++) {
+    if (A[i]?.ok && B[i]?.ok && B[i].itemsPerSec > 0) ratios.push(A[i].itemsPerSec / B[i].itemsPerSec)
+  }
+  if (ratios.length === 0) return null
+  const sorted = [...ratios].sort((x, y) => x - y)
+  return { median: sorted[Math.floor((sorted.length - 1) / 2)], min: sorted[0], max: sorted[sorted.length - 1], runs: ratios }
+}
