@@ -32,7 +32,10 @@ export interface BatchWorkersOptions {
    * cluster serving some models) instead of failing with `ERR_UNKNOWN_MODEL`. Default false.
    */
   leaveUnserved?: boolean
-  /** The only models these workers serve, when a list says so (the backend may then skip others' groups: `LeaseOptions.models`). */
+  /**
+   * The only models these workers serve, when a list says so: items of others are left queued
+   * (with `leaveUnserved`), and the backend may skip their groups (`LeaseOptions.models`).
+   */
   models?: readonly string[]
 }
 
@@ -52,7 +55,7 @@ export class BatchWorkers {
   private readonly loadWaits = new Set<string>()
   /** The queue's `accept`: a model that is not ready is taken by one worker, which claims it. */
   private readonly accept = (head: LeasedItem): boolean => {
-    const pipeline = this.o.registry.get(head.model, head.compute)
+    const pipeline = this.o.models && !this.o.models.includes(head.model) ? undefined : this.o.registry.get(head.model, head.compute)
     if (pipeline === undefined) return !this.o.leaveUnserved
     if (pipeline.load === undefined || pipeline.loadState === undefined || pipeline.loadState().state === 'ready') return true
     const key = `${head.model}\n${head.compute}`

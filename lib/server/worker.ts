@@ -90,15 +90,9 @@ export class InferenceWorker {
     if (!o.registry) throw new InvalidOptionError('Option "registry" is required')
     this.options = o
     this.node = o.nodeId ?? randomUUID()
-    const served = o.models ? new Set(o.models) : undefined
-    if (served) {
-      for (const id of served) {
-        if (!o.registry.get(id)) throw new InvalidOptionError(`Model ${id} is not served by this worker's registry (models: ${o.registry.list().join(', ')})`)
-      }
+    for (const id of o.models ?? []) {
+      if (!o.registry.get(id)) throw new InvalidOptionError(`Model ${id} is not served by this worker's registry (models: ${o.registry.list().join(', ')})`)
     }
-    const registry: ModelRegistry = served
-      ? { ...o.registry, get: (id, compute) => (served.has(id) ? o.registry.get(id, compute) : undefined), list: () => [...served], close: () => o.registry.close() }
-      : o.registry
     this.metrics = new ServerMetrics(() => o.state.stats(), () => o.state.ledger(), (id) => id)
     this.workers = new BatchWorkers({
       workers: o.workers,
@@ -110,7 +104,7 @@ export class InferenceWorker {
       maxLeasesPerTenant: () => o.maxLeasesPerTenant ?? Infinity,
       state: o.state,
       consumer: this.node,
-      registry,
+      registry: o.registry,
       metrics: this.metrics,
       logger: o.logger,
       leaveUnserved: true,
@@ -124,7 +118,7 @@ export class InferenceWorker {
     }, o.reclaimIntervalMs ?? 5000)
     this.timer.unref()
     // The front-ends tell a stream whose model no worker serves (StateBackend.workersOnline).
-    this.info = { node: this.node, models: registry.list(), workers: o.workers }
+    this.info = { node: this.node, models: o.models ?? o.registry.list(), workers: o.workers }
     const announce = (): void => void o.state.announceWorker?.(this.info, ANNOUNCE_TTL_MS).catch((err: unknown) => o.logger?.warn({ err }, 'announcing the worker failed'))
     announce()
     this.announcer = setInterval(announce, ANNOUNCE_TTL_MS / 3)
