@@ -457,6 +457,7 @@ export class RedisStateBackend implements StateBackend {
     const all = await this.cmd.hgetall(key)
     const now = Date.now()
     const out: WorkerInfo[] = []
+    const gone: string[] = []
     for (const [node, json] of Object.entries(all)) {
       let v: { models?: unknown; workers?: unknown; until?: unknown } | undefined
       try {
@@ -466,11 +467,12 @@ export class RedisStateBackend implements StateBackend {
       }
       // Gone (its word ran out: it died) or not ours to read: dropped.
       if (!v || typeof v.until !== 'number' || v.until < now || !Array.isArray(v.models)) {
-        await this.cmd.hdel(key, node)
+        gone.push(node)
         continue
       }
       out.push({ node, models: v.models.map(String), workers: Number(v.workers) || 0 })
     }
+    if (gone.length > 0) await this.cmd.hdel(key, ...gone)
     return out
   }
 
