@@ -1,9 +1,11 @@
 /**
  * The durable single-node {@link StateBackend} (`serve --data-dir`): one SQLite file through
- * better-sqlite3, in WAL mode. Every transition is ONE `BEGIN IMMEDIATE` transaction, whatever
- * the number of items it moves, so a `kill -9` can only fall between two transitions: a submit's
- * dedupe and enqueue, a finish's results + bill + end of lease, a reclaim's requeue or dead
- * letters are on disk together or not at all.
+ * better-sqlite3, in WAL mode. Every transition is written inside ONE `BEGIN IMMEDIATE`
+ * transaction, whatever the number of items it moves, so a `kill -9` can only fall between two
+ * transitions: a submit's dedupe and enqueue, a finish's results + bill + end of lease, a
+ * reclaim's requeue or dead letters are on disk together or not at all. The transitions of one
+ * turn of the event loop share that transaction (group commit: one commit a turn instead of one
+ * a transition), and nothing of a transition leaves the backend before it commits.
  *
  * The file is the truth; the process keeps an index of it in memory (rebuilt from the file at
  * open): the fair-share queue (../queue/memory-queue.ts, so batches are chosen exactly as the memory
@@ -266,6 +268,25 @@ interface ItemRow {
   done_at: number | null
 }
 
+// A transaction that transitions join until it commits (see `tx`).
+interface Group {
+  readonly done: Promise<void>
+  resolve(): void
+  reject(err: Error): void
+}
+
+function newGroup(): Group {
+  let resolve!: () => void
+  let reject!: (err: Error) => void
+  const done = new Promise<void>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  // A group whose transitions all failed by throwing has no one awaiting it.
+  done.catch(() => {})
+  return { done, resolve, reject }
+}
+
 interface LeaseRow {
   id: string
   consumer: string
@@ -352,6 +373,8 @@ export class SqliteStateBackend implements StateBackend {
   private readonly nonce = randomBytes(6).toString('base64url')
   private nextLease = 1
   private closed = false
+  // The open transaction this turn's transitions join (see `tx`).
+  private group: Group | undefined
 
   private readonly submitTx: (items: readonly SubmitItem[], maxQueuedBytes: number | undefined, now: number) => { out: SubmitOutcome[]; queued: QueueItem[] }
   private readonly leaseTx: (id: string, consumer: string, tenant: string, expiresAt: number, items: QueueItem[]) => void
@@ -462,32 +485,63 @@ export class SqliteStateBackend implements StateBackend {
   // ---------------------------------------------------------------------------------------------
 
   /**
-   * `fn` as one BEGIN IMMEDIATE transaction. `fn` updates the index as it writes; should the
-   * transaction fail (disk full, I/O error), the index is rebuilt from the file, which the
-   * rollback left as it was before.
+   * `fn` as a transition of the open group: the first transition of a turn of the event loop
+   * opens a `BEGIN IMMEDIATE` transaction, the ones after it in the same turn join it, and it
+   * commits once at the end of the turn (`setImmediate`). Callers await {@link committed} before
+   * anything of the transition leaves the backend (an outcome, a routed result, outputs handed
+   * out), so what a caller sees is on disk. `fn` updates the index as it writes; should it throw,
+   * or the commit fail (disk full, I/O error), the group is rolled back, the index rebuilt from the
+   * file as it was before the group, and every transition of the group rejects.
    */
   private tx<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
-    const t = this.db.transaction((...args: A): R => {
-      const r = fn(...args)
-      // The rows `complete` left to write, before the commit (nothing in a step reads them back).
-      if (this.finished.length > 0) this.writeFinished()
-      return r
-    })
     return (...args: A): R => {
       this.check()
-      // Left by a transaction that failed (rolled back): not written.
-      if (!this.db.inTransaction) this.finished.length = 0
+      let g = this.group
+      if (!g) {
+        this.s.begin.run()
+        g = this.group = newGroup()
+        const opened = g
+        setImmediate(() => this.commitGroup(opened))
+      }
       try {
-        return t.immediate(...args)
+        const r = fn(...args)
+        // The rows `complete` left to write (nothing in a step reads them back).
+        if (this.finished.length > 0) this.writeFinished()
+        return r
       } catch (err) {
-        try {
-          if (this.db.open && !this.db.inTransaction) this.load()
-        } catch {
-          // The file cannot be read either: the transition's own error says more.
-        }
+        this.abortGroup(g, err as Error)
         throw err
       }
     }
+  }
+
+  /** Resolves once the group the last transition joined is on disk; rejects if it was rolled back. */
+  private committed(): Promise<void> {
+    return this.group?.done ?? Promise.resolve()
+  }
+
+  private commitGroup(g: Group): void {
+    if (this.group !== g) return // rolled back, or committed by close()
+    this.group = undefined
+    try {
+      this.s.commit.run()
+    } catch (err) {
+      this.abortGroup(g, err as Error)
+      return
+    }
+    g.resolve()
+  }
+
+  private abortGroup(g: Group, err: Error): void {
+    if (this.group === g) this.group = undefined
+    this.finished.length = 0
+    try {
+      if (this.db.inTransaction) this.s.rollback.run()
+      if (this.db.open) this.load()
+    } catch {
+      // The file cannot be read either: the transition's own error says more.
+    }
+    g.reject(err)
   }
 
   private check(): void {
@@ -958,6 +1012,7 @@ export class SqliteStateBackend implements StateBackend {
     if (items.length === 0) return []
     const { out, queued } = this.submitTx(items, options.maxQueuedBytes, Date.now())
     if (queued.length > 0) void this.queue.push(queued)
+    await this.committed()
     return out
   }
 
@@ -993,6 +1048,8 @@ export class SqliteStateBackend implements StateBackend {
       }
       const lease: StateLease = { id, consumer, tenant: queueLease.tenant, items: items.map(leasedCopy), expiresAt }
       this.held.set(id, { lease, queueLease })
+      // Not awaited: the batch's results leave through its finish, which commits in this group or
+      // a later one; should this group roll back, that finish finds no lease and stores nothing.
       return lease
     }
   }
@@ -1017,6 +1074,7 @@ export class SqliteStateBackend implements StateBackend {
     if (!held) return { finished: 0, billed: 0, lost: 0 }
     const { out, requeue, routed } = this.finishTx(held, results)
     this.queue.settle(held.queueLease, requeue)
+    await this.committed()
     this.route(routed)
     return out
   }
@@ -1028,6 +1086,7 @@ export class SqliteStateBackend implements StateBackend {
     this.releaseTx(held)
     this.held.delete(lease.id)
     this.queue.settle(held.queueLease, held.queueLease.items)
+    await this.committed()
   }
 
   async reclaim(now: number, maxDeliveries: number): Promise<ReclaimOutcome> {
@@ -1038,6 +1097,7 @@ export class SqliteStateBackend implements StateBackend {
     const { out, settled, routed } = this.reclaimTx(now, maxDeliveries)
     for (const [queueLease, again] of settled) this.queue.settle(queueLease, again)
     this.deadLettered += out.deadLettered
+    await this.committed()
     this.route(routed)
     return out
   }
@@ -1062,12 +1122,15 @@ export class SqliteStateBackend implements StateBackend {
   async lookup(owner: string, ids: readonly string[]): Promise<Array<{ state: IdState; outputs?: string }>> {
     this.check()
     const s = this.owners.get(owner)
-    return ids.map((id) => {
+    const out = ids.map((id): { state: IdState; outputs?: string } => {
       if (!s) return { state: 'unknown' }
       if (s.pending.has(id)) return { state: 'pending' }
       const d = s.done.get(id)
       return d ? { state: 'done', outputs: this.outputsOfEntry(d) } : { state: 'unknown' }
     })
+    // Outputs leave the backend once the finish that stored them is on disk (see `tx`).
+    await this.committed()
+    return out
   }
 
   async claim(owner: string, id: string): Promise<string | undefined> {
@@ -1079,6 +1142,7 @@ export class SqliteStateBackend implements StateBackend {
     s.tenant.bytes.undelivered -= d.bytes
     const outputs = this.outputsOfEntry(d)
     this.unkeep(d)
+    await this.committed()
     return outputs
   }
 
@@ -1106,6 +1170,7 @@ export class SqliteStateBackend implements StateBackend {
       s.tenant.bytes.undelivered -= d.bytes
       out.push([d.id, outputs[i]])
     }
+    await this.committed()
     return out
   }
 
@@ -1129,6 +1194,7 @@ export class SqliteStateBackend implements StateBackend {
     const s = this.owners.get(owner)
     if (!s || ids.length === 0) return
     this.acknowledgeTx(s, ids)
+    await this.committed()
   }
 
   async forget(owner: string, id: string): Promise<void> {
@@ -1136,6 +1202,7 @@ export class SqliteStateBackend implements StateBackend {
     const s = this.owners.get(owner)
     if (!s || (!s.pending.has(id) && !s.done.has(id))) return
     this.forgetTx(s, id)
+    await this.committed()
   }
 
   async counts(owner: string): Promise<OwnerCounts> {
@@ -1160,16 +1227,22 @@ export class SqliteStateBackend implements StateBackend {
 
   async ledger(tenant?: string): Promise<LedgerEntry[]> {
     this.check()
-    return (tenant === undefined ? this.s.ledgerAll.all() : this.s.ledgerOf.all(tenant)) as LedgerEntry[]
+    const entries = (tenant === undefined ? this.s.ledgerAll.all() : this.s.ledgerOf.all(tenant)) as LedgerEntry[]
+    await this.committed()
+    return entries
   }
 
   async billedTo(owner: string): Promise<number> {
     this.check()
-    return (this.s.ownerBill.get(owner) as number | undefined) ?? 0
+    const billed = (this.s.ownerBill.get(owner) as number | undefined) ?? 0
+    await this.committed()
+    return billed
   }
 
   async sweep(now: number): Promise<number> {
-    return this.sweepTx(now)
+    const lost = this.sweepTx(now)
+    await this.committed()
+    return lost
   }
 
   /**
@@ -1179,6 +1252,8 @@ export class SqliteStateBackend implements StateBackend {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // The open group commits first: its transitions' callers are waiting for it.
+    if (this.group) this.commitGroup(this.group)
     await this.queue.close()
     if (this.db.open) this.db.close()
   }
@@ -1215,6 +1290,9 @@ function migrate(db: Database.Database, path: string): void {
 
 function prepare(db: Database.Database) {
   return {
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
     insertDone: db.prepare(
       `INSERT INTO items (row, owner, id, tenant, model, compute, grp, bytes, node, sink, retain, enqueued_at, pos, deliveries, state, outputs, done_at, done_seq)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)`,
