@@ -39,6 +39,9 @@ export interface BatchWorkersOptions {
   models?: readonly string[]
 }
 
+// Finishes a worker loop leaves unanswered while it runs its next batches (see `run`).
+const FINISHING_PER_LOOP = 4
+
 /**
  * The workers: `workers` loops that each lease a batch (one model and parameters) from the state
  * backend, run the model once for the whole batch, and finish the lease with the results — one
@@ -51,6 +54,8 @@ export class BatchWorkers {
   private readonly runAbort = new AbortController()
   private readonly loops: Promise<void>[] = []
   private readonly running = new Set<StateLease>()
+  /** Each loop's finishes not answered yet, oldest first (see `run`). */
+  private readonly finishing = new Map<string, Array<Promise<void>>>()
   /** `model\ncompute` of models a worker has claimed to load: the others leave their items queued. */
   private readonly loadWaits = new Set<string>()
   /** The queue's `accept`: a model that is not ready is taken by one worker, which claims it. */
@@ -106,7 +111,7 @@ export class BatchWorkers {
       // Renewed while held, by the timer of start().
       this.running.add(lease)
       try {
-        await this.run(lease)
+        await this.run(lease, consumer)
       } catch (err) {
         this.o.logger?.error({ err }, 'batch failed unexpectedly')
       } finally {
@@ -115,7 +120,7 @@ export class BatchWorkers {
     }
   }
 
-  private async run(lease: StateLease): Promise<void> {
+  private async run(lease: StateLease, consumer: string): Promise<void> {
     const { state, registry, metrics } = this.o
     const items = lease.items
     const first = items[0]
@@ -223,10 +228,27 @@ export class BatchWorkers {
       if (bad && !failed) errors++
       results.push({ index: i, outputs: json, billable, failed: bad, computeSeconds })
     }
-    const outcome = await state.finish(lease, results)
-    if (outcome.lost > 0) metrics.lost.inc(outcome.lost)
-    if (errors > 0) metrics.items.inc({ model: first.model, outcome: 'error' }, errors)
-    if (errors < results.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, results.length - errors)
+    // The finish is not awaited before the next lease: a durable backend answers it once it is on
+    // disk (another thread, another process), and the model need not idle meanwhile. At most
+    // FINISHING_PER_LOOP a loop: past that the oldest is awaited first, so results waiting for the
+    // store stay bounded.
+    let pending = this.finishing.get(consumer)
+    if (!pending) this.finishing.set(consumer, (pending = []))
+    while (pending.length >= FINISHING_PER_LOOP) await pending[0]
+    const finished: Promise<void> = state.finish(lease, results).then(
+      (outcome) => {
+        if (outcome.lost > 0) metrics.lost.inc(outcome.lost)
+        if (errors > 0) metrics.items.inc({ model: first.model, outcome: 'error' }, errors)
+        if (errors < results.length) metrics.items.inc({ model: first.model, outcome: 'ok' }, results.length - errors)
+      },
+      (err: unknown) => {
+        // Not stored: the lease runs out and the batch is run again.
+        this.o.logger?.error({ err }, 'finishing a batch failed')
+      },
+    )
+    const list = pending
+    list.push(finished)
+    void finished.finally(() => list.splice(list.indexOf(finished), 1))
   }
 
   /**
@@ -273,9 +295,10 @@ export class BatchWorkers {
     this.runAbort.abort()
   }
 
-  /** Resolves when every loop has ended. */
+  /** Resolves when every loop has ended and its last finish is answered. */
   async done(): Promise<void> {
     await Promise.all(this.loops)
+    await Promise.all([...this.finishing.values()].flat())
   }
 }
 
