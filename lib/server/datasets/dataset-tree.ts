@@ -100,7 +100,7 @@ export class TreeReader {
         const segments = [...prefix, e.path]
         const folder = e.type === 'tree'
         if (after && compareSegments(segments, after) <= 0) {
-          // At or before the cursor: only a folder holding the cursor has entries still to list.
+          // At or before the cursor: only the cursor's folder, or one holding it, has entries still to list.
           if (folder && options.recursive && isPrefix(segments, after) && (await walk(e.oid, segments))) return true
           continue
         }
@@ -174,5 +174,5 @@ function compareSegments(a: string[], b: string[]): number {
 }
 
 function isPrefix(prefix: string[], of: string[]): boolean {
-  return prefix.length < of.length && prefix.every((s, i) => s === of[i])
+  return prefix.length <= of.length && prefix.every((s, i) => s === of[i])
 }
