@@ -286,6 +286,14 @@ export class EntryNotFoundError extends InferenceStreamError {
   }
 }
 
+/** A `Range` request asks for bytes a file does not have (it starts at or past the file's end). */
+export class RangeNotSatisfiableError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_RANGE_NOT_SATISFIABLE')
+    this.name = 'RangeNotSatisfiableError'
+  }
+}
+
 /** A commit into an output dataset cannot be made: a source file is missing or changed while copied, a path is given twice, or is both a file and a folder. */
 export class DatasetCommitError extends InferenceStreamError {
   constructor(message: string, options?: { cause?: unknown }) {

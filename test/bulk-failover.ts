@@ -162,11 +162,20 @@ t.test('a download cut mid-body goes on on the next server: from the byte reache
   t.match(range, /bytes=(\d+)-$/, `B was asked for the rest only (${range})`)
   t.ok(Number(/bytes=(\d+)-/.exec(range ?? '')?.[1]) > 0 && Number(/bytes=(\d+)-/.exec(range ?? '')?.[1]) <= 700)
 
-  // B without Range support (our server answers 200 with the whole file): the download starts over.
+  // B without Range support (a proxy that drops the header, so the answer is 200 with the whole
+  // file): the download starts over.
   const cutA2 = await cutter(t, aUrl, 700)
+  const plainB = await proxy(t, bUrl)
   const restarted = join(tmp, 'restarted.parquet')
-  t.equal(await new BulkClient({ url: [cutA2.url, bUrl], token: 't' }).download(job.bulk_name, job.revision, shard.rfilename, restarted, { size: shard.size }), expected.length)
+  t.equal(await new BulkClient({ url: [cutA2.url, plainB.url], token: 't' }).download(job.bulk_name, job.revision, shard.rfilename, restarted, { size: shard.size }), expected.length)
   t.same(readFileSync(restarted), expected, 'restarted cleanly: no bytes of the cut attempt left before the whole file')
+  t.ok(plainB.seen.some((l) => / bytes=\d+-$/.test(l)), 'B was asked for the rest, and answered the whole file')
+
+  // B itself honours Range: the rest only (206 from the server, no proxy).
+  const cutA4 = await cutter(t, aUrl, 700)
+  const direct206 = join(tmp, 'direct206.parquet')
+  t.equal(await new BulkClient({ url: [cutA4.url, bUrl], token: 't' }).download(job.bulk_name, job.revision, shard.rfilename, direct206, { size: shard.size }), expected.length)
+  t.same(readFileSync(direct206), expected, 'resumed on the server itself: byte for byte the same')
 
   // Through DatasetBulk: every shard cut on A, read from B.
   const cutA3 = await cutter(t, aUrl, 500)

@@ -4,7 +4,8 @@
 // Rules (README, "Development", says them in short):
 // - ```js / ```javascript / ```mjs: the block is a whole program. It is written to a .mjs file in a
 //   temporary project whose node_modules/inference-stream links to this checkout (so
-//   `import … from 'inference-stream'` gets dist/), and run with node in that folder: it must exit 0
+//   `import … from 'inference-stream'` gets dist/; `@huggingface/hub` and `hyparquet`, dev
+//   dependencies, are linked too), and run with node in that folder: it must exit 0
 //   within 60 s (a program that leaves a server open never exits, and fails).
 // - ```ts / ```typescript: type-checked first (strict, against dist/'s .d.ts, all TS blocks in one
 //   program), then run as above once TypeScript's transpileModule has stripped the types (there is
@@ -309,6 +310,7 @@ function typeCheck(blocks: Block[]): Map<Block, string[]> {
     writeFileSync(join(dir, 'package.json'), '{ "private": true, "type": "module" }\n')
     mkdirSync(join(dir, 'node_modules'))
     symlinkSync(root, join(dir, 'node_modules', 'inference-stream'), 'dir')
+    linkReaders(dir)
     const files = new Map(blocks.map((b) => [join(dir, `${b.file.replace(/\W/g, '_')}-${b.line}.mts`), b]))
     for (const [path, b] of files) writeFileSync(path, b.code)
     const program = ts.createProgram([...files.keys()], {
@@ -387,11 +389,22 @@ const tail = (s: string, n = 40) => s.trimEnd().split('\n').slice(-n).join('\n')
 // ---------------------------------------------------------------------------------------------
 // A doc
 
+// The Hub's JavaScript client and a Parquet reader (dev dependencies) are importable by blocks, as
+// by a user who installed them to read output datasets (docs/bulk.md, "Reading outputs").
+const READERS = ['@huggingface', 'hyparquet']
+
+function linkReaders(dir: string): void {
+  for (const name of READERS) {
+    if (existsSync(join(root, 'node_modules', name))) symlinkSync(join(root, 'node_modules', name), join(dir, 'node_modules', name), 'dir')
+  }
+}
+
 function sandbox(): string {
   const dir = mkdtempSync(join(tmpdir(), 'docs-blocks-'))
   writeFileSync(join(dir, 'package.json'), '{ "name": "docs-sandbox", "private": true, "type": "module" }\n')
   mkdirSync(join(dir, 'node_modules'))
   symlinkSync(root, join(dir, 'node_modules', 'inference-stream'), 'dir')
+  linkReaders(dir)
   cpSync(join(root, 'examples'), join(dir, 'examples'), { recursive: true, filter: (src) => !src.startsWith(join(root, 'examples', 'output')) })
   symlinkSync(join(root, 'dist'), join(dir, 'dist'), 'dir')
   symlinkSync(join(root, 'test'), join(dir, 'test'), 'dir')

@@ -548,10 +548,10 @@ export function bulkCommand(io: BulkIo = processIo()): Command {
         'after',
         `
 Examples:
-  $ inference-stream serve --token s3cret --data-dir ./data &
-  $ inference-stream bulk upload reviews.csv -d reviews --split train --endpoint http://127.0.0.1:8080 --token s3cret
-  $ inference-stream bulk run -m builtin/sentiment -d reviews --split train -c text --wait --endpoint http://127.0.0.1:8080 --token s3cret
-  $ inference-stream bulk download JOBID -o reviews.sentiment.parquet --endpoint http://127.0.0.1:8080 --token s3cret
+  $ inference-stream serve --token hf_s3cret --data-dir ./data &
+  $ inference-stream bulk upload reviews.csv -d reviews --split train --endpoint http://127.0.0.1:8080 --token hf_s3cret
+  $ inference-stream bulk run -m builtin/sentiment -d reviews --split train -c text --wait --endpoint http://127.0.0.1:8080 --token hf_s3cret
+  $ inference-stream bulk download JOBID -o reviews.sentiment.parquet --endpoint http://127.0.0.1:8080 --token hf_s3cret
 
 ${SERVER_NOTE}
 

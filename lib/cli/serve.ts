@@ -73,13 +73,13 @@ export function serveCommand(): Command {
       `
 Examples:
   $ inference-stream serve                       # loopback only, any token, port 8080
-  $ inference-stream serve --port 0 --token s3cret --host 0.0.0.0
+  $ inference-stream serve --port 0 --token hf_s3cret --host 0.0.0.0
   $ INFERENCE_STREAM_TOKENS=a,b inference-stream serve --workers 8 --max-batch 64
-  $ inference-stream serve --token s3cret --data-dir ./data   # bulk jobs over ./data/datasets
+  $ inference-stream serve --token hf_s3cret --data-dir ./data   # bulk jobs over ./data/datasets
   $ inference-stream serve --models ./models     # also serves ./models/{org}/{name} (transformers.js, offline)
   $ inference-stream serve --allow-download      # any Hub model, downloaded on first use
   $ inference-stream serve --upstream my/model=https://host/models/my/model --upstream-token $HF_TOKEN
-  $ inference-stream serve --redis redis://127.0.0.1:6379 --workers 0 --token s3cret   # a cluster's front-end (docs/deploy.md)
+  $ inference-stream serve --redis redis://127.0.0.1:6379 --workers 0 --token hf_s3cret   # a cluster's front-end (docs/deploy.md)
 
 Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKEN" first.`,
     )

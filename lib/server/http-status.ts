@@ -24,6 +24,7 @@ const STATUS: Readonly<Record<string, number>> = {
   ERR_JOB_STATE: 409,
   // Too large, whatever was: a body, one item's inputs, an upload.
   ERR_LIMIT_EXCEEDED: 413,
+  ERR_RANGE_NOT_SATISFIABLE: 416,
   ERR_ID_CONFLICT: 422,
   // The server lacks an optional package the request needs (a Hub model without transformers.js).
   ERR_MISSING_DEPENDENCY: 501,

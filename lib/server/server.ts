@@ -14,7 +14,7 @@ import { handleBulkRoutes, type BulkRoutesContext } from './bulk/bulk-routes.js'
 import { InputDatasets } from './datasets/input-datasets.js'
 import type { OutputDatasets } from './datasets/output-datasets.js'
 import { handleHubRoutes } from './datasets/hub-routes.js'
-import { TenantSpaces, migrateLegacyOutputs } from './datasets/tenant-spaces.js'
+import { TenantSpaces, migrateLegacyOutputs, type DatasetLocation } from './datasets/tenant-spaces.js'
 import { JobStore } from './store/job-store.js'
 import { HttpInference } from './http-inference.js'
 import { ServerMetrics } from './metrics.js'
@@ -26,7 +26,7 @@ import { ownerKey, type OwnerCounts } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 import { leaseCap } from './queue/fair-share.js'
-import { Tenants, dataDirSecret } from './tenants.js'
+import { Tenants, dataDirSecret, type Tenant } from './tenants.js'
 import { isLoopback, serveMetrics } from './http-util.js'
 
 const STREAM_PATH = /^\/bulk\/stream\/(cpu|gpu)\/(.+)$/
@@ -326,8 +326,9 @@ export class InferenceServer {
     const spaces = this.bulk?.spaces
     const operator = this.outputs
     if (spaces || operator) {
-      const outputs = (tenant: string, name: string): Promise<OutputDatasets> => (spaces ? spaces.readable(tenant, name) : Promise.resolve(operator as OutputDatasets))
-      if (handleHubRoutes(req, res, path, { tenants: this.tenants, outputs, logger: this.options.logger })) return
+      const locate = (tenant: Tenant, id: string): Promise<DatasetLocation> =>
+        spaces ? spaces.locate(tenant, id) : Promise.resolve({ outputs: operator as OutputDatasets, name: id, id })
+      if (handleHubRoutes(req, res, path, { tenants: this.tenants, locate, logger: this.options.logger })) return
     }
     json(404, { error: `Not found: ${req.method} ${path}` })
   }

@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { pipeline as pipelineCb, Transform, type Readable, type TransformCallback } from 'node:stream'
+import { pipeline as pipelineCb, Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import zlib from 'node:zlib'
 
@@ -132,13 +132,42 @@ class StripHeader extends Transform {
   }
 }
 
+/** Bytes `start` to `end` of a content, both included (as `fs.createReadStream`'s options). */
+export interface ByteRange {
+  start: number
+  end: number
+}
+
 /**
  * The content of a loose object as a stream (inflated, header dropped). Errors of the file or of
  * zlib surface as the stream's 'error'; destroying it closes the file.
+ * @param range only these bytes: the object is inflated up to `range.end` and no further (a
+ *   deflate stream cannot be entered midway, so the bytes before `start` are inflated and dropped).
  */
-export function createLooseObjectStream(gitdir: string, oid: string): Readable {
+export function createLooseObjectStream(gitdir: string, oid: string, range?: ByteRange): Readable {
   const strip = new StripHeader(oid)
   // The callback form returns the last stream and destroys every stream on error or early close.
   pipelineCb(createReadStream(looseObjectPath(gitdir, oid)), zlib.createInflate(), strip, () => {})
-  return strip
+  return range ? sliceStream(strip, range) : strip
+}
+
+/**
+ * Bytes `range.start` to `range.end` of a stream of bytes. The source is destroyed as soon as the
+ * last byte is passed on (leaving the loop of an async iterator destroys it), so nothing after the
+ * range is read.
+ */
+export function sliceStream(source: Readable, range: ByteRange): Readable {
+  return Readable.from(
+    (async function* () {
+      let offset = 0
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        const from = Math.max(range.start - offset, 0)
+        const to = Math.min(range.end + 1 - offset, chunk.length)
+        offset += chunk.length
+        if (to > from) yield chunk.subarray(from, to)
+        if (offset > range.end) return
+      }
+    })(),
+    { objectMode: false },
+  )
 }

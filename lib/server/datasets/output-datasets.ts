@@ -19,7 +19,8 @@ import {
   InvalidOptionError,
   RevisionNotFoundError,
 } from '../../errors.js'
-import { createLooseObjectStream, readLooseHeader, writeLooseBlob } from './loose-objects.js'
+import { blobSize, TreeReader, type TreeEntry, type TreePage } from './dataset-tree.js'
+import { createLooseObjectStream, readLooseHeader, sliceStream, writeLooseBlob, type ByteRange } from './loose-objects.js'
 import { objectType, peelTag, updateServerInfo, writeFileAtomic } from './server-info.js'
 
 /** The branch every commit goes to, and the default revision. */
@@ -115,8 +116,33 @@ export interface DatasetFile {
   blobId: string
   /** Commit sha the revision resolved to. */
   commit: string
-  /** Opens the content as a stream; each call opens a new one. Destroy it if not read to the end. */
-  createReadStream(): Readable
+  /**
+   * Opens the content as a stream; each call opens a new one. Destroy it if not read to the end.
+   * @param range only bytes `start` to `end` (both included); nothing past `end` is read.
+   */
+  createReadStream(range?: ByteRange): Readable
+}
+
+/** Options of {@link OutputDatasets.commits}: a page of the history. */
+export interface CommitsPage {
+  /** Commits to skip from the newest. Default 0. */
+  skip?: number
+  /** Commits to return at most. Default: all. */
+  limit?: number
+}
+
+/** Options of {@link OutputDatasets.tree}. */
+export interface TreeOptions {
+  /** Folder to list, `''` (default) for the root. */
+  path?: string
+  /** List the entries of sub-folders too (depth first). Default false. */
+  recursive?: boolean
+  /** List only entries after this path (the `next` of the page before). */
+  after?: string
+  /** Entries per page. Default 1000. */
+  limit?: number
+  /** Add each entry's `lastCommit`. Default false. */
+  expand?: boolean
 }
 
 interface TreeLeaf {
@@ -437,25 +463,71 @@ export class OutputDatasets {
   }
 
   /**
-   * The history of a revision, newest first.
+   * The history of a revision, newest first, following first parents (the only ones: commits of
+   * {@link commit} have one parent). A page of it reads the commits up to its end, none after.
    * @param revision branch, tag or sha. Default `main`.
    * @throws DatasetNotFoundError, RevisionNotFoundError.
    */
-  async commits(name: string, revision: string = DEFAULT_BRANCH): Promise<DatasetCommit[]> {
+  async commits(name: string, revision: string = DEFAULT_BRANCH, page: CommitsPage = {}): Promise<DatasetCommit[]> {
     const gitdir = await this.existingGitdir(name)
-    const sha = await resolveCommit(gitdir, name, revision)
-    const log = await git.log({ fs, gitdir, ref: sha })
-    return log.map(({ oid, commit }) => {
-      const text = commit.message.replace(/\n+$/, '')
-      const nl = text.indexOf('\n')
-      return {
-        id: oid,
-        title: nl < 0 ? text : text.slice(0, nl),
-        message: nl < 0 ? '' : text.slice(nl + 1).trim(),
-        authors: [{ user: commit.author.name }],
-        date: new Date(commit.author.timestamp * 1000).toISOString(),
+    let oid: string | undefined = await resolveCommit(gitdir, name, revision)
+    const skip = page.skip ?? 0
+    const end = page.limit === undefined ? Infinity : skip + page.limit
+    const out: DatasetCommit[] = []
+    for (let i = 0; oid !== undefined && i < end; i++) {
+      const { commit } = await git.readCommit({ fs, gitdir, oid })
+      if (i >= skip) {
+        const text = commit.message.replace(/\n+$/, '')
+        const nl = text.indexOf('\n')
+        out.push({
+          id: oid,
+          title: nl < 0 ? text : text.slice(0, nl),
+          message: nl < 0 ? '' : text.slice(nl + 1).trim(),
+          authors: [{ user: commit.author.name }],
+          date: new Date(commit.author.timestamp * 1000).toISOString(),
+        })
       }
-    })
+      oid = commit.parent[0]
+    }
+    return out
+  }
+
+  /**
+   * A page of the tree of a revision, as the Hub lists it (`GET /api/datasets/{id}/tree/{rev}/{path}`).
+   * @throws DatasetNotFoundError, RevisionNotFoundError, InvalidDatasetPathError, EntryNotFoundError
+   *   (`path` is not a folder at that revision).
+   */
+  async tree(name: string, revision: string, options: TreeOptions = {}): Promise<TreePage & { commit: string }> {
+    const path = options.path ?? ''
+    if (path !== '') assertDatasetPath(path, 'Folder path')
+    const gitdir = await this.existingGitdir(name)
+    const commit = await resolveCommit(gitdir, name, revision)
+    const reader = new TreeReader(gitdir)
+    const root = (await git.readCommit({ fs, gitdir, oid: commit })).commit.tree
+    const page = await reader.list(root, path, { recursive: options.recursive ?? false, after: options.after, limit: options.limit ?? 1000 })
+    if (!page) throw new EntryNotFoundError(`No folder ${path} in dataset ${name} at revision ${revision}`)
+    if (options.expand) await reader.addLastCommits(commit, page.entries)
+    return { commit, ...page }
+  }
+
+  /**
+   * The entries of the given paths at a revision (the Hub's paths-info): files and folders that
+   * exist, in the order asked, each once; paths that do not exist are left out.
+   * @throws DatasetNotFoundError, RevisionNotFoundError, InvalidDatasetPathError.
+   */
+  async pathsInfo(name: string, revision: string, paths: string[], options: { expand?: boolean } = {}): Promise<{ commit: string; entries: TreeEntry[] }> {
+    for (const p of paths) assertDatasetPath(p)
+    const gitdir = await this.existingGitdir(name)
+    const commit = await resolveCommit(gitdir, name, revision)
+    const reader = new TreeReader(gitdir)
+    const root = (await git.readCommit({ fs, gitdir, oid: commit })).commit.tree
+    const entries: TreeEntry[] = []
+    for (const path of new Set(paths)) {
+      const e = await reader.at(root, path)
+      if (e) entries.push(await reader.describe(e, path))
+    }
+    if (options.expand) await reader.addLastCommits(commit, entries)
+    return { commit, entries }
   }
 
   /**
@@ -488,15 +560,16 @@ export class OutputDatasets {
       size: header ? header.size : await blobSize(gitdir, blobId),
       blobId,
       commit,
-      createReadStream: () =>
-        header
-          ? createLooseObjectStream(gitdir, blobId)
-          : // Packed (only after a manual repack): isomorphic-git reads the blob whole.
-            Readable.from(
-              (async function* () {
-                yield Buffer.from((await git.readBlob({ fs, gitdir, oid: blobId })).blob)
-              })(),
-            ),
+      createReadStream: (range?: ByteRange) => {
+        if (header) return createLooseObjectStream(gitdir, blobId, range)
+        // Packed (only after a manual repack): isomorphic-git reads the blob whole.
+        const whole = Readable.from(
+          (async function* () {
+            yield Buffer.from((await git.readBlob({ fs, gitdir, oid: blobId })).blob)
+          })(),
+        )
+        return range ? sliceStream(whole, range) : whole
+      },
     }
   }
 
@@ -612,10 +685,4 @@ async function writeTrees(gitdir: string, node: TreeNode): Promise<string> {
     else tree.push({ mode: child.mode, path, oid: child.oid, type: child.type })
   }
   return git.writeTree({ fs, gitdir, tree })
-}
-
-async function blobSize(gitdir: string, oid: string): Promise<number> {
-  const header = await readLooseHeader(gitdir, oid)
-  if (header) return header.size
-  return (await git.readBlob({ fs, gitdir, oid })).blob.length
 }

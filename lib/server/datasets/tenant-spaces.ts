@@ -14,6 +14,7 @@ import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { InvalidOptionError } from '../../errors.js'
+import type { Tenant } from '../tenants.js'
 import { InputDatasets } from './input-datasets.js'
 import { OutputDatasets, makePrivate } from './output-datasets.js'
 
@@ -54,6 +55,28 @@ export class TenantSpaces {
   }
 
   /**
+   * Where the dataset a tenant asks for by Hub id lives (docs/bulk.md, "Dataset ids"):
+   * - `{tenant name}/{name}`: the tenant's own dataset `name` (what its jobs' `bulk_name` makes);
+   *   when it has none of that name, its own or the operator's two-part dataset of exactly that id;
+   * - any other id (`name`, `namespace/name`): the tenant's own dataset of that name, or the
+   *   operator's (see {@link readable}): the ids before namespaces keep working.
+   * Another tenant's dataset is never reached: its id names the other tenant, so it is looked up in
+   * the caller's own space, where it is as missing as any unknown one.
+   * @throws InvalidDatasetNameError for an id that is not a dataset name.
+   */
+  async locate(tenant: Tenant, id: string): Promise<DatasetLocation> {
+    const slash = id.indexOf('/')
+    if (slash > 0 && id.slice(0, slash) === tenant.name) {
+      const own = this.outputs(tenant.id)
+      const name = id.slice(slash + 1)
+      if (await own.exists(name)) return { outputs: own, name, id }
+    }
+    const outputs = await this.readable(tenant.id, id)
+    // A one-part name of the tenant's own is known to Hub clients under the tenant's namespace.
+    return { outputs, name: id, id: slash < 0 && outputs !== this.operatorOutputs ? `${tenant.name}/${id}` : id }
+  }
+
+  /**
    * The output datasets a tenant reads `name` from: its own, or the operator's when only that has
    * it. Another tenant's dataset is never reachable: the answer is then the tenant's own root,
    * where the name is as missing as any unknown one.
@@ -63,6 +86,16 @@ export class TenantSpaces {
     if (this.operatorOutputs && !(await own.exists(name)) && (await this.operatorOutputs.exists(name))) return this.operatorOutputs
     return own
   }
+}
+
+/** An output dataset as the Hub routes found it (see {@link TenantSpaces.locate}). */
+export interface DatasetLocation {
+  /** The root it lives in. */
+  outputs: OutputDatasets
+  /** Its name in that root. */
+  name: string
+  /** Its Hub id, as the routes report it (`id` of the info): `{tenant name}/{name}` for a one-part name of a tenant's own. */
+  id: string
 }
 
 function cached<T>(map: Map<string, T>, key: string, make: () => T): T {
