@@ -405,7 +405,7 @@ async function decodeStreaming(bytes: Uint8Array, format: SniffedFormat & { deco
     parts.push(rest)
     length += rest.length
   }
-  if (sourceSamples === 0) throw new ModelInputError(`${format.name} audio could not be decoded: no audio in it (corrupt or truncated?)`)
+  if (sourceSamples === 0) throw new ModelInputError(`${format.name} audio could not be decoded: no samples in it (empty, corrupt or truncated?)`)
   return concatSamples(parts, length)
 }
 
