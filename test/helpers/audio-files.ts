@@ -10,7 +10,7 @@ import { join } from 'node:path'
 /** The file formats the tests encode, and the command of each. */
 export const ENCODERS = {
   flac: (wav: string, out: string) => ['flac', '--silent', '--force', '-o', out, wav],
-  mp3: (wav: string, out: string) => ['lame', '--quiet', '-b', '128', wav, out],
+  mp3: (wav: string, out: string) => ['lame', '--quiet', '-b', '320', wav, out],
   ogg: (wav: string, out: string) => ['oggenc', '--quiet', '-q', '5', '-o', out, wav],
 } as const
 
