@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { infer } from '../lib/client/infer.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import { gpuAvailable } from '../lib/models/transformers-pipeline.js'
@@ -31,6 +31,26 @@ async function post(base: string, model: string, body: unknown): Promise<{ statu
     body: JSON.stringify(body),
   })
   return { status: res.status, body: await res.json(), headers: res.headers }
+}
+
+/** Runs a bulk job of tiny/asr over the `file` column of `{dataset}/default/train`: its last status and output rows. */
+async function runAsrJob(t: Test, url: string, dataset: string): Promise<{ state: Record<string, unknown>; rows: any[] }> {
+  const res = await fetch(`${url}/bulk/run/cpu/tiny/asr`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer t' },
+    body: JSON.stringify({ dataset_name: dataset, dataset_config: 'default', dataset_split: 'train', dataset_column: 'file' }),
+  })
+  t.equal(res.status, 200)
+  const { jobid } = (await res.json()) as { jobid: string }
+  let state: Record<string, unknown> = {}
+  for (let i = 0; i < 600 && !['completed', 'failed'].includes(state.state as string); i++) {
+    await new Promise((r) => setTimeout(r, 50))
+    state = ((await (await fetch(`${url}/bulk/status/${jobid}`, { headers: { authorization: 'Bearer t' } })).json()) as { status: Record<string, unknown> }).status
+  }
+  const { DatasetBulk } = await import('../lib/client/dataset-bulk.js')
+  const rows: any[] = []
+  for await (const r of new DatasetBulk({ url, token: 't', jobId: jobid })) rows.push(r)
+  return { state, rows }
 }
 
 function statuses(messages: Array<{ type: string }>): StatusMessage[] {
@@ -211,23 +231,9 @@ t.test('a bulk job runs a speech model over a dataset column of file paths', asy
   const registry = createModelRegistry({ transformers: { ...offline, audioRoot: join(dataDir, 'datasets') } })
   t.teardown(() => registry.close())
   const server = await startServer(t, { tokens: ['t'], registry, dataDir })
-  const res = await fetch(`${server.url}/bulk/run/cpu/tiny/asr`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer t' },
-    body: JSON.stringify({ dataset_name: 'calls', dataset_config: 'default', dataset_split: 'train', dataset_column: 'file' }),
-  })
-  t.equal(res.status, 200)
-  const { jobid } = (await res.json()) as { jobid: string }
-  let state: Record<string, unknown> = {}
-  for (let i = 0; i < 600 && !['completed', 'failed'].includes(state.state as string); i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    state = ((await (await fetch(`${server.url}/bulk/status/${jobid}`, { headers: { authorization: 'Bearer t' } })).json()) as { status: Record<string, unknown> }).status
-  }
+  const { state, rows } = await runAsrJob(t, server.url, 'calls')
   t.equal(state.state, 'completed')
   t.equal(state.failed, 0)
-  const { DatasetBulk } = await import('../lib/client/dataset-bulk.js')
-  const rows: any[] = []
-  for await (const r of new DatasetBulk({ url: server.url, token: 't', jobId: jobid })) rows.push(r)
   t.same(rows.map((r) => JSON.parse(r.outputs).text), words)
 })
 
@@ -254,23 +260,9 @@ t.test('speech as people send it, with no ffmpeg on PATH: a FLAC bulk job, base6
   const registry = createModelRegistry({ transformers: { ...offline, audioRoot: join(dataDir, 'datasets') } })
   t.teardown(() => registry.close())
   const server = await startServer(t, { tokens: ['t'], registry, dataDir })
-  const res = await fetch(`${server.url}/bulk/run/cpu/tiny/asr`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer t' },
-    body: JSON.stringify({ dataset_name: 'speech', dataset_config: 'default', dataset_split: 'train', dataset_column: 'file' }),
-  })
-  t.equal(res.status, 200)
-  const { jobid } = (await res.json()) as { jobid: string }
-  let state: Record<string, unknown> = {}
-  for (let i = 0; i < 600 && !['completed', 'failed'].includes(state.state as string); i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    state = ((await (await fetch(`${server.url}/bulk/status/${jobid}`, { headers: { authorization: 'Bearer t' } })).json()) as { status: Record<string, unknown> }).status
-  }
+  const { state, rows } = await runAsrJob(t, server.url, 'speech')
   t.equal(state.state, 'completed', 'the corrupt file does not end the job')
   t.equal(state.failed, 1, 'the corrupt file fails alone')
-  const { DatasetBulk } = await import('../lib/client/dataset-bulk.js')
-  const rows: any[] = []
-  for await (const r of new DatasetBulk({ url: server.url, token: 't', jobId: jobid })) rows.push(r)
   t.same(rows.map((r) => (r.error ? null : JSON.parse(r.outputs).text)), ['HELLO', 'GOOD DAY', null, 'BYE'])
   t.match(rows[2].error, /FLAC audio could not be decoded/)
 
