@@ -43,7 +43,7 @@ export { createModelRegistry, catalogueOf, BUILTIN_MODEL_IDS, type ModelRegistry
 export { TransformersPipeline, gpuAvailable, type TransformersPipelineOptions } from './models/transformers-pipeline.js'
 export { TRANSFORMERS_TASKS, type TransformersTask } from './models/model-files.js'
 export { UpstreamPipeline, parseUpstreamSpec, type UpstreamPipelineOptions, type UpstreamSpec } from './models/upstream-pipeline.js'
-export { readAudioInput, decodeAudio, decodeWav, resample, toMono, type ReadAudioInputOptions, type DecodeAudioOptions } from './models/audio.js'
+export { readAudioInput, decodeAudio, resample, StreamResampler, toMono, type ReadAudioInputOptions, type DecodeAudioOptions } from './models/audio.js'
 export { InferenceStream, type InferenceResult, type InferenceStreamStats } from './client/inference-stream.js'
 export { infer } from './client/infer.js'
 export { defaultInput, streamUrlOf, type InferenceStreamOptions, type RecordPayload } from './client/options.js'

@@ -12,6 +12,7 @@ export const OPTIONAL_DEPENDENCIES = {
   '@huggingface/transformers': { range: '^4.3.2', neededFor: 'Hugging Face Hub models (run by transformers.js)' },
   'better-sqlite3': { range: '^12.11.1', neededFor: 'the durable state and bulk jobs (serve --data-dir)' },
   ioredis: { range: '^6.0.0', neededFor: 'state shared by several processes on Redis' },
+  'audio-decode': { range: '^3.12.0', neededFor: 'decoding audio files for speech models' },
 } as const
 
 /** Name of an optional package. */
@@ -55,7 +56,7 @@ export function requireOptional<T>(name: OptionalDependency, what: string): T {
   }
 }
 
-/** Imports an optional package (transformers.js), or rejects with MissingDependencyError. */
+/** Imports an optional package (transformers.js, audio-decode), or rejects with MissingDependencyError. */
 export async function importOptional<T>(name: OptionalDependency, what: string): Promise<T> {
   try {
     return (await import(name)) as T

@@ -2,10 +2,11 @@
 // loaded offline by @huggingface/transformers through the registry's real loading code, served on
 // streams, the classic HTTP API and bulk jobs. Loading status, 503 + estimated_time, gpu refusal,
 // a broken model and a missing one.
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { infer } from '../lib/client/infer.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import { gpuAvailable } from '../lib/models/transformers-pipeline.js'
@@ -13,6 +14,7 @@ import type { StatusMessage } from '../lib/protocol.js'
 import { makeTinyModels, speak, wav } from './fixtures/tiny-models.js'
 import { startServer } from './helpers/server.js'
 import { connect } from './helpers/ws-client.js'
+import { encodeAudio, encodedBytes, encoderSkip, pathWithoutFfmpeg } from './helpers/audio-files.js'
 
 const root = mkdtempSync(join(tmpdir(), 'is-tiny-'))
 const modelsDir = join(root, 'models')
@@ -29,6 +31,26 @@ async function post(base: string, model: string, body: unknown): Promise<{ statu
     body: JSON.stringify(body),
   })
   return { status: res.status, body: await res.json(), headers: res.headers }
+}
+
+/** Runs a bulk job of tiny/asr over the `file` column of `{dataset}/default/train`: its last status and output rows. */
+async function runAsrJob(t: Test, url: string, dataset: string): Promise<{ state: Record<string, unknown>; rows: any[] }> {
+  const res = await fetch(`${url}/bulk/run/cpu/tiny/asr`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer t' },
+    body: JSON.stringify({ dataset_name: dataset, dataset_config: 'default', dataset_split: 'train', dataset_column: 'file' }),
+  })
+  t.equal(res.status, 200)
+  const { jobid } = (await res.json()) as { jobid: string }
+  let state: Record<string, unknown> = {}
+  for (let i = 0; i < 600 && !['completed', 'failed'].includes(state.state as string); i++) {
+    await new Promise((r) => setTimeout(r, 50))
+    state = ((await (await fetch(`${url}/bulk/status/${jobid}`, { headers: { authorization: 'Bearer t' } })).json()) as { status: Record<string, unknown> }).status
+  }
+  const { DatasetBulk } = await import('../lib/client/dataset-bulk.js')
+  const rows: any[] = []
+  for await (const r of new DatasetBulk({ url, token: 't', jobId: jobid })) rows.push(r)
+  return { state, rows }
 }
 
 function statuses(messages: Array<{ type: string }>): StatusMessage[] {
@@ -209,24 +231,71 @@ t.test('a bulk job runs a speech model over a dataset column of file paths', asy
   const registry = createModelRegistry({ transformers: { ...offline, audioRoot: join(dataDir, 'datasets') } })
   t.teardown(() => registry.close())
   const server = await startServer(t, { tokens: ['t'], registry, dataDir })
-  const res = await fetch(`${server.url}/bulk/run/cpu/tiny/asr`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer t' },
-    body: JSON.stringify({ dataset_name: 'calls', dataset_config: 'default', dataset_split: 'train', dataset_column: 'file' }),
-  })
-  t.equal(res.status, 200)
-  const { jobid } = (await res.json()) as { jobid: string }
-  let state: Record<string, unknown> = {}
-  for (let i = 0; i < 600 && !['completed', 'failed'].includes(state.state as string); i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    state = ((await (await fetch(`${server.url}/bulk/status/${jobid}`, { headers: { authorization: 'Bearer t' } })).json()) as { status: Record<string, unknown> }).status
-  }
+  const { state, rows } = await runAsrJob(t, server.url, 'calls')
   t.equal(state.state, 'completed')
   t.equal(state.failed, 0)
-  const { DatasetBulk } = await import('../lib/client/dataset-bulk.js')
-  const rows: any[] = []
-  for await (const r of new DatasetBulk({ url: server.url, token: 't', jobId: jobid })) rows.push(r)
   t.same(rows.map((r) => JSON.parse(r.outputs).text), words)
+})
+
+t.test('speech as people send it, with no ffmpeg on PATH: a FLAC bulk job, base64 MP3, raw bodies, the official client', { skip: encoderSkip() }, async (t) => {
+  // Hidden for this process and its threads: nothing may need it.
+  const savedPath = process.env.PATH
+  process.env.PATH = pathWithoutFfmpeg()
+  t.teardown(() => {
+    process.env.PATH = savedPath
+  })
+  t.equal((spawnSync('ffmpeg', ['-version']).error as NodeJS.ErrnoException | undefined)?.code, 'ENOENT', 'ffmpeg is not on PATH')
+
+  const dataDir = join(root, 'flac-bulk')
+  const clips = join(dataDir, 'datasets', 'speech', 'clips')
+  const split = join(dataDir, 'datasets', 'speech', 'default')
+  mkdirSync(clips, { recursive: true })
+  mkdirSync(split, { recursive: true })
+  // LibriSpeech-like: 16 kHz FLAC files named in a `file` column; one of them is corrupt.
+  const words = ['HELLO', 'GOOD DAY', 'BYE']
+  words.forEach((w, i) => encodeAudio(clips, String(i), wav(speak(w), 16000), 'flac'))
+  writeFileSync(join(clips, 'broken.flac'), Buffer.concat([readFileSync(join(clips, '0.flac')).subarray(0, 42), Buffer.alloc(4000, 0x5a)]))
+  const files = ['0', '1', 'broken', '2'].map((n) => `speech/clips/${n}.flac`)
+  writeFileSync(join(split, 'train.csv'), `file\n${files.join('\n')}\n`)
+  const registry = createModelRegistry({ transformers: { ...offline, audioRoot: join(dataDir, 'datasets') } })
+  t.teardown(() => registry.close())
+  const server = await startServer(t, { tokens: ['t'], registry, dataDir })
+  const { state, rows } = await runAsrJob(t, server.url, 'speech')
+  t.equal(state.state, 'completed', 'the corrupt file does not end the job')
+  t.equal(state.failed, 1, 'the corrupt file fails alone')
+  t.same(rows.map((r) => (r.error ? null : JSON.parse(r.outputs).text)), ['HELLO', 'GOOD DAY', null, 'BYE'])
+  t.match(rows[2].error, /FLAC audio could not be decoded/)
+
+  // The classic HTTP API: base64 MP3 (44.1 kHz, as most MP3s; resampled to the model's 16 kHz).
+  const mp3 = encodedBytes(mkdtempSync(join(root, 'mp3-')), 'hi', wav(speak('HELLO WORLD', { sampleRate: 44100 }), 44100), 'mp3')
+  const asr = await post(server.url, 'tiny/asr', { inputs: mp3.toString('base64'), options: { wait_for_model: true } })
+  t.equal(asr.status, 200)
+  t.same(asr.body, { text: 'HELLO WORLD' }, 'base64 MP3')
+
+  // A raw body: audio/*, application/octet-stream, or no content type.
+  const raw = async (body: Uint8Array, headers: Record<string, string>): Promise<{ status: number; body: any }> => {
+    const r = await fetch(`${server.url}/models/tiny/asr`, { method: 'POST', headers: { authorization: 'Bearer t', ...headers }, body })
+    return { status: r.status, body: await r.json() }
+  }
+  for (const type of ['audio/mpeg', 'application/octet-stream', undefined]) {
+    const r = await raw(mp3, type === undefined ? {} : { 'content-type': type })
+    t.same(r, { status: 200, body: { text: 'HELLO WORLD' } }, `raw MP3 body, content type ${type ?? 'none'}`)
+  }
+  const flacBody = readFileSync(join(clips, '1.flac'))
+  t.same((await raw(flacBody, { 'content-type': 'audio/flac' })).body, { text: 'GOOD DAY' }, 'raw FLAC body')
+  const corrupt = await raw(readFileSync(join(clips, 'broken.flac')), { 'content-type': 'audio/flac' })
+  t.equal(corrupt.status, 400)
+  t.equal(corrupt.body.code, 'ERR_MODEL_INPUT')
+  t.match(corrupt.body.error, /^FLAC audio could not be decoded/)
+  const text = await fetch(`${server.url}/models/tiny/sentiment`, { method: 'POST', headers: { authorization: 'Bearer t', 'content-type': 'audio/mpeg' }, body: mp3 })
+  t.equal(text.status, 400, 'a raw body to a text model')
+  t.match(await text.json(), { code: 'ERR_INVALID_PAYLOAD', error: /^A raw binary body is the inputs of an audio task; model tiny\/sentiment is text-classification/ })
+
+  // The official JavaScript client sends the file as the body, as the Inference API took it.
+  const { InferenceClient } = await import('@huggingface/inference')
+  const client = new InferenceClient('t', { endpointUrl: `${server.url}/models/tiny/asr` })
+  const out = await client.automaticSpeechRecognition({ data: new Blob([flacBody], { type: 'audio/flac' }) })
+  t.same(out, { text: 'GOOD DAY' }, '@huggingface/inference automaticSpeechRecognition')
 })
 
 t.test('gpu: refused with a clear error where CUDA is missing, or run on cpu with gpuFallback', { skip: gpuAvailable() && 'this machine has CUDA' }, async (t) => {

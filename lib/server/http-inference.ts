@@ -125,7 +125,7 @@ export class HttpInference {
     }
     let payload: Payload
     try {
-      payload = parseInferenceBody(body.toString('utf8'), options)
+      payload = isRawBody(req, body) ? rawAudioPayload(body, model, pipeline.task, options) : parseInferenceBody(body.toString('utf8'), options)
     } catch (err) {
       return this.reject(res, err as InferenceStreamError)
     }
@@ -248,6 +248,40 @@ export class HttpInference {
     const body = err instanceof ModelLoadingError ? { ...toWireError(err), estimated_time: err.estimatedTime } : toWireError(err)
     sendJson(res, status, body)
   }
+}
+
+/** Tasks whose `inputs` may come as a raw binary body (the file's bytes), as the Inference API took them. */
+export const AUDIO_TASKS: ReadonlySet<string> = new Set(['automatic-speech-recognition', 'audio-classification'])
+
+/**
+ * Whether a body is raw file bytes rather than JSON: its content type is `audio/*` or
+ * `application/octet-stream`, or it has no JSON content type and does not start (after
+ * whitespace) with `{` — what the official clients send for audio (no content type, or the
+ * Blob's).
+ */
+export function isRawBody(req: http.IncomingMessage, body: Buffer): boolean {
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+  if (type.startsWith('audio/') || type === 'application/octet-stream') return true
+  if (type === 'application/json' || type.endsWith('+json')) return false
+  let i = 0
+  while (i < body.length && (body[i] === 0x20 || body[i] === 0x09 || body[i] === 0x0a || body[i] === 0x0d)) i++
+  return i < body.length && body[i] !== 0x7b
+}
+
+/**
+ * The payload of a raw body: `inputs` is its bytes in base64 (what a JSON body would carry), under
+ * the same `maxInputsBytes` as that JSON string; refused for a model whose task is known and is
+ * not an audio task.
+ */
+function rawAudioPayload(body: Buffer, model: string, task: string, limits: Pick<ResolvedServerOptions, 'maxInputsBytes'>): Payload {
+  if (task !== 'unknown' && !AUDIO_TASKS.has(task)) {
+    throw new InvalidPayloadError(`A raw binary body is the inputs of an audio task; model ${model} is ${task}: send JSON {"inputs": ...}`)
+  }
+  const asJson = Math.ceil(body.length / 3) * 4 + 2 // the base64 string's JSON bytes
+  if (asJson > limits.maxInputsBytes) {
+    throw new LimitExceededError(`Audio body is ${body.length} bytes (${asJson} as base64 "inputs"), over the limit of ${limits.maxInputsBytes}`)
+  }
+  return { inputs: body.toString('base64') }
 }
 
 /**
