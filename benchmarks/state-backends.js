@@ -2,7 +2,7 @@
 /*
  * Question
  *   What does durability cost the state layer? Items/s of the SQLite backend (one file, WAL, one
- *   transaction per transition) against the memory backend (the embedded default) on the same
+ *   transaction per event-loop turn) against the memory backend (the embedded default) on the same
  *   simple loop, and where the time goes per transition. The issue's bar: SQLite at least 0.5 of
  *   memory.
  *
