@@ -293,6 +293,146 @@ export function resample(samples: Float32Array, fromRate: number, toRate: number
 }
 
 // ---------------------------------------------------------------------------------------------
+// WAV containers
+
+// audio-decode reads RIFF WAV whose chunks are all even-sized and whose fmt comes before data, and
+// takes the sample width from bitsPerSample. Valid files it misreads (RF64, big-endian RIFX, an
+// odd-sized chunk with its pad byte, data before fmt, 24-bit samples in 32-bit containers) are
+// walked here instead: it gets a RIFF header of their fmt and data chunks, then the data chunk's
+// bytes as they are in the file (RIFX's byte-swapped, block by block).
+interface WavLayout {
+  header: Uint8Array
+  dataStart: number
+  dataEnd: number
+  /** Bytes per sample to reverse (RIFX), else 1. */
+  swap: number
+}
+
+// The fmt fields (offset, size) to reverse in RIFX: code, channels, rate, byte rate, block align,
+// bits, cbSize; WAVE_FORMAT_EXTENSIBLE's valid bits, channel mask and the sub-format's code.
+const FMT_FIELDS = [[0, 2], [2, 2], [4, 4], [8, 4], [12, 2], [14, 2], [16, 2], [18, 2], [20, 4], [24, 4]] as const
+
+// A chunk header at `pos`: an id of letters, digits, space or underscore and a size that fits in
+// the file. Sample bytes pass both by chance very rarely.
+function plausibleChunkAt(bytes: Uint8Array, view: DataView, pos: number, le: boolean): boolean {
+  return pos + 8 <= bytes.length && /^[\w ]{4}$/.test(ascii(bytes, pos, 4)) && pos + 8 + view.getUint32(pos + 4, le) <= bytes.length
+}
+
+function wavLayout(bytes: Uint8Array, name: string): WavLayout {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const len = bytes.length
+  const le = ascii(bytes, 0, 4) !== 'RIFX'
+  let fmt: Uint8Array | undefined
+  let data: [number, number] | undefined
+  let ds64: number | undefined
+  for (let pos = 12; pos + 8 <= len && (fmt === undefined || data === undefined); ) {
+    const id = ascii(bytes, pos, 4)
+    const size = view.getUint32(pos + 4, le)
+    let end = pos + 8 + size
+    if (id === 'data' && data === undefined) {
+      // RF64 keeps the size in ds64. Streaming writers leave 0 or 0xFFFFFFFF, and truncated files
+      // end early: then the samples go to the end of the file.
+      if (size === 0xffffffff) end = ds64 === undefined ? len : pos + 8 + ds64
+      if (end > len || (size === 0 && !plausibleChunkAt(bytes, view, end, le))) end = len
+      data = [pos + 8, end]
+    } else if (end > len) {
+      break // a truncated chunk: nothing more to find
+    } else if (id === 'fmt ' && fmt === undefined) {
+      fmt = bytes.slice(pos + 8, end)
+    } else if (id === 'ds64' && size >= 16) {
+      ds64 = view.getUint32(pos + 16, true) + view.getUint32(pos + 20, true) * 2 ** 32
+    }
+    // Odd chunks are followed by a pad byte; some writers forget it, so it is skipped only when the
+    // next chunk header is where the pad rule says (or neither place has one).
+    if (size & 1 && (plausibleChunkAt(bytes, view, end + 1, le) || !plausibleChunkAt(bytes, view, end, le))) end++
+    pos = end
+  }
+  if (fmt === undefined || fmt.length < 16) throw new ModelInputError(`${name} audio could not be decoded: no fmt chunk`)
+  if (data === undefined) throw new ModelInputError(`${name} audio could not be decoded: no data chunk`)
+  if (!le) for (const [at, size] of FMT_FIELDS) if (at + size <= fmt.length) fmt.subarray(at, at + size).reverse()
+  const fv = new DataView(fmt.buffer)
+  const code = fv.getUint16(0, true) === 0xfffe && fmt.length >= 26 ? fv.getUint16(24, true) : fv.getUint16(0, true)
+  const container = fv.getUint16(12, true) / fv.getUint16(2, true) // bytes per sample
+  const intOrFloat = (code === 1 || code === 3) && Number.isInteger(container)
+  // Samples narrower than their container (24 bits in 32) are left-justified in it: read the container.
+  if (code === 1 && intOrFloat && container <= 4 && container * 8 > fv.getUint16(14, true)) fv.setUint16(14, container * 8, true)
+  const header = new Uint8Array(28 + fmt.length)
+  const hv = new DataView(header.buffer)
+  const dataSize = Math.min(data[1] - data[0], 0xffffffff)
+  header.set(Buffer.from(`RIFF\0\0\0\0WAVEfmt `, 'latin1'))
+  hv.setUint32(4, Math.min(20 + fmt.length + dataSize, 0xffffffff), true)
+  hv.setUint32(16, fmt.length, true) // (odd: no pad byte, as audio-decode reads it)
+  header.set(fmt, 20)
+  header.set(Buffer.from('data', 'latin1'), 20 + fmt.length)
+  hv.setUint32(24 + fmt.length, dataSize, true)
+  return { header, dataStart: data[0], dataEnd: data[1], swap: !le && intOrFloat ? container : 1 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MP3 frames
+
+// Bitrates (kbit/s, index 1 to 14) of MPEG-1 layers I, II, III, then MPEG-2/2.5 layer I, II and III.
+const MPEG_BITRATES = [
+  [32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+  [32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+  [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+  [32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+  [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+]
+
+// The length in bytes of the MPEG audio frame whose header is at `at`, or 0 when there is none
+// (free-format frames, whose length no header says, count as none).
+function mpegFrameLength(b: Uint8Array, at: number): number {
+  if (at + 4 > b.length || b[at] !== 0xff || (b[at + 1] & 0xe0) !== 0xe0) return 0
+  const version = (b[at + 1] >> 3) & 3 // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5, 1: reserved
+  const layer = 4 - ((b[at + 1] >> 1) & 3) // 4: reserved
+  const index = b[at + 2] >> 4
+  const rateIndex = (b[at + 2] >> 2) & 3
+  if (version === 1 || layer === 4 || index === 0 || index === 15 || rateIndex === 3) return 0
+  const kbps = MPEG_BITRATES[version === 3 ? layer - 1 : Math.min(layer, 2) + 2][index - 1]
+  const rate = [44100, 48000, 32000][rateIndex] >> (3 - Math.max(version, 1)) // MPEG-2 halves it, 2.5 quarters
+  const pad = (b[at + 2] >> 1) & 1
+  if (layer === 1) return (Math.floor((12000 * kbps) / rate) + pad) * 4
+  return Math.floor(((layer === 3 && version !== 3 ? 72000 : 144000) * kbps) / rate) + pad
+}
+
+/** Least share of an MP3's bytes (between its ID3 tags) that must be MPEG audio frames. */
+const MIN_MPEG_FRAME_SHARE = 0.5
+
+// An MP3 is a chain of frames, each header giving the next one's place. mpg123 decodes whatever
+// it finds, so a file of junk after a valid header decodes to a little noise (frames falsely
+// synced in the junk) and a valid file with a few damaged frames to nearly all of its audio. The
+// rule: the bytes in chained frames of one stream (one version, layer and sampling rate; random
+// bytes almost never chain two) must be at least half of the bytes between the ID3 tags.
+function checkMpegFrames(b: Uint8Array): void {
+  let start = 0
+  if (ascii(b, 0, 3) === 'ID3' && b.length >= 10) {
+    start = 10 + (b[5] & 0x10 ? 10 : 0) + (((b[6] & 0x7f) << 21) | ((b[7] & 0x7f) << 14) | ((b[8] & 0x7f) << 7) | (b[9] & 0x7f))
+  }
+  const end = b.length >= 128 && ascii(b, b.length - 128, 3) === 'TAG' ? b.length - 128 : b.length
+  const stream = (at: number): number => ((b[at + 1] & 0xfe) << 2) | ((b[at + 2] >> 2) & 3)
+  let key = -1
+  let inFrames = 0
+  for (let at = start; at < end; ) {
+    const next = at + mpegFrameLength(b, at)
+    const chained = next > at && (key === -1 || stream(at) === key) && (next >= end || (mpegFrameLength(b, next) > 0 && stream(next) === stream(at)))
+    if (!chained) {
+      at++
+      continue
+    }
+    key = stream(at)
+    inFrames += Math.min(next, end) - at
+    at = next
+  }
+  const share = end > start ? inFrames / (end - start) : 0
+  if (share < MIN_MPEG_FRAME_SHARE) {
+    throw new ModelInputError(
+      `MP3 audio could not be decoded (corrupt or truncated?): ${(share * 100).toFixed(0)}% of its ${Math.max(0, end - start)} bytes of audio are MPEG frames, under the ${MIN_MPEG_FRAME_SHARE * 100}% of a playable file`,
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // decodeAudio
 
 /** Options of `decodeAudio`. */
@@ -358,10 +498,38 @@ function loadDecoder(): Promise<AudioDecodeModule['default']> {
 // Bytes handed to the decoder at a time: small enough that limits and aborts are checked often.
 const DECODE_BLOCK = 64 * 1024
 
+// bytes[start, end) in blocks of about DECODE_BLOCK, views of `bytes` (no copy); with `swap` > 1
+// (big-endian samples of that many bytes) each block is a copy with every sample's bytes reversed.
+function* blocksOf(bytes: Uint8Array, start = 0, end = bytes.length, swap = 1): Generator<Uint8Array> {
+  const size = DECODE_BLOCK - (DECODE_BLOCK % swap)
+  for (let at = start; at < end; at += size) {
+    const block = bytes.subarray(at, Math.min(end, at + size))
+    if (swap === 1) yield block
+    else {
+      const out = block.slice(0, block.length - (block.length % swap))
+      for (let i = 0; i < out.length; i += swap) out.subarray(i, i + swap).reverse()
+      yield out
+    }
+  }
+}
+
+// mpg123's WebAssembly prints each frame it cannot decode to console.error (the item's error says
+// what is wrong instead). A decoder call decodes synchronously before its first await, so only its
+// own lines fall in this window.
+function quietly<T>(call: () => T): T {
+  const error = console.error
+  console.error = () => {}
+  try {
+    return call()
+  } finally {
+    console.error = error
+  }
+}
+
 // Decodes block by block, mixing each block to mono and resampling it as it comes, so memory is
 // the file's bytes, the result and the decoder's buffers, never the whole recording at its source
 // rate and channel count.
-async function decodeStreaming(bytes: Uint8Array, format: SniffedFormat & { decoder: string }, o: ResolvedDecodeOptions): Promise<Float32Array> {
+async function decodeStreaming(blocks: Iterable<Uint8Array>, format: SniffedFormat & { decoder: string }, o: ResolvedDecodeOptions): Promise<Float32Array> {
   const library = await loadDecoder()
   const make = library[format.decoder]
   if (make === undefined) throw new ModelInputError(`${format.name} audio is not a format this server decodes`)
@@ -389,10 +557,10 @@ async function decodeStreaming(bytes: Uint8Array, format: SniffedFormat & { deco
     length += out.length
   }
   try {
-    for (let at = 0; at < bytes.length; at += DECODE_BLOCK) {
+    for (const block of blocks) {
       if (o.signal?.aborted) throw new AbortError(undefined, { cause: o.signal.reason })
       if (performance.now() - started > o.timeoutMs) throw new ModelError(`decoding the ${format.name} input took over ${o.timeoutMs} ms; stopped`)
-      take(await dec(bytes.subarray(at, at + DECODE_BLOCK)))
+      take(await quietly(() => dec(block)))
     }
     take(await dec()) // the end: what the decoder still holds; frees it
   } catch (err) {
@@ -412,6 +580,7 @@ async function decodeStreaming(bytes: Uint8Array, format: SniffedFormat & { deco
 // The name of each sniffed format in audio-decode.
 const DECODERS: Record<string, string> = {
   WAV: 'wav',
+  'WAV (big-endian RIFX)': 'wav',
   FLAC: 'flac',
   MP3: 'mp3',
   'OGG (Opus)': 'opus',
@@ -450,7 +619,16 @@ export async function decodeAudio(bytes: Uint8Array, options: DecodeAudioOptions
   }
   const decoder = DECODERS[format.name]
   if (decoder === undefined) throw new ModelInputError(`${format.name} audio is not a format this server decodes`)
-  return decodeStreaming(bytes, { ...format, decoder }, o)
+  if (format.id === 'mp3') checkMpegFrames(bytes)
+  let blocks: Iterable<Uint8Array> = blocksOf(bytes)
+  if (decoder === 'wav') {
+    const wav = wavLayout(bytes, format.name)
+    blocks = (function* () {
+      yield wav.header
+      yield* blocksOf(bytes, wav.dataStart, wav.dataEnd, wav.swap)
+    })()
+  }
+  return decodeStreaming(blocks, { ...format, decoder }, o)
 }
 
 // ---------------------------------------------------------------------------------------------
