@@ -219,7 +219,9 @@ function monoOf(channels: Float32Array[], encoding: Encoding): number[] {
 t.test('WAV: every PCM and float depth, mono and stereo, plain and extensible, mixed to mono', async (t) => {
   const left = testSignal()
   const right = sine(1000, 8000, 200, 0.5, 1)
-  for (const encoding of ['pcm8', 'pcm16', 'pcm24', 'pcm32', 'float32', 'float64'] as const) {
+  // pcm24in32: 24 valid bits in 32-bit containers (bitsPerSample 24 and blockAlign 4 plain;
+  // bitsPerSample 32 and validBits 24 extensible), which audio-decode alone misreads.
+  for (const encoding of ['pcm8', 'pcm16', 'pcm24', 'pcm24in32', 'pcm32', 'float32', 'float64'] as const) {
     for (const extensible of [false, true]) {
       for (const channels of [[left], [left, right]]) {
         const name = `${encoding}${extensible ? ' extensible' : ''} ${channels.length}ch`
@@ -227,7 +229,7 @@ t.test('WAV: every PCM and float depth, mono and stereo, plain and extensible, m
         t.equal(out.length, 200, `${name}: length`)
         // Within one quantization step of the exact value (audio-decode scales positive integers by
         // 1/(2^(bits-1) - 1), we wrote them with 2^(bits-1)).
-        const step = { pcm8: 1 / 128, pcm16: 1 / 32768, pcm24: 2 ** -23, pcm32: 2 ** -31, float32: 0, float64: 0 }[encoding]
+        const step = { pcm8: 1 / 128, pcm16: 1 / 32768, pcm24: 2 ** -23, pcm24in32: 2 ** -23, pcm32: 2 ** -31, float32: 0, float64: 0 }[encoding]
         const err = maxError(out, monoOf(channels, encoding))
         t.ok(err <= step + 1e-7, `${name}: within ${step} (max error ${err})`)
       }
@@ -252,10 +254,15 @@ t.test('WAV: other chunks around fmt and data; streaming data sizes', async (t) 
   const signal = testSignal(100)
   const expected = Array.from(signal, (x) => quantized(x, 'pcm16'))
   const list = { id: 'LIST', body: label('INFOISFT\x06\x00\x00\x00Lavf6\x00') } // even length: 18
+  const oddList = { id: 'LIST', body: label('INFOISFT\x05\x00\x00\x00Lavf\x00') } // odd length: 17, then a pad byte
   const variants: [string, Partial<WavSpec>][] = [
     ['LIST before fmt', { before: [list] }],
     ['LIST and junk between fmt and data', { between: [list, { id: 'junk', body: new Uint8Array(4) }] }],
     ['chunks after data', { after: [list, { id: 'id3 ', body: new Uint8Array(10) }] }],
+    ['odd LIST and its pad byte before fmt', { before: [oddList] }],
+    ['odd LIST and odd junk between fmt and data', { between: [oddList, { id: 'junk', body: new Uint8Array(3) }] }],
+    ['odd chunks without pad bytes (a writer bug)', { before: [oddList], between: [{ id: 'junk', body: new Uint8Array([1, 2, 3]) }], noPad: true }],
+    ['data before fmt', { dataFirst: true, between: [oddList] }],
     ['data size 0xFFFFFFFF (streaming writer)', { dataSize: 0xffffffff }],
     ['data size 0 (streaming writer)', { dataSize: 0 }],
     ['data size past the end (truncated)', { dataSize: 100 * 2 + 1000 }],
@@ -265,17 +272,70 @@ t.test('WAV: other chunks around fmt and data; streaming data sizes', async (t) 
     t.equal(out.length, 100, `${name}: length`)
     t.ok(maxError(out, expected) < 1e-4, `${name}: samples`)
   }
+  // 8-bit mono of an odd length: the data chunk itself has a pad byte, then a chunk follows.
+  const odd = await atRate(encodeWav({ channels: [testSignal(101)], sampleRate: 8000, encoding: 'pcm8', after: [oddList] }))
+  t.equal(odd.length, 101, 'odd 8-bit data, its pad byte and a chunk after it: length')
+  t.ok(maxError(odd, Array.from(testSignal(101), (x) => quantized(x, 'pcm8'))) <= 1 / 128 + 1e-7, 'odd 8-bit data: samples')
   // A truncated last frame is dropped.
   const stereo = encodeWav({ channels: [signal, signal], sampleRate: 8000, encoding: 'pcm24' })
   t.equal((await atRate(stereo.subarray(0, stereo.length - 1))).length, 99)
 })
 
+t.test('WAV: RF64 takes the data size from ds64', async (t) => {
+  const signal = testSignal(64)
+  const fmtAndData = encodeWav({ channels: [signal], sampleRate: 8000, encoding: 'pcm16' }).subarray(12) // 'fmt ' chunk, then 'data'
+  const ds64 = new Uint8Array(28)
+  new DataView(ds64.buffer).setUint32(8, 64 * 2, true) // data size, low 32 bits; high bits 0
+  new DataView(ds64.buffer).setUint32(16, 64, true) // sample count
+  const bytes = concat([label('RF64'), new Uint8Array([0xff, 0xff, 0xff, 0xff]), label('WAVE'), chunk('ds64', ds64, true), fmtAndData, chunk('LIST', label('INFOtail'), true)])
+  const dataSizeAt = 12 + 36 + 24 + 4
+  t.equal(Buffer.from(bytes.subarray(dataSizeAt - 4, dataSizeAt)).toString('latin1'), 'data')
+  new DataView(bytes.buffer).setUint32(dataSizeAt, 0xffffffff, true)
+  const out = await atRate(bytes)
+  t.equal(out.length, 64, 'the LIST chunk after the data is not read as samples')
+  t.ok(maxError(out, Array.from(signal, (x) => quantized(x, 'pcm16'))) <= 1 / 32768 + 1e-7, 'samples')
+})
+
+// A little-endian WAV of encodeWav as big-endian RIFX: chunk sizes, fmt fields and samples swapped.
+function toRifx(wav: Uint8Array, sampleBytes: number): Uint8Array {
+  const out = wav.slice()
+  const view = new DataView(out.buffer)
+  const swap = (at: number, n: number): void => void out.subarray(at, at + n).reverse()
+  out.set(label('RIFX'))
+  swap(4, 4)
+  for (let pos = 12; pos + 8 <= out.length; ) {
+    const id = Buffer.from(out.subarray(pos, pos + 4)).toString('latin1')
+    const size = view.getUint32(pos + 4, true)
+    swap(pos + 4, 4)
+    if (id === 'fmt ') for (const [at, n] of [[0, 2], [2, 2], [4, 4], [8, 4], [12, 2], [14, 2], [16, 2], [18, 2], [20, 4], [24, 4]]) if (at + n <= size) swap(pos + 8 + at, n)
+    if (id === 'data') for (let at = pos + 8; at < pos + 8 + size; at += sampleBytes) swap(at, sampleBytes)
+    pos += 8 + size + (size & 1)
+  }
+  return out
+}
+
+t.test('WAV: big-endian RIFX, every depth, gives the little-endian file\'s samples', async (t) => {
+  const channels = [testSignal(), sine(1000, 8000, 200, 0.5, 1)]
+  for (const [encoding, bytes] of [['pcm8', 1], ['pcm16', 2], ['pcm24', 3], ['pcm24in32', 4], ['pcm32', 4], ['float32', 4], ['float64', 8]] as const) {
+    for (const extensible of [false, true]) {
+      const wav = encodeWav({ channels, sampleRate: 8000, encoding, extensible, before: [{ id: 'LIST', body: new Uint8Array(5) }] })
+      const rifx = toRifx(wav, bytes)
+      t.equal(sniffAudioFormat(rifx).name, 'WAV (big-endian RIFX)')
+      const [le, be] = [await atRate(wav), await atRate(rifx)]
+      t.equal(be.length, 200, `${encoding}${extensible ? ' extensible' : ''}: length`)
+      t.equal(maxError(be, le), 0, `${encoding}${extensible ? ' extensible' : ''}: the same samples`)
+    }
+  }
+})
+
 t.test('WAV: what cannot be decoded says so', async (t) => {
   const good = encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16' })
   const cases: [string, Uint8Array, RegExp][] = [
-    ['no data', good.subarray(0, 12 + 24), /^WAV audio could not be decoded: no samples in it \(empty, corrupt or truncated\?\)$/],
+    ['no data', good.subarray(0, 12 + 24), /^WAV audio could not be decoded: no data chunk$/],
+    ['no fmt', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', dataFirst: true }).subarray(0, 12 + 8 + 20), /^WAV audio could not be decoded: no fmt chunk$/],
+    ['empty data', encodeWav({ channels: [new Float32Array(0)], sampleRate: 8000, encoding: 'pcm16', after: [{ id: 'LIST', body: new Uint8Array(40).fill(7) }] }), /^WAV audio could not be decoded: no samples in it/],
     ['MP3 in WAV', encodeWav({ channels: [testSignal(10)], sampleRate: 8000, encoding: 'pcm16', formatCode: 0x55 }), /^WAV audio could not be decoded \(corrupt or truncated\?\): Unsupported WAV format: 0x55$/],
-    ['RIFX', concat([label('RIFX'), new Uint8Array(4), label('WAVE')]), /^WAV \(big-endian RIFX\) audio is not a format this server decodes$/],
+    ['RIFX header only', concat([label('RIFX'), new Uint8Array(4), label('WAVE')]), /^WAV \(big-endian RIFX\) audio could not be decoded: no fmt chunk$/],
   ]
   for (const [name, bytes, message] of cases) await t.rejects(atRate(bytes), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message }, name)
 })
