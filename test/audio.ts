@@ -551,6 +551,45 @@ t.test('a corrupt or truncated file fails with what is wrong; limits hold for ev
   await t.rejects(decodeAudio(long, { timeoutMs: 1 }), { name: 'ModelError', message: /^decoding the WAV input took over 1 ms; stopped$/ })
 })
 
+// Deterministic junk bytes (a linear congruential generator).
+function junk(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length)
+  for (let i = 0, x = seed; i < length; i++) out[i] = (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24
+  return out
+}
+
+t.test('MP3: a clearly corrupt file fails, one with some damaged frames decodes, mpg123 prints nothing', { skip: encoderSkip() }, async (t) => {
+  const dir = t.testdir({})
+  const mp3 = encodedBytes(dir, 'tone', toneWav, 'mp3')
+  const id3 = concat([label('ID3'), new Uint8Array([3, 0, 0, 0, 0, 0, 20]), concat([label('TIT2'), new Uint8Array([0, 0, 0, 10, 0, 0, 0]), label('a title'), new Uint8Array(2)])])
+  const corrupt: [string, Uint8Array, RegExp][] = [
+    ['junk after the first frame header', concat([mp3.subarray(0, 4), junk(mp3.length - 4)]), /^MP3 audio could not be decoded \(corrupt or truncated\?\): [01]% of its \d+ bytes of audio are MPEG frames, under the 50% of a playable file$/],
+    ['junk after the first two frames', concat([mp3.subarray(0, 2000), junk(mp3.length)]), /^MP3 audio could not be decoded \(corrupt or truncated\?\): \d% of its/],
+    ['an ID3 tag, then junk', concat([id3, junk(40000, 7)]), /^MP3 audio could not be decoded \(corrupt or truncated\?\): 0% of its 40000 bytes/],
+    ['an ID3 tag alone', id3, /^MP3 audio could not be decoded \(corrupt or truncated\?\): 0% of its 0 bytes/],
+    ['truncated to its first frame header', mp3.subarray(0, 4), /^MP3 audio could not be decoded: no samples in it/],
+  ]
+  for (const [name, bytes, message] of corrupt) await t.rejects(decodeAudio(bytes), { name: 'ModelInputError', code: 'ERR_MODEL_INPUT', message }, name)
+  // Damaged: 300 junk bytes at 5 places and 8000 inserted in the middle (about 14% of the file).
+  const damaged = concat([mp3.subarray(0, 30000), junk(8000, 3), mp3.subarray(30000)])
+  for (let k = 1; k <= 5; k++) damaged.set(junk(300, k + 10), k * 9000)
+  const { default: audioDecode } = await import('audio-decode')
+  const error = console.error
+  let lines = 0
+  console.error = () => void lines++
+  try {
+    const raw = await audioDecode(damaged)
+    t.ok(lines > 0 && raw.channelData[0].length > 0, `audio-decode alone decodes it and prints ${lines} lines of mpg123 errors`)
+    lines = 0
+    const out = await decodeAudio(damaged)
+    t.equal(lines, 0, 'decodeAudio prints none')
+    const reference = await decodeAudio(mp3)
+    t.ok(out.length > 0.8 * reference.length, `damaged: ${out.length} samples of ${reference.length}`)
+  } finally {
+    console.error = error
+  }
+})
+
 t.test('formats without a decoder, and unknown bytes, say so', async (t) => {
   const cases: [Uint8Array, RegExp][] = [
     [concat([label('OggS'), new Uint8Array(24), label('\x7fFLAC'), new Uint8Array(50)]), /^OGG \(FLAC\) audio is not a format this server decodes$/],
