@@ -599,14 +599,14 @@ const DECODERS: Record<string, string> = {
 /**
  * Decodes an audio file's bytes into mono Float32 samples at `sampleRate` (default 16000), with
  * the `audio-decode` package (WebAssembly and JavaScript decoders, no native code): WAV (PCM,
- * float, A-law/µ-law, ADPCM), FLAC, MP3, OGG Vorbis and Opus, MP4/M4A and ADTS AAC, WEBM/Matroska,
+ * float, A-law/µ-law, ADPCM; RIFF, RF64 and big-endian RIFX, whose chunks we walk), FLAC, MP3, OGG Vorbis and Opus, MP4/M4A and ADTS AAC, WEBM/Matroska,
  * AIFF, CAF, AMR, WMA. The file is fed in 64 KiB blocks; each decoded block is mixed to mono
  * (`toMono`) and resampled (`StreamResampler`) as it comes, so memory stays near the file's bytes
  * plus the result (docs/models.md, "Speech inputs"); `maxSeconds`, `timeoutMs` and `signal` are
  * checked between blocks.
  * Rejects with a `ModelInputError` naming what is wrong: bytes that are no audio
  * (`not an audio file: looks like PNG image`), a format with no decoder, a corrupt or truncated
- * file, audio over `maxSeconds`; with a `ModelError` past `timeoutMs`; with a
+ * file (an MP3 less than half MPEG frames), audio over `maxSeconds`; with a `ModelError` past `timeoutMs`; with a
  * `MissingDependencyError` when `audio-decode` is not installed.
  */
 export async function decodeAudio(bytes: Uint8Array, options: DecodeAudioOptions = {}): Promise<Float32Array> {
