@@ -8,7 +8,7 @@ import { InvalidOptionError } from '../errors.js'
 import { normalizeTask, TRANSFORMERS_TASKS } from '../models/model-files.js'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { createModelRegistry } from '../models/registry.js'
-import { parseUpstreamSpec, UpstreamPipeline } from '../models/upstream-pipeline.js'
+import { parseUpstreamSpec, UPSTREAM_BATCH_TASKS, UpstreamPipeline } from '../models/upstream-pipeline.js'
 import { intFlag } from './common.js'
 
 /** Parsed model flags. */
@@ -23,6 +23,8 @@ export interface ModelFlags {
   upstream?: string[]
   upstreamToken?: string[]
   upstreamConcurrency?: number
+  upstreamBatch?: string[]
+  upstreamBatchBytes?: number
   threads?: number
 }
 
@@ -39,6 +41,8 @@ export function addModelFlags(cmd: Command): Command {
     .option('--upstream <spec...>', 'serve a model id through an HF-compatible HTTP endpoint, as ID=URL (repeatable)')
     .option('--upstream-token <token...>', 'bearer token for upstreams: TOKEN for all, or ID=TOKEN; also INFERENCE_STREAM_UPSTREAM_TOKEN')
     .option('--upstream-concurrency <n>', 'requests in flight per upstream model', intFlag('upstream-concurrency', 1), 8)
+    .option('--upstream-batch <n...>', 'most items per upstream request, N for all or ID=N; 0: one request per item (default 32 for tasks whose API takes a list, see docs/models.md)')
+    .option('--upstream-batch-bytes <n>', 'largest body of a batched upstream request, in bytes', intFlag('upstream-batch-bytes', 1), 1024 * 1024)
 }
 
 /**
@@ -57,10 +61,21 @@ export function registryFromFlags(o: ModelFlags, options: { defaultModel?: strin
   }
   const specs = (o.upstream ?? []).map((spec) => ({ spec, ...parseUpstreamSpec(spec) }))
   const tokens = upstreamTokens(o.upstreamToken ?? [], new Set(specs.map((s) => s.id)), process.env.INFERENCE_STREAM_UPSTREAM_TOKEN)
+  const batches = upstreamBatches(o.upstreamBatch ?? [], new Set(specs.map((s) => s.id)))
   const models: Record<string, Pipeline> = {}
   for (const { spec, id, url } of specs) {
     if (models[id] !== undefined) throw new InvalidOptionError(`--upstream ${spec}: ${id} is given twice`)
-    models[id] = new UpstreamPipeline({ id, url, token: tokens.get(id) ?? tokens.get(''), concurrency: o.upstreamConcurrency ?? 8, task: tasks[id] })
+    const n = batches.get(id) ?? batches.get('')
+    models[id] = new UpstreamPipeline({
+      id,
+      url,
+      token: tokens.get(id) ?? tokens.get(''),
+      concurrency: o.upstreamConcurrency ?? 8,
+      task: tasks[id],
+      // An explicit N for all applies where the task allows a list; ID=N insists (an error otherwise).
+      batch: n === undefined ? undefined : n === 0 ? false : batches.has(id) || Object.hasOwn(UPSTREAM_BATCH_TASKS, tasks[id] ?? '') ? n : false,
+      maxBatchBytes: o.upstreamBatchBytes,
+    })
   }
   return createModelRegistry({
     threads: o.threads ?? 1,
@@ -91,4 +106,20 @@ function upstreamTokens(flags: string[], ids: Set<string>, env: string | undefin
     else tokens.set('', flag)
   }
   return tokens
+}
+
+/** `--upstream-batch`: `ID=N` for that upstream, else `N` for all (key ''). */
+function upstreamBatches(flags: string[], ids: Set<string>): Map<string, number> {
+  const batches = new Map<string, number>()
+  for (const flag of flags) {
+    const eq = flag.lastIndexOf('=')
+    const id = eq > 0 ? flag.slice(0, eq) : ''
+    const n = Number(flag.slice(eq + 1))
+    if (id !== '' && !ids.has(id)) throw new InvalidOptionError(`--upstream-batch ${flag}: ${id} is not an --upstream id`)
+    if (!Number.isInteger(n) || n < 0 || flag.slice(eq + 1).trim() === '') {
+      throw new InvalidOptionError(`--upstream-batch ${flag}: expected N or ID=N, N an integer ≥ 0 (0: one request per item)`)
+    }
+    batches.set(id, n)
+  }
+  return batches
 }

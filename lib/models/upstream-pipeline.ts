@@ -1,7 +1,8 @@
 /**
  * A model served by an upstream HF-compatible HTTP endpoint: Hugging Face Inference Endpoints,
  * TGI / TEI (`POST url` with `{inputs, parameters}`), or another inference-stream server at
- * `http://host:port/models/{id}`. One POST per item, bounded concurrency, retries on 503/429.
+ * `http://host:port/models/{id}`. One POST per pulled batch (`inputs: [..]`) where the task's API
+ * takes a list, else one per item; bounded concurrency, retries on 503/429.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import pLimit, { type LimitFunction } from 'p-limit'
@@ -36,6 +37,39 @@ export interface UpstreamPipelineOptions {
   timeoutMs?: number
   /** Extra request headers. Default none. */
   headers?: Record<string, string>
+  /**
+   * Batched requests: the items of a pulled batch go upstream as one POST with `inputs: [..]` (and
+   * the batch's `parameters`), split into requests of at most this many items (`true`:
+   * {@link UPSTREAM_BATCH_ITEMS}) and at most `maxBatchBytes`; `false` (or 1) sends one POST per
+   * item. Only for a task of {@link UPSTREAM_BATCH_TASKS}; default on for those, off otherwise.
+   */
+  batch?: boolean | number
+  /** Largest body of a batched request, in bytes; an item over it alone is sent alone. Default 1 MiB. */
+  maxBatchBytes?: number
+}
+
+/** Items per batched request when `batch` is `true` or not given: TEI's `max_client_batch_size`. */
+export const UPSTREAM_BATCH_ITEMS = 32
+
+/**
+ * The tasks whose API takes `inputs: [..]` and answers one output per input, in order, and how an
+ * item's own output (what a request with that input alone answers) comes from the list's entry:
+ * `'wrapped'` — a list of that one entry (text-classification answers one text `[[labels]]`);
+ * `'entry'` — the entry itself. `strings` — only items whose inputs is one string go in a list (an
+ * item that is a list of texts already means a batch); `echo` takes any JSON. Tasks not here —
+ * zero-shot-classification, question-answering, sentence-similarity, text-generation, audio, an
+ * unknown task — are never batched: their `inputs` is an object or bytes, or a list means
+ * something else there.
+ */
+export const UPSTREAM_BATCH_TASKS: Readonly<Record<string, { output: 'wrapped' | 'entry'; inputs: 'strings' | 'any' }>> = {
+  'text-classification': { output: 'wrapped', inputs: 'strings' },
+  'sentiment-analysis': { output: 'wrapped', inputs: 'strings' },
+  'token-classification': { output: 'entry', inputs: 'strings' },
+  ner: { output: 'entry', inputs: 'strings' },
+  'feature-extraction': { output: 'entry', inputs: 'strings' },
+  embeddings: { output: 'entry', inputs: 'strings' },
+  'fill-mask': { output: 'entry', inputs: 'strings' },
+  echo: { output: 'entry', inputs: 'any' },
 }
 
 /** Defaults of {@link UpstreamPipelineOptions}. */
@@ -47,10 +81,13 @@ export const UPSTREAM_DEFAULTS = {
   maxRetryDelayMs: 10_000,
   maxWaitSeconds: 60,
   timeoutMs: 120_000,
+  maxBatchBytes: 1024 * 1024,
 } as const
 
 // Node's timers fire after 1 ms beyond this; no delay or timeout may exceed it.
 const MAX_TIMER_MS = 2 ** 31 - 1
+// Statuses that say the inputs were refused: an item's ModelInputError; a list is sent again item by item.
+const INPUT_STATUSES: ReadonlySet<number> = new Set([400, 413, 422])
 // How much of a non-JSON error body goes into an item's error message.
 const MAX_ERROR_TEXT = 300
 
@@ -60,6 +97,8 @@ type Attempt =
   | {
       ok: false
       error: Error
+      /** The upstream's status, when it answered. */
+      status?: number
       /** Not retryable when undefined; `'backoff'` for the exponential backoff; else the wait asked, in ms. */
       retry?: 'backoff' | number
       /** A 503 with `estimated_time`: the model is loading, so retries ask the upstream to wait for it. */
@@ -73,6 +112,14 @@ type Attempt =
  * one entry per item in order: the parsed JSON body of a 2xx answer, or an `Error` for that item
  * alone — `ModelInputError` for an upstream 400, 413 or 422, `ModelError` otherwise — whose
  * message names the URL, the status and the upstream's `error` text.
+ *
+ * Batched (`batch`, on by default for {@link UPSTREAM_BATCH_TASKS}): the batch's items go as
+ * `inputs: [..]` in requests of at most `batch` items and `maxBatchBytes`, each taking one slot of
+ * `concurrency`; item k's output is the answer's entry k (wrapped for text-classification). An
+ * answer that is not a list of one entry per item, or a 400, 413 or 422 (which may be about one
+ * input), sends that request's items again one per request, so each gets its own output or
+ * error. Retryable failures retry the whole request as below; other final failures are each
+ * item's error. Items a list cannot carry (a list of texts for a text task; one alone) go alone.
  *
  * Retries (at most `maxRetries` per item): a 503 with `estimated_time` waits that long (capped by
  * `maxWaitSeconds`) and retries with `options.wait_for_model: true`, as Hugging Face's clients do;
@@ -91,7 +138,10 @@ export class UpstreamPipeline implements Pipeline {
   readonly task: string
   /** The upstream endpoint. */
   readonly url: string
-  readonly #opts: Required<Omit<UpstreamPipelineOptions, 'token' | 'headers'>>
+  /** Most items per request: 1 when requests are not batched. */
+  readonly batchItems: number
+  readonly #opts: Required<Omit<UpstreamPipelineOptions, 'token' | 'headers' | 'batch'>>
+  readonly #batchTask: (typeof UPSTREAM_BATCH_TASKS)[string] | undefined
   readonly #headers: Record<string, string>
   readonly #backoff: ResolvedReconnect
   readonly #limit: LimitFunction
@@ -116,6 +166,20 @@ export class UpstreamPipeline implements Pipeline {
     integer(o, 'retryBaseMs', 0, MAX_TIMER_MS)
     integer(o, 'maxRetryDelayMs', 0, MAX_TIMER_MS)
     integer(o, 'timeoutMs', 1, MAX_TIMER_MS)
+    integer(o, 'maxBatchBytes', 1, 2 ** 31 - 1)
+    const batchTask = Object.hasOwn(UPSTREAM_BATCH_TASKS, o.task) ? UPSTREAM_BATCH_TASKS[o.task] : undefined
+    let batchItems: number
+    if (o.batch === undefined) batchItems = batchTask === undefined ? 1 : UPSTREAM_BATCH_ITEMS
+    else if (o.batch === false) batchItems = 1
+    else {
+      if (o.batch !== true) integer(o, 'batch', 1, 1_000_000)
+      if (batchTask === undefined) {
+        throw new InvalidOptionError(
+          `Option "batch" needs a task whose API takes a list of inputs and answers one output per input (${Object.keys(UPSTREAM_BATCH_TASKS).join(', ')}); task is ${JSON.stringify(o.task)}`,
+        )
+      }
+      batchItems = o.batch === true ? UPSTREAM_BATCH_ITEMS : o.batch
+    }
     if (typeof o.maxWaitSeconds !== 'number' || !(o.maxWaitSeconds >= 0 && o.maxWaitSeconds <= 86_400)) {
       throw new InvalidOptionError(`Option "maxWaitSeconds" must be a number of seconds between 0 and 86400, got ${show(o.maxWaitSeconds)}`)
     }
@@ -145,6 +209,8 @@ export class UpstreamPipeline implements Pipeline {
     this.url = url.href
     this.#shownUrl = `${url.origin}${url.pathname}`
     this.#opts = o
+    this.batchItems = batchItems
+    this.#batchTask = batchTask
     this.#headers = headers
     this.#backoff = { maxAttempts: o.maxRetries, minDelayMs: o.retryBaseMs, maxDelayMs: o.maxRetryDelayMs, factor: 2 }
     this.#limit = pLimit(o.concurrency)
@@ -173,16 +239,17 @@ export class UpstreamPipeline implements Pipeline {
       stopAbortWait = () => ac.signal.removeEventListener('abort', fail)
     })
     const onItem = options?.onItem
-    const all = Promise.all(
-      inputs.map((input, i) =>
-        this.#limit(async () => {
-          const output = await this.#item(input, parameters, ac.signal)
-          // Final (an answer or a final failure): the caller may finish it even if the batch is aborted later.
-          onItem?.(i, output)
-          return output
-        }),
-      ),
-    )
+    const outputs = new Array<unknown>(inputs.length)
+    const done = (i: number, output: unknown): void => {
+      outputs[i] = output
+      // Final (an answer or a final failure): the caller may finish it even if the batch is aborted later.
+      onItem?.(i, output)
+    }
+    const { lists, alone } = this.#plan(inputs, parameters)
+    const all = Promise.all([
+      ...lists.map((list) => this.#list(list, inputs, parameters, ac.signal, done)),
+      ...alone.map((i) => this.#alone(i, inputs[i], parameters, ac.signal, done)),
+    ]).then(() => outputs)
     const settled = all.then(noop, noop)
     this.#settled.add(settled)
     try {
@@ -204,6 +271,86 @@ export class UpstreamPipeline implements Pipeline {
     await Promise.all(this.#settled)
   }
 
+  /**
+   * Which items go together in one request, in order: lists of at most `batchItems` items whose
+   * body stays within `maxBatchBytes`, and the items that go alone (a list of one is sent alone,
+   * as its own request body).
+   */
+  #plan(inputs: unknown[], parameters: Parameters): { lists: Array<{ items: number[]; body: string }>; alone: number[] } {
+    const lists: Array<{ items: number[]; body: string }> = []
+    const alone: number[] = []
+    const task = this.#batchTask
+    if (task === undefined || this.batchItems < 2 || inputs.length < 2) return { lists, alone: inputs.map((_, i) => i) }
+    const tail = Object.keys(parameters).length === 0 ? '}' : `,"parameters":${JSON.stringify(parameters)}}`
+    const head = '{"inputs":['
+    // Bytes of a list's body besides its entries and their commas.
+    const frame = head.length + 1 + Buffer.byteLength(tail)
+    let items: number[] = []
+    let parts: string[] = []
+    let bytes = 0
+    const close = (): void => {
+      if (items.length === 1) alone.push(items[0])
+      else if (items.length > 1) lists.push({ items, body: `${head}${parts.join(',')}]${tail}` })
+      items = []
+      parts = []
+    }
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i]
+      let json: string | undefined
+      if (task.inputs === 'any' || typeof input === 'string') {
+        try {
+          json = JSON.stringify(input)
+        } catch {
+          // Not serializable: sent alone, where it becomes the item's own error.
+        }
+      }
+      const size = json === undefined ? 0 : Buffer.byteLength(json) + 1
+      if (json === undefined || frame + size > this.#opts.maxBatchBytes) {
+        alone.push(i)
+        continue
+      }
+      if (items.length === this.batchItems || frame + bytes + size > this.#opts.maxBatchBytes) close()
+      if (items.length === 0) bytes = 0
+      items.push(i)
+      parts.push(json)
+      bytes += size
+    }
+    close()
+    return { lists, alone }
+  }
+
+  /** One item in a request of its own, within the concurrency bound. */
+  async #alone(i: number, input: unknown, parameters: Parameters, signal: AbortSignal, done: (i: number, output: unknown) => void): Promise<void> {
+    const output = await this.#limit(() => this.#item(input, parameters, signal))
+    done(i, output)
+  }
+
+  /**
+   * Items in one request with `inputs: [..]`; sent again one per request when the answer is not
+   * one entry per item or is an error that may be about one input.
+   */
+  async #list(
+    list: { items: number[]; body: string },
+    inputs: unknown[],
+    parameters: Parameters,
+    signal: AbortSignal,
+    done: (i: number, output: unknown) => void,
+  ): Promise<void> {
+    const outcome = await this.#limit(() => this.#send(list.body, signal))
+    const n = list.items.length
+    if (outcome.ok && Array.isArray(outcome.value) && outcome.value.length === n) {
+      const wrapped = this.#batchTask?.output === 'wrapped'
+      list.items.forEach((i, k) => done(i, wrapped ? [(outcome.value as unknown[])[k]] : (outcome.value as unknown[])[k]))
+      return
+    }
+    if (!outcome.ok && !(outcome.status !== undefined && (outcome.status < 300 || INPUT_STATUSES.has(outcome.status)))) {
+      for (const i of list.items) done(i, outcome.error)
+      return
+    }
+    // The slot of the list is free again: the items take slots of their own.
+    await Promise.all(list.items.map((i) => this.#alone(i, inputs[i], parameters, signal, done)))
+  }
+
   /** One item: requests and waits until an answer, a final failure or an abort. */
   async #item(input: unknown, parameters: Parameters, signal: AbortSignal): Promise<unknown> {
     signal.throwIfAborted()
@@ -213,13 +360,20 @@ export class UpstreamPipeline implements Pipeline {
     } catch (err) {
       return new ModelInputError(`Inputs cannot be sent to upstream ${this.#shownUrl}: ${(err as Error).message}`)
     }
+    const outcome = await this.#send(body, signal)
+    return outcome.ok ? outcome.value : outcome.error
+  }
+
+  /** One request body, retried as retryable failures allow: its answer, or its final failure. */
+  async #send(body: string, signal: AbortSignal): Promise<Attempt> {
+    signal.throwIfAborted()
     let loading = false
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.#request(loading ? withWaitForModel(body) : body, signal)
-      if (outcome.ok) return outcome.value
+      if (outcome.ok) return outcome
       if (outcome.retry === undefined || attempt > this.#opts.maxRetries) {
         if (attempt > 1) outcome.error.message += ` (after ${attempt} attempts)`
-        return outcome.error
+        return outcome
       }
       if (outcome.loading) loading = true
       const delay = outcome.retry === 'backoff' ? backoffDelay(attempt, this.#backoff) : outcome.retry
@@ -263,24 +417,24 @@ export class UpstreamPipeline implements Pipeline {
     }
     if (status >= 200 && status < 300) {
       if (isJson) return { ok: true, value: json }
-      return { ok: false, error: new ModelError(`Upstream ${this.#shownUrl} answered ${status} with a body that is not JSON: ${clip(text)}`) }
+      return { ok: false, status, error: new ModelError(`Upstream ${this.#shownUrl} answered ${status} with a body that is not JSON: ${clip(text)}`) }
     }
 
     const message = `Upstream ${this.#shownUrl} answered ${status}: ${errorText(isJson ? json : undefined, text)}`
-    const error = status === 400 || status === 413 || status === 422 ? new ModelInputError(message) : new ModelError(message)
+    const error = INPUT_STATUSES.has(status) ? new ModelInputError(message) : new ModelError(message)
     const maxWaitMs = this.#opts.maxWaitSeconds * 1000
     if (status === 503) {
       const estimated = isJson && isObject(json) ? json.estimated_time : undefined
       if (typeof estimated === 'number' && Number.isFinite(estimated) && estimated >= 0) {
-        return { ok: false, error, retry: Math.min(estimated * 1000, maxWaitMs), loading: true }
+        return { ok: false, status, error, retry: Math.min(estimated * 1000, maxWaitMs), loading: true }
       }
     }
     if (status === 503 || status === 429) {
       const asked = parseRetryAfter(retryAfter)
-      return { ok: false, error, retry: asked === undefined ? 'backoff' : Math.min(asked, maxWaitMs) }
+      return { ok: false, status, error, retry: asked === undefined ? 'backoff' : Math.min(asked, maxWaitMs) }
     }
-    if (status === 502 || status === 504) return { ok: false, error, retry: 'backoff' }
-    return { ok: false, error }
+    if (status === 502 || status === 504) return { ok: false, status, error, retry: 'backoff' }
+    return { ok: false, status, error }
   }
 }
 
