@@ -79,6 +79,34 @@ t.test('a list input and builtin/echo', async (t) => {
   t.same(await scalar.json(), 0)
 })
 
+t.test('a list of inputs answers a list in order, entry k what inputs[k] alone gets; one request, one item, one limit', async (t) => {
+  const server = await startServer(t, { httpCacheSize: 0, maxInputsBytes: 400 })
+  const texts = ['I love it', 'awful, terrible', 'a table', 'wonderful and great', '']
+  const list = await post(server, 'builtin/sentiment', { inputs: texts, parameters: { top_k: 1 } })
+  t.equal(list.status, 200)
+  const entries = (await list.json()) as unknown[]
+  t.equal(entries.length, texts.length)
+  for (let k = 0; k < texts.length; k++) {
+    const alone = (await (await post(server, 'builtin/sentiment', { inputs: texts[k], parameters: { top_k: 1 } })).json()) as unknown[]
+    // One string answers a list of one list: the entry of a list is that list.
+    t.same([entries[k]], alone, `entry ${k}`)
+  }
+  t.equal(await server.billed('anonymous'), 1 + texts.length, 'the list is one item, billed once')
+  const echo = await post(server, 'builtin/echo', { inputs: ['a', { b: 1 }, null] })
+  t.same(await echo.json(), ['a', { b: 1 }, null], 'echo: the list as sent')
+
+  // One bad entry refuses the request (the Inference API's rule), naming the entry.
+  const bad = await post(server, 'builtin/sentiment', { inputs: ['fine', 5, 'good'] })
+  t.equal(bad.status, 400)
+  t.match(await bad.json(), { code: 'ERR_MODEL_INPUT', error: /got number 5 at inputs\[1\]$/ })
+  const long = await post(server, 'builtin/sentiment', { inputs: ['fine', 'x'.repeat(100_001)], parameters: { truncation: false } })
+  t.equal(long.status, 413, 'maxInputsBytes counts the whole list (over it before any model runs)')
+  // The list's inputs as a whole are under maxInputsBytes, as any item's.
+  const over = await post(server, 'builtin/echo', { inputs: Array.from({ length: 40 }, () => 'ten chars!') })
+  t.equal(over.status, 413)
+  t.match(await over.json(), { code: 'ERR_LIMIT_EXCEEDED', error: /"inputs" is 521 bytes, over the limit of 400/ })
+})
+
 t.test('400 (413 for inputs over maxInputsBytes): bad JSON, missing inputs, bad parameters/options, model input errors', async (t) => {
   const server = await startServer(t, { maxInputsBytes: 100 })
   const cases: Array<[string, string, unknown, RegExp]> = [

@@ -110,7 +110,7 @@ t.test('options: defaults, and each bad option is an InvalidOptionError naming i
   t.equal(p.id, 'remote/x')
   t.equal(p.task, 'unknown')
   t.equal(p.url, 'http://127.0.0.1:1/models/x')
-  t.same(UPSTREAM_DEFAULTS, { task: 'unknown', concurrency: 8, maxRetries: 5, retryBaseMs: 200, maxRetryDelayMs: 10_000, maxWaitSeconds: 60, timeoutMs: 120_000 })
+  t.same(UPSTREAM_DEFAULTS, { task: 'unknown', concurrency: 8, maxRetries: 5, retryBaseMs: 200, maxRetryDelayMs: 10_000, maxWaitSeconds: 60, timeoutMs: 120_000, maxBatchBytes: 1024 * 1024 })
   t.equal(new UpstreamPipeline({ id: 'a', url: 'https://x.test', task: 'text-classification' }).task, 'text-classification')
   t.equal(new UpstreamPipeline({ id: 'a', url: 'https://x.test', task: undefined, concurrency: undefined }).task, 'unknown', 'undefined takes the default')
   const ok = { id: 'remote/x', url: 'http://127.0.0.1:1/' }
@@ -170,10 +170,11 @@ t.test('parseRetryAfter: seconds or an HTTP date', async (t) => {
 
 t.test('end to end: a second server serves remote/sentiment from the first, stream and HTTP', async (t) => {
   // The upstream requires its token, so the pipeline's Authorization is checked too; its HTTP cache
-  // is off so every forwarded item is billed there.
+  // is off so every forwarded item is billed there. One request per item here (batched requests:
+  // test/upstream-batching.ts).
   const upstream = await startServer(t, { tokens: ['up-token', 'direct'], httpCacheSize: 0 })
   const upstreamUrl = `${upstream.url}/models/builtin/sentiment`
-  const remote = new UpstreamPipeline({ id: 'remote/sentiment', url: upstreamUrl, token: 'up-token', task: 'text-classification' })
+  const remote = new UpstreamPipeline({ id: 'remote/sentiment', url: upstreamUrl, token: 'up-token', task: 'text-classification', batch: false })
   const server = await downstream(t, { 'remote/sentiment': remote })
 
   const texts = Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? `I love this, it is wonderful ${i}` : `This is terrible and awful ${i}`))
