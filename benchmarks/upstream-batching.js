@@ -22,7 +22,7 @@
  *   U billed as many items as it got requests (a list is one item there).
  *
  * Command
- *   npm run build && node benchmarks/upstream-batching.js     # 4 000 items, 3 interleaved runs (~2 min on 2 cores)
+ *   npm run build && node benchmarks/upstream-batching.js     # 4 000 items, 3 interleaved runs (~1.5 min on 2 cores)
  *   node benchmarks/upstream-batching.js --quick              # 1 000 items, 1 run: a smoke test (~30 s)
  *   node benchmarks/upstream-batching.js --items 10000 --runs 5
  *   Results: benchmarks/results/upstream-batching.json and .md (`-quick` with --quick); the
