@@ -42,7 +42,14 @@ export { resolvePipeline, type Pipeline, type RunOptions, type ModelRegistry, ty
 export { createModelRegistry, catalogueOf, BUILTIN_MODEL_IDS, type ModelRegistryOptions, type TransformersOptions } from './models/registry.js'
 export { TransformersPipeline, gpuAvailable, type TransformersPipelineOptions } from './models/transformers-pipeline.js'
 export { TRANSFORMERS_TASKS, type TransformersTask } from './models/model-files.js'
-export { UpstreamPipeline, parseUpstreamSpec, type UpstreamPipelineOptions, type UpstreamSpec } from './models/upstream-pipeline.js'
+export {
+  UPSTREAM_BATCH_ITEMS,
+  UPSTREAM_BATCH_TASKS,
+  UpstreamPipeline,
+  parseUpstreamSpec,
+  type UpstreamPipelineOptions,
+  type UpstreamSpec,
+} from './models/upstream-pipeline.js'
 export { readAudioInput, decodeAudio, resample, StreamResampler, toMono, type ReadAudioInputOptions, type DecodeAudioOptions } from './models/audio.js'
 export { InferenceStream, type InferenceResult, type InferenceStreamStats } from './client/inference-stream.js'
 export { infer } from './client/infer.js'

@@ -2,25 +2,13 @@
 // upstream (real servers on port 0, a counting proxy in front); small local HTTP servers stand in
 // for the error shapes of other upstreams (TEI's 422 naming one input, an answer of the wrong length).
 import http from 'node:http'
-import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { registryFromFlags } from '../lib/cli/model-flags.js'
 import { InvalidOptionError, ModelError, ModelInputError } from '../lib/errors.js'
 import { infer } from '../lib/client/infer.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import { UPSTREAM_BATCH_ITEMS, UpstreamPipeline, type UpstreamPipelineOptions } from '../lib/models/upstream-pipeline.js'
-import { startServer } from './helpers/server.js'
-
-async function listen(t: Test, server: http.Server): Promise<string> {
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    server.closeAllConnections()
-    return new Promise<void>((r) => server.close(() => r()))
-  })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+import { listen, startServer } from './helpers/server.js'
 
 interface Body {
   inputs: unknown

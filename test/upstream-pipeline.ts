@@ -16,7 +16,7 @@ import { createServer, type InferenceServer } from '../lib/server/server.js'
 import { MemoryStateBackend } from '../lib/server/state/memory-backend.js'
 import { SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
 import type { StateBackend } from '../lib/server/state/state-backend.js'
-import { startServer } from './helpers/server.js'
+import { listen, startServer } from './helpers/server.js'
 import { connect } from './helpers/ws-client.js'
 
 /** A downstream server whose registry serves `models`; the registry is closed in teardown. */
@@ -35,16 +35,6 @@ function post(url: string, body: unknown, token?: string): Promise<Response> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (token !== undefined) headers.authorization = `Bearer ${token}`
   return fetch(url, { method: 'POST', headers, body: JSON.stringify(body) })
-}
-
-async function listen(t: Test, server: http.Server): Promise<string> {
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    server.closeAllConnections()
-    return new Promise<void>((r) => server.close(() => r()))
-  })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
 interface Seen {

@@ -281,7 +281,13 @@ export class UpstreamPipeline implements Pipeline {
     const alone: number[] = []
     const task = this.#batchTask
     if (task === undefined || this.batchItems < 2 || inputs.length < 2) return { lists, alone: inputs.map((_, i) => i) }
-    const tail = Object.keys(parameters).length === 0 ? '}' : `,"parameters":${JSON.stringify(parameters)}}`
+    let tail: string
+    try {
+      tail = Object.keys(parameters).length === 0 ? '}' : `,"parameters":${JSON.stringify(parameters)}}`
+    } catch {
+      // Parameters that cannot be sent: each item alone, where that is its own error.
+      return { lists, alone: inputs.map((_, i) => i) }
+    }
     const head = '{"inputs":['
     // Bytes of a list's body besides its entries and their commas.
     const frame = head.length + 1 + Buffer.byteLength(tail)
