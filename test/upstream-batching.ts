@@ -195,35 +195,39 @@ t.test('a 422 naming one input (TEI style): sent again one per item, each gets i
     const list = Array.isArray(body.inputs) ? body.inputs : [body.inputs]
     const bad = list.findIndex((x) => x === 'bad')
     if (bad >= 0) return reply(res, 422, { error: `Input validation error: inputs[${bad}] is bad`, error_type: 'Validation' })
-    reply(res, 200, Array.isArray(body.inputs) ? list.map((x) => ({ n: x })) : { n: body.inputs })
+    // feature-extraction: a vector per text (here one number per letter).
+    const vector = (x: unknown): number[] => [...String(x)].map((c) => c.charCodeAt(0))
+    reply(res, 200, Array.isArray(body.inputs) ? list.map(vector) : vector(body.inputs))
   })
   const p = pipelineOf(t, { url: up.url, task: 'feature-extraction' })
   const outputs = await p.run(['a', 'bad', 'c'], {})
   t.same(up.seen[0].inputs, ['a', 'bad', 'c'])
   t.same(sortedInputs(up.seen.slice(1)), ['a', 'bad', 'c'], 'then each alone')
-  t.same(outputs[0], { n: 'a' })
-  t.same(outputs[2], { n: 'c' })
+  t.same(outputs[0], [97])
+  t.same(outputs[2], [99])
   t.type(outputs[1], ModelInputError)
   t.match((outputs[1] as Error).message, /answered 422: Input validation error: inputs\[0\] is bad$/)
 
   // A list without the bad one is one request.
   up.seen.length = 0
-  t.same(await p.run(['x', 'y'], {}), [{ n: 'x' }, { n: 'y' }])
+  t.same(await p.run(['x', 'yz'], {}), [[120], [121, 122]])
   t.equal(up.seen.length, 1)
 })
 
-t.test('an answer whose length does not match (or is not a list) falls back to one request per item', async (t) => {
-  for (const answer of ['short', 'object', 'not json']) {
+t.test('an answer whose length does not match (or is not a list, or of entries that are not lists) falls back to one request per item', async (t) => {
+  for (const answer of ['short', 'object', 'not json', 'pair']) {
     const up = await scripted(t, (body, res) => {
-      if (!Array.isArray(body.inputs)) return reply(res, 200, `one:${String(body.inputs)}`)
-      if (answer === 'short') return reply(res, 200, body.inputs.slice(1))
+      if (!Array.isArray(body.inputs)) return reply(res, 200, [`one:${String(body.inputs)}`])
+      if (answer === 'short') return reply(res, 200, body.inputs.slice(1).map((x) => [x]))
+      // TEI's /predict reads a list of two texts as one pair: the labels of that pair, not a list per text.
+      if (answer === 'pair') return reply(res, 200, [{ label: 'A', score: 0.9 }, { label: 'B', score: 0.1 }, { label: 'C', score: 0 }, { label: 'D', score: 0 }])
       if (answer === 'object') return reply(res, 200, { embeddings: body.inputs })
       res.writeHead(200)
       res.end('<html>')
     })
     const p = pipelineOf(t, { url: up.url, task: 'fill-mask' })
     const outputs = await p.run(['a', 'b', 'c', 'd'], {})
-    t.same(outputs, ['one:a', 'one:b', 'one:c', 'one:d'], answer)
+    t.same(outputs, [['one:a'], ['one:b'], ['one:c'], ['one:d']], answer)
     t.equal(up.seen.length, 5, `${answer}: the list, then 4 requests`)
   }
 })
@@ -263,10 +267,10 @@ t.test('transient errors retry the whole list; other final failures are every it
   const flaky = await scripted(t, (body, res) => {
     calls++
     if (calls <= 2) return reply(res, calls === 1 ? 503 : 429, { error: 'busy' })
-    reply(res, 200, (body.inputs as string[]).map((x) => x.toUpperCase()))
+    reply(res, 200, (body.inputs as string[]).map((x) => [{ entity_group: x.toUpperCase() }]))
   })
   const p = pipelineOf(t, { url: flaky.url, task: 'token-classification' })
-  t.same(await p.run(['a', 'b', 'c'], {}), ['A', 'B', 'C'])
+  t.same(await p.run(['a', 'b', 'c'], {}), [[{ entity_group: 'A' }], [{ entity_group: 'B' }], [{ entity_group: 'C' }]])
   t.same(flaky.seen.map((b) => b.inputs), [['a', 'b', 'c'], ['a', 'b', 'c'], ['a', 'b', 'c']], 'the same list three times')
 
   const down = await scripted(t, (_body, res) => reply(res, 500, { error: 'the model crashed' }))

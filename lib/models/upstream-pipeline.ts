@@ -56,7 +56,8 @@ export const UPSTREAM_BATCH_ITEMS = 32
  * item's own output (what a request with that input alone answers) comes from the list's entry:
  * `'wrapped'` — a list of that one entry (text-classification answers one text `[[labels]]`);
  * `'entry'` — the entry itself. `strings` — only items whose inputs is one string go in a list (an
- * item that is a list of texts already means a batch); `echo` takes any JSON. Tasks not here —
+ * item that is a list of texts already means a batch), and each entry of the answer must be a list
+ * (these tasks' outputs are); `echo` takes any JSON. Tasks not here —
  * zero-shot-classification, question-answering, sentence-similarity, text-generation, audio, an
  * unknown task — are never batched: their `inputs` is an object or bytes, or a list means
  * something else there.
@@ -116,7 +117,7 @@ type Attempt =
  * Batched (`batch`, on by default for {@link UPSTREAM_BATCH_TASKS}): the batch's items go as
  * `inputs: [..]` in requests of at most `batch` items and `maxBatchBytes`, each taking one slot of
  * `concurrency`; item k's output is the answer's entry k (wrapped for text-classification). An
- * answer that is not a list of one entry per item, or a 400, 413 or 422 (which may be about one
+ * answer that is not a list of one entry per item (each a list, for a text task), or a 400, 413 or 422 (which may be about one
  * input), sends that request's items again one per request, so each gets its own output or
  * error. Retryable failures retry the whole request as below; other final failures are each
  * item's error. Items a list cannot carry (a list of texts for a text task; one alone) go alone.
@@ -344,9 +345,14 @@ export class UpstreamPipeline implements Pipeline {
   ): Promise<void> {
     const outcome = await this.#limit(() => this.#send(list.body, signal))
     const n = list.items.length
-    if (outcome.ok && Array.isArray(outcome.value) && outcome.value.length === n) {
-      const wrapped = this.#batchTask?.output === 'wrapped'
-      list.items.forEach((i, k) => done(i, wrapped ? [(outcome.value as unknown[])[k]] : (outcome.value as unknown[])[k]))
+    const task = this.#batchTask
+    // A text task's outputs are lists (labels, entities, vectors, candidates): an entry that is not
+    // one means the upstream read the list otherwise (TEI's /predict reads two texts as a pair).
+    const fits = (v: unknown): v is unknown[] => Array.isArray(v) && v.length === n && (task?.inputs === 'any' || v.every(Array.isArray))
+    if (outcome.ok && fits(outcome.value)) {
+      const value = outcome.value
+      const wrapped = task?.output === 'wrapped'
+      list.items.forEach((i, k) => done(i, wrapped ? [value[k]] : value[k]))
       return
     }
     if (!outcome.ok && !(outcome.status !== undefined && (outcome.status < 300 || INPUT_STATUSES.has(outcome.status)))) {
