@@ -117,9 +117,9 @@ type Attempt =
  * Batched (`batch`, on by default for {@link UPSTREAM_BATCH_TASKS}): the batch's items go as
  * `inputs: [..]` in requests of at most `batch` items and `maxBatchBytes`, each taking one slot of
  * `concurrency`; item k's output is the answer's entry k (wrapped for text-classification). An
- * answer that is not a list of one entry per item (each a list, for a text task), or a 400, 413 or 422 (which may be about one
- * input), sends that request's items again one per request, so each gets its own output or
- * error. Retryable failures retry the whole request as below; other final failures are each
+ * answer that is not a list of one entry per item (each a list, for a text task), or a 400, 413
+ * or 422 (which may be about one input), sends that request's items again one per request, so
+ * each gets its own output or error. Retryable failures retry the whole request as below; other final failures are each
  * item's error. Items a list cannot carry (a list of texts for a text task; one alone) go alone.
  *
  * Retries (at most `maxRetries` per item): a 503 with `estimated_time` waits that long (capped by
@@ -355,7 +355,10 @@ export class UpstreamPipeline implements Pipeline {
       list.items.forEach((i, k) => done(i, wrapped ? [value[k]] : value[k]))
       return
     }
-    if (!outcome.ok && !(outcome.status !== undefined && (outcome.status < 300 || INPUT_STATUSES.has(outcome.status)))) {
+    // A 2xx of another shape (or not JSON), or an error that may be about one input: item by item.
+    const perItem = outcome.ok || (outcome.status !== undefined && (outcome.status < 300 || INPUT_STATUSES.has(outcome.status)))
+    if (!perItem) {
+      // Final for the whole request (401, 404, 500, retries spent...): as it would be for each alone.
       for (const i of list.items) done(i, outcome.error)
       return
     }
