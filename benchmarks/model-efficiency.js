@@ -62,10 +62,13 @@
  *   tokenizing = the tokenizer's time as a share of tokenizer + model for FIFO batches (bare-fifo's
  *   child measures both); our wrapper = model-fifo vs bare-fifo + tokenizer; the transport, queue
  *   and thread hop = server vs model-fifo; CSV / Parquet and the in-process server = cli net vs server.
- *   CPU s is the peer's process (ONNX Runtime's threads included; for server, client + server):
- *   the machine has 2 cores and ONNX Runtime uses both, so any CPU the pipeline spends outside the
- *   model is taken from it. Compare numbers within one run only; with --runs R > 1 each row is the
- *   peer's median run by items/s.
+ *   CPU s is the peer's process over its timed part (ONNX Runtime's threads included; for server,
+ *   client + server; cli net of cli-fixed's CPU): the machine has 2 cores and ONNX Runtime uses
+ *   both, so any CPU the pipeline spends outside the model is taken from it. "CPU ms/item" and
+ *   "a by CPU" (a's CPU per item over the peer's) say the same as items/s and "/ a" when the
+ *   machine is otherwise idle; under other work, which slows peers run at different moments
+ *   differently, they are the steadier measure (the breakdown gives both). Compare numbers within
+ *   one run only; with --runs R > 1 each row is the peer's median run by items/s.
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -428,6 +431,19 @@ async function orchestrate() {
   const over = (x, y) => (x != null && y ? x / y : null)
   const fifo = med.get('bare-fifo')
   const sortedRun = med.get('bare-sorted')
+  // CPU per item of each peer's timed part (all its processes and threads): under other load the
+  // wall-clock rates drift between peers run one after the other; CPU per item much less so.
+  const fixedCpu = fixed[0]?.ok ? fixed[0].cpuSec : null
+  const cpuPerItem = (p) => {
+    const m = med.get(p)
+    if (!m || m.cpuSec == null) return null
+    if (p === 'server') return m.serverCpuSec == null ? null : (m.cpuSec + m.serverCpuSec) / m.items
+    if (p === 'cli') return fixedCpu == null ? null : (m.cpuSec - fixedCpu) / (m.items - FIXED_ROWS)
+    return m.cpuSec / m.items
+  }
+  const cpuA = cpuPerItem('bare-sorted')
+  const cpuOver = (x, y) => (x != null && y ? y / x : null) // x's throughput per CPU over y's
+  const bareFifoTokCpu = fifo ? (fifo.cpuSec + fifo.tokenizeMs / 1000) / fifo.items : null
   const breakdown = {
     paddingFifo: fifo ? fifo.paddedTokens / fifo.realTokens : null,
     paddingSorted: sortedRun ? sortedRun.paddedTokens / sortedRun.realTokens : null,
@@ -439,17 +455,29 @@ async function orchestrate() {
     modelOverBareFifoTok: null,
     serverOverModel: over(rate('server'), rate('model-fifo')),
     cliNetOverServer: over(rate('cli'), rate('server')),
+    cpuMsPerItem: Object.fromEntries(peers.map((p) => [p, cpuPerItem(p) == null ? null : cpuPerItem(p) * 1000])),
+    byCpu: {
+      fifoOverSorted: cpuOver(cpuPerItem('bare-fifo'), cpuA),
+      modelOverBareFifoTok: cpuOver(cpuPerItem('model-fifo'), bareFifoTokCpu),
+      serverOverModel: cpuOver(cpuPerItem('server'), cpuPerItem('model-fifo')),
+      cliNetOverServer: cpuOver(cpuPerItem('cli'), cpuPerItem('server')),
+      cliOverBareFifo: cpuOver(cpuPerItem('cli'), cpuPerItem('bare-fifo')),
+    },
   }
   breakdown.modelOverBareFifoTok = over(rate('model-fifo'), breakdown.bareFifoWithTokenizer)
   const ratios = {
     cliOverBare: over(rate('cli'), a),
     cliGrossOverBare: over(med.get('cli')?.itemsPerSec, a),
     serverOverBare: over(rate('server'), a),
+    cliOverBareByCpu: cpuOver(cpuPerItem('cli'), cpuA),
+    serverOverBareByCpu: cpuOver(cpuPerItem('server'), cpuA),
     goalCli: 0.9,
   }
 
   const fmtF = (x, d = 1) => (x == null ? 'n/a' : x.toFixed(d))
   const fmtX = (x) => (x == null ? 'n/a' : `${x.toFixed(2)}×`)
+  const fmtPct1 = (r) => (r == null ? 'n/a' : `${(r * 100).toFixed(1)}%`)
+  const c = breakdown.byCpu
   const what = {
     'bare-sorted': '(a) transformers.js alone, pre-tokenized, length-sorted batches of 32',
     'bare-fifo': 'transformers.js alone, pre-tokenized, batches of 32 in input order',
@@ -461,7 +489,7 @@ async function orchestrate() {
   let md = `# model-efficiency${quick ? ' (quick)' : ''}\n\n`
   md += `\`${commandLine('model-efficiency')}\` — ${model}` + (shape ? ` (generated: hidden ${shape.hidden}, ${shape.layers} layers, ${shape.heads} heads, FFN ${shape.ffn}, ${(generated.bytes / 1e6).toFixed(0)} MB fp32)` : '') +
     `, ${N} texts of ${sortedRun ? `${sortedRun.medianTokens} (median) to ${sortedRun.maxTokens} tokens` : 'mixed lengths'}, ${runs} run(s); load average ${loadBefore} → ${os.loadavg()[0].toFixed(2)}.\n\n`
-  md += '| peer | what | items/s | / a | wall s | CPU s | notes |\n|---|---|---:|---:|---:|---:|---|\n'
+  md += '| peer | what | items/s | / a | wall s | CPU s | CPU ms/item | a by CPU | notes |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n'
   for (const p of peers) {
     const m = med.get(p)
     if (!m) continue
@@ -471,15 +499,16 @@ async function orchestrate() {
     if (p.startsWith('bare')) notes = `padding ${fmtPct(m.paddedTokens / m.realTokens)} of real tokens; tokenizer ${fmtS(m.tokenizeMs / 1000)} s (not timed); load ${fmtS(m.loadMs / 1000)} s`
     if (p === 'server') notes = `mean batch ${fmtF(m.meanBatch)}; model calls ${fmtS(m.callSec)} s; client CPU ${fmtS(m.cpuSec)} s, server ${fmtS(m.serverCpuSec)} s`
     if (p === 'cli') notes = `gross ${fmtF(m.itemsPerSec)} items/s over ${fmtS(m.wallMs / 1000)} s; start-up + load + ${FIXED_ROWS} rows ${fmtS((m.fixedMs ?? NaN) / 1000)} s`
-    md += `| ${p}${m.ok ? '' : ' **FAILED**'} | ${what[p]} | ${fmtF(p === 'cli' ? m.netItemsPerSec : m.itemsPerSec)} | ${fmtPct(over(rate(p), a))} | ${fmtS(wall / 1000)} | ${fmtS(cpu)} | ${notes} |\n`
+    md += `| ${p}${m.ok ? '' : ' **FAILED**'} | ${what[p]} | ${fmtF(p === 'cli' ? m.netItemsPerSec : m.itemsPerSec)} | ${fmtPct(over(rate(p), a))} | ${fmtS(wall / 1000)} | ${fmtS(cpu)} | ${fmtF(breakdown.cpuMsPerItem[p])} | ${fmtPct(cpuOver(cpuPerItem(p), cpuA))} | ${notes} |\n`
   }
-  md += `\n**(c) / (a) = ${fmtX(ratios.cliOverBare)}** net (gross, with start-up and model load: ${fmtX(ratios.cliGrossOverBare)}); goal ≥ 0.9: ${ratios.cliOverBare == null ? 'n/a' : ratios.cliOverBare >= 0.9 ? 'met' : '**not met**'}. **(b) / (a) = ${fmtX(ratios.serverOverBare)}**.\n\n`
-  md += 'Where the rest goes, step by step (each a ratio of two peers of this run):\n\n'
-  md += `- padding: FIFO batches of 32 carry ${fmtPct(breakdown.paddingFifo)} padded tokens over the real ones (sorted: ${fmtPct(breakdown.paddingSorted)}); bare-fifo runs at ${fmtX(breakdown.fifoOverSorted)} bare-sorted.\n`
-  md += `- tokenizing: ${fmtPct(breakdown.tokenizeShareFifo)} of tokenizer + model time on FIFO batches (${fmtF(breakdown.tokenizeMsPerItem, 2)} ms per item, on the model's thread in the server); bare-fifo with its tokenizer would reach ${fmtF(breakdown.bareFifoWithTokenizer)} items/s.\n`
-  md += `- our model wrapper (outputs, softmax, labels): model-fifo is ${fmtX(breakdown.modelOverBareFifoTok)} that.\n`
-  md += `- transport, queue, worker thread hop, client: server is ${fmtX(breakdown.serverOverModel)} model-fifo (the client's and server's main threads share the 2 cores with ONNX Runtime's threads).\n`
-  md += `- CSV read, Parquet write, the embedded server in one process: cli (net) is ${fmtX(breakdown.cliNetOverServer)} server.\n`
+  md += `\n**(c) / (a) = ${fmtX(ratios.cliOverBare)}** net (gross, with start-up and model load: ${fmtX(ratios.cliGrossOverBare)}); goal ≥ 0.9: ${ratios.cliOverBare == null ? 'n/a' : ratios.cliOverBare >= 0.9 ? 'met' : '**not met**'}. **(b) / (a) = ${fmtX(ratios.serverOverBare)}**. By CPU per item (a's over the peer's; robust to other load on the machine): (c) ${fmtX(ratios.cliOverBareByCpu)}, (b) ${fmtX(ratios.serverOverBareByCpu)}.\n\n`
+  md += 'Where the rest goes, step by step (each a ratio of two peers of this run, items/s and by CPU per item):\n\n'
+  md += `- padding: FIFO batches of 32 carry ${fmtPct(breakdown.paddingFifo)} padded tokens over the real ones (sorted: ${fmtPct(breakdown.paddingSorted)}); bare-fifo runs at ${fmtX(breakdown.fifoOverSorted)} bare-sorted (by CPU ${fmtX(c.fifoOverSorted)}).\n`
+  md += `- tokenizing: ${fmtPct1(breakdown.tokenizeShareFifo)} of tokenizer + model time on FIFO batches (${fmtF(breakdown.tokenizeMsPerItem, 2)} ms per item, on the model's thread in the server); bare-fifo with its tokenizer would reach ${fmtF(breakdown.bareFifoWithTokenizer)} items/s.\n`
+  md += `- our model wrapper (outputs, softmax, labels): model-fifo is ${fmtX(breakdown.modelOverBareFifoTok)} that (by CPU ${fmtX(c.modelOverBareFifoTok)}).\n`
+  md += `- transport, queue, worker thread hop, client: server is ${fmtX(breakdown.serverOverModel)} model-fifo (by CPU ${fmtX(c.serverOverModel)}; the client's and server's main threads share the 2 cores with ONNX Runtime's threads).\n`
+  md += `- CSV read, Parquet write, the embedded server in one process: cli (net) is ${fmtX(breakdown.cliNetOverServer)} server (by CPU ${fmtX(c.cliNetOverServer)}).\n`
+  md += `- all but padding: cli (net) by CPU is ${fmtX(c.cliOverBareFifo)} bare-fifo, the model alone on the same FIFO batches.\n`
   process.stdout.write(`\n${md}`)
 
   if (!args['no-write']) {
