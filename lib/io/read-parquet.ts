@@ -1,10 +1,11 @@
 import { decompressLz4, decompressLz4Raw, decompressZstd } from 'hyparquet-compressors'
 import { open, type FileHandle } from 'node:fs/promises'
 import * as zlib from 'node:zlib'
-import { parquetMetadataAsync, parquetRead, parquetSchema, type AsyncBuffer, type Compressors, type FileMetaData, type ParquetParsers } from 'hyparquet'
+import { parquetMetadataAsync, parquetSchema, type AsyncBuffer, type Compressors, type DecodedArray, type FileMetaData, type ParquetParsers } from 'hyparquet'
 import { InputFileError } from '../errors.js'
 import { inputFileError } from './fs-errors.js'
 import { checkOptionsObject, checkColumns } from './options.js'
+import { rowGroupSlices, SLICE_ROWS } from './parquet-row-slices.js'
 import { RecordReader, type ReaderOptions } from './record-reader.js'
 
 /** Options of {@link readParquet}. */
@@ -187,25 +188,6 @@ function jsonSafe(value: unknown): unknown {
   return out
 }
 
-/** Decodes rows `[rowStart, rowEnd)` (one row group) of the chosen columns, as objects. */
-function readRows(pq: ParquetFile, columns: string[] | undefined, rowStart: number, rowEnd: number): Promise<Record<string, unknown>[]> {
-  return new Promise((resolve, reject) => {
-    parquetRead({
-      file: pq.file,
-      metadata: pq.metadata,
-      columns,
-      rowStart,
-      rowEnd,
-      rowFormat: 'object',
-      // Bytes stay bytes unless the column says text (STRING/UTF8/ENUM/JSON): see jsonSafe.
-      utf8: false,
-      parsers: PARSERS,
-      compressors: COMPRESSORS,
-      onComplete: resolve,
-    }).catch(reject)
-  })
-}
-
 /**
  * Reads a Parquet file as an object-mode stream of records with hyparquet, one row group at a time:
  * a row group is read from disk and decoded only when the consumer wants more, so memory is one row
@@ -232,28 +214,38 @@ export function readParquet(path: string, options: ParquetReadOptions = {}): Rec
         throw new InputFileError(`${path}: no column ${missing.map((c) => JSON.stringify(c)).join(', ')} (columns: ${pq.columns.join(', ')})`, path)
       }
       const names = options.columns ?? pq.columns
+      const schema = parquetSchema(pq.metadata)
+      // Bytes stay bytes unless the column says text (STRING/UTF8/ENUM/JSON): see jsonSafe.
+      const decode = { compressors: COMPRESSORS, parsers: PARSERS, utf8: false }
       const groups = pq.metadata.row_groups
       let rowStart = 0
       for (let index = 0; index < groups.length; index++) {
         const rows = Number(groups[index].num_rows)
         const rowEnd = rowStart + rows
         if (rows === 0) continue
-        let group: Record<string, unknown>[]
-        try {
-          group = await readRows(pq, options.columns, rowStart, rowEnd)
-        } catch (err) {
-          throw describe(path, err, ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`)
+        const slices = rowGroupSlices(pq.file, schema, groups[index], names, decode)
+        for (let done = 0; done < rows; ) {
+          let slice: Map<string, DecodedArray>
+          try {
+            const next = await slices.next()
+            if (next.done) throw new Error(`parquet row group ended after ${done} of its ${rows} rows`)
+            slice = next.value
+          } catch (err) {
+            throw describe(path, err, ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`)
+          }
+          const columns = names.map((name) => slice.get(name) as ArrayLike<unknown>)
+          const n = columns.length > 0 ? columns[0].length : Math.min(rows - done, SLICE_ROWS)
+          const batch: Record<string, unknown>[] = new Array(n)
+          for (let i = 0; i < n; i++) {
+            const record: Record<string, unknown> = {}
+            for (let c = 0; c < names.length; c++) record[names[c]] = jsonSafe(columns[c][i])
+            batch[i] = record
+          }
+          done += n
+          if (done === rows) reader.emit('row-group', { index, count: groups.length, rowStart, rows } satisfies ParquetRowGroupEvent)
+          yield batch
         }
-        const batch = group.map((row) => {
-          const record: Record<string, unknown> = {}
-          for (const name of names) record[name] = jsonSafe(row[name])
-          return record
-        })
-        // Drop the decoded group now: the batch is all that is kept.
-        group.length = 0
-        reader.emit('row-group', { index, count: groups.length, rowStart, rows } satisfies ParquetRowGroupEvent)
         rowStart = rowEnd
-        yield batch
       }
     } finally {
       await pq.handle.close().catch(() => {})
