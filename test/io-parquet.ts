@@ -11,6 +11,7 @@ import parquet from 'parquetjs-lite'
 import { InferenceItemError, InputFileError, MissingInputError, OutputFileError, SchemaMismatchError } from '../lib/errors.js'
 import { countRows } from '../lib/io/count-rows.js'
 import { parquetColumns, readParquet, type ParquetRowGroupEvent } from '../lib/io/read-parquet.js'
+import { parquetHeader } from '../lib/io/hyparquet-pages.js'
 import { writeParquet } from '../lib/io/write-parquet.js'
 import { collect, drain, settle } from './fixtures/io/helpers.js'
 
@@ -472,4 +473,57 @@ t.test('writeParquet honours backpressure: write() returns false while a row gro
   t.ok(sawFalse)
   t.equal(writer.rowsWritten, 200)
   t.same((await hyparquet(path)).groups, [50, 50, 50, 50])
+})
+
+t.test('readParquet decodes a row group page by page, only as the consumer reads (later pages corrupt)', async (t) => {
+  // One row group of 50k rows, as pandas writes it (1 MiB pages, no page index): zero the `text`
+  // column from its third data page on. The rows before it come out; the error only when reached.
+  const path = join(t.testdir(), 'one-group.parquet')
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  const gen = spawnSync(process.execPath, [FIXTURES, 'big', path, '50000'], { encoding: 'utf8', env })
+  t.equal(gen.status, 0, gen.stderr)
+  const { metadata } = await hyparquet(path)
+  t.equal(metadata.row_groups.length, 1)
+  const text = metadata.row_groups[0].columns.find((c) => c.meta_data!.path_in_schema[0] === 'text')!.meta_data!
+  const start = Number(text.dictionary_page_offset || text.data_page_offset)
+  const end = start + Number(text.total_compressed_size)
+  const fd = openSync(path, 'r+')
+  const bytes = Buffer.alloc(end - start)
+  readSync(fd, bytes, 0, bytes.length, start)
+  // Walk the page headers to the third data page, counting the rows before it.
+  const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 }
+  let dataPages = 0
+  let rowsBefore = 0
+  while (dataPages < 2) {
+    const header = parquetHeader(reader)
+    reader.offset += header.compressed_page_size
+    if (header.type === 'DICTIONARY_PAGE') continue
+    dataPages++
+    rowsBefore += Number(header.data_page_header_v2?.num_rows ?? header.data_page_header?.num_values)
+  }
+  t.ok(rowsBefore > 1024 && rowsBefore < 40000, `the first two pages hold ${rowsBefore} rows`)
+  writeSync(fd, Buffer.alloc(bytes.length - reader.offset), 0, bytes.length - reader.offset, start + reader.offset)
+  closeSync(fd)
+
+  const records = readParquet(path)
+  const it = records[Symbol.asyncIterator]()
+  for (let i = 0; i < 5; i++) t.equal(((await it.next()).value as { id: number }).id, i)
+  await settle(100)
+  t.notOk(records.destroyed, 'no error while the consumer is in the first pages: the corrupt ones were not read')
+  let n = 5
+  let error: (Error & { code?: string }) | undefined
+  try {
+    for (;;) {
+      const next = await it.next()
+      if (next.done) break
+      if ((next.value as { id: number }).id !== n) throw new Error(`record ${n} has id ${(next.value as { id: number }).id}`)
+      n++
+    }
+  } catch (err) {
+    error = err as Error
+  }
+  // Rows come in slices of 1024: the slice that reaches the corrupt page is lost with it.
+  t.equal(n, Math.floor(rowsBefore / 1024) * 1024, 'every slice of rows before the corrupt page, in order, then the error')
+  t.match(error, { code: 'ERR_INPUT_FILE', message: /^Cannot read Parquet file ".*one-group\.parquet" \(row group 1 of 1, rows 0-49999\): / })
 })
