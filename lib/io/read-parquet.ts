@@ -14,7 +14,7 @@ export interface ParquetReadOptions extends Omit<ReaderOptions, 'onBadRecord'> {
   columns?: string[]
 }
 
-/** What a {@link readParquet} reader emits as `'row-group'` each time it has decoded a row group. */
+/** What a {@link readParquet} reader emits as `'row-group'` each time it has decoded the last rows of a row group. */
 export interface ParquetRowGroupEvent {
   /** Index of the row group in the file, from 0. */
   index: number
@@ -189,9 +189,11 @@ function jsonSafe(value: unknown): unknown {
 }
 
 /**
- * Reads a Parquet file as an object-mode stream of records with hyparquet, one row group at a time:
- * a row group is read from disk and decoded only when the consumer wants more, so memory is one row
- * group (its compressed bytes and decoded rows) plus `highWaterMark` records, whatever the file's size.
+ * Reads a Parquet file as an object-mode stream of records with hyparquet's page decoder, page by
+ * page: pages are read from disk and decoded only when the consumer wants more, and rows are given in
+ * slices of at most 1 024, so memory is about one page per column read (see `ColumnPages`) plus a
+ * slice and `highWaterMark` records, whatever the size of the file or of its row groups (pandas
+ * writes up to 1 Mi rows in one).
  * Each record has every top-level column (or `columns`) as a key, null when the value is null.
  *
  * Reads Parquet files of format version 1 and 2 as pyarrow, Hugging Face `datasets`, Spark, DuckDB,
@@ -201,7 +203,7 @@ function jsonSafe(value: unknown): unknown {
  * Values are JSON-safe: INT64 as numbers, or decimal strings beyond 2^53; DATE as `YYYY-MM-DD`;
  * timestamps as ISO 8601 UTC text with the unit's precision; bytes without a text annotation as
  * base64; lists as arrays and structs/maps as objects. Emits `'row-group'` ({@link ParquetRowGroupEvent})
- * after decoding each row group. Failures are `InputFileError`s naming the file (and row group).
+ * when the last rows of each row group are decoded. Failures are `InputFileError`s naming the file (and row group).
  */
 export function readParquet(path: string, options: ParquetReadOptions = {}): RecordReader<Record<string, unknown>> {
   checkOptionsObject(options, 'readParquet')
