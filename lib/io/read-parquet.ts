@@ -226,6 +226,7 @@ export function readParquet(path: string, options: ParquetReadOptions = {}): Rec
         const rowEnd = rowStart + rows
         if (rows === 0) continue
         const slices = rowGroupSlices(pq.file, schema, groups[index], names, decode)
+        const where = ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`
         for (let done = 0; done < rows; ) {
           let slice: Map<string, DecodedArray>
           try {
@@ -233,10 +234,12 @@ export function readParquet(path: string, options: ParquetReadOptions = {}): Rec
             if (next.done) throw new Error(`parquet row group ended after ${done} of its ${rows} rows`)
             slice = next.value
           } catch (err) {
-            throw describe(path, err, ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`)
+            throw describe(path, err, where)
           }
           const columns = names.map((name) => slice.get(name) as ArrayLike<unknown>)
           const n = columns.length > 0 ? columns[0].length : Math.min(rows - done, SLICE_ROWS)
+          // A slice always has rows (rowGroupSlices takes them from the pages or throws): never loop on none.
+          if (n === 0) throw describe(path, new Error('parquet gave an empty slice of rows'), where)
           const batch: Record<string, unknown>[] = new Array(n)
           for (let i = 0; i < n; i++) {
             const record: Record<string, unknown> = {}
