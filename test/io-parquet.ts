@@ -11,6 +11,7 @@ import parquet from 'parquetjs-lite'
 import { InferenceItemError, InputFileError, MissingInputError, OutputFileError, SchemaMismatchError } from '../lib/errors.js'
 import { countRows } from '../lib/io/count-rows.js'
 import { parquetColumns, readParquet, type ParquetRowGroupEvent } from '../lib/io/read-parquet.js'
+import { parquetHeader } from '../lib/io/hyparquet-pages.js'
 import { writeParquet } from '../lib/io/write-parquet.js'
 import { collect, drain, settle } from './fixtures/io/helpers.js'
 
@@ -45,6 +46,31 @@ async function readWithGroups(path: string, options = {}) {
   const groups: ParquetRowGroupEvent[] = []
   reader.on('row-group', (e: ParquetRowGroupEvent) => groups.push(e))
   return { records: await collect(reader), groups }
+}
+
+/**
+ * Reads 5 records of `readParquet(path)`, waits while holding back, then reads on to the end or an
+ * error: whether the reader had failed while held back, the records, the error.
+ */
+async function readUntilError(path: string) {
+  const reader = readParquet(path)
+  const it = reader[Symbol.asyncIterator]()
+  const records: Record<string, unknown>[] = []
+  let error: (Error & { code?: string }) | undefined
+  let failedEarly = false
+  try {
+    for (let i = 0; i < 5; i++) records.push((await it.next()).value as Record<string, unknown>)
+    await settle(100)
+    failedEarly = reader.destroyed
+    for (;;) {
+      const next = await it.next()
+      if (next.done) break
+      records.push(next.value as Record<string, unknown>)
+    }
+  } catch (err) {
+    error = err as Error
+  }
+  return { failedEarly, records, error }
 }
 
 /** Open file descriptors of this process (Linux), to see that a reader closed its file. */
@@ -438,22 +464,9 @@ t.test('readParquet never touches a row group before the consumer needs it (late
   readSync(fd, probe, 0, 4, 0)
   closeSync(fd)
   t.equal(probe.toString(), 'PAR1')
-  const reader = readParquet(path)
-  const it = reader[Symbol.asyncIterator]()
-  for (let i = 0; i < 5; i++) await it.next()
-  await settle(100)
-  t.notOk(reader.destroyed, 'no error while the consumer is in the first row group: the second was not read')
-  let n = 5
-  let error: (Error & { code?: string }) | undefined
-  try {
-    for (;;) {
-      if ((await it.next()).done) break
-      n++
-    }
-  } catch (err) {
-    error = err as Error
-  }
-  t.equal(n, 100, 'every record of the first row group, then the error')
+  const { failedEarly, records, error } = await readUntilError(path)
+  t.notOk(failedEarly, 'no error while the consumer is in the first row group: the second was not read')
+  t.equal(records.length, 100, 'every record of the first row group, then the error')
   t.match(error, { code: 'ERR_INPUT_FILE', message: /^Cannot read Parquet file ".*corrupt\.parquet" \(row group 2 of 10, rows 100-199\): / })
 })
 
@@ -472,4 +485,43 @@ t.test('writeParquet honours backpressure: write() returns false while a row gro
   t.ok(sawFalse)
   t.equal(writer.rowsWritten, 200)
   t.same((await hyparquet(path)).groups, [50, 50, 50, 50])
+})
+
+t.test('readParquet decodes a row group page by page, only as the consumer reads (later pages corrupt)', async (t) => {
+  // One row group of 50k rows, as pandas writes it (1 MiB pages, no page index): zero the `text`
+  // column from its third data page on. The rows before it come out; the error only when reached.
+  const path = join(t.testdir(), 'one-group.parquet')
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  const gen = spawnSync(process.execPath, [FIXTURES, 'big', path, '50000'], { encoding: 'utf8', env })
+  t.equal(gen.status, 0, gen.stderr)
+  const { metadata } = await hyparquet(path)
+  t.equal(metadata.row_groups.length, 1)
+  const text = metadata.row_groups[0].columns.find((c) => c.meta_data!.path_in_schema[0] === 'text')!.meta_data!
+  const start = Number(text.dictionary_page_offset || text.data_page_offset)
+  const end = start + Number(text.total_compressed_size)
+  const fd = openSync(path, 'r+')
+  const bytes = Buffer.alloc(end - start)
+  readSync(fd, bytes, 0, bytes.length, start)
+  // Walk the page headers to the third data page, counting the rows before it.
+  const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 }
+  let dataPages = 0
+  let rowsBefore = 0
+  while (dataPages < 2) {
+    const header = parquetHeader(reader)
+    reader.offset += header.compressed_page_size
+    if (header.type === 'DICTIONARY_PAGE') continue
+    dataPages++
+    rowsBefore += Number(header.data_page_header_v2?.num_rows ?? header.data_page_header?.num_values)
+  }
+  t.ok(rowsBefore > 1024 && rowsBefore < 40000, `the first two pages hold ${rowsBefore} rows`)
+  writeSync(fd, Buffer.alloc(bytes.length - reader.offset), 0, bytes.length - reader.offset, start + reader.offset)
+  closeSync(fd)
+
+  const { failedEarly, records, error } = await readUntilError(path)
+  t.notOk(failedEarly, 'no error while the consumer is in the first pages: the corrupt ones were not read')
+  t.same(records.map((r) => r.id), Array.from(records, (_, i) => i), 'in order')
+  // Rows come in slices of 1024: the slice that reaches the corrupt page is lost with it.
+  t.equal(records.length, Math.floor(rowsBefore / 1024) * 1024, 'every slice of rows before the corrupt page, in order, then the error')
+  t.match(error, { code: 'ERR_INPUT_FILE', message: /^Cannot read Parquet file ".*one-group\.parquet" \(row group 1 of 1, rows 0-49999\): / })
 })

@@ -1,10 +1,11 @@
 import { decompressLz4, decompressLz4Raw, decompressZstd } from 'hyparquet-compressors'
 import { open, type FileHandle } from 'node:fs/promises'
 import * as zlib from 'node:zlib'
-import { parquetMetadataAsync, parquetRead, parquetSchema, type AsyncBuffer, type Compressors, type FileMetaData, type ParquetParsers } from 'hyparquet'
+import { parquetMetadataAsync, parquetSchema, type AsyncBuffer, type Compressors, type DecodedArray, type FileMetaData, type ParquetParsers } from 'hyparquet'
 import { InputFileError } from '../errors.js'
 import { inputFileError } from './fs-errors.js'
 import { checkOptionsObject, checkColumns } from './options.js'
+import { rowGroupSlices, SLICE_ROWS } from './parquet-row-slices.js'
 import { RecordReader, type ReaderOptions } from './record-reader.js'
 
 /** Options of {@link readParquet}. */
@@ -13,7 +14,7 @@ export interface ParquetReadOptions extends Omit<ReaderOptions, 'onBadRecord'> {
   columns?: string[]
 }
 
-/** What a {@link readParquet} reader emits as `'row-group'` each time it has decoded a row group. */
+/** What a {@link readParquet} reader emits as `'row-group'` each time it has decoded the last rows of a row group. */
 export interface ParquetRowGroupEvent {
   /** Index of the row group in the file, from 0. */
   index: number
@@ -187,29 +188,12 @@ function jsonSafe(value: unknown): unknown {
   return out
 }
 
-/** Decodes rows `[rowStart, rowEnd)` (one row group) of the chosen columns, as objects. */
-function readRows(pq: ParquetFile, columns: string[] | undefined, rowStart: number, rowEnd: number): Promise<Record<string, unknown>[]> {
-  return new Promise((resolve, reject) => {
-    parquetRead({
-      file: pq.file,
-      metadata: pq.metadata,
-      columns,
-      rowStart,
-      rowEnd,
-      rowFormat: 'object',
-      // Bytes stay bytes unless the column says text (STRING/UTF8/ENUM/JSON): see jsonSafe.
-      utf8: false,
-      parsers: PARSERS,
-      compressors: COMPRESSORS,
-      onComplete: resolve,
-    }).catch(reject)
-  })
-}
-
 /**
- * Reads a Parquet file as an object-mode stream of records with hyparquet, one row group at a time:
- * a row group is read from disk and decoded only when the consumer wants more, so memory is one row
- * group (its compressed bytes and decoded rows) plus `highWaterMark` records, whatever the file's size.
+ * Reads a Parquet file as an object-mode stream of records with hyparquet's page decoder, page by
+ * page: pages are read from disk and decoded only when the consumer wants more, and rows are given in
+ * slices of at most 1 024, so memory is about one page per column read (see `ColumnPages`) plus a
+ * slice and `highWaterMark` records, whatever the size of the file or of its row groups (pandas
+ * writes up to 1 Mi rows in one).
  * Each record has every top-level column (or `columns`) as a key, null when the value is null.
  *
  * Reads Parquet files of format version 1 and 2 as pyarrow, Hugging Face `datasets`, Spark, DuckDB,
@@ -219,7 +203,7 @@ function readRows(pq: ParquetFile, columns: string[] | undefined, rowStart: numb
  * Values are JSON-safe: INT64 as numbers, or decimal strings beyond 2^53; DATE as `YYYY-MM-DD`;
  * timestamps as ISO 8601 UTC text with the unit's precision; bytes without a text annotation as
  * base64; lists as arrays and structs/maps as objects. Emits `'row-group'` ({@link ParquetRowGroupEvent})
- * after decoding each row group. Failures are `InputFileError`s naming the file (and row group).
+ * when the last rows of each row group are decoded. Failures are `InputFileError`s naming the file (and row group).
  */
 export function readParquet(path: string, options: ParquetReadOptions = {}): RecordReader<Record<string, unknown>> {
   checkOptionsObject(options, 'readParquet')
@@ -232,28 +216,41 @@ export function readParquet(path: string, options: ParquetReadOptions = {}): Rec
         throw new InputFileError(`${path}: no column ${missing.map((c) => JSON.stringify(c)).join(', ')} (columns: ${pq.columns.join(', ')})`, path)
       }
       const names = options.columns ?? pq.columns
+      const schema = parquetSchema(pq.metadata)
+      // Bytes stay bytes unless the column says text (STRING/UTF8/ENUM/JSON): see jsonSafe.
+      const decode = { compressors: COMPRESSORS, parsers: PARSERS, utf8: false }
       const groups = pq.metadata.row_groups
       let rowStart = 0
       for (let index = 0; index < groups.length; index++) {
         const rows = Number(groups[index].num_rows)
         const rowEnd = rowStart + rows
         if (rows === 0) continue
-        let group: Record<string, unknown>[]
-        try {
-          group = await readRows(pq, options.columns, rowStart, rowEnd)
-        } catch (err) {
-          throw describe(path, err, ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`)
+        const slices = rowGroupSlices(pq.file, schema, groups[index], names, decode)
+        const where = ` (row group ${index + 1} of ${groups.length}, rows ${rowStart}-${rowEnd - 1})`
+        for (let done = 0; done < rows; ) {
+          let slice: Map<string, DecodedArray>
+          try {
+            const next = await slices.next()
+            if (next.done) throw new Error(`parquet row group ended after ${done} of its ${rows} rows`)
+            slice = next.value
+          } catch (err) {
+            throw describe(path, err, where)
+          }
+          const columns = names.map((name) => slice.get(name) as ArrayLike<unknown>)
+          const n = columns.length > 0 ? columns[0].length : Math.min(rows - done, SLICE_ROWS)
+          // A slice always has rows (rowGroupSlices takes them from the pages or throws): never loop on none.
+          if (n === 0) throw describe(path, new Error('parquet gave an empty slice of rows'), where)
+          const batch: Record<string, unknown>[] = new Array(n)
+          for (let i = 0; i < n; i++) {
+            const record: Record<string, unknown> = {}
+            for (let c = 0; c < names.length; c++) record[names[c]] = jsonSafe(columns[c][i])
+            batch[i] = record
+          }
+          done += n
+          if (done === rows) reader.emit('row-group', { index, count: groups.length, rowStart, rows } satisfies ParquetRowGroupEvent)
+          yield batch
         }
-        const batch = group.map((row) => {
-          const record: Record<string, unknown> = {}
-          for (const name of names) record[name] = jsonSafe(row[name])
-          return record
-        })
-        // Drop the decoded group now: the batch is all that is kept.
-        group.length = 0
-        reader.emit('row-group', { index, count: groups.length, rowStart, rows } satisfies ParquetRowGroupEvent)
         rowStart = rowEnd
-        yield batch
       }
     } finally {
       await pq.handle.close().catch(() => {})

@@ -27,7 +27,7 @@ const EMPTY: RecordBatch<never> = []
 
 /**
  * Object-mode Readable of records, the base of every reader. Pulls one batch (a file chunk's rows,
- * a Parquet row group) from its source only when the consumer wants more, so a paused consumer
+ * a slice of a Parquet row group) from its source only when the consumer wants more, so a paused consumer
  * pauses the file read: memory is one batch plus `highWaterMark` records.
  *
  * Events: the usual Readable ones, plus `'bad-record'` (a `BadRecordError`) per skipped record.
