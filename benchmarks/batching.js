@@ -84,6 +84,8 @@ import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+// mulberry32, so item i is the same text in every process and run.
+import { prng } from '../test/fixtures/prng.js'
 import {
   CLI, LIB, PROFILE_DIR, ROOT, addServerStats, adoptProfiles, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed,
   fmtInt, fmtMiB, fmtS, int, loadBeforeRuns, machineInfo, medianRun, metricSum, parseBenchArgs, pkgVersion, procStats,
@@ -141,17 +143,6 @@ const args = parseBenchArgs({
 // The inputs: review-like texts, item i a pure function of i.
 // ---------------------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so item i is the same text in every process and run. */
-function prng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const SUBJECTS = [
   'this blender', 'the headset', 'this phone case', 'the toaster', 'this jacket', 'the yoga mat', 'this coffee maker',
