@@ -1048,8 +1048,9 @@ export class SqliteStateBackend implements StateBackend {
       }
       const lease: StateLease = { id, consumer, tenant: queueLease.tenant, items: items.map(leasedCopy), expiresAt }
       this.held.set(id, { lease, queueLease })
-      // Not awaited: the batch's results leave through its finish, which commits in this group or
-      // a later one; should this group roll back, that finish finds no lease and stores nothing.
+      // The lease (its items' delivery count) is on disk before the batch runs: a model that kills
+      // the process on an item must find that delivery counted when the server comes back.
+      await this.committed()
       return lease
     }
   }
