@@ -11,6 +11,7 @@ import type { Routed, StateLease } from '../lib/server/state/state-backend.js'
 import { STATE_STORE_SCHEMA_VERSION, SqliteStateBackend } from '../lib/server/state/sqlite-backend.js'
 import { prng } from './helpers/prng.js'
 import { stateContract } from './helpers/state-contract.js'
+import { writeV1StateStore } from './helpers/v1-state-store.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'is-state-sqlite-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -95,6 +96,95 @@ t.test('a transition is one transaction: one that fails halfway leaves nothing, 
   t.same(await b.lookup(owner, ['0']), [{ state: 'pending' }], 'no result stored')
   t.match(await b.finish(lease, results), { finished: 1000, billed: 1000 }, 'the lease finishes')
   t.same(await b.ledger(), [{ tenant: 'A', model: 'builtin/echo', items: 1000 }])
+})
+
+// A signal aborted in 300 ms (a timer that keeps the process alive, unlike AbortSignal.timeout).
+const soon = (): AbortSignal => {
+  const ac = new AbortController()
+  setTimeout(() => ac.abort(), 300)
+  return ac.signal
+}
+
+t.test('a file of schema version 1 is migrated in place: queue order, leases, results, dedupe and the ledger kept', async (t) => {
+  const path = file()
+  const A = 'A\nbuiltin/echo'
+  const B = 'B\nbuiltin/echo'
+  writeV1StateStore(
+    path,
+    [
+      { row: 1, owner: A, tenant: 'A', id: '1', pos: 1, state: 2, outputs: '"out-1"', fingerprint: '\n"in-1"' },
+      { row: 2, owner: A, tenant: 'A', id: '2', pos: 2, state: 1, outputs: '"out-2"' },
+      { row: 3, owner: A, tenant: 'A', id: '3', pos: 3, state: 0, inputs: '"in-3"' },
+      { row: 4, owner: A, tenant: 'A', id: '4', pos: 4, state: 0, inputs: '"in-4"' },
+      { row: 5, owner: A, tenant: 'A', id: '5', pos: 5, state: 0, inputs: '"in-5"' },
+      { row: 6, owner: B, tenant: 'B', id: '6', pos: 6, state: 0, inputs: '"b-6"', parameters: '{"x":1}', grp: 'builtin/echo\ncpu\n{"x":1}', node: 'm' },
+    ],
+    [{ id: 'old.1', consumer: 'w/0', tenant: 'A', expiresAt: 1, rows: [4] }],
+    [[A, 'A', 'builtin/echo', 2]],
+  )
+  const b = new SqliteStateBackend({ path, ...LIMITS })
+  t.equal((b as unknown as { db: Database.Database }).db.pragma('user_version', { simple: true }), STATE_STORE_SCHEMA_VERSION, 'now the current schema')
+  t.same(await b.lookup(A, ['1', '2', '3', '4', '5', '6']), [
+    { state: 'done', outputs: '"out-1"' },
+    { state: 'done', outputs: '"out-2"' },
+    { state: 'pending' },
+    { state: 'pending' },
+    { state: 'pending' },
+    { state: 'unknown' },
+  ])
+  t.same(await b.lookup(B, ['6', '1']), [{ state: 'pending' }, { state: 'unknown' }], "B's item is B's")
+  t.same(await b.takeUndelivered(A, 10), [['2', '"out-2"']], 'the undelivered result is handed out, the delivered one is not')
+  t.same(await b.submit([{ ...item('1', 'in-1'), fingerprint: '\n"in-1"' }]), [{ status: 'done', outputs: '"out-1"' }], 'dedupe against the delivered result')
+  t.same(await b.submit([{ ...item('1', 'other'), fingerprint: '\n"other"' }]), [{ status: 'conflict' }], 'and its fingerprint')
+  t.same(await b.ledger(), [{ tenant: 'A', model: 'builtin/echo', items: 2 }], 'the ledger')
+  t.same(await b.reclaim(Date.now(), 3), { requeued: 1, deadLettered: 0 }, 'the lease of v1 is held, expired, and reclaimed')
+  const leased: Array<[string, string, unknown, unknown, string, number]> = []
+  for (;;) {
+    const l = await b.lease('w', { maxBatch: 10, maxWaitMs: 0, leaseMs: 60_000, signal: soon() })
+    if (!l) break
+    for (const it of l.items) leased.push([it.owner, it.id, it.inputs, it.parameters, it.route.node, it.deliveries])
+    await b.finish(l, l.items.map((it, index) => ({ index, outputs: JSON.stringify(it.inputs), billable: true })))
+  }
+  t.same(
+    leased.sort((x, y) => x[0].localeCompare(y[0])),
+    [
+      [A, '4', 'in-4', undefined, 'n', 2],
+      [A, '3', 'in-3', undefined, 'n', 1],
+      [A, '5', 'in-5', undefined, 'n', 1],
+      [B, '6', 'b-6', { x: 1 }, 'm', 1],
+    ],
+    'the pending items, the reclaimed one first (its v1 lease counted), with inputs, parameters and routes',
+  )
+  t.same(await b.ledger(), [{ tenant: 'A', model: 'builtin/echo', items: 5 }, { tenant: 'B', model: 'builtin/echo', items: 1 }])
+  await b.close()
+  const raw = new Database(path, { readonly: true })
+  t.same(raw.prepare('SELECT owner, tenant, node FROM heads ORDER BY owner').raw().all(), [[A, 'A', 'n'], [B, 'B', 'm']], 'two heads')
+  t.notOk((raw.prepare('SELECT * FROM items LIMIT 1').columns() as Array<{ name: string }>).some((c) => c.name === 'owner'), 'no owner column in items')
+  raw.close()
+})
+
+t.test('heads: one per stream, and those no row names are deleted by a sweep once many', async (t) => {
+  const path = file()
+  const b = new SqliteStateBackend({ path, maxRetained: 1_000_000, retentionMs: 1 })
+  const many = Array.from({ length: 1100 }, (_, i) => ({ ...item(`${i}`), parameters: { k: i }, group: `builtin/echo\ncpu\n{"k":${i}}` }))
+  await b.submit(many)
+  await b.submit([item('kept')])
+  const heads = (): number => (b as unknown as { heads: Map<string, number> }).heads.size
+  t.equal(heads(), 1101, 'one head per group')
+  for (;;) {
+    const l = await b.lease('w', { maxBatch: 10, maxWaitMs: 0, leaseMs: 60_000, accept: (h) => h.id !== 'kept', signal: soon() })
+    if (!l) break
+    await b.finish(l, l.items.map((it, index) => ({ index, outputs: '1', billable: true })))
+  }
+  t.equal(await b.sweep(Date.now() + 10), 1100, 'the 1100 results expire (never delivered)')
+  t.equal(heads(), 1, "the heads left: the pending item's")
+  await b.close()
+  const raw = new Database(path, { readonly: true })
+  t.equal(raw.prepare('SELECT count(*) FROM heads').pluck().get(), 1)
+  raw.close()
+  const again = new SqliteStateBackend({ path, ...LIMITS })
+  t.same(await again.lookup(owner, ['kept', '5']), [{ state: 'pending' }, { state: 'unknown' }])
+  await again.close()
 })
 
 // Built backend in a child process, killed with SIGKILL at random points (three times, the file
