@@ -83,3 +83,25 @@ t.test('runs through our registry: batched, padded, truncated at 512 tokens', as
   const tooLong = one(batched[short.length + 1])
   t.equal(tooLong.length, 2, 'a 700-word text is truncated to 512 positions and classified')
 })
+
+t.test('modelThreads: 2 threads, each with its copy, run batches side by side with the same scores', async (t) => {
+  const options = { modelsDir, cacheDir: path.join(root, 'cache'), hubCacheDir: path.join(root, 'hub') }
+  const single = createModelRegistry({ transformers: options })
+  const double = createModelRegistry({ transformers: { ...options, modelThreads: 2 } })
+  t.teardown(() => Promise.all([single.close(), double.close()]))
+  const batches = [short, [long], [text(30, 1), text(5, 2)], short.slice(1), [text(90, 4)], [text(7, 9), long]]
+  const one = await Promise.all(batches.map((b) => single.get(REALISTIC_MODEL_ID)!.run(b, {})))
+  const model = double.get(REALISTIC_MODEL_ID)!
+  const two = await Promise.all(batches.map((b) => model.run(b, {})))
+  t.same(two.map((o) => o.length), batches.map((b) => b.length), 'one output per item')
+  for (let b = 0; b < batches.length; b++) {
+    for (let i = 0; i < batches[b].length; i++) {
+      const x = (one[b][i] as Scores[])[0]!
+      const y = (two[b][i] as Scores[])[0]!
+      t.ok(x.every((s) => Math.abs(y.find((z) => z.label === s.label)!.score - s.score) < 1e-4), `batch ${b} item ${i}: the same scores`)
+    }
+  }
+  const pool = (model as unknown as { pool: { threads: number } }).pool
+  t.equal(pool.threads, 2, 'six batches at once started both threads')
+  t.throws(() => createModelRegistry({ transformers: { ...options, modelThreads: 0 } }), { code: 'ERR_INVALID_OPTION', message: /modelThreads/ })
+})

@@ -19,6 +19,7 @@ export interface ModelFlags {
   task?: string[]
   dtype?: string
   onnxThreads?: number
+  modelThreads?: number
   gpuFallback?: 'error' | 'cpu'
   upstream?: string[]
   upstreamToken?: string[]
@@ -37,6 +38,7 @@ export function addModelFlags(cmd: Command): Command {
     .option('--task <task...>', `task of a model whose files do not say it, as ID=TASK (run: TASK alone means --model's); one of ${TRANSFORMERS_TASKS.join(', ')}`)
     .option('--dtype <dtype>', 'ONNX precision to load: fp32, q8, fp16, ... (default: the best file the model folder has)')
     .option('--onnx-threads <n>', 'ONNX Runtime threads per inference (0: one per core)', intFlag('onnx-threads', 0), 0)
+    .option('--model-threads <n>', 'threads per Hugging Face model, each with its own copy, running batches side by side', intFlag('model-threads', 1), 1)
     .addOption(new Option('--gpu-fallback <mode>', 'a gpu URL on a machine without CUDA: error, or run on cpu').choices(['error', 'cpu']).default('error'))
     .option('--upstream <spec...>', 'serve a model id through an HF-compatible HTTP endpoint, as ID=URL (repeatable)')
     .option('--upstream-token <token...>', 'bearer token for upstreams: TOKEN for all, or ID=TOKEN; also INFERENCE_STREAM_UPSTREAM_TOKEN')
@@ -87,6 +89,7 @@ export function registryFromFlags(o: ModelFlags, options: { defaultModel?: strin
       tasks,
       dtype: o.dtype,
       threads: o.onnxThreads ?? 0,
+      modelThreads: o.modelThreads ?? 1,
       gpuFallback: o.gpuFallback ?? 'error',
       audioRoot: options.audioRoot,
     },

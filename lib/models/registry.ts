@@ -51,6 +51,8 @@ export interface TransformersOptions {
   dtype?: string
   /** ONNX Runtime threads per inference. Default 0: ONNX Runtime's choice. */
   threads?: number
+  /** Threads per model, each with its own copy of it, running batches side by side. Default 1. */
+  modelThreads?: number
   /** What a `gpu` URL does on a machine without CUDA: `error` (refused, the default) or `cpu` (runs on CPU). */
   gpuFallback?: 'error' | 'cpu'
   /** Folder relative audio paths resolve in (speech models); the server passes its datasets folder. */
@@ -123,6 +125,7 @@ export function createModelRegistry(options: ModelRegistryOptions = {}): ModelRe
       compute,
       dtype: hf.dtype,
       threads: hf.threads,
+      modelThreads: hf.modelThreads,
       audioRoot: hf.audioRoot,
     })
     hfPipelines.set(key, pipeline)
@@ -177,6 +180,7 @@ interface ResolvedTransformers {
   tasks: Record<string, string>
   dtype?: string
   threads: number
+  modelThreads: number
   gpuFallback: 'error' | 'cpu'
   audioRoot?: string
 }
@@ -192,6 +196,8 @@ function readTransformers(o: TransformersOptions): ResolvedTransformers {
   if (typeof allowDownload !== 'boolean') throw new InvalidOptionError('options.transformers.allowDownload must be a boolean')
   const threads = o.threads ?? 0
   if (!Number.isInteger(threads) || threads < 0) throw new InvalidOptionError(`options.transformers.threads must be a non-negative integer, got ${String(threads)}`)
+  const modelThreads = o.modelThreads ?? 1
+  if (!Number.isInteger(modelThreads) || modelThreads < 1) throw new InvalidOptionError(`options.transformers.modelThreads must be a positive integer, got ${String(modelThreads)}`)
   const gpuFallback = o.gpuFallback ?? 'error'
   if (gpuFallback !== 'error' && gpuFallback !== 'cpu') throw new InvalidOptionError(`options.transformers.gpuFallback must be "error" or "cpu", got ${JSON.stringify(gpuFallback)}`)
   const tasks: Record<string, string> = {}
@@ -208,6 +214,7 @@ function readTransformers(o: TransformersOptions): ResolvedTransformers {
     tasks,
     dtype: o.dtype,
     threads,
+    modelThreads,
     gpuFallback,
     audioRoot: o.audioRoot,
   }

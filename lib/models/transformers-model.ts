@@ -48,6 +48,11 @@ export interface TransformersPipelineOptions {
   dtype?: string
   /** ONNX Runtime threads per inference; default 0, ONNX Runtime's own choice (one per core). */
   threads?: number
+  /**
+   * Threads running the model, each with its own copy (memory × n), each taking one batch at a
+   * time: batches run side by side instead of one after the other. Default 1.
+   */
+  modelThreads?: number
   /** Folder that relative audio paths of speech inputs resolve in; without it only audio bytes are taken. */
   audioRoot?: string
   /** Load speed assumed for the first `estimated_time`, in bytes per second. Default 100 MB/s. */
@@ -247,7 +252,7 @@ export class TransformersModel implements Pipeline {
 /** Options with their defaults (an option given as `undefined` takes its default). */
 function withDefaults(options: TransformersPipelineOptions): TransformersModel['o'] {
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TransformersPipelineOptions
-  return { allowDownload: false, hubUrl: process.env.HF_ENDPOINT || 'https://huggingface.co', compute: 'cpu', threads: 0, loadBytesPerSecond: 100e6, ...defined }
+  return { allowDownload: false, hubUrl: process.env.HF_ENDPOINT || 'https://huggingface.co', compute: 'cpu', threads: 0, modelThreads: 1, loadBytesPerSecond: 100e6, ...defined }
 }
 
 /**

@@ -14,9 +14,10 @@ export type { TransformersPipelineOptions } from './transformers-model.js'
 export { gpuAvailable, gpuUnavailableError } from './gpu.js'
 
 /**
- * A transformers.js model (see transformers-model.ts for the tasks) behind one worker thread,
- * started on the first `load()` or `run()`. Batches go to the thread one at a time (ONNX Runtime
- * already uses every core for one); the thread, and the model's memory, go on `close()`.
+ * A transformers.js model (see transformers-model.ts for the tasks) behind its worker threads
+ * (`modelThreads`, default 1), started on the first `load()` or `run()`. Each thread takes one
+ * batch at a time (ONNX Runtime spreads one batch over its `threads`); the threads, and the
+ * model's memory, go on `close()`.
  */
 export class TransformersPipeline implements Pipeline {
   readonly id: string
@@ -37,11 +38,12 @@ export class TransformersPipeline implements Pipeline {
   }
 
   /**
-   * The model's thread pool, made on first need: one thread, whose model loads once; a crash (out
-   * of memory...) starts a new thread on the next batch.
+   * The model's thread pool, made on first need: `modelThreads` threads (default 1), each loading
+   * the model once, on the first batch it takes (`load()` loads one); a crash (out of memory...)
+   * starts a new thread on the next batch.
    */
   private threads(): WorkerPool {
-    this.pool ??= new WorkerPool({ file: TRANSFORMERS_WORKER_FILE, threads: 1, workerData: this.options })
+    this.pool ??= new WorkerPool({ file: TRANSFORMERS_WORKER_FILE, threads: this.options.modelThreads ?? 1, workerData: this.options })
     return this.pool
   }
 
