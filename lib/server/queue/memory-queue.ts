@@ -1,5 +1,6 @@
 import { ShuttingDownError } from '../../errors.js'
 import { FairShare } from './fair-share.js'
+import { type Batching, LENGTH_WINDOW_BATCHES, lengthRun, uniformLengths } from './length-batching.js'
 import type { Lease, PullOptions, QueueStats, WorkItem, WorkQueue } from './work-queue.js'
 
 /** FIFO with O(1) shift and unshift (a plain array's shift is O(n) on long queues). */
@@ -39,6 +40,36 @@ class Deque<T> {
 
   peek(): T | undefined {
     return this.length === 0 ? undefined : this.buf[this.head]
+  }
+
+  /** The `i`-th value from the front (`0 ≤ i < length`). */
+  at(i: number): T {
+    return this.buf[(this.head + i) % this.buf.length] as T
+  }
+
+  /**
+   * Removes the values at `indices` (ascending, from the front) and returns them, in that order;
+   * the others keep their order. O(last index).
+   */
+  removeAt(indices: readonly number[]): T[] {
+    const out = indices.map((i) => this.at(i))
+    if (indices.length === 0) return out
+    const cap = this.buf.length
+    // Kept values before the last removed one move back over the holes, from the back.
+    let write = indices[indices.length - 1]
+    let k = indices.length - 1
+    for (let read = write; read >= 0; read--) {
+      if (k >= 0 && indices[k] === read) {
+        k--
+        continue
+      }
+      this.buf[(this.head + write) % cap] = this.buf[(this.head + read) % cap]
+      write--
+    }
+    for (let i = 0; i < indices.length; i++) this.buf[(this.head + i) % cap] = undefined
+    this.head = (this.head + indices.length) % cap
+    this.length -= indices.length
+    return out
   }
 }
 
@@ -130,7 +161,7 @@ export class MemoryWorkQueue implements WorkQueue {
    * One look: the lease to hand out now, or how long until a group becomes ready (`Infinity`:
    * nothing will be ready without a push, an ack or a notify).
    */
-  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity, alone }: PullOptions): Lease | number {
+  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity, alone, batching }: PullOptions): Lease | number {
     const now = Date.now()
     let waitMs = Infinity
     // Groups `accept` refused in this look; asked again after the next wake.
@@ -162,21 +193,26 @@ export class MemoryWorkQueue implements WorkQueue {
           refused.add(best)
           continue
         }
-        return this.take(name, best, maxBatch, alone)
+        return this.take(name, best, maxBatch, alone, batching)
       }
     }
     return waitMs
   }
 
   /**
-   * Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first). An
-   * item `alone` is a batch of its own when it comes first, else it is left for the next batch.
+   * Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first, or
+   * by length: see `takeByLength`). An item `alone` is a batch of its own when it comes first, else
+   * it is left for the next batch.
    */
-  private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean): Lease {
+  private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean, batching: Batching = 'fifo'): Lease {
     const byTenant = this.groups.get(group) as Map<string, Deque<WorkItem>>
-    const items: WorkItem[] = []
     const own = byTenant.get(tenant) as Deque<WorkItem>
     const max = alone?.(own.peek() as WorkItem) ? 1 : maxBatch
+    if (batching === 'length' && max > 1) {
+      const picked = this.takeByLength(byTenant, own, max, alone)
+      if (picked) return this.leaseOf(tenant, picked)
+    }
+    const items: WorkItem[] = []
     while (items.length < max && own.length > 0 && !(items.length > 0 && alone?.(own.peek() as WorkItem))) items.push(own.shift() as WorkItem)
     while (items.length < max) {
       let from: Deque<WorkItem> | undefined
@@ -191,6 +227,89 @@ export class MemoryWorkQueue implements WorkQueue {
       if (!from) break
       items.push(from.shift() as WorkItem)
     }
+    return this.leaseOf(tenant, items)
+  }
+
+  /**
+   * The length-aware batch (PullOptions.batching `'length'`), or undefined when the lengths in view
+   * are all alike (then FIFO takes the same batch without sorting). The tenant's own items come
+   * first, as in FIFO: of its next `max × LENGTH_WINDOW_BATCHES` items (those to run alone left in
+   * place), its first in line and the `max − 1` nearest its length; with fewer than `max` of its own,
+   * all of them, and the other tenants' items (the window's oldest) that pad the batch least.
+   * Taken items leave their deques; the others keep their order.
+   */
+  private takeByLength(byTenant: Map<string, Deque<WorkItem>>, own: Deque<WorkItem>, max: number, alone?: (item: WorkItem) => boolean): WorkItem[] | undefined {
+    const window = max * LENGTH_WINDOW_BATCHES
+    const n = Math.min(own.length, window)
+    // A scan without allocation first: uniform lengths (or too few items to choose from) stay FIFO.
+    let min = Infinity
+    let longest = 0
+    for (let i = 0; i < n; i++) {
+      const b = own.at(i).bytes ?? 0
+      if (b < min) min = b
+      if (b > longest) longest = b
+    }
+    if (n <= max && byTenant.size === 1) return undefined
+    if (n > max && uniformLengths(min, longest)) return undefined
+    const at: number[] = []
+    const lengths: number[] = []
+    for (let i = 0; i < n; i++) {
+      const it = own.at(i)
+      if (i > 0 && alone?.(it)) continue
+      at.push(i)
+      lengths.push(it.bytes ?? 0)
+    }
+    if (at.length >= max) {
+      const run = lengthRun(lengths, max, 0)
+      return own.removeAt(run.map((k) => at[k]))
+    }
+    // Fewer than `max` of its own: all of them, then riders that pad least.
+    const items = own.removeAt(at)
+    let sum = 0
+    let mx = 0
+    for (const it of items) {
+      const b = it.bytes ?? 0
+      sum += b
+      if (b > mx) mx = b
+    }
+    // The other tenants' next items, oldest first (a deque stops at an item to run alone, as in FIFO).
+    const cursors: Array<{ d: Deque<WorkItem>; i: number; picked: number[] }> = []
+    for (const d of byTenant.values()) if (d !== own && d.length > 0) cursors.push({ d, i: 0, picked: [] })
+    const cands: Array<{ c: (typeof cursors)[number]; i: number }> = []
+    const candLengths: number[] = []
+    while (cands.length < window) {
+      let best: (typeof cursors)[number] | undefined
+      let bestAt = Infinity
+      for (const c of cursors) {
+        if (c.i >= c.d.length) continue
+        const it = c.d.at(c.i)
+        if (it.enqueuedAt < bestAt && !alone?.(it)) {
+          best = c
+          bestAt = it.enqueuedAt
+        }
+      }
+      if (!best) break
+      cands.push({ c: best, i: best.i })
+      candLengths.push(best.d.at(best.i).bytes ?? 0)
+      best.i++
+    }
+    const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })
+    for (const k of riders) cands[k].c.picked.push(cands[k].i)
+    // Riders in the order of the window (oldest first); each deque's in its own order.
+    const taken = new Map<Deque<WorkItem>, WorkItem[]>()
+    for (const c of cursors) if (c.picked.length > 0) taken.set(c.d, c.d.removeAt(c.picked.sort((a, b) => a - b)))
+    const next = new Map<Deque<WorkItem>, number>()
+    for (const k of riders) {
+      const d = cands[k].c.d
+      const j = next.get(d) ?? 0
+      items.push((taken.get(d) as WorkItem[])[j])
+      next.set(d, j + 1)
+    }
+    return items
+  }
+
+  /** Counts `items` (taken from the queue) as a lease of `tenant`. */
+  private leaseOf(tenant: string, items: WorkItem[]): Lease {
     // The chosen tenant goes to the back of the round. Riders keep their place: riding costs
     // nobody a worker, so it is not a turn.
     this.fair.served(tenant)

@@ -1,0 +1,72 @@
+/**
+ * Length-aware batching, the pure part: which items of a window of queued ones go into one batch
+ * so that the batch pads as little as possible. A model pads every input of a batch to the longest
+ * one (a transformer's cost grows with batch × longest), so a batch of similar lengths does the
+ * same work with fewer wasted tokens. The queue (./memory-queue.ts) calls it with the lengths of a
+ * tenant's next items of a group (oldest first) and always passes index 0 as `must`: the oldest is
+ * in every batch, so an item is never passed over for ever (see `Batching`).
+ */
+
+/** How a batch is picked from a group's queued items (server option `batching`, CLI `--batching`). */
+export type Batching = 'length' | 'fifo'
+
+/** The values {@link Batching} takes, for option checks and CLI choices. */
+export const BATCHINGS: readonly Batching[] = ['length', 'fifo']
+
+/**
+ * Items a length-aware pull looks at, in batches: the next `maxBatch × LENGTH_WINDOW_BATCHES` items
+ * of the tenant's group (oldest first). A wider window forms closer batches but lets a short item
+ * overtake more long ones.
+ */
+export const LENGTH_WINDOW_BATCHES = 8
+
+/**
+ * Lengths closer than this (the spread over the longest, in eighths: 1 = 12.5%) count as equal:
+ * the window is batched in order, as FIFO would, without sorting. Keeps uniform traffic (the echo
+ * benchmarks, fixed-size inputs) on the FIFO fast path.
+ */
+const UNIFORM_EIGHTHS = 1
+
+/** Whether lengths spread so little that order is as good as sorting (see {@link UNIFORM_EIGHTHS}). */
+export function uniformLengths(min: number, max: number): boolean {
+  return (max - min) * 8 <= max * UNIFORM_EIGHTHS
+}
+
+/** Items already in the batch that `lengthRun` adds to: their count, summed lengths and longest. */
+export interface BatchSoFar {
+  readonly count: number
+  readonly sum: number
+  readonly max: number
+}
+
+const EMPTY: BatchSoFar = { count: 0, sum: 0, max: 0 }
+
+/**
+ * The indices (ascending) of `take` of `lengths` that, added to `base`, pad least: the run of
+ * `take` consecutive items in length order with the smallest `(count × longest) − Σ lengths`,
+ * among the runs that hold index `must` (−1: any run). All indices when `take ≥ lengths.length`.
+ * Ties go to the shorter run.
+ */
+export function lengthRun(lengths: readonly number[], take: number, must = -1, base: BatchSoFar = EMPTY): number[] {
+  const n = lengths.length
+  if (take >= n) return lengths.map((_, i) => i)
+  if (take <= 0) return []
+  // Length order, stable (older first among equal lengths).
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[a] - lengths[b] || a - b)
+  const prefix = new Float64Array(n + 1)
+  for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i] + lengths[order[i]]
+  const at = must >= 0 ? order.indexOf(must) : -1
+  const lo = at >= 0 ? Math.max(0, at - take + 1) : 0
+  const hi = at >= 0 ? Math.min(at, n - take) : n - take
+  let best = lo
+  let bestPad = Infinity
+  for (let s = lo; s <= hi; s++) {
+    const longest = Math.max(base.max, lengths[order[s + take - 1]])
+    const pad = (base.count + take) * longest - base.sum - (prefix[s + take] - prefix[s])
+    if (pad < bestPad) {
+      bestPad = pad
+      best = s
+    }
+  }
+  return order.slice(best, best + take).sort((a, b) => a - b)
+}
