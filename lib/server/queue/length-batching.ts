@@ -20,16 +20,22 @@ export const BATCHINGS: readonly Batching[] = ['length', 'fifo']
  */
 export const LENGTH_WINDOW_BATCHES = 8
 
-/**
- * Lengths closer than this (the spread over the longest, in eighths: 1 = 12.5%) count as equal:
- * the window is batched in order, as FIFO would, without sorting. Keeps uniform traffic (the echo
- * benchmarks, fixed-size inputs) on the FIFO fast path.
- */
-const UNIFORM_EIGHTHS = 1
+/** Items one length-aware pull of `maxBatch` looks at: `maxBatch × LENGTH_WINDOW_BATCHES`, at most 2^20. */
+export function lengthWindow(maxBatch: number): number {
+  return Math.min(maxBatch * LENGTH_WINDOW_BATCHES, 2 ** 20)
+}
 
-/** Whether lengths spread so little that order is as good as sorting (see {@link UNIFORM_EIGHTHS}). */
+/**
+ * Lengths that differ by at most an eighth of the longest, or by at most this many bytes (about 4
+ * tokens of English text: WordPiece and BPE vocabularies average 4–5 bytes a token), count as
+ * equal: such items are batched in order, as FIFO would, without sorting. Keeps traffic of alike
+ * inputs (fixed-size inputs, the echo benchmarks' numbered texts) on the FIFO fast path.
+ */
+const UNIFORM_SLACK_BYTES = 16
+
+/** Whether lengths from `min` to `max` spread so little that order is as good as sorting. */
 export function uniformLengths(min: number, max: number): boolean {
-  return (max - min) * 8 <= max * UNIFORM_EIGHTHS
+  return max - min <= Math.max(max / 8, UNIFORM_SLACK_BYTES)
 }
 
 /** Items already in the batch that `lengthRun` adds to: their count, summed lengths and longest. */
@@ -38,6 +44,9 @@ export interface BatchSoFar {
   readonly sum: number
   readonly max: number
 }
+
+// Indices of a window fit in 21 bits (see `lengthRun`); the queue's windows are far smaller.
+const INDEX_SPAN = 2 ** 21
 
 const EMPTY: BatchSoFar = { count: 0, sum: 0, max: 0 }
 
@@ -51,8 +60,14 @@ export function lengthRun(lengths: readonly number[], take: number, must = -1, b
   const n = lengths.length
   if (take >= n) return lengths.map((_, i) => i)
   if (take <= 0) return []
-  // Length order, stable (older first among equal lengths).
-  const order = lengths.map((_, i) => i).sort((a, b) => lengths[a] - lengths[b] || a - b)
+  // Length order, stable (older first among equal lengths): one key per item, length × 2^21 +
+  // index, sorted as numbers (a typed array's sort, no comparator calls). Exact while lengths stay
+  // under 2^32 and windows under 2^21 items.
+  const keys = new Float64Array(n)
+  for (let i = 0; i < n; i++) keys[i] = lengths[i] * INDEX_SPAN + i
+  keys.sort()
+  const order = new Array<number>(n)
+  for (let i = 0; i < n; i++) order[i] = keys[i] % INDEX_SPAN
   const prefix = new Float64Array(n + 1)
   for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i] + lengths[order[i]]
   const at = must >= 0 ? order.indexOf(must) : -1

@@ -1,6 +1,6 @@
 import { ShuttingDownError } from '../../errors.js'
 import { FairShare } from './fair-share.js'
-import { type Batching, LENGTH_WINDOW_BATCHES, lengthRun, uniformLengths } from './length-batching.js'
+import { type Batching, lengthRun, lengthWindow, uniformLengths } from './length-batching.js'
 import type { Lease, PullOptions, QueueStats, WorkItem, WorkQueue } from './work-queue.js'
 
 /** FIFO with O(1) shift and unshift (a plain array's shift is O(n) on long queues). */
@@ -73,13 +73,23 @@ class Deque<T> {
   }
 }
 
+/**
+ * One tenant's items of one group, with the shortest and longest `bytes` pushed since it was made
+ * (a deque is dropped when it empties): while they are alike, length-aware batching knows without
+ * a scan that order is as good as sorting.
+ */
+class ItemDeque extends Deque<WorkItem> {
+  minBytes = Infinity
+  maxBytes = 0
+}
+
 /** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
 const IDLE_SWEEP = 1024
 
 /** One tenant's queued items, per group, and the batches it holds. */
 interface TenantState {
   /** Group → the tenant's items of it, in send order. */
-  readonly groups: Map<string, Deque<WorkItem>>
+  readonly groups: Map<string, ItemDeque>
   queued: number
   /** Leases chosen for this tenant and not yet acked or released. */
   leases: number
@@ -95,7 +105,7 @@ interface TenantState {
 export class MemoryWorkQueue implements WorkQueue {
   private readonly tenants = new Map<string, TenantState>()
   /** Group → tenant → that tenant's items of the group (the same deques as in `tenants`). */
-  private readonly groups = new Map<string, Map<string, Deque<WorkItem>>>()
+  private readonly groups = new Map<string, Map<string, ItemDeque>>()
   /** Group → items queued in it, all tenants. */
   private readonly groupSize = new Map<string, number>()
   private readonly leases = new Map<number, Lease>()
@@ -115,7 +125,7 @@ export class MemoryWorkQueue implements WorkQueue {
   }
 
   /** The deque of `item`'s tenant and group, made on need; counts the item in. */
-  private deque(item: WorkItem): Deque<WorkItem> {
+  private deque(item: WorkItem): ItemDeque {
     let tenant = this.tenants.get(item.tenant)
     if (!tenant) {
       tenant = { groups: new Map(), queued: 0, leases: 0 }
@@ -124,7 +134,7 @@ export class MemoryWorkQueue implements WorkQueue {
     }
     let d = tenant.groups.get(item.group)
     if (!d) {
-      d = new Deque()
+      d = new ItemDeque()
       tenant.groups.set(item.group, d)
       let byTenant = this.groups.get(item.group)
       if (!byTenant) {
@@ -133,6 +143,9 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       byTenant.set(item.tenant, d)
     }
+    const b = item.bytes ?? 0
+    if (b < d.minBytes) d.minBytes = b
+    if (b > d.maxBytes) d.maxBytes = b
     tenant.queued++
     this.groupSize.set(item.group, (this.groupSize.get(item.group) ?? 0) + 1)
     return d
@@ -188,7 +201,7 @@ export class MemoryWorkQueue implements WorkQueue {
           bestAt = at
         }
         if (best === undefined) break
-        const d = tenant.groups.get(best) as Deque<WorkItem>
+        const d = tenant.groups.get(best) as ItemDeque
         if (accept && !accept(d.peek() as WorkItem)) {
           refused.add(best)
           continue
@@ -205,8 +218,8 @@ export class MemoryWorkQueue implements WorkQueue {
    * it is left for the next batch.
    */
   private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean, batching: Batching = 'fifo'): Lease {
-    const byTenant = this.groups.get(group) as Map<string, Deque<WorkItem>>
-    const own = byTenant.get(tenant) as Deque<WorkItem>
+    const byTenant = this.groups.get(group) as Map<string, ItemDeque>
+    const own = byTenant.get(tenant) as ItemDeque
     const max = alone?.(own.peek() as WorkItem) ? 1 : maxBatch
     if (batching === 'length' && max > 1) {
       const picked = this.takeByLength(byTenant, own, max, alone)
@@ -215,7 +228,7 @@ export class MemoryWorkQueue implements WorkQueue {
     const items: WorkItem[] = []
     while (items.length < max && own.length > 0 && !(items.length > 0 && alone?.(own.peek() as WorkItem))) items.push(own.shift() as WorkItem)
     while (items.length < max) {
-      let from: Deque<WorkItem> | undefined
+      let from: ItemDeque | undefined
       let fromAt = Infinity
       for (const d of byTenant.values()) {
         const h = d.peek()
@@ -238,19 +251,21 @@ export class MemoryWorkQueue implements WorkQueue {
    * all of them, and the other tenants' items (the window's oldest) that pad the batch least.
    * Taken items leave their deques; the others keep their order.
    */
-  private takeByLength(byTenant: Map<string, Deque<WorkItem>>, own: Deque<WorkItem>, max: number, alone?: (item: WorkItem) => boolean): WorkItem[] | undefined {
-    const window = max * LENGTH_WINDOW_BATCHES
+  private takeByLength(byTenant: Map<string, ItemDeque>, own: ItemDeque, max: number, alone?: (item: WorkItem) => boolean): WorkItem[] | undefined {
+    const window = lengthWindow(max)
     const n = Math.min(own.length, window)
-    // A scan without allocation first: uniform lengths (or too few items to choose from) stay FIFO.
-    let min = Infinity
-    let longest = 0
-    for (let i = 0; i < n; i++) {
-      const b = own.at(i).bytes ?? 0
-      if (b < min) min = b
-      if (b > longest) longest = b
-    }
+    // Nothing to choose (all of the tenant's items fit and nobody else's are queued), or lengths
+    // all alike, in O(1) from the deques' ranges: FIFO takes the same batch without sorting.
     if (n <= max && byTenant.size === 1) return undefined
-    if (n > max && uniformLengths(min, longest)) return undefined
+    let min = own.minBytes
+    let longest = own.maxBytes
+    if (n <= max) {
+      for (const d of byTenant.values()) {
+        if (d.minBytes < min) min = d.minBytes
+        if (d.maxBytes > longest) longest = d.maxBytes
+      }
+    }
+    if (uniformLengths(min, longest)) return undefined
     const at: number[] = []
     const lengths: number[] = []
     for (let i = 0; i < n; i++) {
@@ -273,7 +288,7 @@ export class MemoryWorkQueue implements WorkQueue {
       if (b > mx) mx = b
     }
     // The other tenants' next items, oldest first (a deque stops at an item to run alone, as in FIFO).
-    const cursors: Array<{ d: Deque<WorkItem>; i: number; picked: number[] }> = []
+    const cursors: Array<{ d: ItemDeque; i: number; picked: number[] }> = []
     for (const d of byTenant.values()) if (d !== own && d.length > 0) cursors.push({ d, i: 0, picked: [] })
     const cands: Array<{ c: (typeof cursors)[number]; i: number }> = []
     const candLengths: number[] = []
@@ -296,9 +311,9 @@ export class MemoryWorkQueue implements WorkQueue {
     const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })
     for (const k of riders) cands[k].c.picked.push(cands[k].i)
     // Riders in the order of the window (oldest first); each deque's in its own order.
-    const taken = new Map<Deque<WorkItem>, WorkItem[]>()
+    const taken = new Map<ItemDeque, WorkItem[]>()
     for (const c of cursors) if (c.picked.length > 0) taken.set(c.d, c.d.removeAt(c.picked.sort((a, b) => a - b)))
-    const next = new Map<Deque<WorkItem>, number>()
+    const next = new Map<ItemDeque, number>()
     for (const k of riders) {
       const d = cands[k].c.d
       const j = next.get(d) ?? 0
@@ -329,7 +344,7 @@ export class MemoryWorkQueue implements WorkQueue {
     const d = tenant.groups.get(item.group)
     if (d && d.length === 0) {
       tenant.groups.delete(item.group)
-      const byTenant = this.groups.get(item.group) as Map<string, Deque<WorkItem>>
+      const byTenant = this.groups.get(item.group) as Map<string, ItemDeque>
       byTenant.delete(item.tenant)
       if (byTenant.size === 0) this.groups.delete(item.group)
     }
