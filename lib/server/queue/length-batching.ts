@@ -62,9 +62,9 @@ export function lengthRun(lengths: readonly number[], take: number, must = -1, b
   if (take <= 0) return []
   // Length order, stable (older first among equal lengths): one key per item, length × 2^21 +
   // index, sorted as numbers (a typed array's sort, no comparator calls). Exact while lengths stay
-  // under 2^32 and windows under 2^21 items.
+  // under 2^32 and windows under 2^21 items; a fractional length sorts by its integer part.
   const keys = new Float64Array(n)
-  for (let i = 0; i < n; i++) keys[i] = lengths[i] * INDEX_SPAN + i
+  for (let i = 0; i < n; i++) keys[i] = Math.floor(lengths[i]) * INDEX_SPAN + i
   keys.sort()
   const order = new Array<number>(n)
   for (let i = 0; i < n; i++) order[i] = keys[i] % INDEX_SPAN
