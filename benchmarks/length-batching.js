@@ -21,7 +21,7 @@
  *   from before it connects to its last result:
  *     fifo     `--batching fifo`: each batch is the next 32 queued items, in order.
  *     length   `--batching length`: among the next 256 queued items, the oldest and the 31 nearest
- *              its length (by JSON bytes).
+ *              its length (in characters: a token estimate).
  *   Checks (a loud `!!!` and exit 1 when broken): every item answered exactly once and in input
  *   order (the client restores it), each with a probability distribution over the model's labels;
  *   the server's bill grows by exactly the items.

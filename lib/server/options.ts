@@ -76,7 +76,7 @@ export interface ServerOptions {
   maxWaitMs?: number
   /**
    * How a worker picks a batch from the items queued for one model and parameters. `'length'`
-   * (default): items of similar length (their inputs' JSON bytes), so a model that pads a batch to
+   * (default): items of similar length (characters of their texts: a token estimate, see `inputLength`), so a model that pads a batch to
    * its longest input (transformers) wastes little — among a tenant's next `maxBatch × 8` items,
    * its oldest and those nearest its length; the oldest is in every batch, so no item waits more
    * of its tenant's batches than there are items before it. `'fifo'`: in the order they came.

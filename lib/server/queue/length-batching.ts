@@ -3,7 +3,7 @@
  * so that the batch pads as little as possible. A model pads every input of a batch to the longest
  * one (a transformer's cost grows with batch × longest), so a batch of similar lengths does the
  * same work with fewer wasted tokens. The queue (./memory-queue.ts) calls it with the lengths of a
- * tenant's next items of a group (oldest first) and always passes index 0 as `must`: the oldest is
+ * tenant's next items of a group (oldest first; {@link inputLength}) and always passes index 0 as `must`: the oldest is
  * in every batch, so an item is never passed over for ever (see `Batching`).
  */
 
@@ -26,16 +26,35 @@ export function lengthWindow(maxBatch: number): number {
 }
 
 /**
- * Lengths that differ by at most an eighth of the longest, or by at most this many bytes (about 4
- * tokens of English text: WordPiece and BPE vocabularies average 4–5 bytes a token), count as
- * equal: such items are batched in order, as FIFO would, without sorting. Keeps traffic of alike
+ * The length of an item for batching: a token estimate, as cheap as reading a property. A string's
+ * `length` (WordPiece and BPE vocabularies average about 4 characters a token on English text, so
+ * characters order texts as their token counts do, up to a few tokens); for a list or an object
+ * (a batch of texts, `{text, text_pair}`, zero-shot's sequences), the sum over its elements or
+ * values of a string's length, a nested list's length, or 1 for anything else. Not the JSON bytes
+ * of the item: the server measures a v1 frame's items by an even share of the frame.
+ */
+export function inputLength(inputs: unknown): number {
+  if (typeof inputs === 'string') return inputs.length
+  if (inputs === null || typeof inputs !== 'object') return 0
+  const values = Array.isArray(inputs) ? inputs : Object.values(inputs)
+  let n = 0
+  for (let i = 0; i < values.length; i++) {
+    const v: unknown = values[i]
+    n += typeof v === 'string' ? v.length : Array.isArray(v) ? v.length : 1
+  }
+  return n
+}
+
+/**
+ * Lengths that differ by at most an eighth of the longest, or by at most this many characters
+ * (about 4 tokens, see {@link inputLength}), count as equal: such items are batched in order, as FIFO would, without sorting. Keeps traffic of alike
  * inputs (fixed-size inputs, the echo benchmarks' numbered texts) on the FIFO fast path.
  */
-const UNIFORM_SLACK_BYTES = 16
+const UNIFORM_SLACK = 16
 
 /** Whether lengths from `min` to `max` spread so little that order is as good as sorting. */
 export function uniformLengths(min: number, max: number): boolean {
-  return max - min <= Math.max(max / 8, UNIFORM_SLACK_BYTES)
+  return max - min <= Math.max(max / 8, UNIFORM_SLACK)
 }
 
 /** Items already in the batch that `lengthRun` adds to: their count, summed lengths and longest. */

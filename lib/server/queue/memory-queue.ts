@@ -1,6 +1,6 @@
 import { ShuttingDownError } from '../../errors.js'
 import { FairShare } from './fair-share.js'
-import { type Batching, lengthRun, lengthWindow, uniformLengths } from './length-batching.js'
+import { type Batching, inputLength, lengthRun, lengthWindow, uniformLengths } from './length-batching.js'
 import type { Lease, PullOptions, QueueStats, WorkItem, WorkQueue } from './work-queue.js'
 
 /** FIFO with O(1) shift and unshift (a plain array's shift is O(n) on long queues). */
@@ -74,13 +74,13 @@ class Deque<T> {
 }
 
 /**
- * One tenant's items of one group, with the shortest and longest `bytes` pushed since it was made
+ * One tenant's items of one group, with the shortest and longest `inputLength` pushed since it was made
  * (a deque is dropped when it empties): while they are alike, length-aware batching knows without
  * a scan that order is as good as sorting.
  */
 class ItemDeque extends Deque<WorkItem> {
-  minBytes = Infinity
-  maxBytes = 0
+  minLength = Infinity
+  maxLength = 0
 }
 
 /** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
@@ -143,9 +143,9 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       byTenant.set(item.tenant, d)
     }
-    const b = item.bytes ?? 0
-    if (b < d.minBytes) d.minBytes = b
-    if (b > d.maxBytes) d.maxBytes = b
+    const len = inputLength(item.inputs)
+    if (len < d.minLength) d.minLength = len
+    if (len > d.maxLength) d.maxLength = len
     tenant.queued++
     this.groupSize.set(item.group, (this.groupSize.get(item.group) ?? 0) + 1)
     return d
@@ -257,12 +257,12 @@ export class MemoryWorkQueue implements WorkQueue {
     // Nothing to choose (all of the tenant's items fit and nobody else's are queued), or lengths
     // all alike, in O(1) from the deques' ranges: FIFO takes the same batch without sorting.
     if (n <= max && byTenant.size === 1) return undefined
-    let min = own.minBytes
-    let longest = own.maxBytes
+    let min = own.minLength
+    let longest = own.maxLength
     if (n <= max) {
       for (const d of byTenant.values()) {
-        if (d.minBytes < min) min = d.minBytes
-        if (d.maxBytes > longest) longest = d.maxBytes
+        if (d.minLength < min) min = d.minLength
+        if (d.maxLength > longest) longest = d.maxLength
       }
     }
     if (uniformLengths(min, longest)) return undefined
@@ -272,7 +272,7 @@ export class MemoryWorkQueue implements WorkQueue {
       const it = own.at(i)
       if (i > 0 && alone?.(it)) continue
       at.push(i)
-      lengths.push(it.bytes ?? 0)
+      lengths.push(inputLength(it.inputs))
     }
     if (at.length >= max) {
       const run = lengthRun(lengths, max, 0)
@@ -283,9 +283,9 @@ export class MemoryWorkQueue implements WorkQueue {
     let sum = 0
     let mx = 0
     for (const it of items) {
-      const b = it.bytes ?? 0
-      sum += b
-      if (b > mx) mx = b
+      const len = inputLength(it.inputs)
+      sum += len
+      if (len > mx) mx = len
     }
     // The other tenants' next items, oldest first (a deque stops at an item to run alone, as in FIFO).
     const cursors: Array<{ d: ItemDeque; i: number; picked: number[] }> = []
@@ -305,7 +305,7 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       if (!best) break
       cands.push({ c: best, i: best.i })
-      candLengths.push(best.d.at(best.i).bytes ?? 0)
+      candLengths.push(inputLength(best.d.at(best.i).inputs))
       best.i++
     }
     const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })

@@ -26,11 +26,6 @@ export interface WorkItem {
   /** `Date.now()` at enqueue, for batching waits and queue-time metrics. */
   enqueuedAt: number
   /**
-   * Bytes of the inputs as JSON: the item's length for length-aware batching (`PullOptions.batching`).
-   * Absent: 0 (every item the same length, so batched in order).
-   */
-  bytes?: number
-  /**
    * Server-local id of the sender: for a stream item the connection, whose result goes there first
    * when still open; for a `direct` item the waiting request (a result sink of the hub).
    */
@@ -99,7 +94,7 @@ export interface PullOptions {
    * How the batch is picked from the group (./length-batching.ts). `'fifo'`: the chosen tenant's
    * items in line order, then other tenants' oldest. `'length'`: among the chosen tenant's next
    * `maxBatch × LENGTH_WINDOW_BATCHES` items of the group, its first in line and the others nearest
-   * its length (by `WorkItem.bytes`: the batch that pads least), topped up with the other tenants'
+   * its length (`inputLength`: the batch that pads least), topped up with the other tenants'
    * items that pad least. The tenant's first in line is in every batch either way, so an item waits
    * at most as many of its tenant's batches of the group as there are items before it in line.
    * Default `'fifo'`.

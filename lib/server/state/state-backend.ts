@@ -122,7 +122,7 @@ export interface LeaseOptions {
   /** Most leases one tenant may hold at once. Default: no cap. */
   readonly maxLeasesPerTenant?: number
   /**
-   * How the batch is picked from the group: `'length'`, items of similar `bytes` (the chosen
+   * How the batch is picked from the group: `'length'`, items of similar `inputLength` (the chosen
    * tenant's first in line always among them), or `'fifo'`, in line order (see
    * `PullOptions.batching`). The memory and SQLite backends apply it; Redis accepts it and leases
    * in line order (`XREADGROUP` hands out a stream's entries in order; see docs/deploy.md).
