@@ -29,6 +29,7 @@
  * Command
  *   npm run build && node benchmarks/length-batching.js              # 320 texts, 3 rounds (~6 min on 2 cores)
  *   node benchmarks/length-batching.js --quick                       # small model, 128 texts, 1 round: smoke test
+ *                                                                    # (the small model's cost is not padding: its ratio says little)
  *   node benchmarks/length-batching.js --items 640 --runs 5 --max-in-flight 1024
  *   Results: benchmarks/results/length-batching.json and .md (`-quick` with --quick); the Markdown
  *   is also printed on stdout.
@@ -42,16 +43,14 @@
  *   wall rates when other work shares the machine: "by CPU" is fifo's CPU per item over length's.
  */
 import os from 'node:os'
-import path from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import {
-  CLI, LIB, ROOT, addServerStats, checkBill, checkBuild, commandLine, exitIfFailed, fmtS, int, loadBeforeRuns, machineInfo,
-  medianRun, metricSum, parseBenchArgs, perRound, pkgVersion, procStats, runChild, runsArg, startServer, stopServer, writeResults,
+  CLI, LIB, checkBuild, commandLine, exitIfFailed, fmtS, int, loadBeforeRuns, machineInfo, medianRun, onlyPeers, parseBenchArgs, perRound,
+  pkgVersion, runChild, runsArg, startServer, stopServer, writeResults,
 } from './lib/harness.js'
+import { generatedModel, measureServerPeer } from './lib/server-peer.js'
 
 const CLIENT = fileURLToPath(new URL('./model-efficiency.js', import.meta.url))
-const REALISTIC_JS = pathToFileURL(path.join(ROOT, 'test', 'fixtures', 'realistic-model.js')).href
-const BENCH_DIR = path.join(os.tmpdir(), 'inference-stream-bench')
 const PEERS = ['fifo', 'length']
 
 const args = parseBenchArgs({
@@ -66,18 +65,9 @@ async function main() {
   const seed = int('seed', args.seed)
   const inFlight = int('max-in-flight', args['max-in-flight'])
   const runs = runsArg(args)
-  const only = args.only ? new Set(args.only.split(',')) : null
-  const peers = only ? PEERS.filter((p) => only.has(p)) : PEERS
-  if (peers.length === 0) {
-    process.stderr.write(`--only matches nothing; peers: ${PEERS.join(', ')}\n`)
-    process.exit(2)
-  }
+  const peers = onlyPeers(args, PEERS)
   checkBuild([CLI, LIB], 'dist/ is missing: run `npm run build` first\n')
-  const { makeRealisticModel, MINILM_SHAPE, SMALL_SHAPE, REALISTIC_MODEL_ID } = await import(REALISTIC_JS)
-  const modelsDir = path.join(BENCH_DIR, quick ? 'models-small' : 'models')
-  const model = REALISTIC_MODEL_ID
-  const generated = await makeRealisticModel(modelsDir, { ...(quick ? SMALL_SHAPE : MINILM_SHAPE), id: model })
-  process.stderr.write(`model ${model}: ${(generated.bytes / 1e6).toFixed(1)} MB, ${generated.reused ? 'kept from an earlier run' : `generated in ${(generated.ms / 1000).toFixed(1)} s`} (${modelsDir})\n`)
+  const { modelsDir, model, generated } = await generatedModel(quick)
   process.stderr.write(`length-batching: ${N} texts, ${inFlight} in flight, ${runs} round(s) of ${peers.join(', ')}\n`)
 
   const loadBefore = loadBeforeRuns()
@@ -91,25 +81,14 @@ async function main() {
       let result
       const server = await startServer([CLI, 'serve', '--port', '0', '--log-level', 'warn', '--models', modelsDir, '--batching', peer], peer)
       try {
-        // Loaded before the clock (a wait_for_model request); its items are billed before m0.
-        const warm = await fetch(`${server.base}/models/${model}`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-          body: JSON.stringify({ inputs: ['a short warm-up text', 'another one, a little longer than the first'], options: { wait_for_model: true, use_cache: false } }),
-          signal: AbortSignal.timeout(300_000),
+        result = await measureServerPeer(server, {
+          model,
+          token,
+          label: peer,
+          warmInputs: ['a short warm-up text', 'another one, a little longer than the first'],
+          items: N,
+          client: () => runChild(CLIENT, 'client', [...common, '--base', server.base, '--token', token]),
         })
-        if (!warm.ok) throw new Error(`warm-up answered ${warm.status} ${(await warm.text()).slice(0, 300)}`)
-        await warm.json()
-        const m0 = await (await fetch(`${server.base}/metrics`)).text()
-        const s0 = procStats(server.child.pid)
-        result = await runChild(CLIENT, 'client', [...common, '--base', server.base, '--token', token])
-        addServerStats(result, s0, procStats(server.child.pid))
-        await checkBill(result, server.base, metricSum(m0, 'inference_stream_billed_items_total') + N, peer)
-        const m1 = await (await fetch(`${server.base}/metrics`)).text()
-        const delta = (name) => metricSum(m1, name) - metricSum(m0, name)
-        result.modelCalls = delta('inference_stream_batch_size_count')
-        result.meanBatch = result.modelCalls > 0 ? delta('inference_stream_batch_size_sum') / result.modelCalls : null
-        result.callSec = delta('inference_stream_batch_seconds_sum')
         result.cpuMsPerItem = result.cpuSec != null && result.serverCpuSec != null ? ((result.cpuSec + result.serverCpuSec) / N) * 1000 : null
         result.load = os.loadavg()[0]
       } catch (err) {
