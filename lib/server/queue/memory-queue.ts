@@ -99,8 +99,10 @@ interface TenantState {
  * In-process work queue (the embedded default). Items wait per tenant and group; a pull applies
  * the fair-share rule of ./fair-share.ts: tenants with ready work take turns (least recently served
  * first, none above `maxLeasesPerTenant` batches), the chosen tenant's oldest ready group is taken,
- * and the batch is topped up with other tenants' items of that group. A tenant's send order is kept
- * within a group. Nothing survives the process: durability is the SQLite and Redis backends' job.
+ * and the batch is topped up with other tenants' items of that group. With `batching: 'fifo'` a
+ * tenant's send order is kept within a group; with `'length'` a batch holds the tenant's first in
+ * line and items of similar length from the next few batches' worth (`takeByLength`). Nothing
+ * survives the process: durability is the SQLite and Redis backends' job.
  */
 export class MemoryWorkQueue implements WorkQueue {
   private readonly tenants = new Map<string, TenantState>()
