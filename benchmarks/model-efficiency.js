@@ -78,14 +78,14 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  CLI, LIB, ROOT, addServerStats, checkBill, checkBuild, commandLine, countingWritable, exitIfFailed, fmtInt, fmtPct, fmtS,
-  int, loadBeforeRuns, machineInfo, medianRun, metricSum, parseBenchArgs, pkgVersion, procStats, runChild, runRole, runsArg,
+  CLI, LIB, ROOT, checkBuild, commandLine, countingWritable, exitIfFailed, fmtInt, fmtPct, fmtS,
+  int, loadBeforeRuns, machineInfo, medianRun, onlyPeers, parseBenchArgs, pkgVersion, procStats, runChild, runRole, runsArg,
   startServer, stopServer, writeResults,
 } from './lib/harness.js'
+import { BENCH_DIR, generatedModel, measureServerPeer } from './lib/server-peer.js'
 
 const THIS_FILE = fileURLToPath(import.meta.url)
 const REALISTIC_JS = pathToFileURL(path.join(ROOT, 'test', 'fixtures', 'realistic-model.js')).href
-const BENCH_DIR = path.join(os.tmpdir(), 'inference-stream-bench')
 const BATCH = 32
 const FIXED_ROWS = 32
 const PEERS = ['bare-sorted', 'bare-fifo', 'model-fifo', 'server', 'cli']
@@ -315,16 +315,10 @@ async function orchestrate() {
   const N = args.items !== undefined ? int('items', args.items) : quick ? 128 : 1024
   const seed = int('seed', args.seed)
   const runs = runsArg(args)
-  const only = args.only ? new Set(args.only.split(',')) : null
-  const peers = only ? PEERS.filter((p) => only.has(p)) : PEERS
-  if (peers.length === 0) {
-    process.stderr.write(`--only matches nothing; peers: ${PEERS.join(', ')}\n`)
-    process.exit(2)
-  }
+  const peers = onlyPeers(args, PEERS)
   checkBuild([CLI, LIB], 'dist/ is missing: run `npm run build` first\n')
 
   // The model: generated (kept between runs while its options are the same), or --models/--model.
-  const { makeRealisticModel, MINILM_SHAPE, SMALL_SHAPE, REALISTIC_MODEL_ID } = await import(REALISTIC_JS)
   let modelsDir
   let model
   let generated = null
@@ -336,10 +330,7 @@ async function orchestrate() {
       process.exit(2)
     }
   } else {
-    modelsDir = path.join(BENCH_DIR, quick ? 'models-small' : 'models')
-    model = args.model ?? REALISTIC_MODEL_ID
-    generated = await makeRealisticModel(modelsDir, { ...(quick ? SMALL_SHAPE : MINILM_SHAPE), id: model })
-    process.stderr.write(`model ${model}: ${(generated.bytes / 1e6).toFixed(1)} MB, ${generated.reused ? 'kept from an earlier run' : `generated in ${(generated.ms / 1000).toFixed(1)} s`} (${modelsDir})\n`)
+    ;({ modelsDir, model, generated } = await generatedModel(quick, args.model))
   }
   const labels = await labelsOf(modelsDir, model)
   const text = await textMaker(seed)
@@ -368,25 +359,14 @@ async function orchestrate() {
         const token = `bench-${r}`
         const server = await startServer([CLI, 'serve', '--port', '0', '--log-level', 'warn', '--models', modelsDir], 'server')
         try {
-          const warm = await fetch(`${server.base}/models/${model}`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-            body: JSON.stringify({ inputs: texts.slice(0, 4), options: { wait_for_model: true, use_cache: false } }),
-            signal: AbortSignal.timeout(300_000),
+          // The bill must grow by exactly the items of the run (the warm-up is billed before).
+          result = await measureServerPeer(server, {
+            model,
+            token,
+            warmInputs: texts.slice(0, 4),
+            items: N,
+            client: () => runChild(THIS_FILE, 'client', [...common, '--base', server.base, '--token', token]),
           })
-          if (!warm.ok) throw new Error(`warm-up answered ${warm.status} ${(await warm.text()).slice(0, 300)}`)
-          await warm.json()
-          // The bill must grow by exactly the items of the run (the warm-up was billed before m0).
-          const m0 = await (await fetch(`${server.base}/metrics`)).text()
-          const s0 = procStats(server.child.pid)
-          result = await runChild(THIS_FILE, 'client', [...common, '--base', server.base, '--token', token])
-          addServerStats(result, s0, procStats(server.child.pid))
-          await checkBill(result, server.base, metricSum(m0, 'inference_stream_billed_items_total') + N, 'server')
-          const m1 = await (await fetch(`${server.base}/metrics`)).text()
-          const delta = (name) => metricSum(m1, name) - metricSum(m0, name)
-          result.modelCalls = delta('inference_stream_batch_size_count')
-          result.meanBatch = result.modelCalls > 0 ? delta('inference_stream_batch_size_sum') / result.modelCalls : null
-          result.callSec = delta('inference_stream_batch_seconds_sum')
         } catch (err) {
           result = { ok: false, error: err.message, stderr: server.stderr().slice(-2000) }
         } finally {

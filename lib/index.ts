@@ -27,6 +27,7 @@ export { Tenants, parseTokenFile, dataDirSecret, type Tenant, type TenantsOption
 export { ANONYMOUS_TOKEN } from './server/http-util.js'
 export { groupKey, type WorkQueue, type WorkItem, type Lease, type PullOptions, type QueueStats } from './server/queue/work-queue.js'
 export { MemoryWorkQueue } from './server/queue/memory-queue.js'
+export { inputLength, type Batching } from './server/queue/length-batching.js'
 export { MemoryStateBackend } from './server/state/memory-backend.js'
 export { SqliteStateBackend, type SqliteStateBackendOptions } from './server/state/sqlite-backend.js'
 /**

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { inputLength, lengthRun } from '../lib/server/queue/length-batching.js'
 import { MemoryWorkQueue } from '../lib/server/queue/memory-queue.js'
 import type { WorkItem } from '../lib/server/queue/work-queue.js'
 
@@ -98,4 +99,85 @@ t.test('accept: a refused group stays queued in order while others are served; n
   q.notify()
   t.same((await pulling)?.items.map((i) => i.id), ['l1', 'l2'], 'then takes it, in order')
   t.same(q.stats(), { queued: 0, processing: 3 })
+})
+
+// Length-aware batching (PullOptions.batching 'length', ./length-batching.ts): batch composition.
+const text = (id: string, len: number, tenant = 't', enqueuedAt = Date.now()): WorkItem => ({ ...item(id, 'g', enqueuedAt), tenant, inputs: `${id}:`.padEnd(len, 'x') })
+const lengths = (l: { items: WorkItem[] } | null) => l?.items.map((i) => (i.inputs as string).length)
+
+t.test('lengthRun: the run of nearest lengths that pads least, holding `must`', async (t) => {
+  t.same(lengthRun([50, 10, 300, 12, 11, 290], 3, 0), [0, 3, 4], 'holds index 0: 50 with 11 and 12 (pads 77), not 10 and 11 or 290')
+  t.same(lengthRun([10, 300, 12, 290, 11, 310], 3, 1), [1, 3, 5], 'the long ones together')
+  t.same(lengthRun([10, 300, 12, 290, 11, 310], 3), [0, 2, 4], 'no must: the run that pads least')
+  t.same(lengthRun([5, 6], 4, 0), [0, 1], 'take ≥ n: all')
+  t.same(lengthRun([100, 10, 11, 99], 2, -1, { count: 2, sum: 200, max: 100 }), [0, 3], 'riders: the ones that pad the batch so far least')
+  t.same(lengthRun([7, 7, 7, 7], 2, 2), [1, 2], 'equal lengths: the oldest run holding must')
+})
+
+t.test('inputLength: characters of the texts, a token estimate', async (t) => {
+  t.equal(inputLength('hello'), 5)
+  t.equal(inputLength(['ab', 'cde']), 5, 'a batch of texts: their sum')
+  t.equal(inputLength({ text: 'abc', text_pair: 'de' }), 5, 'an object: its strings')
+  t.equal(inputLength([[1, 2, 3], 4]), 4, 'a nested list counts its length, anything else 1')
+  t.equal(inputLength(null), 0)
+  t.equal(inputLength(42), 0)
+})
+
+t.test('length: a batch of similar lengths that always holds the first in line', async (t) => {
+  const q = new MemoryWorkQueue()
+  const now = Date.now()
+  // Alternating short and long texts: FIFO would mix them in every batch.
+  await q.push(Array.from({ length: 32 }, (_, i) => text(`i${i}`, i % 2 ? 10 : 300 + i, 't', now + i)))
+  const a = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.equal(a?.items[0].id, 'i0', 'the first in line leads its batch')
+  t.ok(lengths(a)!.every((n) => n >= 300), `long with long: ${lengths(a)}`)
+  t.same(a?.items.map((i) => i.id), [...a!.items.map((i) => i.id)].sort((x, y) => Number(x.slice(1)) - Number(y.slice(1))), 'in line order within the batch')
+  const b = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.equal(b?.items[0].id, 'i1', 'the next first in line (a short one) is in the next batch')
+  t.same(lengths(b), [10, 10, 10, 10], 'short with short')
+  // Handed back: to the front, in their order; the next batch holds the first in line again.
+  await q.release(a!)
+  const c = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.equal(c?.items[0].id, 'i0')
+  // Drained: every item leased exactly once.
+  const seen = new Set([...b!.items, ...c!.items].map((i) => i.id))
+  for (let l = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' }); l; l = q.stats().queued > 0 ? await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' }) : null) {
+    for (const i of l.items) {
+      t.notOk(seen.has(i.id), `${i.id} once`)
+      seen.add(i.id)
+    }
+  }
+  t.equal(seen.size, 32)
+})
+
+t.test('length: alike lengths and FIFO give the same batches; fifo is the default', async (t) => {
+  for (const batching of ['length', 'fifo', undefined] as const) {
+    const q = new MemoryWorkQueue()
+    // 30 to 40 characters: within the slack, as alike as sorting would make them.
+    await q.push(Array.from({ length: 20 }, (_, i) => text(`i${i}`, 30 + (i % 11))))
+    const a = await q.pull({ maxBatch: 8, maxWaitMs: 0, batching })
+    t.same(a?.items.map((i) => i.id), ['i0', 'i1', 'i2', 'i3', 'i4', 'i5', 'i6', 'i7'], `${batching}: in order`)
+  }
+  const q = new MemoryWorkQueue()
+  await q.push(Array.from({ length: 8 }, (_, i) => text(`i${i}`, i % 2 ? 10 : 300)))
+  t.same((await q.pull({ maxBatch: 2, maxWaitMs: 0 }))?.items.map((i) => i.id), ['i0', 'i1'], 'no batching option: FIFO')
+})
+
+t.test('length: the chosen tenant\'s items first; riders that pad least; a suspect item still runs alone', async (t) => {
+  const q = new MemoryWorkQueue()
+  const now = Date.now()
+  await q.push([text('a0', 300, 'A', now), text('a1', 10, 'A', now + 1)])
+  await q.push([text('b0', 10, 'B', now + 2), text('b1', 290, 'B', now + 3), text('b2', 11, 'B', now + 4), text('b3', 305, 'B', now + 5)])
+  const a = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.equal(a?.tenant, 'A')
+  t.same(a?.items.map((i) => i.id), ['a0', 'a1', 'b1', 'b3'], 'all of A, then the long riders (A holds a long one already)')
+  const b = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.same(b?.items.map((i) => i.id), ['b0', 'b2'], 'B\'s turn: its first in line and the rest')
+  const s = new MemoryWorkQueue()
+  await s.push([text('s0', 10), text('s1', 300), text('s2', 12), text('s3', 310)])
+  const alone = (i: WorkItem): boolean => i.id === 's0' || i.id === 's2'
+  t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s0'], 'a suspect first in line runs alone')
+  t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s1'], 'one behind is left out of others\' batches (all fit: in order, as FIFO)')
+  t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s2'], 'then runs alone')
+  t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s3'])
 })

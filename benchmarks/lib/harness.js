@@ -52,6 +52,17 @@ export function int(name, value, min = 1) {
   return n
 }
 
+/** The peers of `all` that `--only a,b` names (all without it), in `all`'s order; none: a message and exit 2. */
+export function onlyPeers(args, all) {
+  const only = args.only ? new Set(args.only.split(',')) : null
+  const peers = only ? all.filter((p) => only.has(p)) : all
+  if (peers.length === 0) {
+    process.stderr.write(`--only matches nothing; peers: ${all.join(', ')}\n`)
+    process.exit(2)
+  }
+  return peers
+}
+
 /** Runs per peer: --runs, else 1 with --quick and 3 without (a shared 2-core machine is noisy). */
 export function runsArg(args) {
   return args.runs !== undefined ? int('runs', args.runs) : args.quick ? 1 : 3

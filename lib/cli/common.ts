@@ -1,5 +1,15 @@
 // Option parsers shared by the CLI commands: each failure is one clear line (InvalidOptionError).
+import { Option } from 'commander'
 import { InvalidOptionError } from '../errors.js'
+import { BATCHINGS } from '../server/queue/length-batching.js'
+import { SERVER_DEFAULTS } from '../server/options.js'
+
+/** `--batching length|fifo` of `serve`, `run` and `worker` (the server option `batching`). */
+export function batchingOption(prefix = ''): Option {
+  return new Option('--batching <how>', `${prefix}how a worker picks a batch: length (items of similar length, less padding for transformer models; the oldest always in) or fifo (in order); with --redis always fifo`)
+    .choices([...BATCHINGS])
+    .default(SERVER_DEFAULTS.batching)
+}
 
 /** Parses a non-negative integer flag. */
 export function intFlag(name: string, min = 0) {

@@ -17,7 +17,7 @@ export interface EmbeddedServer {
  * Starts the embedded default: an in-process server on a free loopback port with the built-in
  * models and a random token, so `run` and `bench` work offline with no setup.
  */
-export async function startEmbedded(options: { threads?: number; logger?: Logger; registry?: ModelRegistry; server?: Pick<ServerOptions, 'workers' | 'maxBatch' | 'maxWaitMs'> } = {}): Promise<EmbeddedServer> {
+export async function startEmbedded(options: { threads?: number; logger?: Logger; registry?: ModelRegistry; server?: Pick<ServerOptions, 'workers' | 'maxBatch' | 'maxWaitMs' | 'batching'> } = {}): Promise<EmbeddedServer> {
   const token = randomBytes(12).toString('hex')
   const registry = options.registry ?? createModelRegistry({ threads: options.threads ?? 1 })
   const server = createServer({ ...options.server, tokens: [token], registry, logger: options.logger })

@@ -12,7 +12,8 @@ import { formatOf, type RecordFormat } from '../io/formats.js'
 import { inputFromColumn, uniqueIdColumn } from '../io/mapping.js'
 import { readRecords } from '../io/read-records.js'
 import { writeRecords } from '../io/write-records.js'
-import { ENDPOINTS_HELP, endpointsFlag, intFlag, jsonObjectFlag } from './common.js'
+import { batchingOption, ENDPOINTS_HELP, endpointsFlag, intFlag, jsonObjectFlag } from './common.js'
+import type { Batching } from '../server/queue/length-batching.js'
 import { ANONYMOUS_TOKEN } from '../server/http-util.js'
 import { startEmbedded, type EmbeddedServer } from './embedded.js'
 import { addModelFlags, registryFromFlags, type ModelFlags } from './model-flags.js'
@@ -69,6 +70,7 @@ export function runCommand(): Command {
     .addOption(new Option('--compute <kind>', 'compute of the stream URL').choices(['cpu', 'gpu']).default('cpu'))
     .option('--legacy', 'speak the original protocol (no acks, no resume queries)')
     .option('--threads <n>', 'worker threads of the embedded server\'s CPU models', intFlag('threads', 1), 1)
+    .addOption(batchingOption('embedded server only (not --endpoint): '))
     .option('--progress-interval <ms>', 'interval of progress lines when stderr is not a terminal', intFlag('progress-interval', 100), 5000)
     .option('--no-progress', 'no progress output')
     .addHelpText(
@@ -125,6 +127,7 @@ interface RunFlags extends ModelFlags {
   compute: 'cpu' | 'gpu'
   legacy?: boolean
   threads: number
+  batching: Batching
   progressInterval: number
   progress: boolean
 }
@@ -167,7 +170,7 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   let token = o.token ?? process.env.INFERENCE_STREAM_TOKEN
   if (!url || url.length === 0) {
     // Audio paths in the input resolve next to it.
-    embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model, audioRoot: dirname(resolve(input)) }) })
+    embedded = await startEmbedded({ registry: registryFromFlags(o, { defaultModel: o.model, audioRoot: dirname(resolve(input)) }), server: { batching: o.batching } })
     url = embedded.url
     token = embedded.token
   } else if (!token) {

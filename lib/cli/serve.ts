@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { createServer } from '../server/server.js'
 import { parseTokenFile } from '../server/tenants.js'
-import { bytesFlag, secondsFlag } from './common.js'
+import { batchingOption, bytesFlag, secondsFlag } from './common.js'
 import { createLogger, stopOnSignals, type LogFormat } from './log.js'
 import { addRedisFlags, readSecretFile, redisState, redisUrl } from './redis-flags.js'
 
@@ -53,6 +53,7 @@ export function serveCommand(): Command {
     .option('--max-deliveries <n>', 'times an item is leased before it fails with ERR_DELIVERY_LIMIT (a worker died on it each time)', int('max-deliveries'))
     .option('--max-batch <n>', 'most items per model call', int('max-batch'), 32)
     .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', int('max-wait-ms'), 0)
+    .addOption(batchingOption())
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', int('threads'), 1)
     .option('--max-queued-per-token <n>', 'items queued per tenant before its sockets are paused', int('max-queued-per-token'), 4096)
     .option('--max-queued-bytes <size>', 'bytes of inputs a tenant may have queued or running (e.g. 32MiB)', bytesFlag('max-queued-bytes'))
@@ -114,6 +115,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
         workers: o.workers,
         maxBatch: o.maxBatch,
         maxWaitMs: o.maxWaitMs,
+        batching: o.batching,
         maxQueuedPerToken: o.maxQueuedPerToken,
         registry: registryFromFlags(o, { audioRoot: o.datasets ?? (o.dataDir ? join(o.dataDir, 'datasets') : undefined) }),
         dataDir: o.dataDir,

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander'
 import { writeSync } from 'node:fs'
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import { createWorker } from '../server/worker.js'
-import { intFlag, secondsFlag } from './common.js'
+import { batchingOption, intFlag, secondsFlag } from './common.js'
 import { createLogger, stopOnSignals, type LogFormat } from './log.js'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
 import { addRedisFlags, redisState, redisUrl } from './redis-flags.js'
@@ -15,6 +15,7 @@ export function workerCommand(): Command {
     .option('--workers <n>', 'batches run at once', intFlag('workers', 1), 4)
     .option('--max-batch <n>', 'most items per model call', intFlag('max-batch', 1), 32)
     .option('--max-wait-ms <ms>', 'how long an idle worker waits for a batch to fill', intFlag('max-wait-ms', 0), 0)
+    .addOption(batchingOption())
     .option('--threads <n>', 'worker threads for CPU-bound built-in models', intFlag('threads', 1), 1)
     .option('--batch-timeout <seconds>', 'longest a batch may run; its items then fail with ERR_BATCH_TIMEOUT (default 120)', secondsFlag('batch-timeout'))
     .option('--lease <seconds>', 'how long a batch is this process\'s before others may take it back if it stops renewing it (died or hung; default batch timeout + 30)', secondsFlag('lease'))
@@ -47,6 +48,7 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
         workers: o.workers,
         maxBatch: o.maxBatch,
         maxWaitMs: o.maxWaitMs,
+        batching: o.batching,
         batchTimeoutMs: o.batchTimeout,
         leaseMs: o.lease,
         maxDeliveries: o.maxDeliveries,

@@ -3,6 +3,7 @@ import { BatchTimeoutError, InferenceStreamError, ModelError, UnknownModelError,
 import type { ModelRegistry, Pipeline } from '../models/pipeline.js'
 import type { ServerMetrics } from './metrics.js'
 import { leaseCap } from './queue/fair-share.js'
+import type { Batching } from './queue/length-batching.js'
 import type { ItemResult, LeasedItem, StateBackend, StateLease } from './state/state-backend.js'
 
 /** Settings of {@link BatchWorkers}. */
@@ -10,6 +11,8 @@ export interface BatchWorkersOptions {
   workers: number
   maxBatch: number
   maxWaitMs: number
+  /** How a batch is picked from a group's queued items (`LeaseOptions.batching`). Default `'fifo'`. */
+  batching?: Batching
   /**
    * Longest one model call may run, in ms: past it every item of the batch fails with
    * `BatchTimeoutError`, the call's signal aborts (a worker-thread model's thread is terminated
@@ -94,14 +97,14 @@ export class BatchWorkers {
   }
 
   private async loop(consumer: string): Promise<void> {
-    const { state, maxBatch, maxWaitMs } = this.o
+    const { state, maxBatch, maxWaitMs, batching } = this.o
     const signal = this.pullAbort.signal
     // One worker is always left for another tenant: a tenant that came first cannot park them all.
     while (!signal.aborted) {
       let lease: StateLease | null
       try {
         const maxLeasesPerTenant = this.o.maxLeasesPerTenant?.() ?? leaseCap(this.o.workers)
-        lease = await state.lease(consumer, { maxBatch, maxWaitMs, leaseMs: this.leaseMs, signal, accept: this.accept, maxLeasesPerTenant, models: this.o.models })
+        lease = await state.lease(consumer, { maxBatch, maxWaitMs, batching, leaseMs: this.leaseMs, signal, accept: this.accept, maxLeasesPerTenant, models: this.o.models })
       } catch (err) {
         this.o.logger?.error({ err }, 'queue pull failed')
         await new Promise((r) => setTimeout(r, 100))

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { InvalidOptionError } from '../errors.js'
+import { type Batching, BATCHINGS } from './queue/length-batching.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import type { OutputDatasets } from './datasets/output-datasets.js'
 import type { StateBackend } from './state/state-backend.js'
@@ -73,6 +74,17 @@ export interface ServerOptions {
    * without adding latency when the server is idle. Raise it for models whose cost is per batch.
    */
   maxWaitMs?: number
+  /**
+   * How a worker picks a batch from the items queued for one model and parameters. `'length'`
+   * (default): items of similar length (characters of their texts: a token estimate, see `inputLength`), so a model that pads a batch to
+   * its longest input (transformers) wastes little — among a tenant's next `maxBatch × 8` items,
+   * its oldest and those nearest its length; the oldest is in every batch, so no item waits more
+   * of its tenant's batches than there are items before it. `'fifo'`: in the order they came.
+   * Results return per item either way; a client that wants input order restores it
+   * (`InferenceStream`'s `ordered`). A `RedisStateBackend` accepts either and leases in order
+   * (docs/deploy.md).
+   */
+  batching?: Batching
   /** Items a token may have queued or undelivered before its sockets stop being read. Default 4096. */
   maxQueuedPerToken?: number
   /** Finished results retained per token, for reconnects and duplicates. Default 100000. */
@@ -174,6 +186,7 @@ export const SERVER_DEFAULTS = {
   workers: 4,
   maxBatch: 32,
   maxWaitMs: 0,
+  batching: 'length' as Batching,
   maxQueuedPerToken: 4096,
   maxRetained: 100_000,
   retentionMs: 15 * 60_000,
@@ -199,6 +212,11 @@ function positiveInt(opts: Record<string, unknown>, name: string, min = 1): void
   }
 }
 
+/** Checks a `batching` option (server or worker): one of {@link BATCHINGS}. */
+export function checkBatching(v: unknown): void {
+  if (!BATCHINGS.includes(v as Batching)) throw new InvalidOptionError(`Option "batching" must be one of ${BATCHINGS.map((b) => `"${b}"`).join(', ')}, got ${JSON.stringify(v)}`)
+}
+
 /** Applies defaults and checks every option, naming the one that is wrong. */
 export function resolveServerOptions(options: ServerOptions = {}): ResolvedServerOptions {
   if (typeof options !== 'object' || options === null) {
@@ -217,6 +235,7 @@ export function resolveServerOptions(options: ServerOptions = {}): ResolvedServe
     positiveInt(o as unknown as Record<string, unknown>, k)
   }
   positiveInt(o as unknown as Record<string, unknown>, 'maxWaitMs', 0)
+  checkBatching(o.batching)
   positiveInt(o as unknown as Record<string, unknown>, 'shutdownTimeoutMs', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheSize', 0)
   positiveInt(o as unknown as Record<string, unknown>, 'httpCacheMaxBytes', 0)

@@ -111,6 +111,7 @@ export class InferenceServer {
       workers: o.workers,
       maxBatch: o.maxBatch,
       maxWaitMs: o.maxWaitMs,
+      batching: o.batching,
       batchTimeoutMs: o.batchTimeoutMs,
       // A server of one tenant (the embedded default, a local open server used by one client)
       // keeps every worker busy; with several, one worker is always left for a tenant that comes

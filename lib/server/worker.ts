@@ -6,7 +6,8 @@ import { InvalidOptionError } from '../errors.js'
 import type { ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { ServerMetrics } from './metrics.js'
-import { SERVER_DEFAULTS } from './options.js'
+import { checkBatching, SERVER_DEFAULTS } from './options.js'
+import type { Batching } from './queue/length-batching.js'
 import { serveMetrics } from './http-util.js'
 import type { StateBackend, WorkerInfo } from './state/state-backend.js'
 
@@ -30,6 +31,12 @@ export interface WorkerOptions {
   maxBatch?: number
   /** How long an idle worker waits for a batch to fill, in ms. Default 0. */
   maxWaitMs?: number
+  /**
+   * How batches are picked (the server's `batching`): accepted for the same command line on every
+   * backend, but a `RedisStateBackend` — the state a worker process shares — leases in line order
+   * whatever it says (docs/deploy.md). Default `'length'`.
+   */
+  batching?: Batching
   /** Longest one model call may run, in ms (its items then fail with `ERR_BATCH_TIMEOUT`). Default 120000. */
   batchTimeoutMs?: number
   /**
@@ -82,7 +89,8 @@ export class InferenceWorker {
   private closing: Promise<void> | undefined
 
   constructor(options: WorkerOptions) {
-    const o = { workers: 4, maxBatch: 32, shutdownTimeoutMs: 30_000, maxDeliveries: SERVER_DEFAULTS.maxDeliveries, ...stripUndefined(options) }
+    const o = { workers: 4, maxBatch: 32, shutdownTimeoutMs: 30_000, maxDeliveries: SERVER_DEFAULTS.maxDeliveries, batching: SERVER_DEFAULTS.batching, ...stripUndefined(options) }
+    checkBatching(o.batching)
     for (const k of ['workers', 'maxBatch', 'maxDeliveries'] as const) {
       if (!Number.isInteger(o[k]) || o[k] < 1) throw new InvalidOptionError(`Option "${k}" must be an integer >= 1, got ${JSON.stringify(o[k])}`)
     }
@@ -98,6 +106,7 @@ export class InferenceWorker {
       workers: o.workers,
       maxBatch: o.maxBatch,
       maxWaitMs: o.maxWaitMs ?? 0,
+      batching: o.batching,
       batchTimeoutMs: o.batchTimeoutMs,
       leaseMs: o.leaseMs,
       // Infinity: no cap (the backends take a non-finite cap as none).

@@ -7,6 +7,7 @@
 import type { Test } from 'tap'
 import type { LeasedItem, Routed, StateBackend, StateLease, SubmitItem } from '../../lib/server/state/state-backend.js'
 import { groupKey } from '../../lib/server/queue/work-queue.js'
+import type { Batching } from '../../lib/server/queue/length-batching.js'
 import { ownerKey } from '../../lib/server/store/result-store.js'
 import { prng } from './prng.js'
 
@@ -52,7 +53,7 @@ function item(tenant: string, id: string, over: Partial<SubmitItem> = {}): Submi
 
 const quick = { maxBatch: 8, maxWaitMs: 0, leaseMs: 60_000 }
 
-async function leaseNow(b: StateBackend, consumer = 'w1', opts: Partial<typeof quick> & { maxLeasesPerTenant?: number } = {}): Promise<StateLease | null> {
+async function leaseNow(b: StateBackend, consumer = 'w1', opts: Partial<typeof quick> & { maxLeasesPerTenant?: number; batching?: Batching } = {}): Promise<StateLease | null> {
   if ((await b.stats()).queued === 0) return null
   // An empty queue would wait: give up after a short while.
   const ac = new AbortController()
@@ -433,6 +434,119 @@ export function stateContract(t: Test, make: BackendFactory, options: ContractOp
       }
       const stats = await b.stats()
       if (stats.queued !== 0 || stats.processing !== 0) fail(`left ${JSON.stringify(stats)}`)
+      await b.close()
+    }
+    t.pass(`${seeds} seeds`)
+  })
+
+  t.test('length-aware batching: each lease holds its tenant\'s first in line; every result reaches its own item (random schedules)', async (t) => {
+    // LeaseOptions.batching 'length' picks items of similar bytes out of line order. Whatever a
+    // backend does with it (Redis leases in order), two things must hold, checked after every step
+    // against a model of each tenant's line per group: (1) no starvation — a lease chosen for tenant
+    // T holds T's first-in-line item of the lease's group, so an item waits at most as many of T's
+    // batches of the group as there are items before it in line; (2) each result is stored under
+    // the item it was computed from (a model's output here is its input, of a length of its own).
+    const seeds = Number(process.env.STATE_CONTRACT_SEEDS ?? 60)
+    const models = ['builtin/echo', 'tiny/other']
+    for (let seed = 1; seed <= seeds; seed++) {
+      const rnd = prng(seed * 40503 + 17)
+      const b = await make(BIG)
+      const fail = (msg: string): never => {
+        throw new Error(`seed ${seed}: ${msg}`)
+      }
+      const tenants = ['A', 'B', 'C']
+      // `${tenant}\0${group}` → keys in line order; a key is `${owner}\0${id}`.
+      const lines = new Map<string, string[]>()
+      const lineOf = (tenant: string, group: string): string[] => {
+        let l = lines.get(`${tenant}\0${group}`)
+        if (!l) lines.set(`${tenant}\0${group}`, (l = []))
+        return l
+      }
+      const inputsOf = new Map<string, string>()
+      const keyOf = (it: { owner: string; id: string }): string => `${it.owner}\0${it.id}`
+      const held: StateLease[] = []
+      let next = 0
+      let leased = 0
+      const backToFront = (items: readonly LeasedItem[]): void => {
+        // Handed back first in line, in lease order, each to its tenant's line.
+        for (let i = items.length - 1; i >= 0; i--) lineOf(items[i].tenant, items[i].group).unshift(keyOf(items[i]))
+      }
+      for (let step = 0; step < 200; step++) {
+        const r = rnd()
+        if (r < 0.4) {
+          const tenant = tenants[Math.floor(rnd() * tenants.length)]
+          const model = models[rnd() < 0.8 ? 0 : 1]
+          const batch = Array.from({ length: 1 + Math.floor(rnd() * 12) }, () => {
+            const id = `i${next++}`
+            // Lengths from 1 to ~400 bytes, many short, a long tail (as texts are).
+            const inputs = `${id}:${'x'.repeat(Math.floor(Math.exp(rnd() * Math.log(400))))}`
+            return item(tenant, id, { model, inputs, group: groupKey(model, 'cpu', undefined) })
+          })
+          const outs = await b.submit(batch)
+          outs.forEach((o, i) => {
+            if (o.status !== 'queued') fail(`${batch[i].id}: ${o.status}`)
+            inputsOf.set(keyOf(batch[i]), batch[i].inputs as string)
+            lineOf(tenant, batch[i].group).push(keyOf(batch[i]))
+          })
+        } else if (r < 0.75) {
+          const lease = await leaseNow(b, `w${step}`, { maxBatch: 1 + Math.floor(rnd() * 8), batching: 'length' })
+          if (!lease) continue
+          leased++
+          const group = lease.items[0].group
+          if (lease.items.some((it) => it.group !== group)) fail('a lease mixes groups')
+          const first = lineOf(lease.tenant, group)[0]
+          const keys = new Set(lease.items.map(keyOf))
+          if (first === undefined) fail(`lease for ${lease.tenant}, which has nothing of the group in line`)
+          if (!keys.has(first)) fail(`lease for ${lease.tenant} (${[...keys].join(', ')}) lacks its first in line ${first}`)
+          if (keys.size !== lease.items.length) fail('an item twice in one lease')
+          for (const it of lease.items) {
+            const line = lineOf(it.tenant, it.group)
+            const at = line.indexOf(keyOf(it))
+            if (at === -1) fail(`${keyOf(it)} leased but not in line (leased twice?)`)
+            line.splice(at, 1)
+          }
+          held.push(lease)
+        } else if (r < 0.92 && held.length > 0) {
+          const lease = held.splice(Math.floor(rnd() * held.length), 1)[0]
+          // Outputs computed from each item's own inputs; now and then a partial finish.
+          const results = lease.items.map((it, index) => ({ index, outputs: JSON.stringify(it.inputs), billable: true })).filter(() => rnd() < 0.85)
+          await b.finish(lease, results)
+          const done = new Set(results.map((x) => x.index))
+          backToFront(lease.items.filter((_, i) => !done.has(i)))
+        } else if (held.length > 0) {
+          const lease = held.splice(Math.floor(rnd() * held.length), 1)[0]
+          await b.release(lease)
+          backToFront(lease.items)
+        }
+      }
+      for (const lease of held) {
+        await b.release(lease)
+        backToFront(lease.items)
+      }
+      for (let lease = await leaseNow(b, 'drain', { batching: 'length' }); lease; lease = await leaseNow(b, 'drain', { batching: 'length' })) {
+        const first = lineOf(lease.tenant, lease.items[0].group)[0]
+        if (!lease.items.some((it) => keyOf(it) === first)) fail(`drain: lease for ${lease.tenant} lacks its first in line ${first}`)
+        for (const it of lease.items) {
+          const line = lineOf(it.tenant, it.group)
+          line.splice(line.indexOf(keyOf(it)), 1)
+        }
+        await b.finish(lease, all(lease))
+      }
+      for (const [k, line] of lines) if (line.length > 0) fail(`${line.length} items of ${k} never leased`)
+      // Every result is its own item's: outputs === that item's inputs.
+      for (const tenant of tenants) {
+        for (const model of models) {
+          const owner = ownerKey(tenant, model)
+          const ids = [...inputsOf.keys()].filter((k) => k.startsWith(`${owner}\0`)).map((k) => k.slice(owner.length + 1))
+          const states = await b.lookup(owner, ids)
+          states.forEach((st, i) => {
+            const want = JSON.stringify(inputsOf.get(`${owner}\0${ids[i]}`))
+            if (st.state !== 'done' || st.outputs !== want) fail(`${owner} ${ids[i]}: ${st.state} ${st.outputs?.slice(0, 40)}, expected ${want.slice(0, 40)}`)
+          })
+        }
+      }
+      if ((await billed(b)) !== inputsOf.size) fail(`billed ${await billed(b)} of ${inputsOf.size}`)
+      if (leased === 0) fail('no lease in the schedule')
       await b.close()
     }
     t.pass(`${seeds} seeds`)

@@ -10,7 +10,8 @@
  *    (`max(1, workers - 1)`), so one worker is always left for another tenant.
  *
  * Within the chosen tenant the queue takes that tenant's oldest ready group, fills the batch with
- * its items of the group (its send order kept) and tops it up with other tenants' items of the same
+ * its items of the group (its send order kept, or with length-aware batching its first in line and
+ * those nearest its length: ./length-batching.ts) and tops it up with other tenants' items of the same
  * group, oldest first: batching across tenants costs nobody a worker. Riding along is not a turn:
  * only the chosen tenant goes to the back of the round, and the lease counts against its cap only.
  */

@@ -1,5 +1,6 @@
 import { ShuttingDownError } from '../../errors.js'
 import { FairShare } from './fair-share.js'
+import { type Batching, inputLength, lengthRun, lengthWindow, uniformLengths } from './length-batching.js'
 import type { Lease, PullOptions, QueueStats, WorkItem, WorkQueue } from './work-queue.js'
 
 /** FIFO with O(1) shift and unshift (a plain array's shift is O(n) on long queues). */
@@ -40,6 +41,46 @@ class Deque<T> {
   peek(): T | undefined {
     return this.length === 0 ? undefined : this.buf[this.head]
   }
+
+  /** The `i`-th value from the front (`0 ≤ i < length`). */
+  at(i: number): T {
+    return this.buf[(this.head + i) % this.buf.length] as T
+  }
+
+  /**
+   * Removes the values at `indices` (ascending, from the front) and returns them, in that order;
+   * the others keep their order. O(last index).
+   */
+  removeAt(indices: readonly number[]): T[] {
+    const out = indices.map((i) => this.at(i))
+    if (indices.length === 0) return out
+    const cap = this.buf.length
+    // Kept values before the last removed one move back over the holes, from the back.
+    let write = indices[indices.length - 1]
+    let k = indices.length - 1
+    for (let read = write; read >= 0; read--) {
+      if (k >= 0 && indices[k] === read) {
+        k--
+        continue
+      }
+      this.buf[(this.head + write) % cap] = this.buf[(this.head + read) % cap]
+      write--
+    }
+    for (let i = 0; i < indices.length; i++) this.buf[(this.head + i) % cap] = undefined
+    this.head = (this.head + indices.length) % cap
+    this.length -= indices.length
+    return out
+  }
+}
+
+/**
+ * One tenant's items of one group, with the shortest and longest `inputLength` pushed since it was made
+ * (a deque is dropped when it empties): while they are alike, length-aware batching knows without
+ * a scan that order is as good as sorting.
+ */
+class ItemDeque extends Deque<WorkItem> {
+  minLength = Infinity
+  maxLength = 0
 }
 
 /** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
@@ -48,7 +89,7 @@ const IDLE_SWEEP = 1024
 /** One tenant's queued items, per group, and the batches it holds. */
 interface TenantState {
   /** Group → the tenant's items of it, in send order. */
-  readonly groups: Map<string, Deque<WorkItem>>
+  readonly groups: Map<string, ItemDeque>
   queued: number
   /** Leases chosen for this tenant and not yet acked or released. */
   leases: number
@@ -58,13 +99,15 @@ interface TenantState {
  * In-process work queue (the embedded default). Items wait per tenant and group; a pull applies
  * the fair-share rule of ./fair-share.ts: tenants with ready work take turns (least recently served
  * first, none above `maxLeasesPerTenant` batches), the chosen tenant's oldest ready group is taken,
- * and the batch is topped up with other tenants' items of that group. A tenant's send order is kept
- * within a group. Nothing survives the process: durability is the SQLite and Redis backends' job.
+ * and the batch is topped up with other tenants' items of that group. With `batching: 'fifo'` a
+ * tenant's send order is kept within a group; with `'length'` a batch holds the tenant's first in
+ * line and items of similar length from the next few batches' worth (`takeByLength`). Nothing
+ * survives the process: durability is the SQLite and Redis backends' job.
  */
 export class MemoryWorkQueue implements WorkQueue {
   private readonly tenants = new Map<string, TenantState>()
   /** Group → tenant → that tenant's items of the group (the same deques as in `tenants`). */
-  private readonly groups = new Map<string, Map<string, Deque<WorkItem>>>()
+  private readonly groups = new Map<string, Map<string, ItemDeque>>()
   /** Group → items queued in it, all tenants. */
   private readonly groupSize = new Map<string, number>()
   private readonly leases = new Map<number, Lease>()
@@ -84,7 +127,7 @@ export class MemoryWorkQueue implements WorkQueue {
   }
 
   /** The deque of `item`'s tenant and group, made on need; counts the item in. */
-  private deque(item: WorkItem): Deque<WorkItem> {
+  private deque(item: WorkItem): ItemDeque {
     let tenant = this.tenants.get(item.tenant)
     if (!tenant) {
       tenant = { groups: new Map(), queued: 0, leases: 0 }
@@ -93,7 +136,7 @@ export class MemoryWorkQueue implements WorkQueue {
     }
     let d = tenant.groups.get(item.group)
     if (!d) {
-      d = new Deque()
+      d = new ItemDeque()
       tenant.groups.set(item.group, d)
       let byTenant = this.groups.get(item.group)
       if (!byTenant) {
@@ -102,6 +145,9 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       byTenant.set(item.tenant, d)
     }
+    const len = inputLength(item.inputs)
+    if (len < d.minLength) d.minLength = len
+    if (len > d.maxLength) d.maxLength = len
     tenant.queued++
     this.groupSize.set(item.group, (this.groupSize.get(item.group) ?? 0) + 1)
     return d
@@ -130,7 +176,7 @@ export class MemoryWorkQueue implements WorkQueue {
    * One look: the lease to hand out now, or how long until a group becomes ready (`Infinity`:
    * nothing will be ready without a push, an ack or a notify).
    */
-  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity, alone }: PullOptions): Lease | number {
+  private look({ maxBatch, maxWaitMs, accept, maxLeasesPerTenant = Infinity, alone, batching }: PullOptions): Lease | number {
     const now = Date.now()
     let waitMs = Infinity
     // Groups `accept` refused in this look; asked again after the next wake.
@@ -157,29 +203,34 @@ export class MemoryWorkQueue implements WorkQueue {
           bestAt = at
         }
         if (best === undefined) break
-        const d = tenant.groups.get(best) as Deque<WorkItem>
+        const d = tenant.groups.get(best) as ItemDeque
         if (accept && !accept(d.peek() as WorkItem)) {
           refused.add(best)
           continue
         }
-        return this.take(name, best, maxBatch, alone)
+        return this.take(name, best, maxBatch, alone, batching)
       }
     }
     return waitMs
   }
 
   /**
-   * Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first). An
-   * item `alone` is a batch of its own when it comes first, else it is left for the next batch.
+   * Takes a batch of `group` for `tenant`: its items first, then other tenants' (oldest first, or
+   * by length: see `takeByLength`). An item `alone` is a batch of its own when it comes first, else
+   * it is left for the next batch.
    */
-  private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean): Lease {
-    const byTenant = this.groups.get(group) as Map<string, Deque<WorkItem>>
-    const items: WorkItem[] = []
-    const own = byTenant.get(tenant) as Deque<WorkItem>
+  private take(tenant: string, group: string, maxBatch: number, alone?: (item: WorkItem) => boolean, batching: Batching = 'fifo'): Lease {
+    const byTenant = this.groups.get(group) as Map<string, ItemDeque>
+    const own = byTenant.get(tenant) as ItemDeque
     const max = alone?.(own.peek() as WorkItem) ? 1 : maxBatch
+    if (batching === 'length' && max > 1) {
+      const picked = this.takeByLength(byTenant, own, max, alone)
+      if (picked) return this.leaseOf(tenant, picked)
+    }
+    const items: WorkItem[] = []
     while (items.length < max && own.length > 0 && !(items.length > 0 && alone?.(own.peek() as WorkItem))) items.push(own.shift() as WorkItem)
     while (items.length < max) {
-      let from: Deque<WorkItem> | undefined
+      let from: ItemDeque | undefined
       let fromAt = Infinity
       for (const d of byTenant.values()) {
         const h = d.peek()
@@ -191,6 +242,91 @@ export class MemoryWorkQueue implements WorkQueue {
       if (!from) break
       items.push(from.shift() as WorkItem)
     }
+    return this.leaseOf(tenant, items)
+  }
+
+  /**
+   * The length-aware batch (PullOptions.batching `'length'`), or undefined when the lengths in view
+   * are all alike (then FIFO takes the same batch without sorting). The tenant's own items come
+   * first, as in FIFO: of its next `max × LENGTH_WINDOW_BATCHES` items (those to run alone left in
+   * place), its first in line and the `max − 1` nearest its length; with fewer than `max` of its own,
+   * all of them, and the other tenants' items (the window's oldest) that pad the batch least.
+   * Taken items leave their deques; the others keep their order.
+   */
+  private takeByLength(byTenant: Map<string, ItemDeque>, own: ItemDeque, max: number, alone?: (item: WorkItem) => boolean): WorkItem[] | undefined {
+    const window = lengthWindow(max)
+    const n = Math.min(own.length, window)
+    // Nothing to choose (all of the tenant's items fit and nobody else's are queued), or lengths
+    // all alike, in O(1) from the deques' ranges: FIFO takes the same batch without sorting.
+    if (n <= max && byTenant.size === 1) return undefined
+    let min = own.minLength
+    let longest = own.maxLength
+    if (n <= max) {
+      for (const d of byTenant.values()) {
+        if (d.minLength < min) min = d.minLength
+        if (d.maxLength > longest) longest = d.maxLength
+      }
+    }
+    if (uniformLengths(min, longest)) return undefined
+    const at: number[] = []
+    const lengths: number[] = []
+    for (let i = 0; i < n; i++) {
+      const it = own.at(i)
+      if (i > 0 && alone?.(it)) continue
+      at.push(i)
+      lengths.push(inputLength(it.inputs))
+    }
+    if (at.length >= max) {
+      const run = lengthRun(lengths, max, 0)
+      return own.removeAt(run.map((k) => at[k]))
+    }
+    // Fewer than `max` of its own: all of them, then riders that pad least.
+    const items = own.removeAt(at)
+    let sum = 0
+    let mx = 0
+    for (const it of items) {
+      const len = inputLength(it.inputs)
+      sum += len
+      if (len > mx) mx = len
+    }
+    // The other tenants' next items, oldest first (a deque stops at an item to run alone, as in FIFO).
+    const cursors: Array<{ d: ItemDeque; i: number; picked: number[] }> = []
+    for (const d of byTenant.values()) if (d !== own && d.length > 0) cursors.push({ d, i: 0, picked: [] })
+    const cands: Array<{ c: (typeof cursors)[number]; i: number }> = []
+    const candLengths: number[] = []
+    while (cands.length < window) {
+      let best: (typeof cursors)[number] | undefined
+      let bestAt = Infinity
+      for (const c of cursors) {
+        if (c.i >= c.d.length) continue
+        const it = c.d.at(c.i)
+        if (it.enqueuedAt < bestAt && !alone?.(it)) {
+          best = c
+          bestAt = it.enqueuedAt
+        }
+      }
+      if (!best) break
+      cands.push({ c: best, i: best.i })
+      candLengths.push(inputLength(best.d.at(best.i).inputs))
+      best.i++
+    }
+    const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })
+    for (const k of riders) cands[k].c.picked.push(cands[k].i)
+    // Riders in the order of the window (oldest first); each deque's in its own order.
+    const taken = new Map<ItemDeque, WorkItem[]>()
+    for (const c of cursors) if (c.picked.length > 0) taken.set(c.d, c.d.removeAt(c.picked.sort((a, b) => a - b)))
+    const next = new Map<ItemDeque, number>()
+    for (const k of riders) {
+      const d = cands[k].c.d
+      const j = next.get(d) ?? 0
+      items.push((taken.get(d) as WorkItem[])[j])
+      next.set(d, j + 1)
+    }
+    return items
+  }
+
+  /** Counts `items` (taken from the queue) as a lease of `tenant`. */
+  private leaseOf(tenant: string, items: WorkItem[]): Lease {
     // The chosen tenant goes to the back of the round. Riders keep their place: riding costs
     // nobody a worker, so it is not a turn.
     this.fair.served(tenant)
@@ -210,7 +346,7 @@ export class MemoryWorkQueue implements WorkQueue {
     const d = tenant.groups.get(item.group)
     if (d && d.length === 0) {
       tenant.groups.delete(item.group)
-      const byTenant = this.groups.get(item.group) as Map<string, Deque<WorkItem>>
+      const byTenant = this.groups.get(item.group) as Map<string, ItemDeque>
       byTenant.delete(item.tenant)
       if (byTenant.size === 0) this.groups.delete(item.group)
     }

@@ -5,6 +5,7 @@
  */
 import type { Compute, Parameters } from '../../models/pipeline.js'
 import { parametersKey } from '../../protocol.js'
+import type { Batching } from './length-batching.js'
 
 /** One accepted inference item. */
 export interface WorkItem {
@@ -89,6 +90,16 @@ export interface PullOptions {
    * each of its items runs alone, and an item that kills its worker fails by itself. Default: none.
    */
   alone?: (item: WorkItem) => boolean
+  /**
+   * How the batch is picked from the group (./length-batching.ts). `'fifo'`: the chosen tenant's
+   * items in line order, then other tenants' oldest. `'length'`: among the chosen tenant's next
+   * `maxBatch × LENGTH_WINDOW_BATCHES` items of the group, its first in line and the others nearest
+   * its length (`inputLength`: the batch that pads least), topped up with the other tenants'
+   * items that pad least. The tenant's first in line is in every batch either way, so an item waits
+   * at most as many of its tenant's batches of the group as there are items before it in line.
+   * Default `'fifo'`.
+   */
+  batching?: Batching
 }
 
 /** Queue depth. */

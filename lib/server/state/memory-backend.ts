@@ -101,6 +101,7 @@ export class MemoryStateBackend implements StateBackend {
       maxWaitMs: options.maxWaitMs,
       signal: options.signal,
       maxLeasesPerTenant: options.maxLeasesPerTenant,
+      batching: options.batching,
       accept: accept ? (head) => accept(head as MemoryItem) : undefined,
       // Its lease ran out before (its worker died or hung): run alone, so a poison item fails by itself.
       alone: (item) => (item as MemoryItem).suspect === true,

@@ -288,6 +288,13 @@ export class RedisStateBackend implements StateBackend {
     return out
   }
 
+  /**
+   * `options.batching` is accepted and not applied: batches are leased in line order whatever it
+   * says. The script reads a tenant's entries with `XREADGROUP … COUNT maxBatch`, which hands out a
+   * stream's next entries in order; picking by length would read a window, keep part of it and
+   * give the rest back each lease (more script time per item on the one Redis thread that bounds
+   * the cluster already). See docs/deploy.md.
+   */
   async lease(consumer: string, options: LeaseOptions): Promise<StateLease | null> {
     const { signal, accept } = options
     if (this.closed || signal?.aborted) return null

@@ -1126,6 +1126,7 @@ export class SqliteStateBackend implements StateBackend {
         maxWaitMs: options.maxWaitMs,
         signal,
         maxLeasesPerTenant: options.maxLeasesPerTenant,
+      batching: options.batching,
         accept: accept ? (head) => accept(head as QueueItem) : undefined,
       // Its lease ran out before (its worker died or hung): run alone, so a poison item fails by itself.
       alone: (item) => (item as QueueItem).suspect === true,

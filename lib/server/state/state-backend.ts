@@ -20,6 +20,7 @@
  *   (a waiting HTTP request, a job) is handed to that node once, then forgotten unless retained.
  */
 import type { Compute, Parameters } from '../../models/pipeline.js'
+import type { Batching } from '../queue/length-batching.js'
 
 /** How long a node's word that it holds a stream of an owner lasts unless renewed (a node that died). */
 export const PRESENCE_TTL_MS = 30_000
@@ -120,6 +121,14 @@ export interface LeaseOptions {
   readonly models?: readonly string[]
   /** Most leases one tenant may hold at once. Default: no cap. */
   readonly maxLeasesPerTenant?: number
+  /**
+   * How the batch is picked from the group: `'length'`, items of similar `inputLength` (the chosen
+   * tenant's first in line always among them), or `'fifo'`, in line order (see
+   * `PullOptions.batching`). The memory and SQLite backends apply it; Redis accepts it and leases
+   * in line order (`XREADGROUP` hands out a stream's entries in order; see docs/deploy.md).
+   * Default `'fifo'`.
+   */
+  readonly batching?: Batching
 }
 
 /** The outcome of one leased item, handed to `finish`. */
