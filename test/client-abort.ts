@@ -1,9 +1,15 @@
 import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 
 t.test('abort via signal: AbortError, sending stops, and the process exits by itself', async (t) => {
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL('./fixtures/abort-child.ts', import.meta.url))], {
+  const built = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+  if (!existsSync(built)) {
+    t.fail('dist/ is not built: run `npm run build` first (npm test does)')
+    return
+  }
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./fixtures/abort-child.js', import.meta.url))], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   let out = ''
