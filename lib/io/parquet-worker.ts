@@ -5,7 +5,7 @@
  * writer's. Messages are handled one at a time, in order.
  */
 import { parentPort } from 'node:worker_threads'
-import { chunkSink, ParquetEncoder, unpackCells, type CellBatch, type ParquetEncoderPlan } from './parquet-encoder.js'
+import { chunkSink, ParquetEncoder, type CellBatch, type ParquetEncoderPlan } from './parquet-encoder.js'
 
 /** Writer → worker. */
 export type ToParquetWorker = { type: 'open'; plan: ParquetEncoderPlan } | { type: 'rows'; batch: CellBatch } | { type: 'close' }
@@ -26,7 +26,7 @@ async function handle(m: ToParquetWorker): Promise<void> {
     encoder = new ParquetEncoder(plan, chunkSink((chunk) => send({ type: 'data', chunk }), () => {}))
     await encoder.open()
   } else if (m.type === 'rows') {
-    for (const { cells, weight } of unpackCells(m.batch, plan.types)) await encoder.add(cells, weight)
+    await encoder.addBatch(m.batch)
     send({ type: 'ack' })
   } else {
     await encoder.close()

@@ -4,7 +4,7 @@ import { InvalidOptionError } from '../errors.js'
 import { outputFileError } from './fs-errors.js'
 import { checkBoolean, checkInteger, checkOneOf, isPlainObject } from './options.js'
 import { checkSchema, parquetCell, planColumns, type ColumnType, type OutputColumn } from './output-columns.js'
-import { CellBatcher, ParquetEncoder, type ParquetEncoderPlan } from './parquet-encoder.js'
+import { CellBatcher, ParquetEncoder, transferables, type ParquetEncoderPlan } from './parquet-encoder.js'
 import { PARQUET_WORKER_FILE } from './parquet-worker-file.js'
 import type { FromParquetWorker, ToParquetWorker } from './parquet-worker.js'
 import { RecordWriter, resolveWriterOptions, type ResolvedWriterOptions, type WriterOptions } from './record-writer.js'
@@ -191,7 +191,7 @@ class ParquetFileWriter extends RecordWriter {
   private async sendBatch(): Promise<void> {
     if (this.failure) throw this.failure
     const batch = this.batcher!.take()
-    this.worker!.postMessage({ type: 'rows', batch } satisfies ToParquetWorker, [batch.bytes])
+    this.worker!.postMessage({ type: 'rows', batch } satisfies ToParquetWorker, transferables(batch))
     this.batchesInFlight++
     if (this.batchesInFlight > this.peakBatchesInFlight) this.peakBatchesInFlight = this.batchesInFlight
     await this.until(() => this.batchesInFlight < THREAD_MAX_BATCHES && !this.out.writableNeedDrain)
