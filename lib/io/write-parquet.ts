@@ -158,7 +158,9 @@ class ParquetFileWriter extends RecordWriter {
   }
 
   private startWorker(plan: ParquetEncoderPlan): void {
-    const worker = new Worker(PARQUET_WORKER_FILE)
+    // A young generation of 8 MB (V8's default is larger): the worker's garbage is short-lived
+    // (a batch's cells, a group's pages); measured ~20 MiB less peak RSS at the same speed.
+    const worker = new Worker(PARQUET_WORKER_FILE, { resourceLimits: { maxYoungGenerationSizeMb: 8 } })
     this.worker = worker
     this.batcher = new CellBatcher(plan.types)
     worker.on('message', (m: FromParquetWorker) => {
