@@ -9,8 +9,8 @@ import { chunkSink, ParquetEncoder, type CellBatch, type ParquetEncoderPlan } fr
 
 /** Writer → worker. */
 export type ToParquetWorker = { type: 'open'; plan: ParquetEncoderPlan } | { type: 'rows'; batch: CellBatch } | { type: 'close' }
-/** Worker → writer: bytes of the file in order, one `ack` per `rows` once they are encoded, `closed` after the footer. */
-export type FromParquetWorker = { type: 'data'; chunk: Uint8Array } | { type: 'ack' } | { type: 'closed' } | { type: 'error'; message: string; stack?: string }
+/** Worker → writer: bytes of the file in order, `opened`, one `ack` per `rows` once encoded, `closed` after the footer. */
+export type FromParquetWorker = { type: 'data'; chunk: Uint8Array } | { type: 'opened' } | { type: 'ack' } | { type: 'closed' } | { type: 'error'; message: string; stack?: string }
 
 const port = parentPort!
 const send = (m: FromParquetWorker): void => port.postMessage(m)
@@ -25,6 +25,7 @@ async function handle(m: ToParquetWorker): Promise<void> {
     // The chunk is cloned by postMessage: parquetjs-lite may still hold the Buffer it wrote.
     encoder = new ParquetEncoder(plan, chunkSink((chunk) => send({ type: 'data', chunk }), () => {}))
     await encoder.open()
+    send({ type: 'opened' })
   } else if (m.type === 'rows') {
     await encoder.addBatch(m.batch)
     send({ type: 'ack' })
