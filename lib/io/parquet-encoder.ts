@@ -117,8 +117,7 @@ export class ParquetEncoder {
   async add(cells: unknown[]): Promise<void> {
     let bytes = 0
     for (let i = 0; i < cells.length; i++) bytes += cellBytes(cells[i])
-    const w = this.writer
-    const buffered = w.rowBuffer.rowCount ?? 0
+    const buffered = this.writer.rowBuffer.rowCount ?? 0
     const full = buffered + 1 >= this.plan.rowGroupSize || this.groupBytes + bytes >= this.plan.rowGroupBytes
     if (!full) {
       this.fill(cells)
@@ -129,9 +128,14 @@ export class ParquetEncoder {
     // (awaiting the file: backpressure). Its count check is what cuts the group, bytes or rows.
     const row: Record<string, unknown> = {}
     for (let i = 0; i < cells.length; i++) row[this.plan.names[i]] = cells[i]
-    w.setRowGroupSize(buffered + 1)
+    await this.closeGroup(row, buffered)
+  }
+
+  // Appends the row that completes the group of `buffered` rows: parquetjs-lite encodes and writes it.
+  private async closeGroup(row: Record<string, unknown>, buffered: number): Promise<void> {
+    this.writer.setRowGroupSize(buffered + 1)
     try {
-      await w.appendRow(row)
+      await this.writer.appendRow(row)
     } catch (err) {
       throw typeof err === 'string' ? new Error(`parquetjs-lite: ${err}`) : err
     }
@@ -202,8 +206,8 @@ export class ParquetEncoder {
     let o = 0
     for (let r = 0; r < batch.rows; r++) {
       const weight = batch.weights[r]
-      const w = this.writer
-      const buffered = w.rowBuffer.rowCount ?? 0
+
+      const buffered = this.writer.rowBuffer.rowCount ?? 0
       if (buffered + 1 < rowGroupSize && this.groupBytes + weight < rowGroupBytes) {
         const b = this.rowBuffer()
         for (let i = 0; i < width; i++) {
@@ -243,13 +247,7 @@ export class ParquetEncoder {
         }
         start[i] = pos[i]
       }
-      w.setRowGroupSize(buffered + 1)
-      try {
-        await w.appendRow(row)
-      } catch (err) {
-        throw typeof err === 'string' ? new Error(`parquetjs-lite: ${err}`) : err
-      }
-      this.groupBytes = 0
+      await this.closeGroup(row, buffered)
     }
     flushRuns()
   }
