@@ -169,6 +169,8 @@ class ParquetFileWriter extends RecordWriter {
     worker.unref()
     this.worker = worker
     worker.on('message', (m: FromParquetWorker) => {
+      // Messages already on their way when the writer was destroyed: its file is closed.
+      if (this.destroyed) return
       if (m.type === 'data') {
         // Written as it comes; sendBatch waits for 'drain' before sending more rows.
         this.out.write(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))
