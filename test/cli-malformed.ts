@@ -55,3 +55,28 @@ t.test('run: malformed CSV rows are listed with their line and reason (first 5 o
   t.notOk(existsSync(`${out}.errors.jsonl`))
   t.notMatch(clean.err(), /malformed/)
 })
+
+t.test('run to Parquet: the writer thread (default) and --no-writer-thread write the same file; malformed rows are listed and skipped either way', async (t) => {
+  const input = join(dir, 'threaded.csv')
+  // Enough rows for several batches to the writer's thread and two row groups, bad rows among them.
+  const rows: string[] = ['id,text,n']
+  const bad: number[] = []
+  for (let i = 0; i < 12_000; i++) {
+    if (i % 2999 === 7) {
+      bad.push(rows.length + 1)
+      rows.push(`${i},"broken"x,1`)
+    } else rows.push(`${i},"text ${i}, ""quoted"" é",${i % 5}`)
+  }
+  writeFileSync(input, `${rows.join('\n')}\n`)
+  const outputs: Buffer[] = []
+  for (const flags of [[], ['--no-writer-thread']]) {
+    const out = join(dir, `threaded${flags.length}.parquet`)
+    const p = cliProcess(['run', input, '-m', 'builtin/echo', '-o', out, '--no-progress', '--id-column', 'id', ...flags])
+    t.equal((await p.exited).code, 0, p.err())
+    t.match(p.out(), `${12_000 - bad.length} rows -> ${out}`)
+    const listed = readFileSync(`${out}.errors.jsonl`, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    t.same(listed.map((b) => b.line), bad, `${flags.join(' ') || 'writer thread'}: the malformed rows listed by line`)
+    outputs.push(readFileSync(out))
+  }
+  t.ok(outputs[0].length > 0 && outputs[0].equals(outputs[1]), `identical Parquet files (${outputs[0].length} bytes)`)
+})

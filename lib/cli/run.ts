@@ -73,6 +73,7 @@ export function runCommand(): Command {
     .addOption(batchingOption('embedded server only (not --endpoint): '))
     .option('--progress-interval <ms>', 'interval of progress lines when stderr is not a terminal', intFlag('progress-interval', 100), 5000)
     .option('--no-progress', 'no progress output')
+    .option('--no-writer-thread', 'encode a Parquet output on the main thread (default: on a worker thread, using a second core)')
     .addHelpText(
       'after',
       `
@@ -130,6 +131,7 @@ interface RunFlags extends ModelFlags {
   batching: Batching
   progressInterval: number
   progress: boolean
+  writerThread: boolean
 }
 
 async function runAction(input: string, o: RunFlags): Promise<number> {
@@ -207,7 +209,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
   mkdirSync(dirname(resolve(output)), { recursive: true })
   // The task the server names (on connect) fixes the flat columns: a first row without entities is `[]`, not missing.
-  const writer = writeRecords(output, { format: o.outputFormat, task: () => stream.task })
+  // A Parquet output is encoded on a worker thread (--no-writer-thread: on this one): the same
+  // file, with this thread free for reading, the stream (and an embedded server).
+  const writer = writeRecords(output, { format: o.outputFormat, task: () => stream.task, thread: o.writerThread })
   const failures = new FailureTally()
   let progress: Progress | undefined
   const stopAfter = o.stopAfterFailures

@@ -67,3 +67,10 @@ declare module 'parquetjs-lite/lib/types.js' {
   const types: { toPrimitive(type: string, value: unknown): unknown }
   export = types
 }
+
+// The PLAIN codec, whose BYTE_ARRAY encoder the writer replaces with one that copies strings
+// straight into the page (see write-parquet.ts).
+declare module 'parquetjs-lite/lib/codec/plain.js' {
+  const plain: { encodeValues(type: string, values: unknown[], opts?: unknown): Buffer }
+  export = plain
+}

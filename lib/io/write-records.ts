@@ -13,7 +13,7 @@ export interface WriteRecordsOptions extends CsvWriteOptions, ParquetWriteOption
 }
 
 const CSV_ONLY = ['delimiter', 'quote', 'bom'] as const
-const PARQUET_ONLY = ['schema', 'rowGroupSize', 'rowGroupBytes', 'compression', 'metadata'] as const
+const PARQUET_ONLY = ['schema', 'rowGroupSize', 'rowGroupBytes', 'compression', 'metadata', 'thread'] as const
 
 /**
  * Writes InferenceStream results to any supported file, picking the writer by extension (`.csv`,
