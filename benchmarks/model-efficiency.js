@@ -21,7 +21,7 @@
  *   (two tokens, as real words split), a comma or full stop now and then: 6 to ~300 tokens.
  *   `--items` of them (default 1024, `--quick` 128), also written as a CSV `id,text` for (c).
  *   Peers, each its own child process, interleaved over `--runs`:
- *     bare-sorted  (a) transformers.js `pipeline('text-classification', ID, {dtype: 'fp32'})`;
+ *     bare-sorted  (a) transformers.js `pipeline('text-classification', ID, {dtype: 'fp32'})` with one ONNX Runtime thread per core;
  *                  the texts sorted by token count, cut into batches of 32, each tokenized
  *                  (padded to its longest) before the clock; then `pipe.model(batch)` for every
  *                  batch, one after the other. items/s over the model calls alone.
@@ -150,7 +150,13 @@ async function runBare() {
   env.allowRemoteModels = false
   env.allowLocalModels = true
   const t0 = performance.now()
-  const pipe = await hfPipeline('text-classification', args.model, { dtype: 'fp32', local_files_only: true })
+  // One ONNX Runtime thread per core, said explicitly (left to ONNX Runtime it used fewer here and
+  // ran 1.6× slower: benchmarks/model-threads.js): the model alone as fast as it goes.
+  const pipe = await hfPipeline('text-classification', args.model, {
+    dtype: 'fp32',
+    local_files_only: true,
+    session_options: { intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1 },
+  })
   const loadMs = performance.now() - t0
   const labels = Object.values(pipe.model.config.id2label)
   const texts = Array.from({ length: N }, (_, i) => text(i))

@@ -37,7 +37,7 @@ export function addModelFlags(cmd: Command): Command {
     .option('--allow-download', 'download models that are not on disk from the Hugging Face Hub (default: offline)')
     .option('--task <task...>', `task of a model whose files do not say it, as ID=TASK (run: TASK alone means --model's); one of ${TRANSFORMERS_TASKS.join(', ')}`)
     .option('--dtype <dtype>', 'ONNX precision to load: fp32, q8, fp16, ... (default: the best file the model folder has)')
-    .option('--onnx-threads <n>', 'ONNX Runtime threads per inference (0: one per core)', intFlag('onnx-threads', 0), 0)
+    .option('--onnx-threads <n>', 'ONNX Runtime threads per inference (0: one per core, divided among --model-threads)', intFlag('onnx-threads', 0), 0)
     .option('--model-threads <n>', 'threads per Hugging Face model, each with its own copy, running batches side by side', intFlag('model-threads', 1), 1)
     .addOption(new Option('--gpu-fallback <mode>', 'a gpu URL on a machine without CUDA: error, or run on cpu').choices(['error', 'cpu']).default('error'))
     .option('--upstream <spec...>', 'serve a model id through an HF-compatible HTTP endpoint, as ID=URL (repeatable)')

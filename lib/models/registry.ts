@@ -49,7 +49,7 @@ export interface TransformersOptions {
   tasks?: Readonly<Record<string, string>>
   /** ONNX precision for every model (`fp32`, `q8`, `fp16`...). Default: per folder, the best it has. */
   dtype?: string
-  /** ONNX Runtime threads per inference. Default 0: ONNX Runtime's choice. */
+  /** ONNX Runtime threads per inference. Default 0: the cores divided among a model's threads. */
   threads?: number
   /** Threads per model, each with its own copy of it, running batches side by side. Default 1. */
   modelThreads?: number

@@ -6,6 +6,7 @@
  * reported, until the next `load()` tries again.
  */
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { DeviceUnavailableError, ModelError, ModelInputError, ModelLoadError, ShuttingDownError } from '../errors.js'
 import { importOptional } from '../optional-deps.js'
@@ -46,7 +47,7 @@ export interface TransformersPipelineOptions {
   compute?: Compute
   /** ONNX precision (`fp32`, `q8`, `fp16`...); default the first the folder has, best first. */
   dtype?: string
-  /** ONNX Runtime threads per inference; default 0, ONNX Runtime's own choice (one per core). */
+  /** ONNX Runtime threads per inference; default 0: the cores divided among the model's threads (`modelThreads`). */
   threads?: number
   /**
    * Threads running the model, each with its own copy (memory × n), each taking one batch at a
@@ -155,7 +156,7 @@ export class TransformersModel implements Pipeline {
       device: (this.o.compute === 'gpu' ? 'cuda' : 'cpu') as 'cpu',
       cache_dir: this.o.cacheDir,
       local_files_only: !this.o.allowDownload,
-      session_options: this.o.threads > 0 ? { intraOpNumThreads: this.o.threads, interOpNumThreads: 1 } : {},
+      session_options: { intraOpNumThreads: onnxThreads(this.o.threads, this.o.modelThreads), interOpNumThreads: 1 },
     }
     // transformers.js's task names; zero-shot loads the same sequence classifier as text-classification.
     const pipe = (await t.pipeline(task, source, options)) as unknown as {
@@ -247,6 +248,16 @@ export class TransformersModel implements Pipeline {
     this.loaded = undefined
     if (loaded) await loaded.dispose()
   }
+}
+
+/**
+ * ONNX Runtime's intra-op threads for one session: `threads` when given (> 0), else the cores
+ * shared among the model's threads. Said explicitly: left to ONNX Runtime (an empty
+ * `session_options`), a session here ran batches of the MiniLM-shaped model 1.6× slower than with
+ * one thread per core (benchmarks/model-threads.js).
+ */
+export function onnxThreads(threads: number, modelThreads: number): number {
+  return threads > 0 ? threads : Math.max(1, Math.floor(availableParallelism() / Math.max(1, modelThreads)))
 }
 
 /** Options with their defaults (an option given as `undefined` takes its default). */
