@@ -104,25 +104,11 @@ const args = parseBenchArgs({
 // ---------------------------------------------------------------------------------------------
 // The texts: item i as a pure function of (i, seed, the model's words).
 // ---------------------------------------------------------------------------------------------
-const COMMON = ['the', 'a', 'is', 'was', 'and', 'of', 'in', 'to', 'it', 'this', 'that', 'with', 'for', 'but', 'not', 'very', 'good', 'bad', 'great', 'food', 'service', 'day', 'people', 'work']
-const SUFFIXES = ['s', 'ed', 'ing', 'ly', 'er', 'est', 'ness', 'ment', 'able', 'ful']
-
 async function textMaker(seed) {
-  const { prng, generatedWords, MINILM_SHAPE, SMALL_SHAPE } = await import(REALISTIC_JS)
+  const { mixedLengthText, generatedWords, MINILM_SHAPE, SMALL_SHAPE } = await import(REALISTIC_JS)
   // The vocabulary of the shape in use; another model (--models) gets MiniLM's words: WordPiece splits them.
-  const words = generatedWords((args.quick ? SMALL_SHAPE : MINILM_SHAPE).words, (args.quick ? SMALL_SHAPE : MINILM_SHAPE).seed)
-  return (i) => {
-    const r = prng(seed * 1_000_003 + i)
-    const n = Math.round(Math.exp(Math.log(4) + r() * (Math.log(250) - Math.log(4))))
-    const out = []
-    for (let w = 0; w < n; w++) {
-      let word = r() < 0.3 ? COMMON[Math.floor(r() * COMMON.length)] : words[Math.floor(r() * words.length)]
-      if (r() < 1 / 6) word += SUFFIXES[Math.floor(r() * SUFFIXES.length)]
-      const p = r()
-      out.push(p < 0.05 ? `${word},` : p < 0.09 ? `${word}.` : word)
-    }
-    return out.join(' ')
-  }
+  const shape = args.quick ? SMALL_SHAPE : MINILM_SHAPE
+  return mixedLengthText(seed, generatedWords(shape.words, shape.seed))
 }
 
 /** Checks one item's outputs: [[{label, score} × labels]] summing to 1; returns a problem or null. */

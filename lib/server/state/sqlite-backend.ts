@@ -103,17 +103,8 @@ const ROW_PENDING = 0
 const ROW_UNDELIVERED = 1
 const ROW_DELIVERED = 2
 
-// No UNIQUE (owner, id) index: the in-memory index is the dedupe (this process is the only
-// writer), and every row is reached by its rowid, so each write touches one b-tree.
-//
-// The columns the items of a stream share (owner, tenant, model, compute, group, route node,
-// retain: 150–200 bytes of keys, hashes and a UUID) are stored once in `heads` and an item row
-// names its head by number: rows of about 100 bytes instead of 250, so a transition dirties fewer
-// pages and a commit writes fewer to the WAL (measured: 15 → 8 pages a commit of 64 items, the
-// statements and commits about a third cheaper). Heads no row names are deleted at open and, as
-// they accumulate, by a sweep.
-const SCHEMA_V2 = `
-CREATE TABLE heads (
+// The tables of schema 2 that the migration from version 1 makes too.
+const HEADS_TABLE = `CREATE TABLE heads (
   head INTEGER PRIMARY KEY,
   owner TEXT NOT NULL,
   tenant TEXT NOT NULL,
@@ -122,8 +113,8 @@ CREATE TABLE heads (
   grp TEXT NOT NULL,
   node TEXT NOT NULL,
   retain INTEGER NOT NULL
-);
-CREATE TABLE items (
+);`
+const itemsTable = (name: string): string => `CREATE TABLE ${name} (
   row INTEGER PRIMARY KEY,
   head INTEGER NOT NULL,
   id TEXT NOT NULL,
@@ -139,7 +130,20 @@ CREATE TABLE items (
   outputs TEXT,
   done_at INTEGER,
   done_seq INTEGER
-);
+);`
+
+// No UNIQUE (owner, id) index: the in-memory index is the dedupe (this process is the only
+// writer), and every row is reached by its rowid, so each write touches one b-tree.
+//
+// The columns the items of a stream share (owner, tenant, model, compute, group, route node,
+// retain: 150–200 bytes of keys, hashes and a UUID) are stored once in `heads` and an item row
+// names its head by number: rows of about 100 bytes instead of 250, so a transition dirties fewer
+// pages and a commit writes fewer to the WAL (measured: 15 → 8 pages a commit of 64 items, the
+// statements and commits about a third cheaper). Heads no row names are deleted at open and, as
+// they accumulate, by a sweep.
+const SCHEMA_V2 = `
+${HEADS_TABLE}
+${itemsTable('items')}
 CREATE TABLE leases (
   id TEXT PRIMARY KEY,
   consumer TEXT NOT NULL,
@@ -194,35 +198,10 @@ function sameShared(a: SubmitItem, b: SubmitItem): boolean {
 // Version 1 (0.1.0) kept every column in `items`; opening such a file moves the shared columns to
 // `heads` (one transaction: all or nothing).
 const MIGRATE_V1_TO_V2 = `
-CREATE TABLE heads (
-  head INTEGER PRIMARY KEY,
-  owner TEXT NOT NULL,
-  tenant TEXT NOT NULL,
-  model TEXT NOT NULL,
-  compute TEXT NOT NULL,
-  grp TEXT NOT NULL,
-  node TEXT NOT NULL,
-  retain INTEGER NOT NULL
-);
+${HEADS_TABLE}
 INSERT INTO heads (owner, tenant, model, compute, grp, node, retain)
   SELECT DISTINCT owner, tenant, model, compute, grp, node, retain FROM items;
-CREATE TABLE items_v2 (
-  row INTEGER PRIMARY KEY,
-  head INTEGER NOT NULL,
-  id TEXT NOT NULL,
-  parameters TEXT,
-  fingerprint TEXT,
-  bytes INTEGER NOT NULL,
-  sink TEXT,
-  enqueued_at INTEGER NOT NULL,
-  pos INTEGER NOT NULL,
-  deliveries INTEGER NOT NULL,
-  state INTEGER NOT NULL,
-  inputs TEXT,
-  outputs TEXT,
-  done_at INTEGER,
-  done_seq INTEGER
-);
+${itemsTable('items_v2')}
 INSERT INTO items_v2 (row, head, id, parameters, fingerprint, bytes, sink, enqueued_at, pos, deliveries, state, inputs, outputs, done_at, done_seq)
   SELECT i.row, h.head, i.id, i.parameters, i.fingerprint, i.bytes, i.sink, i.enqueued_at, i.pos, i.deliveries, i.state, i.inputs, i.outputs, i.done_at, i.done_seq
   FROM items AS i JOIN heads AS h
