@@ -223,6 +223,37 @@ t.test('durable across SIGKILL: committed results survive a killed process', asy
   t.same(store.unfinished().map((j) => j.id), ['killed-job'])
 })
 
+// Front-ends of a cluster share jobs.sqlite and may start at the same moment (seen in CI: "table
+// jobs already exists" from the second). Six processes open one new file at the same instant.
+t.test('processes opening a new file at once: one creates the schema, none fails', async (t) => {
+  const built = fileURLToPath(new URL('../dist/server/store/job-store.js', import.meta.url))
+  if (!existsSync(built)) {
+    t.fail('dist/ is not built: run `npm run build` first (npm test does)')
+    return
+  }
+  for (let round = 0; round < 3; round++) {
+    const path = join(dir, `race-${round}.db`)
+    const at = Date.now() + 1500
+    const code = `
+      import { JobStore } from ${JSON.stringify(built)}
+      while (Date.now() < ${at}) {}
+      try { new JobStore(${JSON.stringify(path)}).close(); console.log('ok') } catch (err) { console.log(err.message) }
+    `
+    const outs = await Promise.all(
+      Array.from({ length: 6 }, () => new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+        let out = ''
+        child.stdout.on('data', (d: Buffer) => (out += d))
+        child.on('exit', () => resolve(out.trim()))
+      })),
+    )
+    t.same(outs, Array(6).fill('ok'), `round ${round + 1}: every process opened the file`)
+    const store = new JobStore(path)
+    t.equal((store as unknown as { db: Database.Database }).db.pragma('user_version', { simple: true }), JOB_STORE_SCHEMA_VERSION)
+    store.close()
+  }
+})
+
 t.test('two stores on one file see each other (a server and its restarted self)', async (t) => {
   const path = join(dir, 'shared.db')
   const a = new JobStore(path)

@@ -606,48 +606,58 @@ function checkClaim(node: string, leaseMs: number, now: number): void {
   if (!Number.isFinite(now)) throw new InvalidOptionError(`Claim time must be epoch ms, got ${JSON.stringify(now)}`)
 }
 
-// Creates the schema on a new file; migrates an older file step by step; refuses a file of a newer version.
+// Creates the schema on a new file; migrates an older file step by step; refuses a file of a newer
+// version. Front-ends of a cluster share one file and may start at the same moment: each step
+// reads the version again once it holds the write lock (BEGIN IMMEDIATE) and does nothing if
+// another process has done it meanwhile, so two of them never both create or alter a table.
 function migrate(db: Database.Database, path: string, tenantOfToken: ((token: string) => string) | undefined): void {
-  const version = db.pragma('user_version', { simple: true }) as number
-  if (version === JOB_STORE_SCHEMA_VERSION) return
-  if (version > JOB_STORE_SCHEMA_VERSION) {
-    throw new JobStoreError(
-      `The job store ${JSON.stringify(path)} has schema version ${version}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
-    )
+  for (;;) {
+    const version = db.pragma('user_version', { simple: true }) as number
+    if (version === JOB_STORE_SCHEMA_VERSION) return
+    if (version > JOB_STORE_SCHEMA_VERSION) {
+      throw new JobStoreError(
+        `The job store ${JSON.stringify(path)} has schema version ${version}, newer than this version of inference-stream reads (${JOB_STORE_SCHEMA_VERSION})`,
+      )
+    }
+    if (version === 0) {
+      step(db, 0, () => {
+        db.exec(SCHEMA)
+        db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
+      })
+    } else if (version < 1 || (version === 1 && !tenantOfToken)) {
+      throw new JobStoreError(
+        `The job store ${JSON.stringify(path)} has schema version ${version}, which stores raw tokens; start the server ` +
+          '(with the same tokens) on its data folder once to migrate it to tenant ids, or move the file away to start afresh',
+      )
+    } else if (version === 1) migrateV1(db, tenantOfToken!)
+    else if (version === 2) migrateV2(db)
+    else migrateV3(db)
   }
-  if (version === 0) {
-    db.transaction(() => {
-      db.exec(SCHEMA)
-      db.pragma(`user_version = ${JOB_STORE_SCHEMA_VERSION}`)
-    }).immediate()
-    return
-  }
-  if (version < 1 || (version === 1 && !tenantOfToken)) {
-    throw new JobStoreError(
-      `The job store ${JSON.stringify(path)} has schema version ${version}, which stores raw tokens; start the server ` +
-        '(with the same tokens) on its data folder once to migrate it to tenant ids, or move the file away to start afresh',
-    )
-  }
-  if (version === 1) migrateV1(db, tenantOfToken!)
-  if (version <= 2) migrateV2(db)
-  migrateV3(db)
+}
+
+// Runs `fn` in a write transaction if the file is still at version `from` once the lock is held
+// (another process may have migrated it while this one waited).
+function step(db: Database.Database, from: number, fn: () => void): void {
+  db.transaction(() => {
+    if (db.pragma('user_version', { simple: true }) === from) fn()
+  }).immediate()
 }
 
 // v3 → v4: jobs carry the claim of the node running them. Jobs already there are unclaimed: the
 // first node to look takes the unfinished ones.
 function migrateV3(db: Database.Database): void {
-  db.transaction(() => {
+  step(db, 3, () => {
     db.exec('ALTER TABLE jobs ADD COLUMN claimed_by TEXT; ALTER TABLE jobs ADD COLUMN claim_until INTEGER')
     db.pragma('user_version = 4')
-  }).immediate()
+  })
 }
 
 // v2 → v3: jobs keep other source columns (none for the jobs already there).
 function migrateV2(db: Database.Database): void {
-  db.transaction(() => {
+  step(db, 2, () => {
     db.exec("ALTER TABLE jobs ADD COLUMN keep_columns TEXT NOT NULL DEFAULT '[]'")
     db.pragma('user_version = 3')
-  }).immediate()
+  })
 }
 
 // v1 → v2: each raw token becomes its tenant id (bills of tokens of one tenant are summed), then
@@ -662,7 +672,7 @@ function migrateV1(db: Database.Database, tenantOfToken: (token: string) => stri
     return id
   })
   db.pragma('secure_delete = ON')
-  db.transaction(() => {
+  step(db, 1, () => {
     db.exec(`
       ALTER TABLE jobs RENAME COLUMN token TO tenant;
       UPDATE jobs SET tenant = tenant_of(tenant);
@@ -672,7 +682,7 @@ function migrateV1(db: Database.Database, tenantOfToken: (token: string) => stri
       ALTER TABLE bills_v2 RENAME TO bills;
     `)
     db.pragma('user_version = 2')
-  }).immediate()
+  })
   db.exec('VACUUM')
   db.pragma('wal_checkpoint(TRUNCATE)')
 }
