@@ -174,7 +174,7 @@ ${rows.map((x) => `| ${x.modelThreads} × ${x.threads === 0 ? 'auto (cores / M)'
 Most items/s here: **${best ? `${best.modelThreads} × ${best.threads === 0 ? 'auto' : best.threads}` : 'n/a'}**.
 `
   process.stdout.write(md)
-  writeResults('model-threads', quick, { command: commandLine('model-threads'), items: N, batch: BATCH, callers: CALLERS, runs, rows, best: best?.config ?? null, machine: machineInfo(loadBefore, {}) }, md)
+  if (!args['no-write']) writeResults('model-threads', quick, { command: commandLine('model-threads'), items: N, batch: BATCH, callers: CALLERS, runs, rows, best: best?.config ?? null, machine: machineInfo(loadBefore, {}) }, md)
   exitIfFailed(failed)
 }
 

@@ -81,10 +81,11 @@ env.localModelPath = dir
 env.allowRemoteModels = false
 const hf = await AutoTokenizer.from_pretrained('tiny/minilm-shaped', { local_files_only: true })
 
+// `tokenizers` resolved from --native-from's folder (or this project's).
+const requireNative = createRequire(args['native-from'] ? path.resolve(args['native-from'], 'package.json') : path.join(ROOT, 'package.json'))
 let Tokenizer
 try {
-  const from = args['native-from'] ? path.resolve(args['native-from'], 'package.json') : path.join(ROOT, 'package.json')
-  ;({ Tokenizer } = createRequire(from)('tokenizers'))
+  ;({ Tokenizer } = requireNative('tokenizers'))
 } catch (err) {
   process.stderr.write(`cannot load the native tokenizer (npm package "tokenizers"): ${err.message}\ninstall it beside the project, e.g. \`mkdir -p /tmp/tok && npm install --prefix /tmp/tok tokenizers@0.23.2\`, and pass --native-from /tmp/tok\n`)
   process.exit(2)
@@ -92,7 +93,7 @@ try {
 const native = Tokenizer.fromFile(path.join(modelDir, 'tokenizer.json'))
 native.setPadding({})
 native.setTruncation(512)
-const nativeVersion = JSON.parse(readFileSync(createRequire(args['native-from'] ? path.resolve(args['native-from'], 'package.json') : path.join(ROOT, 'package.json')).resolve('tokenizers/package.json'), 'utf8')).version
+const nativeVersion = JSON.parse(readFileSync(requireNative.resolve('tokenizers/package.json'), 'utf8')).version
 
 const peers = {
   transformers: async (batch) => {
@@ -182,7 +183,7 @@ ${Object.keys(result)
 **native / transformers.js = ${ratio.toFixed(2)}×** items/s (median of the per-run ratios; the native call alone, its encodings unread: ${ratioOnly.toFixed(2)}×). Exact: ${problems.length === 0 ? `**yes** — the same input_ids, attention_mask and token_type_ids for all ${fmtInt(N)} texts` : `**no** — ${problems.length} batches differ; first: ${problems[0]}`}.${modelMsPerItem ? ` The model alone takes ${modelMsPerItem.toFixed(1)} ms per item (results/model-efficiency.json, bare-sorted).` : ''}
 `
 process.stdout.write(md)
-writeResults('tokenizers', false, { command: commandLine('tokenizers'), machine: machineInfo(loadBefore, { transformers: (await import('@huggingface/transformers/package.json', { with: { type: 'json' } }).catch(() => ({ default: {} }))).default.version ?? null, tokenizers: nativeVersion }), items: N, tokens, runs: RUNS, result, ratio, ratioEncodeOnly: ratioOnly, exact: problems.length === 0, problems: problems.slice(0, 20), modelMsPerItem }, md)
+if (!args['no-write']) writeResults('tokenizers', false, { command: commandLine('tokenizers'), machine: machineInfo(loadBefore, { transformers: (await import('@huggingface/transformers/package.json', { with: { type: 'json' } }).catch(() => ({ default: {} }))).default.version ?? null, tokenizers: nativeVersion }), items: N, tokens, runs: RUNS, result, ratio, ratioEncodeOnly: ratioOnly, exact: problems.length === 0, problems: problems.slice(0, 20), modelMsPerItem }, md)
 if (problems.length > 0) {
   process.stderr.write(`!!! the tokenizers disagree on ${problems.length} batches\n`)
   process.exit(1)
