@@ -273,6 +273,10 @@ if (!(await redisReachable())) {
     procs[0].subscribe('node-a', (rs) => {
       for (const r of rs) routed.set(`${r.owner}\0${r.id}`, (routed.get(`${r.owner}\0${r.id}`) ?? 0) + 1)
     })
+    // A node reads its stream from where it stood when it subscribed (what was routed before went to
+    // an earlier process); the other processes route to node-a here, so they start only once that
+    // read is done: a round trip on procs[0]'s connection, which runs its commands in order.
+    await procs[0].stats()
     const N = 600
     const tenants = ['A', 'B', 'C']
     const ids = Array.from({ length: N }, (_, i) => ({ tenant: tenants[i % 3], id: `${Math.floor(i / 3)}` }))

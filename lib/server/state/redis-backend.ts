@@ -173,7 +173,7 @@ export class RedisStateBackend implements StateBackend {
     )
 
     const Redis = requireOptional<new (url: string, options?: RedisOptions) => RedisClient>('ioredis', 'The Redis state backend')
-    this.cmd = new Redis(o.url, { ...o.redisOptions })
+    this.cmd = new Redis(o.url, { enableAutoPipelining: true, ...o.redisOptions })
     // Errors reach the calls that fail; the events themselves (reconnects) are not ours to report.
     this.cmd.on('error', noop)
     const scripts = {} as Record<ScriptName, Script>
@@ -571,9 +571,11 @@ export class RedisStateBackend implements StateBackend {
             if (fieldOf(f, 'w') === this.instance) reader.seen.add(entry)
             list.push(...toRouted(f))
           }
-          // Read: no longer needed in Redis.
-          void this.call('isTrim', Date.now(), [reader.node, nextId(reader.cursor)]).catch(noop)
           if (list.length > 0) this.listeners.route(new Map([[reader.node, list]]))
+          // Read: no longer needed in Redis. Awaited before the next read: when the stream was
+          // emptied and deleted, the next one is read from its start (see the trim script).
+          if ((await this.call<number>('isTrim', Date.now(), [reader.node, nextId(reader.cursor)])) === 1) reader.cursor = '0-0'
+
         }
       } catch {
         this.blocked = false

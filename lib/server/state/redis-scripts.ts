@@ -46,7 +46,8 @@ local G = '${CONSUMER_GROUP}'
 -- Counters (HASH fields) change through hincr: the deltas of a script are summed and written once
 -- by flush() at its end (one HINCRBY per field, not one per item), and a field back at 0 is
 -- deleted (idle tenants and owners leave no keys). hnum reads a counter with the pending delta.
-local DELTA = {}
+-- A counter is read from Redis once per script (BASE), later reads add the pending delta.
+local DELTA, BASE = {}, {}
 local DC = nil
 local function hincr(key, field, d)
   if d == 0 then return end
@@ -55,7 +56,10 @@ local function hincr(key, field, d)
   k[field] = (k[field] or 0) + d
 end
 local function hnum(key, field)
-  local v = tonumber(redis.call('HGET', key, field)) or 0
+  local b = BASE[key]
+  if not b then b = {}; BASE[key] = b end
+  local v = b[field]
+  if v == nil then v = tonumber(redis.call('HGET', key, field)) or 0; b[field] = v end
   local k = DELTA[key]
   if k and k[field] then v = v + k[field] end
   return v
@@ -66,8 +70,27 @@ local function flush()
       if d ~= 0 and redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
     end
   end
-  DELTA = {}
+  DELTA, BASE = {}, {}
   if DC then redis.call('HSET', K.stats, 'dc', string.format('%d', DC)) end
+end
+
+-- A variadic command over a list of arguments, in chunks (unpack has a limit): one call per
+-- chunk instead of one per item, the main cost of a script being its number of redis.call.
+local CHUNK = 4000
+local function vcall(cmd, key, list)
+  for s = 1, #list, CHUNK do redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list))) end
+end
+-- The same for a command that answers one value per argument (HMGET, ZMSCORE): the answers in
+-- order, false for none.
+local function vget(cmd, key, list)
+  if #list <= CHUNK then return redis.call(cmd, key, unpack(list)) end
+  local out = {}
+  for s = 1, #list, CHUNK do
+    local e = math.min(s + CHUNK - 1, #list)
+    local r = redis.call(cmd, key, unpack(list, s, e))
+    for k = 1, e - s + 1 do out[s + k - 1] = r[k] end
+  end
+  return out
 end
 
 -- ../store/result-store.ts tenantOfOwner: byte budgets are per tenant of an owner.
@@ -216,33 +239,87 @@ local function evict_bytes()
   return lost
 end
 
--- The memory store's complete: the pending id becomes a retained result (the first one kept).
--- Returns first (no result before), lost (undelivered results evicted for room).
-local function complete(owner, id, stored, len, delivered)
-  local fpf = unpend(owner, id)
-  if not fpf then
-    if redis.call('HEXISTS', K.results(owner), id) == 1 then return false, 0 end
-    fpf = ''
-  end
-  local c = clock()
-  redis.call('HSET', K.results(owner), id, (delivered and '2' or '0') .. '|' .. len .. '|' .. fpf)
-  redis.call('HSET', K.outputs(owner), id, stored)
-  redis.call('ZADD', K.done(owner), c, id)
-  redis.call('ZADD', delivered and K.retainedDelivered or K.retainedOther, c, enc2(owner, id))
-  hincr(K.stats, 'rb', len)
-  if not delivered then
-    redis.call('ZADD', K.undelivered(owner), c, id)
-    hincr(K.tenant(tenant_of(owner)), 'ub', len)
+-- The memory store's complete, for many results at once: each pending id becomes a retained
+-- result (the first one kept). list: {o, i, stored, len, delivered}; sets e.first on each (no
+-- result before: stored now) and returns the undelivered results evicted for room. One HMGET /
+-- HDEL / HSET / ZADD per owner and key, not per result.
+local function complete_many(list)
+  local by, owners = {}, {}
+  for _, e in ipairs(list) do
+    local l = by[e.o]
+    if not l then l = {}; by[e.o] = l; table.insert(owners, e.o) end
+    table.insert(l, e)
   end
   local lost = 0
-  local n = redis.call('ZCARD', K.done(owner))
-  if n > LIM_MAX + LIM_SLACK then
-    for _, old in ipairs(redis.call('ZRANGE', K.done(owner), 0, n - LIM_MAX - 1)) do
-      if remove_done(owner, old) then lost = lost + 1 end
+  for _, o in ipairs(owners) do
+    local l = by[o]
+    local ids = {}
+    for k, e in ipairs(l) do ids[k] = e.i end
+    local pv = vget('HMGET', K.pending(o), ids)
+    local gone, miss, missIds, seen = {}, {}, {}, {}
+    local freed = 0
+    for k, e in ipairs(l) do
+      local v = pv[k]
+      if seen[e.i] then e.first = false
+      elseif v then
+        seen[e.i] = true
+        local bar = string.find(v, '|', 1, true)
+        freed = freed + tonumber(string.sub(v, 1, bar - 1))
+        e.fpf = string.sub(v, bar + 1)
+        e.first = true
+        table.insert(gone, e.i)
+      else
+        seen[e.i] = true
+        table.insert(miss, e); table.insert(missIds, e.i)
+      end
+    end
+    if #gone > 0 then
+      vcall('HDEL', K.pending(o), gone)
+      hincr(K.tenant(tenant_of(o)), 'qb', -freed)
+    end
+    if #miss > 0 then
+      local rv = vget('HMGET', K.results(o), missIds)
+      for k, e in ipairs(miss) do
+        e.first = not rv[k]
+        e.fpf = ''
+      end
+    end
+    local hr, ho, zd, zu, zrd, zro = {}, {}, {}, {}, {}, {}
+    local ub, rb = 0, 0
+    for _, e in ipairs(l) do
+      if e.first then
+        local c = string.format('%d', clock())
+        table.insert(hr, e.i); table.insert(hr, (e.delivered and '2' or '0') .. '|' .. e.len .. '|' .. e.fpf)
+        table.insert(ho, e.i); table.insert(ho, e.stored)
+        table.insert(zd, c); table.insert(zd, e.i)
+        local member = enc2(o, e.i)
+        if e.delivered then table.insert(zrd, c); table.insert(zrd, member)
+        else
+          table.insert(zro, c); table.insert(zro, member)
+          table.insert(zu, c); table.insert(zu, e.i)
+          ub = ub + e.len
+        end
+        rb = rb + e.len
+      end
+    end
+    if #hr > 0 then
+      vcall('HSET', K.results(o), hr)
+      vcall('HSET', K.outputs(o), ho)
+      vcall('ZADD', K.done(o), zd)
+      if #zrd > 0 then vcall('ZADD', K.retainedDelivered, zrd) end
+      if #zro > 0 then vcall('ZADD', K.retainedOther, zro) end
+      if #zu > 0 then vcall('ZADD', K.undelivered(o), zu); hincr(K.tenant(tenant_of(o)), 'ub', ub) end
+      hincr(K.stats, 'rb', rb)
+      local n = redis.call('ZCARD', K.done(o))
+      if n > LIM_MAX + LIM_SLACK then
+        for _, old in ipairs(redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)) do
+          if remove_done(o, old) then lost = lost + 1 end
+        end
+      end
     end
   end
   if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
-  return true, lost
+  return lost
 end
 
 -- What this transition routes, per node: written by flush_routes() as one stream entry per node
@@ -289,25 +366,39 @@ end
 
 -- Stores one finished item's result (or forgets it: a sink route without retain) and routes it.
 -- r: stored (text kept), len (its UTF-16 length), outputs (the result itself), oversize, failed, cs.
-local function store(it, r)
-  if not it.s then
-    local f = {'o', it.o, 'i', it.i}
-    if r.oversize then table.insert(f, 'v'); table.insert(f, '1'); table.insert(f, 'x'); table.insert(f, r.outputs) end
-    local first, lost = complete(it.o, it.i, r.stored, r.len, false)
-    route(it.n, f)
-    for _, n in ipairs(present(it.o)) do
-      if n ~= it.n then route(n, {'o', it.o, 'i', it.i}) end
+-- Stores finished items' results (or forgets them: a sink route without retain) and routes them.
+-- list: {it, r} with r: stored (text kept), len (its UTF-16 length), outputs (the result itself),
+-- oversize, failed, cs. Sets r.first (no result before: billable once); returns the results lost.
+local function store_many(list)
+  local keep = {}
+  for _, x in ipairs(list) do
+    local it, r = x[1], x[2]
+    if not it.s then
+      local f = {'o', it.o, 'i', it.i}
+      if r.oversize then table.insert(f, 'v'); table.insert(f, '1'); table.insert(f, 'x'); table.insert(f, r.outputs) end
+      route(it.n, f)
+      for _, n in ipairs(present(it.o)) do
+        if n ~= it.n then route(n, {'o', it.o, 'i', it.i}) end
+      end
+      r.o, r.i, r.delivered = it.o, it.i, false
+      table.insert(keep, r)
+    else
+      local f = {'o', it.o, 'i', it.i, 's', it.s, 'x', r.outputs}
+      if r.failed then table.insert(f, 'f'); table.insert(f, '1') end
+      if r.cs and r.cs ~= '' then table.insert(f, 'c'); table.insert(f, r.cs) end
+      route(it.n, f)
+      if it.r then
+        r.o, r.i, r.delivered = it.o, it.i, true
+        table.insert(keep, r)
+      else
+        local p = unpend(it.o, it.i)
+        local d = remove_done(it.o, it.i)
+        r.first = p ~= nil or d == nil
+      end
     end
-    return first, lost
   end
-  local f = {'o', it.o, 'i', it.i, 's', it.s, 'x', r.outputs}
-  if r.failed then table.insert(f, 'f'); table.insert(f, '1') end
-  if r.cs and r.cs ~= '' then table.insert(f, 'c'); table.insert(f, r.cs) end
-  route(it.n, f)
-  if it.r then return complete(it.o, it.i, r.stored, r.len, true) end
-  local p = unpend(it.o, it.i)
-  local d = remove_done(it.o, it.i)
-  return p ~= nil or d == nil, 0
+  if #keep == 0 then return 0 end
+  return complete_many(keep)
 end
 
 -- A finished (or dead) leased item leaves the processing counts and, at acked(), its queue stream
@@ -350,15 +441,42 @@ local maxq = tonumber(ARGV[4])
 local codes = {}
 local reply = {''}
 local queued = 0
+-- What the store knows of the ids: one HMGET per owner for the pending ids, one for the retained
+-- results among the rest. PV / RV: owner → id → value; an item queued below joins PV, so the same
+-- id later in this call is pending.
+local PV, RV, IDS, OWNERS = {}, {}, {}, {}
+for j = 5, #ARGV, 13 do
+  local o = ARGV[j]
+  local l = IDS[o]
+  if not l then l = {}; IDS[o] = l; table.insert(OWNERS, o) end
+  table.insert(l, ARGV[j + 1])
+end
+for _, o in ipairs(OWNERS) do
+  local ids = IDS[o]
+  local pv, pt, rt, miss = vget('HMGET', K.pending(o), ids), {}, {}, {}
+  for k, id in ipairs(ids) do
+    if pv[k] then pt[id] = pv[k] else table.insert(miss, id) end
+  end
+  if #miss > 0 then
+    local rv = vget('HMGET', K.results(o), miss)
+    for k, id in ipairs(miss) do
+      if rv[k] then rt[id] = rv[k] end
+    end
+  end
+  PV[o], RV[o] = pt, rt
+end
+-- Written once per key at the end: pending ids per owner; per (group, tenant) queue whether it
+-- exists, and its age entries (ZADD NX: the first item of this call is the oldest it adds).
+local NEWP, NEWP_OWNERS, QREADY, ARRIVED = {}, {}, {}, {}
 for j = 5, #ARGV, 13 do
   local owner, id, tenant, model, compute, group, params, fpf, bytes, node, sink, retain, inputs =
     ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], tonumber(ARGV[j + 8]), ARGV[j + 9], ARGV[j + 10], ARGV[j + 11], ARGV[j + 12]
-  local pv = redis.call('HGET', K.pending(owner), id)
+  local pv = PV[owner][id]
   if pv then
     local have = string.sub(pv, string.find(pv, '|', 1, true) + 1)
     table.insert(codes, (fpf ~= '' and have ~= '' and have ~= fpf) and 'c' or 'p')
   else
-    local m = redis.call('HGET', K.results(owner), id)
+    local m = RV[owner][id]
     if m then
       local have = string.sub(m, string.find(m, '|', 3, true) + 1)
       if fpf ~= '' and have ~= '' and have ~= fpf then table.insert(codes, 'c')
@@ -371,10 +489,19 @@ for j = 5, #ARGV, 13 do
       local qb = hnum(K.tenant(qt), 'qb')
       if maxq >= 0 and qb > 0 and qb + bytes > maxq then table.insert(codes, 'o')
       else
-        redis.call('HSET', K.pending(owner), id, bytes .. '|' .. fpf)
+        local v = bytes .. '|' .. fpf
+        PV[owner][id] = v
+        local np = NEWP[owner]
+        if not np then np = {}; NEWP[owner] = np; table.insert(NEWP_OWNERS, owner) end
+        table.insert(np, id); table.insert(np, v)
         hincr(K.tenant(qt), 'qb', bytes)
         local q = K.queue(group, tenant)
-        if redis.call('EXISTS', q) == 0 then redis.call('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM') end
+        if not QREADY[q] then
+          QREADY[q] = true
+          if redis.call('EXISTS', q) == 0 then redis.call('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM') end
+          redis.call('ZADD', K.tenantGroups(tenant), 'NX', NOW, group)
+          redis.call('ZADD', K.groupHeads(group), 'NX', NOW, tenant)
+        end
         local f = {'o', owner, 'i', id, 'm', model, 'c', compute, 'b', bytes, 'n', node, 'e', ARGV[3]}
         if params ~= '' then table.insert(f, 'p'); table.insert(f, params) end
         if fpf ~= '' then table.insert(f, 'f'); table.insert(f, string.sub(fpf, 2)) end
@@ -382,9 +509,7 @@ for j = 5, #ARGV, 13 do
         if retain ~= '' then table.insert(f, 'r'); table.insert(f, '1') end
         if inputs ~= '' then table.insert(f, 'x'); table.insert(f, inputs) end
         redis.call('XADD', q, '*', unpack(f))
-        redis.call('ZADD', K.tenantGroups(tenant), 'NX', NOW, group)
-        redis.call('ZADD', K.groupHeads(group), 'NX', NOW, tenant)
-        arrive(tenant)
+        if not ARRIVED[tenant] then ARRIVED[tenant] = true; arrive(tenant) end
         hincr(K.tenant(tenant), 'n', 1)
         hincr(K.owner(owner), 'q', 1)
         hincr(K.groupSize, group, 1)
@@ -394,6 +519,7 @@ for j = 5, #ARGV, 13 do
     end
   end
 end
+for _, o in ipairs(NEWP_OWNERS) do vcall('HSET', K.pending(o), NEWP[o]) end
 if queued > 0 then
   hincr(K.stats, 'q', queued)
   redis.call('PUBLISH', K.wake, '1')
@@ -582,22 +708,25 @@ for j = 9, #ARGV, 6 do
       cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) }
   end
 end
-local again = {}
-local finished, billed, lost = 0, 0, 0
+local again, done = {}, {}
+local finished, billed = 0, 0
 for k, it in ipairs(items) do
   local r = res[k]
   if r then
     finished = finished + 1
     leave(it)
-    local first, l = store(it, r)
-    lost = lost + l
-    if r.billable and first then
-      hincr(K.ledger, enc2(it.t, it.m), 1)
-      hincr(K.billed, it.o, 1)
-      billed = billed + 1
-    end
+    table.insert(done, {it, r})
   else
     table.insert(again, it)
+  end
+end
+local lost = store_many(done)
+for _, x in ipairs(done) do
+  local it, r = x[1], x[2]
+  if r.billable and r.first then
+    hincr(K.ledger, enc2(it.t, it.m), 1)
+    hincr(K.billed, it.o, 1)
+    billed = billed + 1
   end
 end
 hincr(K.stats, 'p', -finished)
@@ -685,7 +814,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
         r.len = utf16len(r.stored)
         r.oversize = true
       end
-      store(it, r)
+      store_many({{it, r}})
       dead = dead + 1
     end
     forget_idle(tenant)
@@ -741,10 +870,28 @@ return o
 /** take — ARGV: prefix, instance, now, owner, max. Reply: id, outputs, id, outputs… (oldest first). */
 const TAKE = `
 local owner = ARGV[4]
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', K.undelivered(owner), 0, tonumber(ARGV[5]) - 1)) do
-  local o = claim1(owner, id)
-  if o then table.insert(out, id); table.insert(out, o) end
+local ids = redis.call('ZRANGE', K.undelivered(owner), 0, tonumber(ARGV[5]) - 1)
+if #ids == 0 then return {} end
+local ms = vget('HMGET', K.results(owner), ids)
+local os = vget('HMGET', K.outputs(owner), ids)
+local hs, zr, sa, out = {}, {}, {}, {}
+local freed = 0
+for k, id in ipairs(ids) do
+  local m = ms[k]
+  if m and string.sub(m, 1, 1) == '0' then
+    local _, b = meta_parse(m)
+    freed = freed + b
+    table.insert(hs, id); table.insert(hs, '1' .. string.sub(m, 2))
+    table.insert(zr, id)
+    table.insert(sa, enc2(owner, id))
+    if os[k] then table.insert(out, id); table.insert(out, os[k]) end
+  end
+end
+if #zr > 0 then
+  vcall('HSET', K.results(owner), hs)
+  vcall('ZREM', K.undelivered(owner), zr)
+  vcall('SADD', K.inFlight(INST), sa)
+  hincr(K.tenant(tenant_of(owner)), 'ub', -freed)
 end
 flush()
 return out
@@ -764,24 +911,41 @@ return 0
 /** acknowledge — ARGV: prefix, instance, now, owner, ids… Delivered: evicted first, never sent again. */
 const ACKNOWLEDGE = `
 local owner = ARGV[4]
+local ids, seen = {}, {}
 for j = 5, #ARGV do
   local id = ARGV[j]
-  local m = redis.call('HGET', K.results(owner), id)
+  if not seen[id] then seen[id] = true; table.insert(ids, id) end
+end
+local ms = vget('HMGET', K.results(owner), ids)
+local hs, zr, sr, members = {}, {}, {}, {}
+local freed = 0
+for k, id in ipairs(ids) do
+  local m = ms[k]
   if m and string.sub(m, 1, 1) ~= '2' then
     local st, b = meta_parse(m)
     local member = enc2(owner, id)
     if st == '0' then
-      redis.call('ZREM', K.undelivered(owner), id)
-      hincr(K.tenant(tenant_of(owner)), 'ub', -b)
+      table.insert(zr, id)
+      freed = freed + b
     else
-      redis.call('SREM', K.inFlight(INST), member)
+      table.insert(sr, member)
     end
-    redis.call('HSET', K.results(owner), id, '2' .. string.sub(m, 2))
-    local score = redis.call('ZSCORE', K.retainedOther, member)
-    if score then
-      redis.call('ZREM', K.retainedOther, member)
-      redis.call('ZADD', K.retainedDelivered, score, member)
-    end
+    table.insert(hs, id); table.insert(hs, '2' .. string.sub(m, 2))
+    table.insert(members, member)
+  end
+end
+if #hs > 0 then
+  vcall('HSET', K.results(owner), hs)
+  if #zr > 0 then vcall('ZREM', K.undelivered(owner), zr); hincr(K.tenant(tenant_of(owner)), 'ub', -freed) end
+  if #sr > 0 then vcall('SREM', K.inFlight(INST), sr) end
+  local sc = vget('ZMSCORE', K.retainedOther, members)
+  local rem, add = {}, {}
+  for k, member in ipairs(members) do
+    if sc[k] then table.insert(rem, member); table.insert(add, sc[k]); table.insert(add, member) end
+  end
+  if #rem > 0 then
+    vcall('ZREM', K.retainedOther, rem)
+    vcall('ZADD', K.retainedDelivered, add)
   end
 end
 flush()
@@ -859,12 +1023,14 @@ return 0
 /**
  * trim — ARGV: prefix, instance, now, node, the first entry id to keep. A node read its stream up to
  * there: the entries before go, and an empty stream with them (one step: an entry appended
- * meanwhile is kept).
+ * meanwhile is kept). Reply 1 when the stream was deleted: the node then reads the next one from
+ * its start, since a stream made again numbers its entries afresh (an entry appended within the
+ * same millisecond can get a smaller id than the last one read).
  */
 const TRIM = `
 local key = K.node(ARGV[4])
 redis.call('XTRIM', key, 'MINID', ARGV[5])
-if redis.call('XLEN', key) == 0 then redis.call('DEL', key) end
+if redis.call('XLEN', key) == 0 then redis.call('DEL', key); return 1 end
 return 0
 `
 
