@@ -615,7 +615,10 @@ export class RedisStateBackend implements StateBackend {
   }
 
   async acknowledge(owner: string, ids: readonly string[]): Promise<void> {
-    for (let start = 0; start < ids.length; start += IDS_CHUNK) await this.run('isAcknowledge', Date.now(), [owner, ...ids.slice(start, start + IDS_CHUNK)])
+    // Every chunk sent at once: the connection runs them in order, before any later call.
+    const calls: Array<Promise<unknown>> = []
+    for (let start = 0; start < ids.length; start += IDS_CHUNK) calls.push(this.run('isAcknowledge', Date.now(), [owner, ...ids.slice(start, start + IDS_CHUNK)]))
+    await Promise.all(calls)
   }
 
   async forget(owner: string, id: string): Promise<void> {

@@ -12,6 +12,10 @@ import type { Tenant } from '../tenants.js'
 // they stay undelivered in the store and count against the token's flow-control bound.
 const SEND_HIGH_WATER = 4 * 1024 * 1024
 
+// Acknowledgements of one stream sent to the backend and not yet answered, at most: past it the
+// stream's next frames wait for them (a client that only sends acks cannot queue work without end).
+const ACKS_AHEAD = 8
+
 /**
  * JSON text of a result's outputs. Outputs JSON.stringify cannot write (nested too deeply for its
  * recursion; echo returns such inputs as they came) must not throw out of a send — in a v1 flush
@@ -48,6 +52,8 @@ export interface ReadFrame {
 export class StreamSession {
   /** v1 results written and not yet acked; handed back to the store if the socket closes. */
   readonly unacked = new Set<string>()
+  // Acknowledgements under way (see ACKS_AHEAD).
+  private acking = 0
   // The route and the group of this stream's items without parameters: one object and one string
   // for all of them (a group key built per item would be hashed anew by every queue lookup).
   private readonly route: Route
@@ -282,7 +288,20 @@ export class StreamSession {
           case 'ack':
             await submit()
             for (let j = 0; j < e.ids.length; j++) this.unacked.delete(e.ids[j])
-            await state.acknowledge(owner, e.ids)
+            // Not awaited: the next frames need not wait for a round trip to a shared store. Every
+            // backend applies transitions in the order they are called (memory and SQLite at the
+            // call, Redis on one connection in order), so a later submit or resume sees it.
+            this.acking++
+            const acked = state.acknowledge(owner, e.ids).then(
+              () => {
+                this.acking--
+              },
+              (err: unknown) => {
+                this.acking--
+                this.hub.logger?.error({ err }, 'acknowledging results failed')
+              },
+            )
+            if (this.acking > ACKS_AHEAD) await acked
             this.hub.router.flush(owner)
             break
           case 'resume': {
