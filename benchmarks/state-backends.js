@@ -13,6 +13,11 @@
  *     memory        MemoryStateBackend
  *     sqlite        SqliteStateBackend on a file in a temp folder (synchronous NORMAL, the default)
  *     sqlite-full   the same with synchronous FULL (an fsync per commit; --batch only)
+ *     redis         RedisStateBackend on the Redis at --redis (default REDIS_URL, else
+ *                   redis://127.0.0.1:6379) under a fresh key prefix, deleted after the run; left
+ *                   out (with a line saying so) when that Redis does not answer. Its row also gives
+ *                   the Redis server's own CPU per item (INFO cpu over the measured loop: the Lua
+ *                   scripts of the transitions; it includes any other client of that Redis).
  *   at --batch (default 64) and at batch 1 (one item per transition: commit-bound). Each
  *   measurement runs in a fresh child process after a warm-up loop of 2 000 items on another
  *   backend; runs are interleaved and the median is kept. The bill is checked (= items).
@@ -53,13 +58,41 @@ import {
 const SELF = fileURLToPath(import.meta.url)
 const MEMORY = path.join(ROOT, 'dist', 'server', 'state', 'memory-backend.js')
 const SQLITE = path.join(ROOT, 'dist', 'server', 'state', 'sqlite-backend.js')
-const args = parseBenchArgs({ items: { type: 'string' }, batch: { type: 'string', default: '64' }, peer: { type: 'string' }, 'run-batch': { type: 'string' } })
+const REDIS = path.join(ROOT, 'dist', 'server', 'state', 'redis-backend.js')
+const args = parseBenchArgs({ items: { type: 'string' }, batch: { type: 'string', default: '64' }, peer: { type: 'string' }, 'run-batch': { type: 'string' }, redis: { type: 'string' } })
+const REDIS_URL = args.redis ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const ITEMS = args.items !== undefined ? int('items', args.items) : 20_000
 const BATCH = int('batch', args.batch)
 const LIMITS = { maxRetained: 1_000_000, retentionMs: 3_600_000 }
 const STEPS = ['submit', 'lease', 'finish', 'take', 'ack']
 
+// A plain connection to the Redis of the redis peer (its CPU, its keys), or null when it does not answer.
+async function redisAdmin() {
+  const { default: Redis } = await import('ioredis')
+  const r = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  r.on('error', () => {})
+  try {
+    await r.connect()
+    await r.ping()
+    return r
+  } catch {
+    r.disconnect()
+    return null
+  }
+}
+
+async function redisCpuUs(r) {
+  const info = await r.info('cpu')
+  const num = (k) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0)
+  return (num('used_cpu_user') + num('used_cpu_sys')) * 1e6
+}
+
 async function open(peer, dir, name) {
+  if (peer === 'redis') {
+    const { RedisStateBackend } = await import(REDIS)
+    const prefix = `bench-state:${process.pid}:${name}:`
+    return { backend: new RedisStateBackend({ url: REDIS_URL, prefix, ...LIMITS }), file: null, prefix }
+  }
   if (peer === 'memory') {
     const { MemoryStateBackend } = await import(MEMORY)
     return { backend: new MemoryStateBackend(LIMITS), file: null }
@@ -105,30 +138,57 @@ async function child() {
   const batch = int('run-batch', args['run-batch'])
   const dir = mkdtempSync(path.join(os.tmpdir(), 'is-bench-state-'))
   try {
-    const warm = await open(peer, dir, 'warm')
-    await loop(warm.backend, 2000, batch)
-    await warm.backend.close()
-    const { backend, file } = await open(peer, dir, 'run')
-    const { ms, total } = await loop(backend, ITEMS, batch)
-    const billed = (await backend.ledger()).reduce((n, e) => n + e.items, 0)
-    const stats = await backend.stats()
-    await backend.close()
-    const bytes = file ? statSync(file).size : null
-    const usPerItem = Object.fromEntries(STEPS.map((s) => [s, Math.round((ms[s] / ITEMS) * 1000 * 100) / 100]))
-    const ok = billed === ITEMS && stats.queued === 0 && stats.processing === 0
-    process.stdout.write(`${JSON.stringify({ ok, peer, batch, items: ITEMS, seconds: total / 1000, itemsPerSec: ITEMS / (total / 1000), usPerItem, billed, fileBytes: bytes })}\n`)
+    const admin = peer === 'redis' ? await redisAdmin() : null
+    const opened = []
+    try {
+      const warm = await open(peer, dir, 'warm')
+      opened.push(warm)
+      await loop(warm.backend, 2000, batch)
+      await warm.backend.close()
+      const run = await open(peer, dir, 'run')
+      opened.push(run)
+      const { backend, file } = run
+      const cpu0 = admin ? await redisCpuUs(admin) : 0
+      const { ms, total } = await loop(backend, ITEMS, batch)
+      const redisCpu = admin ? Math.round(((await redisCpuUs(admin)) - cpu0) / ITEMS * 10) / 10 : null
+      const billed = (await backend.ledger()).reduce((n, e) => n + e.items, 0)
+      const stats = await backend.stats()
+      await backend.close()
+      const bytes = file ? statSync(file).size : null
+      const usPerItem = Object.fromEntries(STEPS.map((s) => [s, Math.round((ms[s] / ITEMS) * 1000 * 100) / 100]))
+      const ok = billed === ITEMS && stats.queued === 0 && stats.processing === 0
+      process.stdout.write(`${JSON.stringify({ ok, peer, batch, items: ITEMS, seconds: total / 1000, itemsPerSec: ITEMS / (total / 1000), usPerItem, billed, fileBytes: bytes, redisCpuUsPerItem: redisCpu })}\n`)
+    } finally {
+      // The run's keys go (the backends closed first: nothing writes them any more).
+      if (admin) {
+        for (const o of opened) {
+          let cursor = '0'
+          do {
+            const [next, keys] = await admin.scan(cursor, 'MATCH', `${o.prefix}*`, 'COUNT', 1000)
+            cursor = next
+            if (keys.length > 0) await admin.del(...keys)
+          } while (cursor !== '0')
+        }
+        admin.disconnect()
+      }
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
 }
 
 async function orchestrator() {
-  checkBuild([MEMORY, SQLITE], 'dist/ is missing the state backends: run `npx tsc -p tsconfig.build.json` first\n')
+  checkBuild([MEMORY, SQLITE, REDIS], 'dist/ is missing the state backends: run `npx tsc -p tsconfig.build.json` first\n')
   const runs = runsArg(args)
+  const admin = await redisAdmin()
+  const redisVersion = admin ? /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? '?' : null
+  admin?.disconnect()
+  if (!admin) process.stderr.write(`No Redis answers at ${REDIS_URL.replace(/\/\/[^@/]*@/, '//')}: the redis peer is left out\n`)
   const configs = [
     { peer: 'memory', batch: BATCH },
     { peer: 'sqlite', batch: BATCH },
     { peer: 'sqlite-full', batch: BATCH },
+    ...(admin ? [{ peer: 'redis', batch: BATCH }] : []),
     ...(BATCH === 1 ? [] : [{ peer: 'memory', batch: 1 }, { peer: 'sqlite', batch: 1 }]),
   ]
   const loadBefore = loadBeforeRuns()
@@ -147,18 +207,18 @@ async function orchestrator() {
     const memory = results.get(`memory@${c.batch}`)
     const ratios = all.map((x, i) => x.itemsPerSec / memory[i].itemsPerSec).sort((x, y) => x - y)
     const ratioToMemory = ratios[Math.floor((ratios.length - 1) / 2)]
-    return { ...c, ok, itemsPerSec: med.itemsPerSec, ratioToMemory, usPerItem: med.usPerItem, fileBytes: med.fileBytes, runs: all.map((x) => Math.round(x.itemsPerSec)) }
+    return { ...c, ok, itemsPerSec: med.itemsPerSec, ratioToMemory, usPerItem: med.usPerItem, fileBytes: med.fileBytes, redisCpuUsPerItem: med.redisCpuUsPerItem ?? null, runs: all.map((x) => Math.round(x.itemsPerSec)) }
   })
   const machine = machineInfo(loadBefore, { 'better-sqlite3': pkgVersion('better-sqlite3') })
   const table = [
-    `| peer | batch | items/s | × memory (median of runs) | µs/item submit | lease | finish | take | ack | file MiB | runs (items/s) |`,
-    `|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|`,
+    `| peer | batch | items/s | × memory (median of runs) | µs/item submit | lease | finish | take | ack | file MiB | Redis CPU µs/item | runs (items/s) |`,
+    `|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|`,
     ...rows.map(
       (r) =>
-        `| ${r.peer} | ${r.batch} | ${fmtInt(r.itemsPerSec)} | ${r.ratioToMemory.toFixed(2)} | ${STEPS.map((s) => r.usPerItem[s].toFixed(1)).join(' | ')} | ${r.fileBytes === null ? '—' : (r.fileBytes / 2 ** 20).toFixed(1)} | ${r.runs.map(fmtInt).join(', ')} |`,
+        `| ${r.peer} | ${r.batch} | ${fmtInt(r.itemsPerSec)} | ${r.ratioToMemory.toFixed(2)} | ${STEPS.map((s) => r.usPerItem[s].toFixed(1)).join(' | ')} | ${r.fileBytes === null ? '—' : (r.fileBytes / 2 ** 20).toFixed(1)} | ${r.redisCpuUsPerItem === null ? '—' : r.redisCpuUsPerItem.toFixed(1)} | ${r.runs.map(fmtInt).join(', ')} |`,
     ),
   ].join('\n')
-  const md = `# State backends: memory vs SQLite
+  const md = `# State backends: memory vs SQLite vs Redis
 
 ${ITEMS.toLocaleString('en-US')} items, submit → lease → finish → takeUndelivered → acknowledge, median of ${runs} interleaved run(s), each in a fresh process after a warm-up.
 
@@ -166,12 +226,12 @@ Command: \`${commandLine('state-backends')}\` (after \`npx tsc -p tsconfig.build
 
 ${table}
 
-Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.platform}, Node ${machine.node}, better-sqlite3 ${machine['better-sqlite3']}, commit ${machine.commit}; load average ${machine.loadAvgBefore} before, ${machine.loadAvgAfter} after.
+Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.platform}, Node ${machine.node}, better-sqlite3 ${machine['better-sqlite3']}, ${redisVersion ? `Redis ${redisVersion}` : 'no Redis'}, commit ${machine.commit}; load average ${machine.loadAvgBefore} before, ${machine.loadAvgAfter} after.
 `
   process.stdout.write(`\n${md}`)
   if (!args['no-write']) {
     const { writeResults } = await import('./lib/harness.js')
-    writeResults('state-backends', args.quick, { items: ITEMS, batch: BATCH, runs, rows, machine }, md)
+    writeResults('state-backends', args.quick, { items: ITEMS, batch: BATCH, runs, rows, machine: { ...machine, redis: redisVersion } }, md)
   }
   exitIfFailed(rows.some((r) => !r.ok))
 }
