@@ -19,7 +19,9 @@
  *   log-uniformly (many short texts, a long tail: median ~32 words, ~1 in 5 over 100), words from the
  *   model's generated vocabulary with TEXT_VOCAB's common words, 1 word in 6 with a suffix piece
  *   (two tokens, as real words split), a comma or full stop now and then: 6 to ~300 tokens.
- *   `--items` of them (default 1024, `--quick` 128), also written as a CSV `id,text` for (c).
+ *   `--items` of them (default 4096, `--quick` 128), also written as a CSV `id,text` for (c):
+ *   twice the CLI's default in-flight rows, so neither (b) nor (c) sees the whole set at once
+ *   (with every item in view the server's length-aware batches are a global sort, as (a)'s).
  *   Peers, each its own child process, interleaved over `--runs`:
  *     bare-sorted  (a) transformers.js `pipeline('text-classification', ID, {dtype: 'fp32'})` with one ONNX Runtime thread per core;
  *                  the texts sorted by token count, cut into batches of 32, each tokenized
@@ -33,7 +35,8 @@
  *     server       (b) `inference-stream serve --port 0 --models DIR` (defaults: 4 batch workers,
  *                  --max-batch 32, the model in a thread of its own), warmed up with one
  *                  `wait_for_model` request; a client child sends the texts through
- *                  `new InferenceStream({protocol: 'v1', ordered: true, maxInFlight: 256})` to a
+ *                  `new InferenceStream({protocol: 'v1', ordered: true, maxInFlight})` (`--max-in-flight`, default
+ *                  2048 as `run`'s) to a
  *                  counting Writable; timed from before it connects to its last result.
  *     cli          (c) `node dist/cli/index.js run --models DIR --model ID --no-progress in.csv
  *                  -o out.parquet` (embedded server in the same process), timed from spawn to
@@ -45,7 +48,7 @@
  *   has every row, in order, each with its label and score; the server's bill equals the items.
  *
  * Command
- *   npm run build && node benchmarks/model-efficiency.js --runs 1   # MiniLM-shaped, 1024 texts (~6 min on 2 cores)
+ *   npm run build && node benchmarks/model-efficiency.js --runs 1   # MiniLM-shaped, 4096 texts (~10 min on 2 cores)
  *   node benchmarks/model-efficiency.js                             # 3 interleaved runs
  *   node benchmarks/model-efficiency.js --quick                     # small model, 128 texts, 1 run: smoke test (~30 s)
  *   node benchmarks/model-efficiency.js --only bare-sorted,cli --items 512
@@ -94,7 +97,8 @@ const args = parseBenchArgs({
   items: { type: 'string' },
   models: { type: 'string' },
   model: { type: 'string' },
-  'max-in-flight': { type: 'string', default: '256' },
+  // The CLI's default (`run --max-in-flight`), so (b) and (c) keep the same window.
+  'max-in-flight': { type: 'string', default: '2048' },
   peer: { type: 'string' },
   base: { type: 'string' },
   dir: { type: 'string' },
@@ -304,7 +308,7 @@ const csvCell = (s) => (/[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s)
 
 async function orchestrate() {
   const quick = args.quick
-  const N = args.items !== undefined ? int('items', args.items) : quick ? 128 : 1024
+  const N = args.items !== undefined ? int('items', args.items) : quick ? 128 : 4096
   const seed = int('seed', args.seed)
   const runs = runsArg(args)
   const peers = onlyPeers(args, PEERS)
@@ -357,7 +361,7 @@ async function orchestrate() {
             token,
             warmInputs: texts.slice(0, 4),
             items: N,
-            client: () => runChild(THIS_FILE, 'client', [...common, '--base', server.base, '--token', token]),
+            client: () => runChild(THIS_FILE, 'client', [...common, '--base', server.base, '--token', token, '--max-in-flight', String(int('max-in-flight', args['max-in-flight']))]),
           })
         } catch (err) {
           result = { ok: false, error: err.message, stderr: server.stderr().slice(-2000) }
@@ -454,7 +458,7 @@ async function orchestrate() {
     'bare-sorted': '(a) transformers.js alone, pre-tokenized, length-sorted batches of 32',
     'bare-fifo': 'transformers.js alone, pre-tokenized, batches of 32 in input order',
     'model-fifo': 'our TransformersModel.run on the calling thread, batches of 32 in input order (tokenizer included)',
-    server: '(b) `serve` + InferenceStream v1 (256 in flight), client in its own process',
+    server: `(b) \`serve\` + InferenceStream v1 (${args['max-in-flight']} in flight), client in its own process`,
     cli: '(c) `inference-stream run` CSV → Parquet (net: without start-up and load)',
   }
   const shape = generated ? generated.shape : null

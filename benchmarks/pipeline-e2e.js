@@ -427,6 +427,10 @@ async function orchestrate() {
     { name: 'parquet-write-thread', n: '2t', client: 'parquet-write', thread: true, what: '2 with `writeParquet(path, {thread: true})`', rows: N, parquet: true },
     { name: 'e2e-thread', n: '4t', client: 'e2e', thread: true, what: '4 with `writeParquet(path, {thread: true})`', rows: N, csv: 'big', server: true, parquet: true },
     { name: 'e2e-thread-small', n: '5t', client: 'e2e', thread: true, what: 'the same, small CSV', rows: NS, csv: 'small', server: true, parquet: true },
+    // V8 sizes its heap's growth from the heap limit, which Node derives from the machine's memory:
+    // on a large machine a process whose live data is ~30 MiB still grows its heap to ~100 MiB
+    // before collecting. A cap well above the live set shows what the pipeline itself holds.
+    { name: 'e2e-thread-heap512', n: '4h', client: 'e2e', thread: true, nodeArgs: ['--max-old-space-size=512'], what: '4t in `node --max-old-space-size=512` (NODE_OPTIONS): V8 sizes its heap from the cap', rows: N, csv: 'big', server: true, parquet: true },
   ]
   const only = args.only ? new Set(args.only.split(',')) : null
   const selected = only ? peers.filter((p) => only.has(p.name)) : peers
@@ -483,7 +487,7 @@ async function orchestrate() {
       const before = profilesBefore(args.profile)
       const s0 = server ? procStats(server.child.pid) : null
       const serverRss = server ? rssSampler(server.child.pid) : null
-      const result = await runChild(THIS_FILE, 'client', clientArgs, { nodeArgs: profileFlags(args.profile) })
+      const result = await runChild(THIS_FILE, 'client', clientArgs, { nodeArgs: [...(peer.nodeArgs ?? []), ...profileFlags(args.profile)] })
       if (server) {
         result.serverRssAtKiB = serverRss.stop()
         addServerStats(result, s0, procStats(server.child.pid))
@@ -611,6 +615,15 @@ async function orchestrate() {
         `server ${['10%', '50%', '100%'].map((k) => fmtMiB(e2e.serverRssAtKiB?.[k])).join(' / ')} MiB (still growing in the second half: ` +
         `client ${fmtPct(c.clientLateGrowth)}, server ${fmtPct(c.serverLateGrowth)}).\n`
     }
+  }
+
+  const capped = get('e2e-thread-heap512')
+  const uncapped = get('e2e-thread')
+  if (capped?.peakRssKiB) {
+    verdict +=
+      `\n**heap cap**: e2e-thread in \`node --max-old-space-size=512\`: client peak RSS ${fmtMiB(capped.peakRssKiB)} MiB, heap used ≤ ${fmtMiB(capped.heapUsedMaxKiB)} MiB, ${fmtInt(capped.rowsPerSec)} rows/s` +
+      (uncapped?.peakRssKiB ? ` (Node's default heap on this machine: ${fmtMiB(uncapped.peakRssKiB)} MiB, ${fmtInt(uncapped.rowsPerSec)} rows/s)` : '') +
+      `. Goal < 200 MiB: with the default heap ${uncapped?.peakRssKiB ? (uncapped.peakRssKiB < 200 * 1024 ? 'met' : '**not met**') : 'n/a'}, with the cap ${capped.peakRssKiB < 200 * 1024 ? 'met' : '**not met**'}.\n`
   }
 
   const date = new Date().toISOString()

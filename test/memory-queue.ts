@@ -2,6 +2,7 @@ import t from 'tap'
 import { inputLength, lengthRun } from '../lib/server/queue/length-batching.js'
 import { MemoryWorkQueue } from '../lib/server/queue/memory-queue.js'
 import type { WorkItem } from '../lib/server/queue/work-queue.js'
+import { prng } from './helpers/prng.js'
 
 function item(id: string, group = 'g', enqueuedAt = Date.now()): WorkItem {
   return { tenant: 't', owner: 't\nm', id, model: 'm', compute: 'cpu', inputs: id, parameters: undefined, group, enqueuedAt }
@@ -112,6 +113,43 @@ t.test('lengthRun: the run of nearest lengths that pads least, holding `must`', 
   t.same(lengthRun([5, 6], 4, 0), [0, 1], 'take ≥ n: all')
   t.same(lengthRun([100, 10, 11, 99], 2, -1, { count: 2, sum: 200, max: 100 }), [0, 3], 'riders: the ones that pad the batch so far least')
   t.same(lengthRun([7, 7, 7, 7], 2, 2), [1, 2], 'equal lengths: the oldest run holding must')
+})
+
+t.test('lengthRun: the window holding `must` picked without sorting it all is the run a full sort gives (seeded random windows)', async (t) => {
+  // The reference: every key sorted, every run of `take` holding `must` scanned.
+  function reference(lengths: number[], take: number, must: number, base = { count: 0, sum: 0, max: 0 }): number[] {
+    const order = lengths.map((_, i) => i).sort((a, b) => Math.floor(lengths[a]) - Math.floor(lengths[b]) || a - b)
+    const at = order.indexOf(must)
+    let best = -1
+    let bestPad = Infinity
+    for (let s = Math.max(0, at - take + 1); s <= Math.min(at, lengths.length - take); s++) {
+      const run = order.slice(s, s + take)
+      const longest = Math.max(base.max, ...run.map((i) => lengths[i]))
+      const pad = (base.count + take) * longest - base.sum - run.reduce((a, i) => a + lengths[i], 0)
+      if (pad < bestPad) {
+        bestPad = pad
+        best = s
+      }
+    }
+    return order.slice(best, best + take).sort((a, b) => a - b)
+  }
+  for (let seed = 1; seed <= 300; seed++) {
+    const rand = prng(seed)
+    const n = 2 + Math.floor(rand() * 1100)
+    const take = 1 + Math.floor(rand() * 40)
+    // Few distinct lengths in some windows (many ties), a wide spread in others.
+    const spread = rand() < 0.3 ? 4 : 2000
+    const lengths = Array.from({ length: n }, () => Math.floor(rand() * spread))
+    const must = rand() < 0.5 ? 0 : Math.floor(rand() * n)
+    const base = rand() < 0.3 ? { count: 3, sum: 90, max: Math.floor(rand() * spread) } : undefined
+    const got = lengthRun(lengths, take, must, base)
+    const want = take >= n ? lengths.map((_, i) => i) : reference(lengths, take, must, base)
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      t.same(got, want, `seed ${seed}: n ${n}, take ${take}, must ${must}`)
+      return
+    }
+  }
+  t.pass('300 windows: the same run as a full sort')
 })
 
 t.test('inputLength: characters of the texts, a token estimate', async (t) => {

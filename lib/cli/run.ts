@@ -59,7 +59,7 @@ export function runCommand(): Command {
     .option('--id-column <name>', 'column with a unique id per row (default: run id + row number); a row repeating an earlier id fails with ERR_ID_CONFLICT')
     .option('--parameters <json>', 'parameters for every row, e.g. \'{"top_k": 1}\'', jsonObjectFlag('parameters'))
     .option('--parameters-column <name>', 'column with per-row parameters (JSON object)')
-    .option('--max-in-flight <n>', 'rows sent and not yet written out', intFlag('max-in-flight', 1), 512)
+    .option('--max-in-flight <n>', 'rows sent and not yet written out', intFlag('max-in-flight', 1), 2048)
     .option('--unordered', 'write results as they arrive instead of in input order')
     .option('--checkpoint [path]', 'journal progress to resume after a crash (default path: <output>.ckpt)')
     .option('--resume', 'resume from the checkpoint (it must exist)')

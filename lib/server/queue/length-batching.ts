@@ -18,7 +18,7 @@ export const BATCHINGS: readonly Batching[] = ['length', 'fifo']
  * of the tenant's group (oldest first). A wider window forms closer batches but lets a short item
  * overtake more long ones.
  */
-export const LENGTH_WINDOW_BATCHES = 8
+export const LENGTH_WINDOW_BATCHES = 32
 
 /** Items one length-aware pull of `maxBatch` looks at: `maxBatch × LENGTH_WINDOW_BATCHES`, at most 2^20. */
 export function lengthWindow(maxBatch: number): number {
@@ -80,18 +80,41 @@ export function lengthRun(lengths: readonly number[], take: number, must = -1, b
   if (take >= n) return lengths.map((_, i) => i)
   if (take <= 0) return []
   // Length order, stable (older first among equal lengths): one key per item, length × 2^21 +
-  // index, sorted as numbers (a typed array's sort, no comparator calls). Exact while lengths stay
+  // index, compared as numbers (typed arrays, no comparator calls). Exact while lengths stay
   // under 2^32 and windows under 2^21 items; a fractional length sorts by its integer part.
-  const keys = new Float64Array(n)
+  let keys = new Float64Array(n)
   for (let i = 0; i < n; i++) keys[i] = Math.floor(lengths[i]) * INDEX_SPAN + i
+  if (must >= 0 && n > 2 * take) {
+    // Only runs that hold `must` count: they lie within the take − 1 keys just below its key and
+    // the take − 1 just above. Those are picked in linear time (quickselect), not by sorting all.
+    const k0 = keys[must]
+    const below = new Float64Array(n)
+    const above = new Float64Array(n)
+    let nb = 0
+    let na = 0
+    for (let i = 0; i < n; i++) {
+      const k = keys[i]
+      if (k < k0) below[nb++] = k
+      else if (k > k0) above[na++] = k
+    }
+    const lo = nb > take - 1 ? nb - (take - 1) : 0
+    if (lo > 0) selectNth(below, nb, lo)
+    if (na > take - 1) selectNth(above, na, take - 1)
+    const near = new Float64Array(nb - lo + 1 + Math.min(na, take - 1))
+    near.set(below.subarray(lo, nb), 0)
+    near[nb - lo] = k0
+    near.set(above.subarray(0, Math.min(na, take - 1)), nb - lo + 1)
+    keys = near
+  }
   keys.sort()
-  const order = new Array<number>(n)
-  for (let i = 0; i < n; i++) order[i] = keys[i] % INDEX_SPAN
-  const prefix = new Float64Array(n + 1)
-  for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i] + lengths[order[i]]
+  const m = keys.length
+  const order = new Array<number>(m)
+  for (let i = 0; i < m; i++) order[i] = keys[i] % INDEX_SPAN
+  const prefix = new Float64Array(m + 1)
+  for (let i = 0; i < m; i++) prefix[i + 1] = prefix[i] + lengths[order[i]]
   const at = must >= 0 ? order.indexOf(must) : -1
   const lo = at >= 0 ? Math.max(0, at - take + 1) : 0
-  const hi = at >= 0 ? Math.min(at, n - take) : n - take
+  const hi = at >= 0 ? Math.min(at, m - take) : m - take
   let best = lo
   let bestPad = Infinity
   for (let s = lo; s <= hi; s++) {
@@ -103,4 +126,33 @@ export function lengthRun(lengths: readonly number[], take: number, must = -1, b
     }
   }
   return order.slice(best, best + take).sort((a, b) => a - b)
+}
+
+/**
+ * Reorders the first `n` values of `a` so that the `k`th smallest is at index `k`, every value
+ * before it is smaller and every value after it larger (the values are distinct). Hoare's
+ * quickselect with the middle element as pivot: linear on average.
+ */
+function selectNth(a: Float64Array, n: number, k: number): void {
+  let left = 0
+  let right = n - 1
+  while (right > left) {
+    const pivot = a[(left + right) >>> 1]
+    let i = left
+    let j = right
+    while (i <= j) {
+      while (a[i] < pivot) i++
+      while (a[j] > pivot) j--
+      if (i <= j) {
+        const t = a[i]
+        a[i] = a[j]
+        a[j] = t
+        i++
+        j--
+      }
+    }
+    if (k <= j) right = j
+    else if (k >= i) left = i
+    else return
+  }
 }

@@ -83,6 +83,11 @@ class ItemDeque extends Deque<WorkItem> {
   maxLength = 0
 }
 
+/** An item's `inputLength`, computed once (cached on the item when it is pushed). */
+function lengthOf(item: WorkItem): number {
+  return (item.lengthHint ??= inputLength(item.inputs))
+}
+
 /** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
 const IDLE_SWEEP = 1024
 
@@ -145,7 +150,7 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       byTenant.set(item.tenant, d)
     }
-    const len = inputLength(item.inputs)
+    const len = lengthOf(item)
     if (len < d.minLength) d.minLength = len
     if (len > d.maxLength) d.maxLength = len
     tenant.queued++
@@ -274,7 +279,7 @@ export class MemoryWorkQueue implements WorkQueue {
       const it = own.at(i)
       if (i > 0 && alone?.(it)) continue
       at.push(i)
-      lengths.push(inputLength(it.inputs))
+      lengths.push(lengthOf(it))
     }
     if (at.length >= max) {
       const run = lengthRun(lengths, max, 0)
@@ -285,7 +290,7 @@ export class MemoryWorkQueue implements WorkQueue {
     let sum = 0
     let mx = 0
     for (const it of items) {
-      const len = inputLength(it.inputs)
+      const len = lengthOf(it)
       sum += len
       if (len > mx) mx = len
     }
@@ -307,7 +312,7 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       if (!best) break
       cands.push({ c: best, i: best.i })
-      candLengths.push(inputLength(best.d.at(best.i).inputs))
+      candLengths.push(lengthOf(best.d.at(best.i)))
       best.i++
     }
     const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })

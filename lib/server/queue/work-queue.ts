@@ -42,6 +42,8 @@ export interface WorkItem {
    * request with an `Idempotency-Key`): a retry with the same key gets it without running again.
    */
   retain?: boolean
+  /** The queue's cache of `inputLength(inputs)` (length-aware batching), set when the item is pushed. */
+  lengthHint?: number
 }
 
 /**
