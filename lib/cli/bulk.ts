@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -482,6 +483,8 @@ ${EXIT_NOTE}`,
         try {
           await pipeline(bulk, count, writeRecords(o.output, { kind: 'records' }))
         } catch (err) {
+          // A download is not resumed: what it wrote so far is of no use, and none is left behind.
+          await rm(`${o.output}.partial`, { force: true })
           if (err instanceof AbortError) io.stderr.write(`inference-stream: interrupted after ${rows} rows; nothing written${jobId ? ` (job ${jobId} goes on)` : ''}\n`)
           throw err
         } finally {

@@ -277,6 +277,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     progress?.stop()
     await badRows.close()
     badRows.report()
+    // Nothing was written (the server could not be reached, an unknown model, a refused token):
+    // no empty <output>.partial is left behind.
+    if (written === 0) await rm(`${output}.partial`, { force: true })
     if (err instanceof AllFailingError) {
       process.stderr.write(`inference-stream: ${err.message}\n`)
       // Nothing worth keeping: no half-written output is left behind.
