@@ -324,14 +324,18 @@ async function runWith(input: string, output: string, checkpoint: string | undef
 
 // The format of a file from its extension, or one line naming the flag that sets it.
 function flagFormat(path: string, format: string | undefined, which: 'input' | 'output'): void {
+  let found: RecordFormat
   try {
-    formatOf(path, format)
+    found = formatOf(path, format)
   } catch (err) {
     if (!(err instanceof UnknownFormatError)) throw err
     const ext = extname(path)
     throw new UnknownFormatError(
-      `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it .csv, .tsv, .jsonl, .json or .parquet, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
+      `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it ${which === 'input' ? '.csv, .tsv, .jsonl, .json or .parquet' : '.parquet, .csv, .tsv or .jsonl'}, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
     )
+  }
+  if (which === 'output' && found === 'json') {
+    throw new UnknownFormatError(`Cannot write output ${path}: a JSON array is read, not written; name it .jsonl (one JSON object a line), .parquet, .csv or .tsv, or pass --output-format jsonl`)
   }
 }
 

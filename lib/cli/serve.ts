@@ -88,6 +88,9 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       const logger = createLogger(o.logLevel as string, o.logFormat as LogFormat)
       const { tokens, tenants } = collectTokens(o.token, o.tokenFile)
       const redis = redisUrl(o, false)
+      if (o.datasets !== undefined && o.dataDir === undefined) {
+        throw new InvalidOptionError(`--datasets needs --data-dir DIR: bulk jobs keep their jobs, uploads and output datasets there (e.g. --data-dir ./data --datasets ${o.datasets})`)
+      }
       if (o.workers === 0 && redis === undefined) throw new InvalidOptionError('--workers 0 runs no model: it is for a front-end of a cluster, with --redis URL (worker processes run the items)')
       const state = redis === undefined ? undefined : redisState(redis, o.redisPrefix, o.maxRetainedBytes)
       // Front-ends of one cluster make the same tenant ids: a secret file, the shared data folder's, or the one kept in Redis.
