@@ -203,7 +203,14 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     ordered: !o.unordered,
     protocol: o.legacy ? 'legacy' : 'v1',
     signal: ac.signal,
-    checkpoint: checkpoint ? { path: checkpoint, lock: false, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
+    // Named as the flags that set them: a checkpoint of another run says which flag differs.
+    checkpoint: checkpoint
+      ? {
+          path: checkpoint,
+          lock: false,
+          fingerprint: { 'input file': resolve(input), '--column': o.column, '--id-column': o.idColumn ?? null, '--parameters': o.parameters ?? null, '--parameters-column': o.parametersColumn ?? null },
+        }
+      : undefined,
   })
   let written = 0
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
