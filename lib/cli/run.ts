@@ -263,7 +263,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       if (o.resume) say(`inference-stream: resuming from ${cp.path}: no rows done yet`)
       return
     }
-    const asked = cp.unanswered > 0 ? `; ${cp.unanswered} sent earlier without an answer are asked for, not sent again` : ''
+    // Asked of the server (v1 resume query): only the ones it does not know are sent again, and
+    // an embedded server started afresh knows none of them.
+    const asked = cp.unanswered > 0 ? `; ${cp.unanswered} sent earlier without an answer: the server is asked about them, and those it does not know are sent again` : ''
     say(`inference-stream: resuming from ${cp.path}: ${cp.results} rows already done (replayed from the checkpoint${asked}); continuing with the rest`)
   })
   // Counted beside the job (a large CSV takes a moment): the bar shows the total once known.
