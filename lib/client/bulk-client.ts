@@ -236,7 +236,8 @@ export class BulkClient {
     } catch (err) {
       // No answer, or a gateway's 5xx, after the request may have reached a server: say so, as a
       // second start could be a second job.
-      if (err instanceof HttpError && (err.status === undefined || err.status >= 500) && !canFailOver(err, 'unsent')) {
+      // (A 501 is an answer that nothing was done: a server that runs no bulk jobs.)
+      if (err instanceof HttpError && (err.status === undefined || (err.status >= 500 && err.status !== 501)) && !canFailOver(err, 'unsent')) {
         throw new HttpError(`${err.message}; the job may have been started all the same: look with jobs() (\`inference-stream bulk jobs\`) before starting it again`, { status: err.status, remoteCode: err.remoteCode, request: err.request, cause: err })
       }
       throw err
