@@ -119,10 +119,11 @@ t.test('SIGKILL with the embedded server (it dies too): the resumed output is wh
   t.equal((await p.exited).code, 2)
   t.match(p.err(), /Checkpoint .* was written for model builtin\/echo, not builtin\/sentiment/)
   // Other flags: named as flags, with the values, not the journal's fingerprint as JSON.
+  // One after the other: both take the checkpoint's lock.
   const column = cliProcess(['run', input, '-o', out, '--model', 'builtin/echo', '--column', 'key', '--checkpoint', '--no-progress'])
-  const params = cliProcess(['run', input, '-o', out, '--model', 'builtin/echo', '--parameters', '{"delay_ms":1}', '--id-column', 'key', '--checkpoint', '--no-progress'])
   t.equal((await column.exited).code, 2)
   t.match(column.err(), /^inference-stream: Checkpoint .*embedded\.jsonl\.ckpt was written for another input: --column "text", not "key"; use another checkpoint path or delete it to start over \(ERR_CHECKPOINT\)\n$/)
+  const params = cliProcess(['run', input, '-o', out, '--model', 'builtin/echo', '--parameters', '{"delay_ms":1}', '--id-column', 'key', '--checkpoint', '--no-progress'])
   t.equal((await params.exited).code, 2)
   t.match(params.err(), /was written for another input: --id-column none, not "key"; --parameters none, not \{"delay_ms":1\}; /)
 })
