@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -32,6 +32,11 @@ t.test('run: the example CSV through builtin/sentiment on the embedded server in
 
 t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => {
   writeFileSync(join(dir, 'notes.txt'), 'text\nhello\n')
+  // Inputs that cannot be read as their format says: bad input, exit 2 (docs/cli.md), not "the run failed".
+  mkdirSync(join(dir, 'folder.csv'), { recursive: true })
+  writeFileSync(join(dir, 'fake.parquet'), 'hello\n')
+  writeFileSync(join(dir, 'object.json'), '{"text": "one"}\n')
+  writeFileSync(join(dir, 'twice.csv'), 'text,text\na,b\n')
   const cases: [string[], RegExp][] = [
     [['run', examples, '--column', 'nope', '-o', join(dir, 'x.jsonl')], /Input has no column "nope" \(columns: "id", "product", "rating", "text"\)/],
     [['run', join(dir, 'missing.csv')], /Input file .*missing\.csv does not exist/],
@@ -41,6 +46,10 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     [['run', examples, '--endpoint', '127.0.0.1:9'], /--endpoint must be an http: or https: URL such as http:\/\/127\.0\.0\.1:8080, got "127\.0\.0\.1:9"/],
     [['run', join(dir, 'notes.txt')], /Cannot tell the format of input .*notes\.txt from its extension "\.txt": name it .* or pass --input-format/],
     [['run', examples, '-m', 'no/such-model', '-o', join(dir, 'm.jsonl')], /Model no\/such-model does not exist.*\(served here: .*builtin\/sentiment/],
+    [['run', join(dir, 'folder.csv'), '-o', join(dir, 'f1.jsonl')], /Cannot read input file ".*folder\.csv": it is a directory \(EISDIR\) \(ERR_INPUT_FILE\)/],
+    [['run', join(dir, 'fake.parquet'), '-o', join(dir, 'f2.jsonl')], /Cannot read Parquet file ".*fake\.parquet": not a Parquet file \(ERR_INPUT_FILE\)/],
+    [['run', join(dir, 'object.json'), '-o', join(dir, 'f3.jsonl')], /object\.json: the top level is not an array: a \.json input is one JSON array of records; for one record a line, use JSON Lines \(\.jsonl/],
+    [['run', join(dir, 'twice.csv'), '-o', join(dir, 'f4.jsonl')], /twice\.csv line 1: the header names column "text" twice \(ERR_INPUT_FILE\)/],
   ]
   // Started together: each is a whole CLI start-up, and they do not depend on each other.
   const runs = cases.map(([args]) => cliProcess(args, { INFERENCE_STREAM_TOKEN: '' }))

@@ -308,6 +308,12 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       process.stderr.write('inference-stream: this server needs a token: pass --token (or set INFERENCE_STREAM_TOKEN)\n')
     }
     if (e.code === 'ERR_UNKNOWN_MODEL' || e.code === 'ERR_DEVICE_UNAVAILABLE' || e.code === 'ERR_AUTHENTICATION') return EXIT.usage
+    // An input that cannot be read as its format says (a directory, not Parquet, a .json that is not
+    // one array, a header naming a column twice): bad input, exit 2 as documented.
+    if (e.code === 'ERR_INPUT_FILE') {
+      if (checkpoint && written > 0) process.stderr.write(`inference-stream: progress is in ${checkpoint}\n`)
+      return EXIT.usage
+    }
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
   } finally {
