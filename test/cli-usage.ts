@@ -21,6 +21,11 @@ t.test('usage errors exit 2 with one clear line', async (t) => {
     [['bench'], /required option '-m, --model <id>' not specified/],
     [['bulk', 'nosuch'], /unknown command 'nosuch'/],
     [['serve', '--port', 'x'], /--port must be a non-negative integer, got "x"/],
+    // Values the library refuses are named as the flags that set them, not as library options.
+    [['serve', '--port', '0', '--max-batch', '0'], /^inference-stream: --max-batch must be an integer >= 1, got 0 \(ERR_INVALID_OPTION\)\n$/],
+    [['serve', '--port', '0', '--threads', '0'], /^inference-stream: --threads must be a positive integer, got 0 \(ERR_INVALID_OPTION\)\n$/],
+    [['serve', '--port', '0', '--token', 'a b'], /^inference-stream: A token cannot contain spaces \(--token, --token-file, INFERENCE_STREAM_TOKENS\)/],
+    [['bench', '-m', 'builtin/echo', '--endpoint', 'http://127.0.0.1:9', '--token', 'a b', '--no-progress'], /^inference-stream: --token must be a non-empty string without spaces \(ERR_INVALID_OPTION\)\n$/],
     [['serve', '--port', '0', '--datasets', '.'], /^inference-stream: --datasets needs --data-dir DIR: bulk jobs keep their jobs, uploads and output datasets there/],
     [['run', fileURLToPath(new URL('../examples/reviews.csv', import.meta.url)), '-o', 'out.json'], /^inference-stream: Cannot write output out\.json: a JSON array is read, not written; name it \.jsonl/],
   ]

@@ -36,7 +36,10 @@ export function collectTokens(flags: string[], file: string | undefined, env = p
     tokens.push(...parsed.tokens)
     tenants = parsed.tenants
   }
-  return { tokens: [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))], tenants }
+  const all = [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))]
+  const spaced = all.find((t) => /\s/.test(t))
+  if (spaced !== undefined) throw new InvalidOptionError(`A token cannot contain spaces (--token, --token-file, INFERENCE_STREAM_TOKENS), got one of ${spaced.length} characters with a space`)
+  return { tokens: all, tenants }
 }
 
 /** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
