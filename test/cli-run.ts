@@ -39,6 +39,8 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
   writeFileSync(join(dir, 'twice.csv'), 'text,text\na,b\n')
   const cases: [string[], RegExp][] = [
     [['run', examples, '--column', 'nope', '-o', join(dir, 'x.jsonl')], /Input has no column "nope" \(columns: "id", "product", "rating", "text"\)/],
+    [['run', examples, '--id-column', 'key', '-o', join(dir, 'x2.jsonl')], /Input has no column "key" \(columns: "id", "product", "rating", "text"\); choose one with --id-column/],
+    [['run', examples, '--parameters-column', 'params', '-o', join(dir, 'x3.jsonl')], /Input has no column "params" \(columns: "id", "product", "rating", "text"\); choose one with --parameters-column/],
     [['run', join(dir, 'missing.csv')], /Input file .*missing\.csv does not exist/],
     [['run', examples, '-o', join(dir, 'out.xlsx')], /xlsx/],
     [['run', examples, '--parameters', '{bad'], /--parameters must be a JSON object/],
@@ -60,6 +62,11 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     t.match(runs[i].err(), message)
     t.notMatch(runs[i].err(), /\n\s+at /, 'no stack trace')
   }
+  // A JSON record may leave its parameters out: --parameters-column is not required of the first one.
+  const jsonl = join(dir, 'params.jsonl')
+  writeFileSync(jsonl, '{"text":"a"}\n{"text":"b","params":{"delay_ms":1}}\n')
+  const ok = cliProcess(['run', jsonl, '-m', 'builtin/echo', '--parameters-column', 'params', '-o', join(dir, 'params-out.jsonl'), '--no-progress'])
+  t.equal((await ok.exited).code, 0, ok.err())
 })
 
 function writeInput(path: string, n: number): void {

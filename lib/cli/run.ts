@@ -27,18 +27,22 @@ export function defaultOutput(input: string): string {
   return join(dirname(input), `${basename(input, extname(input))}.results.parquet`)
 }
 
-// Checks the first record has the input column, so a wrong --column is one clear error rather
-// than every row failing.
-function checkFirstRecord(column: string): Transform {
+// Checks the first record has the columns the flags name, so a wrong --column (or --id-column) is
+// one clear error rather than every row failing. A --parameters-column may be absent from a JSON
+// record (that row has no parameters), so it is checked only where every row has the same columns.
+function checkFirstRecord(flags: Array<[flag: string, column: string | undefined]>): Transform {
   let first = true
   return new Transform({
     objectMode: true,
     transform(record, _e, cb) {
       if (first) {
         first = false
-        if (typeof record !== 'object' || record === null || !(column in record)) {
-          const cols = typeof record === 'object' && record !== null ? Object.keys(record) : []
-          return cb(new InvalidOptionError(`Input has no column "${column}" (columns: ${cols.map((c) => JSON.stringify(c)).join(', ') || 'none'}); choose one with --column`))
+        for (const [flag, column] of flags) {
+          if (column === undefined) continue
+          if (typeof record !== 'object' || record === null || !(column in record)) {
+            const cols = typeof record === 'object' && record !== null ? Object.keys(record) : []
+            return cb(new InvalidOptionError(`Input has no column "${column}" (columns: ${cols.map((c) => JSON.stringify(c)).join(', ') || 'none'}); choose one with ${flag}`))
+          }
         }
       }
       cb(null, record)
@@ -281,7 +285,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   const started = performance.now()
   let code: number = EXIT.ok
   try {
-    await pipeline(reader, checkFirstRecord(o.column), stream, counter, writer)
+    const headed = ['csv', 'tsv', 'parquet'].includes(formatOf(input, o.inputFormat))
+    const columns: Array<[string, string | undefined]> = [['--column', o.column], ['--id-column', o.idColumn], ['--parameters-column', headed ? o.parametersColumn : undefined]]
+    await pipeline(reader, checkFirstRecord(columns), stream, counter, writer)
   } catch (err) {
     progress?.stop()
     await badRows.close()
