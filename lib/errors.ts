@@ -318,6 +318,18 @@ export class JobNotFoundError extends InferenceStreamError {
   }
 }
 
+/**
+ * A bulk route (`/bulk/run`, `/bulk/status`, `/bulk/jobs`, uploads) on a server that runs no bulk
+ * jobs: one started without `dataDir` (`serve` without `--data-dir`). HTTP 501, not a 404: the
+ * route exists, this server is not set up for it.
+ */
+export class BulkDisabledError extends InferenceStreamError {
+  constructor(message: string) {
+    super(message, 'ERR_BULK_DISABLED')
+    this.name = 'BulkDisabledError'
+  }
+}
+
 /** The job store's database cannot be used: not a SQLite file, written by a newer version, unwritable. */
 export class JobStoreError extends InferenceStreamError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -239,7 +239,7 @@ t.test('bulk run --keep-columns: other input columns in the outputs; a missing o
   t.equal(all.code, 2, all.err)
   t.match(all.err, /Kept column "input_label" would be written as "input_label", as column "label" is: keep only one of them .*HTTP 400, ERR_INVALID_PAYLOAD/)
   const cases: [string[], RegExp][] = [
-    [['--keep-columns', 'rating,nope'], /"keep_columns": dataset wide \(default\/train\) has no column "nope" \(columns: id, rating, text, label, input_label\)/],
+    [['--keep-columns', 'rating,nope'], /^inference-stream: Cannot keep column "nope": dataset wide \(default\/train\) has no such column \(columns: id, rating, text, label, input_label\) \(POST \/bulk\/run\//],
     [['--keep-columns', 'rating', '--keep-all-columns'], /--keep-columns and --keep-all-columns both say what to keep: pass one/],
     [['--keep-columns', 'a,,b'], /--keep-columns takes column names separated by commas, got "a,,b"/],
   ]

@@ -2,7 +2,7 @@
 // the next when one is lost (rows once, in order, billed once by the shared state); `bench` and the
 // `bulk` commands take the list too.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -106,6 +106,32 @@ t.test('run: no --endpoint answers (exit 1, each named); one given twice (exit 2
   t.match(none.err(), /Cannot reach any of the 2 endpoints tried: ws:\/\/127\.0\.0\.1:\d+\/bulk\/stream\/cpu\/builtin\/echo \(.*ECONNREFUSED.*\), ws:\/\/127\.0\.0\.1:\d+\/bulk\/stream\/cpu\/builtin\/echo \(.*ECONNREFUSED.*\); nothing was sent/)
   t.equal((await twice.exited).code, 2)
   t.match(twice.err(), new RegExp(`--endpoint ${d1} is given twice`))
+})
+
+t.test('a first connection that fails: at once (not after the reconnect budget), one line, nothing left behind', async (t) => {
+  const input = join(dir, 'down.csv')
+  writeInput(input, 50)
+  const dead = await deadUrl()
+  const started = Date.now()
+  const runs = ['down.jsonl', 'down.parquet'].map((name) => cliProcess(['run', input, '-o', join(dir, name), '-m', 'builtin/echo', '--endpoint', dead, '--no-progress']))
+  for (const [i, p] of runs.entries()) {
+    t.equal((await p.exited).code, 1, p.err())
+    t.match(p.err(), /^inference-stream: run failed after 0 rows: Cannot reach ws:\/\/127\.0\.0\.1:\d+\/bulk\/stream\/cpu\/builtin\/echo \(.*ECONNREFUSED.*\); nothing was sent \(ERR_CONNECTION_LOST\)\n$/)
+    t.notOk(existsSync(join(dir, `${['down.jsonl', 'down.parquet'][i]}.partial`)), 'no empty <output>.partial')
+  }
+  // The reconnect budget alone is 17-22 s; a CLI start-up on a loaded machine a few.
+  t.ok(Date.now() - started < 12_000, `failed in ${Date.now() - started} ms`)
+  // Port 9 (discard), as a user tries a down server: fetch refuses it without connecting.
+  const bulk = [
+    cliProcess(['bulk', 'run', '-m', 'builtin/echo', '--dataset', 'x', '--split', 'train', '--column', 'text', '--endpoint', 'http://127.0.0.1:9', '--token', 't']),
+    cliProcess(['bulk', 'download', '--dataset', 'x', '-o', join(dir, 'dl.jsonl'), '--endpoint', 'http://127.0.0.1:9', '--token', 't']),
+  ]
+  for (const p of bulk) {
+    t.equal((await p.exited).code, 1, p.err())
+    t.match(p.err(), /^inference-stream: Cannot reach http:\/\/127\.0\.0\.1:9 \((POST|GET) [^)]+\): port 9 is one that fetch never connects to \(a "bad port" of the Fetch standard\), so nothing was sent; serve on another port\n$/)
+    t.notMatch(p.err(), /may have been started/, 'nothing was sent: no job can have started')
+  }
+  t.notOk(existsSync(join(dir, 'dl.jsonl.partial')), 'no <output>.partial of a download that never started')
 })
 
 t.test('bench --endpoint DOWN --endpoint B: measures B, its /health and /metrics read', async (t) => {

@@ -3,9 +3,13 @@
 // a 1 MB text: every row with a value is answered in input order (empty text: neutral sentiment,
 // `[]` entities — never null), the long rows do not stall the run, and a JSONL null or absent value
 // fails its row alone with ERR_MISSING_INPUT.
+// Point 15: Parquet inputs compressed with ZSTD (really compressed, as pyarrow and Spark write it:
+// Node 20's zlib has no ZSTD), BROTLI, LZ4 and LZ4_RAW are read by `run`.
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parquetReadObjects } from 'hyparquet'
 import t from 'tap'
 import { cliProcess } from './helpers/cli.js'
@@ -104,4 +108,29 @@ t.test('run: a null or absent value fails its row alone with ERR_MISSING_INPUT; 
   // A bad truncation parameter fails every row the same way: the run stops early and says why.
   t.not(bad!.code, 0)
   t.match(runs[2]!.err() + runs[2]!.out(), /parameters\.truncation must be true, false/)
+})
+
+t.test('run reads Parquet inputs compressed with ZSTD, BROTLI, LZ4 and LZ4_RAW', async (t) => {
+  // zstd-19.parquet: 300 rows really compressed by zstd -19 (test/fixtures/io/README.md), so the
+  // pure-JS decoder used on Node 20 decodes Huffman and FSE blocks, not stored-form frames.
+  const zstd = fileURLToPath(new URL('./fixtures/io/zstd-19.parquet', import.meta.url))
+  const text = (i: number): string => (i % 3 === 0 ? `I love this product, number ${i} 😀` : i % 3 === 1 ? `Terrible, it broke after ${i} days` : `line one\nline two, "quoted" ${i}`)
+  const files: Array<[string, string, string[]]> = [['ZSTD', zstd, Array.from({ length: 300 }, (_, i) => text(i))]]
+  // The others as the io tests write them (hyparquet-writer, a child process: see the fixture's header).
+  const writer = fileURLToPath(new URL('./fixtures/io/hyparquet-writer-fixtures.mjs', import.meta.url))
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  for (const codec of ['BROTLI', 'LZ4', 'LZ4_RAW']) {
+    const path = join(dir, `${codec}.parquet`)
+    const r = spawnSync(process.execPath, [writer, 'codec', path, codec], { encoding: 'utf8', env })
+    t.equal(r.status, 0, r.stderr)
+    files.push([codec, path, ['great product', 'broke after a day', 'great product']])
+  }
+  const runs = files.map(([codec, path]) => cliProcess(['run', path, '-m', 'builtin/echo', '-o', join(dir, `${codec}.jsonl`), '--no-progress']))
+  for (const [i, [codec, , texts]] of files.entries()) {
+    t.equal((await runs[i]!.exited).code, 0, `${codec}: ${runs[i]!.err()}`)
+    t.match(runs[i]!.out(), new RegExp(`^${texts.length} rows -> `), codec)
+    const rows = rowsOf(join(dir, `${codec}.jsonl`))
+    t.same(rows.map((r) => r.outputs), texts, `${codec}: every row, as written`)
+  }
 })

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -32,8 +32,15 @@ t.test('run: the example CSV through builtin/sentiment on the embedded server in
 
 t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => {
   writeFileSync(join(dir, 'notes.txt'), 'text\nhello\n')
+  // Inputs that cannot be read as their format says: bad input, exit 2 (docs/cli.md), not "the run failed".
+  mkdirSync(join(dir, 'folder.csv'), { recursive: true })
+  writeFileSync(join(dir, 'fake.parquet'), 'hello\n')
+  writeFileSync(join(dir, 'object.json'), '{"text": "one"}\n')
+  writeFileSync(join(dir, 'twice.csv'), 'text,text\na,b\n')
   const cases: [string[], RegExp][] = [
     [['run', examples, '--column', 'nope', '-o', join(dir, 'x.jsonl')], /Input has no column "nope" \(columns: "id", "product", "rating", "text"\)/],
+    [['run', examples, '--id-column', 'key', '-o', join(dir, 'x2.jsonl')], /Input has no column "key" \(columns: "id", "product", "rating", "text"\); choose one with --id-column/],
+    [['run', examples, '--parameters-column', 'params', '-o', join(dir, 'x3.jsonl')], /Input has no column "params" \(columns: "id", "product", "rating", "text"\); choose one with --parameters-column/],
     [['run', join(dir, 'missing.csv')], /Input file .*missing\.csv does not exist/],
     [['run', examples, '-o', join(dir, 'out.xlsx')], /xlsx/],
     [['run', examples, '--parameters', '{bad'], /--parameters must be a JSON object/],
@@ -41,6 +48,10 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     [['run', examples, '--endpoint', '127.0.0.1:9'], /--endpoint must be an http: or https: URL such as http:\/\/127\.0\.0\.1:8080, got "127\.0\.0\.1:9"/],
     [['run', join(dir, 'notes.txt')], /Cannot tell the format of input .*notes\.txt from its extension "\.txt": name it .* or pass --input-format/],
     [['run', examples, '-m', 'no/such-model', '-o', join(dir, 'm.jsonl')], /Model no\/such-model does not exist.*\(served here: .*builtin\/sentiment/],
+    [['run', join(dir, 'folder.csv'), '-o', join(dir, 'f1.jsonl')], /Cannot read input file ".*folder\.csv": it is a directory \(EISDIR\) \(ERR_INPUT_FILE\)/],
+    [['run', join(dir, 'fake.parquet'), '-o', join(dir, 'f2.jsonl')], /Cannot read Parquet file ".*fake\.parquet": not a Parquet file \(ERR_INPUT_FILE\)/],
+    [['run', join(dir, 'object.json'), '-o', join(dir, 'f3.jsonl')], /object\.json: the top level is not an array: a \.json input is one JSON array of records; for one record a line, use JSON Lines \(\.jsonl/],
+    [['run', join(dir, 'twice.csv'), '-o', join(dir, 'f4.jsonl')], /twice\.csv line 1: the header names column "text" twice \(ERR_INPUT_FILE\)/],
   ]
   // Started together: each is a whole CLI start-up, and they do not depend on each other.
   const runs = cases.map(([args]) => cliProcess(args, { INFERENCE_STREAM_TOKEN: '' }))
@@ -51,6 +62,11 @@ t.test('run: bad flags and inputs give one clear line and exit 2', async (t) => 
     t.match(runs[i].err(), message)
     t.notMatch(runs[i].err(), /\n\s+at /, 'no stack trace')
   }
+  // A JSON record may leave its parameters out: --parameters-column is not required of the first one.
+  const jsonl = join(dir, 'params.jsonl')
+  writeFileSync(jsonl, '{"text":"a"}\n{"text":"b","params":{"delay_ms":1}}\n')
+  const ok = cliProcess(['run', jsonl, '-m', 'builtin/echo', '--parameters-column', 'params', '-o', join(dir, 'params-out.jsonl'), '--no-progress'])
+  t.equal((await ok.exited).code, 0, ok.err())
 })
 
 function writeInput(path: string, n: number): void {
@@ -118,4 +134,12 @@ t.test('SIGKILL with the embedded server (it dies too): the resumed output is wh
   const p = cliProcess(['run', input, '-o', out, '--model', 'builtin/sentiment', '--checkpoint', '--no-progress'])
   t.equal((await p.exited).code, 2)
   t.match(p.err(), /Checkpoint .* was written for model builtin\/echo, not builtin\/sentiment/)
+  // Other flags: named as flags, with the values, not the journal's fingerprint as JSON.
+  // One after the other: both take the checkpoint's lock.
+  const column = cliProcess(['run', input, '-o', out, '--model', 'builtin/echo', '--column', 'key', '--checkpoint', '--no-progress'])
+  t.equal((await column.exited).code, 2)
+  t.match(column.err(), /^inference-stream: Checkpoint .*embedded\.jsonl\.ckpt was written for another input: --column "text", not "key"; use another checkpoint path or delete it to start over \(ERR_CHECKPOINT\)\n$/)
+  const params = cliProcess(['run', input, '-o', out, '--model', 'builtin/echo', '--parameters', '{"delay_ms":1}', '--id-column', 'key', '--checkpoint', '--no-progress'])
+  t.equal((await params.exited).code, 2)
+  t.match(params.err(), /was written for another input: --id-column none, not "key"; --parameters none, not \{"delay_ms":1\}; /)
 })

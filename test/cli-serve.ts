@@ -58,6 +58,27 @@ t.test('serve: listens, checks tokens from a file and env, shuts down on SIGTERM
   t.equal((await p.exited).code, 0, 'graceful exit')
 })
 
+t.test('serve without --data-dir: bulk routes say the server runs no bulk jobs (501, never a bare 404); bulk run says so, exit 2', async (t) => {
+  const p = cliProcess(['serve', '--port', '0', '--log-level', 'warn'])
+  t.teardown(() => p.child.kill('SIGKILL'))
+  const deadline = Date.now() + 90_000
+  while (!/listening on (\S+)/.test(p.out()) && Date.now() < deadline && p.child.exitCode === null) await new Promise((r) => setTimeout(r, 20))
+  const base = /listening on (\S+)/.exec(p.out())?.[1]
+  t.ok(base, p.err())
+  const message = /^This server runs no bulk jobs: it was started without a data folder; start it with `inference-stream serve --data-dir DIR`/
+  for (const [method, route] of [['POST', '/bulk/run/cpu/builtin/echo'], ['GET', '/bulk/status/abc'], ['GET', '/bulk/jobs'], ['PUT', '/bulk/datasets/x/default/train.csv']] as const) {
+    const res = await fetch(`${base}${route}`, { method, body: method === 'GET' ? undefined : '{}' })
+    t.equal(res.status, 501, `${method} ${route}`)
+    t.match(await res.json(), { error: message, code: 'ERR_BULK_DISABLED' }, `${method} ${route}`)
+  }
+  t.equal((await fetch(`${base}/nope`)).status, 404, 'a route that does not exist is still a 404')
+  const run = cliProcess(['bulk', 'run', '-m', 'builtin/echo', '--dataset', 'reviews', '--split', 'train', '--column', 'text', '--endpoint', base!], { INFERENCE_STREAM_TOKEN: '' })
+  t.equal((await run.exited).code, 2, run.err())
+  t.match(run.err(), /^inference-stream: This server runs no bulk jobs: .*serve --data-dir DIR.* \(POST \/bulk\/run\/cpu\/builtin\/echo: HTTP 501, ERR_BULK_DISABLED\)\n$/)
+  p.child.kill('SIGTERM')
+  t.equal((await p.exited).code, 0, 'graceful exit')
+})
+
 t.test('bad flags give one clear line and exit 2', async (t) => {
   const p = cliProcess(['serve', '--port', 'abc'])
   t.equal((await p.exited).code, 2)

@@ -195,7 +195,7 @@ t.test('a job over a missing column: the 400 surfaces with the server message an
 t.test('a server without --data-dir, and one that is gone: clear errors', async (t) => {
   const plain = await startServer(t, { tokens: ['t'] })
   const { error } = await collect(t, new DatasetBulk({ url: plain.url, token: 't', job: JOB }))
-  t.match(error, { code: 'ERR_HTTP', status: 404, message: /runs no bulk jobs: start it with `inference-stream serve --data-dir DIR`/ })
+  t.match(error, { code: 'ERR_HTTP', status: 501, remoteCode: 'ERR_BULK_DISABLED', message: /runs no bulk jobs: .*start it with `inference-stream serve --data-dir DIR`/ })
   const gone = await startServer(t, { tokens: ['t'] })
   const url = gone.url
   await gone.close()

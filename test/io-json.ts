@@ -85,7 +85,7 @@ t.test('readJson: invalid JSON or a top level that is not an array fails with In
   t.ok(bad.error instanceof InputFileError)
   t.match(bad.error!.message, /bad\.json: invalid JSON at line 2, column \d+ after \d elements?: /)
   const object = await drain(readJson(join(dir, 'object.json')))
-  t.match(object.error, { code: 'ERR_INPUT_FILE', message: /object\.json: the top level is not an array \(use readJsonl/ })
+  t.match(object.error, { code: 'ERR_INPUT_FILE', message: /object\.json: the top level is not an array: a \.json input is one JSON array of records; for one record a line, use JSON Lines \(\.jsonl, readJsonl\)$/ })
   t.match((await drain(readJson(join(dir, 'empty.json')))).error, { code: 'ERR_INPUT_FILE', message: /empty\.json: invalid JSON/ })
   t.match((await drain(readJson(join(dir, 'nope.json')))).error, { code: 'ERR_INPUT_FILE', message: /no such file or directory/ })
 })

@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -30,7 +31,8 @@ downloads, cancel and upload go to the next one when a server does not answer or
 may have started, and the command fails rather than start a second one (look with \`bulk jobs\`).`
 
 const EXIT_NOTE = `Exit codes: 0 done; 1 the job failed or was cancelled, or the server failed or could not be
-reached; 2 bad flags, or a request the server refused (unknown dataset, column, model or job);
+reached; 2 bad flags, or a request the server refused (unknown dataset, column, model or job;
+a server started without --data-dir);
 130 interrupted (Ctrl-C stops waiting; the job goes on on the server).`
 
 /** Where the bulk commands write and what they read of the process; tests pass their own. */
@@ -104,6 +106,8 @@ function report(err: unknown, io: BulkIo): number {
   if (err instanceof HttpError) {
     // The message already names the request, its status and the server's code.
     line(e.message)
+    // A server that runs no bulk jobs (501): the wrong --endpoint, or one to restart with --data-dir.
+    if (err.remoteCode === 'ERR_BULK_DISABLED') return BULK_EXIT.usage
     return err.status !== undefined && err.status >= 400 && err.status < 500 ? BULK_EXIT.usage : BULK_EXIT.failed
   }
   if (err instanceof InvalidOptionError || err instanceof UnknownFormatError || err instanceof InputFileError) {
@@ -482,6 +486,8 @@ ${EXIT_NOTE}`,
         try {
           await pipeline(bulk, count, writeRecords(o.output, { kind: 'records' }))
         } catch (err) {
+          // A download is not resumed: what it wrote so far is of no use, and none is left behind.
+          await rm(`${o.output}.partial`, { force: true })
           if (err instanceof AbortError) io.stderr.write(`inference-stream: interrupted after ${rows} rows; nothing written${jobId ? ` (job ${jobId} goes on)` : ''}\n`)
           throw err
         } finally {

@@ -38,6 +38,28 @@ const override = (c: Command): void => {
 }
 override(program)
 
+// The command whose action runs: its flags name the library options its errors may mention.
+let active: Command | undefined
+program.hook('preAction', (_program, actionCommand) => {
+  active = actionCommand
+})
+
+// Library options that a flag of another name sets.
+const FLAG_OF: Record<string, string> = { tokens: 'token', url: 'endpoint', datasetsDir: 'datasets' }
+
+/**
+ * A message in the terms of the command line: `Option "maxBatch"` (or `options.threads`) of the
+ * library becomes the flag that sets it (`--max-batch`), where the running command has one.
+ */
+function inFlagTerms(message: string): string {
+  if (!active) return message
+  const flags = new Map(active.options.map((o) => [o.attributeName(), o.long]))
+  const flag = (name: string): string | undefined => flags.get(name) ?? flags.get(FLAG_OF[name] ?? '')
+  return message
+    .replace(/Option "(\w+)"(?: \((--[\w-]+)\))?/g, (whole, name: string, given?: string) => given ?? flag(name) ?? whole)
+    .replace(/\boptions\.(\w+)/g, (whole, name: string) => flag(name) ?? whole)
+}
+
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
@@ -46,7 +68,7 @@ try {
     process.exit(err.exitCode === 0 ? 0 : 2)
   }
   if (err instanceof InferenceStreamError) {
-    process.stderr.write(`inference-stream: ${err.message} (${err.code})\n`)
+    process.stderr.write(`inference-stream: ${inFlagTerms(err.message)} (${err.code})\n`)
     process.exit(2)
   }
   // Anything else is a bug or an environment problem: one line, the stack only with DEBUG set.

@@ -27,18 +27,22 @@ export function defaultOutput(input: string): string {
   return join(dirname(input), `${basename(input, extname(input))}.results.parquet`)
 }
 
-// Checks the first record has the input column, so a wrong --column is one clear error rather
-// than every row failing.
-function checkFirstRecord(column: string): Transform {
+// Checks the first record has the columns the flags name, so a wrong --column (or --id-column) is
+// one clear error rather than every row failing. A --parameters-column may be absent from a JSON
+// record (that row has no parameters), so it is checked only where every row has the same columns.
+function checkFirstRecord(flags: Array<[flag: string, column: string | undefined]>): Transform {
   let first = true
   return new Transform({
     objectMode: true,
     transform(record, _e, cb) {
       if (first) {
         first = false
-        if (typeof record !== 'object' || record === null || !(column in record)) {
-          const cols = typeof record === 'object' && record !== null ? Object.keys(record) : []
-          return cb(new InvalidOptionError(`Input has no column "${column}" (columns: ${cols.map((c) => JSON.stringify(c)).join(', ') || 'none'}); choose one with --column`))
+        for (const [flag, column] of flags) {
+          if (column === undefined) continue
+          if (typeof record !== 'object' || record === null || !(column in record)) {
+            const cols = typeof record === 'object' && record !== null ? Object.keys(record) : []
+            return cb(new InvalidOptionError(`Input has no column "${column}" (columns: ${cols.map((c) => JSON.stringify(c)).join(', ') || 'none'}); choose one with ${flag}`))
+          }
         }
       }
       cb(null, record)
@@ -203,7 +207,14 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     ordered: !o.unordered,
     protocol: o.legacy ? 'legacy' : 'v1',
     signal: ac.signal,
-    checkpoint: checkpoint ? { path: checkpoint, lock: false, fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null } } : undefined,
+    // Named as the flags that set them: a checkpoint of another run says which flag differs.
+    checkpoint: checkpoint
+      ? {
+          path: checkpoint,
+          lock: false,
+          fingerprint: { 'input file': resolve(input), '--column': o.column, '--id-column': o.idColumn ?? null, '--parameters': o.parameters ?? null, '--parameters-column': o.parametersColumn ?? null },
+        }
+      : undefined,
   })
   let written = 0
   // The output's folder is created as needed, as `-o out/today/reviews.parquet` suggests.
@@ -256,7 +267,9 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       if (o.resume) say(`inference-stream: resuming from ${cp.path}: no rows done yet`)
       return
     }
-    const asked = cp.unanswered > 0 ? `; ${cp.unanswered} sent earlier without an answer are asked for, not sent again` : ''
+    // Asked of the server (v1 resume query): only the ones it does not know are sent again, and
+    // an embedded server started afresh knows none of them.
+    const asked = cp.unanswered > 0 ? `; ${cp.unanswered} sent earlier without an answer: the server is asked about them, and those it does not know are sent again` : ''
     say(`inference-stream: resuming from ${cp.path}: ${cp.results} rows already done (replayed from the checkpoint${asked}); continuing with the rest`)
   })
   // Counted beside the job (a large CSV takes a moment): the bar shows the total once known.
@@ -272,11 +285,16 @@ async function runWith(input: string, output: string, checkpoint: string | undef
   const started = performance.now()
   let code: number = EXIT.ok
   try {
-    await pipeline(reader, checkFirstRecord(o.column), stream, counter, writer)
+    const headed = ['csv', 'tsv', 'parquet'].includes(formatOf(input, o.inputFormat))
+    const columns: Array<[string, string | undefined]> = [['--column', o.column], ['--id-column', o.idColumn], ['--parameters-column', headed ? o.parametersColumn : undefined]]
+    await pipeline(reader, checkFirstRecord(columns), stream, counter, writer)
   } catch (err) {
     progress?.stop()
     await badRows.close()
     badRows.report()
+    // Nothing was written (the server could not be reached, an unknown model, a refused token):
+    // no empty <output>.partial is left behind.
+    if (written === 0) await rm(`${output}.partial`, { force: true })
     if (err instanceof AllFailingError) {
       process.stderr.write(`inference-stream: ${err.message}\n`)
       // Nothing worth keeping: no half-written output is left behind.
@@ -296,6 +314,12 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       process.stderr.write('inference-stream: this server needs a token: pass --token (or set INFERENCE_STREAM_TOKEN)\n')
     }
     if (e.code === 'ERR_UNKNOWN_MODEL' || e.code === 'ERR_DEVICE_UNAVAILABLE' || e.code === 'ERR_AUTHENTICATION') return EXIT.usage
+    // An input that cannot be read as its format says (a directory, not Parquet, a .json that is not
+    // one array, a header naming a column twice): bad input, exit 2 as documented.
+    if (e.code === 'ERR_INPUT_FILE') {
+      if (checkpoint && written > 0) process.stderr.write(`inference-stream: progress is in ${checkpoint}\n`)
+      return EXIT.usage
+    }
     if (checkpoint) process.stderr.write(`inference-stream: progress is in ${checkpoint}; re-run the same command to resume\n`)
     return EXIT.failed
   } finally {
@@ -321,14 +345,18 @@ async function runWith(input: string, output: string, checkpoint: string | undef
 
 // The format of a file from its extension, or one line naming the flag that sets it.
 function flagFormat(path: string, format: string | undefined, which: 'input' | 'output'): void {
+  let found: RecordFormat
   try {
-    formatOf(path, format)
+    found = formatOf(path, format)
   } catch (err) {
     if (!(err instanceof UnknownFormatError)) throw err
     const ext = extname(path)
     throw new UnknownFormatError(
-      `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it .csv, .tsv, .jsonl, .json or .parquet, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
+      `Cannot tell the format of ${which} ${path} from its extension${ext ? ` "${ext}"` : ''}: name it ${which === 'input' ? '.csv, .tsv, .jsonl, .json or .parquet' : '.parquet, .csv, .tsv or .jsonl'}, or pass --${which}-format ${which === 'input' ? 'csv|tsv|jsonl|json|parquet' : 'csv|tsv|jsonl|parquet'}`,
     )
+  }
+  if (which === 'output' && found === 'json') {
+    throw new UnknownFormatError(`Cannot write output ${path}: a JSON array is read, not written; name it .jsonl (one JSON object a line), .parquet, .csv or .tsv, or pass --output-format jsonl`)
   }
 }
 

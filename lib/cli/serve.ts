@@ -36,7 +36,10 @@ export function collectTokens(flags: string[], file: string | undefined, env = p
     tokens.push(...parsed.tokens)
     tenants = parsed.tenants
   }
-  return { tokens: [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))], tenants }
+  const all = [...new Set(tokens.map((t) => t.trim()).filter((t) => t.length > 0))]
+  const spaced = all.find((t) => /\s/.test(t))
+  if (spaced !== undefined) throw new InvalidOptionError(`A token cannot contain spaces (--token, --token-file, INFERENCE_STREAM_TOKENS), got one of ${spaced.length} characters with a space`)
+  return { tokens: all, tenants }
 }
 
 /** `inference-stream serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully. */
@@ -88,6 +91,9 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       const logger = createLogger(o.logLevel as string, o.logFormat as LogFormat)
       const { tokens, tenants } = collectTokens(o.token, o.tokenFile)
       const redis = redisUrl(o, false)
+      if (o.datasets !== undefined && o.dataDir === undefined) {
+        throw new InvalidOptionError(`--datasets needs --data-dir DIR: bulk jobs keep their jobs, uploads and output datasets there (e.g. --data-dir ./data --datasets ${o.datasets})`)
+      }
       if (o.workers === 0 && redis === undefined) throw new InvalidOptionError('--workers 0 runs no model: it is for a front-end of a cluster, with --redis URL (worker processes run the items)')
       const state = redis === undefined ? undefined : redisState(redis, o.redisPrefix, o.maxRetainedBytes)
       // Front-ends of one cluster make the same tenant ids: a secret file, the shared data folder's, or the one kept in Redis.

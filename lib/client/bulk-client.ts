@@ -116,11 +116,12 @@ export const WAIT_DEFAULTS = { pollIntervalMs: 250, maxPollIntervalMs: 5000, ret
 /** True for an answer worth asking again: none at all, or 429 / 502 / 503 / 504. */
 export function isTransient(err: unknown): boolean {
   if (!(err instanceof HttpError)) return false
+  if (causeCode(err) === 'ERR_BAD_PORT') return false // fetch never connects there: asking again cannot help
   return err.status === undefined || err.status === 429 || err.status === 502 || err.status === 503 || err.status === 504
 }
 
 // Connection errors raised before a connection existed: the request surely reached no server.
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT'])
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT', 'ERR_BAD_PORT'])
 
 /** Which failures of a request may be sent to the next endpoint. */
 type Failover = 'idempotent' | 'unsent'
@@ -235,7 +236,8 @@ export class BulkClient {
     } catch (err) {
       // No answer, or a gateway's 5xx, after the request may have reached a server: say so, as a
       // second start could be a second job.
-      if (err instanceof HttpError && (err.status === undefined || err.status >= 500) && !canFailOver(err, 'unsent')) {
+      // (A 501 is an answer that nothing was done: a server that runs no bulk jobs.)
+      if (err instanceof HttpError && (err.status === undefined || (err.status >= 500 && err.status !== 501)) && !canFailOver(err, 'unsent')) {
         throw new HttpError(`${err.message}; the job may have been started all the same: look with jobs() (\`inference-stream bulk jobs\`) before starting it again`, { status: err.status, remoteCode: err.remoteCode, request: err.request, cause: err })
       }
       throw err
@@ -462,6 +464,16 @@ export class BulkClient {
     } catch (err) {
       if (o.signal?.aborted) throw abortError(o.signal)
       const cause = (err as { cause?: { code?: string; message?: string } }).cause
+      if (cause?.message === 'bad port') {
+        // fetch refuses some ports outright (the Fetch standard's "bad ports": 9, 21, 6000, …)
+        // without connecting: nothing was sent, and retrying cannot help.
+        const port = new URL(url).port
+        const refused = Object.assign(new Error(`fetch refuses port ${port}`), { code: 'ERR_BAD_PORT', cause: err })
+        throw new HttpError(
+          `Cannot reach ${base} (${request}): port ${port} is one that fetch never connects to (a "bad port" of the Fetch standard), so nothing was sent; serve on another port`,
+          { request, cause: refused },
+        )
+      }
       const why = cause?.code ?? cause?.message ?? (err as Error).message
       throw new HttpError(`Cannot reach ${base} (${request}): ${why}`, { request, cause: err })
     }

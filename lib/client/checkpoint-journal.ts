@@ -216,9 +216,12 @@ export class CheckpointJournal {
   private static compare(stored: StoredHeader, header: JournalHeader): string | undefined {
     if (streamPart(stored.model) !== streamPart(header.model)) return `model ${modelName(stored.model)}, not ${modelName(header.model)}`
     if (stored.parameters !== header.parameters) return `parameters ${stored.parameters || '{}'}, not ${header.parameters || '{}'}`
-    const a = JSON.stringify(stored.fingerprint ?? {})
-    const b = JSON.stringify(header.fingerprint ?? {})
-    if (a !== b) return `another input (${a}), not ${b}`
+    // Each value that differs, under the caller's own name for it (the CLI's are its flags).
+    const a = stored.fingerprint ?? {}
+    const b = header.fingerprint ?? {}
+    const show = (v: unknown): string => (v === undefined || v === null ? 'none' : JSON.stringify(v))
+    const differ = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k] ?? null) !== JSON.stringify(b[k] ?? null))
+    if (differ.length > 0) return `another input: ${differ.map((k) => `${k} ${show(a[k])}, not ${show(b[k])}`).join('; ')}`
     return undefined
   }
 

@@ -70,7 +70,7 @@ export function readJson(input: string | Readable, options: JsonReadOptions = {}
       const message = (err as Error).message ?? String(err)
       throw new InputFileError(
         /top-level object should be an array/i.test(message)
-          ? `${name}: the top level is not an array (use readJsonl for one value per line)`
+          ? `${name}: the top level is not an array: a .json input is one JSON array of records; for one record a line, use JSON Lines (.jsonl, readJsonl)`
           : `${name}: invalid JSON${at} after ${count} element${count === 1 ? '' : 's'}: ${message}`,
         path,
         { cause: err },

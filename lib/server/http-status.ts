@@ -28,6 +28,8 @@ const STATUS: Readonly<Record<string, number>> = {
   ERR_ID_CONFLICT: 422,
   // The server lacks an optional package the request needs (a Hub model without transformers.js).
   ERR_MISSING_DEPENDENCY: 501,
+  // A bulk route on a server started without a data folder: the route exists, this server runs no jobs.
+  ERR_BULK_DISABLED: 501,
   ERR_OVERLOADED: 503,
   ERR_SHUTTING_DOWN: 503,
   ERR_MODEL_LOADING: 503,

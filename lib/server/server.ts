@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js'
-import { ShuttingDownError, toWireError } from '../errors.js'
+import { BulkDisabledError, ShuttingDownError, toWireError } from '../errors.js'
+import { httpStatusOf } from './http-status.js'
 import { catalogueOf, createModelRegistry } from '../models/registry.js'
 import { resolvePipeline, type Compute, type ModelRegistry } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
@@ -323,6 +324,11 @@ export class InferenceServer {
     if (req.method === 'GET' && path === '/metrics') return serveMetrics(req, res, this.metrics.registry, this.options.metricsToken)
     if (this.httpInference.handle(req, res, path)) return
     if (this.bulk && handleBulkRoutes(req, res, path, this.bulk.routes)) return
+    // A documented route this server is not set up for says so (never a bare 404).
+    if (!this.bulk && path.startsWith('/bulk/') && !path.startsWith('/bulk/stream/')) {
+      const err = new BulkDisabledError('This server runs no bulk jobs: it was started without a data folder; start it with `inference-stream serve --data-dir DIR` (in code: createServer({ dataDir }))')
+      return json(httpStatusOf(err.code), toWireError(err))
+    }
     // A tenant reads its own output datasets (over the operator's `outputs`), or only the operator's without dataDir.
     const spaces = this.bulk?.spaces
     const operator = this.outputs

@@ -216,7 +216,9 @@ async function run(req: http.IncomingMessage, res: http.ServerResponse, c: BulkR
     else if (Array.isArray(k) && k.every((c) => typeof c === 'string' && c !== '')) {
       const missing = (k as string[]).filter((c) => !columns.includes(c))
       if (missing.length > 0) {
-        return fail(res, new InvalidPayloadError(`"keep_columns": dataset ${dataset.name} (${dataset.config}/${dataset.split}) has no column ${missing.map((c) => JSON.stringify(c)).join(', ')} (columns: ${columns.join(', ')})`))
+        // Worded for the API and the CLI alike (keep_columns / --keep-columns), as the other kept-column message.
+        const many = missing.length > 1
+        return fail(res, new InvalidPayloadError(`Cannot keep column${many ? 's' : ''} ${missing.map((c) => JSON.stringify(c)).join(', ')}: dataset ${dataset.name} (${dataset.config}/${dataset.split}) has no such column${many ? 's' : ''} (columns: ${columns.join(', ')})`))
       }
       keepColumns = [...new Set(k as string[])].filter((c) => c !== dataset.column)
     } else return fail(res, new InvalidPayloadError('"keep_columns" must be an array of column names, or "*" for every column'))
