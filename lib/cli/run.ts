@@ -212,7 +212,10 @@ async function runWith(input: string, output: string, checkpoint: string | undef
       ? {
           path: checkpoint,
           lock: false,
-          fingerprint: { 'input file': resolve(input), '--column': o.column, '--id-column': o.idColumn ?? null, '--parameters': o.parameters ?? null, '--parameters-column': o.parametersColumn ?? null },
+          // Stored under the same keys as before (a checkpoint of an earlier version resumes);
+          // a refused resume names them as the flags that set them.
+          fingerprint: { input: resolve(input), column: o.column, idColumn: o.idColumn ?? null, parameters: o.parameters ?? null, parametersColumn: o.parametersColumn ?? null },
+          fingerprintNames: { input: 'input file', column: '--column', idColumn: '--id-column', parameters: '--parameters', parametersColumn: '--parameters-column' },
         }
       : undefined,
   })

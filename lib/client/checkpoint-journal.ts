@@ -39,6 +39,8 @@ export interface JournalOptions {
    * caller holds the lock itself (the CLI takes it before it touches the output).
    */
   lock?: boolean
+  /** How a refused resume names each fingerprint key (`CheckpointOptions.fingerprintNames`). Default: the key. */
+  fingerprintNames?: Record<string, string>
 }
 
 // Read-write without O_APPEND (positional writes must land where asked); created when missing.
@@ -186,7 +188,7 @@ export class CheckpointJournal {
           throw new CheckpointError(`${path} is not an inference-stream checkpoint`)
         }
         stored = v as unknown as StoredHeader
-        const mismatch = CheckpointJournal.compare(stored, header)
+        const mismatch = CheckpointJournal.compare(stored, header, options.fingerprintNames)
         if (mismatch) {
           await fh.close()
           throw new CheckpointError(`Checkpoint ${path} was written for ${mismatch}; use another checkpoint path or delete it to start over`)
@@ -213,7 +215,7 @@ export class CheckpointJournal {
     return journal
   }
 
-  private static compare(stored: StoredHeader, header: JournalHeader): string | undefined {
+  private static compare(stored: StoredHeader, header: JournalHeader, names: Record<string, string> = {}): string | undefined {
     if (streamPart(stored.model) !== streamPart(header.model)) return `model ${modelName(stored.model)}, not ${modelName(header.model)}`
     if (stored.parameters !== header.parameters) return `parameters ${stored.parameters || '{}'}, not ${header.parameters || '{}'}`
     // Each value that differs, under the caller's own name for it (the CLI's are its flags).
@@ -221,7 +223,7 @@ export class CheckpointJournal {
     const b = header.fingerprint ?? {}
     const show = (v: unknown): string => (v === undefined || v === null ? 'none' : JSON.stringify(v))
     const differ = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k] ?? null) !== JSON.stringify(b[k] ?? null))
-    if (differ.length > 0) return `another input: ${differ.map((k) => `${k} ${show(a[k])}, not ${show(b[k])}`).join('; ')}`
+    if (differ.length > 0) return `another input: ${differ.map((k) => `${names[k] ?? k} ${show(a[k])}, not ${show(b[k])}`).join('; ')}`
     return undefined
   }
 

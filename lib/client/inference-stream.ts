@@ -182,7 +182,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       parameters: parametersKey(this.o.parameters),
       fingerprint: { ...cp.fingerprint, ...(this.o.runId ? { runId: this.o.runId } : {}) },
     }
-    CheckpointJournal.open(cp.path, header, { commitIntervalMs: cp.commitIntervalMs, runId: this.o.runId, lock: cp.lock }).then(
+    CheckpointJournal.open(cp.path, header, { commitIntervalMs: cp.commitIntervalMs, runId: this.o.runId, lock: cp.lock, fingerprintNames: cp.fingerprintNames }).then(
       (journal) => {
         this.journal = journal
         // Default ids take the checkpoint's run id, so a re-run produces the same ids.

@@ -77,6 +77,8 @@ export interface CheckpointOptions {
   path: string
   /** Extra identity of the run (e.g. input file and column); a resume with other values is refused. */
   fingerprint?: Record<string, unknown>
+  /** How a refused resume names each `fingerprint` key (e.g. the CLI's flag for it). Default: the key. */
+  fingerprintNames?: Record<string, string>
   /** Group-commit interval in ms. Default 5. */
   commitIntervalMs?: number
   /**
