@@ -29,9 +29,11 @@
  *                  batch, one after the other. items/s over the model calls alone.
  *     bare-fifo    the same over batches of 32 in input order (what FIFO batching forms): the
  *                  cost of padding, side by side.
- *     model-fifo   our TransformersModel (dist/models/transformers-model.js) on the calling
- *                  thread, `run(texts of a batch, {})` for FIFO batches of 32: tokenizer, model
- *                  and our outputs (softmax, labels), no thread hop, no server.
+ *     model-sorted our TransformersModel (dist/models/transformers-model.js) on the calling
+ *                  thread, `run(texts of a batch, {})` for batches of 32 of the texts sorted by
+ *                  characters (what length-aware batching sorts by): tokenizer, model and our
+ *                  outputs (softmax, labels), no thread hop, no server.
+ *     model-fifo   the same for FIFO batches of 32.
  *     server       (b) `inference-stream serve --port 0 --models DIR` (defaults: 4 batch workers,
  *                  --max-batch 32, the model in a thread of its own), warmed up with one
  *                  `wait_for_model` request; a client child sends the texts through
@@ -63,8 +65,8 @@
  *   alone on ideal batches. The breakdown lines say where the difference goes, each measured here:
  *   padding = padded tokens / real tokens of the batches (FIFO vs sorted) and bare-fifo / bare-sorted;
  *   tokenizing = the tokenizer's time as a share of tokenizer + model for FIFO batches (bare-fifo's
- *   child measures both); our wrapper = model-fifo vs bare-fifo + tokenizer; the transport, queue
- *   and thread hop = server vs model-fifo; CSV / Parquet and the in-process server = cli net vs server.
+ *   child measures both); our wrapper = model-fifo vs bare-fifo + tokenizer, and model-sorted vs
+ *   bare-sorted; the transport, queue, thread hop and the server's own batches = server vs model-sorted; CSV / Parquet and the in-process server = cli net vs server.
  *   CPU s is the peer's process over its timed part (ONNX Runtime's threads included; for server,
  *   client + server; cli net of cli-fixed's CPU): the machine has 2 cores and ONNX Runtime uses
  *   both, so any CPU the pipeline spends outside the model is taken from it. "CPU ms/item" and
@@ -91,7 +93,7 @@ const THIS_FILE = fileURLToPath(import.meta.url)
 const REALISTIC_JS = pathToFileURL(path.join(ROOT, 'test', 'fixtures', 'realistic-model.js')).href
 const BATCH = 32
 const FIXED_ROWS = 32
-const PEERS = ['bare-sorted', 'bare-fifo', 'model-fifo', 'server', 'cli']
+const PEERS = ['bare-sorted', 'bare-fifo', 'model-sorted', 'model-fifo', 'server', 'cli']
 
 const args = parseBenchArgs({
   items: { type: 'string' },
@@ -199,7 +201,7 @@ async function runBare() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Role: model (model-fifo) — our TransformersModel on the calling thread, FIFO batches.
+// Role: model (model-fifo, model-sorted) — our TransformersModel on the calling thread.
 // ---------------------------------------------------------------------------------------------
 async function runModel() {
   const N = int('items', args.items)
@@ -208,6 +210,9 @@ async function runModel() {
   const model = new TransformersModel({ id: args.model, dir: path.join(args.dir, ...args.model.split('/')), cacheDir: path.join(BENCH_DIR, 'cache') })
   await model.load()
   const texts = Array.from({ length: N }, (_, i) => text(i))
+  const sorted = args.peer === 'model-sorted'
+  // Sorted by characters (what the server's length-aware batching sorts by), not tokens.
+  if (sorted) texts.sort((x, y) => x.length - y.length)
   await model.run(texts.slice(0, BATCH), {}) // warm-up, as bare-* does
   const labels = await labelsOf(args.dir, args.model)
   const problems = []
@@ -223,7 +228,7 @@ async function runModel() {
   const wallMs = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
   await model.close()
-  report({ ok: problems.length === 0, peer: 'model-fifo', items: N, wallMs, itemsPerSec: (N / wallMs) * 1000, cpuSec: (cpu.user + cpu.system) / 1e6, firstProblems: problems })
+  report({ ok: problems.length === 0, peer: sorted ? 'model-sorted' : 'model-fifo', items: N, wallMs, itemsPerSec: (N / wallMs) * 1000, cpuSec: (cpu.user + cpu.system) / 1e6, firstProblems: problems })
 }
 
 async function labelsOf(dir, id) {
@@ -349,8 +354,8 @@ async function orchestrate() {
       process.stderr.write(`  run ${r + 1}: ${peer} ...`)
       if (peer === 'bare-sorted' || peer === 'bare-fifo') {
         result = await runChild(THIS_FILE, 'bare', [...common, '--peer', peer])
-      } else if (peer === 'model-fifo') {
-        result = await runChild(THIS_FILE, 'model', common)
+      } else if (peer === 'model-fifo' || peer === 'model-sorted') {
+        result = await runChild(THIS_FILE, 'model', [...common, '--peer', peer])
       } else if (peer === 'server') {
         const token = `bench-${r}`
         const server = await startServer([CLI, 'serve', '--port', '0', '--log-level', 'warn', '--models', modelsDir], 'server')
@@ -429,13 +434,15 @@ async function orchestrate() {
     // bare-fifo with its tokenizer time added: what model-fifo would reach with nothing else.
     bareFifoWithTokenizer: fifo ? (fifo.items / (fifo.tokenizeMs + fifo.modelMs)) * 1000 : null,
     modelOverBareFifoTok: null,
-    serverOverModel: over(rate('server'), rate('model-fifo')),
+    modelSortedOverBare: over(rate('model-sorted'), a),
+    serverOverModel: over(rate('server'), rate('model-sorted')),
     cliNetOverServer: over(rate('cli'), rate('server')),
     cpuMsPerItem: Object.fromEntries(peers.map((p) => [p, cpuPerItem(p) == null ? null : cpuPerItem(p) * 1000])),
     byCpu: {
       fifoOverSorted: cpuOver(cpuPerItem('bare-fifo'), cpuA),
       modelOverBareFifoTok: cpuOver(cpuPerItem('model-fifo'), bareFifoTokCpu),
-      serverOverModel: cpuOver(cpuPerItem('server'), cpuPerItem('model-fifo')),
+      modelSortedOverBare: cpuOver(cpuPerItem('model-sorted'), cpuA),
+      serverOverModel: cpuOver(cpuPerItem('server'), cpuPerItem('model-sorted')),
       cliNetOverServer: cpuOver(cpuPerItem('cli'), cpuPerItem('server')),
       cliOverBareFifo: cpuOver(cpuPerItem('cli'), cpuPerItem('bare-fifo')),
     },
@@ -457,6 +464,7 @@ async function orchestrate() {
   const what = {
     'bare-sorted': '(a) transformers.js alone, pre-tokenized, length-sorted batches of 32',
     'bare-fifo': 'transformers.js alone, pre-tokenized, batches of 32 in input order',
+    'model-sorted': 'our TransformersModel.run on the calling thread, batches of 32 sorted by characters (tokenizer included)',
     'model-fifo': 'our TransformersModel.run on the calling thread, batches of 32 in input order (tokenizer included)',
     server: `(b) \`serve\` + InferenceStream v1 (${args['max-in-flight']} in flight), client in its own process`,
     cli: '(c) `inference-stream run` CSV → Parquet (net: without start-up and load)',
@@ -482,7 +490,8 @@ async function orchestrate() {
   md += `- padding: FIFO batches of 32 carry ${fmtPct(breakdown.paddingFifo)} padded tokens over the real ones (sorted: ${fmtPct(breakdown.paddingSorted)}); bare-fifo runs at ${fmtX(breakdown.fifoOverSorted)} bare-sorted (by CPU ${fmtX(c.fifoOverSorted)}).\n`
   md += `- tokenizing: ${fmtPct1(breakdown.tokenizeShareFifo)} of tokenizer + model time on FIFO batches (${fmtF(breakdown.tokenizeMsPerItem, 2)} ms per item, on the model's thread in the server); bare-fifo with its tokenizer would reach ${fmtF(breakdown.bareFifoWithTokenizer)} items/s.\n`
   md += `- our model wrapper (outputs, softmax, labels): model-fifo is ${fmtX(breakdown.modelOverBareFifoTok)} that (by CPU ${fmtX(c.modelOverBareFifoTok)}).\n`
-  md += `- transport, queue, worker thread hop, client: server is ${fmtX(breakdown.serverOverModel)} model-fifo (by CPU ${fmtX(c.serverOverModel)}; the client's and server's main threads share the 2 cores with ONNX Runtime's threads).\n`
+  md += `- our wrapper and tokenizer on sorted batches (by characters, as the server sorts): model-sorted is ${fmtX(breakdown.modelSortedOverBare)} bare-sorted (by CPU ${fmtX(c.modelSortedOverBare)}).\n`
+  md += `- transport, queue, worker thread hop, client, and the server's batches (length-aware over what is in flight, not one global sort): server is ${fmtX(breakdown.serverOverModel)} model-sorted (by CPU ${fmtX(c.serverOverModel)}; the client's and server's main threads share the 2 cores with ONNX Runtime's threads).\n`
   md += `- CSV read, Parquet write, the embedded server in one process: cli (net) is ${fmtX(breakdown.cliNetOverServer)} server (by CPU ${fmtX(c.cliNetOverServer)}).\n`
   md += `- all but padding: cli (net) by CPU is ${fmtX(c.cliOverBareFifo)} bare-fifo, the model alone on the same FIFO batches.\n`
   process.stdout.write(`\n${md}`)
