@@ -81,6 +81,7 @@ import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath } from 'node:url'
+import { deleteKeys, redisInfo } from './lib/redis.js'
 import {
   CLI, LIB, PROFILE_DIR, checkBuild, commandLine, countingWritable, exitIfFailed, fmtInt, fmtMiB, fmtPct, int, loadBeforeRuns,
   machineInfo, medianRun, metricSum, parseBenchArgs, pkgVersion, procStats, runChild, runRole, runsArg, startServer, stopServer,
@@ -215,28 +216,6 @@ function machineTicks() {
   } catch {
     return null
   }
-}
-
-/** Redis's own CPU seconds, commands processed and per-command stats (INFO). */
-async function redisInfo(redis) {
-  const text = await redis.info('all')
-  const field = (name) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(text)?.[1] ?? NaN)
-  const commands = {}
-  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) commands[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) }
-  return { cpuSec: field('used_cpu_user') + field('used_cpu_sys'), commandsProcessed: field('total_commands_processed'), commands, version: /^redis_version:(\S+)/m.exec(text)?.[1] ?? null }
-}
-
-/** Deletes every key of `prefix` (SCAN + DEL); resolves how many there were. */
-async function deleteKeys(redis, prefix) {
-  const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
-  let deleted = 0
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) deleted += await redis.del(...keys)
-  } while (cursor !== '0')
-  return deleted
 }
 
 async function countKeys(redis, prefix) {

@@ -38,6 +38,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { deleteKeys, redisInfo } from './lib/redis.js'
 import {
   ROOT,
   checkBuild,
@@ -79,12 +80,6 @@ async function redisAdmin() {
     r.disconnect()
     return null
   }
-}
-
-async function redisCpuUs(r) {
-  const info = await r.info('cpu')
-  const num = (k) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0)
-  return (num('used_cpu_user') + num('used_cpu_sys')) * 1e6
 }
 
 async function open(peer, dir, name) {
@@ -148,9 +143,9 @@ async function child() {
       const run = await open(peer, dir, 'run')
       opened.push(run)
       const { backend, file } = run
-      const cpu0 = admin ? await redisCpuUs(admin) : 0
+      const cpu0 = admin ? (await redisInfo(admin)).cpuSec : 0
       const { ms, total } = await loop(backend, ITEMS, batch)
-      const redisCpu = admin ? Math.round(((await redisCpuUs(admin)) - cpu0) / ITEMS * 10) / 10 : null
+      const redisCpu = admin ? Math.round((((await redisInfo(admin)).cpuSec - cpu0) * 1e6 / ITEMS) * 10) / 10 : null
       const billed = (await backend.ledger()).reduce((n, e) => n + e.items, 0)
       const stats = await backend.stats()
       await backend.close()
@@ -161,14 +156,7 @@ async function child() {
     } finally {
       // The run's keys go (the backends closed first: nothing writes them any more).
       if (admin) {
-        for (const o of opened) {
-          let cursor = '0'
-          do {
-            const [next, keys] = await admin.scan(cursor, 'MATCH', `${o.prefix}*`, 'COUNT', 1000)
-            cursor = next
-            if (keys.length > 0) await admin.del(...keys)
-          } while (cursor !== '0')
-        }
+        for (const o of opened) await deleteKeys(admin, o.prefix)
         admin.disconnect()
       }
     }
@@ -181,7 +169,7 @@ async function orchestrator() {
   checkBuild([MEMORY, SQLITE, REDIS], 'dist/ is missing the state backends: run `npx tsc -p tsconfig.build.json` first\n')
   const runs = runsArg(args)
   const admin = await redisAdmin()
-  const redisVersion = admin ? /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? '?' : null
+  const redisVersion = admin ? (await redisInfo(admin)).version ?? '?' : null
   admin?.disconnect()
   if (!admin) process.stderr.write(`No Redis answers at ${REDIS_URL.replace(/\/\/[^@/]*@/, '//')}: the redis peer is left out\n`)
   const configs = [

@@ -207,7 +207,6 @@ async function runWith(input: string, output: string, checkpoint: string | undef
     ordered: !o.unordered,
     protocol: o.legacy ? 'legacy' : 'v1',
     signal: ac.signal,
-    // Named as the flags that set them: a checkpoint of another run says which flag differs.
     checkpoint: checkpoint
       ? {
           path: checkpoint,
