@@ -5,7 +5,8 @@ import { InferenceStream, type InferenceResult } from '../lib/client/inference-s
 import { infer } from '../lib/client/infer.js'
 import { createModelRegistry } from '../lib/models/registry.js'
 import type { Pipeline } from '../lib/models/pipeline.js'
-import { connect } from './helpers/ws-client.js'
+import { connect, countResults } from './helpers/ws-client.js'
+import { until } from './helpers/until.js'
 import { startServer } from './helpers/server.js'
 
 // A model whose every batch takes a random time: results come back out of order.
@@ -177,6 +178,34 @@ t.test('results for ids never sent are ignored and counted', async (t) => {
   t.same(out.map((r) => (r as InferenceResult).outputs), ['a', 'b'])
   t.equal(s.stats.ignored, 5, 'the five foreign results were ignored')
   t.equal((await server.counts('shared', 'builtin/echo')).undelivered, 0)
+})
+
+t.test('results a run drops are acked: leftovers past maxQueuedPerToken do not stall the next run', async (t) => {
+  // A server keeps each v1 result against the connection it was handed to until acked, and hands
+  // a connection holding maxQueuedPerToken of them nothing more. Copies a run drops (another run's
+  // leftovers, a second copy after a server crash lost its ack) must be acked too, or they fill it.
+  const server = await startServer(t, { maxQueuedPerToken: 8 })
+  // A v1 run that never acks and goes away: its 8 results wait for the token's next stream.
+  const other = await connect(server.streamUrl('builtin/echo'), { token: 'leftovers', v1: true })
+  for (let i = 0; i < 8; i++) other.send({ id: `abandoned${i}`, inputs: i })
+  await other.waitFor(() => other.results().size === 8, 'the 8 results')
+  await other.close()
+  await until(async () => (await server.counts('leftovers', 'builtin/echo')).undelivered === 8, 'the abandoned results to be stored', 10_000)
+  const s = new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'leftovers', runId: 'next', maxInFlight: 4 })
+  const out: InferenceResult[] = []
+  const done = pipeline(Readable.from([...Array(50).keys()].map((i) => `r${i}`)), s, sink(out))
+  const stalled = new Promise((_, reject) => setTimeout(() => reject(new Error(`stalled after ${out.length} of 50 results`)), 20_000).unref())
+  await Promise.race([done, stalled])
+  t.equal(out.length, 50, 'every result of the run arrived')
+  t.equal(s.stats.ignored, 8, 'the 8 leftovers were dropped')
+  const counts = await server.counts('leftovers', 'builtin/echo')
+  t.equal(counts.undelivered, 0, 'and acked: none waits for a stream')
+  // Acked, not lost: the run that owns them can still ask for them.
+  const owner = await connect(server.streamUrl('builtin/echo'), { token: 'leftovers', v1: true })
+  owner.send({ type: 'resume', ids: ['abandoned3'] })
+  await until(() => countResults(owner, 'abandoned3') === 1, 'the owner to get its result again', 10_000)
+  t.equal(owner.results().get('abandoned3'), 3, 'acked, not lost: its owner resumes it')
+  await owner.close()
 })
 
 t.test('server down longer than the reconnect budget: ERR_CONNECTION_LOST saying how many are unanswered', async (t) => {

@@ -117,6 +117,8 @@ export class InferenceStream<R = unknown> extends Duplex {
   private readonly onAbort: (() => void) | undefined
   private readonly counters = { written: 0, sent: 0, received: 0, failed: 0, reconnects: 0, resent: 0, ignored: 0, replayed: 0 }
   private journal: CheckpointJournal | undefined
+  // Ids whose results are journaled but not yet on disk (their ack waits for the commit).
+  private readonly journaling = new Set<string>()
   private idOf: (record: R, seq: number) => string
   private requery: string[] = []
   private requeryScheduled = false
@@ -370,6 +372,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.trySend(e)
     }
     // Acked only once journaled: until then the server keeps the result for a reconnect.
+    for (const id of resultIds) this.journaling.delete(id)
     if (this.socket.v1) for (const id of resultIds) this.ack(id)
     const journal = this.journal
     if (journal && journal.wantsCompaction && !this.compacting) {
@@ -476,14 +479,23 @@ export class InferenceStream<R = unknown> extends Duplex {
     const e = this.inflight.get(id)
     if (!e) {
       this.counters.ignored++
+      // Acked all the same (unless its first copy awaits the journal, whose commit acks it): the
+      // server holds a v1 result against this connection until it is acked, and a connection
+      // holding maxQueuedPerToken of them is handed nothing more. Copies of results this run
+      // already has (an ack lost in a server crash, a resume answering what the reconnect had
+      // just delivered) and other runs' leftovers on the token would otherwise stall it. An acked
+      // result stays retained, so another run of the token can still resume it.
+      if (this.socket.v1 && !this.journaling.has(id)) this.ack(id)
       return
     }
     this.inflight.delete(id)
     if (this.awaiting.delete(id)) this.awaitedAnswered = true
     this.counters.received++
     if (e.sentAt > 0) this.latency.add(performance.now() - e.sentAt)
-    if (this.journal) this.journal.appendResult(id, outputs)
-    else if (this.socket.v1) this.ack(id)
+    if (this.journal) {
+      this.journal.appendResult(id, outputs)
+      this.journaling.add(id)
+    } else if (this.socket.v1) this.ack(id)
     const result: InferenceResult<R> = { id, outputs }
     if (this.o.includeRecord) result.record = e.record
     if (isErrorBody(outputs)) result.error = new InferenceItemError(outputs.error, id, outputs.code)
