@@ -5,9 +5,13 @@ import { Command, CommanderError } from 'commander'
 import { InferenceStreamError } from '../errors.js'
 import { benchCommand } from './bench.js'
 import { bulkCommand } from './bulk.js'
+import { tuneHeapGrowth } from './heap.js'
 import { runCommand } from './run.js'
 import { serveCommand } from './serve.js'
 import { workerCommand } from './worker.js'
+
+// Peak memory: V8 would otherwise grow the heap to 4× what is alive on a large machine (./heap.ts).
+tuneHeapGrowth()
 
 const program = new Command()
   .name('inference-stream')
