@@ -179,10 +179,18 @@ t.test('the CLI with --checkpoint: three SIGKILLs of the server, every row once,
   t.teardown(() => void cli.kill('SIGKILL'))
   // Progress as the server sees it: items billed so far.
   const k = killer(server, thresholds(rand, N), () => server.billed().catch(() => 0), () => !exited)
-  const code = await exit
+  // A stalled run fails here with what the CLI last said, not at the file's timeout with nothing.
+  let stalled: NodeJS.Timeout | undefined
+  const code = await Promise.race([
+    exit,
+    new Promise<'stalled'>((r) => (stalled = setTimeout(() => r('stalled'), 180_000))),
+  ])
+  clearTimeout(stalled)
+  if (code === 'stalled') cli.kill('SIGKILL')
   k.stop()
   await k.done
   t.equal(code, 0, `the CLI finished (${cliErr.slice(-2000)})`)
+  if (code !== 0) return
   t.equal(k.kills.length, KILLS, `killed ${KILLS} times while the CLI ran (${JSON.stringify(k.kills)})`)
   const rows = readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { text: string; outputs?: unknown; error?: unknown })
   t.equal(rows.length, N, 'one row per input row')
