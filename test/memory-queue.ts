@@ -219,3 +219,19 @@ t.test('length: the chosen tenant\'s items first; riders that pad least; a suspe
   t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s2'], 'then runs alone')
   t.same((await s.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length', alone }))?.items.map((i) => i.id), ['s3'])
 })
+
+t.test('length: the queue measures items as it is told (a model counting tokens), not in characters', async (t) => {
+  // Every text has the same characters: counted so, the batches would be FIFO (x0 x1 x2 x3).
+  const tokens = (item: WorkItem): number => (String(item.inputs).startsWith('dense') ? 100 : 5)
+  const q = new MemoryWorkQueue({ inputLength: tokens })
+  const now = Date.now()
+  const items: WorkItem[] = []
+  for (let i = 0; i < 16; i++) items.push({ ...item(`x${i}`, 'g', now + i), inputs: `${i % 4 < 2 ? 'plain' : 'dense'}-${String(i).padStart(2, '0')}` })
+  await q.push(items)
+  const a = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.equal(a?.items[0].id, 'x0')
+  t.same(a?.items.map((i) => tokens(i)), [5, 5, 5, 5], `batched by the given measure: ${a?.items.map((i) => i.id)}`)
+  t.same(a?.items.map((i) => i.lengthHint), [5, 5, 5, 5], 'and cached on the items')
+  const b = await q.pull({ maxBatch: 4, maxWaitMs: 0, batching: 'length' })
+  t.same(b?.items.map((i) => tokens(i)), [100, 100, 100, 100])
+})

@@ -32,6 +32,11 @@ export interface Pipeline {
   load?(): Promise<void>
   /** Where loading stands, for the server's status messages and 503 answers. Absent: always ready. */
   loadState?(): ModelLoadState
+  /**
+   * The length of one item's inputs for length-aware batching, in the model's own unit (tokens),
+   * the same unit for every item of the model. Absent: the server counts characters (`inputLength`).
+   */
+  inputLength?(inputs: unknown): number
 }
 
 /** What the caller of {@link Pipeline.run} may ask for besides the batch. */

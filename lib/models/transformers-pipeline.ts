@@ -6,6 +6,8 @@
  */
 import { InferenceStreamError, ModelLoadError, ShuttingDownError } from '../errors.js'
 import type { ModelLoadState, Parameters, Pipeline } from './pipeline.js'
+import { inputLength } from '../server/queue/length-batching.js'
+import { tokenCounterOf, type TokenCounter } from './token-count.js'
 import { guessLoadSeconds, initialTask, type TransformersPipelineOptions } from './transformers-model.js'
 import { TRANSFORMERS_WORKER_FILE } from './transformers-worker-file.js'
 import { WorkerPool } from './worker-pool.js'
@@ -30,11 +32,29 @@ export class TransformersPipeline implements Pipeline {
   private loadStarted = 0
   private estimate = 0
   private closed = false
+  // The model folder's WordPiece count, read on the first item (null: none, count characters).
+  private counter: TokenCounter | null | undefined
 
   constructor(options: TransformersPipelineOptions) {
     this.id = options.id
     this.options = options
     this.knownTask = initialTask(options)
+  }
+
+  /**
+   * Tokens of an item, for length-aware batching: a model folder (`dir`) with a WordPiece
+   * `tokenizer.json` is counted with its own vocabulary (./token-count.ts), on this thread;
+   * otherwise characters, as `inputLength`. Strings within lists and objects are summed.
+   */
+  inputLength(inputs: unknown): number {
+    if (this.counter === undefined) this.counter = (this.options.dir && tokenCounterOf(this.options.dir)) || null
+    const count = this.counter
+    if (!count) return inputLength(inputs)
+    if (typeof inputs === 'string') return count(inputs)
+    if (inputs === null || typeof inputs !== 'object') return 0
+    let n = 0
+    for (const v of Array.isArray(inputs) ? inputs : Object.values(inputs)) n += typeof v === 'string' ? count(v) : Array.isArray(v) ? v.length : 1
+    return n
   }
 
   /**

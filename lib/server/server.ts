@@ -8,7 +8,7 @@ import { SUBPROTOCOL_V1, errorStatus } from '../protocol.js'
 import { BulkDisabledError, ShuttingDownError, toWireError } from '../errors.js'
 import { httpStatusOf } from './http-status.js'
 import { catalogueOf, createModelRegistry } from '../models/registry.js'
-import { resolvePipeline, type Compute, type ModelRegistry } from '../models/pipeline.js'
+import { resolvePipeline, type Compute, type ModelRegistry, type Pipeline } from '../models/pipeline.js'
 import { BatchWorkers } from './batch-workers.js'
 import { BulkJobs } from './bulk/bulk-jobs.js'
 import { handleBulkRoutes, type BulkRoutesContext } from './bulk/bulk-routes.js'
@@ -27,6 +27,8 @@ import { ownerKey, type OwnerCounts } from './store/result-store.js'
 import { StreamConnection } from './stream-connection.js'
 import { StreamHub } from './stream-hub.js'
 import { leaseCap } from './queue/fair-share.js'
+import { inputLength as charCount } from './queue/length-batching.js'
+import type { WorkItem } from './queue/work-queue.js'
 import { Tenants, dataDirSecret, type Tenant } from './tenants.js'
 import { isLoopback, serveMetrics } from './http-util.js'
 
@@ -85,7 +87,26 @@ export class InferenceServer {
     // A front-end without workers knows the models (ids, tasks, errors) but never loads one.
     const registry = o.registry ?? createModelRegistry()
     this.registry = o.workers === 0 ? catalogueOf(registry) : registry
-    const retention = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes }
+    // Length-aware batching measures an item in its model's tokens where the model can count them
+    // (a local WordPiece model: `Pipeline.inputLength`), else in characters.
+    // One measure per model and compute, found on its first item.
+    const measures = new Map<string, (inputs: unknown) => number>()
+    const inputLength = (item: WorkItem): number => {
+      const key = `${item.compute}\n${item.model}`
+      let measure = measures.get(key)
+      if (!measure) {
+        let pipeline: Pipeline | undefined
+        try {
+          pipeline = this.registry.get(item.model, item.compute)
+        } catch {
+          // A model that cannot be had is failed by the worker; its items are counted in characters.
+        }
+        measure = pipeline?.inputLength ? (inputs) => pipeline.inputLength!(inputs) : charCount
+        measures.set(key, measure)
+      }
+      return measure(item.inputs)
+    }
+    const retention = { maxRetained: o.maxRetained, retentionMs: o.retentionMs, maxRetainedBytes: o.maxRetainedBytes, inputLength }
     // A data folder holds the state too: what a stream sent survives a crash of the server.
     this.state = options.state ?? (o.dataDir ? new SqliteStateBackend({ path: join(o.dataDir, 'state.sqlite'), ...retention }) : new MemoryStateBackend(retention))
     // Leases in a state file this server just opened (it holds the file's lock) are those of a

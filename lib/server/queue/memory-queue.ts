@@ -83,9 +83,19 @@ class ItemDeque extends Deque<WorkItem> {
   maxLength = 0
 }
 
-/** An item's `inputLength`, computed once (cached on the item when it is pushed). */
-function lengthOf(item: WorkItem): number {
-  return (item.lengthHint ??= inputLength(item.inputs))
+/** How a queue measures an item for length-aware batching: its model's tokens, or characters. */
+export type ItemLength = (item: WorkItem) => number
+
+/** Characters (`inputLength`): the measure of a queue given none. */
+const charLength: ItemLength = (item) => inputLength(item.inputs)
+
+/** Options of a {@link MemoryWorkQueue}. */
+export interface MemoryWorkQueueOptions {
+  /**
+   * An item's length for length-aware batching, in one unit per group (e.g. its model's tokens:
+   * `Pipeline.inputLength`). Computed once per item, when it is pushed. Default: characters.
+   */
+  readonly inputLength?: ItemLength
 }
 
 /** Tenants kept in the round before idle ones are swept (see `maybeForget`). */
@@ -123,6 +133,16 @@ export class MemoryWorkQueue implements WorkQueue {
   private closed = false
   // Pulls waiting for a push, an ack or a notify; each wakes, re-checks, and waits again if nothing fits.
   private waiters = new Set<() => void>()
+  private readonly measure: ItemLength
+
+  constructor(options: MemoryWorkQueueOptions = {}) {
+    this.measure = options.inputLength ?? charLength
+  }
+
+  /** An item's length (see {@link MemoryWorkQueueOptions.inputLength}), cached on the item. */
+  private lengthOf(item: WorkItem): number {
+    return (item.lengthHint ??= this.measure(item))
+  }
 
   async push(items: WorkItem[]): Promise<void> {
     if (this.closed) throw new ShuttingDownError('Work queue is closed')
@@ -150,7 +170,7 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       byTenant.set(item.tenant, d)
     }
-    const len = lengthOf(item)
+    const len = this.lengthOf(item)
     if (len < d.minLength) d.minLength = len
     if (len > d.maxLength) d.maxLength = len
     tenant.queued++
@@ -279,7 +299,7 @@ export class MemoryWorkQueue implements WorkQueue {
       const it = own.at(i)
       if (i > 0 && alone?.(it)) continue
       at.push(i)
-      lengths.push(lengthOf(it))
+      lengths.push(this.lengthOf(it))
     }
     if (at.length >= max) {
       const run = lengthRun(lengths, max, 0)
@@ -290,7 +310,7 @@ export class MemoryWorkQueue implements WorkQueue {
     let sum = 0
     let mx = 0
     for (const it of items) {
-      const len = lengthOf(it)
+      const len = this.lengthOf(it)
       sum += len
       if (len > mx) mx = len
     }
@@ -312,7 +332,7 @@ export class MemoryWorkQueue implements WorkQueue {
       }
       if (!best) break
       cands.push({ c: best, i: best.i })
-      candLengths.push(lengthOf(best.d.at(best.i)))
+      candLengths.push(this.lengthOf(best.d.at(best.i)))
       best.i++
     }
     const riders = lengthRun(candLengths, max - items.length, -1, { count: items.length, sum, max: mx })

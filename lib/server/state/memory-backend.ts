@@ -1,5 +1,5 @@
 import { DeliveryLimitError, ShuttingDownError, toWireError } from '../../errors.js'
-import { MemoryWorkQueue } from '../queue/memory-queue.js'
+import { MemoryWorkQueue, type MemoryWorkQueueOptions } from '../queue/memory-queue.js'
 import type { Lease, WorkItem } from '../queue/work-queue.js'
 import { MemoryResultStore, type MemoryResultStoreOptions } from '../store/memory-result-store.js'
 import type {
@@ -40,7 +40,7 @@ interface Held {
  * atomic in this process; nothing survives it (durability is the SQLite and Redis backends' job).
  */
 export class MemoryStateBackend implements StateBackend {
-  private readonly queue = new MemoryWorkQueue()
+  private readonly queue: MemoryWorkQueue
   private readonly store: MemoryResultStore
   private readonly held = new Map<string, Held>()
   private readonly listeners = new RouteListeners()
@@ -51,8 +51,10 @@ export class MemoryStateBackend implements StateBackend {
   private nextLease = 1
   private closed = false
 
-  constructor(options: MemoryResultStoreOptions) {
+  /** `inputLength`: how the queue measures an item for length-aware batching (default: characters). */
+  constructor(options: MemoryResultStoreOptions & MemoryWorkQueueOptions) {
     this.store = new MemoryResultStore(options)
+    this.queue = new MemoryWorkQueue({ inputLength: options.inputLength })
   }
 
   async submit(items: readonly SubmitItem[], options: SubmitOptions = {}): Promise<SubmitOutcome[]> {

@@ -41,7 +41,7 @@ import type Database from 'better-sqlite3'
 import { DeliveryLimitError, InvalidOptionError, LimitExceededError, MissingDependencyError, ShuttingDownError, StateStoreError, toWireError } from '../../errors.js'
 import type { Compute, Parameters } from '../../models/pipeline.js'
 import { requireOptional } from '../../optional-deps.js'
-import { MemoryWorkQueue } from '../queue/memory-queue.js'
+import { type ItemLength, MemoryWorkQueue } from '../queue/memory-queue.js'
 import type { Lease, WorkItem } from '../queue/work-queue.js'
 import type {
   FinishOutcome,
@@ -87,6 +87,8 @@ export interface SqliteStateBackendOptions {
    * as this one starts), in ms, before refusing with `ERR_STATE_STORE`. Default 5000.
    */
   busyTimeoutMs?: number
+  /** How the queue measures an item for length-aware batching (default: characters; see `MemoryWorkQueueOptions`). */
+  inputLength?: ItemLength
 }
 
 /** Version of the schema this code writes (SQLite `user_version`); a newer file is refused. */
@@ -393,7 +395,8 @@ export class SqliteStateBackend implements StateBackend {
   private readonly evictSlack: number
   private readonly bytesLowWater: number
 
-  private queue = new MemoryWorkQueue()
+  private queue: MemoryWorkQueue
+  private readonly inputLength: ItemLength | undefined
   private readonly owners = new Map<string, OwnerState>()
   private readonly tenants = new Map<string, TenantState>()
   private readonly order = new Set<Entry>()
@@ -440,6 +443,8 @@ export class SqliteStateBackend implements StateBackend {
 
   constructor(options: SqliteStateBackendOptions) {
     const o = { synchronous: 'NORMAL' as const, busyTimeoutMs: 5000, ...options }
+    this.inputLength = o.inputLength
+    this.queue = new MemoryWorkQueue({ inputLength: o.inputLength })
     if (typeof o.path !== 'string' || o.path === '') throw new InvalidOptionError('SqliteStateBackend: option "path" must be a file path or ":memory:"')
     if (!Number.isInteger(o.maxRetained) || o.maxRetained < 0) throw new InvalidOptionError(`Option "maxRetained" must be an integer >= 0, got ${JSON.stringify(o.maxRetained)}`)
     if (typeof o.retentionMs !== 'number' || !(o.retentionMs >= 0)) throw new InvalidOptionError(`Option "retentionMs" must be a number >= 0, got ${JSON.stringify(o.retentionMs)}`)
@@ -609,7 +614,7 @@ export class SqliteStateBackend implements StateBackend {
   /** (Re)builds the index from the file: owners, the queue (in queue order), held leases, retained results. */
   private load(): void {
     const old = this.queue
-    this.queue = new MemoryWorkQueue()
+    this.queue = new MemoryWorkQueue({ inputLength: this.inputLength })
     // Pulls waiting on the old queue wake with null and wait again on the new one (see `lease`).
     void old.close()
     this.owners.clear()
