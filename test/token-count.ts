@@ -45,7 +45,7 @@ t.test('the same token counts as the tokenizer itself', async (t) => {
 })
 
 t.test('a local WordPiece model measures items in its tokens for batching; others in characters', async (t) => {
-  const local = new TransformersPipeline({ id: made.id, dir: made.path })
+  const local = new TransformersPipeline({ id: made.id, dir: made.path, cacheDir: path.join(root, 'cache') })
   const tokenizer = await AutoTokenizer.from_pretrained(made.id, { local_files_only: true })
   const s = 'naïve café, unknownish words!'
   const n = tokenizer.encode(s, { add_special_tokens: false }).length
@@ -53,7 +53,7 @@ t.test('a local WordPiece model measures items in its tokens for batching; other
   t.equal(local.inputLength([s, s]), 2 * n, 'a list: the sum')
   t.equal(local.inputLength({ text: s, text_pair: s }), 2 * n, 'an object: the sum of its texts')
   t.equal(local.inputLength(null), 0)
-  const hub = new TransformersPipeline({ id: 'someone/model' })
+  const hub = new TransformersPipeline({ id: 'someone/model', dir: undefined, cacheDir: path.join(root, 'cache') })
   t.equal(hub.inputLength(s), s.length, 'no model folder: characters')
 })
 
