@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { AutoTokenizer, env } from '@huggingface/transformers'
-import { tokenCounterOf, wordPieceCounter } from '../lib/models/token-count.js'
+import { MAX_COUNTED_TOKENS, tokenCounterOf, wordPieceCounter } from '../lib/models/token-count.js'
 import { TransformersPipeline } from '../lib/models/transformers-pipeline.js'
 import { SMALL_SHAPE, generatedWords, makeRealisticModel, mixedLengthText } from './fixtures/realistic-model.js'
 import { prng } from './helpers/prng.js'
@@ -55,6 +55,19 @@ t.test('a local WordPiece model measures items in its tokens for batching; other
   t.equal(local.inputLength(null), 0)
   const hub = new TransformersPipeline({ id: 'someone/model', dir: undefined, cacheDir: path.join(root, 'cache') })
   t.equal(hub.inputLength(s), s.length, 'no model folder: characters')
+})
+
+t.test('bounded work: a hostile text is counted up to the model\'s length, not to its end', async (t) => {
+  const count = tokenCounterOf(made.path)!
+  // Words of 100 letters in no vocabulary entry, 1 MB of them; and one 1 MB word.
+  const hostile = Array.from({ length: 10_000 }, (_, i) => `${'q'.repeat(95)}${String(i).padStart(5, '0')}`).join(' ')
+  const t0 = performance.now()
+  const n = count(hostile)
+  const one = count('z'.repeat(1_000_000))
+  const ms = performance.now() - t0
+  t.ok(n <= MAX_COUNTED_TOKENS && n > 0, `counted ${n} (≤ ${MAX_COUNTED_TOKENS})`)
+  t.equal(one, 1, 'a word past max_input_chars_per_word is one [UNK]')
+  t.ok(ms < 2000, `not stuck: ${ms.toFixed(0)} ms for 2 MB`)
 })
 
 t.test('another tokenizer: no counter (the server counts characters)', async (t) => {

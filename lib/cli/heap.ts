@@ -1,8 +1,8 @@
 // How far V8 lets the heap grow past what a full GC left alive. Node sizes its default heap from
 // the machine's memory, and on a machine of 16 GiB or more V8 then grows the heap up to 4× the
 // live size before collecting: the CLI's main job (CSV → InferenceStream → Parquet, about 36 MiB
-// alive) peaked at 212 MiB of RSS at 1M rows; at 2× it peaks at 170 MiB at the same speed
-// (benchmarks/pipeline-e2e.js, peer e2e-cli-heap). The flag is read at each collection, so setting
+// alive) peaked at 213 MiB of RSS at 1M rows; at 2× it peaks at 191 MiB at the same speed
+// (benchmarks/pipeline-e2e.js, peers e2e-thread and e2e-cli, 3 runs). The flag is read at each collection, so setting
 // it once the process runs takes effect; it is process-wide (model and writer threads too).
 import { setFlagsFromString } from 'node:v8'
 

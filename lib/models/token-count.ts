@@ -4,7 +4,11 @@
  * `WordPiece` model, `BertNormalizer` and `BertPreTokenizer`) read from the model's own vocabulary.
  * Characters order texts only roughly as tokens do (batches of 32 sorted by characters padded 10% of
  * the real tokens on benchmarks/model-efficiency.js's texts, sorted by tokens 2%). A hint, not the
- * tokenizer: special tokens, truncation and added tokens are not applied.
+ * tokenizer: special tokens and added tokens are not applied, and the work is bounded as the model
+ * bounds its input: a text is counted up to {@link MAX_COUNTED_TOKENS} tokens or its first
+ * {@link MAX_COUNTED_CHARS} characters (past that it is truncated by the model anyway), and a
+ * piece is looked up no longer than the vocabulary's longest, so an item costs at most a few
+ * thousand lookups whatever a client sends.
  */
 import { readFileSync } from 'node:fs'
 
@@ -24,6 +28,13 @@ const CJK = /[\u4E00-\u9FFF\u3400-\u4DBF\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u
 const SPLIT = /\s+/u
 const ACCENTS = /\p{Mn}/gu
 
+/** Tokens past which a text is not counted further (BERT-like models truncate at 512). */
+export const MAX_COUNTED_TOKENS = 512
+/** Characters of a text that are counted at most. */
+export const MAX_COUNTED_CHARS = 4096
+// Distinct words whose counts are kept.
+const CACHE_WORDS = 20_000
+
 /**
  * A counter for a `tokenizer.json` whose model is WordPiece with BERT's normalizer and
  * pre-tokenizer; undefined for any other tokenizer (the caller then counts characters).
@@ -40,6 +51,9 @@ export function wordPieceCounter(json: unknown): TokenCounter | undefined {
   const vocab = new Set(Object.keys(model.vocab))
   const prefix = model.continuing_subword_prefix ?? '##'
   const maxChars = model.max_input_chars_per_word ?? 100
+  // No piece is longer than the longest vocabulary entry: the greedy match starts there.
+  let longest = 1
+  for (const k of vocab) if (k.length > longest) longest = k.length
   // Pieces of one word: greedy longest match first, as WordPiece does; a word with a part that is
   // in no piece is one [UNK].
   const pieces = (word: string): number => {
@@ -47,7 +61,8 @@ export function wordPieceCounter(json: unknown): TokenCounter | undefined {
     let n = 0
     let start = 0
     while (start < word.length) {
-      let end = word.length
+      const piecePrefix = start > 0 ? prefix.length : 0
+      let end = Math.min(word.length, start + longest - piecePrefix)
       let found = false
       while (end > start) {
         const sub = start > 0 ? prefix + word.slice(start, end) : word.slice(start, end)
@@ -68,12 +83,13 @@ export function wordPieceCounter(json: unknown): TokenCounter | undefined {
     let n = cache.get(word)
     if (n === undefined) {
       n = pieces(word)
-      if (cache.size < 100_000) cache.set(word, n)
+      if (cache.size < CACHE_WORDS) cache.set(word, n)
     }
     return n
   }
   return (text: string): number => {
-    let s = lowercase ? text.toLowerCase() : text
+    let s = text.length > MAX_COUNTED_CHARS ? text.slice(0, MAX_COUNTED_CHARS) : text
+    s = lowercase ? s.toLowerCase() : s
     if (stripAccents) s = s.normalize('NFD').replace(ACCENTS, '')
     let n = 0
     for (const chunk of s.split(SPLIT)) {
@@ -88,6 +104,7 @@ export function wordPieceCounter(json: unknown): TokenCounter | undefined {
         } else word += ch
       }
       if (word !== '') n += wordTokens(word)
+      if (n >= MAX_COUNTED_TOKENS) return MAX_COUNTED_TOKENS
     }
     return n
   }
