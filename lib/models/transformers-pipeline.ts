@@ -48,13 +48,7 @@ export class TransformersPipeline implements Pipeline {
    */
   inputLength(inputs: unknown): number {
     if (this.counter === undefined) this.counter = (this.options.dir && tokenCounterOf(this.options.dir)) || null
-    const count = this.counter
-    if (!count) return inputLength(inputs)
-    if (typeof inputs === 'string') return count(inputs)
-    if (inputs === null || typeof inputs !== 'object') return 0
-    let n = 0
-    for (const v of Array.isArray(inputs) ? inputs : Object.values(inputs)) n += typeof v === 'string' ? count(v) : Array.isArray(v) ? v.length : 1
-    return n
+    return inputLength(inputs, this.counter ?? undefined)
   }
 
   /**

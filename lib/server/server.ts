@@ -88,12 +88,12 @@ export class InferenceServer {
     const registry = o.registry ?? createModelRegistry()
     this.registry = o.workers === 0 ? catalogueOf(registry) : registry
     // Length-aware batching measures an item in its model's tokens where the model can count them
-    // (a local WordPiece model: `Pipeline.inputLength`), else in characters.
-    // One measure per model and compute, found on its first item.
-    const measures = new Map<string, (inputs: unknown) => number>()
+    // (a local WordPiece model: `Pipeline.inputLength`), else in characters. One measure per model
+    // and compute the registry has, found on its first item (so at most one per served model).
+    const measures = { cpu: new Map<string, (inputs: unknown) => number>(), gpu: new Map<string, (inputs: unknown) => number>() }
     const inputLength = (item: WorkItem): number => {
-      const key = `${item.compute}\n${item.model}`
-      let measure = measures.get(key)
+      const byModel = measures[item.compute === 'gpu' ? 'gpu' : 'cpu']
+      let measure = byModel.get(item.model)
       if (!measure) {
         let pipeline: Pipeline | undefined
         try {
@@ -101,8 +101,9 @@ export class InferenceServer {
         } catch {
           // A model that cannot be had is failed by the worker; its items are counted in characters.
         }
-        measure = pipeline?.inputLength ? (inputs) => pipeline.inputLength!(inputs) : charCount
-        measures.set(key, measure)
+        if (!pipeline) return charCount(item.inputs)
+        measure = pipeline.inputLength ? pipeline.inputLength.bind(pipeline) : charCount
+        byModel.set(item.model, measure)
       }
       return measure(item.inputs)
     }

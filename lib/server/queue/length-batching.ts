@@ -31,16 +31,17 @@ export function lengthWindow(maxBatch: number): number {
  * characters order texts as their token counts do, up to a few tokens); for a list or an object
  * (a batch of texts, `{text, text_pair}`, zero-shot's sequences), the sum over its elements or
  * values of a string's length, a nested list's length, or 1 for anything else. Not the JSON bytes
- * of the item: the server measures a v1 frame's items by an even share of the frame.
+ * of the item: the server measures a v1 frame's items by an even share of the frame. `text`
+ * measures each string instead of its `length` (a model's token count: `Pipeline.inputLength`).
  */
-export function inputLength(inputs: unknown): number {
-  if (typeof inputs === 'string') return inputs.length
+export function inputLength(inputs: unknown, text?: (s: string) => number): number {
+  if (typeof inputs === 'string') return text ? text(inputs) : inputs.length
   if (inputs === null || typeof inputs !== 'object') return 0
   const values = Array.isArray(inputs) ? inputs : Object.values(inputs)
   let n = 0
   for (let i = 0; i < values.length; i++) {
     const v: unknown = values[i]
-    n += typeof v === 'string' ? v.length : Array.isArray(v) ? v.length : 1
+    n += typeof v === 'string' ? (text ? text(v) : v.length) : Array.isArray(v) ? v.length : 1
   }
   return n
 }
