@@ -98,8 +98,7 @@ const DEAD_LETTER = JSON.stringify(
 )
 
 type RoutedReply = Array<[node: string, entry: string, fields: string[]]>
-type ItemReply = [group: string, tenant: string, entry: string, deliveries: number, fields: string[]]
-type LeaseReply = ['lease', string, string, number, string, ItemReply[]] | ['wait', number]
+type LeaseReply = ['lease', string, string, number, string, string[]] | ['wait', number]
 type Script = (...args: Array<string | number>) => Promise<unknown>
 
 interface NodeReader {
@@ -258,21 +257,21 @@ export class RedisStateBackend implements StateBackend {
     for (let start = 0; start < items.length; start += SUBMIT_CHUNK) {
       const args: Array<string | number> = [maxq]
       for (const item of items.slice(start, start + SUBMIT_CHUNK)) {
-        args.push(
+        // The item as the queue keeps it: one JSON line (see the segments of ./redis-scripts.ts).
+        const line: unknown[] = [
           item.owner,
           item.id,
-          item.tenant,
           item.model,
           item.compute,
-          item.group,
-          item.parameters === undefined ? '' : JSON.stringify(item.parameters),
-          item.fingerprint === undefined ? '' : `=${item.fingerprint}`,
+          item.parameters ?? null,
+          item.fingerprint ?? null,
           item.bytes ?? 0,
           item.route.node,
-          item.route.sink ?? '',
-          item.retain ? '1' : '',
-          JSON.stringify(item.inputs) ?? '',
-        )
+          item.route.sink ?? null,
+          item.retain ? 1 : 0,
+        ]
+        if (item.inputs !== undefined) line.push(item.inputs)
+        args.push(item.owner, item.id, item.tenant, item.group, item.fingerprint === undefined ? '' : `=${item.fingerprint}`, item.bytes ?? 0, JSON.stringify(line))
       }
       const [codes, ...done] = await this.run<string[]>('isSubmit', Date.now(), args)
       let d = 0
@@ -319,8 +318,11 @@ export class RedisStateBackend implements StateBackend {
         this.waiters.delete(mark)
       }
       if (reply[0] === 'lease') {
-        const [, id, tenant, expiresAt, before, rows] = reply
-        const items = rows.map(leasedItem)
+        const [, id, tenant, expiresAt, before, segments] = reply
+        const items: LeasedItem[] = []
+        for (let j = 0; j < segments.length; j += 5) {
+          leasedItems(segments[j], segments[j + 1], Number(segments[j + 2]), Number(segments[j + 3]), segments[j + 4], items)
+        }
         if (accept && !accept(items[0])) {
           // Refused: taken back as if never taken (no delivery counted, the tenant's turn kept).
           await this.run('isRelease', Date.now(), [id, '1', before])
@@ -371,7 +373,8 @@ export class RedisStateBackend implements StateBackend {
         storedLen = stored.length
         flags |= 4
       }
-      args.push(r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen)
+      const it = lease.items[r.index]
+      args.push(r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen, it.owner, it.id, it.tenant, it.model, it.route.node, it.route.sink ?? '', it.retain ? '1' : '')
     }
     const [finished, billed, lost, routed] = await this.run<[number, number, number, RoutedReply]>('isFinish', Date.now(), args)
     this.routeLocal(routed)
@@ -792,76 +795,28 @@ function oneRouted(f: string[], from: number, to: number): Routed {
   return oversize ? { owner, id, outputs, oversize } : { owner, id }
 }
 
-// A leased queue entry → the item a worker gets.
-function leasedItem([group, tenant, , deliveries, f]: ItemReply): LeasedItem {
-  let owner = ''
-  let id = ''
-  let model = ''
-  let compute = 'cpu'
-  let parameters: Parameters | undefined
-  let fingerprint: string | undefined
-  let bytes = 0
-  let node = ''
-  let sink: string | undefined
-  let retain = false
-  let enqueuedAt = 0
-  let inputs: unknown
-  for (let j = 0; j < f.length; j += 2) {
-    const v = f[j + 1]
-    switch (f[j]) {
-      case 'o':
-        owner = v
-        break
-      case 'i':
-        id = v
-        break
-      case 'm':
-        model = v
-        break
-      case 'c':
-        compute = v
-        break
-      case 'p':
-        parameters = JSON.parse(v) as Parameters
-        break
-      case 'f':
-        fingerprint = v
-        break
-      case 'b':
-        bytes = Number(v)
-        break
-      case 'n':
-        node = v
-        break
-      case 's':
-        sink = v
-        break
-      case 'r':
-        retain = true
-        break
-      case 'e':
-        enqueuedAt = Number(v)
-        break
-      case 'x':
-        inputs = JSON.parse(v)
-        break
+// A leased segment's item lines (JSON arrays, see ./redis-scripts.ts) → the items a worker gets, appended to `out`.
+function leasedItems(group: string, tenant: string, enqueuedAt: number, deliveries: number, body: string, out: LeasedItem[]): void {
+  // One parse for the whole segment: its lines are JSON arrays, one per line.
+  const rows = JSON.parse(`[${body.replaceAll('\n', ',')}]`) as unknown[][]
+  for (const v of rows) {
+    const sink = v[8] as string | null
+    const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
+      tenant,
+      owner: v[0] as string,
+      id: v[1] as string,
+      model: v[2] as string,
+      compute: v[3] as Compute,
+      inputs: v.length > 10 ? v[10] : undefined,
+      parameters: (v[4] ?? undefined) as Parameters | undefined,
+      group,
+      fingerprint: (v[5] ?? undefined) as string | undefined,
+      bytes: v[6] as number,
+      route: sink === null ? { node: v[7] as string } : { node: v[7] as string, sink },
+      enqueuedAt,
+      deliveries,
     }
+    if (v[9] === 1) item.retain = true
+    out.push(item)
   }
-  const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
-    tenant,
-    owner,
-    id,
-    model,
-    compute: compute as Compute,
-    inputs,
-    parameters,
-    group,
-    fingerprint,
-    bytes,
-    route: sink === undefined ? { node } : { node, sink },
-    enqueuedAt,
-    deliveries: Number(deliveries),
-  }
-  if (retain) item.retain = true
-  return item
 }

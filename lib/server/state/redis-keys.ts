@@ -20,7 +20,7 @@ export const KEY_NAMES = {
   groupSize: [],
   /** ZSET lease id → `expiresAt` (ms): what `reclaim` looks at. */
   leases: [],
-  /** HASH of one lease: `c` consumer, `t` tenant, `x` expiresAt, `items` (JSON: each item's group, tenant, stream entry, owner, id, route, deliveries…). */
+  /** HASH of one lease: `c` consumer, `t` tenant, `x` expiresAt, `k` its number of segments, `g<j>` / `s<j>` the (group, tenant) and text of segment j (the items, with their delivery count). */
   lease: ['lease'],
   /** HASH of one tenant: `n` items queued, `l` leases held, `qb` queued input bytes, `ub` undelivered result bytes. */
   tenant: ['tenant'],
@@ -28,12 +28,8 @@ export const KEY_NAMES = {
   tenantGroups: ['tenant'],
   /** ZSET of one group: tenant → `enqueuedAt` of its oldest queued item of the group (who tops up a batch next). */
   groupHeads: ['group'],
-  /** STREAM of one (group, tenant), consumer group `w`: the items in send order; entries leased are in its PEL with their delivery count. */
+  /** LIST of one (group, tenant): its queued items in line order, as segments (runs of one owner's items; see ./redis-scripts.ts); items handed back are pushed back to the front. */
   queue: ['group', 'tenant'],
-  /** LIST of one (group, tenant): `<enqueuedAt>:<entry id>` of entries handed back (released, left out of a finish, reclaimed), served before new ones. */
-  returned: ['group', 'tenant'],
-  /** SET of one (group, tenant): entry ids whose lease ran out (reclaimed): each is leased alone. */
-  suspects: ['group', 'tenant'],
   /** HASH of one owner: `q` items queued, `p` items leased. */
   owner: ['owner'],
   /** HASH of one owner: id → `<bytes>|<fingerprint>` of its submitted, unfinished items (dedupe). */

@@ -31,8 +31,8 @@
  */
 import { luaKeys } from './redis-keys.js'
 
-/** Consumer group of every queue stream. */
-export const CONSUMER_GROUP = 'w'
+/** Most items in one queue segment (one list element): a submit of more makes several. */
+export const SEGMENT_MAX = 64
 
 /** How long a node's stream of routed results lives after its last entry (a node gone for good). */
 export const NODE_STREAM_TTL_MS = 24 * 3600 * 1000
@@ -41,7 +41,6 @@ export const NODE_STREAM_TTL_MS = 24 * 3600 * 1000
 const PRELUDE = `
 local P, INST, NOW = ARGV[1], ARGV[2], tonumber(ARGV[3])
 ${luaKeys()}
-local G = '${CONSUMER_GROUP}'
 
 -- Counters (HASH fields) change through hincr: the deltas of a script are summed and written once
 -- by flush() at its end (one HINCRBY per field, not one per item), and a field back at 0 is
@@ -101,11 +100,30 @@ local function tenant_of(owner)
   return head
 end
 
--- Flat field list of a stream entry → table.
-local function fields(f)
-  local t = {}
-  for j = 1, #f, 2 do t[f[j]] = f[j + 1] end
-  return t
+-- A segment: a run of queued items of one (group, tenant) and one owner, in line order, kept and
+-- leased as one list element (a lease takes whole segments while they fit, and cuts the one that
+-- does not). Header '<enqueuedAt>,<deliveries>,<count>,<alone>,<bytes of owner>:<owner>', a
+-- newline, then each item as a JSON array on a line of its own (JSON text holds no raw newline):
+-- [owner, id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?].
+-- seg_head → enqueuedAt, deliveries, count, alone, owner, position of the first item.
+local function seg_head(s)
+  local _, e, a, d, c, f, ol = string.find(s, '^(%d+),(%d+),(%d+),(%d),(%d+):')
+  ol = tonumber(ol)
+  return tonumber(a), tonumber(d), tonumber(c), f == '1', string.sub(s, e + 1, e + ol), e + ol + 2
+end
+local function seg_make(a, d, c, alone, owner, body)
+  return string.format('%d', a) .. ',' .. d .. ',' .. c .. (alone and ',1,' or ',0,') .. #owner .. ':' .. owner .. '\\n' .. body
+end
+-- The item lines of a segment (p: from seg_head).
+local function seg_lines(s, p)
+  local list = {}
+  local pos = p
+  while true do
+    local nl = string.find(s, '\\n', pos, true)
+    if not nl then list[#list + 1] = string.sub(s, pos); return list end
+    list[#list + 1] = string.sub(s, pos, nl - 1)
+    pos = nl + 1
+  end
 end
 
 -- A tenant joins the round at the back when it is not in it (../queue/fair-share.ts arrived).
@@ -126,48 +144,68 @@ local function forget_idle(t)
   end
 end
 
--- A (group, tenant) stream with no entry left (none queued, none leased) is deleted with its
--- consumer group; the next submit makes it again.
-local function drop_if_empty(g, t)
-  local q = K.queue(g, t)
-  if redis.call('XLEN', q) == 0 and redis.call('LLEN', K.returned(g, t)) == 0 then redis.call('DEL', q, K.suspects(g, t)) end
+-- Puts segments {g, u, s} taken from a lease back at the front of their (group, tenant) lines, in
+-- lease order, with their delivery counts: queued again. Returns the items requeued.
+local function requeue(list)
+  local by, keys = {}, {}
+  for _, x in ipairs(list) do
+    local k = enc2(x.g, x.u)
+    local l = by[k]
+    if not l then l = {g = x.g, u = x.u}; by[k] = l; keys[#keys + 1] = k end
+    l[#l + 1] = x.s
+  end
+  local total = 0
+  for _, k in ipairs(keys) do
+    local l = by[k]
+    local rev = {}
+    for j = #l, 1, -1 do rev[#rev + 1] = l[j] end
+    vcall('LPUSH', K.queue(l.g, l.u), rev)
+    local a = seg_head(l[1])
+    redis.call('ZADD', K.tenantGroups(l.u), a, l.g)
+    redis.call('ZADD', K.groupHeads(l.g), a, l.u)
+    arrive(l.u)
+    local n = 0
+    for _, s in ipairs(l) do
+      local _, _, c, _, owner = seg_head(s)
+      hincr(K.owner(owner), 'q', c)
+      n = n + c
+    end
+    hincr(K.tenant(l.u), 'n', n)
+    hincr(K.groupSize, l.g, n)
+    total = total + n
+  end
+  hincr(K.stats, 'q', total)
+  return total
 end
 
--- Puts leased items back at the front of their (group, tenant), in lease order, still in the PEL
--- (their delivery count kept): queued again.
-local function requeue(recs)
-  local fronts = {}
-  for j = #recs, 1, -1 do
-    local r = recs[j]
-    redis.call('LPUSH', K.returned(r.g, r.t), string.format('%d', r.a) .. ':' .. r.e)
-    fronts[enc2(r.g, r.t)] = r
-  end
-  for _, r in pairs(fronts) do
-    redis.call('ZADD', K.tenantGroups(r.t), r.a, r.g)
-    redis.call('ZADD', K.groupHeads(r.g), r.a, r.t)
-  end
-  for _, r in ipairs(recs) do
-    arrive(r.t)
-    hincr(K.tenant(r.t), 'n', 1)
-    hincr(K.owner(r.o), 'q', 1)
-    hincr(K.owner(r.o), 'p', -1)
-    hincr(K.groupSize, r.g, 1)
-  end
-  hincr(K.stats, 'q', #recs)
-  hincr(K.stats, 'p', -#recs)
-end
-
--- A lease record (HASH) → its tenant and items; nil when the lease is no longer held.
+-- A lease record (HASH: c, t, x, k segments, g<j> the (group, tenant) and s<j> the text of segment j)
+-- → its tenant and segments {g, u, s}; nil when the lease is no longer held.
 local function load_lease(id)
-  local h = redis.call('HMGET', K.lease(id), 't', 'items')
-  if not h[2] then return nil end
-  return h[1], cjson.decode(h[2])
+  local h = redis.call('HGETALL', K.lease(id))
+  if #h == 0 then return nil end
+  local m = {}
+  for j = 1, #h, 2 do m[h[j]] = h[j + 1] end
+  local segs = {}
+  for j = 1, tonumber(m.k) do
+    local g, u = dec2(m['g' .. j])
+    segs[j] = {g = g, u = u, s = m['s' .. j]}
+  end
+  return m.t, segs
 end
 
-local function end_lease(id, tenant)
+-- Ends a lease: its items leave the processing counts (finished, or requeued after). Returns their number.
+local function end_lease(id, tenant, segs)
   redis.call('DEL', K.lease(id))
   redis.call('ZREM', K.leases, id)
   hincr(K.tenant(tenant), 'l', -1)
+  local n = 0
+  for _, x in ipairs(segs) do
+    local _, _, c, _, owner = seg_head(x.s)
+    hincr(K.owner(owner), 'p', -c)
+    n = n + c
+  end
+  hincr(K.stats, 'p', -n)
+  return n
 end
 
 local function wake_if_queued()
@@ -400,43 +438,17 @@ local function store_many(list)
   if #keep == 0 then return 0 end
   return complete_many(keep)
 end
-
--- A finished (or dead) leased item leaves the processing counts and, at acked(), its queue stream
--- (XACK and XDEL once per stream); then a stream left empty is deleted.
-local LEAVING, STREAMS = {}, {}
-local function leave(it)
-  local key = enc2(it.g, it.t)
-  local l = LEAVING[key]
-  if not l then l = {}; LEAVING[key] = l; table.insert(STREAMS, it) end
-  table.insert(l, it.e)
-  hincr(K.owner(it.o), 'p', -1)
-end
-local function acked()
-  for _, it in ipairs(STREAMS) do
-    local q = K.queue(it.g, it.t)
-    local ids = LEAVING[enc2(it.g, it.t)]
-    local sk = K.suspects(it.g, it.t)
-    local suspects = redis.call('EXISTS', sk) == 1
-    for start = 1, #ids, 1000 do
-      local chunk = {unpack(ids, start, math.min(start + 999, #ids))}
-      redis.call('XACK', q, G, unpack(chunk))
-      redis.call('XDEL', q, unpack(chunk))
-      if suspects then redis.call('SREM', sk, unpack(chunk)) end
-    end
-    drop_if_empty(it.g, it.t)
-  end
-  LEAVING, STREAMS = {}, {}
-end
 `
 
 /**
- * submit — ARGV: prefix, instance, now, maxQueuedBytes (-1: none), then 13 per item: owner, id,
- * tenant, model, compute, group, parameters JSON (or ''), fingerprint field ('' or '=' + it),
- * bytes, node, sink (or ''), retain ('1' or ''), inputs JSON (or '' for undefined).
+ * submit — ARGV: prefix, instance, now, maxQueuedBytes (-1: none), then 7 per item: owner, id,
+ * tenant, group, fingerprint field ('' or '=' + it), bytes, the item's JSON line (see seg_head).
  * Reply: a string of one letter per item (q queued, p pending, c conflict, o overloaded, d done)
- * then the outputs of each `d`, in order. Each item is deduped and queued in the same step.
+ * then the outputs of each `d`, in order. Each item is deduped and queued in the same step; the
+ * queued ones are appended to their (group, tenant) line as segments of up to SEG_MAX items.
  */
 const SUBMIT = `
+local SEG_MAX = ${SEGMENT_MAX}
 local maxq = tonumber(ARGV[4])
 local codes = {}
 local reply = {''}
@@ -445,17 +457,17 @@ local queued = 0
 -- results among the rest. PV / RV: owner → id → value; an item queued below joins PV, so the same
 -- id later in this call is pending.
 local PV, RV, IDS, OWNERS = {}, {}, {}, {}
-for j = 5, #ARGV, 13 do
+for j = 5, #ARGV, 7 do
   local o = ARGV[j]
   local l = IDS[o]
   if not l then l = {}; IDS[o] = l; table.insert(OWNERS, o) end
-  table.insert(l, ARGV[j + 1])
+  l[#l + 1] = ARGV[j + 1]
 end
 for _, o in ipairs(OWNERS) do
   local ids = IDS[o]
   local pv, pt, rt, miss = vget('HMGET', K.pending(o), ids), {}, {}, {}
   for k, id in ipairs(ids) do
-    if pv[k] then pt[id] = pv[k] else table.insert(miss, id) end
+    if pv[k] then pt[id] = pv[k] else miss[#miss + 1] = id end
   end
   if #miss > 0 then
     local rv = vget('HMGET', K.results(o), miss)
@@ -465,61 +477,73 @@ for _, o in ipairs(OWNERS) do
   end
   PV[o], RV[o] = pt, rt
 end
--- Written once per key at the end: pending ids per owner; per (group, tenant) queue whether it
--- exists, and its age entries (ZADD NX: the first item of this call is the oldest it adds).
-local NEWP, NEWP_OWNERS, QREADY, ARRIVED = {}, {}, {}, {}
-for j = 5, #ARGV, 13 do
-  local owner, id, tenant, model, compute, group, params, fpf, bytes, node, sink, retain, inputs =
-    ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], tonumber(ARGV[j + 8]), ARGV[j + 9], ARGV[j + 10], ARGV[j + 11], ARGV[j + 12]
+-- Written once per key at the end: pending ids per owner; per (group, tenant) line its new
+-- segments (OPEN: the one being filled, of one owner), and its age entries (ZADD NX: the first item
+-- of this call is the oldest it adds).
+local NEWP, NEWP_OWNERS, LINES, OPEN, ARRIVED = {}, {}, {}, {}, {}
+local function close(q, o)
+  local l = LINES[q]
+  l[#l + 1] = seg_make(NOW, 0, o.n, false, o.owner, table.concat(o.items, '\\n'))
+  hincr(K.tenant(l.t), 'n', o.n)
+  hincr(K.owner(o.owner), 'q', o.n)
+  hincr(K.groupSize, l.g, o.n)
+end
+local lastG, lastT, lastQ
+for j = 5, #ARGV, 7 do
+  local owner, id, tenant, group, fpf, bytes = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], tonumber(ARGV[j + 5])
   local pv = PV[owner][id]
   if pv then
     local have = string.sub(pv, string.find(pv, '|', 1, true) + 1)
-    table.insert(codes, (fpf ~= '' and have ~= '' and have ~= fpf) and 'c' or 'p')
+    codes[#codes + 1] = (fpf ~= '' and have ~= '' and have ~= fpf) and 'c' or 'p'
   else
     local m = RV[owner][id]
     if m then
       local have = string.sub(m, string.find(m, '|', 3, true) + 1)
-      if fpf ~= '' and have ~= '' and have ~= fpf then table.insert(codes, 'c')
+      if fpf ~= '' and have ~= '' and have ~= fpf then codes[#codes + 1] = 'c'
       else
-        table.insert(codes, 'd')
-        table.insert(reply, redis.call('HGET', K.outputs(owner), id) or 'null')
+        codes[#codes + 1] = 'd'
+        reply[#reply + 1] = redis.call('HGET', K.outputs(owner), id) or 'null'
       end
     else
       local qt = tenant_of(owner)
       local qb = hnum(K.tenant(qt), 'qb')
-      if maxq >= 0 and qb > 0 and qb + bytes > maxq then table.insert(codes, 'o')
+      if maxq >= 0 and qb > 0 and qb + bytes > maxq then codes[#codes + 1] = 'o'
       else
         local v = bytes .. '|' .. fpf
         PV[owner][id] = v
         local np = NEWP[owner]
-        if not np then np = {}; NEWP[owner] = np; table.insert(NEWP_OWNERS, owner) end
-        table.insert(np, id); table.insert(np, v)
+        if not np then np = {}; NEWP[owner] = np; NEWP_OWNERS[#NEWP_OWNERS + 1] = owner end
+        np[#np + 1] = id; np[#np + 1] = v
         hincr(K.tenant(qt), 'qb', bytes)
-        local q = K.queue(group, tenant)
-        if not QREADY[q] then
-          QREADY[q] = true
-          if redis.call('EXISTS', q) == 0 then redis.call('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM') end
+        local q
+        if group == lastG and tenant == lastT then q = lastQ
+        else
+          q = K.queue(group, tenant)
+          lastG, lastT, lastQ = group, tenant, q
+        end
+        if not LINES[q] then
+          LINES[q] = {g = group, t = tenant}
+          LINES[#LINES + 1] = q
           redis.call('ZADD', K.tenantGroups(tenant), 'NX', NOW, group)
           redis.call('ZADD', K.groupHeads(group), 'NX', NOW, tenant)
+          if not ARRIVED[tenant] then ARRIVED[tenant] = true; arrive(tenant) end
         end
-        local f = {'o', owner, 'i', id, 'm', model, 'c', compute, 'b', bytes, 'n', node, 'e', ARGV[3]}
-        if params ~= '' then table.insert(f, 'p'); table.insert(f, params) end
-        if fpf ~= '' then table.insert(f, 'f'); table.insert(f, string.sub(fpf, 2)) end
-        if sink ~= '' then table.insert(f, 's'); table.insert(f, sink) end
-        if retain ~= '' then table.insert(f, 'r'); table.insert(f, '1') end
-        if inputs ~= '' then table.insert(f, 'x'); table.insert(f, inputs) end
-        redis.call('XADD', q, '*', unpack(f))
-        if not ARRIVED[tenant] then ARRIVED[tenant] = true; arrive(tenant) end
-        hincr(K.tenant(tenant), 'n', 1)
-        hincr(K.owner(owner), 'q', 1)
-        hincr(K.groupSize, group, 1)
+        local o = OPEN[q]
+        if o and (o.owner ~= owner or o.n == SEG_MAX) then close(q, o); o = nil end
+        if not o then o = {owner = owner, items = {}, n = 0}; OPEN[q] = o end
+        o.n = o.n + 1
+        o.items[o.n] = ARGV[j + 6]
         queued = queued + 1
-        table.insert(codes, 'q')
+        codes[#codes + 1] = 'q'
       end
     end
   end
 end
 for _, o in ipairs(NEWP_OWNERS) do vcall('HSET', K.pending(o), NEWP[o]) end
+for _, q in ipairs(LINES) do
+  close(q, OPEN[q])
+  vcall('RPUSH', q, LINES[q])
+end
 if queued > 0 then
   hincr(K.stats, 'q', queued)
   redis.call('PUBLISH', K.wake, '1')
@@ -537,8 +561,8 @@ return reply
  * its cap; the chosen tenant's oldest ready group (full, or its oldest item waited maxWaitMs); its
  * items of the group first (handed-back ones first), then other tenants' items of the group, oldest
  * first. Reply: `{'wait', ms}` (ms -1: nothing will be ready without a new transition) or
- * `{'lease', id, tenant, expiresAt, tenant's round score before, items}` with each item
- * `{group, tenant, entry id, deliveries, fields}`.
+ * `{'lease', id, tenant, expiresAt, tenant's round score before, segments}` with each segment as 5
+ * elements: group, tenant, enqueuedAt, deliveries, its item lines (see seg_head).
  */
 const LEASE = `
 local maxBatch, maxWait, cap, consumer, leaseMs = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
@@ -554,69 +578,57 @@ local function unserved(g)
   return served ~= nil and not served[string.sub(g, 1, (string.find(g, '\\n', 1, true) or (#g + 1)) - 1)]
 end
 
--- The id after which the consumer group delivers next.
-local function last_delivered(q)
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', q)) do
-    local t = fields(g)
-    if t['name'] == G then return t['last-delivered-id'] end
-  end
-  return '0-0'
+-- The reply's segments, the lease record's fields, segments and items taken.
+local out, recs = {}, {}
+local nseg, total = 0, 0
+local function push(g, u, a, d, c, alone, owner, body)
+  nseg = nseg + 1
+  local o = #out
+  out[o + 1] = g; out[o + 2] = u; out[o + 3] = string.format('%d', a); out[o + 4] = d; out[o + 5] = body
+  o = #recs
+  recs[o + 1] = 'g' .. nseg; recs[o + 2] = enc2(g, u)
+  recs[o + 3] = 's' .. nseg; recs[o + 4] = seg_make(a, d, c, alone, owner, body)
+  hincr(K.tenant(u), 'n', -c)
+  hincr(K.owner(owner), 'q', -c)
+  hincr(K.owner(owner), 'p', c)
+  total = total + c
 end
 
-local out = {}
-local recs = {}
-local function add(g, u, eid, d, f)
-  local t = fields(f)
-  table.insert(out, {g, u, eid, d, f})
-  table.insert(recs, {g = g, t = u, e = eid, a = tonumber(t.e), o = t.o, i = t.i, m = t.m, n = t.n, s = t.s, r = t.r and 1 or nil, d = d})
-end
-
--- Takes up to max items of (group g, tenant u): handed-back ones (XCLAIM: one more delivery), then
--- new ones (XREADGROUP); then records the new age of the (g, u) head, or that it is empty.
--- A handed-back entry whose lease ran out before (in the (group, tenant)'s suspects until it
--- leaves the queue: its worker died or hung) is a batch of its own: it comes first and alone, or waits for the next batch
--- (ALONE then ends this one), so that an item that kills its worker fails by itself.
+-- Takes up to max items from the front of the line of (group g, tenant u): whole segments while
+-- they fit, then the first items of the next one (the rest stays first in line); with one, from
+-- one segment at most. A segment whose lease ran out before (alone: its worker died or hung on
+-- it; one item) is a batch of its own: it comes first and alone, or waits for the next batch
+-- (ALONE then ends this one), so that an item that kills its worker fails by itself. Then records
+-- the new age of the (g, u) head, or that the line is empty.
 local ALONE = false
-local function take_from(g, u, max)
-  local q, rq, sk = K.queue(g, u), K.returned(g, u), K.suspects(g, u)
+local function take_from(g, u, max, one)
+  local q = K.queue(g, u)
   local n = 0
   while n < max and not ALONE do
-    local v = redis.call('LINDEX', rq, 0)
-    if not v then break end
-    local eid = string.sub(v, string.find(v, ':', 1, true) + 1)
-    local suspect = redis.call('SISMEMBER', sk, eid) == 1
-    if suspect and #out > 0 then ALONE = true; break end
-    redis.call('LPOP', rq)
-    if suspect then ALONE = true end
-    local c = redis.call('XCLAIM', q, G, consumer, 0, eid)
-    if c[1] and c[1][2] then
-      local p = redis.call('XPENDING', q, G, eid, eid, 1)
-      add(g, u, eid, p[1][4], c[1][2])
-      n = n + 1
+    local s = redis.call('LINDEX', q, 0)
+    if not s then break end
+    local a, d, c, alone, owner, p = seg_head(s)
+    if alone then
+      if total > 0 then ALONE = true; break end
+      ALONE = true
     end
-  end
-  local last, drained = nil, false
-  if n < max and not ALONE then
-    local r = redis.call('XREADGROUP', 'GROUP', G, consumer, 'COUNT', max - n, 'STREAMS', q, '>')
-    local got = 0
-    if r then
-      for _, e in ipairs(r[1][2]) do
-        add(g, u, e[1], 1, e[2])
-        last = e[1]
-        got = got + 1
-      end
+    local room = max - n
+    if c <= room then
+      redis.call('LPOP', q)
+      push(g, u, a, d + 1, c, alone, owner, string.sub(s, p))
+      n = n + c
+    else
+      local cut = p
+      for _ = 1, room do cut = string.find(s, '\\n', cut, true) + 1 end
+      redis.call('LSET', q, 0, seg_make(a, d, c - room, alone, owner, string.sub(s, cut)))
+      push(g, u, a, d + 1, room, alone, owner, string.sub(s, p, cut - 2))
+      n = n + room
     end
-    n = n + got
-    drained = n < max
+    if one then break end
   end
-  local at
-  local front = redis.call('LINDEX', rq, 0)
-  if front then at = tonumber(string.sub(front, 1, string.find(front, ':', 1, true) - 1))
-  elseif not drained then
-    local nx = redis.call('XRANGE', q, '(' .. (last or last_delivered(q)), '+', 'COUNT', 1)[1]
-    if nx then at = tonumber(fields(nx[2]).e) end
-  end
-  if at then
+  local front = redis.call('LINDEX', q, 0)
+  if front then
+    local at = tonumber(string.match(front, '^%d+'))
     redis.call('ZADD', K.tenantGroups(u), at, g)
     redis.call('ZADD', K.groupHeads(g), at, u)
   else
@@ -627,26 +639,20 @@ local function take_from(g, u, max)
 end
 
 local function take(t, g)
-  take_from(g, t, maxBatch)
-  while #out < maxBatch and not ALONE do
+  take_from(g, t, maxBatch, false)
+  while total < maxBatch and not ALONE do
     local h = redis.call('ZRANGE', K.groupHeads(g), 0, 0)[1]
-    if not h or take_from(g, h, 1) == 0 then break end
+    if not h or take_from(g, h, maxBatch - total, true) == 0 then break end
   end
-  local n = #out
-  for _, r in ipairs(recs) do
-    hincr(K.tenant(r.t), 'n', -1)
-    hincr(K.owner(r.o), 'q', -1)
-    hincr(K.owner(r.o), 'p', 1)
-  end
-  hincr(K.groupSize, g, -n)
-  hincr(K.stats, 'q', -n)
-  hincr(K.stats, 'p', n)
+  hincr(K.groupSize, g, -total)
+  hincr(K.stats, 'q', -total)
+  hincr(K.stats, 'p', total)
   hincr(K.tenant(t), 'l', 1)
   local before = redis.call('ZSCORE', K.round, t) or '0'
   redis.call('ZADD', K.round, redis.call('HINCRBY', K.stats, 'rs', 1), t)
   local id = 'L' .. redis.call('HINCRBY', K.stats, 'ls', 1)
   local x = NOW + leaseMs
-  redis.call('HSET', K.lease(id), 'c', consumer, 't', t, 'x', string.format('%d', x), 'items', cjson.encode(recs))
+  redis.call('HSET', K.lease(id), 'c', consumer, 't', t, 'x', string.format('%d', x), 'k', nseg, unpack(recs))
   redis.call('ZADD', K.leases, x, id)
   flush()
   return {'lease', id, t, x, before, out}
@@ -687,38 +693,49 @@ return 1
 `
 
 /**
- * finish — ARGV: prefix, instance, now, 4 limits, lease id, then 6 per result: index, flags
+ * finish — ARGV: prefix, instance, now, 4 limits, lease id, then 13 per result: index, flags
  * (1 billable, 2 failed, 4 oversize), compute seconds (or ''), outputs, the text to store (or '':
- * the outputs), its UTF-16 length. One step: results stored, each (owner, id) billed at most once,
- * routed, the lease ended; items without a result go back to the front of the queue.
+ * the outputs), its UTF-16 length, then the item's owner, id, tenant, model, node, sink (or '')
+ * and retain ('1' or ''), as the lease handed them out (workers are trusted: they hold the Redis
+ * credentials; the script checks that the lease is held and its indexes). One step: results
+ * stored, each (owner, id) billed at most once, routed, the lease ended; items without a result
+ * go back to the front of the queue.
  * Reply: `{finished, billed, lost, routed}`; all zero when the lease is no longer held.
  */
 const FINISH = `
 local id = ARGV[8]
-local tenant, items = load_lease(id)
+local tenant, segs = load_lease(id)
 if not tenant then return {0, 0, 0, {}} end
-end_lease(id, tenant)
-local res = {}
-for j = 9, #ARGV, 6 do
+local total = end_lease(id, tenant, segs)
+local res, done = {}, {}
+local finished, billed = 0, 0
+for j = 9, #ARGV, 13 do
   local k = tonumber(ARGV[j]) + 1
-  if items[k] and not res[k] then
+  if k >= 1 and k <= total and not res[k] then
+    res[k] = true
     local flags = tonumber(ARGV[j + 1])
-    local stored = ARGV[j + 4]
-    res[k] = { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
-      cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) }
+    local stored, sink = ARGV[j + 4], ARGV[j + 11]
+    finished = finished + 1
+    done[finished] = {
+      { o = ARGV[j + 6], i = ARGV[j + 7], t = ARGV[j + 8], m = ARGV[j + 9], n = ARGV[j + 10], s = sink ~= '' and sink or nil, r = ARGV[j + 12] ~= '' or nil },
+      { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
+        cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) },
+    }
   end
 end
-local again, done = {}, {}
-local finished, billed = 0, 0
-for k, it in ipairs(items) do
-  local r = res[k]
-  if r then
-    finished = finished + 1
-    leave(it)
-    table.insert(done, {it, r})
-  else
-    table.insert(again, it)
+if finished < total then
+  -- The items left out go back first in line, in lease order, their segments cut down to them.
+  local again, k = {}, 0
+  for _, x in ipairs(segs) do
+    local a, d, c, alone, owner, p = seg_head(x.s)
+    local keep = {}
+    for _, line in ipairs(seg_lines(x.s, p)) do
+      k = k + 1
+      if not res[k] then keep[#keep + 1] = line end
+    end
+    if #keep > 0 then again[#again + 1] = {g = x.g, u = x.u, s = seg_make(a, d, #keep, alone, owner, table.concat(keep, '\\n'))} end
   end
+  requeue(again)
 end
 local lost = store_many(done)
 for _, x in ipairs(done) do
@@ -729,9 +746,6 @@ for _, x in ipairs(done) do
     billed = billed + 1
   end
 end
-hincr(K.stats, 'p', -finished)
-if #again > 0 then requeue(again) end
-acked()
 forget_idle(tenant)
 wake_if_queued()
 flush()
@@ -746,29 +760,30 @@ return {finished, billed, lost, routed}
  */
 const RELEASE = `
 local id = ARGV[4]
-local tenant, items = load_lease(id)
+local tenant, segs = load_lease(id)
 if not tenant then return 0 end
-end_lease(id, tenant)
+local n = end_lease(id, tenant, segs)
 if ARGV[5] == '1' then
-  for _, it in ipairs(items) do
-    redis.call('XCLAIM', K.queue(it.g, it.t), G, 'returned', 0, it.e, 'RETRYCOUNT', it.d - 1, 'JUSTID')
+  for _, x in ipairs(segs) do
+    local a, d, c, alone, owner, p = seg_head(x.s)
+    x.s = seg_make(a, d - 1, c, alone, owner, string.sub(x.s, p))
   end
   if redis.call('ZSCORE', K.round, tenant) then redis.call('ZADD', K.round, ARGV[6], tenant) end
 end
-requeue(items)
+requeue(segs)
 forget_idle(tenant)
 wake_if_queued()
 flush()
-return #items
+return n
 `
 
 /**
  * reclaim — ARGV: prefix, instance, now, 4 limits, maxDeliveries, the dead letter's error body
  * (JSON with \\u0001 for the id and \\u0002 for the count), the oversize error body (JSON with \\u0001
  * for the bytes), the time to reclaim at (`reclaim(now)`; ARGV[3] is the clock of the results it
- * stores). Leases expired by then end: their items go back to the queue, or — leased
- * maxDeliveries times already — finish with that error (routed, not billed: dead letters).
- * Reply: `{requeued, dead, routed}`.
+ * stores). Leases expired by then end: their items go back to the queue, each alone from now on,
+ * or — leased maxDeliveries times already — finish with that error (routed, not billed: dead
+ * letters). Reply: `{requeued, dead, routed}`.
  */
 const RECLAIM = `
 local maxD = tonumber(ARGV[8])
@@ -785,42 +800,47 @@ local function utf16len(s)
   local _, four = string.gsub(s, '[\\240-\\247]', '')
   return #s - cont + four
 end
+local function str(v)
+  if type(v) == 'string' then return v end
+  return nil
+end
 
 local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
-  local tenant, items = load_lease(id)
+  local tenant, segs = load_lease(id)
   if tenant then
-    end_lease(id, tenant)
-    local again, gone = {}, {}
-    for _, it in ipairs(items) do
-      if it.d < maxD then table.insert(again, it) else table.insert(gone, it) end
-    end
-    if #again > 0 then
-      requeue(again)
-      -- A worker died or hung on these: each is leased alone from now on (take_from).
-      for _, it in ipairs(again) do redis.call('SADD', K.suspects(it.g, it.t), it.e) end
-    end
-    requeued = requeued + #again
-    for _, it in ipairs(gone) do
-      leave(it)
-      hincr(K.stats, 'p', -1)
-      local quoted = json_inner('"' .. json_inner(it.i) .. '"')
-      local body = string.gsub(DEAD, '\\\\u0001', function() return quoted end)
-      body = string.gsub(body, '\\\\u0002', function() return tostring(it.d) end)
-      local len = utf16len(body)
-      local r = { outputs = body, stored = body, len = len, failed = true }
-      if LIM_BYTES >= 0 and len > LIM_BYTES then
-        r.stored = string.gsub(OVER, '\\\\u0001', function() return tostring(len) end)
-        r.len = utf16len(r.stored)
-        r.oversize = true
+    end_lease(id, tenant, segs)
+    local again = {}
+    for _, x in ipairs(segs) do
+      local a, d, c, alone, owner, p = seg_head(x.s)
+      local lines = seg_lines(x.s, p)
+      if d < maxD then
+        -- A worker died or hung on these: each is leased alone from now on (take_from).
+        for _, line in ipairs(lines) do again[#again + 1] = {g = x.g, u = x.u, s = seg_make(a, d, 1, true, owner, line)} end
+      else
+        for _, line in ipairs(lines) do
+          -- [owner, id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?]
+          local v = cjson.decode(line)
+          local it = { o = owner, i = str(v[2]) or '', t = x.u, m = str(v[3]) or '', n = str(v[8]) or '', s = str(v[9]), r = v[10] == 1 or nil }
+          local quoted = json_inner('"' .. json_inner(it.i) .. '"')
+          local body = string.gsub(DEAD, '\\\\u0001', function() return quoted end)
+          body = string.gsub(body, '\\\\u0002', function() return tostring(d) end)
+          local len = utf16len(body)
+          local r = { outputs = body, stored = body, len = len, failed = true }
+          if LIM_BYTES >= 0 and len > LIM_BYTES then
+            r.stored = string.gsub(OVER, '\\\\u0001', function() return tostring(len) end)
+            r.len = utf16len(r.stored)
+            r.oversize = true
+          end
+          store_many({{it, r}})
+          dead = dead + 1
+        end
       end
-      store_many({{it, r}})
-      dead = dead + 1
     end
+    requeued = requeued + requeue(again)
     forget_idle(tenant)
   end
 end
-acked()
 if dead > 0 then hincr(K.stats, 'dead', dead) end
 if requeued > 0 then wake_if_queued() end
 flush()
