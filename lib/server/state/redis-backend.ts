@@ -742,20 +742,21 @@ function nextId(id: string): string {
   return `${id.slice(0, dash)}-${Number(id.slice(dash + 1)) + 1}`
 }
 
-// A routed-results stream entry (one or more results, each starting with its 'o' field) → what the listener gets.
+// A routed-results stream entry (one or more groups, each starting with its 'o' field: one result,
+// or with an 'I' field the ids of several stream results of the owner, as JSON) → what the listener gets.
 function toRouted(f: string[]): Routed[] {
   const out: Routed[] = []
   let start = -1
   for (let j = 0; j < f.length; j += 2) {
     if (f[j] !== 'o') continue
-    if (start >= 0) out.push(oneRouted(f, start, j))
+    if (start >= 0) oneRouted(f, start, j, out)
     start = j
   }
-  if (start >= 0) out.push(oneRouted(f, start, f.length))
+  if (start >= 0) oneRouted(f, start, f.length, out)
   return out
 }
 
-function oneRouted(f: string[], from: number, to: number): Routed {
+function oneRouted(f: string[], from: number, to: number, out: Routed[]): void {
   let owner = ''
   let id = ''
   let sink: string | undefined
@@ -787,12 +788,14 @@ function oneRouted(f: string[], from: number, to: number): Routed {
       case 'v':
         oversize = true
         break
+      case 'I':
+        for (const one of JSON.parse(v) as string[]) out.push({ owner, id: one })
+        return
     }
   }
   if (sink !== undefined) {
-    return { owner, id, sink, outputs: outputs ?? 'null', ...(failed ? { failed } : {}), ...(computeSeconds !== undefined ? { computeSeconds } : {}) }
-  }
-  return oversize ? { owner, id, outputs, oversize } : { owner, id }
+    out.push({ owner, id, sink, outputs: outputs ?? 'null', ...(failed ? { failed } : {}), ...(computeSeconds !== undefined ? { computeSeconds } : {}) })
+  } else out.push(oversize ? { owner, id, outputs, oversize } : { owner, id })
 }
 
 // A leased segment's item lines (JSON arrays, see ./redis-scripts.ts) → the items a worker gets, appended to `out`.

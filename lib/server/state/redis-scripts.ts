@@ -438,6 +438,135 @@ local function store_many(list)
   if #keep == 0 then return 0 end
   return complete_many(keep)
 end
+
+-- finish's results, read in place from ARGV (js: the position of each result's first argument;
+-- see FINISH), without a table per item: stored, routed and billed as store_many and
+-- complete_many do. Stream results are routed as one list of ids per (node, owner). Results
+-- for a sink go through store_many. Returns the results lost to eviction and the items billed.
+local function store_finish(js)
+  local byOwner, owners, sinks = {}, {}, {}
+  for _, j in ipairs(js) do
+    if ARGV[j + 11] ~= '' then sinks[#sinks + 1] = j
+    else
+      local o = ARGV[j + 6]
+      local l = byOwner[o]
+      if not l then l = {}; byOwner[o] = l; owners[#owners + 1] = o end
+      l[#l + 1] = j
+    end
+  end
+  local lost, billed = 0, 0
+  local lastT, lastM, lastL
+  local function bill(j, o)
+    local t, m = ARGV[j + 8], ARGV[j + 9]
+    if t ~= lastT or m ~= lastM then lastT, lastM, lastL = t, m, enc2(t, m) end
+    hincr(K.ledger, lastL, 1)
+    hincr(K.billed, o, 1)
+    billed = billed + 1
+  end
+  for _, o in ipairs(owners) do
+    local l = byOwner[o]
+    local ids = {}
+    for k, j in ipairs(l) do ids[k] = ARGV[j + 7] end
+    -- Each id's first result is stored (its pending entry gone, its queued bytes released); a
+    -- later one (the id again in this call, or already retained) is only routed.
+    local pv = vget('HMGET', K.pending(o), ids)
+    local gone, miss, missK, seen, fpf = {}, {}, {}, {}, {}
+    local freed = 0
+    for k = 1, #l do
+      local id, v = ids[k], pv[k]
+      if seen[id] then fpf[k] = false
+      elseif v then
+        seen[id] = true
+        local bar = string.find(v, '|', 1, true)
+        freed = freed + tonumber(string.sub(v, 1, bar - 1))
+        fpf[k] = string.sub(v, bar + 1)
+        gone[#gone + 1] = id
+      else
+        seen[id] = true
+        fpf[k] = false
+        miss[#miss + 1] = id; missK[#missK + 1] = k
+      end
+    end
+    if #gone > 0 then
+      vcall('HDEL', K.pending(o), gone)
+      hincr(K.tenant(tenant_of(o)), 'qb', -freed)
+    end
+    if #miss > 0 then
+      local rv = vget('HMGET', K.results(o), miss)
+      for m, k in ipairs(missK) do
+        if not rv[m] then fpf[k] = '' end
+      end
+    end
+    local pres = present(o)
+    local toNode, nodes = {}, {}
+    local function to(node, id)
+      local list = toNode[node]
+      if not list then list = {}; toNode[node] = list; nodes[#nodes + 1] = node end
+      list[#list + 1] = id
+    end
+    local hr, ho, zd, zu, zro = {}, {}, {}, {}, {}
+    local ub = 0
+    for k, j in ipairs(l) do
+      local id, node, flags = ids[k], ARGV[j + 10], tonumber(ARGV[j + 1])
+      if flags >= 4 then route(node, {'o', o, 'i', id, 'v', '1', 'x', ARGV[j + 3]}) else to(node, id) end
+      for _, n in ipairs(pres) do
+        if n ~= node then to(n, id) end
+      end
+      local f = fpf[k]
+      if f then
+        local c = string.format('%d', clock())
+        local stored = ARGV[j + 4]
+        if stored == '' then stored = ARGV[j + 3] end
+        local len = ARGV[j + 5]
+        local h = #hr
+        hr[h + 1] = id; hr[h + 2] = '0|' .. len .. '|' .. f
+        ho[h + 1] = id; ho[h + 2] = stored
+        zd[h + 1] = c; zd[h + 2] = id
+        zu[h + 1] = c; zu[h + 2] = id
+        zro[h + 1] = c; zro[h + 2] = enc2(o, id)
+        ub = ub + tonumber(len)
+        if flags % 2 == 1 then bill(j, o) end
+      end
+    end
+    for _, node in ipairs(nodes) do route(node, {'o', o, 'I', cjson.encode(toNode[node])}) end
+    if #hr > 0 then
+      vcall('HSET', K.results(o), hr)
+      vcall('HSET', K.outputs(o), ho)
+      vcall('ZADD', K.done(o), zd)
+      vcall('ZADD', K.retainedOther, zro)
+      vcall('ZADD', K.undelivered(o), zu)
+      hincr(K.tenant(tenant_of(o)), 'ub', ub)
+      hincr(K.stats, 'rb', ub)
+      local n = redis.call('ZCARD', K.done(o))
+      if n > LIM_MAX + LIM_SLACK then
+        for _, old in ipairs(redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)) do
+          if remove_done(o, old) then lost = lost + 1 end
+        end
+      end
+    end
+  end
+  if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
+  if #sinks > 0 then
+    local done = {}
+    for _, j in ipairs(sinks) do
+      local flags, stored, sink = tonumber(ARGV[j + 1]), ARGV[j + 4], ARGV[j + 11]
+      done[#done + 1] = {
+        { o = ARGV[j + 6], i = ARGV[j + 7], t = ARGV[j + 8], m = ARGV[j + 9], n = ARGV[j + 10], s = sink, r = ARGV[j + 12] ~= '' or nil },
+        { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
+          cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) },
+      }
+    end
+    lost = lost + store_many(done)
+    for _, x in ipairs(done) do
+      if x[2].billable and x[2].first then
+        hincr(K.ledger, enc2(x[1].t, x[1].m), 1)
+        hincr(K.billed, x[1].o, 1)
+        billed = billed + 1
+      end
+    end
+  end
+  return lost, billed
+end
 `
 
 /**
@@ -707,20 +836,14 @@ local id = ARGV[8]
 local tenant, segs = load_lease(id)
 if not tenant then return {0, 0, 0, {}} end
 local total = end_lease(id, tenant, segs)
-local res, done = {}, {}
-local finished, billed = 0, 0
+local res, js = {}, {}
+local finished = 0
 for j = 9, #ARGV, 13 do
   local k = tonumber(ARGV[j]) + 1
   if k >= 1 and k <= total and not res[k] then
     res[k] = true
-    local flags = tonumber(ARGV[j + 1])
-    local stored, sink = ARGV[j + 4], ARGV[j + 11]
     finished = finished + 1
-    done[finished] = {
-      { o = ARGV[j + 6], i = ARGV[j + 7], t = ARGV[j + 8], m = ARGV[j + 9], n = ARGV[j + 10], s = sink ~= '' and sink or nil, r = ARGV[j + 12] ~= '' or nil },
-      { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
-        cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) },
-    }
+    js[finished] = j
   end
 end
 if finished < total then
@@ -737,15 +860,7 @@ if finished < total then
   end
   requeue(again)
 end
-local lost = store_many(done)
-for _, x in ipairs(done) do
-  local it, r = x[1], x[2]
-  if r.billable and r.first then
-    hincr(K.ledger, enc2(it.t, it.m), 1)
-    hincr(K.billed, it.o, 1)
-    billed = billed + 1
-  end
-end
+local lost, billed = store_finish(js)
 forget_idle(tenant)
 wake_if_queued()
 flush()
