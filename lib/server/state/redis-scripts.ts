@@ -255,6 +255,40 @@ local function remove_done(owner, id)
   return true
 end
 
+-- remove_done for many ids of one owner at once (the oldest ones over maxRetained): one call per
+-- key, not one per id. Returns how many had not been delivered (lost).
+local function remove_many(owner, ids)
+  local ms = vget('HMGET', K.results(owner), ids)
+  local gone, del, und, oth = {}, {}, {}, {}
+  local rb, ub, lost = 0, 0, 0
+  for k, id in ipairs(ids) do
+    local m = ms[k]
+    if m then
+      local st, b = meta_parse(m)
+      gone[#gone + 1] = id
+      rb = rb + b
+      if st == '2' then del[#del + 1] = enc2(owner, id)
+      else
+        oth[#oth + 1] = enc2(owner, id)
+        lost = lost + 1
+        if st == '0' then und[#und + 1] = id; ub = ub + b end
+      end
+    end
+  end
+  if #gone == 0 then return 0 end
+  vcall('HDEL', K.results(owner), gone)
+  vcall('HDEL', K.outputs(owner), gone)
+  vcall('ZREM', K.done(owner), gone)
+  hincr(K.stats, 'rb', -rb)
+  if #del > 0 then vcall('ZREM', K.retainedDelivered, del) end
+  if #oth > 0 then vcall('ZREM', K.retainedOther, oth) end
+  if #und > 0 then
+    vcall('ZREM', K.undelivered(owner), und)
+    hincr(K.tenant(tenant_of(owner)), 'ub', -ub)
+  end
+  return lost
+end
+
 -- The done clock: completion order (ms × 1024, unique and increasing), the score of retained results.
 local function clock()
   if DC then DC = DC + 1 else DC = math.max(NOW * 1024, hnum(K.stats, 'dc') + 1) end
@@ -350,9 +384,7 @@ local function complete_many(list)
       hincr(K.stats, 'rb', rb)
       local n = redis.call('ZCARD', K.done(o))
       if n > LIM_MAX + LIM_SLACK then
-        for _, old in ipairs(redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)) do
-          if remove_done(o, old) then lost = lost + 1 end
-        end
+        lost = lost + remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1))
       end
     end
   end
@@ -539,9 +571,7 @@ local function store_finish(js)
       hincr(K.stats, 'rb', ub)
       local n = redis.call('ZCARD', K.done(o))
       if n > LIM_MAX + LIM_SLACK then
-        for _, old in ipairs(redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)) do
-          if remove_done(o, old) then lost = lost + 1 end
-        end
+        lost = lost + remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1))
       end
     end
   end
@@ -1123,11 +1153,16 @@ local lost, dropped = 0, 0
 for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
   local left = limit - dropped
   if left > 0 and retention >= 0 then
+    -- Grouped by owner: one remove_many per owner.
+    local by, owners = {}, {}
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', below, 'LIMIT', 0, left)) do
       local o, i = dec2(m)
-      if remove_done(o, i) then lost = lost + 1 end
+      local l = by[o]
+      if not l then l = {}; by[o] = l; owners[#owners + 1] = o end
+      l[#l + 1] = i
       dropped = dropped + 1
     end
+    for _, o in ipairs(owners) do lost = lost + remove_many(o, by[o]) end
   end
 end
 local t = redis.call('TIME')
