@@ -640,6 +640,8 @@ end
 -- segments (OPEN: the one being filled, of one owner), and its age entries (ZADD NX: the first item
 -- of this call is the oldest it adds).
 local NEWP, NEWP_OWNERS, LINES, OPEN, ARRIVED = {}, {}, {}, {}, {}
+-- The budget key of each owner's tenant.
+local TK = {}
 local function close(q, o)
   local l = LINES[q]
   l[#l + 1] = seg_make(NOW, 0, o.n, false, o.owner, table.concat(o.items, '\\n'))
@@ -664,8 +666,9 @@ for j = 5, #ARGV, 7 do
         reply[#reply + 1] = redis.call('HGET', K.outputs(owner), id) or 'null'
       end
     else
-      local qt = tenant_of(owner)
-      local qb = hnum(K.tenant(qt), 'qb')
+      local tk = TK[owner]
+      if not tk then tk = K.tenant(tenant_of(owner)); TK[owner] = tk end
+      local qb = hnum(tk, 'qb')
       if maxq >= 0 and qb > 0 and qb + bytes > maxq then codes[#codes + 1] = 'o'
       else
         local v = bytes .. '|' .. fpf
@@ -673,7 +676,7 @@ for j = 5, #ARGV, 7 do
         local np = NEWP[owner]
         if not np then np = {}; NEWP[owner] = np; NEWP_OWNERS[#NEWP_OWNERS + 1] = owner end
         np[#np + 1] = id; np[#np + 1] = v
-        hincr(K.tenant(qt), 'qb', bytes)
+        hincr(tk, 'qb', bytes)
         local q
         if group == lastG and tenant == lastT then q = lastQ
         else
