@@ -208,6 +208,20 @@ t.test('results a run drops are acked: leftovers past maxQueuedPerToken do not s
   await owner.close()
 })
 
+t.test('maxInFlight above what the server takes from one connection: capped by its X-Max-In-Flight, no deadlock', async (t) => {
+  // The server stops reading a socket whose owner has maxQueuedPerToken items queued or waiting, and
+  // hands a connection holding that many unacked results nothing more: a client with a larger
+  // window would wait for results while the server waits for acks it no longer reads.
+  const server = await startServer(t, { maxQueuedPerToken: 32 })
+  const s = new InferenceStream({ url: server.url, model: 'builtin/echo', token: 'wide', maxInFlight: 5000, ordered: false })
+  const out: InferenceResult[] = []
+  const done = pipeline(Readable.from([...Array(3000).keys()].map((i) => `w${i}`)), s, sink(out))
+  const stalled = new Promise((_, reject) => setTimeout(() => reject(new Error(`stalled after ${out.length} of 3000 results`)), 20_000).unref())
+  await Promise.race([done, stalled])
+  t.equal(out.length, 3000, 'every result arrived')
+  t.ok(s.peakInFlight <= 32, `at most the server's 32 in flight (saw ${s.peakInFlight})`)
+})
+
 t.test('server down longer than the reconnect budget: ERR_CONNECTION_LOST saying how many are unanswered', async (t) => {
   const { createServer } = await import('../lib/server/server.js')
   const server = createServer({ shutdownTimeoutMs: 0 })

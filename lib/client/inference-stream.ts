@@ -112,8 +112,6 @@ export class InferenceStream<R = unknown> extends Duplex {
   private wantRead = false
   private heldWrite: ((err?: Error | null) => void) | undefined
   private finalCallback: ((err?: Error | null) => void) | undefined
-  private pendingAcks: string[] = []
-  private ackScheduled = false
   private readonly onAbort: (() => void) | undefined
   private readonly counters = { written: 0, sent: 0, received: 0, failed: 0, reconnects: 0, resent: 0, ignored: 0, replayed: 0 }
   private journal: CheckpointJournal | undefined
@@ -211,7 +209,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     return this.inflight.size
   }
 
-  /** Largest number of records ever between the two sides; never above `maxInFlight`. */
+  /** Largest number of records ever between the two sides; never above `maxInFlight`, nor above the server's `X-Max-In-Flight`. */
   get peakInFlight(): number {
     return this.maxOutstanding
   }
@@ -257,7 +255,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.inflight.set(entry.id, entry)
       this.trySend(entry)
     }
-    if (this.outstanding < this.o.maxInFlight) callback()
+    if (this.outstanding < this.window()) callback()
     else this.heldWrite = callback
   }
 
@@ -425,6 +423,14 @@ export class InferenceStream<R = unknown> extends Duplex {
     return { seq, id, record, payload: wire, sent: false, sentAt: 0, durable: true }
   }
 
+  // Records let in at once: maxInFlight, and no more than the server takes from one connection
+  // (over it, the server stops reading the socket while the results it holds wait for acks: a
+  // deadlock). Before the first connection, one: the server's bound comes with the handshake.
+  private window(): number {
+    if (!this.socket.everOpened) return 1
+    return Math.min(this.o.maxInFlight, this.socket.serverMaxInFlight ?? Infinity)
+  }
+
   private onOpen(reconnected: boolean): void {
     if (reconnected) {
       this.counters.reconnects++
@@ -450,6 +456,12 @@ export class InferenceStream<R = unknown> extends Duplex {
     }
     if (known.length > 0) this.socket.send({ type: 'resume', ids: known })
     this.awaitAnswers(known.length > 0 ? known : resent)
+    // The window is known now (the server's bound): let more records in if it grew.
+    if (this.heldWrite && this.outstanding < this.window()) {
+      const cb = this.heldWrite
+      this.heldWrite = undefined
+      cb()
+    }
   }
 
   // Payloads queued for a frame that never left because the socket closed: not sent after all.
@@ -519,22 +531,11 @@ export class InferenceStream<R = unknown> extends Duplex {
   }
 
   private ack(id: string): void {
-    this.pendingAcks.push(id)
-    if (this.ackScheduled) return
-    this.ackScheduled = true
-    setImmediate(() => this.sendAcks())
+    this.socket.ack(id)
   }
 
-  private sendAcks(): void {
-    this.ackScheduled = false
-    const ids = this.pendingAcks
-    this.pendingAcks = []
-    if (ids.length > 0) this.socket.send({ type: 'ack', ids })
-  }
-
-  // Acks still waiting for their turn go out now, then the socket closes (flushing them first).
+  // Queued acks go out with the close (the socket flushes what this turn queued first).
   private closeSocket(): void {
-    this.sendAcks()
     this.socket.close()
   }
 
@@ -561,7 +562,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.ready = []
       this.readyHead = 0
     }
-    if (this.heldWrite && this.outstanding < this.o.maxInFlight) {
+    if (this.heldWrite && this.outstanding < this.window()) {
       const cb = this.heldWrite
       this.heldWrite = undefined
       cb()

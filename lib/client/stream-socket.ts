@@ -64,6 +64,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private ws: WebSocket | undefined
   private outbox: unknown[] = []
   private flushScheduled = false
+  private acks: string[] = []
   private attempt = 0
   // Index in o.urls of the URL in use (or being tried).
   private index = 0
@@ -105,6 +106,13 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     return this.opened
   }
 
+  /**
+   * Most items the server lets one connection hold sent and unanswered (its `x-max-in-flight`
+   * upgrade header, docs/protocol.md); undefined before the first upgrade or from a server that does
+   * not say.
+   */
+  serverMaxInFlight: number | undefined
+
   /** Opens the first connection. */
   start(): void {
     this.connect()
@@ -130,7 +138,11 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
       this.emit('open', reconnected)
     })
     ws.on('message', (data) => this.onMessage(data as Buffer))
-    ws.on('upgrade', (res) => (this.socket = res.socket))
+    ws.on('upgrade', (res) => {
+      this.socket = res.socket
+      const n = Number(res.headers['x-max-in-flight'])
+      this.serverMaxInFlight = Number.isInteger(n) && n > 0 ? n : undefined
+    })
     ws.on('unexpected-response', (_req, res) => this.onRefusedHandshake(ws, res))
     ws.on('error', (err) => {
       this.lastCause = err
@@ -188,6 +200,8 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.ws = undefined
     const unsent = this.outbox
     this.outbox = []
+    // Acks of results this connection held: the server hands those results out again.
+    this.acks = []
     if (this.closedByUser) return
     if (unsent.length > 0) this.emit('unsent', unsent)
     const refused = this.refused
@@ -274,10 +288,29 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     return true
   }
 
+  /**
+   * Queues an ack (v1) of a result: the acks of a turn go out as one message, ahead of everything
+   * else queued in that turn. A server stops reading a connection that has too much queued (flow
+   * control) while the results it holds wait for their acks: acks must never wait behind new items.
+   */
+  ack(id: string): void {
+    const ws = this.ws
+    if (!ws || ws.readyState !== WebSocket.OPEN) return
+    this.acks.push(id)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => this.flush())
+    }
+  }
+
   private flush(): void {
     this.flushScheduled = false
     const out = this.outbox
     this.outbox = []
+    if (this.acks.length > 0) {
+      out.unshift({ type: 'ack', ids: this.acks })
+      this.acks = []
+    }
     const ws = this.ws
     if (!ws || ws.readyState !== WebSocket.OPEN || out.length === 0) return
     if (this.v1) {
@@ -311,7 +344,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     this.timer = undefined
     // What this turn queued (the last acks) goes out before the close frame: an unsent ack leaves
     // the result undelivered on the server, which would hand it to the token's next stream.
-    if (this.outbox.length > 0) this.flush()
+    if (this.outbox.length > 0 || this.acks.length > 0) this.flush()
     const ws = this.ws
     this.ws = undefined
     if (!ws) return

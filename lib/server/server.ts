@@ -161,6 +161,9 @@ export class InferenceServer {
       maxPayload: o.maxFrameBytes * 4,
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL_V1) ? SUBPROTOCOL_V1 : false),
     })
+    // What one connection may hold sent and unanswered: over it, the server stops reading the
+    // socket while the results it holds wait for acks it would not read (docs/protocol.md).
+    this.wss.on('headers', (headers) => headers.push(`X-Max-In-Flight: ${o.maxQueuedPerToken}`))
     this.outputs = o.outputs
     if (o.dataDir) {
       const dataDir = o.dataDir
