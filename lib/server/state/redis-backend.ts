@@ -289,10 +289,10 @@ export class RedisStateBackend implements StateBackend {
 
   /**
    * `options.batching` is accepted and not applied: batches are leased in line order whatever it
-   * says. The script reads a tenant's entries with `XREADGROUP … COUNT maxBatch`, which hands out a
-   * stream's next entries in order; picking by length would read a window, keep part of it and
-   * give the rest back each lease (more script time per item on the one Redis thread that bounds
-   * the cluster already). See docs/deploy.md.
+   * says. The script takes the next segments of a (group, tenant) line without reading their
+   * items; picking by length would read every item of a window and write back the rest each lease
+   * (more script time per item on the one Redis thread that bounds the cluster already). See
+   * docs/deploy.md.
    */
   async lease(consumer: string, options: LeaseOptions): Promise<StateLease | null> {
     const { signal, accept } = options

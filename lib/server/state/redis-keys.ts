@@ -42,10 +42,10 @@ export const KEY_NAMES = {
   done: ['owner'],
   /** ZSET of one owner: id → done clock of its undelivered results (handed to streams oldest first). */
   undelivered: ['owner'],
-  /** ZSET `<owner,id>` → done clock of retained delivered results (evicted first for bytes, swept by age). */
+  /** ZSET `<owner,id>` → done clock of every retained result (swept by age; evicted for bytes once no delivered one is left). */
+  retained: [],
+  /** ZSET `<owner,id>` → done clock of the retained results delivered (also in `retained`): evicted first for bytes. */
   retainedDelivered: [],
-  /** ZSET `<owner,id>` → done clock of retained results not delivered yet (undelivered or in flight). */
-  retainedOther: [],
   /** SET `<owner,id>` of results one backend instance (process) handed to its streams and not yet acknowledged. */
   inFlight: ['instance'],
   /** ZSET instance → its last heartbeat (Redis time, ms): a silent one's in-flight results are undelivered again. */

@@ -10,13 +10,15 @@
  * backend takes its clock from the caller (the contract passes `now` to `reclaim` and `sweep`).
  *
  * The data (key names and their layout: ./redis-keys.ts):
- * - the queue: one stream per (group, tenant), consumer group `w`. Submit is `XADD`; a lease reads
- *   new entries with `XREADGROUP COUNT`, so a leased entry sits in the group's PEL with its delivery
- *   count until `finish` acks and deletes it (`XACK`, `XDEL`). An entry handed back (release, left
- *   out of a finish, an expired lease) stays in the PEL and its id goes to the front of the
- *   (group, tenant)'s `returned` list; the next lease takes it over with `XCLAIM`, which counts the
- *   delivery (the `XAUTOCLAIM` takeover, but driven by our own lease expiry: a lease has its own
- *   length and is renewed by `extend`, and `reclaim(now)` is asked about a given time).
+ * - the queue: one list per (group, tenant) of segments (seg_head below): runs of up to
+ *   SEGMENT_MAX queued items of one owner, each item one JSON line. Submit appends segments
+ *   (`RPUSH`); a lease pops whole segments while they fit and cuts the next one (`LSET` of its rest),
+ *   without reading the items, and keeps them in its lease record with their delivery count; finish
+ *   deletes the record. Items handed back (release, left out of a finish, an expired lease) are
+ *   pushed back to the front (`LPUSH`), each alone after an expired lease. (A first version kept an
+ *   entry per item in a Redis stream with a consumer group, `XREADGROUP` / `XACK` / `XCLAIM`: its
+ *   lease records already did what the PEL did, and the per-item entries, PEL records and field
+ *   lists took more of the one Redis thread than everything else: benchmarks/results/scale-out.md.)
  * - fair share: `round` (tenants, least recently served first), per tenant its groups by the age of
  *   their oldest item and `n` / `l` (items queued, leases held), per group its tenants by age and
  *   its size: what ../queue/memory-queue.ts keeps in memory, kept here so that every process applies
@@ -242,11 +244,11 @@ local function remove_done(owner, id)
   redis.call('ZREM', K.done(owner), id)
   hincr(K.stats, 'rb', -b)
   local member = enc2(owner, id)
+  redis.call('ZREM', K.retained, member)
   if st == '2' then
     redis.call('ZREM', K.retainedDelivered, member)
     return false
   end
-  redis.call('ZREM', K.retainedOther, member)
   if st == '0' then
     redis.call('ZREM', K.undelivered(owner), id)
     hincr(K.tenant(tenant_of(owner)), 'ub', -b)
@@ -280,8 +282,11 @@ local function remove_many(owner, ids)
   vcall('HDEL', K.outputs(owner), gone)
   vcall('ZREM', K.done(owner), gone)
   hincr(K.stats, 'rb', -rb)
-  if #del > 0 then vcall('ZREM', K.retainedDelivered, del) end
-  if #oth > 0 then vcall('ZREM', K.retainedOther, oth) end
+  if #del > 0 then
+    vcall('ZREM', K.retainedDelivered, del)
+    vcall('ZREM', K.retained, del)
+  end
+  if #oth > 0 then vcall('ZREM', K.retained, oth) end
   if #und > 0 then
     vcall('ZREM', K.undelivered(owner), und)
     hincr(K.tenant(tenant_of(owner)), 'ub', -ub)
@@ -300,7 +305,7 @@ local LIM_MAX, LIM_SLACK, LIM_BYTES, LIM_LOW = tonumber(ARGV[4]), tonumber(ARGV[
 -- The oldest delivered results, then the oldest undelivered ones, down to the low water.
 local function evict_bytes()
   local lost = 0
-  for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
+  for _, set in ipairs({K.retainedDelivered, K.retained}) do
     while hnum(K.stats, 'rb') > LIM_LOW do
       local m = redis.call('ZRANGE', set, 0, 0)[1]
       if not m then break end
@@ -378,8 +383,11 @@ local function complete_many(list)
       vcall('HSET', K.results(o), hr)
       vcall('HSET', K.outputs(o), ho)
       vcall('ZADD', K.done(o), zd)
-      if #zrd > 0 then vcall('ZADD', K.retainedDelivered, zrd) end
-      if #zro > 0 then vcall('ZADD', K.retainedOther, zro) end
+      if #zrd > 0 then
+        vcall('ZADD', K.retainedDelivered, zrd)
+        vcall('ZADD', K.retained, zrd)
+      end
+      if #zro > 0 then vcall('ZADD', K.retained, zro) end
       if #zu > 0 then vcall('ZADD', K.undelivered(o), zu); hincr(K.tenant(tenant_of(o)), 'ub', ub) end
       hincr(K.stats, 'rb', rb)
       local n = redis.call('ZCARD', K.done(o))
@@ -565,7 +573,7 @@ local function store_finish(js)
       vcall('HSET', K.results(o), hr)
       vcall('HSET', K.outputs(o), ho)
       vcall('ZADD', K.done(o), zd)
-      vcall('ZADD', K.retainedOther, zro)
+      vcall('ZADD', K.retained, zro)
       vcall('ZADD', K.undelivered(o), zu)
       hincr(K.tenant(tenant_of(o)), 'ub', ub)
       hincr(K.stats, 'rb', ub)
@@ -1106,15 +1114,13 @@ if #hs > 0 then
   vcall('HSET', K.results(owner), hs)
   if #zr > 0 then vcall('ZREM', K.undelivered(owner), zr); hincr(K.tenant(tenant_of(owner)), 'ub', -freed) end
   if #sr > 0 then vcall('SREM', K.inFlight(INST), sr) end
-  local sc = vget('ZMSCORE', K.retainedOther, members)
-  local rem, add = {}, {}
+  -- Delivered: also in the set evicted first (with the same done clock).
+  local sc = vget('ZMSCORE', K.retained, members)
+  local add = {}
   for k, member in ipairs(members) do
-    if sc[k] then table.insert(rem, member); table.insert(add, sc[k]); table.insert(add, member) end
+    if sc[k] then add[#add + 1] = sc[k]; add[#add + 1] = member end
   end
-  if #rem > 0 then
-    vcall('ZREM', K.retainedOther, rem)
-    vcall('ZADD', K.retainedDelivered, add)
-  end
+  if #add > 0 then vcall('ZADD', K.retainedDelivered, add) end
 end
 flush()
 return 0
@@ -1153,7 +1159,7 @@ local retention = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local below = '(' .. string.format('%d', (NOW - retention + 1) * 1024)
 local lost, dropped = 0, 0
-for _, set in ipairs({K.retainedDelivered, K.retainedOther}) do
+for _, set in ipairs({K.retained}) do
   local left = limit - dropped
   if left > 0 and retention >= 0 then
     -- Grouped by owner: one remove_many per owner.

@@ -125,7 +125,7 @@ export interface LeaseOptions {
    * How the batch is picked from the group: `'length'`, items of similar `inputLength` (the chosen
    * tenant's first in line always among them), or `'fifo'`, in line order (see
    * `PullOptions.batching`). The memory and SQLite backends apply it; Redis accepts it and leases
-   * in line order (`XREADGROUP` hands out a stream's entries in order; see docs/deploy.md).
+   * in line order (see docs/deploy.md).
    * Default `'fifo'`.
    */
   readonly batching?: Batching
