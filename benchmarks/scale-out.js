@@ -119,7 +119,7 @@ const args = parseBenchArgs({
   'zero-workers': { type: 'string', default: '4' },
   'zero-max-batch': { type: 'string', default: '32' },
   'zero-procs': { type: 'string', default: '1' },
-  'max-in-flight': { type: 'string', default: '2048' },
+  'max-in-flight': { type: 'string', default: '4096' },
   redis: { type: 'string' },
   // client
   url: { type: 'string' },
