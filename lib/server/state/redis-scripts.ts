@@ -316,6 +316,42 @@ local function evict_bytes()
   return lost
 end
 
+-- Which of an owner's finished ids are stored now, in one HMGET / HDEL per key: for each, its
+-- fingerprint field when this is its first result (its pending entry is taken off and its queued
+-- bytes released; '' when it was not pending), false when it is not (the id again in this call,
+-- or already retained).
+local function firsts(o, ids)
+  local pv = vget('HMGET', K.pending(o), ids)
+  local gone, miss, missK, seen, fpf = {}, {}, {}, {}, {}
+  local freed = 0
+  for k = 1, #ids do
+    local id, v = ids[k], pv[k]
+    if seen[id] then fpf[k] = false
+    elseif v then
+      seen[id] = true
+      local bar = string.find(v, '|', 1, true)
+      freed = freed + tonumber(string.sub(v, 1, bar - 1))
+      fpf[k] = string.sub(v, bar + 1)
+      gone[#gone + 1] = id
+    else
+      seen[id] = true
+      fpf[k] = false
+      miss[#miss + 1] = id; missK[#missK + 1] = k
+    end
+  end
+  if #gone > 0 then
+    vcall('HDEL', K.pending(o), gone)
+    hincr(K.tenant(tenant_of(o)), 'qb', -freed)
+  end
+  if #miss > 0 then
+    local rv = vget('HMGET', K.results(o), miss)
+    for m, k in ipairs(missK) do
+      if not rv[m] then fpf[k] = '' end
+    end
+  end
+  return fpf
+end
+
 -- The memory store's complete, for many results at once: each pending id becomes a retained
 -- result (the first one kept). list: {o, i, stored, len, delivered}; sets e.first on each (no
 -- result before: stored now) and returns the undelivered results evicted for room. One HMGET /
@@ -332,34 +368,10 @@ local function complete_many(list)
     local l = by[o]
     local ids = {}
     for k, e in ipairs(l) do ids[k] = e.i end
-    local pv = vget('HMGET', K.pending(o), ids)
-    local gone, miss, missIds, seen = {}, {}, {}, {}
-    local freed = 0
+    local fpf = firsts(o, ids)
     for k, e in ipairs(l) do
-      local v = pv[k]
-      if seen[e.i] then e.first = false
-      elseif v then
-        seen[e.i] = true
-        local bar = string.find(v, '|', 1, true)
-        freed = freed + tonumber(string.sub(v, 1, bar - 1))
-        e.fpf = string.sub(v, bar + 1)
-        e.first = true
-        table.insert(gone, e.i)
-      else
-        seen[e.i] = true
-        table.insert(miss, e); table.insert(missIds, e.i)
-      end
-    end
-    if #gone > 0 then
-      vcall('HDEL', K.pending(o), gone)
-      hincr(K.tenant(tenant_of(o)), 'qb', -freed)
-    end
-    if #miss > 0 then
-      local rv = vget('HMGET', K.results(o), missIds)
-      for k, e in ipairs(miss) do
-        e.first = not rv[k]
-        e.fpf = ''
-      end
+      e.first = fpf[k] ~= false
+      e.fpf = fpf[k] or ''
     end
     local hr, ho, zd, zu, zrd, zro = {}, {}, {}, {}, {}, {}
     local ub, rb = 0, 0
@@ -507,36 +519,8 @@ local function store_finish(js)
     local l = byOwner[o]
     local ids = {}
     for k, j in ipairs(l) do ids[k] = ARGV[j + 7] end
-    -- Each id's first result is stored (its pending entry gone, its queued bytes released); a
-    -- later one (the id again in this call, or already retained) is only routed.
-    local pv = vget('HMGET', K.pending(o), ids)
-    local gone, miss, missK, seen, fpf = {}, {}, {}, {}, {}
-    local freed = 0
-    for k = 1, #l do
-      local id, v = ids[k], pv[k]
-      if seen[id] then fpf[k] = false
-      elseif v then
-        seen[id] = true
-        local bar = string.find(v, '|', 1, true)
-        freed = freed + tonumber(string.sub(v, 1, bar - 1))
-        fpf[k] = string.sub(v, bar + 1)
-        gone[#gone + 1] = id
-      else
-        seen[id] = true
-        fpf[k] = false
-        miss[#miss + 1] = id; missK[#missK + 1] = k
-      end
-    end
-    if #gone > 0 then
-      vcall('HDEL', K.pending(o), gone)
-      hincr(K.tenant(tenant_of(o)), 'qb', -freed)
-    end
-    if #miss > 0 then
-      local rv = vget('HMGET', K.results(o), miss)
-      for m, k in ipairs(missK) do
-        if not rv[m] then fpf[k] = '' end
-      end
-    end
+    -- Each id's first result is stored; a later one is only routed.
+    local fpf = firsts(o, ids)
     local pres = present(o)
     local toNode, nodes = {}, {}
     local function to(node, id)
