@@ -156,10 +156,13 @@ export class Cluster {
       let leases = 0
       let items = 0
       for (const id of await c.zrange(keys.key('leases'), '0', '-1')) {
-        const [consumer, json] = await c.hmget(keys.key('lease', id), 'c', 'items')
-        if (!consumer?.startsWith(`${node}/`) || !json) continue
+        // The lease record: consumer `c`, segments `s1`… whose headers start `<enqueuedAt>,<deliveries>,<count>,`.
+        const record = await c.hgetall(keys.key('lease', id))
+        if (!record.c?.startsWith(`${node}/`)) continue
         leases++
-        items += (JSON.parse(json) as unknown[]).length
+        for (const [field, text] of Object.entries(record)) {
+          if (/^s\d+$/.test(field)) items += Number(/^\d+,\d+,(\d+),/.exec(text)?.[1] ?? 0)
+        }
       }
       return { leases, items }
     } finally {
