@@ -65,6 +65,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
   private outbox: unknown[] = []
   private flushScheduled = false
   private acks: string[] = []
+  private maxInFlight: number | undefined
   private attempt = 0
   // Index in o.urls of the URL in use (or being tried).
   private index = 0
@@ -111,7 +112,9 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
    * upgrade header, docs/protocol.md); undefined before the first upgrade or from a server that does
    * not say.
    */
-  serverMaxInFlight: number | undefined
+  get serverMaxInFlight(): number | undefined {
+    return this.maxInFlight
+  }
 
   /** Opens the first connection. */
   start(): void {
@@ -141,7 +144,7 @@ export class StreamSocket extends EventEmitter<StreamSocketEvents> {
     ws.on('upgrade', (res) => {
       this.socket = res.socket
       const n = Number(res.headers['x-max-in-flight'])
-      this.serverMaxInFlight = Number.isInteger(n) && n > 0 ? n : undefined
+      this.maxInFlight = Number.isInteger(n) && n > 0 ? n : undefined
     })
     ws.on('unexpected-response', (_req, res) => this.onRefusedHandshake(ws, res))
     ws.on('error', (err) => {

@@ -259,7 +259,6 @@ export class RedisStateBackend implements StateBackend {
       for (const item of items.slice(start, start + SUBMIT_CHUNK)) {
         // The item as the queue keeps it: one JSON line (see the segments of ./redis-scripts.ts).
         const line: unknown[] = [
-          item.owner,
           item.id,
           item.model,
           item.compute,
@@ -320,8 +319,8 @@ export class RedisStateBackend implements StateBackend {
       if (reply[0] === 'lease') {
         const [, id, tenant, expiresAt, before, segments] = reply
         const items: LeasedItem[] = []
-        for (let j = 0; j < segments.length; j += 5) {
-          leasedItems(segments[j], segments[j + 1], Number(segments[j + 2]), Number(segments[j + 3]), segments[j + 4], items)
+        for (let j = 0; j < segments.length; j += 6) {
+          leasedItems(segments[j], segments[j + 1], segments[j + 2], Number(segments[j + 3]), Number(segments[j + 4]), segments[j + 5], items)
         }
         if (accept && !accept(items[0])) {
           // Refused: taken back as if never taken (no delivery counted, the tenant's turn kept).
@@ -799,27 +798,27 @@ function oneRouted(f: string[], from: number, to: number, out: Routed[]): void {
 }
 
 // A leased segment's item lines (JSON arrays, see ./redis-scripts.ts) → the items a worker gets, appended to `out`.
-function leasedItems(group: string, tenant: string, enqueuedAt: number, deliveries: number, body: string, out: LeasedItem[]): void {
+function leasedItems(group: string, tenant: string, owner: string, enqueuedAt: number, deliveries: number, body: string, out: LeasedItem[]): void {
   // One parse for the whole segment: its lines are JSON arrays, one per line.
   const rows = JSON.parse(`[${body.replaceAll('\n', ',')}]`) as unknown[][]
   for (const v of rows) {
-    const sink = v[8] as string | null
+    const sink = v[7] as string | null
     const item: { -readonly [K in keyof LeasedItem]: LeasedItem[K] } = {
       tenant,
-      owner: v[0] as string,
-      id: v[1] as string,
-      model: v[2] as string,
-      compute: v[3] as Compute,
-      inputs: v.length > 10 ? v[10] : undefined,
-      parameters: (v[4] ?? undefined) as Parameters | undefined,
+      owner,
+      id: v[0] as string,
+      model: v[1] as string,
+      compute: v[2] as Compute,
+      inputs: v.length > 9 ? v[9] : undefined,
+      parameters: (v[3] ?? undefined) as Parameters | undefined,
       group,
-      fingerprint: (v[5] ?? undefined) as string | undefined,
-      bytes: v[6] as number,
-      route: sink === null ? { node: v[7] as string } : { node: v[7] as string, sink },
+      fingerprint: (v[4] ?? undefined) as string | undefined,
+      bytes: v[5] as number,
+      route: sink === null ? { node: v[6] as string } : { node: v[6] as string, sink },
       enqueuedAt,
       deliveries,
     }
-    if (v[9] === 1) item.retain = true
+    if (v[8] === 1) item.retain = true
     out.push(item)
   }
 }

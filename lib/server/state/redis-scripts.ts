@@ -106,7 +106,8 @@ end
 -- leased as one list element (a lease takes whole segments while they fit, and cuts the one that
 -- does not). Header '<enqueuedAt>,<deliveries>,<count>,<alone>,<bytes of owner>:<owner>', a
 -- newline, then each item as a JSON array on a line of its own (JSON text holds no raw newline):
--- [owner, id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?].
+-- [id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?] (the owner
+-- is the header's).
 -- seg_head → enqueuedAt, deliveries, count, alone, owner, position of the first item.
 local function seg_head(s)
   local _, e, a, d, c, f, ol = string.find(s, '^(%d+),(%d+),(%d+),(%d),(%d+):')
@@ -234,31 +235,9 @@ local function unpend(owner, id)
   return string.sub(v, bar + 1)
 end
 
--- Deletes a retained result: nil when there is none, true when it had not been delivered (lost).
-local function remove_done(owner, id)
-  local m = redis.call('HGET', K.results(owner), id)
-  if not m then return nil end
-  local st, b = meta_parse(m)
-  redis.call('HDEL', K.results(owner), id)
-  redis.call('HDEL', K.outputs(owner), id)
-  redis.call('ZREM', K.done(owner), id)
-  hincr(K.stats, 'rb', -b)
-  local member = enc2(owner, id)
-  redis.call('ZREM', K.retained, member)
-  if st == '2' then
-    redis.call('ZREM', K.retainedDelivered, member)
-    return false
-  end
-  if st == '0' then
-    redis.call('ZREM', K.undelivered(owner), id)
-    hincr(K.tenant(tenant_of(owner)), 'ub', -b)
-  end
-  -- In flight: the instance's set keeps a stale member, skipped when it is looked at.
-  return true
-end
-
--- remove_done for many ids of one owner at once (the oldest ones over maxRetained): one call per
--- key, not one per id. Returns how many had not been delivered (lost).
+-- Deletes retained results of one owner, one call per key whatever their number. Returns how many
+-- had not been delivered (lost) and how many there were. (One in flight leaves a stale member in
+-- its instance's set, skipped when it is looked at.)
 local function remove_many(owner, ids)
   local ms = vget('HMGET', K.results(owner), ids)
   local gone, del, und, oth = {}, {}, {}, {}
@@ -277,7 +256,7 @@ local function remove_many(owner, ids)
       end
     end
   end
-  if #gone == 0 then return 0 end
+  if #gone == 0 then return 0, 0 end
   vcall('HDEL', K.results(owner), gone)
   vcall('HDEL', K.outputs(owner), gone)
   vcall('ZREM', K.done(owner), gone)
@@ -291,7 +270,7 @@ local function remove_many(owner, ids)
     vcall('ZREM', K.undelivered(owner), und)
     hincr(K.tenant(tenant_of(owner)), 'ub', -ub)
   end
-  return lost
+  return lost, #gone
 end
 
 -- The done clock: completion order (ms × 1024, unique and increasing), the score of retained results.
@@ -310,7 +289,7 @@ local function evict_bytes()
       local m = redis.call('ZRANGE', set, 0, 0)[1]
       if not m then break end
       local o, i = dec2(m)
-      if remove_done(o, i) then lost = lost + 1 end
+      lost = lost + remove_many(o, {i})
     end
   end
   return lost
@@ -352,61 +331,59 @@ local function firsts(o, ids)
   return fpf
 end
 
--- The memory store's complete, for many results at once: each pending id becomes a retained
--- result (the first one kept). list: {o, i, stored, len, delivered}; sets e.first on each (no
--- result before: stored now) and returns the undelivered results evicted for room. One HMGET /
--- HDEL / HSET / ZADD per owner and key, not per result.
+-- Keeps an owner's finished results: each k with fpf[k] (its first result, see firsts) as a
+-- retained result, its text st[k] of UTF-16 length ln[k], delivered when dl and dl[k] (a
+-- retained sink result), else undelivered. One call per key; then the owner's oldest over
+-- maxRetained go. Returns the undelivered results that eviction lost.
+local function keep_results(o, ids, fpf, st, ln, dl)
+  local hr, ho, zd, zu, zr, zdl = {}, {}, {}, {}, {}, {}
+  local ub, rb = 0, 0
+  for k = 1, #ids do
+    local f = fpf[k]
+    if f then
+      local id, len, delivered = ids[k], ln[k], dl and dl[k]
+      local c = string.format('%d', clock())
+      local member = enc2(o, id)
+      local h = #hr
+      hr[h + 1] = id; hr[h + 2] = (delivered and '2|' or '0|') .. len .. '|' .. f
+      ho[h + 1] = id; ho[h + 2] = st[k]
+      zd[h + 1] = c; zd[h + 2] = id
+      zr[h + 1] = c; zr[h + 2] = member
+      if delivered then zdl[#zdl + 1] = c; zdl[#zdl + 1] = member
+      else zu[#zu + 1] = c; zu[#zu + 1] = id; ub = ub + len end
+      rb = rb + len
+    end
+  end
+  if #hr == 0 then return 0 end
+  vcall('HSET', K.results(o), hr)
+  vcall('HSET', K.outputs(o), ho)
+  vcall('ZADD', K.done(o), zd)
+  vcall('ZADD', K.retained, zr)
+  if #zdl > 0 then vcall('ZADD', K.retainedDelivered, zdl) end
+  if #zu > 0 then vcall('ZADD', K.undelivered(o), zu); hincr(K.tenant(tenant_of(o)), 'ub', ub) end
+  hincr(K.stats, 'rb', rb)
+  local n = redis.call('ZCARD', K.done(o))
+  if n <= LIM_MAX + LIM_SLACK then return 0 end
+  return (remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)))
+end
+
+-- The memory store's complete, for results given as tables {o, i, stored, len, delivered} (a
+-- sink's, a dead letter's): sets e.first on each (no result before: stored now) and returns the
+-- undelivered results evicted for room.
 local function complete_many(list)
   local by, owners = {}, {}
   for _, e in ipairs(list) do
     local l = by[e.o]
-    if not l then l = {}; by[e.o] = l; table.insert(owners, e.o) end
-    table.insert(l, e)
+    if not l then l = {}; by[e.o] = l; owners[#owners + 1] = e.o end
+    l[#l + 1] = e
   end
   local lost = 0
   for _, o in ipairs(owners) do
-    local l = by[o]
-    local ids = {}
-    for k, e in ipairs(l) do ids[k] = e.i end
+    local ids, st, ln, dl = {}, {}, {}, {}
+    for k, e in ipairs(by[o]) do ids[k], st[k], ln[k], dl[k] = e.i, e.stored, e.len, e.delivered end
     local fpf = firsts(o, ids)
-    for k, e in ipairs(l) do
-      e.first = fpf[k] ~= false
-      e.fpf = fpf[k] or ''
-    end
-    local hr, ho, zd, zu, zrd, zro = {}, {}, {}, {}, {}, {}
-    local ub, rb = 0, 0
-    for _, e in ipairs(l) do
-      if e.first then
-        local c = string.format('%d', clock())
-        table.insert(hr, e.i); table.insert(hr, (e.delivered and '2' or '0') .. '|' .. e.len .. '|' .. e.fpf)
-        table.insert(ho, e.i); table.insert(ho, e.stored)
-        table.insert(zd, c); table.insert(zd, e.i)
-        local member = enc2(o, e.i)
-        if e.delivered then table.insert(zrd, c); table.insert(zrd, member)
-        else
-          table.insert(zro, c); table.insert(zro, member)
-          table.insert(zu, c); table.insert(zu, e.i)
-          ub = ub + e.len
-        end
-        rb = rb + e.len
-      end
-    end
-    if #hr > 0 then
-      vcall('HSET', K.results(o), hr)
-      vcall('HSET', K.outputs(o), ho)
-      vcall('ZADD', K.done(o), zd)
-      if #zrd > 0 then
-        vcall('ZADD', K.retainedDelivered, zrd)
-        vcall('ZADD', K.retained, zrd)
-      end
-      if #zro > 0 then vcall('ZADD', K.retained, zro) end
-      if #zu > 0 then vcall('ZADD', K.undelivered(o), zu); hincr(K.tenant(tenant_of(o)), 'ub', ub) end
-      hincr(K.stats, 'rb', rb)
-      local n = redis.call('ZCARD', K.done(o))
-      if n > LIM_MAX + LIM_SLACK then
-        lost = lost + remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1))
-      end
-    end
+    for k, e in ipairs(by[o]) do e.first = fpf[k] ~= false end
+    lost = lost + keep_results(o, ids, fpf, st, ln, dl)
   end
   if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
   return lost
@@ -454,8 +431,6 @@ local function present(owner)
   return list
 end
 
--- Stores one finished item's result (or forgets it: a sink route without retain) and routes it.
--- r: stored (text kept), len (its UTF-16 length), outputs (the result itself), oversize, failed, cs.
 -- Stores finished items' results (or forgets them: a sink route without retain) and routes them.
 -- list: {it, r} with r: stored (text kept), len (its UTF-16 length), outputs (the result itself),
 -- oversize, failed, cs. Sets r.first (no result before: billable once); returns the results lost.
@@ -482,8 +457,8 @@ local function store_many(list)
         table.insert(keep, r)
       else
         local p = unpend(it.o, it.i)
-        local d = remove_done(it.o, it.i)
-        r.first = p ~= nil or d == nil
+        local _, removed = remove_many(it.o, {it.i})
+        r.first = p ~= nil or removed == 0
       end
     end
   end
@@ -492,9 +467,9 @@ local function store_many(list)
 end
 
 -- finish's results, read in place from ARGV (js: the position of each result's first argument;
--- see FINISH), without a table per item: stored, routed and billed as store_many and
--- complete_many do. Stream results are routed as one list of ids per (node, owner). Results
--- for a sink go through store_many. Returns the results lost to eviction and the items billed.
+-- see FINISH), without a table per item: stored (keep_results), routed and billed as store_many
+-- does. Stream results are routed as one list of ids per (node, owner). Results for a sink go
+-- through store_many. Returns the results lost to eviction and the items billed.
 local function store_finish(js)
   local byOwner, owners, sinks = {}, {}, {}
   for _, j in ipairs(js) do
@@ -528,44 +503,20 @@ local function store_finish(js)
       if not list then list = {}; toNode[node] = list; nodes[#nodes + 1] = node end
       list[#list + 1] = id
     end
-    local hr, ho, zd, zu, zro = {}, {}, {}, {}, {}
-    local ub = 0
+    local st, ln = {}, {}
     for k, j in ipairs(l) do
       local id, node, flags = ids[k], ARGV[j + 10], tonumber(ARGV[j + 1])
       if flags >= 4 then route(node, {'o', o, 'i', id, 'v', '1', 'x', ARGV[j + 3]}) else to(node, id) end
       for _, n in ipairs(pres) do
         if n ~= node then to(n, id) end
       end
-      local f = fpf[k]
-      if f then
-        local c = string.format('%d', clock())
-        local stored = ARGV[j + 4]
-        if stored == '' then stored = ARGV[j + 3] end
-        local len = ARGV[j + 5]
-        local h = #hr
-        hr[h + 1] = id; hr[h + 2] = '0|' .. len .. '|' .. f
-        ho[h + 1] = id; ho[h + 2] = stored
-        zd[h + 1] = c; zd[h + 2] = id
-        zu[h + 1] = c; zu[h + 2] = id
-        zro[h + 1] = c; zro[h + 2] = enc2(o, id)
-        ub = ub + tonumber(len)
-        if flags % 2 == 1 then bill(j, o) end
-      end
+      local stored = ARGV[j + 4]
+      st[k] = stored ~= '' and stored or ARGV[j + 3]
+      ln[k] = tonumber(ARGV[j + 5])
+      if fpf[k] and flags % 2 == 1 then bill(j, o) end
     end
     for _, node in ipairs(nodes) do route(node, {'o', o, 'I', cjson.encode(toNode[node])}) end
-    if #hr > 0 then
-      vcall('HSET', K.results(o), hr)
-      vcall('HSET', K.outputs(o), ho)
-      vcall('ZADD', K.done(o), zd)
-      vcall('ZADD', K.retained, zro)
-      vcall('ZADD', K.undelivered(o), zu)
-      hincr(K.tenant(tenant_of(o)), 'ub', ub)
-      hincr(K.stats, 'rb', ub)
-      local n = redis.call('ZCARD', K.done(o))
-      if n > LIM_MAX + LIM_SLACK then
-        lost = lost + remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1))
-      end
-    end
+    lost = lost + keep_results(o, ids, fpf, st, ln)
   end
   if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
   if #sinks > 0 then
@@ -715,8 +666,8 @@ return reply
  * its cap; the chosen tenant's oldest ready group (full, or its oldest item waited maxWaitMs); its
  * items of the group first (handed-back ones first), then other tenants' items of the group, oldest
  * first. Reply: `{'wait', ms}` (ms -1: nothing will be ready without a new transition) or
- * `{'lease', id, tenant, expiresAt, tenant's round score before, segments}` with each segment as 5
- * elements: group, tenant, enqueuedAt, deliveries, its item lines (see seg_head).
+ * `{'lease', id, tenant, expiresAt, tenant's round score before, segments}` with each segment as 6
+ * elements: group, tenant, owner, enqueuedAt, deliveries, its item lines (see seg_head).
  */
 const LEASE = `
 local maxBatch, maxWait, cap, consumer, leaseMs = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
@@ -738,7 +689,7 @@ local nseg, total = 0, 0
 local function push(g, u, a, d, c, alone, owner, body)
   nseg = nseg + 1
   local o = #out
-  out[o + 1] = g; out[o + 2] = u; out[o + 3] = string.format('%d', a); out[o + 4] = d; out[o + 5] = body
+  out[o + 1] = g; out[o + 2] = u; out[o + 3] = owner; out[o + 4] = string.format('%d', a); out[o + 5] = d; out[o + 6] = body
   o = #recs
   recs[o + 1] = 'g' .. nseg; recs[o + 2] = enc2(g, u)
   recs[o + 3] = 's' .. nseg; recs[o + 4] = seg_make(a, d, c, alone, owner, body)
@@ -959,9 +910,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', ARGV[11])) do
         for _, line in ipairs(lines) do again[#again + 1] = {g = x.g, u = x.u, s = seg_make(a, d, 1, true, owner, line)} end
       else
         for _, line in ipairs(lines) do
-          -- [owner, id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?]
+          -- [id, model, compute, parameters, fingerprint, bytes, node, sink, retain, inputs?]
           local v = cjson.decode(line)
-          local it = { o = owner, i = str(v[2]) or '', t = x.u, m = str(v[3]) or '', n = str(v[8]) or '', s = str(v[9]), r = v[10] == 1 or nil }
+          local it = { o = owner, i = str(v[1]) or '', t = x.u, m = str(v[2]) or '', n = str(v[7]) or '', s = str(v[8]), r = v[9] == 1 or nil }
           local quoted = json_inner('"' .. json_inner(it.i) .. '"')
           local body = string.gsub(DEAD, '\\\\u0001', function() return quoted end)
           body = string.gsub(body, '\\\\u0002', function() return tostring(d) end)
@@ -1113,7 +1064,7 @@ return 0
 /** forget — ARGV: prefix, instance, now, owner, id. The id is no longer pending nor retained. */
 const FORGET = `
 unpend(ARGV[4], ARGV[5])
-remove_done(ARGV[4], ARGV[5])
+remove_many(ARGV[4], {ARGV[5]})
 flush()
 return 0
 `
