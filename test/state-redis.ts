@@ -106,7 +106,6 @@ if (!(await redisReachable())) {
     t.same(await a.ledger(), [{ tenant: 'A', model: 'builtin/echo', items: 2 }], 'one ledger')
   })
 
-
   t.test('a Redis that lost its scripts (restarted, failed over, SCRIPT FLUSH) gets them again on the next call', async (t) => {
     const [a] = deployment(t, 1)
     t.same(await a.submit([item('A', '1')]), [{ status: 'queued' }])
@@ -119,6 +118,7 @@ if (!(await redisReachable())) {
     await admin.script('FLUSH')
     t.match(await a.finish(lease, all(lease)), { finished: 2, billed: 2 }, 'finish after another flush')
   })
+
   t.test('routing across processes: the node that submitted gets its results once, sinks with their outputs', async (t) => {
     const [front, worker] = deployment(t, 2)
     const got: Routed[] = []
