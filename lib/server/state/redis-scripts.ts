@@ -1094,20 +1094,17 @@ local retention = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local below = '(' .. string.format('%d', (NOW - retention + 1) * 1024)
 local lost, dropped = 0, 0
-for _, set in ipairs({K.retained}) do
-  local left = limit - dropped
-  if left > 0 and retention >= 0 then
-    -- Grouped by owner: one remove_many per owner.
-    local by, owners = {}, {}
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', below, 'LIMIT', 0, left)) do
-      local o, i = dec2(m)
-      local l = by[o]
-      if not l then l = {}; by[o] = l; owners[#owners + 1] = o end
-      l[#l + 1] = i
-      dropped = dropped + 1
-    end
-    for _, o in ipairs(owners) do lost = lost + remove_many(o, by[o]) end
+if limit > 0 and retention >= 0 then
+  -- The oldest retained results, grouped by owner: one remove_many per owner.
+  local by, owners = {}, {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.retained, '-inf', below, 'LIMIT', 0, limit)) do
+    local o, i = dec2(m)
+    local l = by[o]
+    if not l then l = {}; by[o] = l; owners[#owners + 1] = o end
+    l[#l + 1] = i
+    dropped = dropped + 1
   end
+  for _, o in ipairs(owners) do lost = lost + remove_many(o, by[o]) end
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
