@@ -681,9 +681,9 @@ export class RedisStateBackend implements StateBackend {
   async counts(owner: string): Promise<OwnerCounts> {
     this.check()
     const k = this.keys
-    const res = await this.cmd.multi().hmget(k.key('owner', owner), 'q', 'p').zcard(k.key('done', owner)).zcard(k.key('undelivered', owner)).exec()
-    const [qp, done, undelivered] = values(res) as [Array<string | null>, number, number]
-    return { queued: Number(qp[0] ?? 0), processing: Number(qp[1] ?? 0), done, undelivered }
+    const res = await this.cmd.multi().hmget(k.key('owner', owner), 'q', 'p', 'u').hlen(k.key('results', owner)).exec()
+    const [qpu, done] = values(res) as [Array<string | null>, number]
+    return { queued: Number(qpu[0] ?? 0), processing: Number(qpu[1] ?? 0), done, undelivered: Number(qpu[2] ?? 0) }
   }
 
   async tenantBytes(tenant: string): Promise<TenantBytes> {

@@ -30,22 +30,20 @@ export const KEY_NAMES = {
   groupHeads: ['group'],
   /** LIST of one (group, tenant): its queued items in line order, as segments (runs of one owner's items; see ./redis-scripts.ts); items handed back are pushed back to the front. */
   queue: ['group', 'tenant'],
-  /** HASH of one owner: `q` items queued, `p` items leased. */
+  /** HASH of one owner: `q` items queued, `p` items leased, `u` results undelivered. */
   owner: ['owner'],
   /** HASH of one owner: id → `<bytes>|<fingerprint>` of its submitted, unfinished items (dedupe). */
   pending: ['owner'],
-  /** HASH of one owner: id → `<state>|<bytes>|<fingerprint>` of its retained results (state 0 undelivered, 1 in flight, 2 delivered). */
+  /** HASH of one owner: id → `<state>|<bytes>|<done clock>|<fingerprint>` of its retained results (state 0 undelivered, 1 in flight, 2 delivered). */
   results: ['owner'],
   /** HASH of one owner: id → outputs (JSON text) of its retained results. */
   outputs: ['owner'],
-  /** ZSET of one owner: id → done clock of its retained results (`maxRetained` evicts the oldest). */
+  /** LIST of one owner: `<done clock>:<id>` of its retained results in done order (`maxRetained` evicts from the front); an entry whose result is gone, or is another result of the id, is stale (see ./redis-scripts.ts compact_lists). */
   done: ['owner'],
-  /** ZSET of one owner: id → done clock of its undelivered results (handed to streams oldest first). */
+  /** LIST of one owner: ids of its undelivered results, in the order they became undelivered (handed to streams from the front); an entry of a result no longer undelivered is stale. */
   undelivered: ['owner'],
-  /** ZSET `<owner,id>` → done clock of every retained result (swept by age; evicted for bytes once no delivered one is left). */
+  /** ZSET `<owner,id>` → done clock of every retained result, less 2^53 once delivered: the byte eviction takes the oldest delivered first, then the oldest others; swept by age. */
   retained: [],
-  /** ZSET `<owner,id>` → done clock of the retained results delivered (also in `retained`): evicted first for bytes. */
-  retainedDelivered: [],
   /** SET `<owner,id>` of results one backend instance (process) handed to its streams and not yet acknowledged. */
   inFlight: ['instance'],
   /** ZSET instance → its last heartbeat (Redis time, ms): a silent one's in-flight results are undelivered again. */

@@ -211,6 +211,21 @@ local function end_lease(id, tenant, segs)
   return n
 end
 
+-- A retained result's meta (results(o)): '<state>|<bytes>|<done clock>|<fingerprint>', state 0
+-- undelivered, 1 in flight, 2 delivered. → state, bytes, fingerprint field, done clock (text).
+local function meta_parse(m)
+  local b1 = string.find(m, '|', 3, true)
+  local b2 = string.find(m, '|', b1 + 1, true)
+  return string.sub(m, 1, 1), tonumber(string.sub(m, 3, b1 - 1)), string.sub(m, b2 + 1), string.sub(m, b1 + 1, b2 - 1)
+end
+
+-- A delivered result's score in \`retained\`: its done clock less 2^53 (exact in a double), so that
+-- delivered results come first, oldest first, and the others after them in done order.
+local SHIFT = 9007199254740992
+local function delivered_score(c)
+  return string.format('%d', tonumber(c) - SHIFT)
+end
+
 local function wake_if_queued()
   if hnum(K.stats, 'q') > 0 then redis.call('PUBLISH', K.wake, '1') end
 end
@@ -220,11 +235,6 @@ end
 // Limits (for the scripts that store results) are ARGV[4..7]: maxRetained, its slack, maxRetainedBytes
 // (-1: none), the low water of the byte eviction.
 const RESULTS = `
-local function meta_parse(m)
-  local bar = string.find(m, '|', 3, true)
-  return string.sub(m, 1, 1), tonumber(string.sub(m, 3, bar - 1)), string.sub(m, bar + 1)
-end
-
 -- Takes a pending id off (its queued bytes released); its fingerprint field, or nil.
 local function unpend(owner, id)
   local v = redis.call('HGET', K.pending(owner), id)
@@ -235,42 +245,111 @@ local function unpend(owner, id)
   return string.sub(v, bar + 1)
 end
 
--- Deletes retained results of one owner, one call per key whatever their number. Returns how many
--- had not been delivered (lost) and how many there were. (One in flight leaves a stale member in
--- its instance's set, skipped when it is looked at.)
+-- Deletes retained results of one owner (distinct ids), one call per key whatever their number.
+-- Returns how many had not been delivered (lost) and how many there were. Their entries in the
+-- owner's lists (done, undelivered) and in an instance's in-flight set stay, stale: skipped when
+-- they are read (an entry is live only while the result's meta says so), and gone with the lists
+-- once the owner has no result left.
 local function remove_many(owner, ids)
   local ms = vget('HMGET', K.results(owner), ids)
-  local gone, del, und, oth = {}, {}, {}, {}
-  local rb, ub, lost = 0, 0, 0
+  local gone, members = {}, {}
+  local rb, ub, lost, nu = 0, 0, 0, 0
   for k, id in ipairs(ids) do
     local m = ms[k]
     if m then
       local st, b = meta_parse(m)
       gone[#gone + 1] = id
+      members[#members + 1] = enc2(owner, id)
       rb = rb + b
-      if st == '2' then del[#del + 1] = enc2(owner, id)
-      else
-        oth[#oth + 1] = enc2(owner, id)
+      if st ~= '2' then
         lost = lost + 1
-        if st == '0' then und[#und + 1] = id; ub = ub + b end
+        if st == '0' then nu = nu + 1; ub = ub + b end
       end
     end
   end
   if #gone == 0 then return 0, 0 end
   vcall('HDEL', K.results(owner), gone)
   vcall('HDEL', K.outputs(owner), gone)
-  vcall('ZREM', K.done(owner), gone)
+  vcall('ZREM', K.retained, members)
   hincr(K.stats, 'rb', -rb)
-  if #del > 0 then
-    vcall('ZREM', K.retainedDelivered, del)
-    vcall('ZREM', K.retained, del)
-  end
-  if #oth > 0 then vcall('ZREM', K.retained, oth) end
-  if #und > 0 then
-    vcall('ZREM', K.undelivered(owner), und)
+  if nu > 0 then
     hincr(K.tenant(tenant_of(owner)), 'ub', -ub)
+    hincr(K.owner(owner), 'u', -nu)
   end
+  if redis.call('HLEN', K.results(owner)) == 0 then redis.call('DEL', K.done(owner), K.undelivered(owner)) end
   return lost, #gone
+end
+
+-- The owner's lists hold stale entries (see remove_many) besides live ones: when one holds more
+-- than twice its live entries (and 256), it is rewritten with the live ones only, so that its
+-- length stays within a constant of what the owner retains (the cost, amortized over the entries
+-- appended since the last rewrite, is a constant per entry). Called after each append.
+local function compact_lists(o)
+  local n = redis.call('HLEN', K.results(o))
+  local key = K.done(o)
+  if redis.call('LLEN', key) > 2 * n + 256 then
+    local es = redis.call('LRANGE', key, 0, -1)
+    local ids, cs = {}, {}
+    for j, e in ipairs(es) do
+      local p = string.find(e, ':', 1, true)
+      cs[j] = string.sub(e, 1, p - 1); ids[j] = string.sub(e, p + 1)
+    end
+    local ms = vget('HMGET', K.results(o), ids)
+    local keep = {}
+    for j, e in ipairs(es) do
+      local m = ms[j]
+      if m then
+        local _, _, _, c = meta_parse(m)
+        if c == cs[j] then keep[#keep + 1] = e end
+      end
+    end
+    redis.call('DEL', key)
+    if #keep > 0 then vcall('RPUSH', key, keep) end
+  end
+  key = K.undelivered(o)
+  if redis.call('LLEN', key) > 2 * hnum(K.owner(o), 'u') + 256 then
+    local ids = redis.call('LRANGE', key, 0, -1)
+    local ms = vget('HMGET', K.results(o), ids)
+    local keep, seen = {}, {}
+    for j, id in ipairs(ids) do
+      local m = ms[j]
+      if m and not seen[id] and string.sub(m, 1, 1) == '0' then seen[id] = true; keep[#keep + 1] = id end
+    end
+    redis.call('DEL', key)
+    if #keep > 0 then vcall('RPUSH', key, keep) end
+  end
+end
+
+-- Removes the owner's k oldest retained results (maxRetained): the live entries at the front of
+-- its done list (stale ones on the way are dropped). Returns the undelivered ones lost.
+local function evict_count(o, k)
+  local key = K.done(o)
+  local ids, seen = {}, {}
+  local consumed = 0
+  while #ids < k do
+    local es = redis.call('LRANGE', key, consumed, consumed + math.max(k - #ids, 64) - 1)
+    if #es == 0 then break end
+    local cids, cs = {}, {}
+    for j, e in ipairs(es) do
+      local p = string.find(e, ':', 1, true)
+      cs[j] = string.sub(e, 1, p - 1); cids[j] = string.sub(e, p + 1)
+    end
+    local ms = vget('HMGET', K.results(o), cids)
+    for j = 1, #es do
+      consumed = consumed + 1
+      local m = ms[j]
+      if m and not seen[cids[j]] then
+        local _, _, _, c = meta_parse(m)
+        if c == cs[j] then
+          seen[cids[j]] = true
+          ids[#ids + 1] = cids[j]
+          if #ids == k then break end
+        end
+      end
+    end
+  end
+  redis.call('LTRIM', key, consumed, -1)
+  return (remove_many(o, ids))
 end
 
 -- The done clock: completion order (ms × 1024, unique and increasing), the score of retained results.
@@ -281,16 +360,17 @@ end
 
 local LIM_MAX, LIM_SLACK, LIM_BYTES, LIM_LOW = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 
--- The oldest delivered results, then the oldest undelivered ones, down to the low water.
+-- The oldest delivered results, then the oldest undelivered ones (the order of \`retained\`), down
+-- to the low water.
 local function evict_bytes()
   local lost = 0
-  for _, set in ipairs({K.retainedDelivered, K.retained}) do
-    while hnum(K.stats, 'rb') > LIM_LOW do
-      local m = redis.call('ZRANGE', set, 0, 0)[1]
-      if not m then break end
-      local o, i = dec2(m)
-      lost = lost + remove_many(o, {i})
-    end
+  while hnum(K.stats, 'rb') > LIM_LOW do
+    local m = redis.call('ZRANGE', K.retained, 0, 0)[1]
+    if not m then break end
+    local o, i = dec2(m)
+    local l, n = remove_many(o, {i})
+    if n == 0 then redis.call('ZREM', K.retained, m) end
+    lost = lost + l
   end
   return lost
 end
@@ -336,35 +416,38 @@ end
 -- retained sink result), else undelivered. One call per key; then the owner's oldest over
 -- maxRetained go. Returns the undelivered results that eviction lost.
 local function keep_results(o, ids, fpf, st, ln, dl)
-  local hr, ho, zd, zu, zr, zdl = {}, {}, {}, {}, {}, {}
+  local hr, ho, zr, de, ul = {}, {}, {}, {}, {}
   local ub, rb = 0, 0
   for k = 1, #ids do
     local f = fpf[k]
     if f then
       local id, len, delivered = ids[k], ln[k], dl and dl[k]
       local c = string.format('%d', clock())
-      local member = enc2(o, id)
       local h = #hr
-      hr[h + 1] = id; hr[h + 2] = (delivered and '2|' or '0|') .. len .. '|' .. f
+      hr[h + 1] = id; hr[h + 2] = (delivered and '2|' or '0|') .. len .. '|' .. c .. '|' .. f
       ho[h + 1] = id; ho[h + 2] = st[k]
-      zd[h + 1] = c; zd[h + 2] = id
-      zr[h + 1] = c; zr[h + 2] = member
-      if delivered then zdl[#zdl + 1] = c; zdl[#zdl + 1] = member
-      else zu[#zu + 1] = c; zu[#zu + 1] = id; ub = ub + len end
+      zr[h + 1] = delivered and delivered_score(c) or c; zr[h + 2] = enc2(o, id)
+      de[#de + 1] = c .. ':' .. id
+      if not delivered then ul[#ul + 1] = id; ub = ub + len end
       rb = rb + len
     end
   end
   if #hr == 0 then return 0 end
   vcall('HSET', K.results(o), hr)
   vcall('HSET', K.outputs(o), ho)
-  vcall('ZADD', K.done(o), zd)
   vcall('ZADD', K.retained, zr)
-  if #zdl > 0 then vcall('ZADD', K.retainedDelivered, zdl) end
-  if #zu > 0 then vcall('ZADD', K.undelivered(o), zu); hincr(K.tenant(tenant_of(o)), 'ub', ub) end
+  vcall('RPUSH', K.done(o), de)
+  if #ul > 0 then
+    vcall('RPUSH', K.undelivered(o), ul)
+    hincr(K.tenant(tenant_of(o)), 'ub', ub)
+    hincr(K.owner(o), 'u', #ul)
+  end
   hincr(K.stats, 'rb', rb)
-  local n = redis.call('ZCARD', K.done(o))
-  if n <= LIM_MAX + LIM_SLACK then return 0 end
-  return (remove_many(o, redis.call('ZRANGE', K.done(o), 0, n - LIM_MAX - 1)))
+  local n = redis.call('HLEN', K.results(o))
+  local lost = 0
+  if n > LIM_MAX + LIM_SLACK then lost = evict_count(o, n - LIM_MAX) end
+  compact_lists(o)
+  return lost
 end
 
 -- The memory store's complete, for results given as tables {o, i, stored, len, delivered} (a
@@ -602,7 +685,7 @@ for j = 5, #ARGV, 7 do
   else
     local m = RV[owner][id]
     if m then
-      local have = string.sub(m, string.find(m, '|', 3, true) + 1)
+      local _, _, have = meta_parse(m)
       if fpf ~= '' and have ~= '' and have ~= fpf then codes[#codes + 1] = 'c'
       else
         codes[#codes + 1] = 'd'
@@ -939,34 +1022,57 @@ flush_routes()
 return {requeued, dead, routed}
 `
 
-// Delivery: results of an owner between undelivered, in flight (this instance) and delivered.
+// Delivery: results of an owner between undelivered, in flight (this instance) and delivered. The
+// owner's undelivered list holds ids in the order they became undelivered (finished, or handed
+// back: at the end, as the memory store does); an entry is live while the result's state is 0
+// (claim, acknowledge and removal leave stale entries: skipped by take, dropped by compact_lists).
 const DELIVERY = `
 local function claim1(owner, id)
   local m = redis.call('HGET', K.results(owner), id)
   if not m or string.sub(m, 1, 1) ~= '0' then return nil end
   local _, b = meta_parse(m)
   redis.call('HSET', K.results(owner), id, '1' .. string.sub(m, 2))
-  redis.call('ZREM', K.undelivered(owner), id)
   hincr(K.tenant(tenant_of(owner)), 'ub', -b)
+  hincr(K.owner(owner), 'u', -1)
   redis.call('SADD', K.inFlight(INST), enc2(owner, id))
   return redis.call('HGET', K.outputs(owner), id)
 end
 
-local function unclaim(owner, id)
-  local m = redis.call('HGET', K.results(owner), id)
-  if not m or string.sub(m, 1, 1) ~= '1' then return end
-  local _, b = meta_parse(m)
-  redis.call('HSET', K.results(owner), id, '0' .. string.sub(m, 2))
-  redis.call('ZADD', K.undelivered(owner), redis.call('ZSCORE', K.done(owner), id), id)
+-- In-flight results of an owner are undelivered again, appended to its list in done order.
+local function unclaim_many(owner, ids)
+  local ms = vget('HMGET', K.results(owner), ids)
+  local hs, back, seen, at = {}, {}, {}, {}
+  local b = 0
+  for k, id in ipairs(ids) do
+    local m = ms[k]
+    if m and not seen[id] and string.sub(m, 1, 1) == '1' then
+      seen[id] = true
+      local _, n, _, c = meta_parse(m)
+      b = b + n
+      hs[#hs + 1] = id; hs[#hs + 1] = '0' .. string.sub(m, 2)
+      back[#back + 1] = id
+      at[id] = tonumber(c)
+    end
+  end
+  if #back == 0 then return end
+  table.sort(back, function(x, y) return at[x] < at[y] end)
+  vcall('HSET', K.results(owner), hs)
+  vcall('RPUSH', K.undelivered(owner), back)
   hincr(K.tenant(tenant_of(owner)), 'ub', b)
+  hincr(K.owner(owner), 'u', #back)
+  compact_lists(owner)
 end
 
 -- Everything an instance has in flight is undelivered again (it closed, or went silent).
 local function return_all(inst)
+  local by, owners = {}, {}
   for _, member in ipairs(redis.call('SMEMBERS', K.inFlight(inst))) do
     local o, i = dec2(member)
-    unclaim(o, i)
+    local l = by[o]
+    if not l then l = {}; by[o] = l; owners[#owners + 1] = o end
+    l[#l + 1] = i
   end
+  for _, o in ipairs(owners) do unclaim_many(o, by[o]) end
   redis.call('DEL', K.inFlight(inst))
 end
 `
@@ -980,41 +1086,53 @@ return o
 
 /** take — ARGV: prefix, instance, now, owner, max. Reply: id, outputs, id, outputs… (oldest first). */
 const TAKE = `
-local owner = ARGV[4]
-local ids = redis.call('ZRANGE', K.undelivered(owner), 0, tonumber(ARGV[5]) - 1)
-if #ids == 0 then return {} end
-local ms = vget('HMGET', K.results(owner), ids)
-local os = vget('HMGET', K.outputs(owner), ids)
-local hs, zr, sa, out = {}, {}, {}, {}
-local freed = 0
-for k, id in ipairs(ids) do
-  local m = ms[k]
-  if m and string.sub(m, 1, 1) == '0' then
-    local _, b = meta_parse(m)
-    freed = freed + b
-    table.insert(hs, id); table.insert(hs, '1' .. string.sub(m, 2))
-    table.insert(zr, id)
-    table.insert(sa, enc2(owner, id))
-    if os[k] then table.insert(out, id); table.insert(out, os[k]) end
+local owner, max = ARGV[4], tonumber(ARGV[5])
+local key = K.undelivered(owner)
+local ids, hs, sa, seen = {}, {}, {}, {}
+local freed, consumed = 0, 0
+-- Live entries from the front of the list, up to max; stale ones on the way are consumed too.
+while #ids < max do
+  local es = redis.call('LRANGE', key, consumed, consumed + max - #ids - 1)
+  if #es == 0 then break end
+  consumed = consumed + #es
+  local ms = vget('HMGET', K.results(owner), es)
+  for k, id in ipairs(es) do
+    local m = ms[k]
+    if m and not seen[id] and string.sub(m, 1, 1) == '0' then
+      seen[id] = true
+      local _, b = meta_parse(m)
+      freed = freed + b
+      ids[#ids + 1] = id
+      hs[#hs + 1] = id; hs[#hs + 1] = '1' .. string.sub(m, 2)
+      sa[#sa + 1] = enc2(owner, id)
+    end
   end
 end
-if #zr > 0 then
-  vcall('HSET', K.results(owner), hs)
-  vcall('ZREM', K.undelivered(owner), zr)
-  vcall('SADD', K.inFlight(INST), sa)
-  hincr(K.tenant(tenant_of(owner)), 'ub', -freed)
-end
+if consumed > 0 then redis.call('LTRIM', key, consumed, -1) end
+if #ids == 0 then return {} end
+local os = vget('HMGET', K.outputs(owner), ids)
+vcall('HSET', K.results(owner), hs)
+vcall('SADD', K.inFlight(INST), sa)
+hincr(K.tenant(tenant_of(owner)), 'ub', -freed)
+hincr(K.owner(owner), 'u', -#ids)
 flush()
+local out = {}
+for k, id in ipairs(ids) do
+  if os[k] then out[#out + 1] = id; out[#out + 1] = os[k] end
+end
 return out
 `
 
 /** return — ARGV: prefix, instance, now, owner, ids… In-flight ones are undelivered again. */
 const RETURN = `
 local owner = ARGV[4]
+local ids, members = {}, {}
 for j = 5, #ARGV do
-  unclaim(owner, ARGV[j])
-  redis.call('SREM', K.inFlight(INST), enc2(owner, ARGV[j]))
+  ids[#ids + 1] = ARGV[j]
+  members[#members + 1] = enc2(owner, ARGV[j])
 end
+unclaim_many(owner, ids)
+vcall('SREM', K.inFlight(INST), members)
 flush()
 return 0
 `
@@ -1025,37 +1143,32 @@ local owner = ARGV[4]
 local ids, seen = {}, {}
 for j = 5, #ARGV do
   local id = ARGV[j]
-  if not seen[id] then seen[id] = true; table.insert(ids, id) end
+  if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
 end
 local ms = vget('HMGET', K.results(owner), ids)
-local hs, zr, sr, members = {}, {}, {}, {}
-local freed = 0
+local hs, sr, zr = {}, {}, {}
+local freed, nu = 0, 0
 for k, id in ipairs(ids) do
   local m = ms[k]
   if m and string.sub(m, 1, 1) ~= '2' then
-    local st, b = meta_parse(m)
+    local st, b, _, c = meta_parse(m)
     local member = enc2(owner, id)
     if st == '0' then
-      table.insert(zr, id)
       freed = freed + b
+      nu = nu + 1
     else
-      table.insert(sr, member)
+      sr[#sr + 1] = member
     end
-    table.insert(hs, id); table.insert(hs, '2' .. string.sub(m, 2))
-    table.insert(members, member)
+    hs[#hs + 1] = id; hs[#hs + 1] = '2' .. string.sub(m, 2)
+    -- Delivered: first in line for the byte eviction, by the same done clock.
+    zr[#zr + 1] = delivered_score(c); zr[#zr + 1] = member
   end
 end
 if #hs > 0 then
   vcall('HSET', K.results(owner), hs)
-  if #zr > 0 then vcall('ZREM', K.undelivered(owner), zr); hincr(K.tenant(tenant_of(owner)), 'ub', -freed) end
+  if nu > 0 then hincr(K.tenant(tenant_of(owner)), 'ub', -freed); hincr(K.owner(owner), 'u', -nu) end
   if #sr > 0 then vcall('SREM', K.inFlight(INST), sr) end
-  -- Delivered: also in the set evicted first (with the same done clock).
-  local sc = vget('ZMSCORE', K.retained, members)
-  local add = {}
-  for k, member in ipairs(members) do
-    if sc[k] then add[#add + 1] = sc[k]; add[#add + 1] = member end
-  end
-  if #add > 0 then vcall('ZADD', K.retainedDelivered, add) end
+  vcall('ZADD', K.retained, zr)
 end
 flush()
 return 0
@@ -1092,12 +1205,17 @@ return out
 const SWEEP = `
 local retention = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
-local below = '(' .. string.format('%d', (NOW - retention + 1) * 1024)
 local lost, dropped = 0, 0
 if limit > 0 and retention >= 0 then
-  -- The oldest retained results, grouped by owner: one remove_many per owner.
+  -- The retained results finished before the cut (delivered ones first: their scores are shifted,
+  -- see delivered_score), grouped by owner: one remove_many per owner.
+  local cut = string.format('%d', (NOW - retention + 1) * 1024)
+  local old = redis.call('ZRANGEBYSCORE', K.retained, '-inf', '(' .. delivered_score(cut), 'LIMIT', 0, limit)
+  if #old < limit then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.retained, '0', '(' .. cut, 'LIMIT', 0, limit - #old)) do old[#old + 1] = m end
+  end
   local by, owners = {}, {}
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', K.retained, '-inf', below, 'LIMIT', 0, limit)) do
+  for _, m in ipairs(old) do
     local o, i = dec2(m)
     local l = by[o]
     if not l then l = {}; by[o] = l; owners[#owners + 1] = o end
