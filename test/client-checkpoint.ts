@@ -77,6 +77,44 @@ t.test('resume against a server that kept running: replay, no resend, every row 
   t.equal(await server.billed('ckpt'), N)
 })
 
+t.test('a resumed run with one record in flight reads its replays at once, outside the network window', async (t) => {
+  const server = await startServer(t, { maxBatch: 8 })
+  const path = fresh()
+  const N = 600
+  const records = [...Array(N).keys()]
+  await run(server.url, path, records, { stopAfter: 300 })
+  await new Promise((r) => setTimeout(r, 100))
+  const stream = new InferenceStream<number>({
+    url: server.url,
+    model: 'builtin/echo',
+    token: 'ckpt',
+    checkpoint: { path, commitIntervalMs: 5 },
+    parameters: { delay_ms: 3 },
+    input: (r) => ({ inputs: r }),
+    maxInFlight: 1,
+  })
+  const out: number[] = []
+  let writtenAtFirst = 0
+  await pipeline(
+    Readable.from(records),
+    stream,
+    new Writable({
+      objectMode: true,
+      write(r: InferenceResult, _e, cb) {
+        if (out.length === 0) writtenAtFirst = stream.stats.written
+        out.push(r.outputs as number)
+        cb()
+      },
+    }),
+  )
+  t.same(out, records, 'every row once, in order')
+  t.ok(stream.stats.replayed >= 300, `replayed ${stream.stats.replayed}`)
+  // Before the fix each replay waited for the one before it (a window of one record).
+  t.ok(writtenAtFirst > 1, `${writtenAtFirst} records taken in before the first result came out`)
+  t.ok(stream.peakInFlight <= 1, `at most one record on the network (saw ${stream.peakInFlight})`)
+  t.equal(await server.billed('ckpt'), N, 'billed once per row')
+})
+
 t.test('resume against a fresh server (the embedded one died): exactly the unknown ids are resent', async (t) => {
   const path = fresh()
   const N = 800

@@ -69,6 +69,10 @@ interface Entry<R> {
 const REASK_MIN_MS = 1000
 const REASK_MAX_MS = 16_000
 
+// Checkpoint replays read at once (results read back from the journal, not sent: outside the
+// network window, which a resumed run may have set to one record).
+const REPLAY_WINDOW = 1024
+
 // Marks a skipped failure in the reorder buffer: it takes its place in the order, emits nothing.
 const SKIP = Symbol('skip')
 type Slot<R> = InferenceResult<R> | typeof SKIP
@@ -108,6 +112,9 @@ export class InferenceStream<R = unknown> extends Duplex {
   private ready: InferenceResult<R>[] = []
   private readyHead = 0
   private outstanding = 0
+  // Of those, results being read back from the checkpoint journal (replays): they do not hold the
+  // network window, which may be one record wide, and have a bound of their own.
+  private replaying = 0
   private seq = 0
   private wantRead = false
   private heldWrite: ((err?: Error | null) => void) | undefined
@@ -242,21 +249,27 @@ export class InferenceStream<R = unknown> extends Duplex {
     const seq = this.seq++
     this.counters.written++
     this.outstanding++
-    if (this.outstanding > this.maxOutstanding) this.maxOutstanding = this.outstanding
     const entry = this.makeEntry(record, seq)
     if (entry instanceof InferenceStreamError) {
+      this.notePeak()
       // A record that cannot become a payload fails alone, in its place in the order.
       const result: InferenceResult<R> = { id: this.failedId(record, seq), outputs: { error: entry.message, code: entry.code }, error: entry }
       if (this.o.includeRecord) result.record = record
       this.settle(seq, result)
     } else if (this.journal) {
-      this.writeJournaled(entry, this.journal)
+      if (!this.writeJournaled(entry, this.journal)) this.notePeak()
     } else {
+      this.notePeak()
       this.inflight.set(entry.id, entry)
       this.trySend(entry)
     }
-    if (this.outstanding < this.window()) callback()
+    if (this.canWrite()) callback()
     else this.heldWrite = callback
+  }
+
+  private notePeak(): void {
+    const n = this.outstanding - this.replaying
+    if (n > this.maxOutstanding) this.maxOutstanding = n
   }
 
   private trySend(entry: Entry<R>): void {
@@ -268,27 +281,32 @@ export class InferenceStream<R = unknown> extends Duplex {
   }
 
   // With a checkpoint: replay a journaled result, wait for an id sent by an earlier run, or
-  // journal a new id (write-ahead) and send it once that is on disk.
-  private writeJournaled(entry: Entry<R>, journal: CheckpointJournal): void {
+  // journal a new id (write-ahead) and send it once that is on disk. True when replayed.
+  private writeJournaled(entry: Entry<R>, journal: CheckpointJournal): boolean {
     const hash = inputHash(entry.payload.inputs)
     const known = journal.sentHash(entry.id)
     if (known !== undefined && known !== '' && known !== hash) {
       this.destroy(new CheckpointError(`Checkpoint ${journal.path} is from another input: item ${entry.id} had other inputs`))
-      return
+      return false
     }
     if (journal.hasResult(entry.id)) {
       this.counters.replayed++
+      this.replaying++
       journal.readResult(entry.id).then(
         (outputs) => {
+          this.replaying--
           if (this.destroyed) return
           const result: InferenceResult<R> = { id: entry.id, outputs }
           if (this.o.includeRecord) result.record = entry.record
           if (isErrorBody(outputs)) result.error = new InferenceItemError(outputs.error, entry.id, outputs.code)
           this.settle(entry.seq, result)
         },
-        (err: Error) => this.destroy(err),
+        (err: Error) => {
+          this.replaying--
+          this.destroy(err)
+        },
       )
-      return
+      return true
     }
     this.inflight.set(entry.id, entry)
     if (known !== undefined) {
@@ -296,10 +314,11 @@ export class InferenceStream<R = unknown> extends Duplex {
       entry.sent = true
       this.counters.sent++
       this.requeryLater(entry.id)
-      return
+      return false
     }
     entry.durable = false
     journal.appendSent(entry.id, hash)
+    return false
   }
 
   private requeryLater(id: string): void {
@@ -431,6 +450,12 @@ export class InferenceStream<R = unknown> extends Duplex {
     return Math.min(this.o.maxInFlight, this.socket.serverMaxInFlight ?? Infinity)
   }
 
+  // Whether another record may come in: the network window has room (replays being read do not
+  // count), and fewer than REPLAY_WINDOW replays are being read.
+  private canWrite(): boolean {
+    return this.outstanding - this.replaying < this.window() && this.replaying < REPLAY_WINDOW
+  }
+
   private onOpen(reconnected: boolean): void {
     if (reconnected) {
       this.counters.reconnects++
@@ -457,7 +482,7 @@ export class InferenceStream<R = unknown> extends Duplex {
     if (known.length > 0) this.socket.send({ type: 'resume', ids: known })
     this.awaitAnswers(known.length > 0 ? known : resent)
     // The window is known now (the server's bound): let more records in if it grew.
-    if (this.heldWrite && this.outstanding < this.window()) {
+    if (this.heldWrite && this.canWrite()) {
       const cb = this.heldWrite
       this.heldWrite = undefined
       cb()
@@ -562,7 +587,7 @@ export class InferenceStream<R = unknown> extends Duplex {
       this.ready = []
       this.readyHead = 0
     }
-    if (this.heldWrite && this.outstanding < this.window()) {
+    if (this.heldWrite && this.canWrite()) {
       const cb = this.heldWrite
       this.heldWrite = undefined
       cb()
