@@ -250,6 +250,38 @@ if (!(await redisReachable())) {
     t.same(await b.counts(owner), { queued: 0, processing: 0, done: 2, undelivered: 0 })
   })
 
+  t.test("an owner's lists stay within twice their live entries: stale ones (forgotten, claimed) are rewritten away", async (t) => {
+    const [b] = deployment(t, 1)
+    const owner = ownerKey('A', 'builtin/echo')
+    const c = new Redis(REDIS_URL)
+    t.teardown(() => c.disconnect())
+    const live: string[] = []
+    let maxDone = 0
+    let maxUndelivered = 0
+    for (let round = 0; round < 30; round++) {
+      const ids = Array.from({ length: 100 }, (_, i) => `${round}-${i}`)
+      await b.submit(ids.map((id) => item('A', id)))
+      const lease = (await leaseNow(b, 'w', { maxBatch: 100 })) as StateLease
+      t.equal(lease.items.length, 100)
+      await b.finish(lease, all(lease))
+      // Checked where the lists grow (an append rewrites a list past the bound).
+      const [done, undelivered, retained] = await Promise.all([c.llen(`${b.prefix}done:${owner}`), c.llen(`${b.prefix}undelivered:${owner}`), c.hlen(`${b.prefix}results:${owner}`)])
+      t.equal(retained, 10 * round + 100, 'retained: the acknowledged, the undelivered and this round')
+      maxDone = Math.max(maxDone, done - 2 * retained)
+      maxUndelivered = Math.max(maxUndelivered, undelivered - 2 * (live.length + 100))
+      // 90 of each 100 forgotten (stale in both lists), 5 claimed and acknowledged (stale in the
+      // undelivered list), 5 left undelivered.
+      for (const id of ids.slice(0, 90)) await b.forget(owner, id)
+      for (const id of ids.slice(90, 95)) t.ok(await b.claim(owner, id), `claimed ${id}`)
+      await b.acknowledge(owner, ids.slice(90, 95))
+      live.push(...ids.slice(95))
+    }
+    t.ok(maxDone <= 256, `done list at most 2 × retained + 256 (saw + ${maxDone})`)
+    t.ok(maxUndelivered <= 256, `undelivered list at most 2 × undelivered + 256 (saw + ${maxUndelivered})`)
+    t.same((await b.takeUndelivered(owner, 1000)).map(([id]) => id), live, 'the live ones, in order, each once')
+    t.same(await b.counts(owner), { queued: 0, processing: 0, done: 300, undelivered: 0 })
+  })
+
   t.test('nothing is left behind: the keys of a drained deployment are its ledger and counters', async (t) => {
     const [b] = deployment(t, 1, { ...LIMITS, retentionMs: 1000 })
     const routed: Routed[] = []
