@@ -25,7 +25,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis'
 import { DeliveryLimitError, InvalidOptionError, LimitExceededError, ShuttingDownError, toWireError } from '../../errors.js'
 import type { Compute, Parameters } from '../../models/pipeline.js'
 import { requireOptional } from '../../optional-deps.js'
-import { decodePair, RedisKeys } from './redis-keys.js'
+import { decodePair, encodePair, RedisKeys } from './redis-keys.js'
 import { SCRIPTS, type ScriptName } from './redis-scripts.js'
 import { RouteListeners } from './route-listeners.js'
 import { PRESENCE_TTL_MS } from './state-backend.js'
@@ -407,7 +407,13 @@ export class RedisStateBackend implements StateBackend {
   }
 
   async finish(lease: StateLease, results: readonly ItemResult[]): Promise<FinishOutcome> {
-    const args: Array<string | number> = [...this.limits, lease.id]
+    // The fields items share (owner, tenant, model, node, sink, retain) go once per context, not
+    // once per result (see the finish script): a lease's items come in runs of one owner.
+    const contexts: Array<string | number> = []
+    const perResult: Array<string | number> = []
+    const byKey = new Map<string, number>()
+    let last: LeasedItem | undefined
+    let lastCtx = 0
     const seen = new Set<number>()
     for (const r of results) {
       if (!Number.isInteger(r.index) || r.index < 0 || r.index >= lease.items.length || seen.has(r.index)) continue
@@ -424,8 +430,24 @@ export class RedisStateBackend implements StateBackend {
         flags |= 4
       }
       const it = lease.items[r.index]
-      args.push(r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen, it.owner, it.id, it.tenant, it.model, it.route.node, it.route.sink ?? '', it.retain ? '1' : '')
+      if (last === undefined || it.owner !== last.owner || it.tenant !== last.tenant || it.model !== last.model || it.route.node !== last.route.node || it.route.sink !== last.route.sink || it.retain !== last.retain) {
+        const sink = it.route.sink ?? ''
+        const retain = it.retain ? '1' : ''
+        const key = encodePair(it.owner, encodePair(it.tenant, encodePair(it.model, encodePair(it.route.node, encodePair(sink, retain)))))
+        let ctx = byKey.get(key)
+        if (ctx === undefined) {
+          ctx = byKey.size + 1
+          byKey.set(key, ctx)
+          contexts.push(it.owner, it.tenant, it.model, it.route.node, sink, retain)
+        }
+        last = it
+        lastCtx = ctx
+      }
+      perResult.push(lastCtx, r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen, it.id)
     }
+    const args: Array<string | number> = [...this.limits, lease.id, byKey.size]
+    for (let i = 0; i < contexts.length; i++) args.push(contexts[i])
+    for (let i = 0; i < perResult.length; i++) args.push(perResult[i])
     const [finished, billed, lost, routed] = await this.run<[number, number, number, RoutedReply]>('isFinish', Date.now(), args)
     this.routeLocal(routed)
     return { finished, billed, lost }

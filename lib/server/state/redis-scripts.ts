@@ -549,34 +549,27 @@ local function store_many(list)
   return complete_many(keep)
 end
 
--- finish's results, read in place from ARGV (js: the position of each result's first argument;
--- see FINISH), without a table per item: stored (keep_results), routed and billed as store_many
--- does. Stream results are routed as one list of ids per (node, owner). Results for a sink go
--- through store_many. Returns the results lost to eviction and the items billed.
-local function store_finish(js)
+-- finish's results, read in place from ARGV (js: the position of each result's first argument,
+-- cx: its context, the fields its item shares with others of the lease; see FINISH), without a
+-- table per item: stored (keep_results), routed and billed as store_many does. Stream results are
+-- routed as one list of ids per (node, owner). Results for a sink go through store_many. Returns
+-- the results lost to eviction and the items billed.
+local function store_finish(js, cx)
   local byOwner, owners, sinks = {}, {}, {}
-  for _, j in ipairs(js) do
-    if ARGV[j + 11] ~= '' then sinks[#sinks + 1] = j
+  for k = 1, #js do
+    local C = cx[k]
+    if C.s ~= '' then sinks[#sinks + 1] = k
     else
-      local o = ARGV[j + 6]
-      local l = byOwner[o]
-      if not l then l = {}; byOwner[o] = l; owners[#owners + 1] = o end
-      l[#l + 1] = j
+      local l = byOwner[C.o]
+      if not l then l = {}; byOwner[C.o] = l; owners[#owners + 1] = C.o end
+      l[#l + 1] = k
     end
   end
   local lost, billed = 0, 0
-  local lastT, lastM, lastL
-  local function bill(j, o)
-    local t, m = ARGV[j + 8], ARGV[j + 9]
-    if t ~= lastT or m ~= lastM then lastT, lastM, lastL = t, m, enc2(t, m) end
-    hincr(K.ledger, lastL, 1)
-    hincr(K.billed, o, 1)
-    billed = billed + 1
-  end
   for _, o in ipairs(owners) do
     local l = byOwner[o]
     local ids = {}
-    for k, j in ipairs(l) do ids[k] = ARGV[j + 7] end
+    for x, k in ipairs(l) do ids[x] = ARGV[js[k] + 7] end
     -- Each id's first result is stored; a later one is only routed.
     local fpf = firsts(o, ids)
     local pres = present(o)
@@ -587,16 +580,26 @@ local function store_finish(js)
       list[#list + 1] = id
     end
     local st, ln = {}, {}
-    for k, j in ipairs(l) do
-      local id, node, flags = ids[k], ARGV[j + 10], tonumber(ARGV[j + 1])
-      if flags >= 4 then route(node, {'o', o, 'i', id, 'v', '1', 'x', ARGV[j + 3]}) else to(node, id) end
+    local nb = 0
+    for x, k in ipairs(l) do
+      local j, C = js[k], cx[k]
+      local id, node, flags = ids[x], C.n, tonumber(ARGV[j + 2])
+      if flags >= 4 then route(node, {'o', o, 'i', id, 'v', '1', 'x', ARGV[j + 4]}) else to(node, id) end
       for _, n in ipairs(pres) do
         if n ~= node then to(n, id) end
       end
-      local stored = ARGV[j + 4]
-      st[k] = stored ~= '' and stored or ARGV[j + 3]
-      ln[k] = tonumber(ARGV[j + 5])
-      if fpf[k] and flags % 2 == 1 then bill(j, o) end
+      local stored = ARGV[j + 5]
+      st[x] = stored ~= '' and stored or ARGV[j + 4]
+      ln[x] = tonumber(ARGV[j + 6])
+      if fpf[x] and flags % 2 == 1 then
+        if not C.led then C.led = enc2(C.t, C.m) end
+        hincr(K.ledger, C.led, 1)
+        nb = nb + 1
+      end
+    end
+    if nb > 0 then
+      hincr(K.billed, o, nb)
+      billed = billed + nb
     end
     for _, node in ipairs(nodes) do route(node, {'o', o, 'I', cjson.encode(toNode[node])}) end
     lost = lost + keep_results(o, ids, fpf, st, ln)
@@ -604,12 +607,13 @@ local function store_finish(js)
   if LIM_BYTES >= 0 and hnum(K.stats, 'rb') > LIM_BYTES then lost = lost + evict_bytes() end
   if #sinks > 0 then
     local done = {}
-    for _, j in ipairs(sinks) do
-      local flags, stored, sink = tonumber(ARGV[j + 1]), ARGV[j + 4], ARGV[j + 11]
+    for _, k in ipairs(sinks) do
+      local j, C = js[k], cx[k]
+      local flags, stored = tonumber(ARGV[j + 2]), ARGV[j + 5]
       done[#done + 1] = {
-        { o = ARGV[j + 6], i = ARGV[j + 7], t = ARGV[j + 8], m = ARGV[j + 9], n = ARGV[j + 10], s = sink, r = ARGV[j + 12] ~= '' or nil },
+        { o = C.o, i = ARGV[j + 7], t = C.t, m = C.m, n = C.n, s = C.s, r = C.r },
         { billable = flags % 2 == 1, failed = math.floor(flags / 2) % 2 == 1, oversize = math.floor(flags / 4) % 2 == 1,
-          cs = ARGV[j + 2], outputs = ARGV[j + 3], stored = stored ~= '' and stored or ARGV[j + 3], len = tonumber(ARGV[j + 5]) },
+          cs = ARGV[j + 3], outputs = ARGV[j + 4], stored = stored ~= '' and stored or ARGV[j + 4], len = tonumber(ARGV[j + 6]) },
       }
     end
     lost = lost + store_many(done)
@@ -881,13 +885,15 @@ return 1
 `
 
 /**
- * finish — ARGV: prefix, instance, now, 4 limits, lease id, then 13 per result: index, flags
- * (1 billable, 2 failed, 4 oversize), compute seconds (or ''), outputs, the text to store (or '':
- * the outputs), its UTF-16 length, then the item's owner, id, tenant, model, node, sink (or '')
- * and retain ('1' or ''), as the lease handed them out (workers are trusted: they hold the Redis
- * credentials; the script checks that the lease is held and its indexes). One step: results
- * stored, each (owner, id) billed at most once, routed, the lease ended; items without a result
- * go back to the front of the queue.
+ * finish — ARGV: prefix, instance, now, 4 limits, lease id, the number of contexts C, then 6 per
+ * context: the owner, tenant, model, node, sink (or '') and retain ('1' or '') that items of the
+ * lease share (one context per run of equal ones, so they are not sent for every item), then 8 per
+ * result: its context (1-based), index, flags (1 billable, 2 failed, 4 oversize), compute seconds
+ * (or ''), outputs, the text to store (or '': the outputs), its UTF-16 length, and the item's id,
+ * as the lease handed them out (workers are trusted: they hold the Redis credentials; the script
+ * checks that the lease is held and its indexes). One step: results stored, each (owner, id)
+ * billed at most once, routed, the lease ended; items without a result go back to the front of
+ * the queue.
  * Reply: `{finished, billed, lost, routed}`; all zero when the lease is no longer held.
  */
 const FINISH = `
@@ -895,14 +901,22 @@ local id = ARGV[8]
 local tenant, segs = load_lease(id)
 if not tenant then return {0, 0, 0, {}} end
 local total = end_lease(id, tenant, segs)
-local res, js = {}, {}
+local nctx = tonumber(ARGV[9])
+local CTX = {}
+for c = 1, nctx do
+  local b = 9 + (c - 1) * 6
+  CTX[c] = {o = ARGV[b + 1], t = ARGV[b + 2], m = ARGV[b + 3], n = ARGV[b + 4], s = ARGV[b + 5], r = ARGV[b + 6] ~= '' or nil}
+end
+local res, js, cx = {}, {}, {}
 local finished = 0
-for j = 9, #ARGV, 13 do
-  local k = tonumber(ARGV[j]) + 1
-  if k >= 1 and k <= total and not res[k] then
+for j = 10 + nctx * 6, #ARGV, 8 do
+  local k = tonumber(ARGV[j + 1]) + 1
+  local C = CTX[tonumber(ARGV[j])]
+  if C and k >= 1 and k <= total and not res[k] then
     res[k] = true
     finished = finished + 1
     js[finished] = j
+    cx[finished] = C
   end
 end
 if finished < total then
@@ -919,7 +933,7 @@ if finished < total then
   end
   requeue(again)
 end
-local lost, billed = store_finish(js)
+local lost, billed = store_finish(js, cx)
 forget_idle(tenant)
 wake_if_queued()
 flush()
