@@ -306,8 +306,24 @@ export class RedisStateBackend implements StateBackend {
     const out: SubmitOutcome[] = []
     const maxq = options.maxQueuedBytes ?? -1
     for (let start = 0; start < items.length; start += SUBMIT_CHUNK) {
-      const args: Array<string | number> = [maxq]
+      // What items share (owner, tenant, group) goes once per context (see the submit script).
+      const contexts: string[] = []
+      const perItem: Array<string | number> = []
+      const byKey = new Map<string, number>()
+      let last: SubmitItem | undefined
+      let lastCtx = 0
       for (const item of items.slice(start, start + SUBMIT_CHUNK)) {
+        if (last === undefined || item.owner !== last.owner || item.tenant !== last.tenant || item.group !== last.group) {
+          const key = encodePair(item.owner, encodePair(item.tenant, item.group))
+          let ctx = byKey.get(key)
+          if (ctx === undefined) {
+            ctx = byKey.size + 1
+            byKey.set(key, ctx)
+            contexts.push(item.owner, item.tenant, item.group)
+          }
+          last = item
+          lastCtx = ctx
+        }
         // The item as the queue keeps it: one JSON line (see the segments of ./redis-scripts.ts).
         const line: unknown[] = [
           item.id,
@@ -321,8 +337,11 @@ export class RedisStateBackend implements StateBackend {
           item.retain ? 1 : 0,
         ]
         if (item.inputs !== undefined) line.push(item.inputs)
-        args.push(item.owner, item.id, item.tenant, item.group, item.fingerprint === undefined ? '' : `=${item.fingerprint}`, item.bytes ?? 0, JSON.stringify(line))
+        perItem.push(lastCtx, item.id, item.fingerprint === undefined ? '' : `=${item.fingerprint}`, item.bytes ?? 0, JSON.stringify(line))
       }
+      const args: Array<string | number> = [maxq, byKey.size]
+      for (let i = 0; i < contexts.length; i++) args.push(contexts[i])
+      for (let i = 0; i < perItem.length; i++) args.push(perItem[i])
       const [codes, ...done] = await this.run<string[]>('isSubmit', Date.now(), args)
       let d = 0
       for (const c of codes) {
@@ -702,10 +721,8 @@ export class RedisStateBackend implements StateBackend {
 
   async counts(owner: string): Promise<OwnerCounts> {
     this.check()
-    const k = this.keys
-    const res = await this.cmd.multi().hmget(k.key('owner', owner), 'q', 'p', 'u').hlen(k.key('results', owner)).exec()
-    const [qpu, done] = values(res) as [Array<string | null>, number]
-    return { queued: Number(qpu[0] ?? 0), processing: Number(qpu[1] ?? 0), done, undelivered: Number(qpu[2] ?? 0) }
+    const [queued, processing, undelivered, done] = await this.run<[number, number, number, number]>('isCounts', Date.now(), [owner])
+    return { queued, processing, done, undelivered }
   }
 
   async tenantBytes(tenant: string): Promise<TenantBytes> {
@@ -793,14 +810,6 @@ async function shut(c: RedisClient): Promise<void> {
 // A number Lua reads as one: Infinity (no bound) becomes `none`.
 function finite(n: number | undefined, none: number): number {
   return n === undefined || !Number.isFinite(n) ? none : n
-}
-
-function values(res: Array<[Error | null, unknown]> | null): unknown[] {
-  if (!res) throw new ShuttingDownError('The state store is closed')
-  return res.map(([err, v]) => {
-    if (err) throw err
-    return v
-  })
 }
 
 function fieldOf(f: string[], name: string): string | undefined {

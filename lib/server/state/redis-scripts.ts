@@ -630,8 +630,10 @@ end
 `
 
 /**
- * submit — ARGV: prefix, instance, now, maxQueuedBytes (-1: none), then 7 per item: owner, id,
- * tenant, group, fingerprint field ('' or '=' + it), bytes, the item's JSON line (see seg_head).
+ * submit — ARGV: prefix, instance, now, maxQueuedBytes (-1: none), the number of contexts C, then 3
+ * per context: owner, tenant, group (what items of one stream share, sent once), then 5 per item:
+ * its context (1-based), id, fingerprint field ('' or '=' + it), bytes, the item's JSON line (see
+ * seg_head).
  * Reply: a string of one letter per item (q queued, p pending, c conflict, o overloaded, d done)
  * then the outputs of each `d`, in order. Each item is deduped and queued in the same step; the
  * queued ones are appended to their (group, tenant) line as segments of up to SEG_MAX items.
@@ -646,8 +648,15 @@ local queued = 0
 -- results among the rest. PV / RV: owner → id → value; an item queued below joins PV, so the same
 -- id later in this call is pending.
 local PV, RV, IDS, OWNERS = {}, {}, {}, {}
-for j = 5, #ARGV, 7 do
-  local o = ARGV[j]
+local nctx = tonumber(ARGV[5])
+local CO, CT, CG = {}, {}, {}
+for c = 1, nctx do
+  local b = 3 + c * 3
+  CO[c], CT[c], CG[c] = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+end
+local FIRST = 6 + nctx * 3
+for j = FIRST, #ARGV, 5 do
+  local o = CO[tonumber(ARGV[j])]
   local l = IDS[o]
   if not l then l = {}; IDS[o] = l; table.insert(OWNERS, o) end
   l[#l + 1] = ARGV[j + 1]
@@ -680,8 +689,9 @@ local function close(q, o)
   hincr(K.groupSize, l.g, o.n)
 end
 local lastG, lastT, lastQ
-for j = 5, #ARGV, 7 do
-  local owner, id, tenant, group, fpf, bytes = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], tonumber(ARGV[j + 5])
+for j = FIRST, #ARGV, 5 do
+  local c = tonumber(ARGV[j])
+  local owner, id, tenant, group, fpf, bytes = CO[c], ARGV[j + 1], CT[c], CG[c], ARGV[j + 2], tonumber(ARGV[j + 3])
   local pv = PV[owner][id]
   if pv then
     local have = string.sub(pv, string.find(pv, '|', 1, true) + 1)
@@ -724,7 +734,7 @@ for j = 5, #ARGV, 7 do
         if o and (o.owner ~= owner or o.n == SEG_MAX) then close(q, o); o = nil end
         if not o then o = {owner = owner, items = {}, n = 0}; OPEN[q] = o end
         o.n = o.n + 1
-        o.items[o.n] = ARGV[j + 6]
+        o.items[o.n] = ARGV[j + 4]
         queued = queued + 1
         codes[#codes + 1] = 'q'
       end
@@ -1277,6 +1287,16 @@ if redis.call('XLEN', key) == 0 then redis.call('DEL', key); return 1 end
 return 0
 `
 
+/**
+ * counts — ARGV: prefix, instance, now, owner. Reply: `{queued, processing, undelivered, retained}`
+ * of the owner (one call: the front-ends ask for every turn of frames, for flow control).
+ */
+const COUNTS = `
+local o = ARGV[4]
+local v = redis.call('HMGET', K.owner(o), 'q', 'p', 'u')
+return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, redis.call('HLEN', K.results(o))}
+`
+
 /** The scripts by name, each with the helpers it needs. */
 export const SCRIPTS = {
   isSubmit: PRELUDE + SUBMIT,
@@ -1295,6 +1315,7 @@ export const SCRIPTS = {
   isBeat: PRELUDE + BEAT,
   isLeave: PRELUDE + RESULTS + DELIVERY + LEAVE,
   isTrim: PRELUDE + TRIM,
+  isCounts: PRELUDE + COUNTS,
 } as const
 
 /** Name of a script of {@link SCRIPTS}. */
