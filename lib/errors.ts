@@ -341,7 +341,8 @@ export class JobStoreError extends InferenceStreamError {
 /**
  * The state store's SQLite file (`SqliteStateBackend`, `serve --data-dir`) cannot be opened or used:
  * not a SQLite database, another application's file, written by a newer schema version, its folder
- * cannot be created.
+ * cannot be created; or the Redis keys under a prefix (`RedisStateBackend.checkLayout`) have
+ * another version's layout.
  */
 export class StateStoreError extends InferenceStreamError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { groupKey } from '../lib/server/queue/work-queue.js'
 import { RedisStateBackend } from '../lib/server/state/redis-backend.js'
+import { REDIS_LAYOUT } from '../lib/server/state/redis-scripts.js'
 import type { Routed, StateBackend, StateLease, SubmitItem } from '../lib/server/state/state-backend.js'
 import { ownerKey } from '../lib/server/store/result-store.js'
 import { prng } from './helpers/prng.js'
@@ -280,6 +281,31 @@ if (!(await redisReachable())) {
     t.ok(maxUndelivered <= 256, `undelivered list at most 2 × undelivered + 256 (saw + ${maxUndelivered})`)
     t.same((await b.takeUndelivered(owner, 1000)).map(([id]) => id), live, 'the live ones, in order, each once')
     t.same(await b.counts(owner), { queued: 0, processing: 0, done: 300, undelivered: 0 })
+  })
+
+  t.test('layout: a fresh prefix is stamped with this version\'s; keys of another layout are refused, by the backend and by the CLI', async (t) => {
+    const [fresh] = deployment(t, 1)
+    await fresh.checkLayout()
+    await fresh.checkLayout()
+    const c = new Redis(REDIS_URL)
+    t.teardown(() => c.disconnect())
+    t.equal(await c.get(`${fresh.prefix}layout`), String(REDIS_LAYOUT), 'stamped')
+    // A deployment from before the stamp: its counters exist, no layout key.
+    const [old] = deployment(t, 1)
+    await c.hset(`${old.prefix}stats`, 'q', '3')
+    await t.rejects(old.checkLayout(), { code: 'ERR_STATE_STORE', message: new RegExp(`have layout 1, and this version of inference-stream uses layout ${REDIS_LAYOUT}`) })
+    t.equal(await c.get(`${old.prefix}layout`), null, 'not stamped over')
+    const [newer] = deployment(t, 1)
+    await c.set(`${newer.prefix}layout`, String(REDIS_LAYOUT + 1))
+    await t.rejects(newer.checkLayout(), { code: 'ERR_STATE_STORE' })
+    // The CLI's worker refuses to start on it, with that line, and exits 2.
+    const cli = fileURLToPath(new URL('../dist/cli/index.js', import.meta.url))
+    const run = await promisify(execFile)(process.execPath, [cli, 'worker', '--redis', REDIS_URL, '--redis-prefix', old.prefix], { timeout: 30_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+    )
+    t.equal(run.code, 2, run.stderr)
+    t.match(run.stderr, /^inference-stream: The Redis keys under prefix .* have layout 1, .*another --redis-prefix \(ERR_STATE_STORE\)$/m)
   })
 
   t.test('nothing is left behind: the keys of a drained deployment are its ledger and counters', async (t) => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { Command } from 'commander'
-import { InvalidOptionError } from '../errors.js'
+import { InvalidOptionError, StateStoreError } from '../errors.js'
 import { SERVER_DEFAULTS } from '../server/options.js'
 import { RedisStateBackend } from '../server/state/redis-backend.js'
 
@@ -41,6 +41,17 @@ export function redisState(url: string, prefix: string | undefined, maxRetainedB
     // A Redis that is down fails calls after a few tries rather than queueing them for ever.
     redisOptions: { maxRetriesPerRequest: 3 },
   })
+}
+
+/** Before a cluster process starts: Redis answers, and its keys under the prefix have this version's layout. */
+export async function checkRedis(state: RedisStateBackend, url: string): Promise<void> {
+  try {
+    await state.checkLayout()
+  } catch (err) {
+    await state.close().catch(() => {})
+    if (err instanceof StateStoreError) throw err
+    throw new InvalidOptionError(`Cannot reach Redis at ${url.replace(/\/\/[^@/]*@/, '//')}: ${(err as Error).message}`)
+  }
 }
 
 /** Reads a tenant secret file: its bytes as they are (at least 16), e.g. a data folder's secret.key. */

@@ -7,7 +7,7 @@ import { createServer } from '../server/server.js'
 import { parseTokenFile } from '../server/tenants.js'
 import { batchingOption, bytesFlag, secondsFlag } from './common.js'
 import { createLogger, stopOnSignals, type LogFormat } from './log.js'
-import { addRedisFlags, readSecretFile, redisState, redisUrl } from './redis-flags.js'
+import { addRedisFlags, checkRedis, readSecretFile, redisState, redisUrl } from './redis-flags.js'
 
 function int(name: string) {
   return (value: string): number => {
@@ -96,6 +96,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       }
       if (o.workers === 0 && redis === undefined) throw new InvalidOptionError('--workers 0 runs no model: it is for a front-end of a cluster, with --redis URL (worker processes run the items)')
       const state = redis === undefined ? undefined : redisState(redis, o.redisPrefix, o.maxRetainedBytes)
+      if (state) await checkRedis(state, redis as string)
       // Front-ends of one cluster make the same tenant ids: a secret file, the shared data folder's, or the one kept in Redis.
       let tenantSecret: Buffer | undefined = o.tenantSecretFile ? readSecretFile(o.tenantSecretFile) : undefined
       if (state && !tenantSecret && !o.dataDir) {

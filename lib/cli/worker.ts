@@ -5,7 +5,7 @@ import { createWorker } from '../server/worker.js'
 import { batchingOption, intFlag, secondsFlag } from './common.js'
 import { createLogger, stopOnSignals, type LogFormat } from './log.js'
 import { addModelFlags, registryFromFlags } from './model-flags.js'
-import { addRedisFlags, redisState, redisUrl } from './redis-flags.js'
+import { addRedisFlags, checkRedis, redisState, redisUrl } from './redis-flags.js'
 
 /** `inference-stream worker`: runs batches from a cluster's Redis until SIGINT/SIGTERM. */
 export function workerCommand(): Command {
@@ -41,6 +41,7 @@ Front-ends: inference-stream serve --redis URL --workers 0 (docs/deploy.md).`,
       const url = redisUrl(o, true) as string
       const registry = drillRegistry(registryFromFlags(o, { audioRoot: o.datasets ?? undefined }), process.env[DRILL_EXIT_ON] || undefined)
       const state = redisState(url, o.redisPrefix)
+      await checkRedis(state, url)
       const worker = createWorker({
         state,
         registry,

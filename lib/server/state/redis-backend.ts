@@ -22,11 +22,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import type { Redis as RedisClient, RedisOptions } from 'ioredis'
-import { DeliveryLimitError, InvalidOptionError, LimitExceededError, ShuttingDownError, toWireError } from '../../errors.js'
+import { DeliveryLimitError, InvalidOptionError, LimitExceededError, ShuttingDownError, StateStoreError, toWireError } from '../../errors.js'
 import type { Compute, Parameters } from '../../models/pipeline.js'
 import { requireOptional } from '../../optional-deps.js'
 import { decodePair, encodePair, RedisKeys } from './redis-keys.js'
-import { SCRIPTS, type ScriptName } from './redis-scripts.js'
+import { REDIS_LAYOUT, SCRIPTS, type ScriptName } from './redis-scripts.js'
 import { RouteListeners } from './route-listeners.js'
 import { PRESENCE_TTL_MS } from './state-backend.js'
 import type {
@@ -527,6 +527,23 @@ export class RedisStateBackend implements StateBackend {
         this.nodeByKey.delete(reader.key)
         this.kick()
       }
+    }
+  }
+
+  /**
+   * Checks that the keys under this prefix have this version's layout ({@link REDIS_LAYOUT}),
+   * stamping a fresh prefix with it; `serve --redis` and `worker` call it before they start. Keys
+   * of another version's layout would be misread by its scripts: such a prefix is refused.
+   *
+   * @throws StateStoreError when the prefix holds another layout; a Redis error when it cannot be reached.
+   */
+  async checkLayout(): Promise<void> {
+    const v = await this.run<string>('isLayout', Date.now(), [String(REDIS_LAYOUT)])
+    if (v !== String(REDIS_LAYOUT)) {
+      throw new StateStoreError(
+        `The Redis keys under prefix ${JSON.stringify(this.prefix)} have layout ${v}, and this version of inference-stream uses layout ${REDIS_LAYOUT}: ` +
+          'let that deployment drain with its own version (no queued items, no streams), then delete its keys, or give this one another --redis-prefix',
+      )
     }
   }
 

@@ -62,6 +62,8 @@ export const KEY_NAMES = {
   secret: [],
   /** Pub/sub channel: a transition queued items (waiting leases of every process look again). */
   wake: [],
+  /** STRING: the layout version of this prefix's keys (./redis-scripts.ts REDIS_LAYOUT), set by the first process that checks it (`checkLayout`). */
+  layout: [],
 } as const satisfies Record<string, readonly string[]>
 
 /** Name of a key of {@link KEY_NAMES}. */

@@ -33,6 +33,13 @@
  */
 import { luaKeys } from './redis-keys.js'
 
+/**
+ * Version of the layout of the keys (what each holds and how): a process refuses a prefix written
+ * with another (`RedisStateBackend.checkLayout`). 1: up to this round (per-owner done and
+ * undelivered sorted sets); 2: those are lists, the done clock is in a result's meta.
+ */
+export const REDIS_LAYOUT = 2
+
 /** Most items in one queue segment (one list element): a submit of more makes several. */
 export const SEGMENT_MAX = 64
 
@@ -1297,6 +1304,18 @@ local v = redis.call('HMGET', K.owner(o), 'q', 'p', 'u')
 return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, redis.call('HLEN', K.results(o))}
 `
 
+/**
+ * layout — ARGV: prefix, instance, now, this version's layout. Reply: the prefix's layout: stamped
+ * with this one when the prefix is fresh; '1' for keys of a deployment from before the stamp.
+ */
+const LAYOUT = `
+local v = redis.call('GET', K.layout)
+if v then return v end
+if redis.call('EXISTS', K.stats) == 1 then return '1' end
+redis.call('SET', K.layout, ARGV[4])
+return ARGV[4]
+`
+
 /** The scripts by name, each with the helpers it needs. */
 export const SCRIPTS = {
   isSubmit: PRELUDE + SUBMIT,
@@ -1316,6 +1335,7 @@ export const SCRIPTS = {
   isLeave: PRELUDE + RESULTS + DELIVERY + LEAVE,
   isTrim: PRELUDE + TRIM,
   isCounts: PRELUDE + COUNTS,
+  isLayout: PRELUDE + LAYOUT,
 } as const
 
 /** Name of a script of {@link SCRIPTS}. */
