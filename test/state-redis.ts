@@ -290,6 +290,14 @@ if (!(await redisReachable())) {
     const c = new Redis(REDIS_URL)
     t.teardown(() => c.disconnect())
     t.equal(await c.get(`${fresh.prefix}layout`), String(REDIS_LAYOUT), 'stamped')
+    // A Redis that lost its keys (restarted without data) under running processes: their next
+    // transition stamps the prefix again, so a process started then is not refused.
+    const [running, later] = deployment(t, 2)
+    await running.checkLayout()
+    for (const k of await space.keys(running.prefix)) await c.del(k)
+    await running.submit([item('A', '1')])
+    t.equal(await c.get(`${running.prefix}layout`), String(REDIS_LAYOUT), 'stamped again by a transition')
+    await later.checkLayout()
     // A deployment from before the stamp: its counters exist, no layout key.
     const [old] = deployment(t, 1)
     await c.hset(`${old.prefix}stats`, 'q', '3')
@@ -334,7 +342,7 @@ if (!(await redisReachable())) {
     await delay(100)
     const keys = (await space.keys(b.prefix)).map((k) => k.slice(b.prefix.length).replace(/:.*/s, '')).sort()
     // The round keeps a tenant emptied by riding along in another's batch (as the memory queue does).
-    t.same([...new Set(keys)], ['billed', 'instances', 'ledger', 'round', 'stats'], `left: ${keys.join(', ')}`)
+    t.same([...new Set(keys)], ['billed', 'instances', 'layout', 'ledger', 'round', 'stats'], `left: ${keys.join(', ')}`)
     t.match(await b.stats(), { queued: 0, processing: 0, retainedBytes: 0 })
   })
 

@@ -80,6 +80,9 @@ local function flush()
   end
   DELTA, BASE = {}, {}
   if DC then redis.call('HSET', K.stats, 'dc', string.format('%d', DC)) end
+  -- Keys written by this version carry its layout, also after a Redis that lost them (a restart
+  -- without data) is written again: counters without a layout are another version's (checkLayout).
+  redis.call('SET', K.layout, '${REDIS_LAYOUT}', 'NX')
 end
 
 -- A variadic command over a list of arguments, in chunks (unpack has a limit): one call per
