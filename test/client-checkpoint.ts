@@ -18,8 +18,8 @@ async function run(
   url: string,
   path: string,
   records: number[],
-  opts: { stopAfter?: number; token?: string; parameters?: Record<string, unknown>; model?: string } = {},
-): Promise<{ out: number[]; stream: InferenceStream<number> }> {
+  opts: { stopAfter?: number; token?: string; parameters?: Record<string, unknown>; model?: string; maxInFlight?: number } = {},
+): Promise<{ out: number[]; stream: InferenceStream<number>; writtenAtFirst: number }> {
   const stream = new InferenceStream<number>({
     url,
     model: opts.model ?? 'builtin/echo',
@@ -27,9 +27,11 @@ async function run(
     checkpoint: { path, commitIntervalMs: 5 },
     parameters: opts.parameters ?? { delay_ms: 3 },
     input: (r) => ({ inputs: r }),
-    maxInFlight: 64,
+    maxInFlight: opts.maxInFlight ?? 64,
   })
   const out: number[] = []
+  // Records the stream had taken in when its first result came out.
+  let writtenAtFirst = 0
   const crash = new Error('simulated crash')
   try {
     await pipeline(
@@ -38,6 +40,7 @@ async function run(
       new Writable({
         objectMode: true,
         write(r: InferenceResult, _e, cb) {
+          if (out.length === 0) writtenAtFirst = stream.stats.written
           out.push(r.outputs as number)
           if (opts.stopAfter !== undefined && out.length >= opts.stopAfter) return cb(crash)
           cb()
@@ -47,7 +50,7 @@ async function run(
   } catch (err) {
     if (err !== crash) throw err
   }
-  return { out, stream }
+  return { out, stream, writtenAtFirst }
 }
 
 const duplicates = async (server: ReturnType<typeof createServer>): Promise<number> =>
@@ -84,29 +87,7 @@ t.test('a resumed run with one record in flight reads its replays at once, outsi
   const records = [...Array(N).keys()]
   await run(server.url, path, records, { stopAfter: 300 })
   await new Promise((r) => setTimeout(r, 100))
-  const stream = new InferenceStream<number>({
-    url: server.url,
-    model: 'builtin/echo',
-    token: 'ckpt',
-    checkpoint: { path, commitIntervalMs: 5 },
-    parameters: { delay_ms: 3 },
-    input: (r) => ({ inputs: r }),
-    maxInFlight: 1,
-  })
-  const out: number[] = []
-  let writtenAtFirst = 0
-  await pipeline(
-    Readable.from(records),
-    stream,
-    new Writable({
-      objectMode: true,
-      write(r: InferenceResult, _e, cb) {
-        if (out.length === 0) writtenAtFirst = stream.stats.written
-        out.push(r.outputs as number)
-        cb()
-      },
-    }),
-  )
+  const { out, stream, writtenAtFirst } = await run(server.url, path, records, { maxInFlight: 1 })
   t.same(out, records, 'every row once, in order')
   t.ok(stream.stats.replayed >= 300, `replayed ${stream.stats.replayed}`)
   // Before the fix each replay waited for the one before it (a window of one record).

@@ -290,6 +290,25 @@ local function remove_many(owner, ids)
   return lost, #gone
 end
 
+-- Entries '<done clock>:<id>' of an owner's done list → their ids, and whether each is live (its
+-- result retained, with that done clock).
+local function done_entries(o, es)
+  local ids, cs = {}, {}
+  for j, e in ipairs(es) do
+    local p = string.find(e, ':', 1, true)
+    cs[j] = string.sub(e, 1, p - 1); ids[j] = string.sub(e, p + 1)
+  end
+  local ms = vget('HMGET', K.results(o), ids)
+  local live = {}
+  for j = 1, #es do
+    local m = ms[j]
+    local _, _, _, c
+    if m then _, _, _, c = meta_parse(m) end
+    live[j] = c == cs[j]
+  end
+  return ids, live
+end
+
 -- The owner's lists hold stale entries (see remove_many) besides live ones: when one holds more
 -- than twice its live entries (and 256), it is rewritten with the live ones only, so that its
 -- length stays within a constant of what the owner retains (the cost, amortized over the entries
@@ -299,19 +318,10 @@ local function compact_lists(o)
   local key = K.done(o)
   if redis.call('LLEN', key) > 2 * n + 256 then
     local es = redis.call('LRANGE', key, 0, -1)
-    local ids, cs = {}, {}
-    for j, e in ipairs(es) do
-      local p = string.find(e, ':', 1, true)
-      cs[j] = string.sub(e, 1, p - 1); ids[j] = string.sub(e, p + 1)
-    end
-    local ms = vget('HMGET', K.results(o), ids)
+    local _, live = done_entries(o, es)
     local keep = {}
     for j, e in ipairs(es) do
-      local m = ms[j]
-      if m then
-        local _, _, _, c = meta_parse(m)
-        if c == cs[j] then keep[#keep + 1] = e end
-      end
+      if live[j] then keep[#keep + 1] = e end
     end
     redis.call('DEL', key)
     if #keep > 0 then vcall('RPUSH', key, keep) end
@@ -334,27 +344,17 @@ end
 -- its done list (stale ones on the way are dropped). Returns the undelivered ones lost.
 local function evict_count(o, k)
   local key = K.done(o)
-  local ids, seen = {}, {}
+  local ids = {}
   local consumed = 0
   while #ids < k do
     local es = redis.call('LRANGE', key, consumed, consumed + math.max(k - #ids, 64) - 1)
     if #es == 0 then break end
-    local cids, cs = {}, {}
-    for j, e in ipairs(es) do
-      local p = string.find(e, ':', 1, true)
-      cs[j] = string.sub(e, 1, p - 1); cids[j] = string.sub(e, p + 1)
-    end
-    local ms = vget('HMGET', K.results(o), cids)
+    local cids, live = done_entries(o, es)
     for j = 1, #es do
       consumed = consumed + 1
-      local m = ms[j]
-      if m and not seen[cids[j]] then
-        local _, _, _, c = meta_parse(m)
-        if c == cs[j] then
-          seen[cids[j]] = true
-          ids[#ids + 1] = cids[j]
-          if #ids == k then break end
-        end
+      if live[j] then
+        ids[#ids + 1] = cids[j]
+        if #ids == k then break end
       end
     end
   end
