@@ -23,9 +23,10 @@
  *   their oldest item and `n` / `l` (items queued, leases held), per group its tenants by age and
  *   its size: what ../queue/memory-queue.ts keeps in memory, kept here so that every process applies
  *   the same rule to the same queue.
- * - results: per owner the pending ids (dedupe), the retained results with their delivery state and
- *   outputs, the undelivered ones in order; in all, retained results by done clock (delivered ones
- *   apart: evicted first) and the ledger.
+ * - results: per owner the pending ids (dedupe), the retained results with their delivery state,
+ *   done clock and outputs, lists of them in done order and of the undelivered ones in order (read
+ *   from the front, stale entries skipped); in all, retained results by done clock (delivered ones
+ *   first: evicted first) and the ledger.
  * - routing: each transition that finishes items appends what goes to a node to that node's stream
  *   (`XADD`): the node reads it (../state/redis-backend.ts), so a notification cannot be lost while
  *   the node lives; a stream route carries `(owner, id)` only, the result stays in the store until
