@@ -101,7 +101,7 @@ Clients connect to ws://HOST:PORT/bulk/stream/cpu/MODEL_ID and send "Bearer TOKE
       let tenantSecret: Buffer | undefined = o.tenantSecretFile ? readSecretFile(o.tenantSecretFile) : undefined
       if (state && !tenantSecret && !o.dataDir) {
         tenantSecret = await state.sharedSecret().catch((err: Error) => {
-          throw new InvalidOptionError(`Cannot reach Redis at ${redis}: ${err.message}`)
+          throw new InvalidOptionError(`Cannot reach Redis at ${(redis as string).replace(/\/\/[^@/]*@/, '//')}: ${err.message}`)
         })
         logger.info('tenant ids are made with the secret kept in Redis (give --tenant-secret-file to keep it out)')
       }

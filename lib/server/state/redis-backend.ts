@@ -25,7 +25,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis'
 import { DeliveryLimitError, InvalidOptionError, LimitExceededError, ShuttingDownError, StateStoreError, toWireError } from '../../errors.js'
 import type { Compute, Parameters } from '../../models/pipeline.js'
 import { requireOptional } from '../../optional-deps.js'
-import { decodePair, encodePair, RedisKeys } from './redis-keys.js'
+import { decodePair, RedisKeys } from './redis-keys.js'
 import { REDIS_LAYOUT, SCRIPTS, type ScriptName } from './redis-scripts.js'
 import { RouteListeners } from './route-listeners.js'
 import { PRESENCE_TTL_MS } from './state-backend.js'
@@ -99,8 +99,8 @@ const DEAD_LETTER = JSON.stringify(
 
 type RoutedReply = Array<[node: string, entry: string, fields: string[]]>
 type LeaseReply = ['lease', string, string, number, string, string[]] | ['wait', number]
-/** Runs one script with `ARGV = [...head, ...args]` (numbers sent as their decimal text). */
-type Script = (head: readonly string[], args: ReadonlyArray<string | number>) => Promise<unknown>
+/** Runs one script with ARGV the parts one after another (numbers sent as their decimal text). */
+type Script = (parts: ReadonlyArray<ReadonlyArray<string | number>>) => Promise<unknown>
 
 /** ioredis's Command, as far as scriptCommandClass uses it. */
 interface IoCommand {
@@ -131,25 +131,54 @@ function scriptCommandClass(Redis: unknown): new (name: string, args: string[]) 
  */
 function scriptSender(redis: RedisClient, ArgsCommand: new (name: string, args: string[]) => IoCommand, lua: string): Script {
   const sha = createHash('sha1').update(lua).digest('hex')
-  const send = (name: string, first: string, head: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> => {
-    const a = new Array<string>(2 + head.length + args.length)
+  const send = (name: string, first: string, parts: ReadonlyArray<ReadonlyArray<string | number>>): Promise<unknown> => {
+    let n = 2
+    for (const part of parts) n += part.length
+    const a = new Array<string>(n)
     a[0] = first
     a[1] = '0'
-    for (let k = 0; k < head.length; k++) a[2 + k] = head[k]
-    const o = 2 + head.length
-    for (let k = 0; k < args.length; k++) {
-      const v = args[k]
-      a[o + k] = typeof v === 'string' ? v : String(v)
+    let o = 2
+    for (const part of parts) {
+      for (let k = 0; k < part.length; k++) {
+        const v = part[k]
+        a[o++] = typeof v === 'string' ? v : String(v)
+      }
     }
     const c = new ArgsCommand(name, a)
     ;(redis as unknown as { sendCommand(c: IoCommand): unknown }).sendCommand(c)
     return c.promise
   }
-  return (head, args) =>
-    send('evalsha', sha, head, args).catch((err: unknown) => {
+  return (parts) =>
+    send('evalsha', sha, parts).catch((err: unknown) => {
       if (!String((err as Error)?.message).includes('NOSCRIPT')) throw err
-      return send('eval', lua, head, args)
+      return send('eval', lua, parts)
     })
+}
+
+/**
+ * The fields that runs of items share (an owner, tenant, group…), sent to a script once per
+ * distinct set, a context, which each item then names by its 1-based index.
+ */
+class Contexts {
+  /** The contexts' fields, one after another. */
+  readonly fields: string[] = []
+  private readonly byKey = new Map<string, number>()
+
+  get count(): number {
+    return this.byKey.size
+  }
+
+  /** The index of these values (all contexts of one call have as many), added when new. */
+  index(values: readonly string[]): number {
+    const key = JSON.stringify(values)
+    let i = this.byKey.get(key)
+    if (i === undefined) {
+      i = this.byKey.size + 1
+      this.byKey.set(key, i)
+      for (const v of values) this.fields.push(v)
+    }
+    return i
+  }
 }
 
 interface NodeReader {
@@ -241,13 +270,14 @@ export class RedisStateBackend implements StateBackend {
     this.beat.unref()
   }
 
-  private call<T>(name: ScriptName, now: number, args: Array<string | number>): Promise<T> {
-    return this.scripts[name]([this.prefix, this.instance, String(now)], args) as Promise<T>
+  // ARGV = prefix, instance, now, then the parts one after another (not copied into one first).
+  private call<T>(name: ScriptName, now: number, ...parts: Array<ReadonlyArray<string | number>>): Promise<T> {
+    return this.scripts[name]([[this.prefix, this.instance, String(now)], ...parts]) as Promise<T>
   }
 
-  private run<T>(name: ScriptName, now: number, args: Array<string | number>): Promise<T> {
+  private run<T>(name: ScriptName, now: number, ...parts: Array<ReadonlyArray<string | number>>): Promise<T> {
     if (this.closed) return Promise.reject(new ShuttingDownError('The state store is closed'))
-    return this.call<T>(name, now, args)
+    return this.call<T>(name, now, ...parts)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -307,22 +337,14 @@ export class RedisStateBackend implements StateBackend {
     const maxq = options.maxQueuedBytes ?? -1
     for (let start = 0; start < items.length; start += SUBMIT_CHUNK) {
       // What items share (owner, tenant, group) goes once per context (see the submit script).
-      const contexts: string[] = []
+      const contexts = new Contexts()
       const perItem: Array<string | number> = []
-      const byKey = new Map<string, number>()
       let last: SubmitItem | undefined
-      let lastCtx = 0
+      let ctx = 0
       for (const item of items.slice(start, start + SUBMIT_CHUNK)) {
         if (last === undefined || item.owner !== last.owner || item.tenant !== last.tenant || item.group !== last.group) {
-          const key = encodePair(item.owner, encodePair(item.tenant, item.group))
-          let ctx = byKey.get(key)
-          if (ctx === undefined) {
-            ctx = byKey.size + 1
-            byKey.set(key, ctx)
-            contexts.push(item.owner, item.tenant, item.group)
-          }
+          ctx = contexts.index([item.owner, item.tenant, item.group])
           last = item
-          lastCtx = ctx
         }
         // The item as the queue keeps it: one JSON line (see the segments of ./redis-scripts.ts).
         const line: unknown[] = [
@@ -337,12 +359,9 @@ export class RedisStateBackend implements StateBackend {
           item.retain ? 1 : 0,
         ]
         if (item.inputs !== undefined) line.push(item.inputs)
-        perItem.push(lastCtx, item.id, item.fingerprint === undefined ? '' : `=${item.fingerprint}`, item.bytes ?? 0, JSON.stringify(line))
+        perItem.push(ctx, item.id, item.fingerprint === undefined ? '' : `=${item.fingerprint}`, item.bytes ?? 0, JSON.stringify(line))
       }
-      const args: Array<string | number> = [maxq, byKey.size]
-      for (let i = 0; i < contexts.length; i++) args.push(contexts[i])
-      for (let i = 0; i < perItem.length; i++) args.push(perItem[i])
-      const [codes, ...done] = await this.run<string[]>('isSubmit', Date.now(), args)
+      const [codes, ...done] = await this.run<string[]>('isSubmit', Date.now(), [maxq, contexts.count], contexts.fields, perItem)
       let d = 0
       for (const c of codes) {
         if (c === 'q') out.push(OUT_QUEUED)
@@ -428,11 +447,10 @@ export class RedisStateBackend implements StateBackend {
   async finish(lease: StateLease, results: readonly ItemResult[]): Promise<FinishOutcome> {
     // The fields items share (owner, tenant, model, node, sink, retain) go once per context, not
     // once per result (see the finish script): a lease's items come in runs of one owner.
-    const contexts: Array<string | number> = []
+    const contexts = new Contexts()
     const perResult: Array<string | number> = []
-    const byKey = new Map<string, number>()
     let last: LeasedItem | undefined
-    let lastCtx = 0
+    let ctx = 0
     const seen = new Set<number>()
     for (const r of results) {
       if (!Number.isInteger(r.index) || r.index < 0 || r.index >= lease.items.length || seen.has(r.index)) continue
@@ -450,24 +468,12 @@ export class RedisStateBackend implements StateBackend {
       }
       const it = lease.items[r.index]
       if (last === undefined || it.owner !== last.owner || it.tenant !== last.tenant || it.model !== last.model || it.route.node !== last.route.node || it.route.sink !== last.route.sink || it.retain !== last.retain) {
-        const sink = it.route.sink ?? ''
-        const retain = it.retain ? '1' : ''
-        const key = encodePair(it.owner, encodePair(it.tenant, encodePair(it.model, encodePair(it.route.node, encodePair(sink, retain)))))
-        let ctx = byKey.get(key)
-        if (ctx === undefined) {
-          ctx = byKey.size + 1
-          byKey.set(key, ctx)
-          contexts.push(it.owner, it.tenant, it.model, it.route.node, sink, retain)
-        }
+        ctx = contexts.index([it.owner, it.tenant, it.model, it.route.node, it.route.sink ?? '', it.retain ? '1' : ''])
         last = it
-        lastCtx = ctx
       }
-      perResult.push(lastCtx, r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen, it.id)
+      perResult.push(ctx, r.index, flags, r.computeSeconds ?? '', r.outputs, stored, storedLen, it.id)
     }
-    const args: Array<string | number> = [...this.limits, lease.id, byKey.size]
-    for (let i = 0; i < contexts.length; i++) args.push(contexts[i])
-    for (let i = 0; i < perResult.length; i++) args.push(perResult[i])
-    const [finished, billed, lost, routed] = await this.run<[number, number, number, RoutedReply]>('isFinish', Date.now(), args)
+    const [finished, billed, lost, routed] = await this.run<[number, number, number, RoutedReply]>('isFinish', Date.now(), this.limits, [lease.id, contexts.count], contexts.fields, perResult)
     this.routeLocal(routed)
     return { finished, billed, lost }
   }
